@@ -1,0 +1,584 @@
+//! Configuration: a TOML file, overridden by `SWITCHBOARD_*` environment variables, validated
+//! once at start-up.
+//!
+//! Every field is documented here and in the README's config reference; every default is safe
+//! (loopback listen addresses, bounded buffers and maps). Validation checks what serde cannot —
+//! references between tenants, queues and intents, regexes, regions, ranges — and every error
+//! names the field and says what to do. Nothing else in the program re-checks these rules.
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// The demo configuration `cargo run` starts with when no file is named.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../deploy/switchboard.toml");
+
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "SWITCHBOARD_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Syntax, type or unknown-field errors; figment's message names the key and the source.
+    #[error("config: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("config field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address (`SWITCHBOARD_GRPC_ADDR`). Port 0 picks a free port; the service
+    /// prints the one it got.
+    #[serde(default = "defaults::grpc_addr")]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus `/metrics` listen address (`SWITCHBOARD_METRICS_ADDR`).
+    #[serde(default = "defaults::metrics_addr")]
+    pub metrics_addr: SocketAddr,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    /// At least one tenant.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// How the runtime around the core is shaped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Number of shards (single-threaded state machines); tenants are spread over them.
+    pub shards: usize,
+    /// How often each shard gets a tick (max-wait escalation, SLA breaches, sweeps, gauges).
+    pub tick_interval_ms: u64,
+    /// Requests waiting for one shard; when full, callers wait (backpressure, not buffering).
+    pub shard_queue_capacity: usize,
+    /// Events buffered per stream subscriber; a subscriber this far behind is disconnected.
+    pub subscriber_buffer: usize,
+    /// How long shutdown waits for in-flight calls before it gives up.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            shards: 2,
+            tick_interval_ms: 1_000,
+            shard_queue_capacity: 4_096,
+            subscriber_buffer: 1_024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Limits that bound input size and memory. Apply to every tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest accepted message text, in bytes (WhatsApp's own limit is 4,096 characters).
+    pub max_text_bytes: usize,
+    /// Messages kept per conversation as context for whoever picks it up.
+    pub context_messages: usize,
+    /// How long a provider message id is remembered for de-duplication. Meta retries webhooks
+    /// for up to 7 days, so less than that lets a late retry through.
+    pub dedup_ttl_secs: u64,
+    /// Most message ids remembered per tenant; past it the oldest are forgotten first.
+    pub dedup_max_ids: usize,
+    /// An idle or bot conversation with no activity for this long is forgotten (its context,
+    /// channels and window). Must be at least the window, or windows would be forgotten open.
+    pub conversation_retention_secs: u64,
+    /// Most conversations tracked per tenant; a new customer past it is refused
+    /// (RESOURCE_EXHAUSTED) rather than growing memory without bound.
+    pub max_conversations: usize,
+    /// The customer-service window (platform rule: 24 hours). Change only to test.
+    pub window_secs: u64,
+    /// How often expired conversations and message ids are swept.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_text_bytes: 4_096,
+            context_messages: 20,
+            dedup_ttl_secs: 7 * 24 * 3_600,
+            dedup_max_ids: 1_000_000,
+            conversation_retention_secs: 3 * 24 * 3_600,
+            max_conversations: 2_000_000,
+            window_secs: 24 * 3_600,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    /// ISO 3166 region used to read numbers written without a country code ("ES", "MX", "US").
+    pub default_region: String,
+    /// The bot that takes simple intents and SLA overflow. None: everything goes to humans.
+    #[serde(default)]
+    pub bot: Option<String>,
+    /// Queue for messages that match no intent (decided by SLA load).
+    pub default_queue: String,
+    /// Queue for escalations that name none (bot escalations, paused automation with no queue).
+    #[serde(default)]
+    pub escalation_queue: Option<String>,
+    /// Priority of messages that match no intent.
+    #[serde(default = "defaults::priority")]
+    pub default_priority: u32,
+    /// Priority an escalated conversation gets at least.
+    #[serde(default = "defaults::escalation_priority")]
+    pub escalation_priority: u32,
+    pub queues: Vec<QueueConfig>,
+    #[serde(default)]
+    pub intents: Vec<IntentConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub name: String,
+    /// Answer within this long: the routing threshold and the SLA attainment target.
+    pub sla_target_secs: u64,
+    /// A conversation waiting longer escalates: to `fallback`, or up in priority.
+    pub max_wait_secs: u64,
+    /// Handle time assumed before any conversation of this queue completed.
+    #[serde(default = "defaults::initial_handle_secs")]
+    pub initial_handle_secs: u64,
+    /// Queue that takes conversations that waited past `max_wait_secs`.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Priority added to a conversation that waited past `max_wait_secs` (no fallback).
+    #[serde(default = "defaults::max_wait_boost")]
+    pub max_wait_priority_boost: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntentMode {
+    /// The bot answers (simple intents).
+    Bot,
+    /// A human answers, in the intent's queue (friction intents).
+    Human,
+    /// A human if the queue is within SLA, else the bot.
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentConfig {
+    pub name: String,
+    pub mode: IntentMode,
+    /// Required for `human` and `auto`; for `bot` it is where the message goes without a bot.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Defaults to the tenant's default priority. When several intents match, the highest
+    /// priority wins, then the first configured.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Whole words or phrases, matched case- and accent-insensitively.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Regular expressions (Rust `regex` syntax), matched case-insensitively against the text
+    /// lower-cased with accents removed.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    pub fn grpc_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 50051))
+    }
+    pub fn metrics_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9464))
+    }
+    pub fn priority() -> u32 {
+        10
+    }
+    pub fn escalation_priority() -> u32 {
+        50
+    }
+    pub fn initial_handle_secs() -> u64 {
+        180
+    }
+    pub fn max_wait_boost() -> u32 {
+        10
+    }
+}
+
+impl Config {
+    /// Loads the file named by `path`, else by `SWITCHBOARD_CONFIG`, else the embedded demo;
+    /// then applies `SWITCHBOARD_*` overrides (`__` separates nesting:
+    /// `SWITCHBOARD_RUNTIME__SHARDS=4`); then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_path = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let text = match path.map(Path::to_path_buf).or(env_path) {
+            Some(path) => std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path, source })?,
+            None => EMBEDDED_DEFAULT.to_owned(),
+        };
+        let figment = Figment::from(Toml::string(&text)).merge(
+            Env::prefixed("SWITCHBOARD_")
+                .ignore(&["CONFIG"])
+                .split("__"),
+        );
+        Self::from_figment(figment)
+    }
+
+    /// Parses and validates TOML text alone (no environment): for tests and `config check`.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rt = &self.runtime;
+        positive("runtime.shards", rt.shards as u64)?;
+        positive("runtime.tick_interval_ms", rt.tick_interval_ms)?;
+        positive(
+            "runtime.shard_queue_capacity",
+            rt.shard_queue_capacity as u64,
+        )?;
+        positive("runtime.subscriber_buffer", rt.subscriber_buffer as u64)?;
+        let l = &self.limits;
+        positive("limits.max_text_bytes", l.max_text_bytes as u64)?;
+        positive("limits.context_messages", l.context_messages as u64)?;
+        positive("limits.dedup_max_ids", l.dedup_max_ids as u64)?;
+        positive("limits.max_conversations", l.max_conversations as u64)?;
+        positive("limits.window_secs", l.window_secs)?;
+        positive("limits.sweep_interval_secs", l.sweep_interval_secs)?;
+        if l.conversation_retention_secs < l.window_secs {
+            return Err(invalid(
+                "limits.conversation_retention_secs",
+                format!(
+                    "{} is shorter than limits.window_secs ({}): open windows would be forgotten; \
+                     set it to at least {}",
+                    l.conversation_retention_secs, l.window_secs, l.window_secs
+                ),
+            ));
+        }
+        if self.tenants.is_empty() {
+            return Err(invalid(
+                "tenants",
+                "no tenant is configured; add at least one [[tenants]] table",
+            ));
+        }
+        let mut ids = HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let at = format!("tenants[{i}]");
+            if !ids.insert(t.id.as_str()) {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!(
+                        "tenant id {:?} is used twice; tenant ids must be unique",
+                        t.id
+                    ),
+                ));
+            }
+            t.validate(&at)?;
+        }
+        Ok(())
+    }
+}
+
+impl TenantConfig {
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        non_empty(&format!("{at}.id"), &self.id)?;
+        if self
+            .default_region
+            .parse::<phonenumber::country::Id>()
+            .is_err()
+        {
+            return Err(invalid(
+                format!("{at}.default_region"),
+                format!(
+                    "{:?} is not an ISO 3166 region code; use two capital letters such as \"ES\", \"MX\" or \"US\"",
+                    self.default_region
+                ),
+            ));
+        }
+        if let Some(bot) = &self.bot {
+            non_empty(&format!("{at}.bot"), bot)?;
+        }
+        if self.queues.is_empty() {
+            return Err(invalid(
+                format!("{at}.queues"),
+                "no queue; add at least one [[tenants.queues]] table",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (j, q) in self.queues.iter().enumerate() {
+            let qat = format!("{at}.queues[{j}]");
+            non_empty(&format!("{qat}.name"), &q.name)?;
+            if !names.insert(q.name.as_str()) {
+                return Err(invalid(
+                    format!("{qat}.name"),
+                    format!("queue {:?} is defined twice in this tenant", q.name),
+                ));
+            }
+            positive(&format!("{qat}.sla_target_secs"), q.sla_target_secs)?;
+            positive(&format!("{qat}.max_wait_secs"), q.max_wait_secs)?;
+            positive(&format!("{qat}.initial_handle_secs"), q.initial_handle_secs)?;
+        }
+        let known = |field: String, name: &str| -> Result<(), ConfigError> {
+            if names.contains(name) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    format!(
+                        "queue {name:?} is not defined; define it under [[tenants.queues]] or use one of {:?}",
+                        self.queues.iter().map(|q| &q.name).collect::<Vec<_>>()
+                    ),
+                ))
+            }
+        };
+        known(format!("{at}.default_queue"), &self.default_queue)?;
+        if let Some(q) = &self.escalation_queue {
+            known(format!("{at}.escalation_queue"), q)?;
+        }
+        for (j, q) in self.queues.iter().enumerate() {
+            if let Some(f) = &q.fallback {
+                known(format!("{at}.queues[{j}].fallback"), f)?;
+            }
+        }
+        self.check_fallback_cycles(at)?;
+        let mut intent_names = HashSet::new();
+        for (j, intent) in self.intents.iter().enumerate() {
+            let iat = format!("{at}.intents[{j}]");
+            non_empty(&format!("{iat}.name"), &intent.name)?;
+            if !intent_names.insert(intent.name.as_str()) {
+                return Err(invalid(
+                    format!("{iat}.name"),
+                    format!("intent {:?} is defined twice in this tenant", intent.name),
+                ));
+            }
+            match (&intent.queue, intent.mode) {
+                (Some(q), _) => known(format!("{iat}.queue"), q)?,
+                (None, IntentMode::Human | IntentMode::Auto) => {
+                    return Err(invalid(
+                        format!("{iat}.queue"),
+                        "a `human` or `auto` intent needs the queue its conversations go to",
+                    ));
+                }
+                (None, IntentMode::Bot) => {}
+            }
+            if intent.keywords.is_empty() && intent.patterns.is_empty() {
+                return Err(invalid(
+                    format!("{iat}.keywords"),
+                    "the intent has neither keywords nor patterns, so it can never match; add one",
+                ));
+            }
+            for (k, kw) in intent.keywords.iter().enumerate() {
+                if kw.trim().is_empty() {
+                    return Err(invalid(
+                        format!("{iat}.keywords[{k}]"),
+                        "empty keyword; remove it",
+                    ));
+                }
+            }
+            for (k, p) in intent.patterns.iter().enumerate() {
+                if let Err(e) = regex::Regex::new(p) {
+                    return Err(invalid(
+                        format!("{iat}.patterns[{k}]"),
+                        format!("not a valid regular expression: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Max-wait escalation follows `fallback` links; a cycle would bounce conversations forever.
+    fn check_fallback_cycles(&self, at: &str) -> Result<(), ConfigError> {
+        for (j, start) in self.queues.iter().enumerate() {
+            let mut seen = HashSet::from([start.name.as_str()]);
+            let mut cur = start;
+            while let Some(next) = &cur.fallback {
+                if !seen.insert(next.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.queues[{j}].fallback"),
+                        format!(
+                            "fallback chain from queue {:?} loops back to {next:?}; end the chain at a queue without fallback",
+                            start.name
+                        ),
+                    ));
+                }
+                cur = self
+                    .queues
+                    .iter()
+                    .find(|q| &q.name == next)
+                    .expect("fallback names were checked to exist just before");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(field: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(field, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        Err(invalid(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[tenants]]
+        id = "t"
+        default_region = "ES"
+        default_queue = "support"
+        [[tenants.queues]]
+        name = "support"
+        sla_target_secs = 60
+        max_wait_secs = 300
+    "#;
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::from_toml_str(EMBEDDED_DEFAULT).unwrap();
+        assert!(
+            c.grpc_addr.ip().is_loopback(),
+            "safe default: loopback only"
+        );
+        assert!(c.metrics_addr.ip().is_loopback());
+        assert_eq!(c.tenants[0].id, "demo");
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_text_bytes, 4096);
+        assert_eq!(c.limits.window_secs, 86_400);
+        assert_eq!(c.limits.dedup_ttl_secs, 7 * 86_400);
+        assert_eq!(c.tenants[0].default_priority, 10);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = err(&format!("{MINIMAL}\nbogus = 1\n"));
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_region_names_field_and_fix() {
+        let e = err(&MINIMAL.replace("\"ES\"", "\"Spain\""));
+        assert!(e.contains("tenants[0].default_region"), "{e}");
+        assert!(e.contains("two capital letters"), "{e}");
+    }
+
+    #[test]
+    fn unknown_queue_reference_is_named() {
+        let e = err(&MINIMAL.replace("default_queue = \"support\"", "default_queue = \"sales\""));
+        assert!(e.contains("tenants[0].default_queue"), "{e}");
+        assert!(e.contains("\"sales\" is not defined"), "{e}");
+    }
+
+    #[test]
+    fn zero_sla_is_refused() {
+        let e = err(&MINIMAL.replace("sla_target_secs = 60", "sla_target_secs = 0"));
+        assert!(e.contains("tenants[0].queues[0].sla_target_secs"), "{e}");
+    }
+
+    #[test]
+    fn bad_regex_is_named() {
+        let text = format!(
+            "{MINIMAL}\n[[tenants.intents]]\nname = \"x\"\nmode = \"bot\"\npatterns = [\"(unclosed\"]\n"
+        );
+        let e = err(&text);
+        assert!(e.contains("tenants[0].intents[0].patterns[0]"), "{e}");
+    }
+
+    #[test]
+    fn human_intent_without_queue_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[[tenants.intents]]\nname = \"x\"\nmode = \"human\"\nkeywords = [\"x\"]\n"
+        );
+        let e = err(&text);
+        assert!(e.contains("tenants[0].intents[0].queue"), "{e}");
+    }
+
+    #[test]
+    fn fallback_cycle_is_refused() {
+        let text = r#"
+            [[tenants]]
+            id = "t"
+            default_region = "ES"
+            default_queue = "a"
+            [[tenants.queues]]
+            name = "a"
+            sla_target_secs = 1
+            max_wait_secs = 1
+            fallback = "b"
+            [[tenants.queues]]
+            name = "b"
+            sla_target_secs = 1
+            max_wait_secs = 1
+            fallback = "a"
+        "#;
+        let e = err(text);
+        assert!(e.contains("loops back"), "{e}");
+    }
+
+    #[test]
+    fn retention_shorter_than_window_is_refused() {
+        let e = err(&format!(
+            "[limits]\nconversation_retention_secs = 60\n{MINIMAL}"
+        ));
+        assert!(e.contains("limits.conversation_retention_secs"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_tenant_is_refused() {
+        let e = err(&format!("{MINIMAL}{MINIMAL}"));
+        assert!(e.contains("tenants[1].id"), "{e}");
+    }
+
+    #[test]
+    fn no_tenant_is_refused() {
+        let e = err("");
+        assert!(e.contains("no tenant"), "{e}");
+    }
+}

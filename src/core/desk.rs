@@ -1,0 +1,1033 @@
+//! The desk of one tenant: its agents, its queues, and where every handled conversation is
+//! (waiting in a queue or assigned to an agent). It is the one source of truth for placement,
+//! so a conversation cannot be in two places: it is a key of one map.
+//!
+//! Rules it keeps:
+//! - an agent takes new conversations only when online and below capacity;
+//! - a queue is served by priority, then age; the agent chosen is the least loaded available
+//!   one serving the queue, ties to the one idle longest (then by id, for determinism);
+//! - a conversation whose agent went offline prefers that agent when it returns; one released
+//!   or transferred away is not offered to the same agent while another agent of the queue is
+//!   online;
+//! - the estimated wait comes from free capacity, the position in the queue and a moving
+//!   average of handle times.
+//!
+//! It never classifies, never reads message text and knows nothing of customers.
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::clock::Timestamp;
+use crate::config::QueueConfig;
+use crate::model::{AgentId, ConversationId, Presence, Priority, QueueName, TenantId};
+
+use super::{AgentView, CoreError, Effect, QueueStatsView, Reason};
+
+pub type QueueIx = usize;
+
+/// Weight of the newest handle time in the moving average: about the last 10 conversations
+/// shape the estimate, so it follows a change of pace within minutes but one outlier does not
+/// swing it.
+const HANDLE_TIME_SMOOTHING: f64 = 0.2;
+
+/// Order of a queue: priority (highest first), then arrival, then a sequence number so that
+/// two arrivals in the same millisecond keep their order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct WaitKey {
+    priority: Reverse<Priority>,
+    since: Timestamp,
+    seq: u64,
+    conversation: ConversationId,
+}
+
+#[derive(Debug, Clone)]
+struct Waiting {
+    queue: QueueIx,
+    key: WaitKey,
+    /// When it entered this queue (max wait counts from here; SLA counts from `key.since`).
+    queue_since: Timestamp,
+    reason: Reason,
+    preferred: Option<AgentId>,
+    avoid: Option<AgentId>,
+    breached: bool,
+    /// Already raised in priority for exceeding this queue's max wait.
+    escalated: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Assigned {
+    agent: AgentId,
+    queue: QueueIx,
+    since: Timestamp,
+    priority: Priority,
+}
+
+#[derive(Debug, Clone)]
+enum Placement {
+    Waiting(Waiting),
+    Assigned(Assigned),
+}
+
+#[derive(Debug)]
+struct Queue {
+    name: QueueName,
+    sla_target_ms: u64,
+    max_wait_ms: u64,
+    fallback: Option<QueueIx>,
+    max_wait_boost: Priority,
+    avg_handle_ms: f64,
+    waiting: BTreeSet<WaitKey>,
+    /// Agents serving this queue, in registration order.
+    members: Vec<AgentId>,
+    assignments: u64,
+    met_sla: u64,
+    breaches: u64,
+}
+
+#[derive(Debug)]
+struct Agent {
+    presence: Presence,
+    capacity: u32,
+    queues: Vec<QueueIx>,
+    /// Live assignments, oldest first.
+    active: Vec<ConversationId>,
+    /// Last time it took or finished a conversation: "idle longest" breaks load ties.
+    last_change: Timestamp,
+    /// Conversations sent back to a queue when it went offline; it gets them first on return.
+    preferred: HashSet<ConversationId>,
+}
+
+impl Agent {
+    fn available(&self) -> bool {
+        self.presence == Presence::Online && (self.active.len() as u64) < u64::from(self.capacity)
+    }
+}
+
+/// Where a conversation is on the desk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Nowhere,
+    Waiting {
+        queue: QueueIx,
+        priority: Priority,
+    },
+    Assigned {
+        agent: AgentId,
+        queue: QueueIx,
+        priority: Priority,
+    },
+}
+
+/// Where an enqueued conversation ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    Agent(AgentId),
+    Waiting {
+        position: u32,
+        estimated_wait_ms: Option<u64>,
+    },
+}
+
+#[derive(Debug)]
+pub struct Desk {
+    tenant: TenantId,
+    queues: Vec<Queue>,
+    by_name: HashMap<QueueName, QueueIx>,
+    agents: HashMap<AgentId, Agent>,
+    placements: HashMap<ConversationId, Placement>,
+    seq: u64,
+}
+
+impl Desk {
+    /// `queues` must be validated (fallbacks name existing queues).
+    pub fn new(tenant: TenantId, queues: &[QueueConfig]) -> Self {
+        let by_name: HashMap<QueueName, QueueIx> = queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (QueueName::new(&q.name), i))
+            .collect();
+        let queues = queues
+            .iter()
+            .map(|q| Queue {
+                name: QueueName::new(&q.name),
+                sla_target_ms: q.sla_target_secs * 1_000,
+                max_wait_ms: q.max_wait_secs * 1_000,
+                fallback: q.fallback.as_deref().map(|f| by_name[f]),
+                max_wait_boost: q.max_wait_priority_boost,
+                avg_handle_ms: (q.initial_handle_secs * 1_000) as f64,
+                waiting: BTreeSet::new(),
+                members: Vec::new(),
+                assignments: 0,
+                met_sla: 0,
+                breaches: 0,
+            })
+            .collect();
+        Self {
+            tenant,
+            queues,
+            by_name,
+            agents: HashMap::new(),
+            placements: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    pub fn queue_ix(&self, name: &str) -> Option<QueueIx> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn queue_name(&self, q: QueueIx) -> &QueueName {
+        &self.queues[q].name
+    }
+
+    pub fn sla_target_ms(&self, q: QueueIx) -> u64 {
+        self.queues[q].sla_target_ms
+    }
+
+    pub fn queue_names(&self) -> impl Iterator<Item = &QueueName> {
+        self.queues.iter().map(|q| &q.name)
+    }
+
+    pub fn has_agent(&self, agent: &str) -> bool {
+        self.agents.contains_key(agent)
+    }
+
+    pub fn agent_available(&self, agent: &str) -> bool {
+        self.agents.get(agent).is_some_and(Agent::available)
+    }
+
+    pub fn location(&self, conversation: ConversationId) -> Location {
+        match self.placements.get(&conversation) {
+            None => Location::Nowhere,
+            Some(Placement::Waiting(w)) => Location::Waiting {
+                queue: w.queue,
+                priority: w.key.priority.0,
+            },
+            Some(Placement::Assigned(a)) => Location::Assigned {
+                agent: a.agent.clone(),
+                queue: a.queue,
+                priority: a.priority,
+            },
+        }
+    }
+
+    /// Where a waiting conversation stands: position and estimated wait.
+    pub fn waiting_status(&self, conversation: ConversationId) -> Option<Placed> {
+        let Some(Placement::Waiting(w)) = self.placements.get(&conversation) else {
+            return None;
+        };
+        let ahead = self.queues[w.queue].waiting.range(..w.key).count();
+        Some(Placed::Waiting {
+            position: ahead as u32,
+            estimated_wait_ms: self.wait_for(w.queue, ahead),
+        })
+    }
+
+    /// The estimated wait of a conversation arriving now with `priority`: None when no agent
+    /// of the queue is online (unbounded).
+    pub fn estimate(&self, q: QueueIx, priority: Priority, now: Timestamp) -> Option<u64> {
+        let last_of_equal_priority = WaitKey {
+            priority: Reverse(priority),
+            since: now,
+            seq: u64::MAX,
+            conversation: ConversationId(u64::MAX),
+        };
+        let ahead = self.queues[q]
+            .waiting
+            .range(..last_of_equal_priority)
+            .count();
+        self.wait_for(q, ahead)
+    }
+
+    /// Wait of the conversation with `ahead` conversations before it: none while free capacity
+    /// covers them; after that each conversation ahead needs one handle time of one slot of the
+    /// queue's online capacity.
+    fn wait_for(&self, q: QueueIx, ahead: usize) -> Option<u64> {
+        let (free, online_capacity, _, _) = self.capacity(q);
+        if (ahead as u64) < free {
+            return Some(0);
+        }
+        if online_capacity == 0 {
+            return None;
+        }
+        let slots_needed = (ahead as u64 - free + 1) as f64;
+        Some((slots_needed * self.queues[q].avg_handle_ms / online_capacity as f64).round() as u64)
+    }
+
+    /// (free capacity, online capacity, available agents, online agents) of a queue.
+    fn capacity(&self, q: QueueIx) -> (u64, u64, u32, u32) {
+        let (mut free, mut online_capacity, mut available, mut online) = (0, 0, 0, 0);
+        for id in &self.queues[q].members {
+            let a = &self.agents[id];
+            if a.presence == Presence::Online {
+                online += 1;
+                online_capacity += u64::from(a.capacity);
+                let load = a.active.len() as u64;
+                if load < u64::from(a.capacity) {
+                    available += 1;
+                    free += u64::from(a.capacity) - load;
+                }
+            }
+        }
+        (free, online_capacity, available, online)
+    }
+
+    /// Puts a conversation that is on no queue into queue `q` and gives it to an agent if one
+    /// is free.
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct fact of the placement
+    pub fn enqueue(
+        &mut self,
+        now: Timestamp,
+        conversation: ConversationId,
+        q: QueueIx,
+        priority: Priority,
+        reason: Reason,
+        preferred: Option<AgentId>,
+        avoid: Option<AgentId>,
+        out: &mut Vec<Effect>,
+    ) -> Placed {
+        debug_assert!(!self.placements.contains_key(&conversation));
+        self.insert_waiting(
+            now,
+            now,
+            conversation,
+            q,
+            priority,
+            reason,
+            preferred,
+            avoid,
+        );
+        self.try_assign_queue(now, q, out);
+        self.placed(conversation, reason, out)
+    }
+
+    /// Moves a waiting conversation to queue `q` (keeping its age), at least at `priority`.
+    pub fn move_waiting(
+        &mut self,
+        now: Timestamp,
+        conversation: ConversationId,
+        q: QueueIx,
+        priority: Priority,
+        reason: Reason,
+        out: &mut Vec<Effect>,
+    ) -> Placed {
+        let Some(Placement::Waiting(w)) = self.placements.remove(&conversation) else {
+            unreachable!("move_waiting is only called for a waiting conversation");
+        };
+        self.queues[w.queue].waiting.remove(&w.key);
+        let priority = priority.max(w.key.priority.0);
+        self.insert_waiting(
+            w.key.since,
+            now,
+            conversation,
+            q,
+            priority,
+            reason,
+            w.preferred,
+            None,
+        );
+        self.try_assign_queue(now, q, out);
+        self.placed(conversation, reason, out)
+    }
+
+    /// Raises the priority of a waiting conversation (never lowers it).
+    pub fn raise_priority(&mut self, conversation: ConversationId, priority: Priority) {
+        let Some(Placement::Waiting(w)) = self.placements.get_mut(&conversation) else {
+            return;
+        };
+        if priority <= w.key.priority.0 {
+            return;
+        }
+        let queue = &mut self.queues[w.queue];
+        queue.waiting.remove(&w.key);
+        w.key.priority = Reverse(priority);
+        queue.waiting.insert(w.key);
+    }
+
+    /// Gives a conversation that is on no queue straight to `agent`, which must be available.
+    pub fn assign_direct(
+        &mut self,
+        now: Timestamp,
+        conversation: ConversationId,
+        agent: &AgentId,
+        q: QueueIx,
+        priority: Priority,
+        reason: Reason,
+        out: &mut Vec<Effect>,
+    ) {
+        debug_assert!(!self.placements.contains_key(&conversation));
+        debug_assert!(self.agent_available(agent.as_str()));
+        let a = self
+            .agents
+            .get_mut(agent)
+            .expect("caller checked the agent");
+        a.active.push(conversation);
+        a.last_change = now;
+        self.placements.insert(
+            conversation,
+            Placement::Assigned(Assigned {
+                agent: agent.clone(),
+                queue: q,
+                since: now,
+                priority,
+            }),
+        );
+        out.push(Effect::Assigned {
+            tenant: self.tenant.clone(),
+            agent: agent.clone(),
+            conversation,
+            queue: self.queues[q].name.clone(),
+            reason,
+            waited_ms: 0,
+        });
+    }
+
+    /// Takes a waiting conversation off its queue (it goes to the bot, say).
+    pub fn remove_waiting(&mut self, conversation: ConversationId) {
+        if let Some(Placement::Waiting(w)) = self.placements.get(&conversation) {
+            self.queues[w.queue].waiting.remove(&w.key);
+            self.placements.remove(&conversation);
+        }
+    }
+
+    /// Creates or replaces an agent. `queues` must be known queue indexes.
+    pub fn register(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        presence: Presence,
+        capacity: u32,
+        queues: Vec<QueueIx>,
+        out: &mut Vec<Effect>,
+    ) {
+        let a = self.agents.entry(agent.clone()).or_insert_with(|| Agent {
+            presence: Presence::Offline,
+            capacity,
+            queues: Vec::new(),
+            active: Vec::new(),
+            last_change: now,
+            preferred: HashSet::new(),
+        });
+        let old_queues = std::mem::replace(&mut a.queues, queues.clone());
+        a.capacity = capacity;
+        let excess: Vec<ConversationId> = if a.active.len() > capacity as usize {
+            a.active.split_off(capacity as usize)
+        } else {
+            Vec::new()
+        };
+        for q in old_queues {
+            self.queues[q].members.retain(|m| m != agent);
+        }
+        for &q in &queues {
+            self.queues[q].members.push(agent.clone());
+        }
+        // The newest assignments go back to their queues, so live load never exceeds capacity.
+        for conversation in excess {
+            self.requeue_from_agent(now, agent, conversation, Reason::CapacityReduced, out);
+        }
+        self.apply_presence(now, agent, presence, out);
+    }
+
+    pub fn set_presence(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        presence: Presence,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), CoreError> {
+        if !self.agents.contains_key(agent) {
+            return Err(agent_not_found(agent));
+        }
+        self.apply_presence(now, agent, presence, out);
+        Ok(())
+    }
+
+    fn apply_presence(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        presence: Presence,
+        out: &mut Vec<Effect>,
+    ) {
+        let a = self
+            .agents
+            .get_mut(agent)
+            .expect("caller checked the agent");
+        let was = a.presence;
+        a.presence = presence;
+        match presence {
+            Presence::Offline if was != Presence::Offline => {
+                a.last_change = now;
+                let active = std::mem::take(&mut a.active);
+                a.preferred.extend(active.iter().copied());
+                for conversation in active {
+                    self.requeue_from_agent(now, agent, conversation, Reason::AgentOffline, out);
+                }
+            }
+            Presence::Online => {
+                let placements = &self.placements;
+                a.preferred
+                    .retain(|c| matches!(placements.get(c), Some(Placement::Waiting(_))));
+                self.fill_agent(now, agent, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// The agent's conversation goes back to its queue (the agent's `active` no longer holds
+    /// it). Offline agents are preferred on return; others are avoided.
+    fn requeue_from_agent(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        conversation: ConversationId,
+        reason: Reason,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(Placement::Assigned(was)) = self.placements.remove(&conversation) else {
+            unreachable!("an agent's active conversation is assigned to it");
+        };
+        out.push(Effect::Unassigned {
+            tenant: self.tenant.clone(),
+            agent: agent.clone(),
+            conversation,
+            reason,
+        });
+        let (preferred, avoid) = match reason {
+            Reason::AgentOffline => (Some(agent.clone()), None),
+            Reason::CapacityReduced => (None, None),
+            _ => (None, Some(agent.clone())),
+        };
+        self.enqueue(
+            now,
+            conversation,
+            was.queue,
+            was.priority,
+            reason,
+            preferred,
+            avoid,
+            out,
+        );
+    }
+
+    /// Checks that `agent` has `conversation`; the error says who has it instead.
+    fn check_holds(&self, agent: &AgentId, conversation: ConversationId) -> Result<(), CoreError> {
+        if !self.agents.contains_key(agent) {
+            return Err(agent_not_found(agent));
+        }
+        match self.placements.get(&conversation) {
+            Some(Placement::Assigned(a)) if &a.agent == agent => Ok(()),
+            Some(Placement::Assigned(a)) => Err(CoreError::FailedPrecondition(format!(
+                "conversation {conversation} is assigned to agent {:?}, not to {:?}",
+                a.agent.as_str(),
+                agent.as_str()
+            ))),
+            Some(Placement::Waiting(w)) => Err(CoreError::FailedPrecondition(format!(
+                "conversation {conversation} is waiting in queue {:?}, not assigned to {:?}",
+                self.queues[w.queue].name.as_str(),
+                agent.as_str()
+            ))),
+            None => Err(CoreError::FailedPrecondition(format!(
+                "conversation {conversation} is not assigned to any agent"
+            ))),
+        }
+    }
+
+    /// Takes an assigned conversation off its agent, returning what it was.
+    fn unassign(&mut self, conversation: ConversationId) -> Assigned {
+        let Some(Placement::Assigned(was)) = self.placements.remove(&conversation) else {
+            unreachable!("caller checked the conversation is assigned");
+        };
+        let a = self
+            .agents
+            .get_mut(&was.agent)
+            .expect("assigned agents exist");
+        a.active.retain(|c| *c != conversation);
+        was
+    }
+
+    /// The agent finished the conversation: its handle time feeds the queue's average and the
+    /// agent takes the next waiting conversation.
+    pub fn complete(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        conversation: ConversationId,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), CoreError> {
+        self.check_holds(agent, conversation)?;
+        let was = self.unassign(conversation);
+        let handle_ms = now.since(was.since).as_millis() as f64;
+        let q = &mut self.queues[was.queue];
+        q.avg_handle_ms += HANDLE_TIME_SMOOTHING * (handle_ms - q.avg_handle_ms);
+        self.agents
+            .get_mut(agent)
+            .expect("checked above")
+            .last_change = now;
+        self.fill_agent(now, agent, out);
+        Ok(())
+    }
+
+    /// The agent gives the conversation back to its queue; another agent gets it.
+    pub fn release(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        conversation: ConversationId,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), CoreError> {
+        self.check_holds(agent, conversation)?;
+        self.unassign_and_requeue(now, agent, conversation, None, Reason::Released, out);
+        Ok(())
+    }
+
+    pub fn transfer_to_queue(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        conversation: ConversationId,
+        q: QueueIx,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), CoreError> {
+        self.check_holds(agent, conversation)?;
+        self.unassign_and_requeue(now, agent, conversation, Some(q), Reason::Transferred, out);
+        Ok(())
+    }
+
+    fn unassign_and_requeue(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        conversation: ConversationId,
+        to: Option<QueueIx>,
+        reason: Reason,
+        out: &mut Vec<Effect>,
+    ) {
+        let a = self.agents.get_mut(agent).expect("checked by check_holds");
+        a.active.retain(|c| *c != conversation);
+        a.last_change = now;
+        if let (Some(q), Some(Placement::Assigned(p))) =
+            (to, self.placements.get_mut(&conversation))
+        {
+            p.queue = q;
+        }
+        self.requeue_from_agent(now, agent, conversation, reason, out);
+        self.fill_agent(now, agent, out);
+    }
+
+    pub fn transfer_to_agent(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        conversation: ConversationId,
+        to: &AgentId,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), CoreError> {
+        self.check_holds(agent, conversation)?;
+        if to == agent {
+            return Err(CoreError::FailedPrecondition(format!(
+                "conversation {conversation} is already with agent {:?}",
+                agent.as_str()
+            )));
+        }
+        let target = self.agents.get(to).ok_or_else(|| agent_not_found(to))?;
+        if !target.available() {
+            return Err(CoreError::FailedPrecondition(format!(
+                "agent {:?} cannot take a conversation now ({}); transfer to a queue instead",
+                to.as_str(),
+                if target.presence == Presence::Online {
+                    "at capacity"
+                } else {
+                    "not online"
+                }
+            )));
+        }
+        let was = self.unassign(conversation);
+        self.agents.get_mut(agent).expect("checked").last_change = now;
+        out.push(Effect::Unassigned {
+            tenant: self.tenant.clone(),
+            agent: agent.clone(),
+            conversation,
+            reason: Reason::Transferred,
+        });
+        self.assign_direct(
+            now,
+            conversation,
+            to,
+            was.queue,
+            was.priority,
+            Reason::Transferred,
+            out,
+        );
+        self.fill_agent(now, agent, out);
+        Ok(())
+    }
+
+    /// Time passes: waiting conversations past the SLA target count as breaches (once per
+    /// queue); past the max wait they move to the fallback queue or rise in priority (once).
+    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        let mut overdue = Vec::new();
+        for (qi, queue) in self.queues.iter_mut().enumerate() {
+            for key in &queue.waiting {
+                let Some(Placement::Waiting(w)) = self.placements.get_mut(&key.conversation) else {
+                    unreachable!("every queue entry has its placement");
+                };
+                if !w.breached && now.since(key.since).as_millis() as u64 > queue.sla_target_ms {
+                    w.breached = true;
+                    queue.breaches += 1;
+                    out.push(Effect::SlaBreached {
+                        tenant: self.tenant.clone(),
+                        queue: queue.name.clone(),
+                    });
+                }
+                if !w.escalated && now.since(w.queue_since).as_millis() as u64 > queue.max_wait_ms {
+                    overdue.push((qi, key.conversation));
+                }
+            }
+        }
+        for (from, conversation) in overdue {
+            let queue = &self.queues[from];
+            let (to, boost) = match queue.fallback {
+                Some(f) => (f, 0),
+                None => (from, queue.max_wait_boost),
+            };
+            let Some(Placement::Waiting(w)) = self.placements.get(&conversation) else {
+                continue; // assigned by an earlier move in this loop
+            };
+            let priority = w.key.priority.0.saturating_add(boost);
+            if to == from {
+                self.raise_priority(conversation, priority);
+                if let Some(Placement::Waiting(w)) = self.placements.get_mut(&conversation) {
+                    w.escalated = true;
+                }
+            } else {
+                self.move_waiting(
+                    now,
+                    conversation,
+                    to,
+                    priority,
+                    Reason::MaxWaitExceeded,
+                    out,
+                );
+            }
+            out.push(Effect::Escalated {
+                tenant: self.tenant.clone(),
+                conversation,
+                from: self.queues[from].name.clone(),
+                to: self.queues[to].name.clone(),
+                priority,
+            });
+        }
+    }
+
+    pub fn agent_view(&self, agent: &AgentId) -> Result<AgentView, CoreError> {
+        let a = self
+            .agents
+            .get(agent)
+            .ok_or_else(|| agent_not_found(agent))?;
+        Ok(AgentView {
+            tenant: self.tenant.clone(),
+            id: agent.clone(),
+            presence: a.presence,
+            capacity: a.capacity,
+            queues: a
+                .queues
+                .iter()
+                .map(|&q| self.queues[q].name.clone())
+                .collect(),
+            conversations: a.active.clone(),
+        })
+    }
+
+    pub fn stats(&self, q: QueueIx, now: Timestamp, default_priority: Priority) -> QueueStatsView {
+        let queue = &self.queues[q];
+        let (free, _, available, online) = self.capacity(q);
+        QueueStatsView {
+            tenant: self.tenant.clone(),
+            queue: queue.name.clone(),
+            depth: queue.waiting.len() as u32,
+            available_agents: available,
+            online_agents: online,
+            free_capacity: free as u32,
+            estimated_wait_ms: self.estimate(q, default_priority, now),
+            sla_target_ms: queue.sla_target_ms,
+            max_wait_ms: queue.max_wait_ms,
+            sla_attainment: if queue.assignments == 0 {
+                1.0
+            } else {
+                queue.met_sla as f64 / queue.assignments as f64
+            },
+            assignments_total: queue.assignments,
+            sla_breaches_total: queue.breaches,
+            average_handle_ms: queue.avg_handle_ms.round() as u64,
+            oldest_wait_ms: queue
+                .waiting
+                .iter()
+                .map(|k| now.since(k.since).as_millis() as u64)
+                .max()
+                .unwrap_or(0),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_waiting(
+        &mut self,
+        since: Timestamp,
+        now: Timestamp,
+        conversation: ConversationId,
+        q: QueueIx,
+        priority: Priority,
+        reason: Reason,
+        preferred: Option<AgentId>,
+        avoid: Option<AgentId>,
+    ) {
+        self.seq += 1;
+        let key = WaitKey {
+            priority: Reverse(priority),
+            since,
+            seq: self.seq,
+            conversation,
+        };
+        self.queues[q].waiting.insert(key);
+        self.placements.insert(
+            conversation,
+            Placement::Waiting(Waiting {
+                queue: q,
+                key,
+                queue_since: now,
+                reason,
+                preferred,
+                avoid,
+                breached: false,
+                escalated: false,
+            }),
+        );
+    }
+
+    /// Where a just-enqueued conversation is; a `Queued` effect if it waits.
+    fn placed(
+        &self,
+        conversation: ConversationId,
+        reason: Reason,
+        out: &mut Vec<Effect>,
+    ) -> Placed {
+        match self.placements.get(&conversation) {
+            Some(Placement::Assigned(a)) => Placed::Agent(a.agent.clone()),
+            Some(Placement::Waiting(w)) => {
+                out.push(Effect::Queued {
+                    tenant: self.tenant.clone(),
+                    conversation,
+                    queue: self.queues[w.queue].name.clone(),
+                    reason,
+                });
+                self.waiting_status(conversation)
+                    .expect("the conversation is waiting")
+            }
+            None => unreachable!("an enqueued conversation is placed"),
+        }
+    }
+
+    /// Whether `agent` may take `w` from queue `q`: not if it is the agent the conversation
+    /// avoids while another agent of the queue is online.
+    fn may_take(&self, agent: &AgentId, q: QueueIx, w: &Waiting) -> bool {
+        match &w.avoid {
+            Some(avoid) if avoid == agent => !self.queues[q]
+                .members
+                .iter()
+                .any(|m| m != agent && self.agents[m].presence == Presence::Online),
+            _ => true,
+        }
+    }
+
+    /// The agent for waiting conversation `w`: its preferred agent if available, else the least
+    /// loaded available one, ties to the longest idle, then by id.
+    fn pick_agent(&self, q: QueueIx, w: &Waiting) -> Option<AgentId> {
+        if let Some(p) = &w.preferred {
+            if self.agents.get(p).is_some_and(Agent::available) {
+                return Some(p.clone());
+            }
+        }
+        self.queues[q]
+            .members
+            .iter()
+            .filter_map(|id| {
+                let a = &self.agents[id];
+                (a.available() && self.may_take(id, q, w)).then_some((
+                    a.active.len(),
+                    a.last_change,
+                    id,
+                ))
+            })
+            .min()
+            .map(|(_, _, id)| id.clone())
+    }
+
+    /// Assigns waiting conversations of queue `q`, in order, while agents are free.
+    fn try_assign_queue(&mut self, now: Timestamp, q: QueueIx, out: &mut Vec<Effect>) {
+        loop {
+            let any_free = self.queues[q]
+                .members
+                .iter()
+                .any(|m| self.agents[m].available());
+            if !any_free {
+                return;
+            }
+            let next = self.queues[q].waiting.iter().find_map(|key| {
+                let Some(Placement::Waiting(w)) = self.placements.get(&key.conversation) else {
+                    unreachable!("every queue entry has its placement");
+                };
+                self.pick_agent(q, w).map(|a| (key.conversation, a))
+            });
+            match next {
+                Some((conversation, agent)) => self.assign(now, conversation, &agent, out),
+                None => return,
+            }
+        }
+    }
+
+    /// Fills the agent's free capacity: conversations that prefer it first, then the best
+    /// waiting conversation across its queues.
+    fn fill_agent(&mut self, now: Timestamp, agent: &AgentId, out: &mut Vec<Effect>) {
+        loop {
+            let Some(a) = self.agents.get(agent) else {
+                return;
+            };
+            if !a.available() {
+                return;
+            }
+            let preferred = a
+                .preferred
+                .iter()
+                .filter_map(|c| match self.placements.get(c) {
+                    Some(Placement::Waiting(w)) => Some(w.key),
+                    _ => None,
+                })
+                .min();
+            let next = preferred.or_else(|| {
+                a.queues
+                    .iter()
+                    .filter_map(|&q| {
+                        self.queues[q].waiting.iter().copied().find(|key| {
+                            let Some(Placement::Waiting(w)) =
+                                self.placements.get(&key.conversation)
+                            else {
+                                unreachable!("every queue entry has its placement");
+                            };
+                            self.may_take(agent, q, w)
+                        })
+                    })
+                    .min()
+            });
+            match next {
+                Some(key) => self.assign(now, key.conversation, agent, out),
+                None => return,
+            }
+        }
+    }
+
+    fn assign(
+        &mut self,
+        now: Timestamp,
+        conversation: ConversationId,
+        agent: &AgentId,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(Placement::Waiting(w)) = self.placements.remove(&conversation) else {
+            unreachable!("only waiting conversations are assigned from a queue");
+        };
+        let queue = &mut self.queues[w.queue];
+        queue.waiting.remove(&w.key);
+        let waited_ms = now.since(w.key.since).as_millis() as u64;
+        queue.assignments += 1;
+        if waited_ms <= queue.sla_target_ms {
+            queue.met_sla += 1;
+        } else if !w.breached {
+            queue.breaches += 1;
+            out.push(Effect::SlaBreached {
+                tenant: self.tenant.clone(),
+                queue: queue.name.clone(),
+            });
+        }
+        let a = self.agents.get_mut(agent).expect("picked agents exist");
+        a.active.push(conversation);
+        a.last_change = now;
+        a.preferred.remove(&conversation);
+        self.placements.insert(
+            conversation,
+            Placement::Assigned(Assigned {
+                agent: agent.clone(),
+                queue: w.queue,
+                since: now,
+                priority: w.key.priority.0,
+            }),
+        );
+        out.push(Effect::Assigned {
+            tenant: self.tenant.clone(),
+            agent: agent.clone(),
+            conversation,
+            queue: self.queues[w.queue].name.clone(),
+            reason: w.reason,
+            waited_ms,
+        });
+    }
+
+    /// Checks the desk's invariants; for tests and debug assertions.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut waiting = 0;
+        for (qi, q) in self.queues.iter().enumerate() {
+            for key in &q.waiting {
+                match self.placements.get(&key.conversation) {
+                    Some(Placement::Waiting(w)) if w.queue == qi && w.key == *key => waiting += 1,
+                    other => {
+                        return Err(format!(
+                            "queue {} holds {} but its placement is {other:?}",
+                            q.name, key.conversation
+                        ));
+                    }
+                }
+            }
+            for m in &q.members {
+                if !self.agents[m].queues.contains(&qi) {
+                    return Err(format!("{m} is a member of {} it does not serve", q.name));
+                }
+            }
+        }
+        let mut assigned = 0;
+        for (id, a) in &self.agents {
+            if a.active.len() > a.capacity as usize {
+                return Err(format!(
+                    "agent {id} has {} conversations, capacity {}",
+                    a.active.len(),
+                    a.capacity
+                ));
+            }
+            if a.presence == Presence::Offline && !a.active.is_empty() {
+                return Err(format!("offline agent {id} still has conversations"));
+            }
+            for c in &a.active {
+                match self.placements.get(c) {
+                    Some(Placement::Assigned(p)) if &p.agent == id => assigned += 1,
+                    other => return Err(format!("agent {id} holds {c} placed {other:?}")),
+                }
+            }
+        }
+        if waiting + assigned != self.placements.len() {
+            return Err(format!(
+                "{} placements but {waiting} waiting and {assigned} assigned",
+                self.placements.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Conversations on the desk (waiting or assigned): for tests.
+    pub fn placed_conversations(&self) -> impl Iterator<Item = ConversationId> + '_ {
+        self.placements.keys().copied()
+    }
+}
+
+fn agent_not_found(agent: &AgentId) -> CoreError {
+    CoreError::NotFound {
+        what: "agent",
+        id: agent.to_string(),
+    }
+}

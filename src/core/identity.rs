@@ -1,0 +1,158 @@
+//! Who the customer is: phone numbers normalised to E.164 with the `phonenumber` crate, reading
+//! national formats in the tenant's default region; and de-duplication of provider message ids,
+//! since the platform retries webhooks for days and the same message must not route twice.
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use phonenumber::{Mode, country};
+
+use crate::clock::Timestamp;
+use crate::model::CustomerNumber;
+
+/// Parses `raw` (E.164, international or national format) and checks it is a valid number.
+/// The error says what is wrong, for an `INVALID_ARGUMENT` on the `customer` field.
+pub fn normalize(raw: &str, region: country::Id) -> Result<CustomerNumber, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err("is empty; send the customer's phone number, e.g. +34612345678".into());
+    }
+    let parsed = phonenumber::parse(Some(region), trimmed)
+        .map_err(|e| format!("is not a phone number ({e}); send E.164, e.g. +34612345678"))?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err(format!(
+            "is not a valid number in its region ({region:?} by default); send E.164 with the country code"
+        ));
+    }
+    Ok(CustomerNumber::from_valid_e164(
+        &parsed.format().mode(Mode::E164).to_string(),
+    ))
+}
+
+/// True when `raw` already has the E.164 shape (`+` then 8–15 digits): such a string can be
+/// looked up directly among known customers without parsing it again.
+pub fn looks_e164(raw: &str) -> bool {
+    let digits = raw.strip_prefix('+').unwrap_or("");
+    (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Remembers provider message ids for `ttl`, at most `max` of them (oldest forgotten first).
+/// Ids arrive in time order, so insertion order is expiry order and a queue suffices.
+#[derive(Debug)]
+pub struct Dedup {
+    seen: HashSet<Arc<str>>,
+    order: VecDeque<(Timestamp, Arc<str>)>,
+    ttl_ms: u64,
+    max: usize,
+}
+
+impl Dedup {
+    pub fn new(ttl_ms: u64, max: usize) -> Self {
+        Self {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            ttl_ms,
+            max,
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+
+    pub fn insert(&mut self, id: &str, now: Timestamp) {
+        let id: Arc<str> = Arc::from(id);
+        if self.seen.insert(id.clone()) {
+            self.order.push_back((now, id));
+            while self.order.len() > self.max {
+                self.forget_oldest();
+            }
+        }
+    }
+
+    /// Forgets ids older than the ttl.
+    pub fn sweep(&mut self, now: Timestamp) {
+        while let Some((at, _)) = self.order.front() {
+            if now.as_millis().saturating_sub(at.as_millis()) < self.ttl_ms {
+                break;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, id)) = self.order.pop_front() {
+            self.seen.remove(&id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ES: country::Id = country::Id::ES;
+
+    #[test]
+    fn normalises_national_and_international_formats() {
+        for raw in [
+            "612 345 678",
+            "+34 612 34 56 78",
+            "0034612345678",
+            "+34612345678",
+        ] {
+            assert_eq!(
+                normalize(raw, ES).unwrap().as_e164(),
+                "+34612345678",
+                "{raw}"
+            );
+        }
+        // Another region's number keeps its own country code.
+        assert_eq!(
+            normalize("+52 55 1234 5678", ES).unwrap().as_e164(),
+            "+525512345678"
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_valid_number() {
+        assert!(normalize("", ES).unwrap_err().contains("empty"));
+        assert!(normalize("hello", ES).is_err());
+        assert!(normalize("+34 12", ES).is_err());
+    }
+
+    #[test]
+    fn e164_shape() {
+        assert!(looks_e164("+34612345678"));
+        assert!(!looks_e164("34612345678"));
+        assert!(!looks_e164("+34 612"));
+        assert!(!looks_e164("+1234"));
+    }
+
+    #[test]
+    fn dedup_forgets_after_ttl_and_past_max() {
+        let mut d = Dedup::new(1_000, 2);
+        d.insert("a", Timestamp(0));
+        assert!(d.contains("a"));
+        d.sweep(Timestamp(999));
+        assert!(d.contains("a"), "still within ttl");
+        d.sweep(Timestamp(1_000));
+        assert!(!d.contains("a"), "forgotten exactly at ttl");
+
+        d.insert("b", Timestamp(2_000));
+        d.insert("c", Timestamp(2_001));
+        d.insert("d", Timestamp(2_002));
+        assert_eq!(d.len(), 2);
+        assert!(!d.contains("b"), "oldest forgotten past max");
+        assert!(d.contains("c") && d.contains("d"));
+        d.insert("d", Timestamp(2_003));
+        assert_eq!(d.len(), 2, "re-inserting a known id adds nothing");
+    }
+}

@@ -1,0 +1,433 @@
+//! The deterministic core: one [`Shard`] owns the state of one or more tenants and is driven by
+//! a single ordered stream of commands, each with its time.
+//!
+//! `shard.handle(now, command, &mut effects) -> Result<Reply, CoreError>`
+//!
+//! It does no I/O, spawns nothing, reads no clock and takes no lock: the same commands at the
+//! same times give the same replies and effects, which is what makes every routing rule testable
+//! to the millisecond and replayable. Effects (assignments, messages for agents and bots,
+//! escalations) are for the runtime to carry out; the core never knows who listens.
+//!
+//! Inside: `identity` (numbers, dedup), `classify` (intents), `desk` (agents, queues,
+//! assignment, estimates) and `tenant` (conversations and the routing decision).
+pub mod classify;
+pub mod desk;
+pub mod identity;
+pub mod tenant;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::config::Config;
+use crate::model::{AgentId, Channel, ConversationId, Presence, Priority, QueueName, TenantId};
+
+pub use tenant::Tenant;
+
+/// Why a conversation went where it went (mirrors `switchboard.v1.Reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    AutomationPaused,
+    RouteOverride,
+    AssignedAgent,
+    AlreadyQueued,
+    Friction,
+    SimpleIntent,
+    SlaOk,
+    SlaSaturated,
+    SlaSaturatedNoBot,
+    NoBot,
+    Duplicate,
+    Escalated,
+    MaxWaitExceeded,
+    AgentOffline,
+    Released,
+    Transferred,
+    CapacityReduced,
+    Dequeued,
+}
+
+impl Reason {
+    /// Stable snake-case name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AutomationPaused => "automation_paused",
+            Reason::RouteOverride => "route_override",
+            Reason::AssignedAgent => "assigned_agent",
+            Reason::AlreadyQueued => "already_queued",
+            Reason::Friction => "friction",
+            Reason::SimpleIntent => "simple_intent",
+            Reason::SlaOk => "sla_ok",
+            Reason::SlaSaturated => "sla_saturated",
+            Reason::SlaSaturatedNoBot => "sla_saturated_no_bot",
+            Reason::NoBot => "no_bot",
+            Reason::Duplicate => "duplicate",
+            Reason::Escalated => "escalated",
+            Reason::MaxWaitExceeded => "max_wait_exceeded",
+            Reason::AgentOffline => "agent_offline",
+            Reason::Released => "released",
+            Reason::Transferred => "transferred",
+            Reason::CapacityReduced => "capacity_reduced",
+            Reason::Dequeued => "dequeued",
+        }
+    }
+}
+
+/// Where a message or conversation went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Agent,
+    Queue,
+    Bot,
+    None,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Agent => "agent",
+            Target::Queue => "queue",
+            Target::Bot => "bot",
+            Target::None => "none",
+        }
+    }
+}
+
+/// An inbound customer message, as the core sees it (already decoded, not yet validated).
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub tenant: TenantId,
+    pub customer: String,
+    pub channel: Channel,
+    pub provider_message_id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    /// A note added by switchboard or a person (escalation reason).
+    Note,
+}
+
+/// One message of a conversation's context. Text is shared, so handing it to a bot or an agent
+/// stream costs a reference count, not a copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextMessage {
+    pub direction: Direction,
+    pub channel: Channel,
+    pub text: Arc<str>,
+    pub at: Timestamp,
+    pub provider_message_id: Arc<str>,
+    pub intent: Option<Arc<str>>,
+}
+
+/// The answer to an inbound message or an escalation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// None only for a duplicate whose conversation was already forgotten.
+    pub conversation: Option<ConversationId>,
+    pub target: Target,
+    pub reason: Reason,
+    pub intent: Option<Arc<str>>,
+    pub queue: Option<QueueName>,
+    pub agent: Option<AgentId>,
+    pub bot: Option<Arc<str>>,
+    /// Target::Queue: conversations ahead of this one.
+    pub position: u32,
+    /// Target::Queue: the estimated wait; None when no agent of the queue is online.
+    pub estimated_wait_ms: Option<u64>,
+    pub duplicate: bool,
+    pub window_expires: Option<Timestamp>,
+}
+
+/// What the runtime must carry out after a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// The conversation is now the agent's.
+    Assigned {
+        tenant: TenantId,
+        agent: AgentId,
+        conversation: ConversationId,
+        queue: QueueName,
+        reason: Reason,
+        waited_ms: u64,
+    },
+    /// The conversation was taken from the agent.
+    Unassigned {
+        tenant: TenantId,
+        agent: AgentId,
+        conversation: ConversationId,
+        reason: Reason,
+    },
+    /// A customer message for the agent who has the conversation.
+    AgentMessage {
+        tenant: TenantId,
+        agent: AgentId,
+        conversation: ConversationId,
+        message: ContextMessage,
+    },
+    /// A customer message for the bot.
+    BotMessage {
+        tenant: TenantId,
+        bot: Arc<str>,
+        conversation: ConversationId,
+        message: ContextMessage,
+        reason: Reason,
+        intent: Option<Arc<str>>,
+    },
+    /// The conversation now waits in a queue.
+    Queued {
+        tenant: TenantId,
+        conversation: ConversationId,
+        queue: QueueName,
+        reason: Reason,
+    },
+    /// A waiting conversation passed its queue's SLA target.
+    SlaBreached { tenant: TenantId, queue: QueueName },
+    /// A waiting conversation passed its queue's maximum wait and moved or rose in priority.
+    Escalated {
+        tenant: TenantId,
+        conversation: ConversationId,
+        from: QueueName,
+        to: QueueName,
+        priority: Priority,
+    },
+}
+
+/// Where a supervisor fixed a conversation's route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOverride {
+    Queue(QueueName),
+    Agent(AgentId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    Queue(QueueName),
+    Agent(AgentId),
+}
+
+/// Everything that changes or reads a shard's state.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Ingest(Inbound),
+    RegisterAgent {
+        tenant: TenantId,
+        agent: AgentId,
+        presence: Presence,
+        capacity: u32,
+        queues: Vec<String>,
+    },
+    SetPresence {
+        tenant: TenantId,
+        agent: AgentId,
+        presence: Presence,
+    },
+    Complete {
+        tenant: TenantId,
+        agent: AgentId,
+        conversation: ConversationId,
+    },
+    Release {
+        tenant: TenantId,
+        agent: AgentId,
+        conversation: ConversationId,
+    },
+    Transfer {
+        tenant: TenantId,
+        agent: AgentId,
+        conversation: ConversationId,
+        to: TransferTarget,
+    },
+    PauseAutomation {
+        tenant: TenantId,
+        conversation: ConversationId,
+    },
+    ResumeAutomation {
+        tenant: TenantId,
+        conversation: ConversationId,
+    },
+    OverrideRoute {
+        tenant: TenantId,
+        conversation: ConversationId,
+        to: Option<RouteOverride>,
+    },
+    Escalate {
+        tenant: TenantId,
+        conversation: ConversationId,
+        queue: Option<String>,
+        note: String,
+    },
+    GetConversation {
+        tenant: TenantId,
+        conversation: ConversationId,
+    },
+    GetAgent {
+        tenant: TenantId,
+        agent: AgentId,
+    },
+    QueueStats {
+        tenant: TenantId,
+        queue: Option<String>,
+    },
+    /// Time passes: SLA breaches, max-wait escalation, sweeps of expired state.
+    Tick,
+}
+
+impl Command {
+    /// The tenant the command is for (None: every tenant of the shard).
+    pub fn tenant(&self) -> Option<&TenantId> {
+        use Command::*;
+        match self {
+            Ingest(m) => Some(&m.tenant),
+            RegisterAgent { tenant, .. }
+            | SetPresence { tenant, .. }
+            | Complete { tenant, .. }
+            | Release { tenant, .. }
+            | Transfer { tenant, .. }
+            | PauseAutomation { tenant, .. }
+            | ResumeAutomation { tenant, .. }
+            | OverrideRoute { tenant, .. }
+            | Escalate { tenant, .. }
+            | GetConversation { tenant, .. }
+            | GetAgent { tenant, .. }
+            | QueueStats { tenant, .. } => Some(tenant),
+            Tick => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConversationState {
+    Idle,
+    Bot,
+    Waiting,
+    Assigned,
+}
+
+/// A conversation as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationView {
+    pub tenant: TenantId,
+    pub id: ConversationId,
+    /// E.164, for the agent who answers; never logged.
+    pub customer: String,
+    pub state: ConversationState,
+    pub queue: Option<QueueName>,
+    pub agent: Option<AgentId>,
+    pub priority: Priority,
+    pub automation_paused: bool,
+    pub route_override: Option<RouteOverride>,
+    pub window_expires: Option<Timestamp>,
+    pub window_open: bool,
+    pub channels: Vec<Channel>,
+    pub context: Vec<ContextMessage>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentView {
+    pub tenant: TenantId,
+    pub id: AgentId,
+    pub presence: Presence,
+    pub capacity: u32,
+    pub queues: Vec<QueueName>,
+    pub conversations: Vec<ConversationId>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStatsView {
+    pub tenant: TenantId,
+    pub queue: QueueName,
+    pub depth: u32,
+    pub available_agents: u32,
+    pub online_agents: u32,
+    pub free_capacity: u32,
+    /// None: no agent online, the wait is unbounded.
+    pub estimated_wait_ms: Option<u64>,
+    pub sla_target_ms: u64,
+    pub max_wait_ms: u64,
+    pub sla_attainment: f64,
+    pub assignments_total: u64,
+    pub sla_breaches_total: u64,
+    pub average_handle_ms: u64,
+    pub oldest_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Decision(Decision),
+    Agent(AgentView),
+    Conversation(ConversationView),
+    QueueStats(Vec<QueueStatsView>),
+    Done,
+}
+
+/// Why a command was refused. Nothing changed in the shard when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("field `{field}` {problem}")]
+    InvalidArgument {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("{what} {id:?} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+}
+
+/// The state of the tenants one shard owns, and the single entry point that changes it.
+#[derive(Debug)]
+pub struct Shard {
+    tenants: HashMap<TenantId, Tenant>,
+}
+
+impl Shard {
+    /// A shard owning the configured tenants for which `owns` is true. `config` must have been
+    /// validated (`Config::load` does).
+    pub fn new(config: &Config, owns: impl Fn(&str) -> bool) -> Self {
+        let limits = Arc::new(config.limits.clone());
+        let tenants = config
+            .tenants
+            .iter()
+            .filter(|t| owns(&t.id))
+            .map(|t| (TenantId::new(&t.id), Tenant::new(t, limits.clone())))
+            .collect();
+        Self { tenants }
+    }
+
+    pub fn tenant_ids(&self) -> impl Iterator<Item = &TenantId> {
+        self.tenants.keys()
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.get(id)
+    }
+
+    /// Applies one command at time `now`. Effects are appended to `out`; on error nothing
+    /// changed and nothing was appended.
+    pub fn handle(
+        &mut self,
+        now: Timestamp,
+        command: Command,
+        out: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        let Some(id) = command.tenant() else {
+            for t in self.tenants.values_mut() {
+                t.tick(now, out);
+            }
+            return Ok(Reply::Done);
+        };
+        let tenant = self
+            .tenants
+            .get_mut(id.as_str())
+            .ok_or_else(|| CoreError::NotFound {
+                what: "tenant",
+                id: id.to_string(),
+            })?;
+        tenant.handle(now, command, out)
+    }
+}

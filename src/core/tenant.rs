@@ -1,0 +1,923 @@
+//! One tenant's conversations and the routing decision.
+//!
+//! A conversation is one per (tenant, customer), whatever the channel: the customer who writes
+//! on WhatsApp and then opens web chat continues the same conversation. It carries the last N
+//! messages as context, the 24-hour customer-service window (opened and reset by each WhatsApp
+//! message from the customer), and the flags people set (automation paused, route override).
+//!
+//! The routing order, each outcome with its reason:
+//! 1. automation paused or a route override → a human (`AUTOMATION_PAUSED`, `ROUTE_OVERRIDE`);
+//! 2. already with an agent → that agent (`ASSIGNED_AGENT`);
+//! 3. already waiting in a queue → keeps its place (`ALREADY_QUEUED`; friction raises priority);
+//! 4. friction intent (mode `human`) → its queue at its priority (`FRICTION`);
+//! 5. simple intent (mode `bot`) → the bot (`SIMPLE_INTENT`; `NO_BOT` queues it without a bot);
+//! 6. otherwise (mode `auto`, or no intent) → the queue if its estimated wait is within the SLA
+//!    target (`SLA_OK`), else the bot (`SLA_SATURATED`), else queued anyway
+//!    (`SLA_SATURATED_NO_BOT`).
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use phonenumber::country;
+
+use crate::clock::Timestamp;
+use crate::config::{IntentMode, Limits, TenantConfig};
+use crate::model::{
+    AgentId, Channel, ConversationId, CustomerNumber, Priority, QueueName, TenantId,
+};
+
+use super::classify::Classifier;
+use super::desk::{Desk, Location, Placed, QueueIx};
+use super::identity::{self, Dedup};
+use super::{
+    Command, ContextMessage, ConversationState, ConversationView, CoreError, Decision, Direction,
+    Effect, Inbound, Reason, Reply, RouteOverride, Target, TransferTarget,
+};
+
+/// Longest provider message id accepted (WhatsApp ids are about 60 bytes).
+const MAX_PROVIDER_ID_BYTES: usize = 256;
+/// Most queues one agent may serve, and most conversations at once: far above any real desk,
+/// low enough that a typo (capacity 10000) is refused instead of skewing estimates.
+const MAX_AGENT_QUEUES: usize = 64;
+const MAX_AGENT_CAPACITY: u32 = 100;
+
+#[derive(Debug)]
+struct Intent {
+    name: Arc<str>,
+    mode: IntentMode,
+    queue: Option<QueueIx>,
+    priority: Priority,
+}
+
+#[derive(Debug)]
+struct Conversation {
+    customer: CustomerNumber,
+    /// When the customer-service window closes; None: never opened.
+    window_expires: Option<Timestamp>,
+    channels: Vec<Channel>,
+    context: VecDeque<ContextMessage>,
+    paused: bool,
+    route_override: Option<RouteOverride>,
+    /// With the bot (and not on the desk).
+    with_bot: bool,
+    /// The queue it was last routed to: where a human takes it when automation is paused.
+    last_queue: Option<QueueIx>,
+    priority: Priority,
+    last_activity: Timestamp,
+}
+
+impl Conversation {
+    fn push_context(&mut self, message: ContextMessage, keep: usize) {
+        if self.context.len() == keep {
+            self.context.pop_front();
+        }
+        self.context.push_back(message);
+    }
+}
+
+#[derive(Debug)]
+pub struct Tenant {
+    id: TenantId,
+    region: country::Id,
+    bot: Option<Arc<str>>,
+    default_queue: QueueIx,
+    escalation_queue: QueueIx,
+    default_priority: Priority,
+    escalation_priority: Priority,
+    intents: Vec<Intent>,
+    classifier: Classifier,
+    limits: Arc<Limits>,
+    conversations: HashMap<ConversationId, Conversation>,
+    by_customer: HashMap<CustomerNumber, ConversationId>,
+    next_conversation: u64,
+    dedup: Dedup,
+    desk: Desk,
+    next_sweep: Timestamp,
+}
+
+impl Tenant {
+    /// Builds a tenant from its validated configuration.
+    pub fn new(config: &TenantConfig, limits: Arc<Limits>) -> Self {
+        let id = TenantId::new(&config.id);
+        let desk = Desk::new(id.clone(), &config.queues);
+        let queue = |name: &str| desk.queue_ix(name).expect("validated by Config::validate");
+        let default_queue = queue(&config.default_queue);
+        let intents = config
+            .intents
+            .iter()
+            .map(|i| Intent {
+                name: Arc::from(i.name.as_str()),
+                mode: i.mode,
+                queue: i.queue.as_deref().map(queue),
+                priority: i.priority.unwrap_or(config.default_priority),
+            })
+            .collect();
+        Self {
+            region: config
+                .default_region
+                .parse()
+                .expect("validated by Config::validate"),
+            bot: config.bot.as_deref().map(Arc::from),
+            default_queue,
+            escalation_queue: config
+                .escalation_queue
+                .as_deref()
+                .map_or(default_queue, queue),
+            default_priority: config.default_priority,
+            escalation_priority: config.escalation_priority,
+            intents,
+            classifier: Classifier::new(&config.intents, config.default_priority)
+                .expect("validated by Config::validate"),
+            dedup: Dedup::new(limits.dedup_ttl_secs * 1_000, limits.dedup_max_ids),
+            limits,
+            conversations: HashMap::new(),
+            by_customer: HashMap::new(),
+            next_conversation: 1,
+            desk,
+            next_sweep: Timestamp(0),
+            id,
+        }
+    }
+
+    pub fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    pub fn desk(&self) -> &Desk {
+        &self.desk
+    }
+
+    pub fn conversation_count(&self) -> usize {
+        self.conversations.len()
+    }
+
+    pub fn remembered_message_ids(&self) -> usize {
+        self.dedup.len()
+    }
+
+    pub(super) fn handle(
+        &mut self,
+        now: Timestamp,
+        command: Command,
+        out: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        match command {
+            Command::Ingest(m) => self.ingest(now, m, out).map(Reply::Decision),
+            Command::RegisterAgent {
+                agent,
+                presence,
+                capacity,
+                queues,
+                ..
+            } => {
+                let queues = self.check_agent(&agent, capacity, &queues)?;
+                self.desk
+                    .register(now, &agent, presence, capacity, queues, out);
+                self.agent_reply(&agent)
+            }
+            Command::SetPresence {
+                agent, presence, ..
+            } => {
+                self.desk.set_presence(now, &agent, presence, out)?;
+                self.agent_reply(&agent)
+            }
+            Command::Complete {
+                agent,
+                conversation,
+                ..
+            } => {
+                self.conversation(conversation)?;
+                self.desk.complete(now, &agent, conversation, out)?;
+                self.agent_reply(&agent)
+            }
+            Command::Release {
+                agent,
+                conversation,
+                ..
+            } => {
+                self.conversation(conversation)?;
+                self.desk.release(now, &agent, conversation, out)?;
+                self.agent_reply(&agent)
+            }
+            Command::Transfer {
+                agent,
+                conversation,
+                to,
+                ..
+            } => {
+                self.conversation(conversation)?;
+                match to {
+                    TransferTarget::Queue(q) => {
+                        let q = self.queue_arg("queue", q.as_str())?;
+                        self.desk
+                            .transfer_to_queue(now, &agent, conversation, q, out)?;
+                    }
+                    TransferTarget::Agent(to) => {
+                        self.desk
+                            .transfer_to_agent(now, &agent, conversation, &to, out)?;
+                    }
+                }
+                self.agent_reply(&agent)
+            }
+            Command::PauseAutomation { conversation, .. } => {
+                self.conversation_mut(conversation)?.paused = true;
+                self.view(conversation, now).map(Reply::Conversation)
+            }
+            Command::ResumeAutomation { conversation, .. } => {
+                self.conversation_mut(conversation)?.paused = false;
+                self.view(conversation, now).map(Reply::Conversation)
+            }
+            Command::OverrideRoute {
+                conversation, to, ..
+            } => {
+                self.override_route(now, conversation, to, out)?;
+                self.view(conversation, now).map(Reply::Conversation)
+            }
+            Command::Escalate {
+                conversation,
+                queue,
+                note,
+                ..
+            } => self
+                .escalate(now, conversation, queue.as_deref(), &note, out)
+                .map(Reply::Decision),
+            Command::GetConversation { conversation, .. } => {
+                self.view(conversation, now).map(Reply::Conversation)
+            }
+            Command::GetAgent { agent, .. } => self.agent_reply(&agent),
+            Command::QueueStats { queue, .. } => {
+                let stats = match queue {
+                    Some(name) => {
+                        let q = self
+                            .desk
+                            .queue_ix(&name)
+                            .ok_or_else(|| CoreError::NotFound {
+                                what: "queue",
+                                id: name.clone(),
+                            })?;
+                        vec![self.desk.stats(q, now, self.default_priority)]
+                    }
+                    None => (0..self.desk.queue_names().count())
+                        .map(|q| self.desk.stats(q, now, self.default_priority))
+                        .collect(),
+                };
+                Ok(Reply::QueueStats(stats))
+            }
+            Command::Tick => {
+                self.tick(now, out);
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn ingest(
+        &mut self,
+        now: Timestamp,
+        m: Inbound,
+        out: &mut Vec<Effect>,
+    ) -> Result<Decision, CoreError> {
+        // Validate everything before changing anything.
+        if m.text.trim().is_empty() {
+            return Err(invalid("text", "is empty; send the message text"));
+        }
+        if m.text.len() > self.limits.max_text_bytes {
+            return Err(invalid(
+                "text",
+                format!(
+                    "is {} bytes, over the limit of {} (limits.max_text_bytes); split the message",
+                    m.text.len(),
+                    self.limits.max_text_bytes
+                ),
+            ));
+        }
+        if m.provider_message_id.is_empty() {
+            return Err(invalid(
+                "provider_message_id",
+                "is empty; send the provider's message id so that retries are recognised",
+            ));
+        }
+        if m.provider_message_id.len() > MAX_PROVIDER_ID_BYTES {
+            return Err(invalid(
+                "provider_message_id",
+                format!("is longer than {MAX_PROVIDER_ID_BYTES} bytes"),
+            ));
+        }
+        // Known customers in E.164 skip parsing: the map holds only validated numbers.
+        let known = identity::looks_e164(&m.customer)
+            .then(|| self.by_customer.get(m.customer.as_str()).copied())
+            .flatten();
+        let (customer, existing) = match known {
+            Some(id) => (None, Some(id)),
+            None => {
+                let c = identity::normalize(&m.customer, self.region)
+                    .map_err(|problem| invalid("customer", problem))?;
+                let existing = self.by_customer.get(&c).copied();
+                (Some(c), existing)
+            }
+        };
+        if self.dedup.contains(&m.provider_message_id) {
+            return Ok(Decision {
+                conversation: existing,
+                target: Target::None,
+                reason: Reason::Duplicate,
+                duplicate: true,
+                window_expires: existing
+                    .and_then(|id| self.conversations.get(&id))
+                    .and_then(|c| c.window_expires),
+                ..Decision::new(None)
+            });
+        }
+        if existing.is_none() && self.conversations.len() >= self.limits.max_conversations {
+            return Err(CoreError::ResourceExhausted(format!(
+                "tenant {:?} tracks {} conversations, its limit (limits.max_conversations); \
+                 retry later or raise the limit",
+                self.id.as_str(),
+                self.conversations.len()
+            )));
+        }
+        let id = match existing {
+            Some(id) => id,
+            None => self.open_conversation(customer.expect("parsed when not known"), now),
+        };
+
+        let intent = self.classifier.classify(&m.text);
+        let message = ContextMessage {
+            direction: Direction::Inbound,
+            channel: m.channel,
+            text: Arc::from(m.text),
+            at: now,
+            provider_message_id: Arc::from(m.provider_message_id.as_str()),
+            intent: intent.map(|i| self.intents[i].name.clone()),
+        };
+        let window = self.limits.window_secs * 1_000;
+        let keep = self.limits.context_messages;
+        let conv = self.conversations.get_mut(&id).expect("opened above");
+        if m.channel == Channel::WhatsApp {
+            // A customer's WhatsApp message opens the window, or resets it to a full 24 hours.
+            conv.window_expires = Some(Timestamp(now.as_millis() + window));
+        }
+        if !conv.channels.contains(&m.channel) {
+            conv.channels.push(m.channel);
+        }
+        conv.push_context(message.clone(), keep);
+        conv.last_activity = now;
+
+        let decision = self.route(now, id, intent, message, out);
+        self.dedup.insert(&m.provider_message_id, now);
+        Ok(decision)
+    }
+
+    fn open_conversation(&mut self, customer: CustomerNumber, now: Timestamp) -> ConversationId {
+        let id = ConversationId(self.next_conversation);
+        self.next_conversation += 1;
+        self.by_customer.insert(customer.clone(), id);
+        self.conversations.insert(
+            id,
+            Conversation {
+                customer,
+                window_expires: None,
+                channels: Vec::new(),
+                context: VecDeque::new(),
+                paused: false,
+                route_override: None,
+                with_bot: false,
+                last_queue: None,
+                priority: self.default_priority,
+                last_activity: now,
+            },
+        );
+        id
+    }
+
+    /// The routing decision for a message just added to conversation `id` (module docs).
+    fn route(
+        &mut self,
+        now: Timestamp,
+        id: ConversationId,
+        intent: Option<usize>,
+        message: ContextMessage,
+        out: &mut Vec<Effect>,
+    ) -> Decision {
+        let intent = intent.map(|i| &self.intents[i]);
+        let intent_name = intent.map(|i| i.name.clone());
+        let priority = intent.map_or(self.default_priority, |i| i.priority);
+        let conv = &self.conversations[&id];
+
+        // 1. People decided.
+        if conv.paused || conv.route_override.is_some() {
+            let reason = if conv.route_override.is_some() {
+                Reason::RouteOverride
+            } else {
+                Reason::AutomationPaused
+            };
+            let mut d = self.route_to_human(now, id, priority, reason, Some(message), out);
+            d.intent = intent_name;
+            return d;
+        }
+        match self.desk.location(id) {
+            // 2. A follow-up goes to the agent who has the conversation.
+            Location::Assigned { agent, queue, .. } => {
+                out.push(Effect::AgentMessage {
+                    tenant: self.id.clone(),
+                    agent: agent.clone(),
+                    conversation: id,
+                    message,
+                });
+                return Decision {
+                    target: Target::Agent,
+                    reason: Reason::AssignedAgent,
+                    intent: intent_name,
+                    queue: Some(self.desk.queue_name(queue).clone()),
+                    agent: Some(agent),
+                    ..self.decision(id)
+                };
+            }
+            // 3. Already waiting: keep the place; friction only raises the priority.
+            Location::Waiting { queue, .. } => {
+                if intent.is_some_and(|i| i.mode == IntentMode::Human) {
+                    self.desk.raise_priority(id, priority);
+                }
+                let placed = self
+                    .desk
+                    .waiting_status(id)
+                    .expect("the conversation is waiting");
+                let mut d = self.placed_decision(id, queue, placed, Reason::AlreadyQueued);
+                d.intent = intent_name;
+                return d;
+            }
+            Location::Nowhere => {}
+        }
+        let mode = intent.map_or(IntentMode::Auto, |i| i.mode);
+        let queue = intent.and_then(|i| i.queue).unwrap_or(self.default_queue);
+        let mut d = match mode {
+            // 4. Friction: a human, at the intent's priority.
+            IntentMode::Human => self.enqueue(now, id, queue, priority, Reason::Friction, out),
+            // 5. Simple intents: the bot, if there is one.
+            IntentMode::Bot => match self.bot.clone() {
+                Some(bot) => self.to_bot(id, bot, Reason::SimpleIntent, message, &intent_name, out),
+                None => self.enqueue(now, id, queue, priority, Reason::NoBot, out),
+            },
+            // 6. By SLA load.
+            IntentMode::Auto => {
+                let sla = self.desk.sla_target_ms(queue);
+                let within = self
+                    .desk
+                    .estimate(queue, priority, now)
+                    .is_some_and(|wait| wait <= sla);
+                match (within, self.bot.clone()) {
+                    (true, _) => self.enqueue(now, id, queue, priority, Reason::SlaOk, out),
+                    (false, Some(bot)) => {
+                        let mut d =
+                            self.to_bot(id, bot, Reason::SlaSaturated, message, &intent_name, out);
+                        d.queue = Some(self.desk.queue_name(queue).clone());
+                        d
+                    }
+                    (false, None) => {
+                        self.enqueue(now, id, queue, priority, Reason::SlaSaturatedNoBot, out)
+                    }
+                }
+            }
+        };
+        d.intent = intent_name;
+        d
+    }
+
+    /// Routes to a person: the override's agent or queue, else the conversation's last queue,
+    /// else the escalation queue. A conversation with an agent stays with that agent.
+    fn route_to_human(
+        &mut self,
+        now: Timestamp,
+        id: ConversationId,
+        priority: Priority,
+        reason: Reason,
+        message: Option<ContextMessage>,
+        out: &mut Vec<Effect>,
+    ) -> Decision {
+        let conv = &self.conversations[&id];
+        let default = conv.last_queue.unwrap_or(self.escalation_queue);
+        let location = self.desk.location(id);
+        if let Location::Assigned { agent, queue, .. } = location {
+            if let Some(message) = message {
+                out.push(Effect::AgentMessage {
+                    tenant: self.id.clone(),
+                    agent: agent.clone(),
+                    conversation: id,
+                    message,
+                });
+            }
+            return Decision {
+                target: Target::Agent,
+                reason,
+                queue: Some(self.desk.queue_name(queue).clone()),
+                agent: Some(agent),
+                ..self.decision(id)
+            };
+        }
+        match conv.route_override.clone() {
+            Some(RouteOverride::Agent(agent)) if self.desk.agent_available(agent.as_str()) => {
+                let queue = match location {
+                    Location::Waiting { queue, .. } => queue,
+                    _ => default,
+                };
+                let priority = priority.max(conv.priority);
+                self.desk.remove_waiting(id);
+                self.desk
+                    .assign_direct(now, id, &agent, queue, priority, reason, out);
+                self.placed(id, queue, priority);
+                Decision {
+                    target: Target::Agent,
+                    reason,
+                    queue: Some(self.desk.queue_name(queue).clone()),
+                    agent: Some(agent),
+                    ..self.decision(id)
+                }
+            }
+            over => {
+                let (queue, preferred) = match over {
+                    Some(RouteOverride::Queue(q)) => (
+                        self.desk
+                            .queue_ix(q.as_str())
+                            .expect("override queues are checked"),
+                        None,
+                    ),
+                    Some(RouteOverride::Agent(a)) => (default, Some(a)),
+                    None => (default, None),
+                };
+                match location {
+                    Location::Waiting { queue: at, .. } if at == queue => {
+                        let placed = self.desk.waiting_status(id).expect("waiting");
+                        self.placed_decision(id, queue, placed, reason)
+                    }
+                    Location::Waiting { .. } => {
+                        let placed = self
+                            .desk
+                            .move_waiting(now, id, queue, priority, reason, out);
+                        self.placed(id, queue, priority);
+                        self.placed_decision(id, queue, placed, reason)
+                    }
+                    _ => {
+                        let placed = self
+                            .desk
+                            .enqueue(now, id, queue, priority, reason, preferred, None, out);
+                        self.placed(id, queue, priority);
+                        self.placed_decision(id, queue, placed, reason)
+                    }
+                }
+            }
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        now: Timestamp,
+        id: ConversationId,
+        queue: QueueIx,
+        priority: Priority,
+        reason: Reason,
+        out: &mut Vec<Effect>,
+    ) -> Decision {
+        let placed = self
+            .desk
+            .enqueue(now, id, queue, priority, reason, None, None, out);
+        self.placed(id, queue, priority);
+        self.placed_decision(id, queue, placed, reason)
+    }
+
+    /// Records that the conversation is on the desk in `queue`.
+    fn placed(&mut self, id: ConversationId, queue: QueueIx, priority: Priority) {
+        let conv = self
+            .conversations
+            .get_mut(&id)
+            .expect("placed conversations exist");
+        conv.with_bot = false;
+        conv.last_queue = Some(queue);
+        conv.priority = priority;
+    }
+
+    fn to_bot(
+        &mut self,
+        id: ConversationId,
+        bot: Arc<str>,
+        reason: Reason,
+        message: ContextMessage,
+        intent: &Option<Arc<str>>,
+        out: &mut Vec<Effect>,
+    ) -> Decision {
+        self.conversations
+            .get_mut(&id)
+            .expect("routed conversations exist")
+            .with_bot = true;
+        out.push(Effect::BotMessage {
+            tenant: self.id.clone(),
+            bot: bot.clone(),
+            conversation: id,
+            message,
+            reason,
+            intent: intent.clone(),
+        });
+        Decision {
+            target: Target::Bot,
+            reason,
+            bot: Some(bot),
+            ..self.decision(id)
+        }
+    }
+
+    fn placed_decision(
+        &self,
+        id: ConversationId,
+        queue: QueueIx,
+        placed: Placed,
+        reason: Reason,
+    ) -> Decision {
+        let queue = Some(self.desk.queue_name(queue).clone());
+        match placed {
+            Placed::Agent(agent) => Decision {
+                target: Target::Agent,
+                reason,
+                queue,
+                agent: Some(agent),
+                ..self.decision(id)
+            },
+            Placed::Waiting {
+                position,
+                estimated_wait_ms,
+            } => Decision {
+                target: Target::Queue,
+                reason,
+                queue,
+                position,
+                estimated_wait_ms,
+                ..self.decision(id)
+            },
+        }
+    }
+
+    /// A decision about conversation `id` with its window filled in.
+    fn decision(&self, id: ConversationId) -> Decision {
+        let mut d = Decision::new(Some(id));
+        d.window_expires = self.conversations.get(&id).and_then(|c| c.window_expires);
+        d
+    }
+
+    fn escalate(
+        &mut self,
+        now: Timestamp,
+        id: ConversationId,
+        queue: Option<&str>,
+        note: &str,
+        out: &mut Vec<Effect>,
+    ) -> Result<Decision, CoreError> {
+        let queue = match queue.filter(|q| !q.is_empty()) {
+            Some(name) => self.queue_arg("queue", name)?,
+            None => self.escalation_queue,
+        };
+        if note.len() > self.limits.max_text_bytes {
+            return Err(invalid(
+                "note",
+                format!(
+                    "is over the limit of {} bytes (limits.max_text_bytes)",
+                    self.limits.max_text_bytes
+                ),
+            ));
+        }
+        let conv = self.conversation(id)?;
+        let location = self.desk.location(id);
+        if let Location::Assigned { agent, .. } = &location {
+            return Err(CoreError::FailedPrecondition(format!(
+                "conversation {id} is already with agent {:?}; transfer it instead",
+                agent.as_str()
+            )));
+        }
+        let priority = conv.priority.max(self.escalation_priority);
+        let channel = conv.channels.last().copied().unwrap_or(Channel::WhatsApp);
+        let keep = self.limits.context_messages;
+        let conv = self.conversations.get_mut(&id).expect("checked above");
+        let text = if note.trim().is_empty() {
+            "escalated to a person"
+        } else {
+            note
+        };
+        conv.push_context(
+            ContextMessage {
+                direction: Direction::Note,
+                channel,
+                text: Arc::from(text),
+                at: now,
+                provider_message_id: Arc::from(""),
+                intent: None,
+            },
+            keep,
+        );
+        conv.last_activity = now;
+        let placed = match location {
+            Location::Waiting { .. } => {
+                self.desk
+                    .move_waiting(now, id, queue, priority, Reason::Escalated, out)
+            }
+            _ => self
+                .desk
+                .enqueue(now, id, queue, priority, Reason::Escalated, None, None, out),
+        };
+        self.placed(id, queue, priority);
+        Ok(self.placed_decision(id, queue, placed, Reason::Escalated))
+    }
+
+    fn override_route(
+        &mut self,
+        now: Timestamp,
+        id: ConversationId,
+        to: Option<RouteOverride>,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), CoreError> {
+        match &to {
+            Some(RouteOverride::Queue(q)) => {
+                self.queue_arg("queue", q.as_str())?;
+            }
+            Some(RouteOverride::Agent(a)) if !self.desk.has_agent(a.as_str()) => {
+                return Err(CoreError::NotFound {
+                    what: "agent",
+                    id: a.to_string(),
+                });
+            }
+            _ => {}
+        }
+        let waiting = matches!(self.desk.location(id), Location::Waiting { .. });
+        let conv = self.conversation_mut(id)?;
+        let apply = to.is_some() && (conv.with_bot || waiting);
+        conv.route_override = to;
+        // Apply at once unless an agent has the conversation (it moves when they let it go)
+        // or nobody handles it (it moves with the customer's next message).
+        if apply {
+            let priority = conv.priority;
+            self.route_to_human(now, id, priority, Reason::RouteOverride, None, out);
+        }
+        Ok(())
+    }
+
+    /// Time passes on the desk; every `limits.sweep_interval_secs`, expired message ids and
+    /// conversations nobody handles that saw no activity for the retention period are dropped.
+    pub(super) fn tick(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        self.desk.tick(now, out);
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now.saturating_add(std::time::Duration::from_secs(
+            self.limits.sweep_interval_secs,
+        ));
+        self.dedup.sweep(now);
+        let retention = self.limits.conversation_retention_secs * 1_000;
+        let desk = &self.desk;
+        let by_customer = &mut self.by_customer;
+        self.conversations.retain(|id, c| {
+            let keep = now.as_millis() < c.last_activity.as_millis() + retention
+                || desk.location(*id) != Location::Nowhere;
+            if !keep {
+                by_customer.remove(&c.customer);
+            }
+            keep
+        });
+    }
+
+    fn check_agent(
+        &self,
+        agent: &AgentId,
+        capacity: u32,
+        queues: &[String],
+    ) -> Result<Vec<QueueIx>, CoreError> {
+        if agent.as_str().trim().is_empty() {
+            return Err(invalid("agent_id", "is empty"));
+        }
+        if capacity == 0 || capacity > MAX_AGENT_CAPACITY {
+            return Err(invalid(
+                "capacity",
+                format!(
+                    "is {capacity}; it is the most conversations the agent handles at once, \
+                     from 1 to {MAX_AGENT_CAPACITY}"
+                ),
+            ));
+        }
+        if queues.is_empty() || queues.len() > MAX_AGENT_QUEUES {
+            return Err(invalid(
+                "queues",
+                format!("must name 1 to {MAX_AGENT_QUEUES} queues the agent serves"),
+            ));
+        }
+        let mut ixs = Vec::with_capacity(queues.len());
+        for name in queues {
+            let q = self.queue_arg("queues", name)?;
+            if !ixs.contains(&q) {
+                ixs.push(q);
+            }
+        }
+        Ok(ixs)
+    }
+
+    fn queue_arg(&self, field: &'static str, name: &str) -> Result<QueueIx, CoreError> {
+        self.desk.queue_ix(name).ok_or_else(|| {
+            invalid(
+                field,
+                format!(
+                    "names queue {name:?}, which tenant {:?} does not have; its queues are {:?}",
+                    self.id.as_str(),
+                    self.desk
+                        .queue_names()
+                        .map(QueueName::as_str)
+                        .collect::<Vec<_>>()
+                ),
+            )
+        })
+    }
+
+    fn conversation(&self, id: ConversationId) -> Result<&Conversation, CoreError> {
+        self.conversations
+            .get(&id)
+            .ok_or_else(|| conversation_not_found(id))
+    }
+
+    fn conversation_mut(&mut self, id: ConversationId) -> Result<&mut Conversation, CoreError> {
+        self.conversations
+            .get_mut(&id)
+            .ok_or_else(|| conversation_not_found(id))
+    }
+
+    fn agent_reply(&self, agent: &AgentId) -> Result<Reply, CoreError> {
+        self.desk.agent_view(agent).map(Reply::Agent)
+    }
+
+    /// The conversation as the API shows it, with its context.
+    pub fn view(&self, id: ConversationId, now: Timestamp) -> Result<ConversationView, CoreError> {
+        let c = self.conversation(id)?;
+        let (state, queue, agent, priority) = match self.desk.location(id) {
+            Location::Assigned {
+                agent,
+                queue,
+                priority,
+            } => (
+                ConversationState::Assigned,
+                Some(queue),
+                Some(agent),
+                priority,
+            ),
+            Location::Waiting { queue, priority } => {
+                (ConversationState::Waiting, Some(queue), None, priority)
+            }
+            Location::Nowhere if c.with_bot => (ConversationState::Bot, None, None, c.priority),
+            Location::Nowhere => (ConversationState::Idle, None, None, c.priority),
+        };
+        Ok(ConversationView {
+            tenant: self.id.clone(),
+            id,
+            customer: c.customer.as_e164().to_owned(),
+            state,
+            queue: queue.map(|q| self.desk.queue_name(q).clone()),
+            agent,
+            priority,
+            automation_paused: c.paused,
+            route_override: c.route_override.clone(),
+            window_expires: c.window_expires,
+            window_open: c.window_expires.is_some_and(|e| now < e),
+            channels: c.channels.clone(),
+            context: c.context.iter().cloned().collect(),
+        })
+    }
+
+    /// Whether the customer-service window of the customer's conversation is open at `now`.
+    pub fn window_open(&self, id: ConversationId, now: Timestamp) -> bool {
+        self.conversations
+            .get(&id)
+            .and_then(|c| c.window_expires)
+            .is_some_and(|e| now < e)
+    }
+}
+
+impl Decision {
+    fn new(conversation: Option<ConversationId>) -> Self {
+        Decision {
+            conversation,
+            target: Target::None,
+            reason: Reason::Duplicate,
+            intent: None,
+            queue: None,
+            agent: None,
+            bot: None,
+            position: 0,
+            estimated_wait_ms: None,
+            duplicate: false,
+            window_expires: None,
+        }
+    }
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> CoreError {
+    CoreError::InvalidArgument {
+        field,
+        problem: problem.into(),
+    }
+}
+
+fn conversation_not_found(id: ConversationId) -> CoreError {
+    CoreError::NotFound {
+        what: "conversation",
+        id: id.to_string(),
+    }
+}

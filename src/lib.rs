@@ -1,0 +1,26 @@
+//! switchboard: a message router and rate limiter for WhatsApp Business traffic in contact
+//! centers.
+//!
+//! Map of the crate, in the direction data flows:
+//! - [`config`]: the TOML file and its environment overrides, validated once.
+//! - [`model`]: identifiers and the customer number that never prints in full.
+//! - [`clock`]: the only place that reads the time.
+//! - [`core`]: the deterministic per-tenant state machine (`Shard`): commands and time in,
+//!   replies and effects out, no I/O.
+//! - [`runtime`]: shard tasks, the in-process bus, stream subscriptions, ticks.
+//! - [`grpc`]: the tonic services, a thin conversion layer over the runtime.
+//! - [`telemetry`]: metric names, their descriptions, the Prometheus endpoint.
+//! - [`server`]: wires everything, serves until shutdown.
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod model;
+
+pub mod proto {
+    //! Code generated from `proto/switchboard/v1/switchboard.proto`.
+    tonic::include_proto!("switchboard.v1");
+
+    /// Encoded descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("switchboard_descriptor");
+}
