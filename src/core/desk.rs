@@ -610,8 +610,10 @@ impl Desk {
         {
             p.queue = q;
         }
-        self.requeue_from_agent(now, agent, conversation, reason, out);
+        // The agent takes its next waiting conversation before the one it let go is offered
+        // again: otherwise the only agent of a queue would get it straight back.
         self.fill_agent(now, agent, out);
+        self.requeue_from_agent(now, agent, conversation, reason, out);
     }
 
     pub fn transfer_to_agent(

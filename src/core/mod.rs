@@ -14,6 +14,8 @@ pub mod classify;
 pub mod desk;
 pub mod identity;
 pub mod tenant;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
