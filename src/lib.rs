@@ -14,7 +14,11 @@
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod grpc;
 pub mod model;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;
 
 pub mod proto {
     //! Code generated from `proto/switchboard/v1/switchboard.proto`.

@@ -1,1 +1,150 @@
-fn main() {}
+//! The `switchboard` binary: `serve` (the default) runs the service; `config` checks or prints
+//! a configuration. Only this file listens to signals and uses `anyhow`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard::config::{self, Config};
+use switchboard::server;
+
+/// Message router and rate limiter for WhatsApp Business traffic in contact centers.
+///
+/// With no subcommand it serves on the embedded demo configuration: no broker, no file needed.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// Config file (TOML). Default: $SWITCHBOARD_CONFIG, else the embedded demo config.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// gRPC listen address, host:port (overrides SWITCHBOARD_GRPC_ADDR and the file).
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
+    /// Prometheus /metrics listen address, host:port (overrides SWITCHBOARD_METRICS_ADDR).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the service (the default).
+    Serve(ServeArgs),
+    /// Check or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Load and validate the configuration (file, then SWITCHBOARD_* overrides); print a summary.
+    Check,
+    /// Print the embedded demo configuration, a starting point for your own file.
+    Example,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Cmd::Serve(mut args)) => {
+            args.config = args.config.or(cli.serve.config);
+            serve(args)
+        }
+        Some(Cmd::Config(ConfigCmd::Check)) => {
+            let c = Config::load(cli.serve.config.as_deref())?;
+            println!(
+                "configuration is valid: {} tenant(s), {} shard(s), gRPC on {}, metrics on {}",
+                c.tenants.len(),
+                c.runtime.shards,
+                c.grpc_addr,
+                c.metrics_addr
+            );
+            for t in &c.tenants {
+                println!(
+                    "  tenant {:?}: region {}, {} queue(s), {} intent(s), bot {}",
+                    t.id,
+                    t.default_region,
+                    t.queues.len(),
+                    t.intents.len(),
+                    t.bot.as_deref().unwrap_or("(none)")
+                );
+            }
+            Ok(())
+        }
+        Some(Cmd::Config(ConfigCmd::Example)) => {
+            print!("{}", config::EMBEDDED_DEFAULT);
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(a) = args.grpc_addr {
+        config.grpc_addr = a;
+    }
+    if let Some(a) = args.metrics_addr {
+        config.metrics_addr = a;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let (grpc, metrics) = server::bind(&config).await?;
+        let source = match std::env::var_os(config::CONFIG_ENV).or(args.config.map(Into::into)) {
+            Some(path) => format!("config {}", PathBuf::from(path).display()),
+            None => "the embedded demo config".to_owned(),
+        };
+        println!(
+            "switchboard {} serving on {source}\n  gRPC:    {}\n  metrics: http://{}/metrics",
+            env!("CARGO_PKG_VERSION"),
+            grpc.local_addr()?,
+            metrics.local_addr()?,
+        );
+        server::run(config, grpc, metrics, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -344,6 +344,7 @@ impl Desk {
     }
 
     /// Gives a conversation that is on no queue straight to `agent`, which must be available.
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct fact of the placement
     pub fn assign_direct(
         &mut self,
         now: Timestamp,
@@ -843,10 +844,10 @@ impl Desk {
     /// The agent for waiting conversation `w`: its preferred agent if available, else the least
     /// loaded available one, ties to the longest idle, then by id.
     fn pick_agent(&self, q: QueueIx, w: &Waiting) -> Option<AgentId> {
-        if let Some(p) = &w.preferred {
-            if self.agents.get(p).is_some_and(Agent::available) {
-                return Some(p.clone());
-            }
+        if let Some(p) = &w.preferred
+            && self.agents.get(p).is_some_and(Agent::available)
+        {
+            return Some(p.clone());
         }
         self.queues[q]
             .members

@@ -141,6 +141,8 @@ pub struct Decision {
     pub estimated_wait_ms: Option<u64>,
     pub duplicate: bool,
     pub window_expires: Option<Timestamp>,
+    /// Whether the customer-service window is open as of this decision.
+    pub window_open: bool,
 }
 
 /// What the runtime must carry out after a command.

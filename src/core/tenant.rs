@@ -142,6 +142,11 @@ impl Tenant {
         &self.id
     }
 
+    /// The tenant's bot, if it has one.
+    pub fn bot(&self) -> Option<&Arc<str>> {
+        self.bot.as_ref()
+    }
+
     pub fn desk(&self) -> &Desk {
         &self.desk
     }
@@ -320,9 +325,8 @@ impl Tenant {
                 target: Target::None,
                 reason: Reason::Duplicate,
                 duplicate: true,
-                window_expires: existing
-                    .and_then(|id| self.conversations.get(&id))
-                    .and_then(|c| c.window_expires),
+                window_expires: existing.and_then(|id| self.decision(id, now).window_expires),
+                window_open: existing.is_some_and(|id| self.window_open(id, now)),
                 ..Decision::new(None)
             });
         }
@@ -428,7 +432,7 @@ impl Tenant {
                     intent: intent_name,
                     queue: Some(self.desk.queue_name(queue).clone()),
                     agent: Some(agent),
-                    ..self.decision(id)
+                    ..self.decision(id, now)
                 };
             }
             // 3. Already waiting: keep the place; friction only raises the priority.
@@ -440,7 +444,7 @@ impl Tenant {
                     .desk
                     .waiting_status(id)
                     .expect("the conversation is waiting");
-                let mut d = self.placed_decision(id, queue, placed, Reason::AlreadyQueued);
+                let mut d = self.placed_decision(now, id, queue, placed, Reason::AlreadyQueued);
                 d.intent = intent_name;
                 return d;
             }
@@ -453,7 +457,15 @@ impl Tenant {
             IntentMode::Human => self.enqueue(now, id, queue, priority, Reason::Friction, out),
             // 5. Simple intents: the bot, if there is one.
             IntentMode::Bot => match self.bot.clone() {
-                Some(bot) => self.to_bot(id, bot, Reason::SimpleIntent, message, &intent_name, out),
+                Some(bot) => self.send_to_bot(
+                    now,
+                    id,
+                    bot,
+                    Reason::SimpleIntent,
+                    message,
+                    &intent_name,
+                    out,
+                ),
                 None => self.enqueue(now, id, queue, priority, Reason::NoBot, out),
             },
             // 6. By SLA load.
@@ -466,8 +478,15 @@ impl Tenant {
                 match (within, self.bot.clone()) {
                     (true, _) => self.enqueue(now, id, queue, priority, Reason::SlaOk, out),
                     (false, Some(bot)) => {
-                        let mut d =
-                            self.to_bot(id, bot, Reason::SlaSaturated, message, &intent_name, out);
+                        let mut d = self.send_to_bot(
+                            now,
+                            id,
+                            bot,
+                            Reason::SlaSaturated,
+                            message,
+                            &intent_name,
+                            out,
+                        );
                         d.queue = Some(self.desk.queue_name(queue).clone());
                         d
                     }
@@ -509,7 +528,7 @@ impl Tenant {
                 reason,
                 queue: Some(self.desk.queue_name(queue).clone()),
                 agent: Some(agent),
-                ..self.decision(id)
+                ..self.decision(id, now)
             };
         }
         match conv.route_override.clone() {
@@ -528,7 +547,7 @@ impl Tenant {
                     reason,
                     queue: Some(self.desk.queue_name(queue).clone()),
                     agent: Some(agent),
-                    ..self.decision(id)
+                    ..self.decision(id, now)
                 }
             }
             over => {
@@ -545,21 +564,21 @@ impl Tenant {
                 match location {
                     Location::Waiting { queue: at, .. } if at == queue => {
                         let placed = self.desk.waiting_status(id).expect("waiting");
-                        self.placed_decision(id, queue, placed, reason)
+                        self.placed_decision(now, id, queue, placed, reason)
                     }
                     Location::Waiting { .. } => {
                         let placed = self
                             .desk
                             .move_waiting(now, id, queue, priority, reason, out);
                         self.placed(id, queue, priority);
-                        self.placed_decision(id, queue, placed, reason)
+                        self.placed_decision(now, id, queue, placed, reason)
                     }
                     _ => {
                         let placed = self
                             .desk
                             .enqueue(now, id, queue, priority, reason, preferred, None, out);
                         self.placed(id, queue, priority);
-                        self.placed_decision(id, queue, placed, reason)
+                        self.placed_decision(now, id, queue, placed, reason)
                     }
                 }
             }
@@ -579,7 +598,7 @@ impl Tenant {
             .desk
             .enqueue(now, id, queue, priority, reason, None, None, out);
         self.placed(id, queue, priority);
-        self.placed_decision(id, queue, placed, reason)
+        self.placed_decision(now, id, queue, placed, reason)
     }
 
     /// Records that the conversation is on the desk in `queue`.
@@ -593,8 +612,10 @@ impl Tenant {
         conv.priority = priority;
     }
 
-    fn to_bot(
+    #[allow(clippy::too_many_arguments)] // the routing facts of one message
+    fn send_to_bot(
         &mut self,
+        now: Timestamp,
         id: ConversationId,
         bot: Arc<str>,
         reason: Reason,
@@ -618,12 +639,13 @@ impl Tenant {
             target: Target::Bot,
             reason,
             bot: Some(bot),
-            ..self.decision(id)
+            ..self.decision(id, now)
         }
     }
 
     fn placed_decision(
         &self,
+        now: Timestamp,
         id: ConversationId,
         queue: QueueIx,
         placed: Placed,
@@ -636,7 +658,7 @@ impl Tenant {
                 reason,
                 queue,
                 agent: Some(agent),
-                ..self.decision(id)
+                ..self.decision(id, now)
             },
             Placed::Waiting {
                 position,
@@ -647,15 +669,16 @@ impl Tenant {
                 queue,
                 position,
                 estimated_wait_ms,
-                ..self.decision(id)
+                ..self.decision(id, now)
             },
         }
     }
 
     /// A decision about conversation `id` with its window filled in.
-    fn decision(&self, id: ConversationId) -> Decision {
+    fn decision(&self, id: ConversationId, now: Timestamp) -> Decision {
         let mut d = Decision::new(Some(id));
         d.window_expires = self.conversations.get(&id).and_then(|c| c.window_expires);
+        d.window_open = d.window_expires.is_some_and(|e| now < e);
         d
     }
 
@@ -719,7 +742,7 @@ impl Tenant {
                 .enqueue(now, id, queue, priority, Reason::Escalated, None, None, out),
         };
         self.placed(id, queue, priority);
-        Ok(self.placed_decision(id, queue, placed, Reason::Escalated))
+        Ok(self.placed_decision(now, id, queue, placed, Reason::Escalated))
     }
 
     fn override_route(
@@ -904,6 +927,7 @@ impl Decision {
             estimated_wait_ms: None,
             duplicate: false,
             window_expires: None,
+            window_open: false,
         }
     }
 }

@@ -1,0 +1,638 @@
+//! The gRPC API (`switchboard.v1`), a thin adapter: each call converts its request to a core
+//! [`Command`], hands it to the owning shard through the [`Runtime`], and converts the answer
+//! back. It decides nothing. Checks that need no state (required fields, enum values, id
+//! syntax) happen here, so a bad request never reaches a shard; everything else is the core's.
+//!
+//! [`status`] is the one place that turns an error into a `tonic::Status`.
+use std::pin::Pin;
+
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::core::{
+    AgentView, Command, ContextMessage, ConversationState, ConversationView, CoreError, Decision,
+    Direction, Inbound, QueueStatsView, Reason, Reply, RouteOverride, Target, TransferTarget,
+};
+use crate::model::{self, AgentId, ConversationId, Presence, QueueName, TenantId};
+use crate::proto;
+use crate::runtime::{AgentEvent, BotEvent, CallError, Lagged, Runtime};
+
+/// Converts every error to its status; the message names the field or the object.
+pub fn status(e: CallError) -> Status {
+    match e {
+        CallError::Core(CoreError::InvalidArgument { field, problem }) => {
+            Status::invalid_argument(format!("{field}: {problem}"))
+        }
+        CallError::Core(e @ CoreError::NotFound { .. }) => Status::not_found(e.to_string()),
+        CallError::Core(CoreError::FailedPrecondition(m)) => Status::failed_precondition(m),
+        CallError::Core(CoreError::ResourceExhausted(m)) => Status::resource_exhausted(m),
+        CallError::Unavailable => Status::unavailable("switchboard is shutting down; retry"),
+    }
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> Status {
+    status(CallError::Core(CoreError::InvalidArgument {
+        field,
+        problem: problem.into(),
+    }))
+}
+
+fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Status> {
+    if value.trim().is_empty() {
+        Err(invalid(field, "is required"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn tenant(value: &str) -> Result<TenantId, Status> {
+    required("tenant", value).map(TenantId::new)
+}
+
+fn agent(field: &'static str, value: &str) -> Result<AgentId, Status> {
+    required(field, value).map(AgentId::new)
+}
+
+fn conversation_id(value: &str) -> Result<ConversationId, Status> {
+    required("conversation_id", value)?.parse().map_err(|()| {
+        invalid(
+            "conversation_id",
+            format!("{value:?} is not a conversation id; they look like \"c-42\""),
+        )
+    })
+}
+
+/// A proto enum field: unknown numbers and UNSPECIFIED are refused, naming the valid values.
+fn enum_field<E, T>(
+    field: &'static str,
+    raw: i32,
+    valid: &str,
+    convert: impl Fn(E) -> Option<T>,
+) -> Result<T, Status>
+where
+    E: TryFrom<i32>,
+{
+    match E::try_from(raw) {
+        Ok(e) => {
+            convert(e).ok_or_else(|| invalid(field, format!("is required; use one of {valid}")))
+        }
+        Err(_) => Err(invalid(
+            field,
+            format!("has unknown value {raw}; use one of {valid}"),
+        )),
+    }
+}
+
+fn channel(raw: i32) -> Result<model::Channel, Status> {
+    enum_field(
+        "channel",
+        raw,
+        "CHANNEL_WHATSAPP, CHANNEL_WEBCHAT, CHANNEL_VOICE",
+        |c: proto::Channel| match c {
+            proto::Channel::Unspecified => None,
+            proto::Channel::Whatsapp => Some(model::Channel::WhatsApp),
+            proto::Channel::Webchat => Some(model::Channel::WebChat),
+            proto::Channel::Voice => Some(model::Channel::Voice),
+        },
+    )
+}
+
+fn presence(raw: i32) -> Result<Presence, Status> {
+    enum_field(
+        "presence",
+        raw,
+        "PRESENCE_ONLINE, PRESENCE_AWAY, PRESENCE_OFFLINE",
+        |p: proto::Presence| match p {
+            proto::Presence::Unspecified => None,
+            proto::Presence::Online => Some(Presence::Online),
+            proto::Presence::Away => Some(Presence::Away),
+            proto::Presence::Offline => Some(Presence::Offline),
+        },
+    )
+}
+
+// --- core → proto ----------------------------------------------------------------------------
+
+fn channel_out(c: model::Channel) -> proto::Channel {
+    match c {
+        model::Channel::WhatsApp => proto::Channel::Whatsapp,
+        model::Channel::WebChat => proto::Channel::Webchat,
+        model::Channel::Voice => proto::Channel::Voice,
+    }
+}
+
+fn presence_out(p: Presence) -> proto::Presence {
+    match p {
+        Presence::Online => proto::Presence::Online,
+        Presence::Away => proto::Presence::Away,
+        Presence::Offline => proto::Presence::Offline,
+    }
+}
+
+fn reason_out(r: Reason) -> proto::Reason {
+    use proto::Reason as P;
+    match r {
+        Reason::AutomationPaused => P::AutomationPaused,
+        Reason::RouteOverride => P::RouteOverride,
+        Reason::AssignedAgent => P::AssignedAgent,
+        Reason::AlreadyQueued => P::AlreadyQueued,
+        Reason::Friction => P::Friction,
+        Reason::SimpleIntent => P::SimpleIntent,
+        Reason::SlaOk => P::SlaOk,
+        Reason::SlaSaturated => P::SlaSaturated,
+        Reason::SlaSaturatedNoBot => P::SlaSaturatedNoBot,
+        Reason::NoBot => P::NoBot,
+        Reason::Duplicate => P::Duplicate,
+        Reason::Escalated => P::Escalated,
+        Reason::MaxWaitExceeded => P::MaxWaitExceeded,
+        Reason::AgentOffline => P::AgentOffline,
+        Reason::Released => P::Released,
+        Reason::Transferred => P::Transferred,
+        Reason::CapacityReduced => P::CapacityReduced,
+        Reason::Dequeued => P::Dequeued,
+    }
+}
+
+/// One sentence on why, for people reading logs or a support tool.
+fn detail(d: &Decision) -> String {
+    let queue = d.queue.as_ref().map_or("", QueueName::as_str);
+    match d.reason {
+        Reason::AutomationPaused => "automation is paused: a person handles it".into(),
+        Reason::RouteOverride => "a supervisor fixed this conversation's route".into(),
+        Reason::AssignedAgent => "follow-up: the agent who has the conversation".into(),
+        Reason::AlreadyQueued => format!("already waiting in {queue}; keeps its place"),
+        Reason::Friction => format!("friction intent: a person in {queue}, ahead of routine"),
+        Reason::SimpleIntent => "simple intent: the bot answers".into(),
+        Reason::SlaOk => format!("{queue} can answer within its SLA target"),
+        Reason::SlaSaturated => format!("{queue} is over its SLA target: overflow to the bot"),
+        Reason::SlaSaturatedNoBot => {
+            format!("{queue} is over its SLA target and there is no bot: queued anyway")
+        }
+        Reason::NoBot => "simple intent but no bot is configured: queued for a person".into(),
+        Reason::Duplicate => "this message id was already routed; nothing was done".into(),
+        Reason::Escalated => format!("escalated to {queue}"),
+        other => other.as_str().replace('_', " "),
+    }
+}
+
+fn decision_out(d: &Decision) -> proto::RoutingDecision {
+    proto::RoutingDecision {
+        conversation_id: d.conversation.map(|c| c.to_string()).unwrap_or_default(),
+        target: match d.target {
+            Target::Agent => proto::Target::Agent,
+            Target::Queue => proto::Target::Queue,
+            Target::Bot => proto::Target::Bot,
+            Target::None => proto::Target::None,
+        } as i32,
+        reason: reason_out(d.reason) as i32,
+        detail: detail(d),
+        intent: d.intent.as_deref().unwrap_or_default().to_owned(),
+        queue: d
+            .queue
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        agent_id: d
+            .agent
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        bot: d.bot.as_deref().unwrap_or_default().to_owned(),
+        queue_position: d.position,
+        estimated_wait_ms: d.estimated_wait_ms.unwrap_or_default(),
+        duplicate: d.duplicate,
+        window_open: d.window_open,
+        window_expires_at_ms: d.window_expires.map_or(0, |t| t.as_millis() as i64),
+    }
+}
+
+fn message_out(m: &ContextMessage) -> proto::Message {
+    proto::Message {
+        direction: match m.direction {
+            Direction::Inbound => proto::Direction::Inbound,
+            Direction::Note => proto::Direction::Note,
+        } as i32,
+        channel: channel_out(m.channel) as i32,
+        text: m.text.to_string(),
+        at_ms: m.at.as_millis() as i64,
+        provider_message_id: m.provider_message_id.to_string(),
+        intent: m.intent.as_deref().unwrap_or_default().to_owned(),
+    }
+}
+
+fn conversation_out(v: &ConversationView) -> proto::Conversation {
+    let (override_queue, override_agent_id) = match &v.route_override {
+        Some(RouteOverride::Queue(q)) => (q.to_string(), String::new()),
+        Some(RouteOverride::Agent(a)) => (String::new(), a.to_string()),
+        None => (String::new(), String::new()),
+    };
+    proto::Conversation {
+        tenant: v.tenant.to_string(),
+        conversation_id: v.id.to_string(),
+        customer: v.customer.clone(),
+        state: match v.state {
+            ConversationState::Idle => proto::ConversationState::Idle,
+            ConversationState::Bot => proto::ConversationState::Bot,
+            ConversationState::Waiting => proto::ConversationState::Waiting,
+            ConversationState::Assigned => proto::ConversationState::Assigned,
+        } as i32,
+        queue: v
+            .queue
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        agent_id: v
+            .agent
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        priority: v.priority,
+        automation_paused: v.automation_paused,
+        override_queue,
+        override_agent_id,
+        window_open: v.window_open,
+        window_expires_at_ms: v.window_expires.map_or(0, |t| t.as_millis() as i64),
+        channels: v.channels.iter().map(|c| channel_out(*c) as i32).collect(),
+        context: v.context.iter().map(message_out).collect(),
+    }
+}
+
+fn agent_out(a: &AgentView) -> proto::Agent {
+    proto::Agent {
+        tenant: a.tenant.to_string(),
+        agent_id: a.id.to_string(),
+        presence: presence_out(a.presence) as i32,
+        capacity: a.capacity,
+        queues: a.queues.iter().map(ToString::to_string).collect(),
+        conversations: a.conversations.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn queue_stats_out(s: &QueueStatsView) -> proto::QueueStats {
+    proto::QueueStats {
+        queue: s.queue.to_string(),
+        depth: s.depth,
+        available_agents: s.available_agents,
+        online_agents: s.online_agents,
+        free_capacity: s.free_capacity,
+        estimated_wait_ms: s.estimated_wait_ms.unwrap_or_default(),
+        estimate_unbounded: s.estimated_wait_ms.is_none(),
+        sla_target_ms: s.sla_target_ms,
+        max_wait_ms: s.max_wait_ms,
+        sla_attainment: s.sla_attainment,
+        assignments_total: s.assignments_total,
+        sla_breaches_total: s.sla_breaches_total,
+        average_handle_ms: s.average_handle_ms,
+        oldest_wait_ms: s.oldest_wait_ms,
+    }
+}
+
+fn agent_event_out(e: AgentEvent) -> proto::AgentEvent {
+    use proto::agent_event::Event;
+    let event = match e {
+        AgentEvent::Assigned {
+            conversation,
+            queue,
+            reason,
+            waited_ms,
+        } => Event::Assigned(proto::Assignment {
+            conversation: Some(conversation_out(&conversation)),
+            queue: queue.to_string(),
+            reason: reason_out(reason) as i32,
+            waited_ms,
+        }),
+        AgentEvent::Message {
+            conversation,
+            message,
+        } => Event::Message(proto::ConversationMessage {
+            conversation_id: conversation.to_string(),
+            message: Some(message_out(&message)),
+        }),
+        AgentEvent::Unassigned {
+            conversation,
+            reason,
+        } => Event::Unassigned(proto::Unassignment {
+            conversation_id: conversation.to_string(),
+            reason: reason_out(reason) as i32,
+        }),
+    };
+    proto::AgentEvent { event: Some(event) }
+}
+
+fn bot_event_out(e: BotEvent) -> proto::BotEvent {
+    proto::BotEvent {
+        conversation_id: e.conversation.to_string(),
+        message: Some(message_out(&e.message)),
+        reason: reason_out(e.reason) as i32,
+        intent: e.intent.as_deref().unwrap_or_default().to_owned(),
+        context: e.context.iter().map(message_out).collect(),
+    }
+}
+
+fn lagged() -> Status {
+    Status::resource_exhausted(
+        "this stream fell behind (runtime.subscriber_buffer events) and was closed; subscribe again",
+    )
+}
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn stream<T: Send + 'static, U: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<Result<T, Lagged>>,
+    convert: fn(T) -> U,
+) -> EventStream<U> {
+    Box::pin(ReceiverStream::new(rx).map(move |item| item.map(convert).map_err(|Lagged| lagged())))
+}
+
+// --- services --------------------------------------------------------------------------------
+
+/// All five services share one runtime handle.
+#[derive(Clone)]
+pub struct Api {
+    runtime: Runtime,
+}
+
+impl Api {
+    pub fn new(runtime: Runtime) -> Self {
+        Self { runtime }
+    }
+
+    async fn call(&self, command: Command) -> Result<Reply, Status> {
+        self.runtime.call(command).await.map_err(status)
+    }
+
+    async fn agent_call(&self, command: Command) -> Result<Response<proto::Agent>, Status> {
+        match self.call(command).await? {
+            Reply::Agent(a) => Ok(Response::new(agent_out(&a))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn conversation_call(
+        &self,
+        command: Command,
+    ) -> Result<Response<proto::Conversation>, Status> {
+        match self.call(command).await? {
+            Reply::Conversation(c) => Ok(Response::new(conversation_out(&c))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn decision_call(
+        &self,
+        command: Command,
+    ) -> Result<Response<proto::RoutingDecision>, Status> {
+        match self.call(command).await? {
+            Reply::Decision(d) => Ok(Response::new(decision_out(&d))),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A reply of the wrong kind is a bug in this file, not the caller's fault.
+fn unexpected(reply: Reply) -> Status {
+    tracing::error!(?reply, "shard answered with an unexpected reply kind");
+    Status::internal("internal error: unexpected reply")
+}
+
+#[tonic::async_trait]
+impl proto::inbound_server::Inbound for Api {
+    async fn ingest(
+        &self,
+        request: Request<proto::InboundMessage>,
+    ) -> Result<Response<proto::RoutingDecision>, Status> {
+        let m = request.into_inner();
+        let command = Command::Ingest(Inbound {
+            tenant: tenant(&m.tenant)?,
+            customer: m.customer,
+            channel: channel(m.channel)?,
+            provider_message_id: m.provider_message_id,
+            text: m.text,
+        });
+        self.decision_call(command).await
+    }
+}
+
+#[tonic::async_trait]
+impl proto::agents_server::Agents for Api {
+    async fn register(
+        &self,
+        request: Request<proto::RegisterAgentRequest>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        let r = request.into_inner();
+        self.agent_call(Command::RegisterAgent {
+            tenant: tenant(&r.tenant)?,
+            agent: agent("agent_id", &r.agent_id)?,
+            presence: presence(r.presence)?,
+            capacity: r.capacity,
+            queues: r.queues,
+        })
+        .await
+    }
+
+    async fn set_presence(
+        &self,
+        request: Request<proto::SetPresenceRequest>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        let r = request.into_inner();
+        self.agent_call(Command::SetPresence {
+            tenant: tenant(&r.tenant)?,
+            agent: agent("agent_id", &r.agent_id)?,
+            presence: presence(r.presence)?,
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        request: Request<proto::AgentRef>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        let r = request.into_inner();
+        self.agent_call(Command::GetAgent {
+            tenant: tenant(&r.tenant)?,
+            agent: agent("agent_id", &r.agent_id)?,
+        })
+        .await
+    }
+
+    type SubscribeStream = EventStream<proto::AgentEvent>;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::AgentRef>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let rx = self
+            .runtime
+            .subscribe_agent(tenant(&r.tenant)?, agent("agent_id", &r.agent_id)?)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream(rx, agent_event_out)))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<proto::ConversationAction>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        let r = request.into_inner();
+        self.agent_call(Command::Complete {
+            tenant: tenant(&r.tenant)?,
+            agent: agent("agent_id", &r.agent_id)?,
+            conversation: conversation_id(&r.conversation_id)?,
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        request: Request<proto::ConversationAction>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        let r = request.into_inner();
+        self.agent_call(Command::Release {
+            tenant: tenant(&r.tenant)?,
+            agent: agent("agent_id", &r.agent_id)?,
+            conversation: conversation_id(&r.conversation_id)?,
+        })
+        .await
+    }
+
+    async fn transfer(
+        &self,
+        request: Request<proto::TransferRequest>,
+    ) -> Result<Response<proto::Agent>, Status> {
+        use proto::transfer_request::To;
+        let r = request.into_inner();
+        let to = match r.to {
+            Some(To::Queue(q)) => TransferTarget::Queue(QueueName::new(required("queue", &q)?)),
+            Some(To::ToAgentId(a)) => TransferTarget::Agent(agent("to_agent_id", &a)?),
+            None => return Err(invalid("to", "is required: set queue or to_agent_id")),
+        };
+        self.agent_call(Command::Transfer {
+            tenant: tenant(&r.tenant)?,
+            agent: agent("agent_id", &r.agent_id)?,
+            conversation: conversation_id(&r.conversation_id)?,
+            to,
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl proto::bots_server::Bots for Api {
+    type SubscribeStream = EventStream<proto::BotEvent>;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::BotRef>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let rx = self
+            .runtime
+            .subscribe_bot(tenant(&r.tenant)?, required("bot", &r.bot)?.to_owned())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream(rx, bot_event_out)))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::conversations_server::Conversations for Api {
+    async fn get(
+        &self,
+        request: Request<proto::ConversationRef>,
+    ) -> Result<Response<proto::Conversation>, Status> {
+        let r = request.into_inner();
+        self.conversation_call(Command::GetConversation {
+            tenant: tenant(&r.tenant)?,
+            conversation: conversation_id(&r.conversation_id)?,
+        })
+        .await
+    }
+
+    async fn pause_automation(
+        &self,
+        request: Request<proto::ConversationRef>,
+    ) -> Result<Response<proto::Conversation>, Status> {
+        let r = request.into_inner();
+        self.conversation_call(Command::PauseAutomation {
+            tenant: tenant(&r.tenant)?,
+            conversation: conversation_id(&r.conversation_id)?,
+        })
+        .await
+    }
+
+    async fn resume_automation(
+        &self,
+        request: Request<proto::ConversationRef>,
+    ) -> Result<Response<proto::Conversation>, Status> {
+        let r = request.into_inner();
+        self.conversation_call(Command::ResumeAutomation {
+            tenant: tenant(&r.tenant)?,
+            conversation: conversation_id(&r.conversation_id)?,
+        })
+        .await
+    }
+
+    async fn override_route(
+        &self,
+        request: Request<proto::OverrideRouteRequest>,
+    ) -> Result<Response<proto::Conversation>, Status> {
+        use proto::override_route_request::To;
+        let r = request.into_inner();
+        let to = match r.to {
+            Some(To::Queue(q)) => {
+                Some(RouteOverride::Queue(QueueName::new(required("queue", &q)?)))
+            }
+            Some(To::AgentId(a)) => Some(RouteOverride::Agent(agent("agent_id", &a)?)),
+            Some(To::Clear(true)) => None,
+            Some(To::Clear(false)) | None => {
+                return Err(invalid(
+                    "to",
+                    "is required: set queue, agent_id or clear = true",
+                ));
+            }
+        };
+        self.conversation_call(Command::OverrideRoute {
+            tenant: tenant(&r.tenant)?,
+            conversation: conversation_id(&r.conversation_id)?,
+            to,
+        })
+        .await
+    }
+
+    async fn escalate(
+        &self,
+        request: Request<proto::EscalateRequest>,
+    ) -> Result<Response<proto::RoutingDecision>, Status> {
+        let r = request.into_inner();
+        self.decision_call(Command::Escalate {
+            tenant: tenant(&r.tenant)?,
+            conversation: conversation_id(&r.conversation_id)?,
+            queue: (!r.queue.is_empty()).then_some(r.queue),
+            note: r.note,
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl proto::queues_server::Queues for Api {
+    async fn stats(
+        &self,
+        request: Request<proto::QueueStatsRequest>,
+    ) -> Result<Response<proto::QueueStatsResponse>, Status> {
+        let r = request.into_inner();
+        match self
+            .call(Command::QueueStats {
+                tenant: tenant(&r.tenant)?,
+                queue: (!r.queue.is_empty()).then_some(r.queue),
+            })
+            .await?
+        {
+            Reply::QueueStats(stats) => Ok(Response::new(proto::QueueStatsResponse {
+                queues: stats.iter().map(queue_stats_out).collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! The thin runtime around the core: one tokio task per [`Shard`], fed through a bounded
+//! channel (the in-process bus), ticking it, and carrying its effects to the agents' and bots'
+//! live streams.
+//!
+//! Each shard task owns its shard *and* its stream subscriptions, so a new subscriber gets the
+//! agent's live assignments and then every later event, in order, with no gap and no
+//! duplicate. A subscriber that falls `subscriber_buffer` events behind is disconnected with
+//! an error instead of making the shard wait: one slow desktop never slows routing.
+//!
+//! The runtime never decides anything: it reads the time, calls `Shard::handle`, and delivers.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, Stopwatch, Timestamp};
+use crate::config::Config;
+use crate::core::{
+    Command, ContextMessage, ConversationView, CoreError, Effect, Reason, Reply, Shard,
+};
+use crate::model::{AgentId, ConversationId, QueueName, TenantId};
+use crate::telemetry;
+
+/// What an agent's stream carries.
+#[derive(Debug, Clone)]
+pub enum AgentEvent {
+    Assigned {
+        conversation: Box<ConversationView>,
+        queue: QueueName,
+        reason: Reason,
+        waited_ms: u64,
+    },
+    Message {
+        conversation: ConversationId,
+        message: ContextMessage,
+    },
+    Unassigned {
+        conversation: ConversationId,
+        reason: Reason,
+    },
+}
+
+/// What a bot's stream carries.
+#[derive(Debug, Clone)]
+pub struct BotEvent {
+    pub conversation: ConversationId,
+    pub message: ContextMessage,
+    pub reason: Reason,
+    pub intent: Option<Arc<str>>,
+    pub context: Vec<ContextMessage>,
+}
+
+/// The last item of a stream whose subscriber fell behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged;
+
+pub type AgentStream = mpsc::Receiver<Result<AgentEvent, Lagged>>;
+pub type BotStream = mpsc::Receiver<Result<BotEvent, Lagged>>;
+
+/// Why a call did not reach a shard's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error("the service is shutting down")]
+    Unavailable,
+}
+
+enum Request {
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<Reply, CoreError>>,
+    },
+    SubscribeAgent {
+        tenant: TenantId,
+        agent: AgentId,
+        tx: mpsc::Sender<Result<AgentEvent, Lagged>>,
+        reply: oneshot::Sender<Result<(), CoreError>>,
+    },
+    SubscribeBot {
+        tenant: TenantId,
+        bot: String,
+        tx: mpsc::Sender<Result<BotEvent, Lagged>>,
+        reply: oneshot::Sender<Result<(), CoreError>>,
+    },
+}
+
+/// A handle to the shards: cheap to clone, one per gRPC service. The shard tasks stop when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub struct Runtime {
+    shards: Arc<[mpsc::Sender<Request>]>,
+    /// Which shard owns each tenant.
+    owner: Arc<HashMap<TenantId, usize>>,
+    subscriber_buffer: usize,
+}
+
+impl Runtime {
+    /// Starts one task per shard. Tenants are spread over shards in config order.
+    /// `close_streams` ends every live stream when cancelled (first step of shutdown).
+    pub fn start(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        close_streams: CancellationToken,
+    ) -> (Runtime, Vec<JoinHandle<()>>) {
+        let n = config.runtime.shards.min(config.tenants.len()).max(1);
+        let owner: HashMap<TenantId, usize> = config
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (TenantId::new(&t.id), i % n))
+            .collect();
+        let tick = Duration::from_millis(config.runtime.tick_interval_ms);
+        let mut senders = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
+        for index in 0..n {
+            let shard = Shard::new(config, |id| owner.get(id) == Some(&index));
+            let (tx, rx) = mpsc::channel(config.runtime.shard_queue_capacity);
+            senders.push(tx);
+            let task = ShardTask {
+                shard,
+                clock: clock.clone(),
+                agents: HashMap::new(),
+                bots: HashMap::new(),
+                effects: Vec::new(),
+            };
+            tasks.push(tokio::spawn(task.run(rx, tick, close_streams.clone())));
+        }
+        let runtime = Runtime {
+            shards: senders.into(),
+            owner: Arc::new(owner),
+            subscriber_buffer: config.runtime.subscriber_buffer,
+        };
+        (runtime, tasks)
+    }
+
+    fn shard_of(&self, tenant: &TenantId) -> Result<&mpsc::Sender<Request>, CoreError> {
+        self.owner
+            .get(tenant)
+            .map(|&i| &self.shards[i])
+            .ok_or_else(|| CoreError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            })
+    }
+
+    /// Runs one command on the shard that owns its tenant and waits for the answer. A full
+    /// shard queue makes the caller wait: backpressure, not unbounded buffering.
+    pub async fn call(&self, command: Command) -> Result<Reply, CallError> {
+        let tenant = command.tenant().ok_or(CallError::Unavailable)?.clone();
+        let (reply, rx) = oneshot::channel();
+        self.shard_of(&tenant)?
+            .send(Request::Command { command, reply })
+            .await
+            .map_err(|_| CallError::Unavailable)?;
+        Ok(rx.await.map_err(|_| CallError::Unavailable)??)
+    }
+
+    /// The agent's live assignments, then every later event for it.
+    pub async fn subscribe_agent(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> Result<AgentStream, CallError> {
+        let (tx, rx) = mpsc::channel(self.subscriber_buffer);
+        let (reply, done) = oneshot::channel();
+        self.shard_of(&tenant)?
+            .send(Request::SubscribeAgent {
+                tenant,
+                agent,
+                tx,
+                reply,
+            })
+            .await
+            .map_err(|_| CallError::Unavailable)?;
+        done.await.map_err(|_| CallError::Unavailable)??;
+        Ok(rx)
+    }
+
+    /// Every message routed to the bot from now on.
+    pub async fn subscribe_bot(
+        &self,
+        tenant: TenantId,
+        bot: String,
+    ) -> Result<BotStream, CallError> {
+        let (tx, rx) = mpsc::channel(self.subscriber_buffer);
+        let (reply, done) = oneshot::channel();
+        self.shard_of(&tenant)?
+            .send(Request::SubscribeBot {
+                tenant,
+                bot,
+                tx,
+                reply,
+            })
+            .await
+            .map_err(|_| CallError::Unavailable)?;
+        done.await.map_err(|_| CallError::Unavailable)??;
+        Ok(rx)
+    }
+}
+
+type Subscribers<T> = Vec<mpsc::Sender<Result<T, Lagged>>>;
+
+struct ShardTask {
+    shard: Shard,
+    clock: Arc<dyn Clock>,
+    agents: HashMap<(TenantId, AgentId), Subscribers<AgentEvent>>,
+    bots: HashMap<(TenantId, Arc<str>), Subscribers<BotEvent>>,
+    /// Reused between commands so the hot path does not allocate a fresh vector.
+    effects: Vec<Effect>,
+}
+
+impl ShardTask {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        tick: Duration,
+        close_streams: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut streams_open = true;
+        loop {
+            tokio::select! {
+                request = rx.recv() => match request {
+                    Some(request) => self.serve(request),
+                    None => break, // every Runtime handle is gone
+                },
+                _ = ticker.tick() => self.tick(),
+                _ = close_streams.cancelled(), if streams_open => {
+                    streams_open = false;
+                    self.agents.clear();
+                    self.bots.clear();
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, request: Request) {
+        match request {
+            Request::Command { command, reply } => {
+                let now = self.clock.now();
+                let tenant = command.tenant().cloned();
+                let is_ingest = matches!(command, Command::Ingest(_));
+                let watch = Stopwatch::start();
+                let result = self.shard.handle(now, command, &mut self.effects);
+                if is_ingest {
+                    telemetry::inbound(&result, watch.elapsed());
+                }
+                if let (Ok(Reply::Decision(d)), Some(t)) = (&result, &tenant)
+                    && !d.duplicate
+                {
+                    telemetry::decision(t.as_str(), d);
+                }
+                self.deliver(now);
+                // The caller may have gone (deadline, cancelled): the command still happened.
+                let _ = reply.send(result);
+            }
+            Request::SubscribeAgent {
+                tenant,
+                agent,
+                tx,
+                reply,
+            } => {
+                let result = self.subscribe_agent(tenant, agent, tx);
+                let _ = reply.send(result);
+            }
+            Request::SubscribeBot {
+                tenant,
+                bot,
+                tx,
+                reply,
+            } => {
+                let result = self.subscribe_bot(tenant, bot, tx);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.clock.now();
+        self.shard
+            .handle(now, Command::Tick, &mut self.effects)
+            .expect("a tick cannot fail");
+        self.deliver(now);
+        let ids: Vec<TenantId> = self.shard.tenant_ids().cloned().collect();
+        for tenant in ids {
+            let stats = self.shard.handle(
+                now,
+                Command::QueueStats {
+                    tenant,
+                    queue: None,
+                },
+                &mut self.effects,
+            );
+            if let Ok(Reply::QueueStats(stats)) = stats {
+                telemetry::queue_gauges(&stats);
+            }
+        }
+    }
+
+    fn subscribe_agent(
+        &mut self,
+        tenant: TenantId,
+        agent: AgentId,
+        tx: mpsc::Sender<Result<AgentEvent, Lagged>>,
+    ) -> Result<(), CoreError> {
+        let now = self.clock.now();
+        let t = self
+            .shard
+            .tenant(tenant.as_str())
+            .ok_or_else(|| CoreError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            })?;
+        let view = t.desk().agent_view(&agent)?;
+        // The snapshot: what the agent has now, before any later event.
+        for conversation in view.conversations {
+            let conversation = t.view(conversation, now)?;
+            let queue = conversation
+                .queue
+                .clone()
+                .expect("an assigned conversation has a queue");
+            let event = AgentEvent::Assigned {
+                conversation: Box::new(conversation),
+                queue,
+                reason: Reason::AssignedAgent,
+                waited_ms: 0,
+            };
+            if tx.try_send(Ok(event)).is_err() {
+                return Err(CoreError::ResourceExhausted(
+                    "runtime.subscriber_buffer is smaller than the agent's live assignments".into(),
+                ));
+            }
+        }
+        self.agents.entry((tenant, agent)).or_default().push(tx);
+        Ok(())
+    }
+
+    fn subscribe_bot(
+        &mut self,
+        tenant: TenantId,
+        bot: String,
+        tx: mpsc::Sender<Result<BotEvent, Lagged>>,
+    ) -> Result<(), CoreError> {
+        let t = self
+            .shard
+            .tenant(tenant.as_str())
+            .ok_or_else(|| CoreError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            })?;
+        match t.bot() {
+            Some(name) if **name == *bot => {
+                let name = name.clone();
+                self.bots.entry((tenant, name)).or_default().push(tx);
+                Ok(())
+            }
+            _ => Err(CoreError::NotFound {
+                what: "bot",
+                id: bot,
+            }),
+        }
+    }
+
+    /// Carries the effects of the last command to telemetry and the live streams.
+    fn deliver(&mut self, now: Timestamp) {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
+            telemetry::effect(&effect);
+            match effect {
+                Effect::Assigned {
+                    tenant,
+                    agent,
+                    conversation,
+                    queue,
+                    reason,
+                    waited_ms,
+                } => {
+                    let key = (tenant, agent);
+                    if !self.agents.contains_key(&key) {
+                        continue;
+                    }
+                    let Some(view) = self
+                        .shard
+                        .tenant(key.0.as_str())
+                        .and_then(|t| t.view(conversation, now).ok())
+                    else {
+                        continue;
+                    };
+                    send_all(
+                        &mut self.agents,
+                        key,
+                        AgentEvent::Assigned {
+                            conversation: Box::new(view),
+                            queue,
+                            reason,
+                            waited_ms,
+                        },
+                        "agent",
+                    );
+                }
+                Effect::Unassigned {
+                    tenant,
+                    agent,
+                    conversation,
+                    reason,
+                } => send_all(
+                    &mut self.agents,
+                    (tenant, agent),
+                    AgentEvent::Unassigned {
+                        conversation,
+                        reason,
+                    },
+                    "agent",
+                ),
+                Effect::AgentMessage {
+                    tenant,
+                    agent,
+                    conversation,
+                    message,
+                } => send_all(
+                    &mut self.agents,
+                    (tenant, agent),
+                    AgentEvent::Message {
+                        conversation,
+                        message,
+                    },
+                    "agent",
+                ),
+                Effect::BotMessage {
+                    tenant,
+                    bot,
+                    conversation,
+                    message,
+                    reason,
+                    intent,
+                } => {
+                    let key = (tenant, bot);
+                    if !self.bots.contains_key(&key) {
+                        continue;
+                    }
+                    let context = self
+                        .shard
+                        .tenant(key.0.as_str())
+                        .and_then(|t| t.view(conversation, now).ok())
+                        .map(|v| v.context)
+                        .unwrap_or_default();
+                    send_all(
+                        &mut self.bots,
+                        key,
+                        BotEvent {
+                            conversation,
+                            message,
+                            reason,
+                            intent,
+                            context,
+                        },
+                        "bot",
+                    );
+                }
+                Effect::Queued { .. } | Effect::SlaBreached { .. } | Effect::Escalated { .. } => {}
+            }
+        }
+        self.effects = effects;
+    }
+}
+
+/// Sends `event` to every subscriber of `key`. A subscriber with one free slot left gets
+/// `Lagged` in it and is dropped; a closed one is dropped.
+fn send_all<K: std::hash::Hash + Eq, T: Clone>(
+    subscribers: &mut HashMap<K, Subscribers<T>>,
+    key: K,
+    event: T,
+    kind: &'static str,
+) {
+    let Some(list) = subscribers.get_mut(&key) else {
+        return;
+    };
+    list.retain(|tx| {
+        if tx.is_closed() {
+            return false;
+        }
+        if tx.capacity() <= 1 {
+            let _ = tx.try_send(Err(Lagged));
+            telemetry::stream_disconnected(kind);
+            return false;
+        }
+        tx.try_send(Ok(event.clone())).is_ok()
+    });
+    if list.is_empty() {
+        subscribers.remove(&key);
+    }
+}

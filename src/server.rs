@@ -1,0 +1,168 @@
+//! Wiring: the only module that knows every stage. It starts the shards, the gRPC services
+//! (with standard health and reflection) and the metrics endpoint on listeners it is given, and
+//! stops them in order when `shutdown` resolves:
+//!
+//! 1. health reports NOT_SERVING, so load balancers stop sending new calls;
+//! 2. live agent and bot streams end (they would otherwise hold the server open forever);
+//! 3. the gRPC server stops accepting and finishes in-flight calls, within the grace period;
+//! 4. the shards stop once no handle to them remains.
+//!
+//! Taking listeners (not addresses) lets tests bind `127.0.0.1:0` and read the port.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::grpc::Api;
+use crate::proto;
+use crate::runtime::Runtime;
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("metrics server: {0}")]
+    Metrics(#[from] std::io::Error),
+}
+
+/// The fully qualified names of switchboard's own services (health reports each of them).
+pub const SERVICES: &[&str] = &[
+    "switchboard.v1.Inbound",
+    "switchboard.v1.Agents",
+    "switchboard.v1.Bots",
+    "switchboard.v1.Conversations",
+    "switchboard.v1.Queues",
+];
+
+/// Binds the configured addresses. Separate from [`run`] so `main` can print the real ports.
+pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, TcpListener)> {
+    let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen for gRPC on {} ({e}); set SWITCHBOARD_GRPC_ADDR to a free host:port",
+                config.grpc_addr
+            ),
+        )
+    })?;
+    let metrics = TcpListener::bind(config.metrics_addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen for metrics on {} ({e}); set SWITCHBOARD_METRICS_ADDR to a free host:port",
+                config.metrics_addr
+            ),
+        )
+    })?;
+    Ok((grpc, metrics))
+}
+
+/// Serves until `shutdown` resolves, then stops in order (module docs).
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    metrics: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    run_with_clock(config, grpc, metrics, shutdown, Arc::new(SystemClock)).await
+}
+
+pub async fn run_with_clock(
+    config: Config,
+    grpc: TcpListener,
+    metrics: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    clock: Arc<dyn Clock>,
+) -> Result<(), ServeError> {
+    let prometheus = telemetry::install();
+    let close_streams = CancellationToken::new();
+    let (runtime, shard_tasks) = Runtime::start(&config, clock, close_streams.clone());
+    let api = Api::new(runtime);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICES {
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let stop_metrics = CancellationToken::new();
+    let metrics_task = tokio::spawn(telemetry::serve(
+        metrics,
+        prometheus,
+        stop_metrics.clone().cancelled_owned(),
+    ));
+
+    let stop_grpc = CancellationToken::new();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(proto::inbound_server::InboundServer::new(api.clone()))
+        .add_service(proto::agents_server::AgentsServer::new(api.clone()))
+        .add_service(proto::bots_server::BotsServer::new(api.clone()))
+        .add_service(proto::conversations_server::ConversationsServer::new(
+            api.clone(),
+        ))
+        .add_service(proto::queues_server::QueuesServer::new(api))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc),
+            stop_grpc.clone().cancelled_owned(),
+        );
+    let mut server = tokio::spawn(server);
+
+    tokio::select! {
+        result = &mut server => {
+            // The server ended on its own: an error, reported below.
+            close_streams.cancel();
+            stop_metrics.cancel();
+            result.expect("the gRPC server task does not panic")?;
+            return Ok(());
+        }
+        () = shutdown => {}
+    }
+
+    tracing::info!("shutting down: reporting NOT_SERVING, closing streams, draining calls");
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    for name in SERVICES {
+        health
+            .set_service_status(*name, ServingStatus::NotServing)
+            .await;
+    }
+    close_streams.cancel();
+    stop_grpc.cancel();
+    let grace = Duration::from_millis(config.runtime.shutdown_grace_ms);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result.expect("the gRPC server task does not panic")?,
+        Err(_) => {
+            tracing::warn!(
+                grace_ms = config.runtime.shutdown_grace_ms,
+                "grace period ran out with calls in flight; exiting anyway"
+            );
+            server.abort();
+        }
+    }
+    for task in shard_tasks {
+        // Shards stop once the server dropped its handles; an aborted server leaves them to
+        // the runtime's own shutdown.
+        let _ = tokio::time::timeout(grace, task).await;
+    }
+    stop_metrics.cancel();
+    let _ = metrics_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

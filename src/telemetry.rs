@@ -1,0 +1,250 @@
+//! Telemetry: every metric name is defined here, described once at start-up, and emitted only
+//! through the functions below, which also write the matching log line so the two cannot drift.
+//!
+//! Names follow `switchboard_<name>_<unit>[_total]`. Labels are bounded: tenant and queue come
+//! from the config, target and reason from fixed enums. A customer number or message id is
+//! never a label (cardinality and privacy), and logs never print a full customer number.
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::core::{CoreError, Decision, Effect, QueueStatsView, Reply};
+
+pub const INBOUND_MESSAGES: &str = "switchboard_inbound_messages_total";
+pub const ROUTING_DECISIONS: &str = "switchboard_routing_decisions_total";
+pub const DECISION_DURATION: &str = "switchboard_routing_decision_duration_seconds";
+pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
+pub const QUEUE_AVAILABLE_AGENTS: &str = "switchboard_queue_available_agents";
+pub const QUEUE_ESTIMATED_WAIT: &str = "switchboard_queue_estimated_wait_seconds";
+pub const QUEUE_SLA_ATTAINMENT: &str = "switchboard_queue_sla_attainment_ratio";
+pub const SLA_BREACHES: &str = "switchboard_sla_breaches_total";
+pub const ASSIGNMENTS: &str = "switchboard_assignments_total";
+pub const ESCALATIONS: &str = "switchboard_escalations_total";
+pub const STREAM_DISCONNECTS: &str = "switchboard_stream_disconnects_total";
+
+/// Every metric family the service exports (tests check `/metrics` against this list).
+pub const ALL: &[&str] = &[
+    INBOUND_MESSAGES,
+    ROUTING_DECISIONS,
+    DECISION_DURATION,
+    QUEUE_DEPTH,
+    QUEUE_AVAILABLE_AGENTS,
+    QUEUE_ESTIMATED_WAIT,
+    QUEUE_SLA_ATTAINMENT,
+    SLA_BREACHES,
+    ASSIGNMENTS,
+    ESCALATIONS,
+    STREAM_DISCONNECTS,
+];
+
+/// Decision latency buckets: a routing decision takes microseconds; the top buckets catch a
+/// shard stalled behind a sweep.
+const DECISION_BUCKETS: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder for the process (once; later calls return the same
+/// handle, so several servers in one test process share it) and describes every metric.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DECISION_DURATION.into()), DECISION_BUCKETS)
+                .expect("the bucket list is a non-empty constant")
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder)
+                .expect("no other metrics recorder is installed in this process");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        INBOUND_MESSAGES,
+        "Inbound customer messages by outcome (routed, duplicate, rejected) and error_type."
+    );
+    describe_counter!(
+        ROUTING_DECISIONS,
+        "Routing decisions by tenant, target (agent, queue, bot) and reason."
+    );
+    describe_histogram!(
+        DECISION_DURATION,
+        metrics::Unit::Seconds,
+        "Time the shard took to decide the route of one inbound message."
+    );
+    describe_gauge!(QUEUE_DEPTH, "Conversations waiting in the queue.");
+    describe_gauge!(
+        QUEUE_AVAILABLE_AGENTS,
+        "Online agents of the queue with free capacity."
+    );
+    describe_gauge!(
+        QUEUE_ESTIMATED_WAIT,
+        metrics::Unit::Seconds,
+        "Estimated wait of a conversation arriving now (+Inf with no agent online)."
+    );
+    describe_gauge!(
+        QUEUE_SLA_ATTAINMENT,
+        "Share of assignments that waited no longer than the SLA target."
+    );
+    describe_counter!(
+        SLA_BREACHES,
+        "Waiting conversations that passed their queue's SLA target."
+    );
+    describe_counter!(ASSIGNMENTS, "Conversations assigned to agents, by queue.");
+    describe_counter!(
+        ESCALATIONS,
+        "Conversations escalated for waiting past their queue's maximum wait."
+    );
+    describe_counter!(
+        STREAM_DISCONNECTS,
+        "Agent or bot streams disconnected because the subscriber fell behind."
+    );
+}
+
+/// One inbound message was handled (or refused).
+pub fn inbound(result: &Result<Reply, CoreError>, elapsed: Duration) {
+    match result {
+        Ok(Reply::Decision(d)) if d.duplicate => {
+            counter!(INBOUND_MESSAGES, "outcome" => "duplicate").increment(1);
+        }
+        Ok(Reply::Decision(d)) => {
+            counter!(INBOUND_MESSAGES, "outcome" => "routed").increment(1);
+            histogram!(DECISION_DURATION).record(elapsed.as_secs_f64());
+            tracing::debug!(
+                conversation = ?d.conversation,
+                target = d.target.as_str(),
+                reason = d.reason.as_str(),
+                "routed"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            counter!(INBOUND_MESSAGES, "outcome" => "rejected", "error_type" => error_type(e))
+                .increment(1);
+            tracing::debug!(error = %e, "inbound message rejected");
+        }
+    }
+}
+
+/// A routing decision of `tenant`: for inbound messages and escalations alike.
+pub fn decision(tenant: &str, d: &Decision) {
+    counter!(
+        ROUTING_DECISIONS,
+        "tenant" => tenant.to_owned(),
+        "target" => d.target.as_str(),
+        "reason" => d.reason.as_str()
+    )
+    .increment(1);
+}
+
+pub fn error_type(e: &CoreError) -> &'static str {
+    match e {
+        CoreError::InvalidArgument { .. } => "invalid_argument",
+        CoreError::NotFound { .. } => "not_found",
+        CoreError::FailedPrecondition(_) => "failed_precondition",
+        CoreError::ResourceExhausted(_) => "resource_exhausted",
+    }
+}
+
+/// Counts and logs what an effect means for operators.
+pub fn effect(e: &Effect) {
+    match e {
+        Effect::Assigned {
+            tenant,
+            agent,
+            conversation,
+            queue,
+            reason,
+            waited_ms,
+        } => {
+            counter!(ASSIGNMENTS, "tenant" => tenant.to_string(), "queue" => queue.to_string())
+                .increment(1);
+            tracing::debug!(%tenant, %agent, %conversation, %queue, reason = reason.as_str(), waited_ms, "assigned");
+        }
+        Effect::SlaBreached { tenant, queue } => {
+            counter!(SLA_BREACHES, "tenant" => tenant.to_string(), "queue" => queue.to_string())
+                .increment(1);
+        }
+        Effect::Escalated {
+            tenant,
+            conversation,
+            from,
+            to,
+            priority,
+        } => {
+            counter!(ESCALATIONS, "tenant" => tenant.to_string(), "from" => from.to_string(), "to" => to.to_string())
+                .increment(1);
+            tracing::info!(%tenant, %conversation, %from, %to, priority, "waited past max wait: escalated");
+        }
+        Effect::Unassigned { .. }
+        | Effect::AgentMessage { .. }
+        | Effect::BotMessage { .. }
+        | Effect::Queued { .. } => {}
+    }
+}
+
+/// Queue gauges, refreshed on every shard tick.
+pub fn queue_gauges(stats: &[QueueStatsView]) {
+    for s in stats {
+        let labels = [
+            ("tenant", s.tenant.to_string()),
+            ("queue", s.queue.to_string()),
+        ];
+        gauge!(QUEUE_DEPTH, &labels).set(f64::from(s.depth));
+        gauge!(QUEUE_AVAILABLE_AGENTS, &labels).set(f64::from(s.available_agents));
+        gauge!(QUEUE_ESTIMATED_WAIT, &labels).set(
+            s.estimated_wait_ms
+                .map_or(f64::INFINITY, |ms| ms as f64 / 1_000.0),
+        );
+        gauge!(QUEUE_SLA_ATTAINMENT, &labels).set(s.sla_attainment);
+    }
+}
+
+/// A stream subscriber fell behind and was disconnected.
+pub fn stream_disconnected(kind: &'static str) {
+    counter!(STREAM_DISCONNECTS, "kind" => kind).increment(1);
+    tracing::warn!(
+        kind,
+        "stream subscriber fell behind and was disconnected; it must resubscribe"
+    );
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let render = handle.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let h = render.clone();
+            async move { h.render() }
+        }),
+    );
+    // Histogram and summary storage is drained by upkeep; without it memory grows with samples.
+    let upkeep = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    upkeep.abort();
+    served
+}
