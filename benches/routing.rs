@@ -1,1 +1,195 @@
-fn main() {}
+//! Routing decision cost against its anchor, protobuf decode alone (shared/design/PERFORMANCE.md).
+//!
+//! Every case runs over the same pre-encoded `InboundMessage`s. The anchor only decodes them;
+//! the measured loops decode them and route them through `Shard::handle` (identify, dedup,
+//! context, window, classify, decide), as the gRPC adapter does. Report the ratio
+//! `route_* / decode_only` from one run.
+//!
+//! Cases:
+//! - `route_known_bot`: known customers in E.164, a mix of simple intents and unclassified
+//!   text, no agent online: the bot path (classification + SLA estimate + bot effect).
+//! - `route_follow_up_agent`: known customers whose conversations agents hold: follow-ups.
+//! - `route_national_format`: the same as `route_known_bot` but numbers in national format,
+//!   so every message pays a full `phonenumber` parse (what a new customer costs).
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message as _;
+use switchboard::clock::Timestamp;
+use switchboard::config::Config;
+use switchboard::core::{Command, Effect, Inbound, Shard};
+use switchboard::model::{AgentId, Channel, Presence, TenantId};
+use switchboard::proto;
+
+/// Distinct customers cycled through. Message ids are unique across a full cycle of the pool,
+/// and `dedup_max_ids` is below the pool size, so no message is ever seen as a duplicate.
+const CUSTOMERS: usize = 10_000;
+const POOL: usize = 100_000;
+
+const TEXTS: [&str; 5] = [
+    "Hola, ¿cuál es el horario de la tienda de Gran Vía este sábado?",
+    "Hi, how much does the premium plan cost per month?",
+    "quiero saber el estado del pedido 48213, gracias",
+    "hola buenas tardes, tengo una consulta sobre mi cuenta",
+    "thanks! that's all I needed",
+];
+
+fn config() -> Config {
+    let mut c = Config::from_toml_str(switchboard::config::EMBEDDED_DEFAULT).unwrap();
+    c.limits.dedup_max_ids = POOL / 2;
+    c
+}
+
+fn encoded(national: bool) -> Vec<Bytes> {
+    (0..POOL)
+        .map(|i| {
+            let n = i % CUSTOMERS;
+            let customer = if national {
+                format!(
+                    "6{:02} {:03} {:03}",
+                    10 + n / 1_000_000,
+                    (n / 1000) % 1000,
+                    n % 1000
+                )
+            } else {
+                format!(
+                    "+346{:02}{:03}{:03}",
+                    10 + n / 1_000_000,
+                    (n / 1000) % 1000,
+                    n % 1000
+                )
+            };
+            let m = proto::InboundMessage {
+                tenant: "demo".into(),
+                customer,
+                channel: proto::Channel::Whatsapp as i32,
+                provider_message_id: format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQzRUIw{i:010}"),
+                text: TEXTS[i % TEXTS.len()].into(),
+            };
+            Bytes::from(m.encode_to_vec())
+        })
+        .collect()
+}
+
+fn decode(bytes: &Bytes) -> Inbound {
+    let m = proto::InboundMessage::decode(bytes.clone()).expect("encoded above");
+    Inbound {
+        tenant: TenantId::new(&m.tenant),
+        customer: m.customer,
+        channel: match m.channel {
+            2 => Channel::WebChat,
+            3 => Channel::Voice,
+            _ => Channel::WhatsApp,
+        },
+        provider_message_id: m.provider_message_id,
+        text: m.text,
+    }
+}
+
+struct Router {
+    shard: Shard,
+    now: u64,
+    effects: Vec<Effect>,
+}
+
+impl Router {
+    fn new() -> Self {
+        Self {
+            shard: Shard::new(&config(), |_| true),
+            now: 1_700_000_000_000,
+            effects: Vec::with_capacity(8),
+        }
+    }
+
+    fn route(&mut self, bytes: &Bytes) {
+        self.now += 1;
+        let reply = self.shard.handle(
+            Timestamp(self.now),
+            Command::Ingest(decode(bytes)),
+            &mut self.effects,
+        );
+        black_box(reply.expect("valid messages route"));
+        self.effects.clear();
+    }
+
+    /// Routes one message per customer first, so the measured loop sees known customers.
+    fn warm(&mut self, pool: &[Bytes]) {
+        for bytes in &pool[..CUSTOMERS] {
+            self.route(bytes);
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let e164 = encoded(false);
+    let national = encoded(true);
+    let mut group = c.benchmark_group("routing");
+    group.throughput(Throughput::Elements(1));
+
+    let mut i = 0;
+    group.bench_function("decode_only", |b| {
+        b.iter(|| {
+            i = (i + 1) % POOL;
+            black_box(decode(&e164[i]))
+        })
+    });
+
+    let mut bot = Router::new();
+    bot.warm(&e164);
+    let mut i = CUSTOMERS;
+    group.bench_function("route_known_bot", |b| {
+        b.iter(|| {
+            i = (i + 1) % POOL;
+            bot.route(&e164[i]);
+        })
+    });
+
+    // 2,500 agents of capacity 4 hold all 10,000 conversations.
+    let mut desk = Router::new();
+    for a in 0..CUSTOMERS / 4 {
+        desk.shard
+            .handle(
+                Timestamp(desk.now),
+                Command::RegisterAgent {
+                    tenant: TenantId::new("demo"),
+                    agent: AgentId::new(format!("agent-{a}")),
+                    presence: Presence::Online,
+                    capacity: 4,
+                    queues: vec!["support".into()],
+                },
+                &mut desk.effects,
+            )
+            .unwrap();
+    }
+    let unclassified = encoded(false)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % TEXTS.len() == 3)
+        .map(|(_, b)| b)
+        .collect::<Vec<_>>();
+    for bytes in &e164[..CUSTOMERS] {
+        desk.route(bytes);
+    }
+    let mut i = 0;
+    group.bench_function("route_follow_up_agent", |b| {
+        b.iter(|| {
+            i = (i + 1) % unclassified.len();
+            desk.route(&unclassified[i]);
+        })
+    });
+
+    let mut parse = Router::new();
+    parse.warm(&national);
+    let mut i = CUSTOMERS;
+    group.bench_function("route_national_format", |b| {
+        b.iter(|| {
+            i = (i + 1) % POOL;
+            parse.route(&national[i]);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
