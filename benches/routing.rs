@@ -41,11 +41,17 @@ fn config() -> Config {
     c
 }
 
-fn encoded(national: bool) -> Vec<Bytes> {
+/// `POOL` messages with unique ids; message `i` comes from customer `customer(i)` and carries
+/// `TEXTS[text(i)]`.
+fn encoded(
+    national: bool,
+    customer: impl Fn(usize) -> usize,
+    text: impl Fn(usize) -> usize,
+) -> Vec<Bytes> {
     (0..POOL)
         .map(|i| {
-            let n = i % CUSTOMERS;
-            let customer = if national {
+            let n = customer(i);
+            let number = if national {
                 format!(
                     "6{:02} {:03} {:03}",
                     10 + n / 1_000_000,
@@ -62,14 +68,19 @@ fn encoded(national: bool) -> Vec<Bytes> {
             };
             let m = proto::InboundMessage {
                 tenant: "demo".into(),
-                customer,
+                customer: number,
                 channel: proto::Channel::Whatsapp as i32,
                 provider_message_id: format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQzRUIw{i:010}"),
-                text: TEXTS[i % TEXTS.len()].into(),
+                text: TEXTS[text(i)].into(),
             };
             Bytes::from(m.encode_to_vec())
         })
         .collect()
+}
+
+/// Every customer in turn, texts in turn.
+fn mixed(national: bool) -> Vec<Bytes> {
+    encoded(national, |i| i % CUSTOMERS, |i| i % TEXTS.len())
 }
 
 fn decode(bytes: &Bytes) -> Inbound {
@@ -121,31 +132,33 @@ impl Router {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let e164 = encoded(false);
-    let national = encoded(true);
-    let mut group = c.benchmark_group("routing");
-    group.throughput(Throughput::Elements(1));
-
+fn decode_only(c: &mut Criterion) {
+    let e164 = mixed(false);
     let mut i = 0;
-    group.bench_function("decode_only", |b| {
+    group(c).bench_function("decode_only", |b| {
         b.iter(|| {
             i = (i + 1) % POOL;
             black_box(decode(&e164[i]))
         })
     });
+}
 
+fn route_known_bot(c: &mut Criterion) {
+    let e164 = mixed(false);
     let mut bot = Router::new();
     bot.warm(&e164);
     let mut i = CUSTOMERS;
-    group.bench_function("route_known_bot", |b| {
+    group(c).bench_function("route_known_bot", |b| {
         b.iter(|| {
             i = (i + 1) % POOL;
             bot.route(&e164[i]);
         })
     });
+}
 
-    // 2,500 agents of capacity 4 hold all 10,000 conversations.
+fn route_follow_up_agent(c: &mut Criterion) {
+    let e164 = mixed(false);
+    // 2,500 agents of capacity 4 hold every conversation that was not routed to the bot.
     let mut desk = Router::new();
     for a in 0..CUSTOMERS / 4 {
         desk.shard
@@ -162,34 +175,43 @@ fn bench(c: &mut Criterion) {
             )
             .unwrap();
     }
-    let unclassified = encoded(false)
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| i % TEXTS.len() == 3)
-        .map(|(_, b)| b)
-        .collect::<Vec<_>>();
-    for bytes in &e164[..CUSTOMERS] {
-        desk.route(bytes);
-    }
+    desk.warm(&e164);
+    // Customers whose first message was unclassified (index 3) went to agents in the warm-up;
+    // their follow-ups, each with a new id.
+    let follow_ups = encoded(false, |i| (i * TEXTS.len() + 3) % CUSTOMERS, |_| 3);
     let mut i = 0;
-    group.bench_function("route_follow_up_agent", |b| {
+    group(c).bench_function("route_follow_up_agent", |b| {
         b.iter(|| {
-            i = (i + 1) % unclassified.len();
-            desk.route(&unclassified[i]);
+            i = (i + 1) % follow_ups.len();
+            desk.route(&follow_ups[i]);
         })
     });
+}
 
+fn route_national_format(c: &mut Criterion) {
+    let national = mixed(true);
     let mut parse = Router::new();
     parse.warm(&national);
     let mut i = CUSTOMERS;
-    group.bench_function("route_national_format", |b| {
+    group(c).bench_function("route_national_format", |b| {
         b.iter(|| {
             i = (i + 1) % POOL;
             parse.route(&national[i]);
         })
     });
-    group.finish();
 }
 
-criterion_group!(benches, bench);
+fn group(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group("routing");
+    g.throughput(Throughput::Elements(1));
+    g
+}
+
+criterion_group!(
+    benches,
+    decode_only,
+    route_known_bot,
+    route_follow_up_agent,
+    route_national_format
+);
 criterion_main!(benches);

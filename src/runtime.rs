@@ -151,12 +151,9 @@ impl Runtime {
     /// shard queue makes the caller wait: backpressure, not unbounded buffering.
     pub async fn call(&self, command: Command) -> Result<Reply, CallError> {
         let tenant = command.tenant().ok_or(CallError::Unavailable)?.clone();
-        let (reply, rx) = oneshot::channel();
-        self.shard_of(&tenant)?
-            .send(Request::Command { command, reply })
+        let (reply, answer) = oneshot::channel();
+        self.ask(&tenant, Request::Command { command, reply }, answer)
             .await
-            .map_err(|_| CallError::Unavailable)?;
-        Ok(rx.await.map_err(|_| CallError::Unavailable)??)
     }
 
     /// The agent's live assignments, then every later event for it.
@@ -166,17 +163,14 @@ impl Runtime {
         agent: AgentId,
     ) -> Result<AgentStream, CallError> {
         let (tx, rx) = mpsc::channel(self.subscriber_buffer);
-        let (reply, done) = oneshot::channel();
-        self.shard_of(&tenant)?
-            .send(Request::SubscribeAgent {
-                tenant,
-                agent,
-                tx,
-                reply,
-            })
-            .await
-            .map_err(|_| CallError::Unavailable)?;
-        done.await.map_err(|_| CallError::Unavailable)??;
+        let (reply, answer) = oneshot::channel();
+        let request = Request::SubscribeAgent {
+            tenant: tenant.clone(),
+            agent,
+            tx,
+            reply,
+        };
+        self.ask(&tenant, request, answer).await?;
         Ok(rx)
     }
 
@@ -187,18 +181,29 @@ impl Runtime {
         bot: String,
     ) -> Result<BotStream, CallError> {
         let (tx, rx) = mpsc::channel(self.subscriber_buffer);
-        let (reply, done) = oneshot::channel();
-        self.shard_of(&tenant)?
-            .send(Request::SubscribeBot {
-                tenant,
-                bot,
-                tx,
-                reply,
-            })
+        let (reply, answer) = oneshot::channel();
+        let request = Request::SubscribeBot {
+            tenant: tenant.clone(),
+            bot,
+            tx,
+            reply,
+        };
+        self.ask(&tenant, request, answer).await?;
+        Ok(rx)
+    }
+
+    /// Sends `request` to the tenant's shard and waits for its answer.
+    async fn ask<R>(
+        &self,
+        tenant: &TenantId,
+        request: Request,
+        answer: oneshot::Receiver<Result<R, CoreError>>,
+    ) -> Result<R, CallError> {
+        self.shard_of(tenant)?
+            .send(request)
             .await
             .map_err(|_| CallError::Unavailable)?;
-        done.await.map_err(|_| CallError::Unavailable)??;
-        Ok(rx)
+        Ok(answer.await.map_err(|_| CallError::Unavailable)??)
     }
 }
 

@@ -9,6 +9,7 @@
 //!
 //! Taking listeners (not addresses) lets tests bind `127.0.0.1:0` and read the port.
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,25 +46,18 @@ pub const SERVICES: &[&str] = &[
 
 /// Binds the configured addresses. Separate from [`run`] so `main` can print the real ports.
 pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, TcpListener)> {
-    let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot listen for gRPC on {} ({e}); set SWITCHBOARD_GRPC_ADDR to a free host:port",
-                config.grpc_addr
-            ),
-        )
-    })?;
-    let metrics = TcpListener::bind(config.metrics_addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot listen for metrics on {} ({e}); set SWITCHBOARD_METRICS_ADDR to a free host:port",
-                config.metrics_addr
-            ),
-        )
-    })?;
+    let grpc = bind_one(config.grpc_addr, "gRPC", "SWITCHBOARD_GRPC_ADDR").await?;
+    let metrics = bind_one(config.metrics_addr, "metrics", "SWITCHBOARD_METRICS_ADDR").await?;
     Ok((grpc, metrics))
+}
+
+async fn bind_one(addr: SocketAddr, what: &str, env: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for {what} on {addr} ({e}); set {env} to a free host:port"),
+        )
+    })
 }
 
 /// Serves until `shutdown` resolves, then stops in order (module docs).

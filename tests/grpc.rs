@@ -62,7 +62,11 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
-        let config = Config::from_toml_str(CONFIG).expect("test config is valid");
+        Self::start_with(CONFIG).await
+    }
+
+    async fn start_with(config: &str) -> Server {
+        let config = Config::from_toml_str(config).expect("test config is valid");
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
@@ -117,6 +121,31 @@ fn customer(i: usize) -> String {
     format!("+3461234{i:04}")
 }
 
+async fn register(agents: &mut AgentsClient<Channel>, id: &str, capacity: u32) -> proto::Agent {
+    agents
+        .register(proto::RegisterAgentRequest {
+            tenant: TENANT.into(),
+            agent_id: id.into(),
+            presence: proto::Presence::Online as i32,
+            capacity,
+            queues: vec!["support".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn subscribe(agents: &mut AgentsClient<Channel>, id: &str) -> Streaming<proto::AgentEvent> {
+    agents
+        .subscribe(proto::AgentRef {
+            tenant: TENANT.into(),
+            agent_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn next_event(stream: &mut Streaming<proto::AgentEvent>) -> proto::agent_event::Event {
     guard(stream.message())
         .await
@@ -143,25 +172,10 @@ async fn routes_by_sla_load_end_to_end() {
     let mut bots = BotsClient::new(ch.clone());
 
     for id in ["ana", "ben"] {
-        let a = agents
-            .register(proto::RegisterAgentRequest {
-                tenant: TENANT.into(),
-                agent_id: id.into(),
-                presence: proto::Presence::Online as i32,
-                capacity: 2,
-                queues: vec!["support".into()],
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(a.capacity, 2);
+        assert_eq!(register(&mut agents, id, 2).await.capacity, 2);
     }
-    let sub = |id: &str| proto::AgentRef {
-        tenant: TENANT.into(),
-        agent_id: id.into(),
-    };
-    let mut ana = agents.subscribe(sub("ana")).await.unwrap().into_inner();
-    let mut ben = agents.subscribe(sub("ben")).await.unwrap().into_inner();
+    let mut ana = subscribe(&mut agents, "ana").await;
+    let mut ben = subscribe(&mut agents, "ben").await;
     let mut bot = bots
         .subscribe(proto::BotRef {
             tenant: TENANT.into(),
@@ -291,16 +305,7 @@ async fn follow_ups_and_duplicates() {
     let ch = server.channel().await;
     let mut inbound = InboundClient::new(ch.clone());
     let mut agents = AgentsClient::new(ch.clone());
-    agents
-        .register(proto::RegisterAgentRequest {
-            tenant: TENANT.into(),
-            agent_id: "ana".into(),
-            presence: proto::Presence::Online as i32,
-            capacity: 1,
-            queues: vec!["support".into()],
-        })
-        .await
-        .unwrap();
+    register(&mut agents, "ana", 1).await;
     let first = inbound
         .ingest(message("+34 612 345 678", "wamid.A", "hola"))
         .await
@@ -308,14 +313,7 @@ async fn follow_ups_and_duplicates() {
         .into_inner();
     assert_eq!(first.agent_id, "ana");
     // Subscribing after the assignment still shows it (snapshot first).
-    let mut ana = agents
-        .subscribe(proto::AgentRef {
-            tenant: TENANT.into(),
-            agent_id: "ana".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut ana = subscribe(&mut agents, "ana").await;
     assert_eq!(
         assigned_id(next_event(&mut ana).await),
         first.conversation_id
@@ -558,16 +556,7 @@ async fn health_reflection_and_metrics() {
 
     // Some traffic so every family has a sample, then scrape.
     let mut agents = AgentsClient::new(ch.clone());
-    agents
-        .register(proto::RegisterAgentRequest {
-            tenant: TENANT.into(),
-            agent_id: "ana".into(),
-            presence: proto::Presence::Online as i32,
-            capacity: 1,
-            queues: vec!["support".into()],
-        })
-        .await
-        .unwrap();
+    register(&mut agents, "ana", 1).await;
     let mut inbound = InboundClient::new(ch.clone());
     for i in 0..3 {
         inbound
@@ -619,31 +608,77 @@ async fn health_reflection_and_metrics() {
 
 #[tokio::test]
 async fn shutdown_reports_not_serving_and_ends_streams() {
-    let server = Server::start().await;
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    // A short grace period: the health watch below is itself an open stream.
+    let server = Server::start_with(&CONFIG.replace(
+        "tick_interval_ms = 50",
+        "tick_interval_ms = 50\nshutdown_grace_ms = 1000",
+    ))
+    .await;
     let ch = server.channel().await;
     let mut agents = AgentsClient::new(ch.clone());
-    agents
-        .register(proto::RegisterAgentRequest {
-            tenant: TENANT.into(),
-            agent_id: "ana".into(),
-            presence: proto::Presence::Online as i32,
-            capacity: 1,
-            queues: vec!["support".into()],
-        })
-        .await
-        .unwrap();
-    let mut stream = agents
-        .subscribe(proto::AgentRef {
-            tenant: TENANT.into(),
-            agent_id: "ana".into(),
+    register(&mut agents, "ana", 1).await;
+    let mut stream = subscribe(&mut agents, "ana").await;
+    let mut watch = HealthClient::new(ch.clone())
+        .watch(HealthCheckRequest {
+            service: "switchboard.v1.Inbound".into(),
         })
         .await
         .unwrap()
         .into_inner();
-    // An open stream must not hold shutdown hostage.
+    let first = guard(watch.message()).await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    // An open agent stream must not hold shutdown hostage, and health says NOT_SERVING first.
     server.stop().await;
     let end = guard(stream.message()).await;
     assert!(matches!(end, Ok(None) | Err(_)), "stream ended: {end:?}");
+    let next = guard(watch.message()).await.unwrap().unwrap();
+    assert_eq!(next.status(), ServingStatus::NotServing);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_is_disconnected_and_routing_goes_on() {
+    let server = Server::start_with(&CONFIG.replace(
+        "tick_interval_ms = 50",
+        "tick_interval_ms = 50\nsubscriber_buffer = 4",
+    ))
+    .await;
+    let ch = server.channel().await;
+    let mut agents = AgentsClient::new(ch.clone());
+    register(&mut agents, "ana", 20).await;
+    let mut stream = subscribe(&mut agents, "ana").await;
+    let mut inbound = InboundClient::new(ch.clone());
+    // Ten assignments while the subscriber reads nothing: every message is still routed.
+    for i in 0..10 {
+        let d = inbound
+            .ingest(message(&customer(i), &format!("lag{i}"), "hola"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.agent_id, "ana");
+    }
+    // The buffer held 3 events and then the notice that the stream was closed.
+    for _ in 0..3 {
+        assert!(matches!(
+            next_event(&mut stream).await,
+            proto::agent_event::Event::Assigned(_)
+        ));
+    }
+    let status = guard(stream.message()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("subscribe again"), "{status:?}");
+    // Subscribing again starts from the agent's live assignments.
+    let mut again = subscribe(&mut agents, "ana").await;
+    for _ in 0..10 {
+        assert!(matches!(
+            next_event(&mut again).await,
+            proto::agent_event::Event::Assigned(_)
+        ));
+    }
+    server.stop().await;
 }
 
 /// A plain HTTP/1.1 GET, enough to scrape /metrics without an HTTP client dependency.

@@ -73,8 +73,16 @@ fn keyword_pattern(keyword: &str) -> String {
 
 /// Lower-case and strip the accents of Latin letters used in Spanish, Portuguese and French.
 pub fn fold(text: &str) -> String {
+    // Most messages are plain ASCII: one pass, no per-character case tables.
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+            continue;
+        }
         for l in c.to_lowercase() {
             out.push(match l {
                 'á' | 'à' | 'â' | 'ä' | 'ã' => 'a',

@@ -14,13 +14,13 @@
 //!
 //! It never classifies, never reads message text and knows nothing of customers.
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use crate::clock::Timestamp;
 use crate::config::QueueConfig;
 use crate::model::{AgentId, ConversationId, Presence, Priority, QueueName, TenantId};
 
-use super::{AgentView, CoreError, Effect, QueueStatsView, Reason};
+use super::{AgentView, CoreError, Effect, Map, QueueStatsView, Reason, Set};
 
 pub type QueueIx = usize;
 
@@ -93,7 +93,7 @@ struct Agent {
     /// Last time it took or finished a conversation: "idle longest" breaks load ties.
     last_change: Timestamp,
     /// Conversations sent back to a queue when it went offline; it gets them first on return.
-    preferred: HashSet<ConversationId>,
+    preferred: Set<ConversationId>,
 }
 
 impl Agent {
@@ -131,16 +131,16 @@ pub enum Placed {
 pub struct Desk {
     tenant: TenantId,
     queues: Vec<Queue>,
-    by_name: HashMap<QueueName, QueueIx>,
-    agents: HashMap<AgentId, Agent>,
-    placements: HashMap<ConversationId, Placement>,
+    by_name: Map<QueueName, QueueIx>,
+    agents: Map<AgentId, Agent>,
+    placements: Map<ConversationId, Placement>,
     seq: u64,
 }
 
 impl Desk {
     /// `queues` must be validated (fallbacks name existing queues).
     pub fn new(tenant: TenantId, queues: &[QueueConfig]) -> Self {
-        let by_name: HashMap<QueueName, QueueIx> = queues
+        let by_name: Map<QueueName, QueueIx> = queues
             .iter()
             .enumerate()
             .map(|(i, q)| (QueueName::new(&q.name), i))
@@ -165,8 +165,8 @@ impl Desk {
             tenant,
             queues,
             by_name,
-            agents: HashMap::new(),
-            placements: HashMap::new(),
+            agents: Map::default(),
+            placements: Map::default(),
             seq: 0,
         }
     }
@@ -406,7 +406,7 @@ impl Desk {
             queues: Vec::new(),
             active: Vec::new(),
             last_change: now,
-            preferred: HashSet::new(),
+            preferred: Set::default(),
         });
         let old_queues = std::mem::replace(&mut a.queues, queues.clone());
         a.capacity = capacity;

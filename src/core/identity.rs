@@ -1,11 +1,12 @@
 //! Who the customer is: phone numbers normalised to E.164 with the `phonenumber` crate, reading
 //! national formats in the tenant's default region; and de-duplication of provider message ids,
 //! since the platform retries webhooks for days and the same message must not route twice.
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use phonenumber::{Mode, country};
 
+use super::Set;
 use crate::clock::Timestamp;
 use crate::model::CustomerNumber;
 
@@ -39,7 +40,7 @@ pub fn looks_e164(raw: &str) -> bool {
 /// Ids arrive in time order, so insertion order is expiry order and a queue suffices.
 #[derive(Debug)]
 pub struct Dedup {
-    seen: HashSet<Arc<str>>,
+    seen: Set<Arc<str>>,
     order: VecDeque<(Timestamp, Arc<str>)>,
     ttl_ms: u64,
     max: usize,
@@ -48,7 +49,7 @@ pub struct Dedup {
 impl Dedup {
     pub fn new(ttl_ms: u64, max: usize) -> Self {
         Self {
-            seen: HashSet::new(),
+            seen: Set::default(),
             order: VecDeque::new(),
             ttl_ms,
             max,
@@ -59,8 +60,7 @@ impl Dedup {
         self.seen.contains(id)
     }
 
-    pub fn insert(&mut self, id: &str, now: Timestamp) {
-        let id: Arc<str> = Arc::from(id);
+    pub fn insert(&mut self, id: Arc<str>, now: Timestamp) {
         if self.seen.insert(id.clone()) {
             self.order.push_back((now, id));
             while self.order.len() > self.max {
@@ -139,20 +139,20 @@ mod tests {
     #[test]
     fn dedup_forgets_after_ttl_and_past_max() {
         let mut d = Dedup::new(1_000, 2);
-        d.insert("a", Timestamp(0));
+        d.insert("a".into(), Timestamp(0));
         assert!(d.contains("a"));
         d.sweep(Timestamp(999));
         assert!(d.contains("a"), "still within ttl");
         d.sweep(Timestamp(1_000));
         assert!(!d.contains("a"), "forgotten exactly at ttl");
 
-        d.insert("b", Timestamp(2_000));
-        d.insert("c", Timestamp(2_001));
-        d.insert("d", Timestamp(2_002));
+        d.insert("b".into(), Timestamp(2_000));
+        d.insert("c".into(), Timestamp(2_001));
+        d.insert("d".into(), Timestamp(2_002));
         assert_eq!(d.len(), 2);
         assert!(!d.contains("b"), "oldest forgotten past max");
         assert!(d.contains("c") && d.contains("d"));
-        d.insert("d", Timestamp(2_003));
+        d.insert("d".into(), Timestamp(2_003));
         assert_eq!(d.len(), 2, "re-inserting a known id adds nothing");
     }
 }

@@ -14,7 +14,7 @@
 //! 6. otherwise (mode `auto`, or no intent) → the queue if its estimated wait is within the SLA
 //!    target (`SLA_OK`), else the bot (`SLA_SATURATED`), else queued anyway
 //!    (`SLA_SATURATED_NO_BOT`).
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use phonenumber::country;
@@ -25,6 +25,7 @@ use crate::model::{
     AgentId, Channel, ConversationId, CustomerNumber, Priority, QueueName, TenantId,
 };
 
+use super::Map;
 use super::classify::Classifier;
 use super::desk::{Desk, Location, Placed, QueueIx};
 use super::identity::{self, Dedup};
@@ -86,8 +87,8 @@ pub struct Tenant {
     intents: Vec<Intent>,
     classifier: Classifier,
     limits: Arc<Limits>,
-    conversations: HashMap<ConversationId, Conversation>,
-    by_customer: HashMap<CustomerNumber, ConversationId>,
+    conversations: Map<ConversationId, Conversation>,
+    by_customer: Map<CustomerNumber, ConversationId>,
     next_conversation: u64,
     dedup: Dedup,
     desk: Desk,
@@ -129,8 +130,8 @@ impl Tenant {
                 .expect("validated by Config::validate"),
             dedup: Dedup::new(limits.dedup_ttl_secs * 1_000, limits.dedup_max_ids),
             limits,
-            conversations: HashMap::new(),
-            by_customer: HashMap::new(),
+            conversations: Map::default(),
+            by_customer: Map::default(),
             next_conversation: 1,
             desk,
             next_sweep: Timestamp(0),
@@ -344,12 +345,13 @@ impl Tenant {
         };
 
         let intent = self.classifier.classify(&m.text);
+        let provider_message_id: Arc<str> = Arc::from(m.provider_message_id);
         let message = ContextMessage {
             direction: Direction::Inbound,
             channel: m.channel,
             text: Arc::from(m.text),
             at: now,
-            provider_message_id: Arc::from(m.provider_message_id.as_str()),
+            provider_message_id: provider_message_id.clone(),
             intent: intent.map(|i| self.intents[i].name.clone()),
         };
         let window = self.limits.window_secs * 1_000;
@@ -366,7 +368,7 @@ impl Tenant {
         conv.last_activity = now;
 
         let decision = self.route(now, id, intent, message, out);
-        self.dedup.insert(&m.provider_message_id, now);
+        self.dedup.insert(provider_message_id, now);
         Ok(decision)
     }
 
