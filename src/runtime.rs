@@ -500,3 +500,99 @@ fn send_all<K: std::hash::Hash + Eq, T: Clone>(
         subscribers.remove(&key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::core::Inbound;
+    use crate::model::{Channel, Presence};
+
+    const CONFIG: &str = r#"
+        [runtime]
+        subscriber_buffer = 4
+        [[tenants]]
+        id = "t"
+        default_region = "ES"
+        default_queue = "q"
+        [[tenants.queues]]
+        name = "q"
+        sla_target_secs = 60
+        max_wait_secs = 600
+    "#;
+
+    fn ingest(i: usize) -> Command {
+        Command::Ingest(Inbound {
+            tenant: TenantId::new("t"),
+            customer: format!("+3461234{i:04}"),
+            channel: Channel::WhatsApp,
+            provider_message_id: format!("m{i}"),
+            text: "hola".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_disconnected_and_routing_goes_on() {
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        let (runtime, _tasks) =
+            Runtime::start(&config, Arc::new(SystemClock), CancellationToken::new());
+        let agent = AgentId::new("ana");
+        runtime
+            .call(Command::RegisterAgent {
+                tenant: TenantId::new("t"),
+                agent: agent.clone(),
+                presence: Presence::Online,
+                capacity: 20,
+                queues: vec!["q".into()],
+            })
+            .await
+            .unwrap();
+        let mut slow = runtime
+            .subscribe_agent(TenantId::new("t"), agent.clone())
+            .await
+            .unwrap();
+        // Ten assignments while nobody reads the stream: every message is still routed.
+        for i in 0..10 {
+            let Reply::Decision(d) = runtime.call(ingest(i)).await.unwrap() else {
+                panic!("a decision")
+            };
+            assert_eq!(d.agent, Some(agent.clone()));
+        }
+        // Three events fit, the last slot says why the stream ends, then it ends.
+        for _ in 0..3 {
+            assert!(matches!(
+                slow.recv().await,
+                Some(Ok(AgentEvent::Assigned { .. }))
+            ));
+        }
+        assert_eq!(slow.recv().await.unwrap().unwrap_err(), Lagged);
+        assert!(slow.recv().await.is_none());
+        // Ten live assignments do not fit a 4-event buffer as a snapshot: refused, clearly.
+        let err = runtime
+            .subscribe_agent(TenantId::new("t"), agent)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CallError::Core(CoreError::ResourceExhausted(m)) if m.contains("subscriber_buffer")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_tenant_is_not_found_before_any_shard() {
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        let (runtime, _tasks) =
+            Runtime::start(&config, Arc::new(SystemClock), CancellationToken::new());
+        let err = runtime
+            .call(Command::GetAgent {
+                tenant: TenantId::new("nobody"),
+                agent: AgentId::new("a"),
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            CallError::Core(CoreError::NotFound { what: "tenant", .. })
+        ));
+    }
+}

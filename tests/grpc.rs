@@ -639,48 +639,6 @@ async fn shutdown_reports_not_serving_and_ends_streams() {
     assert_eq!(next.status(), ServingStatus::NotServing);
 }
 
-#[tokio::test]
-async fn a_subscriber_that_falls_behind_is_disconnected_and_routing_goes_on() {
-    let server = Server::start_with(&CONFIG.replace(
-        "tick_interval_ms = 50",
-        "tick_interval_ms = 50\nsubscriber_buffer = 4",
-    ))
-    .await;
-    let ch = server.channel().await;
-    let mut agents = AgentsClient::new(ch.clone());
-    register(&mut agents, "ana", 20).await;
-    let mut stream = subscribe(&mut agents, "ana").await;
-    let mut inbound = InboundClient::new(ch.clone());
-    // Ten assignments while the subscriber reads nothing: every message is still routed.
-    for i in 0..10 {
-        let d = inbound
-            .ingest(message(&customer(i), &format!("lag{i}"), "hola"))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(d.agent_id, "ana");
-    }
-    // The buffer held 3 events and then the notice that the stream was closed.
-    for _ in 0..3 {
-        assert!(matches!(
-            next_event(&mut stream).await,
-            proto::agent_event::Event::Assigned(_)
-        ));
-    }
-    let status = guard(stream.message()).await.unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("subscribe again"), "{status:?}");
-    // Subscribing again starts from the agent's live assignments.
-    let mut again = subscribe(&mut agents, "ana").await;
-    for _ in 0..10 {
-        assert!(matches!(
-            next_event(&mut again).await,
-            proto::agent_event::Event::Assigned(_)
-        ));
-    }
-    server.stop().await;
-}
-
 /// A plain HTTP/1.1 GET, enough to scrape /metrics without an HTTP client dependency.
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
