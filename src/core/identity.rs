@@ -2,7 +2,6 @@
 //! national formats in the tenant's default region; and de-duplication of provider message ids,
 //! since the platform retries webhooks for days and the same message must not route twice.
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use phonenumber::{Mode, country};
 
@@ -38,12 +37,27 @@ pub fn looks_e164(raw: &str) -> bool {
 
 /// Remembers provider message ids for `ttl`, at most `max` of them (oldest forgotten first).
 /// Ids arrive in time order, so insertion order is expiry order and a queue suffices.
+///
+/// Each id is kept as a 128-bit fingerprint, not as a string: no allocation per message, no
+/// string comparison on lookup, 16 bytes per id instead of a heap string. Two different ids
+/// share a fingerprint with probability about n²/2¹²⁹ (about 10⁻²⁶ for a million ids). The
+/// hash keys are fixed, so fingerprints mean the same in every process.
 #[derive(Debug)]
 pub struct Dedup {
-    seen: Set<Arc<str>>,
-    order: VecDeque<(Timestamp, Arc<str>)>,
+    seen: Set<u128>,
+    order: VecDeque<(Timestamp, u128)>,
     ttl_ms: u64,
     max: usize,
+}
+
+/// Fixed keys for the two halves of a fingerprint (arbitrary, distinct constants).
+const FINGERPRINT_SEEDS: (u64, u64) = (0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4f);
+
+fn fingerprint(id: &str) -> u128 {
+    use std::hash::BuildHasher;
+    let hi = foldhash::quality::FixedState::with_seed(FINGERPRINT_SEEDS.0).hash_one(id);
+    let lo = foldhash::quality::FixedState::with_seed(FINGERPRINT_SEEDS.1).hash_one(id);
+    (u128::from(hi) << 64) | u128::from(lo)
 }
 
 impl Dedup {
@@ -57,12 +71,13 @@ impl Dedup {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.seen.contains(id)
+        self.seen.contains(&fingerprint(id))
     }
 
-    pub fn insert(&mut self, id: Arc<str>, now: Timestamp) {
-        if self.seen.insert(id.clone()) {
-            self.order.push_back((now, id));
+    pub fn insert(&mut self, id: &str, now: Timestamp) {
+        let key = fingerprint(id);
+        if self.seen.insert(key) {
+            self.order.push_back((now, key));
             while self.order.len() > self.max {
                 self.forget_oldest();
             }
@@ -80,8 +95,8 @@ impl Dedup {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some((_, id)) = self.order.pop_front() {
-            self.seen.remove(&id);
+        if let Some((_, key)) = self.order.pop_front() {
+            self.seen.remove(&key);
         }
     }
 
@@ -139,20 +154,34 @@ mod tests {
     #[test]
     fn dedup_forgets_after_ttl_and_past_max() {
         let mut d = Dedup::new(1_000, 2);
-        d.insert("a".into(), Timestamp(0));
+        d.insert("a", Timestamp(0));
         assert!(d.contains("a"));
         d.sweep(Timestamp(999));
         assert!(d.contains("a"), "still within ttl");
         d.sweep(Timestamp(1_000));
         assert!(!d.contains("a"), "forgotten exactly at ttl");
 
-        d.insert("b".into(), Timestamp(2_000));
-        d.insert("c".into(), Timestamp(2_001));
-        d.insert("d".into(), Timestamp(2_002));
+        d.insert("b", Timestamp(2_000));
+        d.insert("c", Timestamp(2_001));
+        d.insert("d", Timestamp(2_002));
         assert_eq!(d.len(), 2);
         assert!(!d.contains("b"), "oldest forgotten past max");
         assert!(d.contains("c") && d.contains("d"));
-        d.insert("d".into(), Timestamp(2_003));
+        d.insert("d", Timestamp(2_003));
         assert_eq!(d.len(), 2, "re-inserting a known id adds nothing");
+        assert_ne!(fingerprint("wamid.1"), fingerprint("wamid.2"));
+        assert_eq!(fingerprint("wamid.1"), fingerprint("wamid.1"), "stable");
+    }
+
+    #[test]
+    fn distinct_ids_keep_distinct_fingerprints() {
+        let mut d = Dedup::new(u64::MAX, usize::MAX);
+        for i in 0..200_000 {
+            d.insert(
+                &format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQz{i:010}"),
+                Timestamp(0),
+            );
+        }
+        assert_eq!(d.len(), 200_000, "no two ids collided");
     }
 }

@@ -368,7 +368,7 @@ impl Tenant {
         conv.last_activity = now;
 
         let decision = self.route(now, id, intent, message, out);
-        self.dedup.insert(provider_message_id, now);
+        self.dedup.insert(&provider_message_id, now);
         Ok(decision)
     }
 

@@ -367,6 +367,30 @@ fn paused_automation_sends_the_next_message_to_a_human() {
 }
 
 #[test]
+fn paused_automation_keeps_a_conversation_with_its_agent() {
+    let mut s = Sim::new(true);
+    s.agent("ana", 1, &["support"]);
+    let d = s.msg(&customer(1), "hola");
+    assert_eq!(d.agent.as_ref().unwrap().as_str(), "ana");
+    s.run(Command::PauseAutomation {
+        tenant: TenantId::new(T),
+        conversation: conv(&d),
+    })
+    .unwrap();
+    let next = s.msg(&customer(1), "opening hours?");
+    assert_eq!(
+        (next.target, next.reason),
+        (Target::Agent, Reason::AutomationPaused)
+    );
+    assert_eq!(
+        next.agent.unwrap().as_str(),
+        "ana",
+        "already with a person: that person"
+    );
+    assert!(matches!(&s.effects[..], [Effect::AgentMessage { .. }]));
+}
+
+#[test]
 fn route_override_to_a_queue_or_an_agent() {
     let mut s = Sim::new(true);
     s.agent("vip", 1, &["claims"]);
