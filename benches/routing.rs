@@ -95,6 +95,7 @@ fn decode(bytes: &Bytes) -> Inbound {
         },
         provider_message_id: m.provider_message_id,
         text: m.text,
+        business_number: None,
     }
 }
 

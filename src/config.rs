@@ -150,6 +150,118 @@ pub struct TenantConfig {
     pub queues: Vec<QueueConfig>,
     #[serde(default)]
     pub intents: Vec<IntentConfig>,
+    /// The portfolio's business numbers (senders of outbound messages).
+    #[serde(default)]
+    pub numbers: Vec<NumberConfig>,
+    /// The portfolio's quotas (platform rules: shared/design/WHATSAPP.md).
+    #[serde(default)]
+    pub quotas: QuotaConfig,
+}
+
+/// One business phone number of a portfolio.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberConfig {
+    /// The number as senders name it (E.164 display number or the Cloud API phone-number id).
+    pub id: String,
+    /// Throughput tier in messages per second, inbound and outbound together: 80 by default,
+    /// 1,000 for upgraded numbers, 20 for numbers shared with the Business app.
+    #[serde(default = "defaults::mps")]
+    pub mps: u32,
+    /// Bucket size: how many messages may go at once after a quiet period. Default: one
+    /// second's worth (`mps`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// The messaging limit: unique customers reached by business-initiated sends in a moving
+/// 24 hours, per portfolio. A number, or "unlimited".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum MessagingLimit {
+    Customers(u32),
+    Unlimited(Unlimited),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unlimited {
+    Unlimited,
+}
+
+impl MessagingLimit {
+    /// None: unlimited.
+    pub fn customers(self) -> Option<u32> {
+        match self {
+            MessagingLimit::Customers(n) => Some(n),
+            MessagingLimit::Unlimited(_) => None,
+        }
+    }
+}
+
+/// Template categories (and the free-form session message), as the platform prices them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Marketing,
+    Utility,
+    Authentication,
+    /// A free-form message inside the customer-service window.
+    Session,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// The portfolio's tier: 250, 2000, 10000, 100000 or "unlimited". Default 250, the tier of
+    /// a new business: safe until the operator says otherwise.
+    pub messaging_limit: MessagingLimit,
+    /// Share of the messaging limit at which low-priority sends switch to paced batches.
+    pub batch_threshold: f64,
+    /// Share of the messaging limit that batched (low-priority) traffic may never use: kept for
+    /// higher classes.
+    pub reserve: f64,
+    /// Categories sent as low priority unless a send says otherwise.
+    pub low_priority: Vec<Category>,
+    /// Pair limit per (business number, customer): one message per this period...
+    pub pair_period_ms: u64,
+    /// ...with this burst (Meta publishes no threshold; about 1 per 6 s is reported).
+    pub pair_burst: u32,
+    /// Most sends released from the batch queue per tick.
+    pub batch_wave: u32,
+    /// Validity of a send that names none: a queued send older than this expires.
+    pub default_validity_secs: u64,
+    /// How long a business number backs off after a throughput error (130429).
+    pub number_backoff_ms: u64,
+    /// How long a pair backs off after a pair-limit error (131056).
+    pub pair_backoff_ms: u64,
+    /// How long marketing from a number pauses after a spam-rate error (131048).
+    pub marketing_pause_secs: u64,
+    /// Most sends remembered for status queries and idempotency, per portfolio.
+    pub max_tracked_sends: usize,
+    /// Most sends waiting in the batch queue, per portfolio; past it low-priority sends are
+    /// refused with a retry-after instead of queued.
+    pub max_queued_sends: usize,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            messaging_limit: MessagingLimit::Customers(250),
+            batch_threshold: 0.8,
+            reserve: 0.05,
+            low_priority: vec![Category::Marketing],
+            pair_period_ms: 6_000,
+            pair_burst: 2,
+            batch_wave: 100,
+            default_validity_secs: 24 * 3_600,
+            number_backoff_ms: 1_000,
+            pair_backoff_ms: 6_000,
+            marketing_pause_secs: 3_600,
+            max_tracked_sends: 1_000_000,
+            max_queued_sends: 1_000_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +334,9 @@ mod defaults {
     }
     pub fn max_wait_boost() -> u32 {
         10
+    }
+    pub fn mps() -> u32 {
+        80
     }
 }
 
@@ -369,6 +484,7 @@ impl TenantConfig {
             }
         }
         self.check_fallback_cycles(at)?;
+        self.validate_outbound(at)?;
         let mut intent_names = HashSet::new();
         for (j, intent) in self.intents.iter().enumerate() {
             let iat = format!("{at}.intents[{j}]");
@@ -411,6 +527,80 @@ impl TenantConfig {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_outbound(&self, at: &str) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        for (j, n) in self.numbers.iter().enumerate() {
+            let nat = format!("{at}.numbers[{j}]");
+            non_empty(&format!("{nat}.id"), &n.id)?;
+            if !ids.insert(n.id.as_str()) {
+                return Err(invalid(
+                    format!("{nat}.id"),
+                    format!("number {:?} is listed twice", n.id),
+                ));
+            }
+            if n.mps == 0 || n.mps > 10_000 {
+                return Err(invalid(
+                    format!("{nat}.mps"),
+                    format!(
+                        "is {}; set the number's throughput tier in messages per second (20, 80 or 1000)",
+                        n.mps
+                    ),
+                ));
+            }
+            if n.burst == Some(0) {
+                return Err(invalid(format!("{nat}.burst"), "must be at least 1"));
+            }
+        }
+        let q = &self.quotas;
+        let qat = format!("{at}.quotas");
+        if q.messaging_limit == MessagingLimit::Customers(0) {
+            return Err(invalid(
+                format!("{qat}.messaging_limit"),
+                "is 0; use the portfolio's tier (250, 2000, 10000, 100000) or \"unlimited\"",
+            ));
+        }
+        if !(q.batch_threshold > 0.0 && q.batch_threshold <= 1.0) {
+            return Err(invalid(
+                format!("{qat}.batch_threshold"),
+                format!(
+                    "is {}; use a share of the limit in (0, 1], e.g. 0.8",
+                    q.batch_threshold
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&q.reserve) || q.reserve >= q.batch_threshold {
+            return Err(invalid(
+                format!("{qat}.reserve"),
+                format!(
+                    "is {}; use a share in [0, batch_threshold), e.g. 0.05",
+                    q.reserve
+                ),
+            ));
+        }
+        positive(&format!("{qat}.pair_period_ms"), q.pair_period_ms)?;
+        positive(&format!("{qat}.pair_burst"), u64::from(q.pair_burst))?;
+        positive(&format!("{qat}.batch_wave"), u64::from(q.batch_wave))?;
+        positive(
+            &format!("{qat}.default_validity_secs"),
+            q.default_validity_secs,
+        )?;
+        positive(
+            &format!("{qat}.max_tracked_sends"),
+            q.max_tracked_sends as u64,
+        )?;
+        positive(
+            &format!("{qat}.max_queued_sends"),
+            q.max_queued_sends as u64,
+        )?;
+        if q.low_priority.contains(&Category::Session) {
+            return Err(invalid(
+                format!("{qat}.low_priority"),
+                "cannot hold \"session\": replies in an open window are never batched",
+            ));
         }
         Ok(())
     }
@@ -568,6 +758,36 @@ mod tests {
             "[limits]\nconversation_retention_secs = 60\n{MINIMAL}"
         ));
         assert!(e.contains("limits.conversation_retention_secs"), "{e}");
+    }
+
+    #[test]
+    fn quota_defaults_are_the_safe_tier() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        let q = &c.tenants[0].quotas;
+        assert_eq!(q.messaging_limit.customers(), Some(250));
+        assert_eq!(q.low_priority, vec![Category::Marketing]);
+        let text = format!(
+            "{MINIMAL}\n[tenants.quotas]\nmessaging_limit = \"unlimited\"\n[[tenants.numbers]]\nid = \"+34910000000\"\n"
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(c.tenants[0].quotas.messaging_limit.customers(), None);
+        assert_eq!(c.tenants[0].numbers[0].mps, 80);
+    }
+
+    #[test]
+    fn bad_quotas_are_named() {
+        let e = err(&format!(
+            "{MINIMAL}\n[tenants.quotas]\nbatch_threshold = 1.5\n"
+        ));
+        assert!(e.contains("tenants[0].quotas.batch_threshold"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[tenants.quotas]\nmessaging_limit = 0\n"
+        ));
+        assert!(e.contains("tenants[0].quotas.messaging_limit"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[[tenants.numbers]]\nid = \"x\"\nmps = 0\n"
+        ));
+        assert!(e.contains("tenants[0].numbers[0].mps"), "{e}");
     }
 
     #[test]

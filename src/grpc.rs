@@ -408,6 +408,7 @@ impl proto::inbound_server::Inbound for Api {
             channel: channel(m.channel)?,
             provider_message_id: m.provider_message_id,
             text: m.text,
+            business_number: None,
         });
         self.decision_call(command).await
     }

@@ -8,6 +8,7 @@
 //! - [`core`]: the deterministic per-tenant state machine (`Shard`): commands and time in,
 //!   replies and effects out, no I/O.
 //! - [`runtime`]: shard tasks, the in-process bus, stream subscriptions, ticks.
+//! - [`sender`]: where dispatched messages go (the provider), and what it answered.
 //! - [`grpc`]: the tonic services, a thin conversion layer over the runtime.
 //! - [`telemetry`]: metric names, their descriptions, the Prometheus endpoint.
 //! - [`server`]: wires everything, serves until shutdown.
@@ -17,6 +18,7 @@ pub mod core;
 pub mod grpc;
 pub mod model;
 pub mod runtime;
+pub mod sender;
 pub mod server;
 pub mod telemetry;
 

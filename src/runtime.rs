@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Stopwatch, Timestamp};
 use crate::config::Config;
+use crate::core::quota::{Dispatch, ProviderOutcome};
 use crate::core::{
     Command, ContextMessage, ConversationView, CoreError, Effect, Reason, Reply, Shard,
 };
 use crate::model::{AgentId, ConversationId, QueueName, TenantId};
+use crate::sender::Sender;
 use crate::telemetry;
 
 /// What an agent's stream carries.
@@ -104,6 +106,7 @@ impl Runtime {
     pub fn start(
         config: &Config,
         clock: Arc<dyn Clock>,
+        sender: Arc<dyn Sender>,
         close_streams: CancellationToken,
     ) -> (Runtime, Vec<JoinHandle<()>>) {
         let n = config.runtime.shards.min(config.tenants.len()).max(1);
@@ -119,10 +122,14 @@ impl Runtime {
         for index in 0..n {
             let shard = Shard::new(config, |id| owner.get(id) == Some(&index));
             let (tx, rx) = mpsc::channel(config.runtime.shard_queue_capacity);
+            // Weak: provider results go back to the shard, but must not keep it alive.
+            let feedback = tx.downgrade();
             senders.push(tx);
             let task = ShardTask {
                 shard,
                 clock: clock.clone(),
+                sender: sender.clone(),
+                feedback,
                 agents: HashMap::new(),
                 bots: HashMap::new(),
                 effects: Vec::new(),
@@ -212,6 +219,9 @@ type Subscribers<T> = Vec<mpsc::Sender<Result<T, Lagged>>>;
 struct ShardTask {
     shard: Shard,
     clock: Arc<dyn Clock>,
+    sender: Arc<dyn Sender>,
+    /// The shard's own queue, for provider results of dispatched sends.
+    feedback: mpsc::WeakSender<Request>,
     agents: HashMap<(TenantId, AgentId), Subscribers<AgentEvent>>,
     bots: HashMap<(TenantId, Arc<str>), Subscribers<BotEvent>>,
     /// Reused between commands so the hot path does not allocate a fresh vector.
@@ -250,10 +260,21 @@ impl ShardTask {
                 let now = self.clock.now();
                 let tenant = command.tenant().cloned();
                 let is_ingest = matches!(command, Command::Ingest(_));
+                if let Command::ProviderResult {
+                    tenant,
+                    outcome: ProviderOutcome::Failed { code },
+                    ..
+                } = &command
+                {
+                    telemetry::provider_error(tenant.as_str(), *code);
+                }
                 let watch = Stopwatch::start();
                 let result = self.shard.handle(now, command, &mut self.effects);
                 if is_ingest {
                     telemetry::inbound(&result, watch.elapsed());
+                }
+                if let (Ok(Reply::Send { admission, .. }), Some(t)) = (&result, &tenant) {
+                    telemetry::admission(t.as_str(), admission);
                 }
                 if let (Ok(Reply::Decision(d)), Some(t)) = (&result, &tenant)
                     && !d.duplicate
@@ -292,17 +313,20 @@ impl ShardTask {
             .expect("a tick cannot fail");
         self.deliver(now);
         let ids: Vec<TenantId> = self.shard.tenant_ids().cloned().collect();
-        for tenant in ids {
+        for tenant_name in ids {
             let stats = self.shard.handle(
                 now,
                 Command::QueueStats {
-                    tenant,
+                    tenant: tenant_name.clone(),
                     queue: None,
                 },
                 &mut self.effects,
             );
             if let Ok(Reply::QueueStats(stats)) = stats {
                 telemetry::queue_gauges(&stats);
+            }
+            if let Some(t) = self.shard.tenant(tenant_name.as_str()) {
+                telemetry::quota_gauges(tenant_name.as_str(), t.quotas());
             }
         }
     }
@@ -369,6 +393,26 @@ impl ShardTask {
                 id: bot,
             }),
         }
+    }
+
+    /// Hands a message to the sender on its own task; the outcome comes back as a command.
+    fn dispatch(&self, tenant: TenantId, send: Dispatch) {
+        let id = send.id;
+        let outcome = self.sender.send(send);
+        let feedback = self.feedback.clone();
+        tokio::spawn(async move {
+            let outcome = outcome.await;
+            let Some(shard) = feedback.upgrade() else {
+                return; // shutting down: the send's state stays `dispatched`
+            };
+            let (reply, _) = oneshot::channel();
+            let command = Command::ProviderResult {
+                tenant,
+                id,
+                outcome,
+            };
+            let _ = shard.send(Request::Command { command, reply }).await;
+        });
     }
 
     /// Carries the effects of the last command to telemetry and the live streams.
@@ -467,7 +511,13 @@ impl ShardTask {
                         "bot",
                     );
                 }
-                Effect::Queued { .. } | Effect::SlaBreached { .. } | Effect::Escalated { .. } => {}
+                Effect::Dispatch { tenant, send } => self.dispatch(tenant, send),
+                Effect::Queued { .. }
+                | Effect::SlaBreached { .. }
+                | Effect::Escalated { .. }
+                | Effect::SendStatus { .. }
+                | Effect::BatchMode { .. }
+                | Effect::SpamRateAlert { .. } => {}
             }
         }
         self.effects = effects;
@@ -528,14 +578,19 @@ mod tests {
             channel: Channel::WhatsApp,
             provider_message_id: format!("m{i}"),
             text: "hola".into(),
+            business_number: None,
         })
     }
 
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_disconnected_and_routing_goes_on() {
         let config = Config::from_toml_str(CONFIG).unwrap();
-        let (runtime, _tasks) =
-            Runtime::start(&config, Arc::new(SystemClock), CancellationToken::new());
+        let (runtime, _tasks) = Runtime::start(
+            &config,
+            Arc::new(SystemClock),
+            Arc::new(crate::sender::LogSender),
+            CancellationToken::new(),
+        );
         let agent = AgentId::new("ana");
         runtime
             .call(Command::RegisterAgent {
@@ -581,8 +636,12 @@ mod tests {
     #[tokio::test]
     async fn unknown_tenant_is_not_found_before_any_shard() {
         let config = Config::from_toml_str(CONFIG).unwrap();
-        let (runtime, _tasks) =
-            Runtime::start(&config, Arc::new(SystemClock), CancellationToken::new());
+        let (runtime, _tasks) = Runtime::start(
+            &config,
+            Arc::new(SystemClock),
+            Arc::new(crate::sender::LogSender),
+            CancellationToken::new(),
+        );
         let err = runtime
             .call(Command::GetAgent {
                 tenant: TenantId::new("nobody"),

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::grpc::Api;
 use crate::proto;
 use crate::runtime::Runtime;
+use crate::sender::{LogSender, Sender};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,19 +68,29 @@ pub async fn run(
     metrics: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    run_with_clock(config, grpc, metrics, shutdown, Arc::new(SystemClock)).await
+    let parts = Parts {
+        clock: Arc::new(SystemClock),
+        sender: Arc::new(LogSender),
+    };
+    run_with(config, grpc, metrics, shutdown, parts).await
 }
 
-pub async fn run_with_clock(
+/// The replaceable parts of a server: where time and sends come from (tests script them).
+pub struct Parts {
+    pub clock: Arc<dyn Clock>,
+    pub sender: Arc<dyn Sender>,
+}
+
+pub async fn run_with(
     config: Config,
     grpc: TcpListener,
     metrics: TcpListener,
     shutdown: impl Future<Output = ()>,
-    clock: Arc<dyn Clock>,
+    Parts { clock, sender }: Parts,
 ) -> Result<(), ServeError> {
     let prometheus = telemetry::install();
     let close_streams = CancellationToken::new();
-    let (runtime, shard_tasks) = Runtime::start(&config, clock, close_streams.clone());
+    let (runtime, shard_tasks) = Runtime::start(&config, clock, sender, close_streams.clone());
     let api = Api::new(runtime);
 
     let (health, health_service) = tonic_health::server::health_reporter();

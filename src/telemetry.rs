@@ -12,6 +12,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use crate::core::quota::{Admission, Quotas};
 use crate::core::{CoreError, Decision, Effect, QueueStatsView, Reply};
 
 pub const INBOUND_MESSAGES: &str = "switchboard_inbound_messages_total";
@@ -25,6 +26,13 @@ pub const SLA_BREACHES: &str = "switchboard_sla_breaches_total";
 pub const ASSIGNMENTS: &str = "switchboard_assignments_total";
 pub const ESCALATIONS: &str = "switchboard_escalations_total";
 pub const STREAM_DISCONNECTS: &str = "switchboard_stream_disconnects_total";
+pub const ADMISSIONS: &str = "switchboard_admissions_total";
+pub const SEND_STATUSES: &str = "switchboard_send_status_total";
+pub const PROVIDER_ERRORS: &str = "switchboard_provider_errors_total";
+pub const SPAM_RATE_ALERTS: &str = "switchboard_spam_rate_alerts_total";
+pub const BATCH_MODE: &str = "switchboard_batch_mode";
+pub const BATCH_QUEUE_DEPTH: &str = "switchboard_batch_queue_depth";
+pub const LIMIT_USAGE_RATIO: &str = "switchboard_messaging_limit_usage_ratio";
 
 /// Every metric family the service exports (tests check `/metrics` against this list).
 pub const ALL: &[&str] = &[
@@ -39,6 +47,13 @@ pub const ALL: &[&str] = &[
     ASSIGNMENTS,
     ESCALATIONS,
     STREAM_DISCONNECTS,
+    ADMISSIONS,
+    SEND_STATUSES,
+    PROVIDER_ERRORS,
+    SPAM_RATE_ALERTS,
+    BATCH_MODE,
+    BATCH_QUEUE_DEPTH,
+    LIMIT_USAGE_RATIO,
 ];
 
 /// Decision latency buckets: a routing decision takes microseconds; the top buckets catch a
@@ -104,6 +119,31 @@ fn describe() {
     describe_counter!(
         ESCALATIONS,
         "Conversations escalated for waiting past their queue's maximum wait."
+    );
+    describe_counter!(
+        ADMISSIONS,
+        "Outbound send requests by tenant, outcome (dispatched, queued, refused) and reason."
+    );
+    describe_counter!(
+        SEND_STATUSES,
+        "Outbound send state changes by tenant and state (expired, sent, failed, ...)."
+    );
+    describe_counter!(
+        PROVIDER_ERRORS,
+        "Errors the provider answered for dispatched sends, by tenant and Cloud API code."
+    );
+    describe_counter!(
+        SPAM_RATE_ALERTS,
+        "Spam-rate errors (131048): marketing from the number is paused. Alert on any."
+    );
+    describe_gauge!(
+        BATCH_MODE,
+        "1 while the portfolio sends low-priority traffic in batches."
+    );
+    describe_gauge!(BATCH_QUEUE_DEPTH, "Sends waiting for a batch wave.");
+    describe_gauge!(
+        LIMIT_USAGE_RATIO,
+        "Unique customers reached by business-initiated sends in the last 24 h over the messaging limit (0 when unlimited)."
     );
     describe_counter!(
         STREAM_DISCONNECTS,
@@ -186,10 +226,30 @@ pub fn effect(e: &Effect) {
                 .increment(1);
             tracing::info!(%tenant, %conversation, %from, %to, priority, "waited past max wait: escalated");
         }
+        Effect::SendStatus {
+            tenant,
+            id,
+            state,
+            reason,
+        } => {
+            counter!(SEND_STATUSES, "tenant" => tenant.to_string(), "state" => state.as_str())
+                .increment(1);
+            tracing::debug!(%tenant, %id, state = state.as_str(), reason = reason.map(|r| r.as_str()), "send status");
+        }
+        Effect::BatchMode { tenant, on } => {
+            gauge!(BATCH_MODE, "tenant" => tenant.to_string()).set(if *on { 1.0 } else { 0.0 });
+            tracing::info!(%tenant, on, "batch mode for low-priority sends");
+        }
+        Effect::SpamRateAlert { tenant, number } => {
+            counter!(SPAM_RATE_ALERTS, "tenant" => tenant.to_string(), "number" => number.to_string())
+                .increment(1);
+            tracing::warn!(%tenant, %number, "spam-rate error (131048): marketing paused on this number");
+        }
         Effect::Unassigned { .. }
         | Effect::AgentMessage { .. }
         | Effect::BotMessage { .. }
-        | Effect::Queued { .. } => {}
+        | Effect::Queued { .. }
+        | Effect::Dispatch { .. } => {}
     }
 }
 
@@ -208,6 +268,32 @@ pub fn queue_gauges(stats: &[QueueStatsView]) {
         );
         gauge!(QUEUE_SLA_ATTAINMENT, &labels).set(s.sla_attainment);
     }
+}
+
+/// The answer to a send request.
+pub fn admission(tenant: &str, admission: &Admission) {
+    let (outcome, reason) = match admission {
+        Admission::Dispatched => ("dispatched", ""),
+        Admission::Queued { .. } => ("queued", ""),
+        Admission::Refused { reason, .. } => ("refused", reason.as_str()),
+    };
+    counter!(ADMISSIONS, "tenant" => tenant.to_owned(), "outcome" => outcome, "reason" => reason)
+        .increment(1);
+}
+
+/// The provider refused a dispatched send.
+pub fn provider_error(tenant: &str, code: u32) {
+    counter!(PROVIDER_ERRORS, "tenant" => tenant.to_owned(), "code" => code.to_string())
+        .increment(1);
+}
+
+/// Quota gauges of one portfolio, refreshed on every tick.
+pub fn quota_gauges(tenant: &str, quotas: &Quotas) {
+    let (used, limit) = quotas.usage();
+    let labels = [("tenant", tenant.to_owned())];
+    gauge!(LIMIT_USAGE_RATIO, &labels).set(limit.map_or(0.0, |l| used as f64 / l as f64));
+    gauge!(BATCH_QUEUE_DEPTH, &labels).set(quotas.queued() as f64);
+    gauge!(BATCH_MODE, &labels).set(if quotas.batch_mode() { 1.0 } else { 0.0 });
 }
 
 /// A stream subscriber fell behind and was disconnected.

@@ -13,6 +13,9 @@
 pub mod classify;
 pub mod desk;
 pub mod identity;
+pub mod quota;
+#[cfg(test)]
+mod quota_tests;
 pub mod tenant;
 #[cfg(test)]
 mod tests;
@@ -108,6 +111,25 @@ pub struct Inbound {
     pub channel: Channel,
     pub provider_message_id: String,
     pub text: String,
+    /// The business number the customer wrote to, if known: its throughput bucket counts the
+    /// message (the platform counts inbound and outbound together).
+    pub business_number: Option<String>,
+}
+
+/// A request to send a message from a business number.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub tenant: TenantId,
+    pub from: String,
+    pub to: String,
+    pub category: crate::config::Category,
+    /// The text (session message) or the template name and parameters.
+    pub content: String,
+    /// None: by category (`quotas.low_priority`).
+    pub priority: Option<quota::SendPriority>,
+    pub idempotency_key: String,
+    /// How long the send may wait in a batch queue; None: `quotas.default_validity_secs`.
+    pub valid_for_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +216,22 @@ pub enum Effect {
     },
     /// A waiting conversation passed its queue's SLA target.
     SlaBreached { tenant: TenantId, queue: QueueName },
+    /// A send for the sender (the provider).
+    Dispatch {
+        tenant: TenantId,
+        send: quota::Dispatch,
+    },
+    /// A send changed state.
+    SendStatus {
+        tenant: TenantId,
+        id: quota::SendId,
+        state: quota::SendState,
+        reason: Option<quota::Refusal>,
+    },
+    /// The portfolio's batch mode turned on or off.
+    BatchMode { tenant: TenantId, on: bool },
+    /// The provider reported a spam-rate error (131048): marketing from the number is paused.
+    SpamRateAlert { tenant: TenantId, number: Arc<str> },
     /// A waiting conversation passed its queue's maximum wait and moved or rose in priority.
     Escalated {
         tenant: TenantId,
@@ -280,7 +318,17 @@ pub enum Command {
         tenant: TenantId,
         queue: Option<String>,
     },
-    /// Time passes: SLA breaches, max-wait escalation, sweeps of expired state.
+    Send(Outbound),
+    GetSend {
+        tenant: TenantId,
+        id: quota::SendId,
+    },
+    ProviderResult {
+        tenant: TenantId,
+        id: quota::SendId,
+        outcome: quota::ProviderOutcome,
+    },
+    /// Time passes: SLA breaches, max-wait escalation, batch waves, sweeps of expired state.
     Tick,
 }
 
@@ -290,6 +338,8 @@ impl Command {
         use Command::*;
         match self {
             Ingest(m) => Some(&m.tenant),
+            Send(o) => Some(&o.tenant),
+            GetSend { tenant, .. } | ProviderResult { tenant, .. } => Some(tenant),
             RegisterAgent { tenant, .. }
             | SetPresence { tenant, .. }
             | Complete { tenant, .. }
@@ -369,6 +419,11 @@ pub enum Reply {
     Agent(AgentView),
     Conversation(ConversationView),
     QueueStats(Vec<QueueStatsView>),
+    Send {
+        id: quota::SendId,
+        admission: quota::Admission,
+    },
+    SendView(quota::SendView),
     Done,
 }
 
@@ -403,7 +458,10 @@ impl Shard {
             .tenants
             .iter()
             .filter(|t| owns(&t.id))
-            .map(|t| (TenantId::new(&t.id), Tenant::new(t, limits.clone())))
+            .map(|t| {
+                let tick = config.runtime.tick_interval_ms;
+                (TenantId::new(&t.id), Tenant::new(t, limits.clone(), tick))
+            })
             .collect();
         Self { tenants }
     }

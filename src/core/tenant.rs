@@ -29,9 +29,10 @@ use super::Map;
 use super::classify::Classifier;
 use super::desk::{Desk, Location, Placed, QueueIx};
 use super::identity::{self, Dedup};
+use super::quota::{Quotas, SendRequest};
 use super::{
     Command, ContextMessage, ConversationState, ConversationView, CoreError, Decision, Direction,
-    Effect, Inbound, Reason, Reply, RouteOverride, Target, TransferTarget,
+    Effect, Inbound, Outbound, Reason, Reply, RouteOverride, Target, TransferTarget,
 };
 
 /// Longest provider message id accepted (WhatsApp ids are about 60 bytes).
@@ -92,13 +93,22 @@ pub struct Tenant {
     next_conversation: u64,
     dedup: Dedup,
     desk: Desk,
+    quotas: Quotas,
     next_sweep: Timestamp,
 }
 
 impl Tenant {
     /// Builds a tenant from its validated configuration.
-    pub fn new(config: &TenantConfig, limits: Arc<Limits>) -> Self {
+    /// `tick_ms` is how often the runtime ticks (batch waves are paced by it).
+    pub fn new(config: &TenantConfig, limits: Arc<Limits>, tick_ms: u64) -> Self {
         let id = TenantId::new(&config.id);
+        let quotas = Quotas::new(
+            id.clone(),
+            &config.numbers,
+            &config.quotas,
+            limits.window_secs * 1_000,
+            tick_ms,
+        );
         let desk = Desk::new(id.clone(), &config.queues);
         let queue = |name: &str| desk.queue_ix(name).expect("validated by Config::validate");
         let default_queue = queue(&config.default_queue);
@@ -134,6 +144,7 @@ impl Tenant {
             by_customer: Map::default(),
             next_conversation: 1,
             desk,
+            quotas,
             next_sweep: Timestamp(0),
             id,
         }
@@ -150,6 +161,10 @@ impl Tenant {
 
     pub fn desk(&self) -> &Desk {
         &self.desk
+    }
+
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     pub fn conversation_count(&self) -> usize {
@@ -268,6 +283,34 @@ impl Tenant {
                 };
                 Ok(Reply::QueueStats(stats))
             }
+            Command::Send(o) => self.send(now, o, out),
+            Command::GetSend { id, .. } => self
+                .quotas
+                .view(id)
+                .cloned()
+                .map(Reply::SendView)
+                .ok_or_else(|| CoreError::NotFound {
+                    what: "send",
+                    id: id.to_string(),
+                }),
+            Command::ProviderResult { id, outcome, .. } => {
+                if self.quotas.view(id).is_none() {
+                    return Err(CoreError::NotFound {
+                        what: "send",
+                        id: id.to_string(),
+                    });
+                }
+                // 131047: the platform says the window is closed, whatever we thought.
+                if let Some(customer) = self.quotas.provider_result(now, id, outcome, out)
+                    && let Some(c) = self
+                        .by_customer
+                        .get(&customer)
+                        .and_then(|c| self.conversations.get_mut(c))
+                {
+                    c.window_expires = Some(now);
+                }
+                Ok(Reply::Done)
+            }
             Command::Tick => {
                 self.tick(now, out);
                 Ok(Reply::Done)
@@ -307,6 +350,14 @@ impl Tenant {
                 format!("is longer than {MAX_PROVIDER_ID_BYTES} bytes"),
             ));
         }
+        if let Some(number) = &m.business_number
+            && self.quotas.numbers().all(|(id, _, _)| id != number)
+        {
+            return Err(invalid(
+                "business_number",
+                format!("{number:?} is not a business number of this tenant"),
+            ));
+        }
         // Known customers in E.164 skip parsing: the map holds only validated numbers.
         let known = identity::looks_e164(&m.customer)
             .then(|| self.by_customer.get(m.customer.as_str()).copied())
@@ -321,6 +372,7 @@ impl Tenant {
             }
         };
         if self.dedup.contains(&m.provider_message_id) {
+            // A retried webhook is not a new message: it takes no token either.
             return Ok(Decision {
                 conversation: existing,
                 target: Target::None,
@@ -344,6 +396,9 @@ impl Tenant {
             None => self.open_conversation(customer.expect("parsed when not known"), now),
         };
 
+        if let Some(number) = &m.business_number {
+            self.quotas.inbound(now, number);
+        }
         let intent = self.classifier.classify(&m.text);
         let provider_message_id: Arc<str> = Arc::from(m.provider_message_id);
         let message = ContextMessage {
@@ -370,6 +425,42 @@ impl Tenant {
         let decision = self.route(now, id, intent, message, out);
         self.dedup.insert(&provider_message_id, now);
         Ok(decision)
+    }
+
+    /// Outbound: the recipient is identified like an inbound customer, its window looked up,
+    /// and the quotas decide.
+    fn send(
+        &mut self,
+        now: Timestamp,
+        o: Outbound,
+        out: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        let to = match identity::looks_e164(&o.to)
+            .then(|| self.by_customer.get_key_value(o.to.as_str()))
+            .flatten()
+        {
+            Some((known, _)) => known.clone(),
+            None => identity::normalize(&o.to, self.region).map_err(|p| invalid("to", p))?,
+        };
+        let window_open = self
+            .by_customer
+            .get(&to)
+            .is_some_and(|id| self.window_open(*id, now));
+        let request = SendRequest {
+            from: o.from,
+            to,
+            category: o.category,
+            content: o.content,
+            priority: o.priority,
+            idempotency_key: o.idempotency_key,
+            valid_for_ms: o.valid_for_ms,
+            window_open,
+        };
+        let (id, admission) = self
+            .quotas
+            .send(now, request, out)
+            .map_err(|b| invalid(b.field, b.problem))?;
+        Ok(Reply::Send { id, admission })
     }
 
     fn open_conversation(&mut self, customer: CustomerNumber, now: Timestamp) -> ConversationId {
@@ -783,6 +874,7 @@ impl Tenant {
     /// conversations nobody handles that saw no activity for the retention period are dropped.
     pub(super) fn tick(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
         self.desk.tick(now, out);
+        self.quotas.tick(now, out);
         if now < self.next_sweep {
             return;
         }
@@ -790,6 +882,7 @@ impl Tenant {
             self.limits.sweep_interval_secs,
         ));
         self.dedup.sweep(now);
+        self.quotas.sweep(now);
         let retention = self.limits.conversation_retention_secs * 1_000;
         let desk = &self.desk;
         let by_customer = &mut self.by_customer;

@@ -112,6 +112,7 @@ impl Sim {
             channel,
             provider_message_id: id.into(),
             text: text.into(),
+            business_number: None,
         }))? {
             Reply::Decision(d) => Ok(d),
             other => panic!("unexpected reply {other:?}"),
@@ -995,6 +996,7 @@ proptest! {
                     channel: Channel::WhatsApp,
                     provider_message_id: format!("m{}", s.now.as_millis()),
                     text: ["hola", "devolución", "horario", "fraude"][text as usize].into(),
+                    business_number: None,
                 }),
                 Op::Register { agent, capacity, queues } => Command::RegisterAgent {
                     tenant: tenant.clone(),

@@ -1,0 +1,663 @@
+//! Outbound quota tests with simulated time: every admission rule, exact to the millisecond.
+use proptest::prelude::*;
+
+use super::quota::{Admission, ProviderOutcome, Refusal, SendId, SendPriority, SendState};
+use super::*;
+use crate::config::{Category, Config};
+use crate::model::{Channel, TenantId};
+
+const T: &str = "shop";
+const NUMBER: &str = "+34910000001";
+const SEC: u64 = 1_000;
+const HOUR: u64 = 3_600 * SEC;
+const DAY: u64 = 24 * HOUR;
+
+fn config(quotas: &str, mps: u32) -> Config {
+    Config::from_toml_str(&format!(
+        r#"
+        [[tenants]]
+        id = "{T}"
+        default_region = "ES"
+        bot = "bot"
+        default_queue = "q"
+        [[tenants.queues]]
+        name = "q"
+        sla_target_secs = 60
+        max_wait_secs = 600
+        [[tenants.numbers]]
+        id = "{NUMBER}"
+        mps = {mps}
+        [[tenants.numbers]]
+        id = "+34910000002"
+        mps = {mps}
+        [tenants.quotas]
+        {quotas}
+        "#
+    ))
+    .expect("test config is valid")
+}
+
+struct Sim {
+    shard: Shard,
+    now: Timestamp,
+    effects: Vec<Effect>,
+    keys: u64,
+}
+
+impl Sim {
+    fn new(quotas: &str, mps: u32) -> Self {
+        Self {
+            shard: Shard::new(&config(quotas, mps), |_| true),
+            now: Timestamp(1_700_000_000_000),
+            effects: Vec::new(),
+            keys: 0,
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now = Timestamp(self.now.as_millis() + ms);
+    }
+
+    fn run(&mut self, c: Command) -> Result<Reply, CoreError> {
+        self.effects.clear();
+        self.shard.handle(self.now, c, &mut self.effects)
+    }
+
+    fn send_with(
+        &mut self,
+        to: &str,
+        category: Category,
+        priority: Option<SendPriority>,
+        valid_for_ms: Option<u64>,
+    ) -> (SendId, Admission) {
+        self.keys += 1;
+        let key = format!("key-{}", self.keys);
+        self.send_key(to, category, priority, valid_for_ms, &key)
+    }
+
+    fn send_key(
+        &mut self,
+        to: &str,
+        category: Category,
+        priority: Option<SendPriority>,
+        valid_for_ms: Option<u64>,
+        key: &str,
+    ) -> (SendId, Admission) {
+        match self
+            .run(Command::Send(Outbound {
+                tenant: TenantId::new(T),
+                from: NUMBER.into(),
+                to: to.into(),
+                category,
+                content: "promo_template".into(),
+                priority,
+                idempotency_key: key.into(),
+                valid_for_ms,
+            }))
+            .unwrap()
+        {
+            Reply::Send { id, admission } => (id, admission),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn send(&mut self, to: &str, category: Category) -> Admission {
+        self.send_with(to, category, None, None).1
+    }
+
+    fn inbound(&mut self, from: &str, business_number: Option<&str>) {
+        self.keys += 1;
+        self.run(Command::Ingest(Inbound {
+            tenant: TenantId::new(T),
+            customer: from.into(),
+            channel: Channel::WhatsApp,
+            provider_message_id: format!("in-{}", self.keys),
+            text: "hola".into(),
+            business_number: business_number.map(Into::into),
+        }))
+        .unwrap();
+    }
+
+    fn tick(&mut self) {
+        self.run(Command::Tick).unwrap();
+    }
+
+    fn provider(&mut self, id: SendId, outcome: ProviderOutcome) {
+        self.run(Command::ProviderResult {
+            tenant: TenantId::new(T),
+            id,
+            outcome,
+        })
+        .unwrap();
+    }
+
+    fn state(&mut self, id: SendId) -> SendState {
+        match self
+            .run(Command::GetSend {
+                tenant: TenantId::new(T),
+                id,
+            })
+            .unwrap()
+        {
+            Reply::SendView(v) => v.state,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn quotas(&self) -> &quota::Quotas {
+        self.shard.tenant(T).unwrap().quotas()
+    }
+
+    fn dispatched(&self) -> usize {
+        self.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Dispatch { .. }))
+            .count()
+    }
+}
+
+fn customer(i: u64) -> String {
+    format!("+346{i:08}")
+}
+
+fn refused(a: Admission) -> Option<(Refusal, Option<u64>)> {
+    match a {
+        Admission::Refused {
+            reason,
+            retry_after_ms,
+        } => Some((reason, retry_after_ms)),
+        _ => None,
+    }
+}
+
+const UNLIMITED: &str = r#"messaging_limit = "unlimited""#;
+
+#[test]
+fn mps_bucket_admits_exactly_burst_plus_rate_times_elapsed() {
+    let mut s = Sim::new(UNLIMITED, 80);
+    let mut next = 0;
+    let mut burst = |s: &mut Sim, n: u64| -> u64 {
+        let mut ok = 0;
+        for _ in 0..n {
+            next += 1;
+            if s.send(&customer(next), Category::Utility) == Admission::Dispatched {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    assert_eq!(burst(&mut s, 200), 80, "the burst");
+    s.advance(500);
+    assert_eq!(burst(&mut s, 200), 40, "80/s × 0.5 s");
+    s.advance(12);
+    assert_eq!(burst(&mut s, 10), 0, "12 ms < one token (12.5 ms)");
+    s.advance(1);
+    assert_eq!(burst(&mut s, 10), 1, "13 ms: one token");
+    s.advance(10 * SEC);
+    assert_eq!(burst(&mut s, 200), 80, "refill stops at the burst");
+    let (reason, retry) = refused(s.send(&customer(9_999), Category::Utility)).unwrap();
+    assert_eq!(reason, Refusal::ThroughputLimit);
+    assert!(retry.is_some_and(|ms| (1..=13).contains(&ms)), "{retry:?}");
+}
+
+#[test]
+fn inbound_messages_eat_outbound_headroom() {
+    let mut s = Sim::new(UNLIMITED, 20);
+    for i in 0..20 {
+        s.inbound(&customer(i), Some(NUMBER));
+    }
+    let (reason, _) = refused(s.send(&customer(100), Category::Utility)).unwrap();
+    assert_eq!(reason, Refusal::ThroughputLimit);
+    // The other number's bucket is untouched.
+    s.keys += 1;
+    let r = s
+        .run(Command::Send(Outbound {
+            tenant: TenantId::new(T),
+            from: "+34910000002".into(),
+            to: customer(100),
+            category: Category::Utility,
+            content: "x".into(),
+            priority: None,
+            idempotency_key: "other".into(),
+            valid_for_ms: None,
+        }))
+        .unwrap();
+    assert!(matches!(
+        r,
+        Reply::Send {
+            admission: Admission::Dispatched,
+            ..
+        }
+    ));
+    // An unknown business number on an inbound message is refused and changes nothing.
+    let err = s
+        .run(Command::Ingest(Inbound {
+            tenant: TenantId::new(T),
+            customer: customer(1),
+            channel: Channel::WhatsApp,
+            provider_message_id: "in-bad".into(),
+            text: "hola".into(),
+            business_number: Some("+1999".into()),
+        }))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CoreError::InvalidArgument {
+            field: "business_number",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn pair_limit_holds_per_pair_and_not_across_pairs() {
+    let mut s = Sim::new(UNLIMITED, 1000);
+    let a = customer(1);
+    assert_eq!(s.send(&a, Category::Utility), Admission::Dispatched);
+    assert_eq!(
+        s.send(&a, Category::Utility),
+        Admission::Dispatched,
+        "burst of 2"
+    );
+    let (reason, retry) = refused(s.send(&a, Category::Utility)).unwrap();
+    assert_eq!(reason, Refusal::PairLimit);
+    assert_eq!(retry, Some(6 * SEC), "one per 6 s");
+    assert_eq!(
+        s.send(&customer(2), Category::Utility),
+        Admission::Dispatched
+    );
+    s.advance(6 * SEC - 1);
+    assert!(refused(s.send(&a, Category::Utility)).is_some());
+    s.advance(1);
+    assert_eq!(s.send(&a, Category::Utility), Admission::Dispatched);
+}
+
+#[test]
+fn messaging_limit_counts_unique_customers_and_frees_a_slot_24h_after() {
+    let mut s = Sim::new(
+        "messaging_limit = 10\nbatch_threshold = 1.0\nreserve = 0.0",
+        1000,
+    );
+    let start = s.now;
+    for i in 0..10 {
+        assert_eq!(
+            s.send(&customer(i), Category::Utility),
+            Admission::Dispatched
+        );
+        s.advance(HOUR);
+    }
+    assert_eq!(s.quotas().usage(), (10, Some(10)));
+    // A counted customer costs no new slot.
+    s.advance(6 * SEC);
+    assert_eq!(
+        s.send(&customer(3), Category::Utility),
+        Admission::Dispatched
+    );
+    // A new one waits for the oldest to leave the window, 24 h after its send.
+    let (reason, retry) = refused(s.send(&customer(10), Category::Utility)).unwrap();
+    assert_eq!(reason, Refusal::MessagingLimit);
+    assert_eq!(retry, Some(start.as_millis() + DAY - s.now.as_millis()));
+    s.now = Timestamp(start.as_millis() + DAY - 1);
+    assert!(refused(s.send(&customer(10), Category::Utility)).is_some());
+    s.now = Timestamp(start.as_millis() + DAY);
+    assert_eq!(
+        s.send(&customer(10), Category::Utility),
+        Admission::Dispatched
+    );
+    // customer(3) was sent to again at 3 h and 10 h + 6 s: counted until 24 h after the last.
+    assert_eq!(s.quotas().usage().0, 10);
+    s.now = Timestamp(start.as_millis() + 4 * HOUR + DAY);
+    s.tick();
+    assert_eq!(s.quotas().usage().0, 10 - 4 + 1, "0,1,2,4 left; 3 stays");
+}
+
+#[test]
+fn replies_inside_the_window_never_count() {
+    let mut s = Sim::new("messaging_limit = 10", 1000);
+    s.inbound(&customer(1), None);
+    assert_eq!(
+        s.send(&customer(1), Category::Session),
+        Admission::Dispatched
+    );
+    s.advance(6 * SEC);
+    assert_eq!(
+        s.send(&customer(1), Category::Utility),
+        Admission::Dispatched
+    );
+    assert_eq!(s.quotas().usage().0, 0, "in-window sends are free");
+    s.advance(DAY);
+    assert_eq!(
+        s.send(&customer(1), Category::Utility),
+        Admission::Dispatched
+    );
+    assert_eq!(
+        s.quotas().usage().0,
+        1,
+        "after the window closed, it counts"
+    );
+}
+
+#[test]
+fn free_form_outside_the_window_is_refused_and_never_sent() {
+    let mut s = Sim::new(UNLIMITED, 1000);
+    let (id, a) = s.send_with(&customer(1), Category::Session, None, None);
+    assert_eq!(refused(a), Some((Refusal::TemplateRequired, None)));
+    assert_eq!(s.dispatched(), 0);
+    assert_eq!(s.state(id), SendState::Refused);
+    s.inbound(&customer(1), None);
+    s.advance(DAY);
+    assert_eq!(
+        refused(s.send(&customer(1), Category::Session)).map(|r| r.0),
+        Some(Refusal::TemplateRequired),
+        "the window closed exactly 24 h after the customer's message"
+    );
+}
+
+#[test]
+fn repeated_idempotency_key_returns_the_first_answer_and_sends_once() {
+    let mut s = Sim::new(UNLIMITED, 1000);
+    let first = s.send_key(&customer(1), Category::Utility, None, None, "order-42");
+    assert_eq!(s.dispatched(), 1);
+    let again = s.send_key(&customer(1), Category::Utility, None, None, "order-42");
+    assert_eq!(first, again);
+    assert_eq!(s.dispatched(), 0, "nothing sent twice");
+}
+
+#[test]
+fn batch_mode_turns_on_at_the_threshold_and_off_below() {
+    let mut s = Sim::new("messaging_limit = 10\nreserve = 0.1", 1000);
+    for i in 0..7 {
+        assert_eq!(
+            s.send(&customer(i), Category::Utility),
+            Admission::Dispatched
+        );
+    }
+    assert!(!s.quotas().batch_mode());
+    assert_eq!(
+        s.send(&customer(7), Category::Utility),
+        Admission::Dispatched
+    );
+    assert!(s.quotas().batch_mode(), "8 of 10 = 80%");
+    assert!(s.effects.contains(&Effect::BatchMode {
+        tenant: TenantId::new(T),
+        on: true
+    }));
+    let (_, a) = s.send_with(&customer(20), Category::Marketing, None, Some(2 * DAY));
+    assert!(matches!(a, Admission::Queued { .. }), "{a:?}");
+    // The wave releases it: the budget for low priority is 10 - 1 (reserve) - 8 = 1.
+    s.tick();
+    assert_eq!(s.dispatched(), 1);
+    assert_eq!(s.quotas().usage().0, 9);
+    s.advance(DAY);
+    s.tick();
+    assert!(!s.quotas().batch_mode());
+    assert!(s.effects.contains(&Effect::BatchMode {
+        tenant: TenantId::new(T),
+        on: false
+    }));
+}
+
+#[test]
+fn near_the_limit_high_priority_still_goes_out_from_the_reserve() {
+    let mut s = Sim::new(
+        "messaging_limit = 20\nreserve = 0.1\nbatch_threshold = 0.5",
+        1000,
+    );
+    for i in 0..10 {
+        s.send(&customer(i), Category::Utility);
+    }
+    assert!(s.quotas().batch_mode());
+    let marketing: Vec<SendId> = (100..120)
+        .map(|i| {
+            s.send_with(&customer(i), Category::Marketing, None, Some(2 * DAY))
+                .0
+        })
+        .collect();
+    s.tick();
+    assert_eq!(
+        s.quotas().usage().0,
+        18,
+        "batched traffic stops at 20 - 2 reserved"
+    );
+    assert_eq!(s.quotas().queued(), 12);
+    for i in 200..202 {
+        assert_eq!(
+            s.send(&customer(i), Category::Authentication),
+            Admission::Dispatched,
+            "the reserve"
+        );
+    }
+    let (reason, _) = refused(s.send(&customer(300), Category::Authentication)).unwrap();
+    assert_eq!(reason, Refusal::MessagingLimit, "and never past the limit");
+    assert_eq!(s.state(marketing[0]), SendState::Dispatched);
+    assert_eq!(s.state(marketing[19]), SendState::Queued);
+}
+
+#[test]
+fn queued_sends_to_counted_customers_go_first_and_expire_after_validity() {
+    let mut s = Sim::new("messaging_limit = 10\nreserve = 0.0", 1000);
+    for i in 0..10 {
+        s.send(&customer(i), Category::Utility);
+    }
+    s.advance(10 * SEC);
+    let (new_customer, _) = s.send_with(&customer(50), Category::Marketing, None, Some(HOUR));
+    let (counted, _) = s.send_with(&customer(5), Category::Marketing, None, Some(HOUR));
+    s.tick();
+    assert_eq!(s.state(counted), SendState::Dispatched, "costs no new slot");
+    assert_eq!(s.state(new_customer), SendState::Queued, "no slot free");
+    s.advance(HOUR);
+    s.tick();
+    assert!(s.effects.iter().any(|e| matches!(
+        e,
+        Effect::SendStatus { id, state: SendState::Expired, .. } if *id == new_customer
+    )));
+    assert_eq!(s.state(new_customer), SendState::Expired);
+    assert_eq!(s.quotas().queued(), 0);
+}
+
+#[test]
+fn provider_errors_get_their_reactions() {
+    let mut s = Sim::new(UNLIMITED, 1000);
+    // 130429: the number backs off; another number would not.
+    let (id, _) = s.send_with(&customer(1), Category::Utility, None, None);
+    s.provider(id, ProviderOutcome::Failed { code: 130429 });
+    assert_eq!(s.state(id), SendState::Failed);
+    let (reason, retry) = refused(s.send(&customer(2), Category::Utility)).unwrap();
+    assert_eq!((reason, retry), (Refusal::NumberBackoff, Some(SEC)));
+    s.advance(SEC);
+    // 131056: that pair backs off, other pairs do not.
+    let (id, _) = s.send_with(&customer(3), Category::Utility, None, None);
+    s.provider(id, ProviderOutcome::Failed { code: 131056 });
+    assert_eq!(
+        refused(s.send(&customer(3), Category::Utility)).map(|r| r.0),
+        Some(Refusal::PairLimit)
+    );
+    assert_eq!(
+        s.send(&customer(4), Category::Utility),
+        Admission::Dispatched
+    );
+    // 131047: failed, "template required", and the window is closed from now on.
+    s.inbound(&customer(5), None);
+    let (id, _) = s.send_with(&customer(5), Category::Session, None, None);
+    s.provider(id, ProviderOutcome::Failed { code: 131047 });
+    let view = match s
+        .run(Command::GetSend {
+            tenant: TenantId::new(T),
+            id,
+        })
+        .unwrap()
+    {
+        Reply::SendView(v) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (view.state, view.reason, view.provider_code),
+        (
+            SendState::Failed,
+            Some(Refusal::TemplateRequired),
+            Some(131047)
+        )
+    );
+    assert_eq!(
+        refused(s.send(&customer(5), Category::Session)).map(|r| r.0),
+        Some(Refusal::TemplateRequired)
+    );
+    // 131048: marketing from the number pauses, with an alert; utility still flows.
+    let (id, _) = s.send_with(
+        &customer(6),
+        Category::Marketing,
+        Some(SendPriority::Normal),
+        None,
+    );
+    s.provider(id, ProviderOutcome::Failed { code: 131048 });
+    assert!(
+        s.effects
+            .iter()
+            .any(|e| matches!(e, Effect::SpamRateAlert { .. }))
+    );
+    assert_eq!(
+        refused(s.send(&customer(7), Category::Marketing)).map(|r| r.0),
+        Some(Refusal::MarketingPaused)
+    );
+    assert_eq!(
+        s.send(&customer(8), Category::Utility),
+        Admission::Dispatched
+    );
+    // Sent: the final state; a late repeat changes nothing.
+    let (id, _) = s.send_with(&customer(9), Category::Utility, None, None);
+    s.provider(id, ProviderOutcome::Sent);
+    s.provider(id, ProviderOutcome::Failed { code: 130429 });
+    assert_eq!(s.state(id), SendState::Sent);
+    assert_eq!(
+        s.send(&customer(10), Category::Utility),
+        Admission::Dispatched,
+        "no back-off from a late report"
+    );
+}
+
+#[test]
+fn a_promotion_sends_everything_that_fits_and_never_exceeds_the_limit() {
+    // 10,000 marketing sends against a 2,000 limit, arriving evenly over 48 simulated hours;
+    // batch waves every minute. Low-priority traffic may use 2,000 - 5% reserve = 1,900 slots
+    // per moving 24 hours, so at most 2 × 1,900 go out in 48 hours.
+    let mut s = Sim::new("messaging_limit = 2000", 80);
+    let limit = 2_000;
+    let cap = 1_900;
+    let start = s.now;
+    let mut arrivals = 0u64;
+    let mut sent = 0u64;
+    let mut max_usage = 0;
+    let minutes = 48 * 60;
+    for minute in 0..minutes {
+        let due = (10_000 * (minute + 1)) / minutes;
+        while arrivals < due {
+            let (_, a) = s.send_with(
+                &customer(arrivals),
+                Category::Marketing,
+                None,
+                Some(3 * DAY),
+            );
+            sent += u64::from(a == Admission::Dispatched);
+            arrivals += 1;
+        }
+        s.tick();
+        sent += s.dispatched() as u64;
+        max_usage = max_usage.max(s.quotas().usage().0);
+        assert!(s.quotas().usage().0 <= limit);
+        s.advance(60 * SEC);
+    }
+    assert_eq!(arrivals, 10_000);
+    assert!(
+        max_usage <= cap,
+        "batched traffic stays out of the reserve: {max_usage}"
+    );
+    let available = 2 * cap;
+    assert!(
+        sent * 100 >= available * 99,
+        "used {sent} of {available} available slots"
+    );
+    assert!(sent <= available);
+    assert_eq!(s.now.as_millis() - start.as_millis(), 48 * HOUR);
+}
+
+// --- Property: the rolling count never exceeds the limit ---------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send {
+        customer: u8,
+        category: u8,
+        priority: u8,
+    },
+    Inbound {
+        customer: u8,
+    },
+    Advance {
+        minutes: u16,
+    },
+    Tick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..40, 0u8..4, 0u8..4).prop_map(|(customer, category, priority)| Op::Send { customer, category, priority }),
+        1 => (0u8..40).prop_map(|customer| Op::Inbound { customer }),
+        2 => (0u16..2_000).prop_map(|minutes| Op::Advance { minutes }),
+        2 => Just(Op::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Checked against an independent model: the unique customers that got a dispatched send
+    /// while their window was closed, over the last 24 hours, never exceed the limit.
+    #[test]
+    fn rolling_count_never_exceeds_the_limit(ops in proptest::collection::vec(op(), 1..300)) {
+        let limit = 12u64;
+        let mut s = Sim::new("messaging_limit = 12\nbatch_threshold = 0.5\nreserve = 0.25\npair_burst = 100", 1000);
+        let mut window_until: std::collections::HashMap<String, u64> = Default::default();
+        let mut pending_business: std::collections::HashMap<SendId, String> = Default::default();
+        let mut counted: Vec<(u64, String)> = Vec::new();
+        for op in ops {
+            // Sends and ticks move the window to now; then the count must match exactly.
+            let exact = matches!(op, Op::Send { .. } | Op::Tick);
+            match op {
+                Op::Send { customer: c, category, priority } => {
+                    let to = customer(u64::from(c));
+                    let category = [Category::Marketing, Category::Utility, Category::Authentication, Category::Session][category as usize];
+                    let priority = [None, Some(SendPriority::Low), Some(SendPriority::Normal), Some(SendPriority::High)][priority as usize];
+                    let open = window_until.get(&to).is_some_and(|u| s.now.as_millis() < *u);
+                    let (id, _) = s.send_with(&to, category, priority, Some(DAY));
+                    if !open {
+                        pending_business.insert(id, to);
+                    }
+                }
+                Op::Inbound { customer: c } => {
+                    let from = customer(u64::from(c));
+                    s.inbound(&from, None);
+                    window_until.insert(from, s.now.as_millis() + DAY);
+                }
+                Op::Advance { minutes } => s.advance(u64::from(minutes) * 60 * SEC),
+                Op::Tick => s.tick(),
+            }
+            for e in &s.effects {
+                if let Effect::Dispatch { send, .. } = e
+                    && let Some(to) = pending_business.remove(&send.id)
+                {
+                    counted.push((s.now.as_millis(), to));
+                }
+            }
+            let now = s.now.as_millis();
+            let unique: std::collections::HashSet<&String> = counted
+                .iter()
+                .filter(|(at, _)| at + DAY > now)
+                .map(|(_, c)| c)
+                .collect();
+            prop_assert!(unique.len() as u64 <= limit, "{} customers in 24 h", unique.len());
+            if exact {
+                prop_assert_eq!(unique.len() as u64, s.quotas().usage().0, "the count is exact");
+            }
+        }
+    }
+}
