@@ -72,6 +72,7 @@ fn encoded(
                 channel: proto::Channel::Whatsapp as i32,
                 provider_message_id: format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQzRUIw{i:010}"),
                 text: TEXTS[text(i)].into(),
+                business_number: String::new(),
             };
             Bytes::from(m.encode_to_vec())
         })

@@ -9,13 +9,16 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
+use crate::config::Category;
+use crate::core::Outbound;
+use crate::core::quota::{Admission, Refusal, SendId, SendPriority, SendState, SendView};
 use crate::core::{
     AgentView, Command, ContextMessage, ConversationState, ConversationView, CoreError, Decision,
     Direction, Inbound, QueueStatsView, Reason, Reply, RouteOverride, Target, TransferTarget,
 };
 use crate::model::{self, AgentId, ConversationId, Presence, QueueName, TenantId};
 use crate::proto;
-use crate::runtime::{AgentEvent, BotEvent, CallError, Lagged, Runtime};
+use crate::runtime::{AgentEvent, BotEvent, CallError, Lagged, Runtime, SendStatusEvent};
 
 /// Converts every error to its status; the message names the field or the object.
 pub fn status(e: CallError) -> Status {
@@ -111,7 +114,141 @@ fn presence(raw: i32) -> Result<Presence, Status> {
     )
 }
 
+fn category(raw: i32) -> Result<Category, Status> {
+    enum_field(
+        "category",
+        raw,
+        "CATEGORY_MARKETING, CATEGORY_UTILITY, CATEGORY_AUTHENTICATION, CATEGORY_SESSION",
+        |c: proto::Category| match c {
+            proto::Category::Unspecified => None,
+            proto::Category::Marketing => Some(Category::Marketing),
+            proto::Category::Utility => Some(Category::Utility),
+            proto::Category::Authentication => Some(Category::Authentication),
+            proto::Category::Session => Some(Category::Session),
+        },
+    )
+}
+
+/// UNSPECIFIED is valid here: it means "by category".
+fn send_priority(raw: i32) -> Result<Option<SendPriority>, Status> {
+    match proto::SendPriority::try_from(raw) {
+        Ok(proto::SendPriority::Unspecified) => Ok(None),
+        Ok(proto::SendPriority::Low) => Ok(Some(SendPriority::Low)),
+        Ok(proto::SendPriority::Normal) => Ok(Some(SendPriority::Normal)),
+        Ok(proto::SendPriority::High) => Ok(Some(SendPriority::High)),
+        Err(_) => Err(invalid(
+            "priority",
+            format!(
+                "has unknown value {raw}; use SEND_PRIORITY_LOW, SEND_PRIORITY_NORMAL, SEND_PRIORITY_HIGH or leave it unset"
+            ),
+        )),
+    }
+}
+
+fn send_id(value: &str) -> Result<SendId, Status> {
+    required("send_id", value)?.parse().map_err(|()| {
+        invalid(
+            "send_id",
+            format!("{value:?} is not a send id; they look like \"s-42\""),
+        )
+    })
+}
+
 // --- core → proto ----------------------------------------------------------------------------
+
+fn refusal_out(r: Refusal) -> proto::RefusalReason {
+    use proto::RefusalReason as P;
+    match r {
+        Refusal::TemplateRequired => P::TemplateRequired,
+        Refusal::ThroughputLimit => P::ThroughputLimit,
+        Refusal::PairLimit => P::PairLimit,
+        Refusal::MessagingLimit => P::MessagingLimit,
+        Refusal::NumberBackoff => P::NumberBackoff,
+        Refusal::MarketingPaused => P::MarketingPaused,
+        Refusal::QueueFull => P::QueueFull,
+        Refusal::ProviderError => P::ProviderError,
+    }
+}
+
+fn send_state_out(s: SendState) -> proto::SendState {
+    use proto::SendState as P;
+    match s {
+        SendState::Accepted => P::Accepted,
+        SendState::Queued => P::Queued,
+        SendState::Dispatched => P::Dispatched,
+        SendState::Sent => P::Sent,
+        SendState::Failed => P::Failed,
+        SendState::Expired => P::Expired,
+        SendState::Refused => P::Refused,
+    }
+}
+
+fn refusal_detail(r: Refusal) -> &'static str {
+    match r {
+        Refusal::TemplateRequired => {
+            "the customer's service window is closed: send an approved template instead"
+        }
+        Refusal::ThroughputLimit => "the business number's throughput bucket is empty: retry later",
+        Refusal::PairLimit => "too many messages to this customer just now: retry later",
+        Refusal::MessagingLimit => {
+            "the portfolio reached its messaging limit for new customers: retry when a slot frees"
+        }
+        Refusal::NumberBackoff => "the number backs off after a throughput error from the provider",
+        Refusal::MarketingPaused => "marketing from this number is paused after a spam-rate error",
+        Refusal::QueueFull => "the batch queue is full: retry later",
+        Refusal::ProviderError => "the provider refused the send",
+    }
+}
+
+fn send_response_out(id: SendId, a: Admission) -> proto::SendResponse {
+    let mut r = proto::SendResponse {
+        send_id: id.to_string(),
+        ..Default::default()
+    };
+    match a {
+        Admission::Dispatched => {
+            r.set_admission(proto::Admission::Dispatched);
+            r.detail = "dispatched".into();
+        }
+        Admission::Queued { estimated_release } => {
+            r.set_admission(proto::Admission::Queued);
+            r.detail = "near the messaging limit: queued for a paced batch".into();
+            r.estimated_release_at_ms = estimated_release.map_or(0, |t| t.as_millis() as i64);
+        }
+        Admission::Refused {
+            reason,
+            retry_after_ms,
+        } => {
+            r.set_admission(proto::Admission::Refused);
+            r.set_reason(refusal_out(reason));
+            r.detail = refusal_detail(reason).into();
+            r.retry_after_ms = retry_after_ms.unwrap_or_default();
+        }
+    }
+    r
+}
+
+fn send_view_out(tenant: &TenantId, v: &SendView) -> proto::SendStatus {
+    proto::SendStatus {
+        tenant: tenant.to_string(),
+        send_id: v.id.to_string(),
+        state: send_state_out(v.state) as i32,
+        reason: v.reason.map_or(0, |r| refusal_out(r) as i32),
+        provider_code: v.provider_code.unwrap_or_default(),
+        idempotency_key: v.idempotency_key.to_string(),
+    }
+}
+
+fn status_event_out(e: SendStatusEvent) -> proto::SendStatus {
+    proto::SendStatus {
+        tenant: e.tenant.to_string(),
+        send_id: e.id.to_string(),
+        state: send_state_out(e.state) as i32,
+        reason: e.reason.map_or(0, |r| refusal_out(r) as i32),
+        provider_code: e.provider_code.unwrap_or_default(),
+        idempotency_key: e.idempotency_key.to_string(),
+    }
+}
 
 fn channel_out(c: model::Channel) -> proto::Channel {
     match c {
@@ -408,7 +545,7 @@ impl proto::inbound_server::Inbound for Api {
             channel: channel(m.channel)?,
             provider_message_id: m.provider_message_id,
             text: m.text,
-            business_number: None,
+            business_number: (!m.business_number.is_empty()).then_some(m.business_number),
         });
         self.decision_call(command).await
     }
@@ -635,5 +772,60 @@ impl proto::queues_server::Queues for Api {
             })),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::outbound_server::Outbound for Api {
+    async fn send(
+        &self,
+        request: Request<proto::SendRequest>,
+    ) -> Result<Response<proto::SendResponse>, Status> {
+        let r = request.into_inner();
+        let command = Command::Send(Outbound {
+            tenant: tenant(&r.tenant)?,
+            from: required("from", &r.from)?.to_owned(),
+            to: required("to", &r.to)?.to_owned(),
+            category: category(r.category)?,
+            content: r.content,
+            priority: send_priority(r.priority)?,
+            idempotency_key: required("idempotency_key", &r.idempotency_key)?.to_owned(),
+            valid_for_ms: (r.valid_for_ms > 0).then_some(r.valid_for_ms),
+        });
+        match self.call(command).await? {
+            Reply::Send { id, admission } => Ok(Response::new(send_response_out(id, admission))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<proto::SendRef>,
+    ) -> Result<Response<proto::SendStatus>, Status> {
+        let r = request.into_inner();
+        let tenant = tenant(&r.tenant)?;
+        let command = Command::GetSend {
+            tenant: tenant.clone(),
+            id: send_id(&r.send_id)?,
+        };
+        match self.call(command).await? {
+            Reply::SendView(v) => Ok(Response::new(send_view_out(&tenant, &v))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    type StreamStatusStream = EventStream<proto::SendStatus>;
+
+    async fn stream_status(
+        &self,
+        request: Request<proto::StatusStreamRequest>,
+    ) -> Result<Response<Self::StreamStatusStream>, Status> {
+        let r = request.into_inner();
+        let rx = self
+            .runtime
+            .subscribe_status(tenant(&r.tenant)?)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream(rx, status_event_out)))
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Stopwatch, Timestamp};
 use crate::config::Config;
-use crate::core::quota::{Dispatch, ProviderOutcome};
+use crate::core::quota::{Dispatch, ProviderOutcome, Refusal, SendId, SendState};
 use crate::core::{
     Command, ContextMessage, ConversationView, CoreError, Effect, Reason, Reply, Shard,
 };
@@ -55,12 +55,24 @@ pub struct BotEvent {
     pub context: Vec<ContextMessage>,
 }
 
+/// A status change of one of the tenant's sends.
+#[derive(Debug, Clone)]
+pub struct SendStatusEvent {
+    pub tenant: TenantId,
+    pub id: SendId,
+    pub state: SendState,
+    pub reason: Option<Refusal>,
+    pub provider_code: Option<u32>,
+    pub idempotency_key: Arc<str>,
+}
+
 /// The last item of a stream whose subscriber fell behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lagged;
 
 pub type AgentStream = mpsc::Receiver<Result<AgentEvent, Lagged>>;
 pub type BotStream = mpsc::Receiver<Result<BotEvent, Lagged>>;
+pub type StatusStream = mpsc::Receiver<Result<SendStatusEvent, Lagged>>;
 
 /// Why a call did not reach a shard's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +98,11 @@ enum Request {
         tenant: TenantId,
         bot: String,
         tx: mpsc::Sender<Result<BotEvent, Lagged>>,
+        reply: oneshot::Sender<Result<(), CoreError>>,
+    },
+    SubscribeStatus {
+        tenant: TenantId,
+        tx: mpsc::Sender<Result<SendStatusEvent, Lagged>>,
         reply: oneshot::Sender<Result<(), CoreError>>,
     },
 }
@@ -132,6 +149,7 @@ impl Runtime {
                 feedback,
                 agents: HashMap::new(),
                 bots: HashMap::new(),
+                statuses: HashMap::new(),
                 effects: Vec::new(),
             };
             tasks.push(tokio::spawn(task.run(rx, tick, close_streams.clone())));
@@ -199,6 +217,19 @@ impl Runtime {
         Ok(rx)
     }
 
+    /// Every status change of the tenant's sends from now on.
+    pub async fn subscribe_status(&self, tenant: TenantId) -> Result<StatusStream, CallError> {
+        let (tx, rx) = mpsc::channel(self.subscriber_buffer);
+        let (reply, answer) = oneshot::channel();
+        let request = Request::SubscribeStatus {
+            tenant: tenant.clone(),
+            tx,
+            reply,
+        };
+        self.ask(&tenant, request, answer).await?;
+        Ok(rx)
+    }
+
     /// Sends `request` to the tenant's shard and waits for its answer.
     async fn ask<R>(
         &self,
@@ -224,6 +255,7 @@ struct ShardTask {
     feedback: mpsc::WeakSender<Request>,
     agents: HashMap<(TenantId, AgentId), Subscribers<AgentEvent>>,
     bots: HashMap<(TenantId, Arc<str>), Subscribers<BotEvent>>,
+    statuses: HashMap<TenantId, Subscribers<SendStatusEvent>>,
     /// Reused between commands so the hot path does not allocate a fresh vector.
     effects: Vec<Effect>,
 }
@@ -249,6 +281,7 @@ impl ShardTask {
                     streams_open = false;
                     self.agents.clear();
                     self.bots.clear();
+                    self.statuses.clear();
                 }
             }
         }
@@ -301,6 +334,18 @@ impl ShardTask {
                 reply,
             } => {
                 let result = self.subscribe_bot(tenant, bot, tx);
+                let _ = reply.send(result);
+            }
+            Request::SubscribeStatus { tenant, tx, reply } => {
+                let result = if self.shard.tenant(tenant.as_str()).is_some() {
+                    self.statuses.entry(tenant).or_default().push(tx);
+                    Ok(())
+                } else {
+                    Err(CoreError::NotFound {
+                        what: "tenant",
+                        id: tenant.to_string(),
+                    })
+                };
                 let _ = reply.send(result);
             }
         }
@@ -512,10 +557,27 @@ impl ShardTask {
                     );
                 }
                 Effect::Dispatch { tenant, send } => self.dispatch(tenant, send),
+                Effect::SendStatus {
+                    tenant,
+                    id,
+                    state,
+                    reason,
+                    provider_code,
+                    idempotency_key,
+                } => {
+                    let event = SendStatusEvent {
+                        tenant: tenant.clone(),
+                        id,
+                        state,
+                        reason,
+                        provider_code,
+                        idempotency_key,
+                    };
+                    send_all(&mut self.statuses, tenant, event, "status");
+                }
                 Effect::Queued { .. }
                 | Effect::SlaBreached { .. }
                 | Effect::Escalated { .. }
-                | Effect::SendStatus { .. }
                 | Effect::BatchMode { .. }
                 | Effect::SpamRateAlert { .. } => {}
             }

@@ -43,6 +43,7 @@ pub const SERVICES: &[&str] = &[
     "switchboard.v1.Bots",
     "switchboard.v1.Conversations",
     "switchboard.v1.Queues",
+    "switchboard.v1.Outbound",
 ];
 
 /// Binds the configured addresses. Separate from [`run`] so `main` can print the real ports.
@@ -121,7 +122,8 @@ pub async fn run_with(
         .add_service(proto::conversations_server::ConversationsServer::new(
             api.clone(),
         ))
-        .add_service(proto::queues_server::QueuesServer::new(api))
+        .add_service(proto::queues_server::QueuesServer::new(api.clone()))
+        .add_service(proto::outbound_server::OutboundServer::new(api))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(grpc),
             stop_grpc.clone().cancelled_owned(),

@@ -231,6 +231,7 @@ pub fn effect(e: &Effect) {
             id,
             state,
             reason,
+            ..
         } => {
             counter!(SEND_STATUSES, "tenant" => tenant.to_string(), "state" => state.as_str())
                 .increment(1);

@@ -114,6 +114,7 @@ fn message(customer: &str, id: &str, text: &str) -> proto::InboundMessage {
         channel: proto::Channel::Whatsapp as i32,
         provider_message_id: id.into(),
         text: text.into(),
+        business_number: String::new(),
     }
 }
 

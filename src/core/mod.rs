@@ -227,6 +227,8 @@ pub enum Effect {
         id: quota::SendId,
         state: quota::SendState,
         reason: Option<quota::Refusal>,
+        provider_code: Option<u32>,
+        idempotency_key: Arc<str>,
     },
     /// The portfolio's batch mode turned on or off.
     BatchMode { tenant: TenantId, on: bool },

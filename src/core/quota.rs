@@ -126,6 +126,8 @@ pub enum Admission {
 /// Where a send is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SendState {
+    /// Admitted (an event only: a send's lasting state is queued or dispatched).
+    Accepted,
     Queued,
     Dispatched,
     Sent,
@@ -137,6 +139,7 @@ pub enum SendState {
 impl SendState {
     pub fn as_str(self) -> &'static str {
         match self {
+            SendState::Accepted => "accepted",
             SendState::Queued => "queued",
             SendState::Dispatched => "dispatched",
             SendState::Sent => "sent",
@@ -513,12 +516,10 @@ impl Quotas {
                 send.view.reason = Some(reason);
             }
         }
-        out.push(Effect::SendStatus {
-            tenant: self.tenant.clone(),
-            id,
-            state: send.view.state,
-            reason: send.view.reason,
-        });
+        if send.view.state != SendState::Refused {
+            self.status_as(&send, SendState::Accepted, out);
+        }
+        self.status(&send, out);
         self.track(send, key);
         self.update_batch_mode(out);
         Ok((id, answer))
@@ -693,6 +694,8 @@ impl Quotas {
                     id: *id,
                     state: SendState::Expired,
                     reason: None,
+                    provider_code: None,
+                    idempotency_key: send.view.idempotency_key.clone(),
                 });
                 false
             });
@@ -809,11 +812,17 @@ impl Quotas {
     }
 
     fn status(&self, send: &Send, out: &mut Vec<Effect>) {
+        self.status_as(send, send.view.state, out);
+    }
+
+    fn status_as(&self, send: &Send, state: SendState, out: &mut Vec<Effect>) {
         out.push(Effect::SendStatus {
             tenant: self.tenant.clone(),
             id: send.view.id,
-            state: send.view.state,
+            state,
             reason: send.view.reason,
+            provider_code: send.view.provider_code,
+            idempotency_key: send.view.idempotency_key.clone(),
         });
     }
 
