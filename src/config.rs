@@ -242,6 +242,32 @@ pub struct QuotaConfig {
     /// Most sends waiting in the batch queue, per portfolio; past it low-priority sends are
     /// refused with a retry-after instead of queued.
     pub max_queued_sends: usize,
+    /// Most audit entries kept per portfolio (oldest forgotten first).
+    pub max_audit_entries: usize,
+    /// Rules evaluated in shadow mode: would-be refusals are counted, not enforced. Any of
+    /// "throughput", "pair", "messaging_limit", "window".
+    pub shadow: Vec<Rule>,
+}
+
+/// An admission rule, for shadow mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    Throughput,
+    Pair,
+    MessagingLimit,
+    Window,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Throughput => "throughput",
+            Rule::Pair => "pair",
+            Rule::MessagingLimit => "messaging_limit",
+            Rule::Window => "window",
+        }
+    }
 }
 
 impl Default for QuotaConfig {
@@ -260,6 +286,8 @@ impl Default for QuotaConfig {
             marketing_pause_secs: 3_600,
             max_tracked_sends: 1_000_000,
             max_queued_sends: 1_000_000,
+            max_audit_entries: 10_000,
+            shadow: Vec::new(),
         }
     }
 }
@@ -313,6 +341,83 @@ pub struct IntentConfig {
     /// lower-cased with accents removed.
     #[serde(default)]
     pub patterns: Vec<String>,
+}
+
+impl NumberConfig {
+    /// Checks one number; `at` names it in errors (`tenants[0].numbers[1]`).
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        non_empty(&format!("{at}.id"), &self.id)?;
+        if self.mps == 0 || self.mps > 10_000 {
+            return Err(invalid(
+                format!("{at}.mps"),
+                format!(
+                    "is {}; set the number's throughput tier in messages per second (20, 80 or 1000)",
+                    self.mps
+                ),
+            ));
+        }
+        if self.burst == Some(0) {
+            return Err(invalid(format!("{at}.burst"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl QuotaConfig {
+    /// Checks a portfolio's quotas; `at` names them in errors (`tenants[0].quotas`). Overrides
+    /// are checked by this same function, so no override can make what the file could not.
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.messaging_limit == MessagingLimit::Customers(0) {
+            return Err(invalid(
+                format!("{at}.messaging_limit"),
+                "is 0; use the portfolio's tier (250, 2000, 10000, 100000) or \"unlimited\"",
+            ));
+        }
+        if !(self.batch_threshold > 0.0 && self.batch_threshold <= 1.0) {
+            return Err(invalid(
+                format!("{at}.batch_threshold"),
+                format!(
+                    "is {}; use a share of the limit in (0, 1], e.g. 0.8",
+                    self.batch_threshold
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.reserve) || self.reserve >= self.batch_threshold {
+            return Err(invalid(
+                format!("{at}.reserve"),
+                format!(
+                    "is {}; use a share in [0, batch_threshold), e.g. 0.05",
+                    self.reserve
+                ),
+            ));
+        }
+        positive(&format!("{at}.pair_period_ms"), self.pair_period_ms)?;
+        positive(&format!("{at}.pair_burst"), u64::from(self.pair_burst))?;
+        positive(&format!("{at}.batch_wave"), u64::from(self.batch_wave))?;
+        positive(
+            &format!("{at}.default_validity_secs"),
+            self.default_validity_secs,
+        )?;
+        positive(
+            &format!("{at}.max_tracked_sends"),
+            self.max_tracked_sends as u64,
+        )?;
+        positive(
+            &format!("{at}.max_queued_sends"),
+            self.max_queued_sends as u64,
+        )?;
+        positive(
+            &format!("{at}.max_audit_entries"),
+            self.max_audit_entries as u64,
+        )?;
+        if self.low_priority.contains(&Category::Session) {
+            return Err(invalid(
+                format!("{at}.low_priority"),
+                "cannot hold \"session\": replies in an open window are never batched",
+            ));
+        }
+        Ok(())
+    }
 }
 
 mod defaults {
@@ -535,74 +640,15 @@ impl TenantConfig {
         let mut ids = HashSet::new();
         for (j, n) in self.numbers.iter().enumerate() {
             let nat = format!("{at}.numbers[{j}]");
-            non_empty(&format!("{nat}.id"), &n.id)?;
+            n.validate(&nat)?;
             if !ids.insert(n.id.as_str()) {
                 return Err(invalid(
                     format!("{nat}.id"),
                     format!("number {:?} is listed twice", n.id),
                 ));
             }
-            if n.mps == 0 || n.mps > 10_000 {
-                return Err(invalid(
-                    format!("{nat}.mps"),
-                    format!(
-                        "is {}; set the number's throughput tier in messages per second (20, 80 or 1000)",
-                        n.mps
-                    ),
-                ));
-            }
-            if n.burst == Some(0) {
-                return Err(invalid(format!("{nat}.burst"), "must be at least 1"));
-            }
         }
-        let q = &self.quotas;
-        let qat = format!("{at}.quotas");
-        if q.messaging_limit == MessagingLimit::Customers(0) {
-            return Err(invalid(
-                format!("{qat}.messaging_limit"),
-                "is 0; use the portfolio's tier (250, 2000, 10000, 100000) or \"unlimited\"",
-            ));
-        }
-        if !(q.batch_threshold > 0.0 && q.batch_threshold <= 1.0) {
-            return Err(invalid(
-                format!("{qat}.batch_threshold"),
-                format!(
-                    "is {}; use a share of the limit in (0, 1], e.g. 0.8",
-                    q.batch_threshold
-                ),
-            ));
-        }
-        if !(0.0..1.0).contains(&q.reserve) || q.reserve >= q.batch_threshold {
-            return Err(invalid(
-                format!("{qat}.reserve"),
-                format!(
-                    "is {}; use a share in [0, batch_threshold), e.g. 0.05",
-                    q.reserve
-                ),
-            ));
-        }
-        positive(&format!("{qat}.pair_period_ms"), q.pair_period_ms)?;
-        positive(&format!("{qat}.pair_burst"), u64::from(q.pair_burst))?;
-        positive(&format!("{qat}.batch_wave"), u64::from(q.batch_wave))?;
-        positive(
-            &format!("{qat}.default_validity_secs"),
-            q.default_validity_secs,
-        )?;
-        positive(
-            &format!("{qat}.max_tracked_sends"),
-            q.max_tracked_sends as u64,
-        )?;
-        positive(
-            &format!("{qat}.max_queued_sends"),
-            q.max_queued_sends as u64,
-        )?;
-        if q.low_priority.contains(&Category::Session) {
-            return Err(invalid(
-                format!("{qat}.low_priority"),
-                "cannot hold \"session\": replies in an open window are never batched",
-            ));
-        }
-        Ok(())
+        self.quotas.validate(&format!("{at}.quotas"))
     }
 
     /// Max-wait escalation follows `fallback` links; a cycle would bounce conversations forever.

@@ -371,7 +371,7 @@ impl ShardTask {
                 telemetry::queue_gauges(&stats);
             }
             if let Some(t) = self.shard.tenant(tenant_name.as_str()) {
-                telemetry::quota_gauges(tenant_name.as_str(), t.quotas());
+                telemetry::quota_gauges(tenant_name.as_str(), t.quotas(), now);
             }
         }
     }
@@ -579,6 +579,7 @@ impl ShardTask {
                 | Effect::SlaBreached { .. }
                 | Effect::Escalated { .. }
                 | Effect::BatchMode { .. }
+                | Effect::ShadowRefusal { .. }
                 | Effect::SpamRateAlert { .. } => {}
             }
         }

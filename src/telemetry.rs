@@ -31,6 +31,8 @@ pub const SEND_STATUSES: &str = "switchboard_send_status_total";
 pub const PROVIDER_ERRORS: &str = "switchboard_provider_errors_total";
 pub const SPAM_RATE_ALERTS: &str = "switchboard_spam_rate_alerts_total";
 pub const BATCH_MODE: &str = "switchboard_batch_mode";
+pub const SHADOW_REFUSALS: &str = "switchboard_shadow_refusals_total";
+pub const NUMBER_TOKENS: &str = "switchboard_number_tokens";
 pub const BATCH_QUEUE_DEPTH: &str = "switchboard_batch_queue_depth";
 pub const LIMIT_USAGE_RATIO: &str = "switchboard_messaging_limit_usage_ratio";
 
@@ -52,6 +54,8 @@ pub const ALL: &[&str] = &[
     PROVIDER_ERRORS,
     SPAM_RATE_ALERTS,
     BATCH_MODE,
+    SHADOW_REFUSALS,
+    NUMBER_TOKENS,
     BATCH_QUEUE_DEPTH,
     LIMIT_USAGE_RATIO,
 ];
@@ -139,6 +143,14 @@ fn describe() {
     describe_gauge!(
         BATCH_MODE,
         "1 while the portfolio sends low-priority traffic in batches."
+    );
+    describe_counter!(
+        SHADOW_REFUSALS,
+        "Sends a rule in shadow mode would have refused (they were let through), by tenant and rule."
+    );
+    describe_gauge!(
+        NUMBER_TOKENS,
+        "Tokens in a business number's throughput bucket (an estimate between checks)."
     );
     describe_gauge!(BATCH_QUEUE_DEPTH, "Sends waiting for a batch wave.");
     describe_gauge!(
@@ -246,6 +258,10 @@ pub fn effect(e: &Effect) {
                 .increment(1);
             tracing::warn!(%tenant, %number, "spam-rate error (131048): marketing paused on this number");
         }
+        Effect::ShadowRefusal { tenant, rule } => {
+            counter!(SHADOW_REFUSALS, "tenant" => tenant.to_string(), "rule" => rule.as_str())
+                .increment(1);
+        }
         Effect::Unassigned { .. }
         | Effect::AgentMessage { .. }
         | Effect::BotMessage { .. }
@@ -288,8 +304,13 @@ pub fn provider_error(tenant: &str, code: u32) {
         .increment(1);
 }
 
-/// Quota gauges of one portfolio, refreshed on every tick.
-pub fn quota_gauges(tenant: &str, quotas: &Quotas) {
+/// Quota gauges of one portfolio, refreshed on every tick. Business numbers are few and come
+/// from the config, so they may be labels; customers never are.
+pub fn quota_gauges(tenant: &str, quotas: &Quotas, now: crate::clock::Timestamp) {
+    for n in quotas.snapshot(now).numbers {
+        gauge!(NUMBER_TOKENS, "tenant" => tenant.to_owned(), "number" => n.id.to_string())
+            .set(f64::from(n.tokens));
+    }
     let (used, limit) = quotas.usage();
     let labels = [("tenant", tenant.to_owned())];
     gauge!(LIMIT_USAGE_RATIO, &labels).set(limit.map_or(0.0, |l| used as f64 / l as f64));

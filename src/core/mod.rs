@@ -230,6 +230,11 @@ pub enum Effect {
         provider_code: Option<u32>,
         idempotency_key: Arc<str>,
     },
+    /// A rule in shadow mode would have refused a send (it was let through).
+    ShadowRefusal {
+        tenant: TenantId,
+        rule: crate::config::Rule,
+    },
     /// The portfolio's batch mode turned on or off.
     BatchMode { tenant: TenantId, on: bool },
     /// The provider reported a spam-rate error (131048): marketing from the number is paused.
@@ -330,6 +335,36 @@ pub enum Command {
         id: quota::SendId,
         outcome: quota::ProviderOutcome,
     },
+    GetQuota {
+        tenant: TenantId,
+    },
+    SetOverride {
+        tenant: TenantId,
+        change: quota::Change,
+        reason: String,
+        actor: String,
+        expires_in_ms: u64,
+    },
+    ClearOverride {
+        tenant: TenantId,
+        id: u64,
+        actor: String,
+    },
+    ListAudit {
+        tenant: TenantId,
+        limit: usize,
+    },
+    PlanCampaign {
+        tenant: TenantId,
+        plan: quota::PlanRequest,
+    },
+    /// New base quotas and numbers from a reloaded, validated config file.
+    ReloadQuotas {
+        tenant: TenantId,
+        numbers: Vec<crate::config::NumberConfig>,
+        quotas: crate::config::QuotaConfig,
+        actor: String,
+    },
     /// Time passes: SLA breaches, max-wait escalation, batch waves, sweeps of expired state.
     Tick,
 }
@@ -341,7 +376,14 @@ impl Command {
         match self {
             Ingest(m) => Some(&m.tenant),
             Send(o) => Some(&o.tenant),
-            GetSend { tenant, .. } | ProviderResult { tenant, .. } => Some(tenant),
+            GetSend { tenant, .. }
+            | ProviderResult { tenant, .. }
+            | GetQuota { tenant }
+            | SetOverride { tenant, .. }
+            | ClearOverride { tenant, .. }
+            | ListAudit { tenant, .. }
+            | PlanCampaign { tenant, .. }
+            | ReloadQuotas { tenant, .. } => Some(tenant),
             RegisterAgent { tenant, .. }
             | SetPresence { tenant, .. }
             | Complete { tenant, .. }
@@ -426,6 +468,10 @@ pub enum Reply {
         admission: quota::Admission,
     },
     SendView(quota::SendView),
+    Quota(Box<quota::QuotaSnapshot>),
+    Override(quota::OverrideView),
+    Audit(Vec<quota::AuditEntry>),
+    Plan(quota::PlanResult),
     Done,
 }
 

@@ -30,13 +30,24 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use crate::clock::Timestamp;
-use crate::config::{Category, NumberConfig, QuotaConfig};
+use crate::config::{Category, NumberConfig, QuotaConfig, Rule};
 use crate::model::{CustomerNumber, TenantId};
 
 use super::{Effect, Map};
 
+mod controls;
+pub use controls::{
+    AuditEntry, Change, NumberSnapshot, OverrideView, PlanRequest, PlanResult, QuotaSnapshot,
+};
+
 type NoOp = governor::middleware::NoOpMiddleware<governor::nanos::Nanos>;
-type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, FakeRelativeClock, NoOp>;
+/// The number buckets report their remaining capacity, for the state SREs read.
+type DirectLimiter = RateLimiter<
+    NotKeyed,
+    InMemoryState,
+    FakeRelativeClock,
+    governor::middleware::StateInformationMiddleware,
+>;
 type PairLimiter = RateLimiter<
     (u16, CustomerNumber),
     governor::state::keyed::HashMapStateStore<(u16, CustomerNumber), foldhash::fast::RandomState>,
@@ -203,8 +214,54 @@ struct Number {
     mps: u32,
     burst: u32,
     bucket: DirectLimiter,
+    /// Tokens left after the last check, and when: governor cannot be read without taking a
+    /// token, so the state shown to SREs is this plus the refill since.
+    tokens_left: u32,
+    tokens_at: Timestamp,
     backoff_until: Timestamp,
     marketing_paused_until: Timestamp,
+}
+
+impl Number {
+    fn new(config: &NumberConfig, clock: &FakeRelativeClock) -> Self {
+        let burst = config.burst.unwrap_or(config.mps);
+        Number {
+            id: Arc::from(config.id.as_str()),
+            mps: config.mps,
+            burst,
+            bucket: bucket(config.mps, burst, clock),
+            tokens_left: burst,
+            tokens_at: Timestamp(0),
+            backoff_until: Timestamp(0),
+            marketing_paused_until: Timestamp(0),
+        }
+    }
+
+    /// Takes a token if there is one; the wait otherwise.
+    fn take(&mut self, now: Timestamp, clock: &FakeRelativeClock) -> Result<(), Duration> {
+        self.tokens_at = now;
+        match self.bucket.check() {
+            Ok(snapshot) => {
+                self.tokens_left = snapshot.remaining_burst_capacity();
+                Ok(())
+            }
+            Err(not_until) => {
+                self.tokens_left = 0;
+                Err(not_until.wait_time_from(clock.now()))
+            }
+        }
+    }
+
+    /// Tokens available at `now` (refilled at `mps` since the last check, up to the burst).
+    fn tokens(&self, now: Timestamp) -> u32 {
+        let refill = now.since(self.tokens_at).as_millis() as u64 * u64::from(self.mps) / 1_000;
+        (u64::from(self.tokens_left) + refill).min(u64::from(self.burst)) as u32
+    }
+}
+
+fn bucket(mps: u32, burst: u32, clock: &FakeRelativeClock) -> DirectLimiter {
+    RateLimiter::direct_with_clock(mps_quota(mps, burst), clock.clone())
+        .with_middleware::<governor::middleware::StateInformationMiddleware>()
 }
 
 /// Unique customers reached by business-initiated sends in the moving window.
@@ -260,7 +317,13 @@ impl Reach {
 #[derive(Debug)]
 pub struct Quotas {
     tenant: TenantId,
+    /// The effective settings: the base (from the config file) with active overrides applied.
     config: QuotaConfig,
+    base_config: QuotaConfig,
+    base_numbers: Vec<NumberConfig>,
+    overrides: Vec<controls::Override>,
+    next_override: u64,
+    audit: VecDeque<AuditEntry>,
     window_ms: u64,
     tick_ms: u64,
     clock: FakeRelativeClock,
@@ -280,6 +343,8 @@ pub struct Quotas {
     /// The earliest validity end among queued sends (an expiry pass runs then).
     next_expiry: Timestamp,
     batch_mode: bool,
+    /// Rules in shadow mode that would have refused during the current command.
+    shadow_hits: Vec<Rule>,
     sends: Map<SendId, Send>,
     by_key: Map<Arc<str>, SendId>,
     /// Tracked sends in creation order, for the bound on tracked sends.
@@ -318,20 +383,8 @@ impl Quotas {
         tick_ms: u64,
     ) -> Self {
         let clock = FakeRelativeClock::default();
-        let numbers: Vec<Number> = numbers
-            .iter()
-            .map(|n| {
-                let burst = n.burst.unwrap_or(n.mps);
-                Number {
-                    id: Arc::from(n.id.as_str()),
-                    mps: n.mps,
-                    burst,
-                    bucket: RateLimiter::direct_with_clock(mps_quota(n.mps, burst), clock.clone()),
-                    backoff_until: Timestamp(0),
-                    marketing_paused_until: Timestamp(0),
-                }
-            })
-            .collect();
+        let base_numbers = numbers.to_vec();
+        let numbers: Vec<Number> = numbers.iter().map(|n| Number::new(n, &clock)).collect();
         let by_number = numbers
             .iter()
             .enumerate()
@@ -345,6 +398,11 @@ impl Quotas {
                 foldhash::fast::RandomState::default(),
             ),
             config: config.clone(),
+            base_config: config.clone(),
+            base_numbers,
+            overrides: Vec::new(),
+            next_override: 1,
+            audit: VecDeque::new(),
             window_ms,
             tick_ms,
             clock,
@@ -358,6 +416,7 @@ impl Quotas {
             queue_new: VecDeque::new(),
             next_expiry: Timestamp(u64::MAX),
             batch_mode: false,
+            shadow_hits: Vec::new(),
             sends: Map::default(),
             by_key: Map::default(),
             tracked: VecDeque::new(),
@@ -418,7 +477,7 @@ impl Quotas {
     pub fn inbound(&mut self, now: Timestamp, number: &str) {
         self.sync_clock(now);
         if let Some(&n) = self.by_number.get(number) {
-            let _ = self.numbers[n as usize].bucket.check();
+            let _ = self.numbers[n as usize].take(now, &self.clock);
         }
     }
 
@@ -491,12 +550,16 @@ impl Quotas {
             content: Arc::from(r.content),
             business_initiated: !r.window_open,
         };
-        let answer = if r.category == Category::Session && !r.window_open {
+        let answer = if r.category == Category::Session
+            && !r.window_open
+            && !self.shadowed_rule(Rule::Window)
+        {
             refuse(Refusal::TemplateRequired, None)
         } else {
             self.admit(now, &mut send, true)
         };
         send.view.first_answer = answer;
+        self.flush_shadow(out);
         match answer {
             Admission::Dispatched => {
                 send.view.state = SendState::Dispatched;
@@ -553,7 +616,7 @@ impl Quotas {
             } else {
                 limit
             };
-            if self.reach.count() >= cap {
+            if self.reach.count() >= cap && !self.shadowed_rule(Rule::MessagingLimit) {
                 if fresh && low {
                     return self.queue_or_refuse(now, send);
                 }
@@ -573,20 +636,21 @@ impl Quotas {
                 Some(until.as_millis() - now.as_millis()),
             );
         }
-        if let Err(not_until) = self.pairs.check_key(&pair) {
+        if let Err(not_until) = self.pairs.check_key(&pair)
+            && !self.shadowed_rule(Rule::Pair)
+        {
             return refuse(
                 Refusal::PairLimit,
                 Some(ms(not_until.wait_time_from(self.clock.now()))),
             );
         }
-        if let Err(not_until) = self.numbers[n].bucket.check() {
+        if let Err(wait) = self.numbers[n].take(now, &self.clock)
+            && !self.shadowed_rule(Rule::Throughput)
+        {
             if fresh && low && self.batch_mode {
                 return self.queue_or_refuse(now, send);
             }
-            return refuse(
-                Refusal::ThroughputLimit,
-                Some(ms(not_until.wait_time_from(self.clock.now())).max(1)),
-            );
+            return refuse(Refusal::ThroughputLimit, Some(ms(wait).max(1)));
         }
         // Every business-initiated send (re)starts the customer's 24 hours in the count, new
         // slot or not.
@@ -594,6 +658,25 @@ impl Quotas {
             self.reach.record(send.to.clone(), now);
         }
         Admission::Dispatched
+    }
+
+    /// Whether `rule` is in shadow mode; if so, notes that it would have refused (the caller
+    /// lets the send through and `flush_shadow` reports it).
+    fn shadowed_rule(&mut self, rule: Rule) -> bool {
+        let shadow = self.config.shadow.contains(&rule);
+        if shadow {
+            self.shadow_hits.push(rule);
+        }
+        shadow
+    }
+
+    fn flush_shadow(&mut self, out: &mut Vec<Effect>) {
+        for rule in self.shadow_hits.drain(..) {
+            out.push(Effect::ShadowRefusal {
+                tenant: self.tenant.clone(),
+                rule,
+            });
+        }
     }
 
     fn queue_or_refuse(&self, now: Timestamp, send: &Send) -> Admission {
@@ -632,6 +715,7 @@ impl Quotas {
     /// first, then sends to new customers while the low-priority budget and the buckets allow,
     /// at most `batch_wave` in all.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        self.expire_overrides(now);
         self.sync_clock(now);
         self.reach.expire(now, self.window_ms);
         self.update_batch_mode(out);
@@ -667,6 +751,7 @@ impl Quotas {
             return true; // forgotten past max_tracked_sends: drop it from the queue
         };
         let released = self.admit(now, &mut send, false) == Admission::Dispatched;
+        self.flush_shadow(out);
         if released {
             send.view.state = SendState::Dispatched;
             self.dispatch_effect(&send, out);

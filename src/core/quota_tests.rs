@@ -661,3 +661,357 @@ proptest! {
         }
     }
 }
+
+// --- SRE controls -------------------------------------------------------------------------------
+
+use super::quota::{Change, PlanRequest};
+use crate::config::{MessagingLimit, Rule};
+
+impl Sim {
+    fn set(&mut self, change: Change, ttl: u64) -> Result<Reply, CoreError> {
+        self.run(Command::SetOverride {
+            tenant: TenantId::new(T),
+            change,
+            reason: "summer promotion".into(),
+            actor: "sre-ana".into(),
+            expires_in_ms: ttl,
+        })
+    }
+
+    fn audit(&mut self) -> Vec<quota::AuditEntry> {
+        match self
+            .run(Command::ListAudit {
+                tenant: TenantId::new(T),
+                limit: 100,
+            })
+            .unwrap()
+        {
+            Reply::Audit(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_override_raises_a_limit_is_audited_and_expires_by_itself() {
+    let mut s = Sim::new(
+        "messaging_limit = 2\nbatch_threshold = 1.0\nreserve = 0.0",
+        1000,
+    );
+    s.send(&customer(1), Category::Utility);
+    s.send(&customer(2), Category::Utility);
+    assert_eq!(
+        refused(s.send(&customer(3), Category::Utility)).map(|r| r.0),
+        Some(Refusal::MessagingLimit)
+    );
+    let Reply::Override(o) = s
+        .set(
+            Change::MessagingLimit(MessagingLimit::Customers(2000)),
+            HOUR,
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(o.expires, Timestamp(s.now.as_millis() + HOUR));
+    assert_eq!(
+        s.send(&customer(3), Category::Utility),
+        Admission::Dispatched
+    );
+    let audit = s.audit();
+    assert_eq!(audit[0].action, "override_set");
+    assert_eq!(
+        (audit[0].before.as_str(), &*audit[0].actor),
+        ("2", "sre-ana")
+    );
+    assert!(audit[0].after.starts_with("2000 until"), "{:?}", audit[0]);
+    assert_eq!(audit[0].reason, "summer promotion");
+
+    s.advance(HOUR - 1);
+    s.tick();
+    assert_eq!(
+        s.quotas().usage().1,
+        Some(2000),
+        "still in force 1 ms before expiry"
+    );
+    s.advance(1);
+    s.tick();
+    assert_eq!(s.quotas().usage().1, Some(2), "expired by itself");
+    let audit = s.audit();
+    assert_eq!(
+        (audit[0].action, &*audit[0].actor),
+        ("override_expired", "switchboard")
+    );
+    assert_eq!(
+        (audit[0].before.as_str(), audit[0].after.as_str()),
+        ("2000", "2")
+    );
+    assert_eq!(
+        refused(s.send(&customer(4), Category::Utility)).map(|r| r.0),
+        Some(Refusal::MessagingLimit)
+    );
+}
+
+#[test]
+fn the_latest_override_wins_and_clearing_it_uncovers_the_previous() {
+    let mut s = Sim::new("messaging_limit = 10", 1000);
+    s.set(Change::MessagingLimit(MessagingLimit::Customers(100)), DAY)
+        .unwrap();
+    let Reply::Override(second) = s
+        .set(Change::MessagingLimit(MessagingLimit::Customers(1000)), DAY)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(s.quotas().usage().1, Some(1000));
+    s.run(Command::ClearOverride {
+        tenant: TenantId::new(T),
+        id: second.id,
+        actor: "sre-ben".into(),
+    })
+    .unwrap();
+    assert_eq!(s.quotas().usage().1, Some(100));
+    assert_eq!(s.audit()[0].action, "override_cleared");
+}
+
+#[test]
+fn a_number_rate_override_raises_its_bucket() {
+    let mut s = Sim::new(UNLIMITED, 20);
+    let mut ok = 0;
+    for i in 0..50 {
+        ok += u32::from(s.send(&customer(i), Category::Utility) == Admission::Dispatched);
+    }
+    assert_eq!(ok, 20);
+    s.set(
+        Change::NumberRate {
+            number: NUMBER.into(),
+            mps: 1000,
+            burst: None,
+        },
+        HOUR,
+    )
+    .unwrap();
+    let mut ok = 0;
+    for i in 100..1100 {
+        ok += u32::from(s.send(&customer(i), Category::Utility) == Admission::Dispatched);
+    }
+    assert_eq!(ok, 1000, "the new bucket starts full at its new burst");
+    let snap = s.quotas().snapshot(s.now);
+    assert_eq!((snap.numbers[0].mps, snap.numbers[0].tokens), (1000, 0));
+    s.advance(500);
+    assert_eq!(
+        s.quotas().snapshot(s.now).numbers[0].tokens,
+        500,
+        "refilled at 1000/s"
+    );
+}
+
+#[test]
+fn bad_overrides_are_refused_and_change_nothing() {
+    let mut s = Sim::new("messaging_limit = 10", 1000);
+    let cases = [
+        (Change::BatchThreshold(1.5), HOUR, "quotas.batch_threshold"),
+        (Change::Reserve(0.9), HOUR, "quotas.reserve"),
+        (
+            Change::MessagingLimit(MessagingLimit::Customers(0)),
+            HOUR,
+            "quotas.messaging_limit",
+        ),
+        (
+            Change::NumberRate {
+                number: "+1999".into(),
+                mps: 80,
+                burst: None,
+            },
+            HOUR,
+            "not a business number",
+        ),
+        (
+            Change::NumberRate {
+                number: NUMBER.into(),
+                mps: 0,
+                burst: None,
+            },
+            HOUR,
+            ".mps",
+        ),
+        (
+            Change::MessagingLimit(MessagingLimit::Customers(99)),
+            0,
+            "expires_in_ms",
+        ),
+        (
+            Change::MessagingLimit(MessagingLimit::Customers(99)),
+            40 * DAY,
+            "expires_in_ms",
+        ),
+    ];
+    for (change, ttl, needle) in cases {
+        let err = s.set(change, ttl).unwrap_err();
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+    }
+    let err = s
+        .run(Command::SetOverride {
+            tenant: TenantId::new(T),
+            change: Change::BatchThreshold(0.5),
+            reason: " ".into(),
+            actor: "a".into(),
+            expires_in_ms: HOUR,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("reason"), "{err}");
+    assert!(s.audit().is_empty());
+    let snap = s.quotas().snapshot(s.now);
+    assert_eq!(
+        (snap.limit, snap.batch_threshold, snap.overrides.len()),
+        (Some(10), 0.8, 0)
+    );
+}
+
+#[test]
+fn shadow_mode_counts_would_be_refusals_without_refusing() {
+    let mut s = Sim::new(
+        "messaging_limit = 2\nbatch_threshold = 1.0\nreserve = 0.0",
+        1000,
+    );
+    s.set(
+        Change::Shadow {
+            rule: Rule::Pair,
+            on: true,
+        },
+        HOUR,
+    )
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            s.send(&customer(1), Category::Utility),
+            Admission::Dispatched
+        );
+    }
+    assert!(s.effects.contains(&Effect::ShadowRefusal {
+        tenant: TenantId::new(T),
+        rule: Rule::Pair
+    }));
+    // Rules not in shadow still refuse.
+    s.send(&customer(2), Category::Utility);
+    assert_eq!(
+        refused(s.send(&customer(3), Category::Utility)).map(|r| r.0),
+        Some(Refusal::MessagingLimit)
+    );
+    s.set(
+        Change::Shadow {
+            rule: Rule::MessagingLimit,
+            on: true,
+        },
+        HOUR,
+    )
+    .unwrap();
+    assert_eq!(
+        s.send(&customer(3), Category::Utility),
+        Admission::Dispatched
+    );
+    assert_eq!(
+        s.quotas().usage(),
+        (3, Some(2)),
+        "shadow lets it over, and says so"
+    );
+    s.set(
+        Change::Shadow {
+            rule: Rule::Window,
+            on: true,
+        },
+        HOUR,
+    )
+    .unwrap();
+    assert_eq!(
+        s.send(&customer(9), Category::Session),
+        Admission::Dispatched
+    );
+    assert_eq!(
+        s.quotas().snapshot(s.now).shadow,
+        vec![Rule::Pair, Rule::MessagingLimit, Rule::Window]
+    );
+}
+
+#[test]
+fn a_reload_changes_the_base_and_a_bad_one_keeps_the_old_limits() {
+    let mut s = Sim::new("messaging_limit = 10", 1000);
+    let base = config("messaging_limit = 10", 1000).tenants[0].clone();
+    let mut quotas = base.quotas.clone();
+    quotas.messaging_limit = MessagingLimit::Customers(10_000);
+    let mut numbers = base.numbers.clone();
+    numbers.push(crate::config::NumberConfig {
+        id: "+34910000003".into(),
+        mps: 20,
+        burst: None,
+    });
+    s.run(Command::ReloadQuotas {
+        tenant: TenantId::new(T),
+        numbers: numbers.clone(),
+        quotas,
+        actor: "reload".into(),
+    })
+    .unwrap();
+    assert_eq!(s.quotas().usage().1, Some(10_000));
+    assert_eq!(s.quotas().numbers().count(), 3);
+    assert_eq!(s.audit()[0].action, "config_reloaded");
+    // Removing a number is refused; the limits in force stay.
+    let err = s
+        .run(Command::ReloadQuotas {
+            tenant: TenantId::new(T),
+            numbers: numbers[1..].to_vec(),
+            quotas: base.quotas.clone(),
+            actor: "reload".into(),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("needs a restart"), "{err}");
+    assert_eq!(s.quotas().usage().1, Some(10_000));
+}
+
+#[test]
+fn a_campaign_plan_projects_batch_mode_and_the_release() {
+    let s = Sim::new("messaging_limit = 2000", 80);
+    let plan = s.quotas().plan(
+        s.now,
+        &PlanRequest {
+            customers: 10_000,
+            interactions: 3,
+            start: s.now,
+            duration_ms: 48 * HOUR,
+        },
+    );
+    assert_eq!(plan.messages, 30_000);
+    assert!((plan.mps_needed - 30_000.0 / (48.0 * 3_600.0)).abs() < 1e-9);
+    assert_eq!(plan.mps_available, 160);
+    assert_eq!(plan.sent_directly, 1_600, "up to the 80% threshold");
+    assert!(
+        plan.peak_used <= 1_900,
+        "never into the reserve: {}",
+        plan.peak_used
+    );
+    let at = plan.batch_mode_at.expect("batch mode engages").as_millis() - s.now.as_millis();
+    assert!(
+        (7 * HOUR..8 * HOUR).contains(&at),
+        "1,600 of 10,000 over 48 h ≈ 7.7 h: {at}"
+    );
+    let done = plan.done_at.expect("drains within 30 days").as_millis() - s.now.as_millis();
+    assert!(
+        done > 4 * DAY && done < 6 * DAY,
+        "≈ 10,000 / 1,900 per day: {done}"
+    );
+    assert_eq!(plan.sent_directly + plan.batched, 10_000);
+    // A campaign that fits is sent as it comes.
+    let small = s.quotas().plan(
+        s.now,
+        &PlanRequest {
+            customers: 500,
+            interactions: 3,
+            start: s.now,
+            duration_ms: HOUR,
+        },
+    );
+    assert_eq!(
+        (small.sent_directly, small.batched, small.batch_mode_at),
+        (500, 0, None)
+    );
+}

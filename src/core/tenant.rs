@@ -311,6 +311,43 @@ impl Tenant {
                 }
                 Ok(Reply::Done)
             }
+            Command::GetQuota { .. } => Ok(Reply::Quota(Box::new(self.quotas.snapshot(now)))),
+            Command::SetOverride {
+                change,
+                reason,
+                actor,
+                expires_in_ms,
+                ..
+            } => self
+                .quotas
+                .set_override(now, change, &reason, &actor, expires_in_ms)
+                .map(Reply::Override)
+                .map_err(|b| invalid(b.field, b.problem)),
+            Command::ClearOverride { id, actor, .. } => self
+                .quotas
+                .clear_override(now, id, &actor)
+                .map(Reply::Override)
+                .map_err(|b| invalid(b.field, b.problem)),
+            Command::ListAudit { limit, .. } => Ok(Reply::Audit(self.quotas.audit(limit))),
+            Command::PlanCampaign { plan, .. } => {
+                if plan.customers == 0 || plan.duration_ms == 0 || plan.interactions == 0 {
+                    return Err(invalid(
+                        "plan",
+                        "customers, interactions and duration_ms must all be greater than 0",
+                    ));
+                }
+                Ok(Reply::Plan(self.quotas.plan(now, &plan)))
+            }
+            Command::ReloadQuotas {
+                numbers,
+                quotas,
+                actor,
+                ..
+            } => self
+                .quotas
+                .reload(now, &numbers, &quotas, &actor)
+                .map(|()| Reply::Done)
+                .map_err(|b| invalid(b.field, b.problem)),
             Command::Tick => {
                 self.tick(now, out);
                 Ok(Reply::Done)
