@@ -18,7 +18,13 @@ use crate::core::{
 };
 use crate::model::{self, AgentId, ConversationId, Presence, QueueName, TenantId};
 use crate::proto;
-use crate::runtime::{AgentEvent, BotEvent, CallError, Lagged, Runtime, SendStatusEvent};
+use std::sync::Arc;
+
+use crate::config::{MessagingLimit, Rule};
+use crate::core::quota::{AuditEntry, Change, OverrideView, PlanRequest, QuotaSnapshot};
+use crate::runtime::{
+    AgentEvent, BotEvent, CallError, Lagged, ReloadError, Reloader, Runtime, SendStatusEvent,
+};
 
 /// Converts every error to its status; the message names the field or the object.
 pub fn status(e: CallError) -> Status {
@@ -483,15 +489,16 @@ fn stream<T: Send + 'static, U: Send + 'static>(
 
 // --- services --------------------------------------------------------------------------------
 
-/// All five services share one runtime handle.
+/// All services share one runtime handle.
 #[derive(Clone)]
 pub struct Api {
     runtime: Runtime,
+    reloader: Arc<Reloader>,
 }
 
 impl Api {
-    pub fn new(runtime: Runtime) -> Self {
-        Self { runtime }
+    pub fn new(runtime: Runtime, reloader: Arc<Reloader>) -> Self {
+        Self { runtime, reloader }
     }
 
     async fn call(&self, command: Command) -> Result<Reply, Status> {
@@ -827,5 +834,284 @@ impl proto::outbound_server::Outbound for Api {
             .await
             .map_err(status)?;
         Ok(Response::new(stream(rx, status_event_out)))
+    }
+}
+
+// --- Quotas ------------------------------------------------------------------------------------
+
+fn rule_out(r: Rule) -> proto::QuotaRule {
+    match r {
+        Rule::Throughput => proto::QuotaRule::Throughput,
+        Rule::Pair => proto::QuotaRule::Pair,
+        Rule::MessagingLimit => proto::QuotaRule::MessagingLimit,
+        Rule::Window => proto::QuotaRule::Window,
+    }
+}
+
+fn rule_in(raw: i32) -> Result<Rule, Status> {
+    enum_field(
+        "shadow.rule",
+        raw,
+        "QUOTA_RULE_THROUGHPUT, QUOTA_RULE_PAIR, QUOTA_RULE_MESSAGING_LIMIT, QUOTA_RULE_WINDOW",
+        |r: proto::QuotaRule| match r {
+            proto::QuotaRule::Unspecified => None,
+            proto::QuotaRule::Throughput => Some(Rule::Throughput),
+            proto::QuotaRule::Pair => Some(Rule::Pair),
+            proto::QuotaRule::MessagingLimit => Some(Rule::MessagingLimit),
+            proto::QuotaRule::Window => Some(Rule::Window),
+        },
+    )
+}
+
+fn millis(t: Option<crate::clock::Timestamp>) -> i64 {
+    t.map_or(0, |t| t.as_millis() as i64)
+}
+
+fn override_out(o: &OverrideView) -> proto::OverrideInfo {
+    let (target, value) = match &o.change {
+        Change::MessagingLimit(l) => (
+            "quotas.messaging_limit".to_owned(),
+            l.customers()
+                .map_or("unlimited".to_owned(), |n| n.to_string()),
+        ),
+        Change::BatchThreshold(x) => ("quotas.batch_threshold".into(), x.to_string()),
+        Change::Reserve(x) => ("quotas.reserve".into(), x.to_string()),
+        Change::NumberRate { number, mps, burst } => (
+            format!("numbers[{number}]"),
+            format!("mps {mps} burst {}", burst.unwrap_or(*mps)),
+        ),
+        Change::Shadow { rule, on } => (
+            format!("quotas.shadow.{}", rule.as_str()),
+            if *on { "on" } else { "off" }.into(),
+        ),
+    };
+    proto::OverrideInfo {
+        id: o.id,
+        target,
+        value,
+        reason: o.reason.to_string(),
+        actor: o.actor.to_string(),
+        created_at_ms: o.created.as_millis() as i64,
+        expires_at_ms: o.expires.as_millis() as i64,
+    }
+}
+
+fn quota_out(q: &QuotaSnapshot) -> proto::PortfolioQuota {
+    proto::PortfolioQuota {
+        tenant: q.tenant.to_string(),
+        messaging_limit: q.limit.unwrap_or_default(),
+        unlimited: q.limit.is_none(),
+        used: q.used,
+        usage_ratio: q.usage_ratio,
+        batch_mode: q.batch_mode,
+        batch_threshold: q.batch_threshold,
+        reserve: q.reserve,
+        queued: q.queued,
+        shadow: q.shadow.iter().map(|r| rule_out(*r) as i32).collect(),
+        numbers: q
+            .numbers
+            .iter()
+            .map(|n| proto::NumberQuota {
+                id: n.id.to_string(),
+                mps: n.mps,
+                burst: n.burst,
+                tokens: n.tokens,
+                backoff_until_ms: millis(n.backoff_until),
+                marketing_paused_until_ms: millis(n.marketing_paused_until),
+            })
+            .collect(),
+        overrides: q.overrides.iter().map(override_out).collect(),
+    }
+}
+
+fn audit_out(e: &AuditEntry) -> proto::AuditEntry {
+    proto::AuditEntry {
+        at_ms: e.at.as_millis() as i64,
+        actor: e.actor.to_string(),
+        action: e.action.to_owned(),
+        target: e.target.clone(),
+        before: e.before.clone(),
+        after: e.after.clone(),
+        reason: e.reason.clone(),
+    }
+}
+
+impl Api {
+    async fn quota(&self, tenant: TenantId) -> Result<proto::PortfolioQuota, Status> {
+        match self.call(Command::GetQuota { tenant }).await? {
+            Reply::Quota(q) => Ok(quota_out(&q)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::quotas_server::Quotas for Api {
+    async fn get(
+        &self,
+        request: Request<proto::QuotaRef>,
+    ) -> Result<Response<proto::PortfolioQuota>, Status> {
+        let tenant = tenant(&request.into_inner().tenant)?;
+        Ok(Response::new(self.quota(tenant).await?))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<proto::ListQuotasRequest>,
+    ) -> Result<Response<proto::ListQuotasResponse>, Status> {
+        let mut tenants = Vec::new();
+        for t in self.runtime.tenants() {
+            tenants.push(self.quota(t).await?);
+        }
+        Ok(Response::new(proto::ListQuotasResponse { tenants }))
+    }
+
+    async fn set_override(
+        &self,
+        request: Request<proto::SetOverrideRequest>,
+    ) -> Result<Response<proto::OverrideInfo>, Status> {
+        use proto::set_override_request::Change as C;
+        let r = request.into_inner();
+        let change = match r.change {
+            Some(C::MessagingLimit(n)) => {
+                let n = u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+                    invalid(
+                        "messaging_limit",
+                        "must be from 1 to 4294967295; for no limit set messaging_unlimited",
+                    )
+                })?;
+                Change::MessagingLimit(MessagingLimit::Customers(n))
+            }
+            Some(C::MessagingUnlimited(true)) => Change::MessagingLimit(MessagingLimit::Unlimited(
+                crate::config::Unlimited::Unlimited,
+            )),
+            Some(C::BatchThreshold(x)) => Change::BatchThreshold(x),
+            Some(C::Reserve(x)) => Change::Reserve(x),
+            Some(C::NumberRate(n)) => Change::NumberRate {
+                number: required("number_rate.number", &n.number)?.to_owned(),
+                mps: n.mps,
+                burst: (n.burst > 0).then_some(n.burst),
+            },
+            Some(C::Shadow(s)) => Change::Shadow {
+                rule: rule_in(s.rule)?,
+                on: s.on,
+            },
+            Some(C::MessagingUnlimited(false)) | None => {
+                return Err(invalid(
+                    "change",
+                    "is required: set messaging_limit, messaging_unlimited, batch_threshold, reserve, number_rate or shadow",
+                ));
+            }
+        };
+        match self
+            .call(Command::SetOverride {
+                tenant: tenant(&r.tenant)?,
+                change,
+                reason: r.reason,
+                actor: r.actor,
+                expires_in_ms: r.expires_in_ms,
+            })
+            .await?
+        {
+            Reply::Override(o) => Ok(Response::new(override_out(&o))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn clear_override(
+        &self,
+        request: Request<proto::ClearOverrideRequest>,
+    ) -> Result<Response<proto::OverrideInfo>, Status> {
+        let r = request.into_inner();
+        match self
+            .call(Command::ClearOverride {
+                tenant: tenant(&r.tenant)?,
+                id: r.override_id,
+                actor: r.actor,
+            })
+            .await?
+        {
+            Reply::Override(o) => Ok(Response::new(override_out(&o))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        match self
+            .call(Command::ListAudit {
+                tenant: tenant(&r.tenant)?,
+                limit,
+            })
+            .await?
+        {
+            Reply::Audit(entries) => Ok(Response::new(proto::ListAuditResponse {
+                entries: entries.iter().map(audit_out).collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn plan_campaign(
+        &self,
+        request: Request<proto::PlanCampaignRequest>,
+    ) -> Result<Response<proto::CampaignPlan>, Status> {
+        let r = request.into_inner();
+        let plan = PlanRequest {
+            customers: r.customers,
+            interactions: if r.interactions == 0 {
+                3
+            } else {
+                r.interactions
+            },
+            start: crate::clock::Timestamp(u64::try_from(r.start_ms).unwrap_or(0)),
+            duration_ms: r.duration_ms,
+        };
+        match self
+            .call(Command::PlanCampaign {
+                tenant: tenant(&r.tenant)?,
+                plan,
+            })
+            .await?
+        {
+            Reply::Plan(p) => Ok(Response::new(proto::CampaignPlan {
+                messages: p.messages,
+                mps_needed: p.mps_needed,
+                mps_available: p.mps_available,
+                messaging_limit: p.limit.unwrap_or_default(),
+                unlimited: p.limit.is_none(),
+                used_at_start: p.used_at_start,
+                peak_used: p.peak_used,
+                peak_ratio: p.peak_ratio,
+                batch_mode: p.batch_mode_at.is_some(),
+                batch_mode_at_ms: millis(p.batch_mode_at),
+                sent_directly: p.sent_directly,
+                batched: p.batched,
+                completes: p.done_at.is_some(),
+                done_at_ms: millis(p.done_at),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn reload_config(
+        &self,
+        request: Request<proto::ReloadConfigRequest>,
+    ) -> Result<Response<proto::ReloadConfigResponse>, Status> {
+        let actor = request.into_inner().actor;
+        let actor = if actor.trim().is_empty() {
+            "grpc".to_owned()
+        } else {
+            actor
+        };
+        match self.reloader.reload(&actor).await {
+            Ok(notes) => Ok(Response::new(proto::ReloadConfigResponse { notes })),
+            Err(ReloadError::Tenant { error, .. }) => Err(status(error)),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
     }
 }

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use switchboard::config::{self, Config};
 use switchboard::server;
 
+mod quota_cli;
+
 /// Message router and rate limiter for WhatsApp Business traffic in contact centers.
 ///
 /// With no subcommand it serves on the embedded demo configuration: no broker, no file needed.
@@ -40,6 +42,9 @@ enum Cmd {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Read and tune the running service's quotas (list, get, override, clear, audit, plan,
+    /// reload).
+    Quota(quota_cli::QuotaArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +88,11 @@ fn main() -> anyhow::Result<()> {
             print!("{}", config::EMBEDDED_DEFAULT);
             Ok(())
         }
+        Some(Cmd::Quota(args)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?
+            .block_on(quota_cli::run(args)),
     }
 }
 
@@ -106,8 +116,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
         let (grpc, metrics) = server::bind(&config).await?;
-        let source = match std::env::var_os(config::CONFIG_ENV).or(args.config.map(Into::into)) {
-            Some(path) => format!("config {}", PathBuf::from(path).display()),
+        let path: Option<PathBuf> = args
+            .config
+            .or_else(|| std::env::var_os(config::CONFIG_ENV).map(Into::into));
+        let source = match &path {
+            Some(path) => format!("config {}", path.display()),
             None => "the embedded demo config".to_owned(),
         };
         println!(
@@ -116,9 +129,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             grpc.local_addr()?,
             metrics.local_addr()?,
         );
-        server::run(config, grpc, metrics, shutdown_signal()).await?;
+        let parts = server::Parts {
+            config_path: path,
+            reloads: Some(reload_signal()),
+            ..server::Parts::default()
+        };
+        server::run_with(config, grpc, metrics, shutdown_signal(), parts).await?;
         Ok(())
     })
+}
+
+/// SIGHUP asks for a config reload.
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    // A reload already pending covers this one too.
+                    let _ = tx.try_send(());
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `switchboard quota reload`")
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Ctrl-C or SIGTERM.

@@ -22,7 +22,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::grpc::Api;
 use crate::proto;
-use crate::runtime::Runtime;
+use std::path::PathBuf;
+
+use crate::runtime::{Reloader, Runtime};
 use crate::sender::{LogSender, Sender};
 use crate::telemetry;
 
@@ -34,6 +36,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("metrics server: {0}")]
     Metrics(#[from] std::io::Error),
+    #[error("{0} shard(s) did not stop within runtime.shutdown_grace_ms")]
+    ShardsDidNotStop(usize),
 }
 
 /// The fully qualified names of switchboard's own services (health reports each of them).
@@ -44,6 +48,7 @@ pub const SERVICES: &[&str] = &[
     "switchboard.v1.Conversations",
     "switchboard.v1.Queues",
     "switchboard.v1.Outbound",
+    "switchboard.v1.Quotas",
 ];
 
 /// Binds the configured addresses. Separate from [`run`] so `main` can print the real ports.
@@ -69,17 +74,28 @@ pub async fn run(
     metrics: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let parts = Parts {
-        clock: Arc::new(SystemClock),
-        sender: Arc::new(LogSender),
-    };
-    run_with(config, grpc, metrics, shutdown, parts).await
+    run_with(config, grpc, metrics, shutdown, Parts::default()).await
 }
 
-/// The replaceable parts of a server: where time and sends come from (tests script them).
+/// The replaceable parts of a server: where time and sends come from (tests script them),
+/// the config file to reload, and the reload requests (SIGHUP, from `main`).
 pub struct Parts {
     pub clock: Arc<dyn Clock>,
     pub sender: Arc<dyn Sender>,
+    /// The file the config came from; None: the embedded demo (nothing to reload).
+    pub config_path: Option<PathBuf>,
+    pub reloads: Option<tokio::sync::mpsc::Receiver<()>>,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            sender: Arc::new(LogSender),
+            config_path: None,
+            reloads: None,
+        }
+    }
 }
 
 pub async fn run_with(
@@ -87,12 +103,39 @@ pub async fn run_with(
     grpc: TcpListener,
     metrics: TcpListener,
     shutdown: impl Future<Output = ()>,
-    Parts { clock, sender }: Parts,
+    Parts {
+        clock,
+        sender,
+        config_path,
+        reloads,
+    }: Parts,
 ) -> Result<(), ServeError> {
     let prometheus = telemetry::install();
     let close_streams = CancellationToken::new();
     let (runtime, shard_tasks) = Runtime::start(&config, clock, sender, close_streams.clone());
-    let api = Api::new(runtime);
+    let reloader = Arc::new(Reloader::new(runtime.clone(), config_path));
+    // Stopped at shutdown: it holds a runtime handle, and shards stop only when none is left.
+    let stop_reloads = CancellationToken::new();
+    if let Some(mut requests) = reloads {
+        let reloader = reloader.clone();
+        let stop = stop_reloads.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    request = requests.recv() => {
+                        if request.is_none() {
+                            break;
+                        }
+                        if let Err(e) = reloader.reload("SIGHUP").await {
+                            tracing::error!(error = %e, "reload refused");
+                        }
+                    }
+                    () = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+    let api = Api::new(runtime, reloader);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {
@@ -123,7 +166,8 @@ pub async fn run_with(
             api.clone(),
         ))
         .add_service(proto::queues_server::QueuesServer::new(api.clone()))
-        .add_service(proto::outbound_server::OutboundServer::new(api))
+        .add_service(proto::outbound_server::OutboundServer::new(api.clone()))
+        .add_service(proto::quotas_server::QuotasServer::new(api))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(grpc),
             stop_grpc.clone().cancelled_owned(),
@@ -151,6 +195,7 @@ pub async fn run_with(
             .await;
     }
     close_streams.cancel();
+    stop_reloads.cancel();
     stop_grpc.cancel();
     let grace = Duration::from_millis(config.runtime.shutdown_grace_ms);
     match tokio::time::timeout(grace, &mut server).await {
@@ -163,13 +208,20 @@ pub async fn run_with(
             server.abort();
         }
     }
+    // Shards stop once no runtime handle is left (the server and the reload task dropped
+    // theirs). One still running after the grace period is a bug: say so, and fail.
+    let mut stuck = 0;
     for task in shard_tasks {
-        // Shards stop once the server dropped its handles; an aborted server leaves them to
-        // the runtime's own shutdown.
-        let _ = tokio::time::timeout(grace, task).await;
+        if tokio::time::timeout(grace, task).await.is_err() {
+            stuck += 1;
+        }
     }
     stop_metrics.cancel();
     let _ = metrics_task.await;
+    if stuck > 0 {
+        tracing::error!(stuck, "shards did not stop within the grace period");
+        return Err(ServeError::ShardsDidNotStop(stuck));
+    }
     tracing::info!("stopped");
     Ok(())
 }

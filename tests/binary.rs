@@ -104,3 +104,81 @@ fn help_documents_subcommands_and_flags() {
         assert!(help.contains(needle), "{needle} in {help}");
     }
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("switchboard-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchboard.toml");
+    let base = switchboard::config::EMBEDDED_DEFAULT;
+    std::fs::write(&file, base).unwrap();
+    let mut child = Command::new(BIN)
+        .env("SWITCHBOARD_CONFIG", &file)
+        .env("SWITCHBOARD_GRPC_ADDR", "127.0.0.1:0")
+        .env("SWITCHBOARD_METRICS_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    assert!(banner.contains("switchboard.toml"), "{banner}");
+    let grpc = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut quotas = switchboard::proto::quotas_client::QuotasClient::new(channel);
+    let limit = |q: &mut switchboard::proto::quotas_client::QuotasClient<_>| {
+        let mut q = q.clone();
+        async move {
+            q.get(switchboard::proto::QuotaRef {
+                tenant: "demo".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .messaging_limit
+        }
+    };
+    assert_eq!(limit(&mut quotas).await, 250, "the safe default tier");
+
+    std::fs::write(
+        &file,
+        format!("{base}\n[tenants.quotas]\nmessaging_limit = 10000\n"),
+    )
+    .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let reloaded = tokio::time::timeout(Duration::from_secs(20), async {
+        while limit(&mut quotas).await != 10_000 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(reloaded.is_ok(), "the new limit shows after SIGHUP");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait());
+    let exit = tokio::time::timeout(Duration::from_secs(30), exit)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(exit.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -64,8 +64,8 @@ async fn start(sender: Arc<ScriptedSender>) -> Server {
     let addr = grpc.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let parts = Parts {
-        clock: Arc::new(switchboard::clock::SystemClock),
         sender,
+        ..Parts::default()
     };
     let task = tokio::spawn(async move {
         switchboard::server::run_with(
