@@ -119,12 +119,14 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts one task per shard. Tenants are spread over shards in config order.
-    /// `close_streams` ends every live stream when cancelled (first step of shutdown).
+    /// `close_streams` ends every live stream when cancelled (first step of shutdown); `stop`
+    /// ends the shard tasks (last step; they also end when every handle is dropped).
     pub fn start(
         config: &Config,
         clock: Arc<dyn Clock>,
         sender: Arc<dyn Sender>,
         close_streams: CancellationToken,
+        stop: CancellationToken,
     ) -> (Runtime, Vec<JoinHandle<()>>) {
         let n = config.runtime.shards.min(config.tenants.len()).max(1);
         let owner: HashMap<TenantId, usize> = config
@@ -152,7 +154,12 @@ impl Runtime {
                 statuses: HashMap::new(),
                 effects: Vec::new(),
             };
-            tasks.push(tokio::spawn(task.run(rx, tick, close_streams.clone())));
+            tasks.push(tokio::spawn(task.run(
+                rx,
+                tick,
+                close_streams.clone(),
+                stop.clone(),
+            )));
         }
         let runtime = Runtime {
             shards: senders.into(),
@@ -273,6 +280,7 @@ impl ShardTask {
         mut rx: mpsc::Receiver<Request>,
         tick: Duration,
         close_streams: CancellationToken,
+        stop: CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -284,6 +292,7 @@ impl ShardTask {
                     None => break, // every Runtime handle is gone
                 },
                 _ = ticker.tick() => self.tick(),
+                () = stop.cancelled() => break,
                 _ = close_streams.cancelled(), if streams_open => {
                     streams_open = false;
                     self.agents.clear();
@@ -660,6 +669,7 @@ mod tests {
             Arc::new(SystemClock),
             Arc::new(crate::sender::LogSender),
             CancellationToken::new(),
+            CancellationToken::new(),
         );
         let agent = AgentId::new("ana");
         runtime
@@ -710,6 +720,7 @@ mod tests {
             &config,
             Arc::new(SystemClock),
             Arc::new(crate::sender::LogSender),
+            CancellationToken::new(),
             CancellationToken::new(),
         );
         let err = runtime

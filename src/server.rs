@@ -112,7 +112,14 @@ pub async fn run_with(
 ) -> Result<(), ServeError> {
     let prometheus = telemetry::install();
     let close_streams = CancellationToken::new();
-    let (runtime, shard_tasks) = Runtime::start(&config, clock, sender, close_streams.clone());
+    let stop_shards = CancellationToken::new();
+    let (runtime, shard_tasks) = Runtime::start(
+        &config,
+        clock,
+        sender,
+        close_streams.clone(),
+        stop_shards.clone(),
+    );
     let reloader = Arc::new(Reloader::new(runtime.clone(), config_path));
     // Stopped at shutdown: it holds a runtime handle, and shards stop only when none is left.
     let stop_reloads = CancellationToken::new();
@@ -208,8 +215,10 @@ pub async fn run_with(
             server.abort();
         }
     }
-    // Shards stop once no runtime handle is left (the server and the reload task dropped
-    // theirs). One still running after the grace period is a bug: say so, and fail.
+    // No call is served any more: the shards stop. (Waiting for the last handle to drop is
+    // not enough: connection tasks of an aborted server may still hold one.) One still running
+    // after the grace period is a bug: say so, and fail.
+    stop_shards.cancel();
     let mut stuck = 0;
     for task in shard_tasks {
         if tokio::time::timeout(grace, task).await.is_err() {
