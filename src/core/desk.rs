@@ -29,6 +29,10 @@ pub type QueueIx = usize;
 /// swing it.
 const HANDLE_TIME_SMOOTHING: f64 = 0.2;
 
+/// Reported queue positions stop counting here: a conversation this far back is told so, and
+/// a follow-up never walks a huge queue. (A new arrival's position is exact at any depth.)
+pub const MAX_COUNTED_POSITION: usize = 1_000;
+
 /// Order of a queue: priority (highest first), then arrival, then a sequence number so that
 /// two arrivals in the same millisecond keep their order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,11 +80,75 @@ struct Queue {
     max_wait_boost: Priority,
     avg_handle_ms: f64,
     waiting: BTreeSet<WaitKey>,
+    /// How many wait at each priority: the position of a new arrival without counting.
+    by_priority: std::collections::BTreeMap<Reverse<Priority>, usize>,
     /// Agents serving this queue, in registration order.
     members: Vec<AgentId>,
     assignments: u64,
     met_sla: u64,
     breaches: u64,
+}
+
+impl Queue {
+    fn add(&mut self, key: WaitKey) {
+        if self.waiting.insert(key) {
+            *self.by_priority.entry(key.priority).or_default() += 1;
+        }
+    }
+
+    fn take(&mut self, key: &WaitKey) {
+        if self.waiting.remove(key)
+            && let std::collections::btree_map::Entry::Occupied(mut e) =
+                self.by_priority.entry(key.priority)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    /// Conversations that wait at `priority` or higher (all ahead of a new arrival at it).
+    fn at_or_above(&self, priority: Priority) -> usize {
+        self.by_priority
+            .range(..=Reverse(priority))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Conversations ahead of `key`: every higher priority, plus older ones at its priority,
+    /// counted up to `MAX_COUNTED_POSITION`.
+    fn ahead_of(&self, key: &WaitKey) -> usize {
+        let higher: usize = self.by_priority.range(..key.priority).map(|(_, n)| n).sum();
+        let first_at_priority = WaitKey {
+            priority: key.priority,
+            since: Timestamp(0),
+            seq: 0,
+            conversation: ConversationId(0),
+        };
+        let older = self
+            .waiting
+            .range(first_at_priority..*key)
+            .take(MAX_COUNTED_POSITION)
+            .count();
+        higher + older
+    }
+
+    /// When the longest-waiting conversation arrived: the head of each priority level.
+    fn oldest_since(&self) -> Option<Timestamp> {
+        self.by_priority
+            .keys()
+            .filter_map(|p| {
+                let first = WaitKey {
+                    priority: *p,
+                    since: Timestamp(0),
+                    seq: 0,
+                    conversation: ConversationId(0),
+                };
+                self.waiting.range(first..).next().map(|k| k.since)
+            })
+            .min()
+    }
 }
 
 #[derive(Debug)]
@@ -155,6 +223,7 @@ impl Desk {
                 max_wait_boost: q.max_wait_priority_boost,
                 avg_handle_ms: (q.initial_handle_secs * 1_000) as f64,
                 waiting: BTreeSet::new(),
+                by_priority: std::collections::BTreeMap::new(),
                 members: Vec::new(),
                 assignments: 0,
                 met_sla: 0,
@@ -215,7 +284,7 @@ impl Desk {
         let Some(Placement::Waiting(w)) = self.placements.get(&conversation) else {
             return None;
         };
-        let ahead = self.queues[w.queue].waiting.range(..w.key).count();
+        let ahead = self.queues[w.queue].ahead_of(&w.key);
         Some(Placed::Waiting {
             position: ahead as u32,
             estimated_wait_ms: self.wait_for(w.queue, ahead),
@@ -225,17 +294,8 @@ impl Desk {
     /// The estimated wait of a conversation arriving now with `priority`: None when no agent
     /// of the queue is online (unbounded).
     pub fn estimate(&self, q: QueueIx, priority: Priority, now: Timestamp) -> Option<u64> {
-        let last_of_equal_priority = WaitKey {
-            priority: Reverse(priority),
-            since: now,
-            seq: u64::MAX,
-            conversation: ConversationId(u64::MAX),
-        };
-        let ahead = self.queues[q]
-            .waiting
-            .range(..last_of_equal_priority)
-            .count();
-        self.wait_for(q, ahead)
+        let _ = now; // a new arrival is the youngest at its priority whenever it comes
+        self.wait_for(q, self.queues[q].at_or_above(priority))
     }
 
     /// Wait of the conversation with `ahead` conversations before it: none while free capacity
@@ -286,6 +346,8 @@ impl Desk {
         out: &mut Vec<Effect>,
     ) -> Placed {
         debug_assert!(!self.placements.contains_key(&conversation));
+        // The youngest at its priority: everyone at that priority or above is ahead.
+        let ahead = self.queues[q].at_or_above(priority);
         self.insert_waiting(
             now,
             now,
@@ -297,7 +359,7 @@ impl Desk {
             avoid,
         );
         self.try_assign_queue(now, q, out);
-        self.placed(conversation, reason, out)
+        self.placed(conversation, reason, Some(ahead), out)
     }
 
     /// Moves a waiting conversation to queue `q` (keeping its age), at least at `priority`.
@@ -313,7 +375,7 @@ impl Desk {
         let Some(Placement::Waiting(w)) = self.placements.remove(&conversation) else {
             unreachable!("move_waiting is only called for a waiting conversation");
         };
-        self.queues[w.queue].waiting.remove(&w.key);
+        self.queues[w.queue].take(&w.key);
         let priority = priority.max(w.key.priority.0);
         self.insert_waiting(
             w.key.since,
@@ -326,7 +388,7 @@ impl Desk {
             None,
         );
         self.try_assign_queue(now, q, out);
-        self.placed(conversation, reason, out)
+        self.placed(conversation, reason, None, out)
     }
 
     /// Raises the priority of a waiting conversation (never lowers it).
@@ -338,9 +400,9 @@ impl Desk {
             return;
         }
         let queue = &mut self.queues[w.queue];
-        queue.waiting.remove(&w.key);
+        queue.take(&w.key);
         w.key.priority = Reverse(priority);
-        queue.waiting.insert(w.key);
+        queue.add(w.key);
     }
 
     /// Gives a conversation that is on no queue straight to `agent`, which must be available.
@@ -385,7 +447,7 @@ impl Desk {
     /// Takes a waiting conversation off its queue (it goes to the bot, say).
     pub fn remove_waiting(&mut self, conversation: ConversationId) {
         if let Some(Placement::Waiting(w)) = self.placements.get(&conversation) {
-            self.queues[w.queue].waiting.remove(&w.key);
+            self.queues[w.queue].take(&w.key);
             self.placements.remove(&conversation);
         }
     }
@@ -763,11 +825,8 @@ impl Desk {
             sla_breaches_total: queue.breaches,
             average_handle_ms: queue.avg_handle_ms.round() as u64,
             oldest_wait_ms: queue
-                .waiting
-                .iter()
-                .map(|k| now.since(k.since).as_millis() as u64)
-                .max()
-                .unwrap_or(0),
+                .oldest_since()
+                .map_or(0, |since| now.since(since).as_millis() as u64),
         }
     }
 
@@ -790,7 +849,7 @@ impl Desk {
             seq: self.seq,
             conversation,
         };
-        self.queues[q].waiting.insert(key);
+        self.queues[q].add(key);
         self.placements.insert(
             conversation,
             Placement::Waiting(Waiting {
@@ -806,11 +865,13 @@ impl Desk {
         );
     }
 
-    /// Where a just-enqueued conversation is; a `Queued` effect if it waits.
+    /// Where a just-enqueued conversation is; a `Queued` effect if it waits. `ahead`: its
+    /// position if known exactly (a new arrival), else it is counted (capped).
     fn placed(
         &self,
         conversation: ConversationId,
         reason: Reason,
+        ahead: Option<usize>,
         out: &mut Vec<Effect>,
     ) -> Placed {
         match self.placements.get(&conversation) {
@@ -822,8 +883,15 @@ impl Desk {
                     queue: self.queues[w.queue].name.clone(),
                     reason,
                 });
-                self.waiting_status(conversation)
-                    .expect("the conversation is waiting")
+                match ahead {
+                    Some(ahead) => Placed::Waiting {
+                        position: u32::try_from(ahead).unwrap_or(u32::MAX),
+                        estimated_wait_ms: self.wait_for(w.queue, ahead),
+                    },
+                    None => self
+                        .waiting_status(conversation)
+                        .expect("the conversation is waiting"),
+                }
             }
             None => unreachable!("an enqueued conversation is placed"),
         }
@@ -938,7 +1006,7 @@ impl Desk {
             unreachable!("only waiting conversations are assigned from a queue");
         };
         let queue = &mut self.queues[w.queue];
-        queue.waiting.remove(&w.key);
+        queue.take(&w.key);
         let waited_ms = now.since(w.key.since).as_millis() as u64;
         queue.assignments += 1;
         if waited_ms <= queue.sla_target_ms {
@@ -987,6 +1055,14 @@ impl Desk {
                         ));
                     }
                 }
+            }
+            let counted: usize = q.by_priority.values().sum();
+            if counted != q.waiting.len() {
+                return Err(format!(
+                    "queue {} counts {counted} by priority but holds {}",
+                    q.name,
+                    q.waiting.len()
+                ));
             }
             for m in &q.members {
                 if !self.agents[m].queues.contains(&qi) {

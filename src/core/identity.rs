@@ -84,13 +84,17 @@ impl Dedup {
         }
     }
 
-    /// Forgets ids older than the ttl.
+    /// Forgets ids older than the ttl (and gives back capacity after a peak).
     pub fn sweep(&mut self, now: Timestamp) {
         while let Some((at, _)) = self.order.front() {
             if now.as_millis().saturating_sub(at.as_millis()) < self.ttl_ms {
                 break;
             }
             self.forget_oldest();
+        }
+        if self.seen.len() < self.seen.capacity() / 4 {
+            self.seen.shrink_to_fit();
+            self.order.shrink_to_fit();
         }
     }
 

@@ -290,6 +290,16 @@ impl Reach {
         left
     }
 
+    /// Gives back capacity after a peak (a promotion's million customers leaving the window).
+    fn shrink(&mut self) {
+        if self.last.len() < self.last.capacity() / 4 {
+            self.last.shrink_to_fit();
+        }
+        if self.events.len() < self.events.capacity() / 4 {
+            self.events.shrink_to_fit();
+        }
+    }
+
     fn counts(&self, customer: &CustomerNumber) -> bool {
         self.last.contains_key(customer)
     }
@@ -871,6 +881,7 @@ impl Quotas {
         self.pairs.shrink_to_fit();
         self.pair_backoff.retain(|_, until| *until > now);
         self.reach.expire(now, self.window_ms);
+        self.reach.shrink();
     }
 
     /// Tracked pair buckets (for memory accounting and tests).

@@ -509,8 +509,9 @@ impl Tenant {
             Conversation {
                 customer,
                 window_expires: None,
-                channels: Vec::new(),
-                context: VecDeque::new(),
+                channels: Vec::with_capacity(1),
+                // Most conversations are one or two messages: grow from one, not from four.
+                context: VecDeque::with_capacity(1),
                 paused: false,
                 route_override: None,
                 with_bot: false,
@@ -931,6 +932,11 @@ impl Tenant {
             }
             keep
         });
+        // Give back capacity after a peak.
+        if self.conversations.len() < self.conversations.capacity() / 4 {
+            self.conversations.shrink_to_fit();
+            self.by_customer.shrink_to_fit();
+        }
     }
 
     fn check_agent(

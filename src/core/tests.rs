@@ -1094,3 +1094,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn positions_are_exact_for_new_arrivals_and_capped_for_follow_ups() {
+    let mut s = Sim::new(false);
+    // No agent online, no bot: everything waits in support.
+    let first = s.msg(&customer(0), "hola");
+    for i in 1..3_000 {
+        let d = s.msg(&customer(i), "hola");
+        assert_eq!(d.position, i as u32, "exact at any depth");
+    }
+    // A friction message goes ahead of all of them (a higher priority, in claims here).
+    let fraud = s.msg(&customer(5_000), "fraude");
+    assert_eq!(
+        (fraud.position, fraud.queue.unwrap().as_str()),
+        (0, "claims")
+    );
+    // A follow-up from deep in the queue reports the counting cap.
+    let deep = s.msg(&customer(2_999), "sigo esperando");
+    assert_eq!(deep.reason, Reason::AlreadyQueued);
+    assert_eq!(deep.position, desk::MAX_COUNTED_POSITION as u32);
+    let front = s.msg(&customer(0), "sigo esperando");
+    assert_eq!(
+        (front.position, front.conversation),
+        (0, first.conversation)
+    );
+    assert_eq!(s.stats("support").depth, 3_000);
+}

@@ -1,0 +1,167 @@
+//! Memory per tracked customer (shared/design/PERFORMANCE.md): RSS growth while 1,000,000
+//! distinct customers are tracked, divided by 1,000,000; then whether it is given back after
+//! expiry. Anchor: the RSS before, in the same process.
+//!
+//! - outbound: a business-initiated send to each customer, so each is in the rolling 24-hour
+//!   count and has a pair bucket (send records are bounded to 1 here, to measure the customer
+//!   state alone);
+//! - inbound: a WhatsApp message from each customer, answered by the bot (no agent online):
+//!   a conversation with its window, one message of context, and the message id remembered
+//!   for de-duplication.
+//!
+//! Run: `cargo bench --bench memory`. Linux only (reads /proc/self/statm).
+use switchboard::clock::Timestamp;
+use switchboard::config::{Category, Config};
+use switchboard::core::identity::normalize;
+use switchboard::core::quota::{Quotas, SendRequest};
+use switchboard::core::{Command, Inbound, Shard};
+use switchboard::model::{Channel, TenantId};
+
+const N: u64 = 1_000_000;
+const DAY: u64 = 24 * 3_600_000;
+
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn config() -> Config {
+    Config::from_toml_str(
+        r#"
+        [limits]
+        dedup_max_ids = 2000000
+        [[tenants]]
+        id = "m"
+        default_region = "ES"
+        bot = "bot"
+        default_queue = "q"
+        [[tenants.queues]]
+        name = "q"
+        sla_target_secs = 60
+        max_wait_secs = 600
+        [[tenants.numbers]]
+        id = "N"
+        mps = 10000
+        [tenants.quotas]
+        messaging_limit = 100000000
+        max_tracked_sends = 1
+        "#,
+    )
+    .expect("valid")
+}
+
+fn outbound() {
+    let c = config();
+    let t = &c.tenants[0];
+    let mut q = Quotas::new(TenantId::new("m"), &t.numbers, &t.quotas, DAY, 1_000);
+    let mut effects = Vec::new();
+    let mut now = 1_700_000_000_000u64;
+    let mut admit = |q: &mut Quotas, offset: u64, now: &mut u64| {
+        for i in 0..N {
+            *now += 1;
+            let to = normalize(
+                &format!("+34{:09}", 600_000_000 + offset + i),
+                phonenumber::country::Id::ES,
+            )
+            .expect("valid");
+            q.send(
+                Timestamp(*now),
+                SendRequest {
+                    from: "N".into(),
+                    to,
+                    category: Category::Utility,
+                    content: "t".into(),
+                    priority: None,
+                    idempotency_key: format!("k{now}"),
+                    valid_for_ms: None,
+                    window_open: false,
+                },
+                &mut effects,
+            )
+            .expect("valid");
+            effects.clear();
+        }
+    };
+    let before = rss();
+    admit(&mut q, 0, &mut now);
+    let peak = rss();
+    assert_eq!(q.usage().0, N);
+    println!(
+        "outbound: {} customers tracked ({} pair buckets): RSS +{:.1} MB, {:.0} bytes per customer",
+        q.usage().0,
+        q.tracked_pairs(),
+        (peak - before) as f64 / 1e6,
+        (peak - before) as f64 / N as f64
+    );
+    now += DAY + 1;
+    q.sweep(Timestamp(now));
+    let after = rss();
+    println!(
+        "outbound after expiry and sweep: {} counted, {} pair buckets; RSS {:+.1} MB from the peak ({:.0}% of the growth given back to the OS)",
+        q.usage().0,
+        q.tracked_pairs(),
+        (after as f64 - peak as f64) / 1e6,
+        100.0 * (peak - after.min(peak)) as f64 / (peak - before) as f64
+    );
+    admit(&mut q, N, &mut now);
+    let again = rss();
+    println!(
+        "outbound, a second {N} customers after that: RSS {:+.1} MB over the first peak (memory reused)",
+        (again as f64 - peak as f64) / 1e6
+    );
+}
+
+fn inbound() {
+    let mut shard = Shard::new(&config(), |_| true);
+    let mut effects = Vec::new();
+    let mut now = 1_700_000_000_000u64;
+    let before = rss();
+    for i in 0..N {
+        now += 1;
+        shard
+            .handle(
+                Timestamp(now),
+                Command::Ingest(Inbound {
+                    tenant: TenantId::new("m"),
+                    customer: format!("+34{:09}", 600_000_000 + i),
+                    channel: Channel::WhatsApp,
+                    provider_message_id: format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQz{i:010}"),
+                    text: "hola, una pregunta".into(),
+                    business_number: None,
+                }),
+                &mut effects,
+            )
+            .expect("valid");
+        effects.clear();
+    }
+    let peak = rss();
+    let t = shard.tenant("m").unwrap();
+    println!(
+        "inbound: {} conversations with windows, {} ids remembered: RSS +{:.1} MB, {:.0} bytes per customer",
+        t.conversation_count(),
+        t.remembered_message_ids(),
+        (peak - before) as f64 / 1e6,
+        (peak - before) as f64 / N as f64
+    );
+    // Past retention (72 h) and the dedup ttl (7 days): everything goes.
+    now += 8 * DAY;
+    shard
+        .handle(Timestamp(now), Command::Tick, &mut effects)
+        .expect("tick");
+    let after = rss();
+    let t = shard.tenant("m").unwrap();
+    println!(
+        "inbound after retention and sweep: {} conversations, {} ids; RSS {:+.1} MB from the peak ({:.0}% of the growth given back to the OS)",
+        t.conversation_count(),
+        t.remembered_message_ids(),
+        (after as f64 - peak as f64) / 1e6,
+        100.0 * (peak - after.min(peak)) as f64 / (peak - before) as f64
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; this binary takes no options.
+    outbound();
+    inbound();
+}
