@@ -53,7 +53,8 @@ pub struct Dedup {
 /// Fixed keys for the two halves of a fingerprint (arbitrary, distinct constants).
 const FINGERPRINT_SEEDS: (u64, u64) = (0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4f);
 
-fn fingerprint(id: &str) -> u128 {
+/// A 128-bit fingerprint of an id: stable across processes (fixed keys).
+pub fn fingerprint(id: &str) -> u128 {
     use std::hash::BuildHasher;
     let hi = foldhash::quality::FixedState::with_seed(FINGERPRINT_SEEDS.0).hash_one(id);
     let lo = foldhash::quality::FixedState::with_seed(FINGERPRINT_SEEDS.1).hash_one(id);

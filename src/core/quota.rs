@@ -33,7 +33,7 @@ use crate::clock::Timestamp;
 use crate::config::{Category, NumberConfig, QuotaConfig, Rule};
 use crate::model::{CustomerNumber, TenantId};
 
-use super::{Effect, Map};
+use super::{Effect, Map, identity};
 
 mod controls;
 pub use controls::{
@@ -200,12 +200,79 @@ pub struct SendView {
 #[derive(Debug)]
 struct Send {
     view: SendView,
+    /// Fingerprint of the idempotency key (the log's index by key).
+    key_fp: u128,
     number: u16,
     to: CustomerNumber,
     content: Arc<str>,
     /// Whether the send needs a new messaging-limit slot (business-initiated, new customer)
     /// as of when it was admitted or queued.
     business_initiated: bool,
+}
+
+/// Sends remembered for status queries and idempotency, in id order. Ids are sequential, so
+/// the log is a ring indexed by id (no hashing), and forgetting the oldest is a pop. An entry
+/// is None only while a batch wave has it out.
+#[derive(Debug)]
+struct SendLog {
+    /// The id of `sends[0]`.
+    first: u64,
+    sends: VecDeque<Option<Send>>,
+    by_key: Map<u128, SendId>,
+}
+
+impl SendLog {
+    fn new(first: u64) -> Self {
+        Self {
+            first,
+            sends: VecDeque::new(),
+            by_key: Map::default(),
+        }
+    }
+
+    fn index(&self, id: SendId) -> Option<usize> {
+        let i = usize::try_from(id.0.checked_sub(self.first)?).ok()?;
+        (i < self.sends.len()).then_some(i)
+    }
+
+    fn get(&self, id: SendId) -> Option<&Send> {
+        self.sends.get(self.index(id)?)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: SendId) -> Option<&mut Send> {
+        let i = self.index(id)?;
+        self.sends.get_mut(i)?.as_mut()
+    }
+
+    fn take(&mut self, id: SendId) -> Option<Send> {
+        let i = self.index(id)?;
+        self.sends.get_mut(i)?.take()
+    }
+
+    fn put(&mut self, send: Send) {
+        if let Some(i) = self.index(send.view.id) {
+            self.sends[i] = Some(send);
+        }
+    }
+
+    fn by_key(&self, key: &str) -> Option<SendId> {
+        self.by_key.get(&identity::fingerprint(key)).copied()
+    }
+
+    /// Appends the newest send, forgetting the oldest past `max`.
+    fn push(&mut self, send: Send, max: usize) {
+        debug_assert_eq!(send.view.id.0, self.first + self.sends.len() as u64);
+        self.by_key.insert(send.key_fp, send.view.id);
+        self.sends.push_back(Some(send));
+        while self.sends.len() > max {
+            if let Some(Some(old)) = self.sends.pop_front()
+                && self.by_key.get(&old.key_fp) == Some(&old.view.id)
+            {
+                self.by_key.remove(&old.key_fp);
+            }
+            self.first += 1;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -355,10 +422,7 @@ pub struct Quotas {
     batch_mode: bool,
     /// Rules in shadow mode that would have refused during the current command.
     shadow_hits: Vec<Rule>,
-    sends: Map<SendId, Send>,
-    by_key: Map<Arc<str>, SendId>,
-    /// Tracked sends in creation order, for the bound on tracked sends.
-    tracked: VecDeque<SendId>,
+    log: SendLog,
     next_send: u64,
 }
 
@@ -427,9 +491,7 @@ impl Quotas {
             next_expiry: Timestamp(u64::MAX),
             batch_mode: false,
             shadow_hits: Vec::new(),
-            sends: Map::default(),
-            by_key: Map::default(),
-            tracked: VecDeque::new(),
+            log: SendLog::new(1),
             next_send: 1,
         }
     }
@@ -522,8 +584,10 @@ impl Quotas {
         r: SendRequest,
         out: &mut Vec<Effect>,
     ) -> Result<(SendId, Admission), BadSend> {
-        if let Some(&id) = self.by_key.get(r.idempotency_key.as_str()) {
-            return Ok((id, self.sends[&id].view.first_answer));
+        if let Some(id) = self.log.by_key(&r.idempotency_key)
+            && let Some(first) = self.log.get(id)
+        {
+            return Ok((id, first.view.first_answer));
         }
         let number = self.check_request(&r)?;
         self.sync_clock(now);
@@ -540,11 +604,13 @@ impl Quotas {
         let valid_for = r
             .valid_for_ms
             .unwrap_or(self.config.default_validity_secs * 1_000);
+        let key_fp = identity::fingerprint(&r.idempotency_key);
         let key: Arc<str> = Arc::from(r.idempotency_key.as_str());
         let mut send = Send {
+            key_fp,
             view: SendView {
                 id,
-                idempotency_key: key.clone(),
+                idempotency_key: key,
                 from: self.numbers[number as usize].id.clone(),
                 category: r.category,
                 priority,
@@ -593,7 +659,7 @@ impl Quotas {
             self.status_as(&send, SendState::Accepted, out);
         }
         self.status(&send, out);
-        self.track(send, key);
+        self.log.push(send, self.config.max_tracked_sends);
         self.update_batch_mode(out);
         Ok((id, answer))
     }
@@ -757,7 +823,7 @@ impl Quotas {
 
     /// Tries to dispatch a queued send; false leaves it queued (bucket, budget, back-off).
     fn try_release(&mut self, now: Timestamp, id: SendId, out: &mut Vec<Effect>) -> bool {
-        let Some(mut send) = self.sends.remove(&id) else {
+        let Some(mut send) = self.log.take(id) else {
             return true; // forgotten past max_tracked_sends: drop it from the queue
         };
         let released = self.admit(now, &mut send, false) == Admission::Dispatched;
@@ -767,7 +833,7 @@ impl Quotas {
             self.dispatch_effect(&send, out);
             self.status(&send, out);
         }
-        self.sends.insert(id, send);
+        self.log.put(send);
         released
     }
 
@@ -776,7 +842,7 @@ impl Quotas {
         let mut next = Timestamp(u64::MAX);
         for queue in [&mut self.queue_free, &mut self.queue_new] {
             queue.retain(|id| {
-                let Some(send) = self.sends.get_mut(id) else {
+                let Some(send) = self.log.get_mut(*id) else {
                     return false;
                 };
                 if send.view.valid_until > now {
@@ -806,7 +872,7 @@ impl Quotas {
         outcome: ProviderOutcome,
         out: &mut Vec<Effect>,
     ) -> Option<CustomerNumber> {
-        let send = self.sends.get_mut(&id)?;
+        let send = self.log.get_mut(id)?;
         if send.view.state != SendState::Dispatched {
             return None; // a late or repeated report
         }
@@ -852,13 +918,13 @@ impl Quotas {
                 });
             }
         }
-        let send = &self.sends[&id];
+        let send = self.log.get(id).expect("updated above");
         self.status(send, out);
         closed_window
     }
 
     pub fn view(&self, id: SendId) -> Option<&SendView> {
-        self.sends.get(&id).map(|s| &s.view)
+        self.log.get(id).map(|s| &s.view)
     }
 
     /// Usage of the messaging limit now: (customers counted, limit).
@@ -920,21 +986,6 @@ impl Quotas {
             provider_code: send.view.provider_code,
             idempotency_key: send.view.idempotency_key.clone(),
         });
-    }
-
-    /// Remembers a send for status queries and idempotency, forgetting the oldest past the
-    /// bound (a forgotten queued send leaves the queue on the next wave).
-    fn track(&mut self, send: Send, key: Arc<str>) {
-        let id = send.view.id;
-        self.sends.insert(id, send);
-        self.by_key.insert(key, id);
-        self.tracked.push_back(id);
-        while self.tracked.len() > self.config.max_tracked_sends {
-            let old = self.tracked.pop_front().expect("longer than the bound");
-            if let Some(s) = self.sends.remove(&old) {
-                self.by_key.remove(&s.view.idempotency_key);
-            }
-        }
     }
 }
 

@@ -1015,3 +1015,44 @@ fn a_campaign_plan_projects_batch_mode_and_the_release() {
         (500, 0, None)
     );
 }
+
+#[test]
+fn tracked_sends_are_bounded_and_the_oldest_is_forgotten() {
+    let mut s = Sim::new(&format!("{UNLIMITED}\nmax_tracked_sends = 3"), 1000);
+    let ids: Vec<SendId> = (0..5)
+        .map(|i| {
+            s.send_key(
+                &customer(i),
+                Category::Utility,
+                None,
+                None,
+                &format!("k{i}"),
+            )
+            .0
+        })
+        .collect();
+    for id in &ids[2..] {
+        assert_eq!(s.state(*id), SendState::Dispatched);
+    }
+    for id in &ids[..2] {
+        let err = s
+            .run(Command::GetSend {
+                tenant: TenantId::new(T),
+                id: *id,
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, CoreError::NotFound { what: "send", .. }),
+            "{err:?}"
+        );
+    }
+    // A forgotten key is a new send; a remembered one still answers the first time.
+    s.advance(6 * SEC);
+    let (again, _) = s.send_key(&customer(0), Category::Utility, None, None, "k0");
+    assert!(again > ids[4]);
+    assert_eq!(
+        s.send_key(&customer(4), Category::Utility, None, None, "k4")
+            .0,
+        ids[4]
+    );
+}
