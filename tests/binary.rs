@@ -153,7 +153,7 @@ async fn sighup_reloads_the_config_file() {
 
     std::fs::write(
         &file,
-        format!("{base}\n[tenants.quotas]\nmessaging_limit = 10000\n"),
+        base.replace("messaging_limit = 250", "messaging_limit = 10000"),
     )
     .unwrap();
     let hup = Command::new("kill")
