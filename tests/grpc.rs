@@ -11,9 +11,11 @@ use switchboard::proto::{
     queues_client::QueuesClient,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
+
+mod common;
+use common::{Server, guard};
 
 const TENANT: &str = "acme";
 
@@ -53,58 +55,14 @@ const CONFIG: &str = r#"
     max_wait_secs = 600
 "#;
 
-struct Server {
-    grpc: SocketAddr,
-    metrics: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+/// The test server on the shared config (or a variant of it).
+async fn start_with(config: &str) -> Server {
+    let config = Config::from_toml_str(config).expect("test config is valid");
+    Server::start(config, switchboard::server::Parts::default()).await
 }
 
-impl Server {
-    async fn start() -> Server {
-        Self::start_with(CONFIG).await
-    }
-
-    async fn start_with(config: &str) -> Server {
-        let config = Config::from_toml_str(config).expect("test config is valid");
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            switchboard::server::run(config, grpc, metrics, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs and stops cleanly");
-        });
-        Server {
-            grpc: grpc_addr,
-            metrics: metrics_addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connects to the test server")
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        guard(self.task).await.unwrap();
-    }
-}
-
-/// Bounds a step that would otherwise hang a broken test forever.
-async fn guard<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .expect("step did not finish within the test guard")
+async fn start() -> Server {
+    start_with(CONFIG).await
 }
 
 fn message(customer: &str, id: &str, text: &str) -> proto::InboundMessage {
@@ -165,7 +123,7 @@ fn assigned_id(e: proto::agent_event::Event) -> String {
 
 #[tokio::test]
 async fn routes_by_sla_load_end_to_end() {
-    let server = Server::start().await;
+    let server = start().await;
     let ch = server.channel().await;
     let mut inbound = InboundClient::new(ch.clone());
     let mut agents = AgentsClient::new(ch.clone());
@@ -302,7 +260,7 @@ async fn routes_by_sla_load_end_to_end() {
 
 #[tokio::test]
 async fn follow_ups_and_duplicates() {
-    let server = Server::start().await;
+    let server = start().await;
     let ch = server.channel().await;
     let mut inbound = InboundClient::new(ch.clone());
     let mut agents = AgentsClient::new(ch.clone());
@@ -357,7 +315,7 @@ async fn follow_ups_and_duplicates() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_status_and_changes_nothing() {
-    let server = Server::start().await;
+    let server = start().await;
     let ch = server.channel().await;
     let mut inbound = InboundClient::new(ch.clone());
     let mut agents = AgentsClient::new(ch.clone());
@@ -520,7 +478,7 @@ async fn health_reflection_and_metrics() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let server = Server::start().await;
+    let server = start().await;
     let ch = server.channel().await;
 
     let mut health = HealthClient::new(ch.clone());
@@ -613,7 +571,7 @@ async fn shutdown_reports_not_serving_and_ends_streams() {
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
     // A short grace period: the health watch below is itself an open stream.
-    let server = Server::start_with(&CONFIG.replace(
+    let server = start_with(&CONFIG.replace(
         "tick_interval_ms = 50",
         "tick_interval_ms = 50\nshutdown_grace_ms = 1000",
     ))

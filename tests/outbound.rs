@@ -2,16 +2,17 @@
 //!
 //! Timeouts only stop a broken test from hanging; nothing asserts how fast anything is.
 use std::sync::Arc;
-use std::time::Duration;
 
 use switchboard::config::Config;
 use switchboard::core::quota::ProviderOutcome;
 use switchboard::proto::{self, inbound_client::InboundClient, outbound_client::OutboundClient};
 use switchboard::sender::ScriptedSender;
 use switchboard::server::Parts;
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
+
+mod common;
+use common::{Server, guard};
 
 /// `bulk`: unlimited, 20 mps. `promo`: messaging limit 10 (batch mode at 8, 1 reserved).
 /// Number A backs off 60 s after a throughput error; marketing pauses an hour after spam-rate.
@@ -51,62 +52,18 @@ const CONFIG: &str = r#"
     reserve = 0.1
 "#;
 
-struct Server {
-    grpc: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 async fn start(sender: Arc<ScriptedSender>) -> Server {
     let config = Config::from_toml_str(CONFIG).expect("test config is valid");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let parts = Parts {
         sender,
         ..Parts::default()
     };
-    let task = tokio::spawn(async move {
-        switchboard::server::run_with(
-            config,
-            grpc,
-            metrics,
-            async {
-                let _ = stopped.await;
-            },
-            parts,
-        )
-        .await
-        .expect("server runs and stops cleanly");
-    });
-    Server {
-        grpc: addr,
-        stop,
-        task,
-    }
+    Server::start(config, parts).await
 }
 
-impl Server {
-    async fn client(&self) -> (OutboundClient<Channel>, Channel) {
-        let ch = Channel::from_shared(format!("http://{}", self.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        (OutboundClient::new(ch.clone()), ch)
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        guard(self.task).await.unwrap();
-    }
-}
-
-async fn guard<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .expect("step did not finish within the test guard")
+async fn client(server: &Server) -> (OutboundClient<Channel>, Channel) {
+    let ch = server.channel().await;
+    (OutboundClient::new(ch.clone()), ch)
 }
 
 fn send(
@@ -152,7 +109,7 @@ async fn wait_for(
 #[tokio::test]
 async fn sends_past_the_bucket_are_refused_with_a_retry_after() {
     let server = start(Arc::new(ScriptedSender::default())).await;
-    let (mut out, _) = server.client().await;
+    let (mut out, _) = client(&server).await;
     let mut refused = 0;
     let mut dispatched = 0;
     for i in 0..25 {
@@ -189,7 +146,7 @@ async fn sends_past_the_bucket_are_refused_with_a_retry_after() {
 async fn near_the_limit_marketing_is_queued_and_released_in_waves() {
     let sender = Arc::new(ScriptedSender::default());
     let server = start(sender.clone()).await;
-    let (mut out, _) = server.client().await;
+    let (mut out, _) = client(&server).await;
     let mut statuses = out
         .stream_status(proto::StatusStreamRequest {
             tenant: "promo".into(),
@@ -293,7 +250,7 @@ async fn near_the_limit_marketing_is_queued_and_released_in_waves() {
 #[tokio::test]
 async fn free_form_outside_the_window_is_refused_but_a_reply_inside_goes() {
     let server = start(Arc::new(ScriptedSender::default())).await;
-    let (mut out, ch) = server.client().await;
+    let (mut out, ch) = client(&server).await;
     let r = out
         .send(send(
             "bulk",
@@ -344,7 +301,7 @@ async fn each_provider_error_gets_its_reaction() {
         ProviderOutcome::Failed { code: 131048 },
     ]));
     let server = start(sender.clone()).await;
-    let (mut out, ch) = server.client().await;
+    let (mut out, ch) = client(&server).await;
     let mut statuses = out
         .stream_status(proto::StatusStreamRequest {
             tenant: "bulk".into(),
@@ -439,7 +396,7 @@ async fn each_provider_error_gets_its_reaction() {
 async fn retries_are_idempotent_and_bad_requests_name_the_field() {
     let sender = Arc::new(ScriptedSender::default());
     let server = start(sender.clone()).await;
-    let (mut out, _) = server.client().await;
+    let (mut out, _) = client(&server).await;
     let a = out
         .send(send(
             "bulk",

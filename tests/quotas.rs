@@ -10,9 +10,11 @@ use switchboard::config::Config;
 use switchboard::proto::{self, outbound_client::OutboundClient, quotas_client::QuotasClient};
 use switchboard::sender::ScriptedSender;
 use switchboard::server::Parts;
-use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::transport::Channel;
+
+mod common;
+use common::{Server, guard};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -59,57 +61,14 @@ impl Drop for TempDir {
     }
 }
 
-struct Server {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 async fn start(config_file: &Path) -> Server {
     let config = Config::load(Some(config_file)).expect("test config is valid");
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let parts = Parts {
         sender: Arc::new(ScriptedSender::default()),
         config_path: Some(config_file.to_owned()),
         ..Parts::default()
     };
-    let task = tokio::spawn(async move {
-        switchboard::server::run_with(
-            config,
-            grpc,
-            metrics,
-            async {
-                let _ = stopped.await;
-            },
-            parts,
-        )
-        .await
-        .expect("server runs and stops cleanly");
-    });
-    Server { addr, stop, task }
-}
-
-impl Server {
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        guard(self.task).await.unwrap();
-    }
-}
-
-async fn guard<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .expect("step did not finish within the test guard")
+    Server::start(config, parts).await
 }
 
 fn send(i: usize) -> proto::SendRequest {
@@ -301,7 +260,7 @@ async fn the_quota_command_line_talks_to_the_running_server() {
     let file = dir.path().join("switchboard.toml");
     std::fs::write(&file, config_text("2000")).unwrap();
     let server = start(&file).await;
-    let addr = server.addr.to_string();
+    let addr = server.grpc.to_string();
     let cli = move |args: &[&str]| {
         let addr = addr.clone();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

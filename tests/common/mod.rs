@@ -1,0 +1,63 @@
+//! What the black-box tests share: a real server on 127.0.0.1:0 and a guard for steps that
+//! would otherwise hang a broken test. (Each test file uses what it needs.)
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard::config::Config;
+use switchboard::server::Parts;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub struct Server {
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts the service on loopback ports the OS picks.
+    pub async fn start(config: Config, parts: Parts) -> Server {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            switchboard::server::run_with(config, grpc, metrics, shutdown, parts)
+                .await
+                .expect("server runs and stops cleanly");
+        });
+        Server {
+            grpc: grpc_addr,
+            metrics: metrics_addr,
+            stop,
+            task,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connects to the test server")
+    }
+
+    /// Stops the server and waits until it has (cleanly: `run_with` returned Ok).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        guard(self.task).await.unwrap();
+    }
+}
+
+/// Bounds a step that would otherwise hang a broken test forever. Not a timing assertion.
+pub async fn guard<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("step did not finish within the test guard")
+}
