@@ -12,6 +12,7 @@
 //! - [`grpc`]: the tonic services, a thin conversion layer over the runtime.
 //! - [`telemetry`]: metric names, their descriptions, the Prometheus endpoint.
 //! - [`server`]: wires everything, serves until shutdown.
+//! - [`webhook`]: the Cloud API webhook JSON as Meta posts it, read into inbound commands.
 pub mod clock;
 pub mod config;
 pub mod core;
@@ -21,6 +22,7 @@ pub mod runtime;
 pub mod sender;
 pub mod server;
 pub mod telemetry;
+pub mod webhook;
 
 pub mod proto {
     //! Code generated from `proto/switchboard/v1/switchboard.proto`.

@@ -1,0 +1,437 @@
+//! WhatsApp's own format: the Cloud API webhook JSON exactly as Meta posts it
+//! (`object: whatsapp_business_account`, `entry[].changes[].value` with `metadata`, `contacts`,
+//! `messages` and `statuses`). One payload may hold several messages and statuses.
+//!
+//! [`parse`] turns a payload into events; [`NumberDirectory`] finds the tenant of the business
+//! number it was sent to. Messages become inbound commands routed like any other; a message of
+//! a type switchboard does not read is routed as `[unsupported: type]`, never dropped. Statuses
+//! (sent, delivered, read, failed with `errors[].code`) are what the provider reports about
+//! our sends. Unknown fields are ignored, as Meta adds fields over time.
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::core::Inbound;
+use crate::model::{Channel, TenantId};
+
+/// Why a payload could not be read (the reason a dead letter carries).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookError {
+    #[error("not JSON or not the webhook shape: {0}")]
+    Malformed(String),
+    #[error("object is {0:?}, not \"whatsapp_business_account\"")]
+    WrongObject(String),
+    #[error(
+        "business number {0:?} (phone_number_id or display number) is not configured for any tenant"
+    )]
+    UnknownNumber(String),
+}
+
+impl WebhookError {
+    /// A short stable name, for metric labels and dead-letter headers.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WebhookError::Malformed(_) => "malformed",
+            WebhookError::WrongObject(_) => "wrong_object",
+            WebhookError::UnknownNumber(_) => "unknown_business_number",
+        }
+    }
+}
+
+/// The business number a change was addressed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessNumber {
+    pub phone_number_id: String,
+    pub display_phone_number: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookMessage {
+    pub to: BusinessNumber,
+    /// The customer's WhatsApp id (digits of their number).
+    pub from: String,
+    /// `wamid.…`: the id retries repeat.
+    pub id: String,
+    pub timestamp_secs: u64,
+    /// The message type as Meta names it ("text", "image", "interactive", ...).
+    pub kind: String,
+    /// The text, or a caption, or `[type]` for a message without text.
+    pub text: String,
+    /// The message this one replies to, if any.
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookStatus {
+    pub from: BusinessNumber,
+    /// The `wamid` of the message we sent.
+    pub id: String,
+    /// "sent", "delivered", "read" or "failed".
+    pub status: String,
+    pub recipient: String,
+    pub timestamp_secs: u64,
+    /// Cloud API error codes for a failed message (130429, 131047, ...).
+    pub error_codes: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WebhookBatch {
+    pub messages: Vec<WebhookMessage>,
+    pub statuses: Vec<WebhookStatus>,
+}
+
+// --- the wire shape (only what switchboard reads; the rest is ignored) ------------------------
+
+#[derive(Deserialize)]
+struct Payload {
+    object: String,
+    #[serde(default)]
+    entry: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(default)]
+    changes: Vec<Change>,
+}
+
+#[derive(Deserialize)]
+struct Change {
+    value: Value,
+}
+
+#[derive(Deserialize)]
+struct Value {
+    metadata: Metadata,
+    #[serde(default)]
+    messages: Vec<RawMessage>,
+    #[serde(default)]
+    statuses: Vec<RawStatus>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    display_phone_number: String,
+    phone_number_id: String,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    from: String,
+    id: String,
+    #[serde(default)]
+    timestamp: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    text: Option<Body>,
+    #[serde(default)]
+    context: Option<Context>,
+    // Media carry an optional caption.
+    #[serde(default)]
+    image: Option<Media>,
+    #[serde(default)]
+    video: Option<Media>,
+    #[serde(default)]
+    document: Option<Media>,
+    #[serde(default)]
+    button: Option<Button>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct Media {
+    #[serde(default)]
+    caption: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Button {
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct Context {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawStatus {
+    id: String,
+    status: String,
+    #[serde(default)]
+    timestamp: String,
+    #[serde(default)]
+    recipient_id: String,
+    #[serde(default)]
+    errors: Vec<RawError>,
+}
+
+#[derive(Deserialize)]
+struct RawError {
+    code: u32,
+}
+
+/// Reads one webhook payload.
+pub fn parse(bytes: &[u8]) -> Result<WebhookBatch, WebhookError> {
+    let payload: Payload =
+        serde_json::from_slice(bytes).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+    if payload.object != "whatsapp_business_account" {
+        return Err(WebhookError::WrongObject(payload.object));
+    }
+    let mut batch = WebhookBatch::default();
+    for change in payload.entry.into_iter().flat_map(|e| e.changes) {
+        let number = BusinessNumber {
+            phone_number_id: change.value.metadata.phone_number_id,
+            display_phone_number: change.value.metadata.display_phone_number,
+        };
+        for m in change.value.messages {
+            let text = message_text(&m);
+            batch.messages.push(WebhookMessage {
+                to: number.clone(),
+                from: m.from,
+                id: m.id,
+                timestamp_secs: m.timestamp.parse().unwrap_or(0),
+                kind: m.kind,
+                text,
+                reply_to: m.context.and_then(|c| c.id),
+            });
+        }
+        for s in change.value.statuses {
+            batch.statuses.push(WebhookStatus {
+                from: number.clone(),
+                id: s.id,
+                status: s.status,
+                recipient: s.recipient_id,
+                timestamp_secs: s.timestamp.parse().unwrap_or(0),
+                error_codes: s.errors.iter().map(|e| e.code).collect(),
+            });
+        }
+    }
+    Ok(batch)
+}
+
+/// What a message says, for routing and context: its text or caption, else its type.
+fn message_text(m: &RawMessage) -> String {
+    let caption = [&m.image, &m.video, &m.document]
+        .into_iter()
+        .flatten()
+        .find_map(|media| media.caption.clone());
+    match (m.kind.as_str(), &m.text, caption, &m.button) {
+        ("text", Some(t), _, _) => t.body.clone(),
+        (kind, _, Some(caption), _) => format!("[{kind}] {caption}"),
+        ("button", _, _, Some(b)) if !b.text.is_empty() => b.text.clone(),
+        (
+            "image" | "video" | "audio" | "document" | "sticker" | "location" | "contacts"
+            | "interactive" | "reaction" | "order" | "button",
+            _,
+            _,
+            _,
+        ) => format!("[{}]", m.kind),
+        (kind, _, _, _) => format!(
+            "[unsupported: {}]",
+            if kind.is_empty() { "?" } else { kind }
+        ),
+    }
+}
+
+/// Which tenant each configured business number belongs to. A webhook names the number by its
+/// `phone_number_id` and its display number (digits without `+`); either may be configured.
+#[derive(Debug, Clone, Default)]
+pub struct NumberDirectory {
+    numbers: HashMap<String, (TenantId, String)>,
+}
+
+impl NumberDirectory {
+    pub fn new(config: &Config) -> Self {
+        let mut numbers = HashMap::new();
+        for t in &config.tenants {
+            for n in &t.numbers {
+                let entry = (TenantId::new(&t.id), n.id.clone());
+                numbers.insert(n.id.clone(), entry.clone());
+                numbers.insert(n.id.trim_start_matches('+').to_owned(), entry);
+            }
+        }
+        Self { numbers }
+    }
+
+    /// The tenant and the configured id of the number a change was addressed to.
+    pub fn find(&self, n: &BusinessNumber) -> Result<&(TenantId, String), WebhookError> {
+        self.numbers
+            .get(&n.phone_number_id)
+            .or_else(|| self.numbers.get(&n.display_phone_number))
+            .ok_or_else(|| WebhookError::UnknownNumber(n.phone_number_id.clone()))
+    }
+
+    /// The inbound command for a webhook message.
+    pub fn inbound(&self, m: &WebhookMessage) -> Result<Inbound, WebhookError> {
+        let (tenant, number) = self.find(&m.to)?;
+        Ok(Inbound {
+            tenant: tenant.clone(),
+            customer: format!("+{}", m.from),
+            channel: Channel::WhatsApp,
+            provider_message_id: m.id.clone(),
+            text: m.text.clone(),
+            business_number: Some(number.clone()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two changes: two messages (text and captioned image) and a failed and a read status.
+    const PAYLOAD: &str = r#"{
+      "object": "whatsapp_business_account",
+      "entry": [{
+        "id": "102290129340398",
+        "changes": [{
+          "field": "messages",
+          "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "34910000001", "phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Lucía"}, "wa_id": "34612345678"}],
+            "messages": [
+              {"from": "34612345678", "id": "wamid.A", "timestamp": "1749416383", "type": "text",
+               "text": {"body": "¿Dónde está mi pedido?"}, "context": {"from": "34910000001", "id": "wamid.PREV"}},
+              {"from": "34612345678", "id": "wamid.B", "timestamp": "1749416390", "type": "image",
+               "image": {"caption": "la caja llegó rota", "mime_type": "image/jpeg", "id": "m1"}}
+            ]
+          }
+        }, {
+          "field": "messages",
+          "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "34910000001", "phone_number_id": "106540352242922"},
+            "statuses": [
+              {"id": "wamid.OUT1", "status": "failed", "timestamp": "1749416400", "recipient_id": "34699999999",
+               "errors": [{"code": 131047, "title": "Re-engagement message", "message": "..."}]},
+              {"id": "wamid.OUT2", "status": "read", "timestamp": "1749416401", "recipient_id": "34612345678",
+               "pricing": {"billable": true, "category": "utility"}}
+            ]
+          }
+        }]
+      }]
+    }"#;
+
+    #[test]
+    fn reads_several_messages_and_statuses_from_one_payload() {
+        let b = parse(PAYLOAD.as_bytes()).unwrap();
+        assert_eq!(b.messages.len(), 2);
+        assert_eq!(b.statuses.len(), 2);
+        let m = &b.messages[0];
+        assert_eq!(
+            (m.from.as_str(), m.id.as_str(), m.timestamp_secs),
+            ("34612345678", "wamid.A", 1_749_416_383)
+        );
+        assert_eq!(m.text, "¿Dónde está mi pedido?");
+        assert_eq!(m.reply_to.as_deref(), Some("wamid.PREV"));
+        assert_eq!(m.to.phone_number_id, "106540352242922");
+        assert_eq!(b.messages[1].text, "[image] la caja llegó rota");
+        assert_eq!(b.statuses[0].error_codes, vec![131047]);
+        assert_eq!(b.statuses[0].status, "failed");
+        assert!(b.statuses[1].error_codes.is_empty());
+    }
+
+    #[test]
+    fn unknown_types_are_routed_as_unsupported_not_dropped() {
+        let payload = PAYLOAD
+            .replace(r#""type": "text""#, r#""type": "hologram""#)
+            .replace(r#""text": {"body": "¿Dónde está mi pedido?"}, "#, "");
+        let b = parse(payload.as_bytes()).unwrap();
+        assert_eq!(b.messages[0].text, "[unsupported: hologram]");
+    }
+
+    #[test]
+    fn bad_payloads_say_why() {
+        assert_eq!(parse(b"{not json").unwrap_err().reason(), "malformed");
+        let e = parse(br#"{"object": "page", "entry": []}"#).unwrap_err();
+        assert_eq!(e, WebhookError::WrongObject("page".into()));
+        let e = parse(
+            br#"{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {}}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason(), "malformed", "metadata is required: {e}");
+    }
+
+    #[test]
+    fn business_numbers_map_to_tenants_by_id_or_display_number() {
+        let config = Config::from_toml_str(&format!(
+            "{}\n[[tenants.numbers]]\nid = \"106540352242922\"\n",
+            crate::config::EMBEDDED_DEFAULT
+        ))
+        .unwrap();
+        let dir = NumberDirectory::new(&config);
+        let b = parse(PAYLOAD.as_bytes()).unwrap();
+        let inbound = dir.inbound(&b.messages[0]).unwrap();
+        assert_eq!(inbound.tenant.as_str(), "demo");
+        assert_eq!(inbound.customer, "+34612345678");
+        assert_eq!(inbound.business_number.as_deref(), Some("106540352242922"));
+        // The demo's "+34910000001" is found by the display number too.
+        let mut by_display = b.messages[0].clone();
+        by_display.to.phone_number_id = "999".into();
+        assert_eq!(
+            dir.inbound(&by_display).unwrap().business_number.as_deref(),
+            Some("+34910000001")
+        );
+        by_display.to.display_phone_number = "1555".into();
+        assert_eq!(
+            dir.inbound(&by_display).unwrap_err().reason(),
+            "unknown_business_number"
+        );
+    }
+
+    #[test]
+    fn webhook_messages_route_like_any_inbound_message() {
+        use crate::clock::Timestamp;
+        use crate::core::{Command, Reason, Reply, Shard, Target};
+        let config = Config::from_toml_str(&format!(
+            "{}\n[[tenants.numbers]]\nid = \"106540352242922\"\n",
+            crate::config::EMBEDDED_DEFAULT
+        ))
+        .unwrap();
+        let dir = NumberDirectory::new(&config);
+        let mut shard = Shard::new(&config, |_| true);
+        let mut effects = Vec::new();
+        let batch = parse(PAYLOAD.as_bytes()).unwrap();
+        let mut decisions = Vec::new();
+        for m in &batch.messages {
+            let command = Command::Ingest(dir.inbound(m).unwrap());
+            match shard
+                .handle(Timestamp(1_749_416_400_000), command, &mut effects)
+                .unwrap()
+            {
+                Reply::Decision(d) => decisions.push(d),
+                other => panic!("{other:?}"),
+            }
+        }
+        // "¿Dónde está mi pedido?" is the demo's order-status intent (accents folded): the bot.
+        assert_eq!(
+            (decisions[0].target, decisions[0].reason),
+            (Target::Bot, Reason::SimpleIntent)
+        );
+        assert_eq!(decisions[0].intent.as_deref(), Some("order_status"));
+        assert_eq!(
+            decisions[0].conversation, decisions[1].conversation,
+            "one customer, one conversation"
+        );
+        // Meta retries the same payload: nothing routes twice.
+        let again = Command::Ingest(dir.inbound(&batch.messages[0]).unwrap());
+        match shard
+            .handle(Timestamp(1_749_416_500_000), again, &mut effects)
+            .unwrap()
+        {
+            Reply::Decision(d) => assert!(d.duplicate),
+            other => panic!("{other:?}"),
+        }
+    }
+}
