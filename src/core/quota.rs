@@ -681,7 +681,10 @@ impl Quotas {
                 Some(number.marketing_paused_until.as_millis() - now.as_millis()),
             );
         }
-        let low = send.view.priority == SendPriority::Low;
+        // A free-form reply must go while the window is open (it is checked only on request),
+        // so it is never batched, whatever priority the caller gave it.
+        let low =
+            send.view.priority == SendPriority::Low && send.view.category != Category::Session;
         let needs_slot = send.business_initiated && !self.reach.counts(&send.to);
         if fresh && low && self.batch_mode {
             return self.queue_or_refuse(now, send);

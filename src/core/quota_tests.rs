@@ -1056,3 +1056,24 @@ fn tracked_sends_are_bounded_and_the_oldest_is_forgotten() {
         ids[4]
     );
 }
+
+#[test]
+fn session_replies_are_never_batched_even_when_marked_low() {
+    let mut s = Sim::new("messaging_limit = 10\nreserve = 0.1", 1000);
+    for i in 0..8 {
+        s.send(&customer(i), Category::Utility);
+    }
+    assert!(s.quotas().batch_mode());
+    s.inbound(&customer(50), None);
+    let (_, a) = s.send_with(
+        &customer(50),
+        Category::Session,
+        Some(SendPriority::Low),
+        None,
+    );
+    assert_eq!(
+        a,
+        Admission::Dispatched,
+        "queued, it could outlive the window"
+    );
+}
