@@ -54,6 +54,9 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Kafka as the input (off while `kafka.brokers` is empty: the embedded bus only).
+    #[serde(default)]
+    pub kafka: KafkaConfig,
     /// At least one tenant.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -83,6 +86,44 @@ impl Default for RuntimeConfig {
             shard_queue_capacity: 4_096,
             subscriber_buffer: 1_024,
             shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Kafka input and outputs. Kafka mode is on when `brokers` names brokers
+/// (`SWITCHBOARD_KAFKA_BROKERS`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list; empty: Kafka is off.
+    pub brokers: String,
+    /// The consumer group: replicas of one deployment share it.
+    pub group_id: String,
+    /// Inbound messages as protobuf `switchboard.v1.InboundMessage`.
+    pub inbound_topic: String,
+    /// Inbound messages as Meta's Cloud API webhook JSON.
+    pub webhooks_topic: String,
+    /// Routing decisions (protobuf `switchboard.v1.RoutingDecision`), keyed by tenant.
+    pub routed_topic: String,
+    /// Records that could not be handled, with their origin and the error in headers.
+    pub dlq_topic: String,
+    /// How long producing one record may take before it is retried.
+    pub produce_timeout_ms: u64,
+    /// Raw librdkafka options for consumer and producer (e.g. security settings).
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            group_id: "switchboard".into(),
+            inbound_topic: "switchboard.inbound".into(),
+            webhooks_topic: "switchboard.webhooks".into(),
+            routed_topic: "switchboard.routed".into(),
+            dlq_topic: "switchboard.dlq".into(),
+            produce_timeout_ms: 10_000,
+            options: Default::default(),
         }
     }
 }
@@ -459,6 +500,14 @@ impl Config {
         let figment = Figment::from(Toml::string(&text)).merge(
             Env::prefixed("SWITCHBOARD_")
                 .ignore(&["CONFIG"])
+                // The documented short form for the one Kafka setting operators set most.
+                .map(|key| {
+                    if key == "kafka_brokers" {
+                        "kafka__brokers".into()
+                    } else {
+                        key.into()
+                    }
+                })
                 .split("__"),
         );
         Self::from_figment(figment)
@@ -502,6 +551,19 @@ impl Config {
                     l.conversation_retention_secs, l.window_secs, l.window_secs
                 ),
             ));
+        }
+        let k = &self.kafka;
+        if !k.brokers.is_empty() {
+            non_empty("kafka.group_id", &k.group_id)?;
+            for (field, topic) in [
+                ("kafka.inbound_topic", &k.inbound_topic),
+                ("kafka.webhooks_topic", &k.webhooks_topic),
+                ("kafka.routed_topic", &k.routed_topic),
+                ("kafka.dlq_topic", &k.dlq_topic),
+            ] {
+                non_empty(field, topic)?;
+            }
+            positive("kafka.produce_timeout_ms", k.produce_timeout_ms)?;
         }
         if self.tenants.is_empty() {
             return Err(invalid(

@@ -318,7 +318,7 @@ fn detail(d: &Decision) -> String {
     }
 }
 
-fn decision_out(d: &Decision) -> proto::RoutingDecision {
+pub(crate) fn decision_out(d: &Decision) -> proto::RoutingDecision {
     proto::RoutingDecision {
         conversation_id: d.conversation.map(|c| c.to_string()).unwrap_or_default(),
         target: match d.target {
@@ -539,21 +539,25 @@ fn unexpected(reply: Reply) -> Status {
     Status::internal("internal error: unexpected reply")
 }
 
+/// The core's inbound message from the API's (also what the Kafka input decodes).
+pub(crate) fn inbound_in(m: proto::InboundMessage) -> Result<Inbound, Status> {
+    Ok(Inbound {
+        tenant: tenant(&m.tenant)?,
+        customer: m.customer,
+        channel: channel(m.channel)?,
+        provider_message_id: m.provider_message_id,
+        text: m.text,
+        business_number: (!m.business_number.is_empty()).then_some(m.business_number),
+    })
+}
+
 #[tonic::async_trait]
 impl proto::inbound_server::Inbound for Api {
     async fn ingest(
         &self,
         request: Request<proto::InboundMessage>,
     ) -> Result<Response<proto::RoutingDecision>, Status> {
-        let m = request.into_inner();
-        let command = Command::Ingest(Inbound {
-            tenant: tenant(&m.tenant)?,
-            customer: m.customer,
-            channel: channel(m.channel)?,
-            provider_message_id: m.provider_message_id,
-            text: m.text,
-            business_number: (!m.business_number.is_empty()).then_some(m.business_number),
-        });
+        let command = Command::Ingest(inbound_in(request.into_inner())?);
         self.decision_call(command).await
     }
 }

@@ -7,6 +7,7 @@
 //! - [`clock`]: the only place that reads the time.
 //! - [`core`]: the deterministic per-tenant state machine (`Shard`): commands and time in,
 //!   replies and effects out, no I/O.
+//! - [`kafka`]: the Kafka input (consume, route, produce at-least-once, dead letters).
 //! - [`runtime`]: shard tasks, the in-process bus, stream subscriptions, ticks.
 //! - [`sender`]: where dispatched messages go (the provider), and what it answered.
 //! - [`grpc`]: the tonic services, a thin conversion layer over the runtime.
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod kafka;
 pub mod model;
 pub mod runtime;
 pub mod sender;

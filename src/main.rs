@@ -72,6 +72,19 @@ fn main() -> anyhow::Result<()> {
                 c.grpc_addr,
                 c.metrics_addr
             );
+            if c.kafka.brokers.is_empty() {
+                println!(
+                    "  kafka: off (embedded bus only; set SWITCHBOARD_KAFKA_BROKERS to turn it on)"
+                );
+            } else {
+                println!(
+                    "  kafka: brokers {}, group {}, reading {} and {}",
+                    c.kafka.brokers,
+                    c.kafka.group_id,
+                    c.kafka.inbound_topic,
+                    c.kafka.webhooks_topic
+                );
+            }
             for t in &c.tenants {
                 println!(
                     "  tenant {:?}: region {}, {} queue(s), {} intent(s), bot {}",

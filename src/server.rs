@@ -36,6 +36,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("metrics server: {0}")]
     Metrics(#[from] std::io::Error),
+    #[error("kafka: {0}; check kafka.brokers and kafka.options")]
+    Kafka(#[from] rdkafka::error::KafkaError),
     #[error("{0} shard(s) did not stop within runtime.shutdown_grace_ms")]
     ShardsDidNotStop(usize),
 }
@@ -142,6 +144,15 @@ pub async fn run_with(
             }
         });
     }
+    // Kafka input, when brokers are configured (else the gRPC API is the only intake).
+    let stop_kafka = CancellationToken::new();
+    let kafka_task = if config.kafka.brokers.is_empty() {
+        None
+    } else {
+        let input = crate::kafka::KafkaInput::new(&config, runtime.clone())?;
+        tracing::info!(brokers = %config.kafka.brokers, "kafka input on");
+        Some(tokio::spawn(input.run(stop_kafka.clone())))
+    };
     let api = Api::new(runtime, reloader);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -184,6 +195,7 @@ pub async fn run_with(
     tokio::select! {
         result = &mut server => {
             // The server ended on its own: an error, reported below.
+            stop_kafka.cancel();
             close_streams.cancel();
             stop_metrics.cancel();
             result.expect("the gRPC server task does not panic")?;
@@ -201,6 +213,8 @@ pub async fn run_with(
             .set_service_status(*name, ServingStatus::NotServing)
             .await;
     }
+    // Stop intake: the Kafka input finishes its record and commits.
+    stop_kafka.cancel();
     close_streams.cancel();
     stop_reloads.cancel();
     stop_grpc.cancel();
@@ -218,6 +232,11 @@ pub async fn run_with(
     // No call is served any more: the shards stop. (Waiting for the last handle to drop is
     // not enough: connection tasks of an aborted server may still hold one.) One still running
     // after the grace period is a bug: say so, and fail.
+    if let Some(task) = kafka_task
+        && tokio::time::timeout(grace, task).await.is_err()
+    {
+        tracing::warn!("kafka input did not stop within the grace period");
+    }
     stop_shards.cancel();
     let mut stuck = 0;
     for task in shard_tasks {

@@ -86,7 +86,21 @@ fn config_check_names_the_bad_field() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("configuration is valid"));
+    assert!(stdout.contains("kafka: off"), "{stdout}");
+
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env("SWITCHBOARD_KAFKA_BROKERS", "127.0.0.1:9092")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("kafka: brokers 127.0.0.1:9092, group switchboard"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

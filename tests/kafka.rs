@@ -1,0 +1,155 @@
+//! The Kafka input against librdkafka's in-process mock cluster (the real Kafka wire protocol,
+//! nothing installed). Reads are bounded by a guard; nothing asserts how fast.
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use switchboard::config::Config;
+use switchboard::proto;
+use switchboard::server::Parts;
+
+mod common;
+use common::{Server, guard};
+
+const CONFIG: &str = r#"
+    [[tenants]]
+    id = "acme"
+    default_region = "ES"
+    bot = "bot"
+    default_queue = "q"
+    [[tenants.queues]]
+    name = "q"
+    sla_target_secs = 60
+    max_wait_secs = 600
+    [[tenants.numbers]]
+    id = "106540352242922"
+"#;
+
+const WEBHOOK: &str = r#"{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {
+    "metadata": {"display_phone_number": "34910000001", "phone_number_id": "106540352242922"},
+    "messages": [
+      {"from": "34612345678", "id": "wamid.W1", "timestamp": "1749416383", "type": "text", "text": {"body": "hola"}},
+      {"from": "34612345679", "id": "wamid.W2", "timestamp": "1749416384", "type": "sticker", "sticker": {}}
+    ]}}]}]}"#;
+
+fn inbound(i: usize, customer: &str) -> Vec<u8> {
+    proto::InboundMessage {
+        tenant: "acme".into(),
+        customer: customer.into(),
+        channel: proto::Channel::Whatsapp as i32,
+        provider_message_id: format!("k{i}"),
+        text: "hola".into(),
+        business_number: String::new(),
+    }
+    .encode_to_vec()
+}
+
+fn reader(brokers: &str, topic: &str) -> StreamConsumer {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_through_topics_and_dead_letters_what_it_cannot_read() {
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in [
+        "switchboard.inbound",
+        "switchboard.webhooks",
+        "switchboard.routed",
+        "switchboard.dlq",
+    ] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let mut config = Config::from_toml_str(CONFIG).unwrap();
+    config.kafka.brokers = brokers.clone();
+    let server = Server::start(config, Parts::default()).await;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let send = |topic: &'static str, payload: Vec<u8>| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key("acme").payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("the mock broker takes it");
+        }
+    };
+    send("switchboard.inbound", inbound(1, "+34612340001")).await;
+    send("switchboard.inbound", b"\xff\xff not protobuf".to_vec()).await;
+    send("switchboard.inbound", inbound(2, "not a number")).await;
+    send("switchboard.inbound", inbound(3, "+34612340003")).await;
+    send("switchboard.webhooks", WEBHOOK.as_bytes().to_vec()).await;
+    // A retried record (same message id) is absorbed by de-duplication, not routed twice.
+    send("switchboard.inbound", inbound(1, "+34612340001")).await;
+
+    let routed = reader(&brokers, "switchboard.routed");
+    let mut decisions = Vec::new();
+    while decisions.len() < 5 {
+        let m = guard(routed.recv()).await.unwrap();
+        assert_eq!(m.key(), Some(&b"acme"[..]), "keyed by tenant");
+        decisions.push(proto::RoutingDecision::decode(m.payload().unwrap()).unwrap());
+    }
+    assert!(
+        decisions[..4]
+            .iter()
+            .all(|d| !d.duplicate && d.target() == proto::Target::Bot)
+    );
+    assert_eq!(
+        decisions[3].conversation_id,
+        decisions[0].conversation_id.replace("c-1", "c-4")
+    );
+    assert!(decisions[4].duplicate, "the retried record");
+
+    let dlq = reader(&brokers, "switchboard.dlq");
+    let mut dead = Vec::new();
+    while dead.len() < 2 {
+        let m = guard(dlq.recv()).await.unwrap();
+        let headers = m.headers().expect("dead letters carry headers");
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(get("switchboard.original.topic"), "switchboard.inbound");
+        assert_eq!(get("switchboard.original.partition"), "0");
+        dead.push((
+            get("switchboard.original.offset"),
+            get("switchboard.error.reason"),
+            get("switchboard.error"),
+        ));
+    }
+    assert_eq!(
+        (dead[0].0.as_str(), dead[0].1.as_str()),
+        ("1", "undecodable")
+    );
+    assert_eq!(
+        (dead[1].0.as_str(), dead[1].1.as_str()),
+        ("2", "invalid_argument")
+    );
+    assert!(dead[1].2.contains("customer"), "{:?}", dead[1]);
+    server.stop().await;
+    // Clients leave their groups while the broker still runs (else their drop waits out
+    // timeouts against a gone broker).
+    drop((routed, dlq, producer));
+    drop(cluster);
+}
