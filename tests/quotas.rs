@@ -113,7 +113,7 @@ async fn an_override_raises_the_limit_shows_in_the_audit_log_and_expires_by_itse
             tenant: "promo".into(),
             reason: "flash sale".into(),
             actor: "sre-ana".into(),
-            expires_in_ms: 1_500,
+            expires_in_ms: 4_000,
             change: Some(proto::set_override_request::Change::MessagingLimit(100)),
         })
         .await
