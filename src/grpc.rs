@@ -346,6 +346,8 @@ pub(crate) fn decision_out(d: &Decision) -> proto::RoutingDecision {
         duplicate: d.duplicate,
         window_open: d.window_open,
         window_expires_at_ms: d.window_expires.map_or(0, |t| t.as_millis() as i64),
+        // Filled by the caller, which has the inbound message.
+        provider_message_id: String::new(),
     }
 }
 
@@ -557,8 +559,11 @@ impl proto::inbound_server::Inbound for Api {
         &self,
         request: Request<proto::InboundMessage>,
     ) -> Result<Response<proto::RoutingDecision>, Status> {
-        let command = Command::Ingest(inbound_in(request.into_inner())?);
-        self.decision_call(command).await
+        let inbound = inbound_in(request.into_inner())?;
+        let id = inbound.provider_message_id.clone();
+        let mut decision = self.decision_call(Command::Ingest(inbound)).await?;
+        decision.get_mut().provider_message_id = id;
+        Ok(decision)
     }
 }
 

@@ -99,6 +99,9 @@ impl KafkaInput {
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit (nothing stored, or the group is gone)");
         }
+        // Leave the group now, so its partitions go to another member at once instead of
+        // after the session timeout.
+        self.consumer.unsubscribe();
         tracing::info!("kafka input stopped");
     }
 
@@ -179,8 +182,13 @@ impl KafkaInput {
         inbound: crate::core::Inbound,
     ) -> Result<(String, proto::RoutingDecision), DeadLetter> {
         let tenant = inbound.tenant.to_string();
+        let id = inbound.provider_message_id.clone();
         match self.runtime.call(Command::Ingest(inbound)).await {
-            Ok(Reply::Decision(d)) => Ok((tenant, crate::grpc::decision_out(&d))),
+            Ok(Reply::Decision(d)) => {
+                let mut decision = crate::grpc::decision_out(&d);
+                decision.provider_message_id = id;
+                Ok((tenant, decision))
+            }
             Ok(other) => Err(DeadLetter {
                 reason: "internal",
                 error: format!("unexpected reply {other:?}"),

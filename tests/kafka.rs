@@ -153,3 +153,93 @@ async fn routes_through_topics_and_dead_letters_what_it_cannot_read() {
     drop((routed, dlq, producer));
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_from_the_commit_and_failing_produces_are_retried() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use std::collections::HashSet;
+
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in [
+        "switchboard.inbound",
+        "switchboard.webhooks",
+        "switchboard.routed",
+        "switchboard.dlq",
+    ] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let produce = |from: usize, to: usize| {
+        let producer = producer.clone();
+        async move {
+            for i in from..to {
+                let payload = inbound(i, &format!("+346123{i:05}"));
+                producer
+                    .send(
+                        FutureRecord::to("switchboard.inbound")
+                            .key("acme")
+                            .payload(&payload),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let config = || {
+        let mut c = Config::from_toml_str(CONFIG).unwrap();
+        c.kafka.brokers = brokers.clone();
+        // The mock coordinator hands a stopped member's partitions on only when its session
+        // times out (45 s by default), even after it unsubscribed: keep the session short.
+        c.kafka
+            .options
+            .insert("session.timeout.ms".into(), "6000".into());
+        c.kafka
+            .options
+            .insert("heartbeat.interval.ms".into(), "500".into());
+        c
+    };
+    let routed = reader(&brokers, "switchboard.routed");
+    let (mut seen, mut total) = (HashSet::new(), 0);
+
+    // The broker fails the service's next produce requests: it must retry, not skip.
+    produce(0, 15).await;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 4],
+    );
+    let first = Server::start(config(), Parts::default()).await;
+    read_until(&routed, &mut seen, &mut total, 15).await;
+    first.stop().await; // a clean stop commits what it stored
+
+    // More input while nothing runs; a new instance in the same group resumes at the commit.
+    produce(15, 30).await;
+    let second = Server::start(config(), Parts::default()).await;
+    read_until(&routed, &mut seen, &mut total, 30).await;
+    second.stop().await;
+
+    let expected: HashSet<String> = (0..30).map(|i| format!("k{i}")).collect();
+    assert_eq!(seen, expected, "every input id was routed: 0 lost");
+    assert_eq!(total, 30, "after a clean stop nothing is routed twice");
+    drop((routed, producer));
+    drop(cluster);
+}
+
+/// Reads decisions until `target` distinct message ids were seen.
+async fn read_until(
+    routed: &StreamConsumer,
+    seen: &mut std::collections::HashSet<String>,
+    total: &mut usize,
+    target: usize,
+) {
+    while seen.len() < target {
+        let m = guard(routed.recv()).await.unwrap();
+        let d = proto::RoutingDecision::decode(m.payload().unwrap()).unwrap();
+        seen.insert(d.provider_message_id);
+        *total += 1;
+    }
+}
