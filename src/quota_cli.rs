@@ -1,6 +1,6 @@
 //! `switchboard quota ...`: the SRE's command line for the running service's quotas. Each
 //! subcommand is one call to the `switchboard.v1.Quotas` gRPC service, printed for people.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -345,9 +345,8 @@ fn print_plan(p: &proto::CampaignPlan) {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    use switchboard::clock::Clock as _;
+    switchboard::clock::SystemClock.now().as_millis() as i64
 }
 
 fn time(ms: i64) -> String {
