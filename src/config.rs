@@ -105,8 +105,32 @@ pub struct KafkaConfig {
     pub webhooks_topic: String,
     /// Routing decisions (protobuf `switchboard.v1.RoutingDecision`), keyed by tenant.
     pub routed_topic: String,
+    /// Send requests as protobuf `switchboard.v1.SendRequest`, keyed by tenant.
+    pub sends_topic: String,
+    /// Admitted sends for the egress that calls the provider (`switchboard.v1.Dispatch`).
+    pub dispatch_topic: String,
+    /// Every status change of every send (`switchboard.v1.SendStatus`), keyed by tenant.
+    pub status_topic: String,
     /// Records that could not be handled, with their origin and the error in headers.
     pub dlq_topic: String,
+    /// Tenant state (compacted); created at start-up for the scale-out work.
+    pub state_topic: String,
+    /// Create missing topics at start-up (needs the broker's admin API).
+    pub create_topics: bool,
+    /// Partitions of topics created at start-up (the unit of scale-out: at most this many
+    /// replicas share the work).
+    pub topic_partitions: i32,
+    /// Replication factor of topics created at start-up (1 only for a single-broker dev setup).
+    pub replication_factor: i32,
+    /// Input records handled but not yet acknowledged by the broker, at most; past it the
+    /// input waits (the duplicates a crash can cause are bounded by it).
+    pub max_in_flight: usize,
+    /// Largest input record accepted, in bytes; a larger one is dead-lettered as `oversize`.
+    pub max_record_bytes: usize,
+    /// How long a partition revoke may wait for its in-flight records to be acknowledged.
+    pub revoke_drain_ms: u64,
+    /// How often librdkafka reports statistics (consumer lag metrics); 0: off.
+    pub statistics_interval_ms: u64,
     /// How long producing one record may take before it is retried.
     pub produce_timeout_ms: u64,
     /// Raw librdkafka options for consumer and producer (e.g. security settings).
@@ -121,7 +145,18 @@ impl Default for KafkaConfig {
             inbound_topic: "switchboard.inbound".into(),
             webhooks_topic: "switchboard.webhooks".into(),
             routed_topic: "switchboard.routed".into(),
+            sends_topic: "switchboard.sends".into(),
+            dispatch_topic: "switchboard.dispatch".into(),
+            status_topic: "switchboard.status".into(),
             dlq_topic: "switchboard.dlq".into(),
+            state_topic: "switchboard.state".into(),
+            create_topics: true,
+            topic_partitions: 12,
+            replication_factor: 3,
+            max_in_flight: 10_000,
+            max_record_bytes: 256 * 1024,
+            revoke_drain_ms: 10_000,
+            statistics_interval_ms: 5_000,
             produce_timeout_ms: 10_000,
             options: Default::default(),
         }
@@ -559,11 +594,22 @@ impl Config {
                 ("kafka.inbound_topic", &k.inbound_topic),
                 ("kafka.webhooks_topic", &k.webhooks_topic),
                 ("kafka.routed_topic", &k.routed_topic),
+                ("kafka.sends_topic", &k.sends_topic),
+                ("kafka.dispatch_topic", &k.dispatch_topic),
+                ("kafka.status_topic", &k.status_topic),
                 ("kafka.dlq_topic", &k.dlq_topic),
+                ("kafka.state_topic", &k.state_topic),
             ] {
                 non_empty(field, topic)?;
             }
             positive("kafka.produce_timeout_ms", k.produce_timeout_ms)?;
+            positive("kafka.max_in_flight", k.max_in_flight as u64)?;
+            positive("kafka.max_record_bytes", k.max_record_bytes as u64)?;
+            positive("kafka.topic_partitions", k.topic_partitions.max(0) as u64)?;
+            positive(
+                "kafka.replication_factor",
+                k.replication_factor.max(0) as u64,
+            )?;
         }
         if self.tenants.is_empty() {
             return Err(invalid(

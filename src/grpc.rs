@@ -135,6 +135,15 @@ fn category(raw: i32) -> Result<Category, Status> {
     )
 }
 
+pub(crate) fn category_out(c: Category) -> proto::Category {
+    match c {
+        Category::Marketing => proto::Category::Marketing,
+        Category::Utility => proto::Category::Utility,
+        Category::Authentication => proto::Category::Authentication,
+        Category::Session => proto::Category::Session,
+    }
+}
+
 /// UNSPECIFIED is valid here: it means "by category".
 fn send_priority(raw: i32) -> Result<Option<SendPriority>, Status> {
     match proto::SendPriority::try_from(raw) {
@@ -245,7 +254,7 @@ fn send_view_out(tenant: &TenantId, v: &SendView) -> proto::SendStatus {
     }
 }
 
-fn status_event_out(e: SendStatusEvent) -> proto::SendStatus {
+pub(crate) fn status_event_out(e: SendStatusEvent) -> proto::SendStatus {
     proto::SendStatus {
         tenant: e.tenant.to_string(),
         send_id: e.id.to_string(),
@@ -542,6 +551,20 @@ fn unexpected(reply: Reply) -> Status {
 }
 
 /// The core's inbound message from the API's (also what the Kafka input decodes).
+/// A send request as the shard takes it (shared with the Kafka sends topic).
+pub(crate) fn send_in(r: proto::SendRequest) -> Result<Outbound, Status> {
+    Ok(Outbound {
+        tenant: tenant(&r.tenant)?,
+        from: required("from", &r.from)?.to_owned(),
+        to: required("to", &r.to)?.to_owned(),
+        category: category(r.category)?,
+        content: r.content,
+        priority: send_priority(r.priority)?,
+        idempotency_key: required("idempotency_key", &r.idempotency_key)?.to_owned(),
+        valid_for_ms: (r.valid_for_ms > 0).then_some(r.valid_for_ms),
+    })
+}
+
 pub(crate) fn inbound_in(m: proto::InboundMessage) -> Result<Inbound, Status> {
     Ok(Inbound {
         tenant: tenant(&m.tenant)?,
@@ -797,17 +820,7 @@ impl proto::outbound_server::Outbound for Api {
         &self,
         request: Request<proto::SendRequest>,
     ) -> Result<Response<proto::SendResponse>, Status> {
-        let r = request.into_inner();
-        let command = Command::Send(Outbound {
-            tenant: tenant(&r.tenant)?,
-            from: required("from", &r.from)?.to_owned(),
-            to: required("to", &r.to)?.to_owned(),
-            category: category(r.category)?,
-            content: r.content,
-            priority: send_priority(r.priority)?,
-            idempotency_key: required("idempotency_key", &r.idempotency_key)?.to_owned(),
-            valid_for_ms: (r.valid_for_ms > 0).then_some(r.valid_for_ms),
-        });
+        let command = Command::Send(send_in(request.into_inner())?);
         match self.call(command).await? {
             Reply::Send { id, admission } => Ok(Response::new(send_response_out(id, admission))),
             other => Err(unexpected(other)),

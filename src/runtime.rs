@@ -459,10 +459,13 @@ impl ShardTask {
     /// Hands a message to the sender on its own task; the outcome comes back as a command.
     fn dispatch(&self, tenant: TenantId, send: Dispatch) {
         let id = send.id;
-        let outcome = self.sender.send(send);
+        let outcome = self.sender.send(&tenant, send);
         let feedback = self.feedback.clone();
         tokio::spawn(async move {
             let outcome = outcome.await;
+            if outcome == ProviderOutcome::Handed {
+                return; // the provider's answer comes later (a status webhook)
+            }
             let Some(shard) = feedback.upgrade() else {
                 return; // shutting down: the send's state stays `dispatched`
             };
@@ -589,6 +592,7 @@ impl ShardTask {
                         provider_code,
                         idempotency_key,
                     };
+                    self.sender.status_changed(&event);
                     send_all(&mut self.statuses, tenant, event, "status");
                 }
                 Effect::Queued { .. }

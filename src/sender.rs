@@ -12,11 +12,20 @@ use std::pin::Pin;
 use std::sync::Mutex;
 
 use crate::core::quota::{Dispatch, ProviderOutcome};
+use crate::model::TenantId;
+use crate::runtime::SendStatusEvent;
 
 pub type SendFuture = Pin<Box<dyn Future<Output = ProviderOutcome> + Send>>;
 
+/// Where dispatched sends go. Both methods are called in the shard task, in effect order and
+/// before the reply to the command that caused them, so they must not block: start the work
+/// and return (the Kafka sink enqueues a record; its input waits for the broker's ack).
 pub trait Sender: Send + Sync + 'static {
-    fn send(&self, message: Dispatch) -> SendFuture;
+    fn send(&self, tenant: &TenantId, message: Dispatch) -> SendFuture;
+
+    /// A send changed state. A sink that publishes status changes (the Kafka status topic)
+    /// overrides this; the live gRPC streams get them either way.
+    fn status_changed(&self, _event: &SendStatusEvent) {}
 }
 
 /// Logs and acknowledges every message.
@@ -24,7 +33,7 @@ pub trait Sender: Send + Sync + 'static {
 pub struct LogSender;
 
 impl Sender for LogSender {
-    fn send(&self, m: Dispatch) -> SendFuture {
+    fn send(&self, _tenant: &TenantId, m: Dispatch) -> SendFuture {
         tracing::info!(
             id = %m.id,
             from = %m.from,
@@ -62,7 +71,7 @@ impl ScriptedSender {
 }
 
 impl Sender for ScriptedSender {
-    fn send(&self, m: Dispatch) -> SendFuture {
+    fn send(&self, _tenant: &TenantId, m: Dispatch) -> SendFuture {
         self.sent
             .lock()
             .expect("no panic while holding the lock")

@@ -5,7 +5,8 @@
 //! 1. health reports NOT_SERVING, so load balancers stop sending new calls;
 //! 2. live agent and bot streams end (they would otherwise hold the server open forever);
 //! 3. the gRPC server stops accepting and finishes in-flight calls, within the grace period;
-//! 4. the shards stop once no handle to them remains.
+//! 4. the Kafka input drains what is in flight and commits;
+//! 5. the shards stop; the Kafka producer flushes what they produced last.
 //!
 //! Taking listeners (not addresses) lets tests bind `127.0.0.1:0` and read the port.
 use std::future::Future;
@@ -38,6 +39,8 @@ pub enum ServeError {
     Metrics(#[from] std::io::Error),
     #[error("kafka: {0}; check kafka.brokers and kafka.options")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka topics: {0}")]
+    Topics(#[from] crate::kafka::TopicError),
     #[error("{0} shard(s) did not stop within runtime.shutdown_grace_ms")]
     ShardsDidNotStop(usize),
 }
@@ -80,7 +83,8 @@ pub async fn run(
 }
 
 /// The replaceable parts of a server: where time and sends come from (tests script them),
-/// the config file to reload, and the reload requests (SIGHUP, from `main`).
+/// the config file to reload, and the reload requests (SIGHUP, from `main`). In Kafka mode
+/// sends go to the dispatch topic and `sender` is not used.
 pub struct Parts {
     pub clock: Arc<dyn Clock>,
     pub sender: Arc<dyn Sender>,
@@ -113,6 +117,29 @@ pub async fn run_with(
     }: Parts,
 ) -> Result<(), ServeError> {
     let prometheus = telemetry::install();
+    // Kafka mode: one outbox for every record produced; sends leave through the dispatch
+    // topic, and statuses through the status topic.
+    let stop_outbox = CancellationToken::new();
+    let (sender, outbox) = if config.kafka.brokers.is_empty() {
+        (sender, None)
+    } else {
+        let k = &config.kafka;
+        if k.create_topics {
+            crate::kafka::create_topics(k).await?;
+        }
+        let outbox = crate::kafka::outbox::Outbox::start(
+            &crate::kafka::client_config(k),
+            Duration::from_millis(k.produce_timeout_ms),
+            Duration::from_millis(200),
+            stop_outbox.clone(),
+        )?;
+        let sink: Arc<dyn Sender> = Arc::new(crate::kafka::sink::KafkaSink {
+            outbox: outbox.clone(),
+            dispatch_topic: k.dispatch_topic.clone(),
+            status_topic: k.status_topic.clone(),
+        });
+        (sink, Some(outbox))
+    };
     let close_streams = CancellationToken::new();
     let stop_shards = CancellationToken::new();
     let (runtime, shard_tasks) = Runtime::start(
@@ -146,12 +173,12 @@ pub async fn run_with(
     }
     // Kafka input, when brokers are configured (else the gRPC API is the only intake).
     let stop_kafka = CancellationToken::new();
-    let kafka_task = if config.kafka.brokers.is_empty() {
-        None
-    } else {
-        let input = crate::kafka::KafkaInput::new(&config, runtime.clone())?;
+    let kafka_task = if let Some(outbox) = &outbox {
+        let input = crate::kafka::KafkaInput::new(&config, runtime.clone(), outbox.clone())?;
         tracing::info!(brokers = %config.kafka.brokers, "kafka input on");
         Some(tokio::spawn(input.run(stop_kafka.clone())))
+    } else {
+        None
     };
     let api = Api::new(runtime, reloader);
 
@@ -196,6 +223,7 @@ pub async fn run_with(
         result = &mut server => {
             // The server ended on its own: an error, reported below.
             stop_kafka.cancel();
+            stop_outbox.cancel();
             close_streams.cancel();
             stop_metrics.cancel();
             result.expect("the gRPC server task does not panic")?;
@@ -244,6 +272,11 @@ pub async fn run_with(
             stuck += 1;
         }
     }
+    // What the shards dispatched last is handed to the broker before the process ends.
+    if let Some(outbox) = outbox {
+        outbox.flush(grace);
+    }
+    stop_outbox.cancel();
     stop_metrics.cancel();
     let _ = metrics_task.await;
     if stuck > 0 {

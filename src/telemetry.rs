@@ -36,6 +36,29 @@ pub const NUMBER_TOKENS: &str = "switchboard_number_tokens";
 pub const BATCH_QUEUE_DEPTH: &str = "switchboard_batch_queue_depth";
 pub const LIMIT_USAGE_RATIO: &str = "switchboard_messaging_limit_usage_ratio";
 
+pub const KAFKA_RECORDS_IN: &str = "switchboard_kafka_records_in_total";
+pub const KAFKA_RECORDS_OUT: &str = "switchboard_kafka_records_out_total";
+pub const KAFKA_PRODUCE_RETRIES: &str = "switchboard_kafka_produce_retries_total";
+pub const KAFKA_DEAD_LETTERS: &str = "switchboard_kafka_dead_letters_total";
+pub const KAFKA_OFFSET_STORE: &str = "switchboard_kafka_offset_store_seconds";
+pub const KAFKA_COMMITS: &str = "switchboard_kafka_commits_total";
+pub const KAFKA_REBALANCES: &str = "switchboard_kafka_rebalances_total";
+pub const KAFKA_CONSUMER_LAG: &str = "switchboard_kafka_consumer_lag";
+pub const KAFKA_STATUSES: &str = "switchboard_kafka_webhook_statuses_total";
+
+/// The families exported in Kafka mode only.
+pub const KAFKA: &[&str] = &[
+    KAFKA_RECORDS_IN,
+    KAFKA_RECORDS_OUT,
+    KAFKA_PRODUCE_RETRIES,
+    KAFKA_DEAD_LETTERS,
+    KAFKA_OFFSET_STORE,
+    KAFKA_COMMITS,
+    KAFKA_REBALANCES,
+    KAFKA_CONSUMER_LAG,
+    KAFKA_STATUSES,
+];
+
 /// Every metric family the service exports (tests check `/metrics` against this list).
 pub const ALL: &[&str] = &[
     INBOUND_MESSAGES,
@@ -66,6 +89,12 @@ const DECISION_BUCKETS: &[f64] = &[
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
 ];
 
+/// From a record's arrival to its offset being stored: the broker's acknowledgement of what
+/// it caused dominates (milliseconds); the top buckets catch a broker in trouble.
+const OFFSET_BUCKETS: &[f64] = &[
+    1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder for the process (once; later calls return the same
@@ -75,6 +104,8 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(DECISION_DURATION.into()), DECISION_BUCKETS)
+                .expect("the bucket list is a non-empty constant")
+                .set_buckets_for_metric(Matcher::Full(KAFKA_OFFSET_STORE.into()), OFFSET_BUCKETS)
                 .expect("the bucket list is a non-empty constant")
                 .build_recorder();
             let handle = recorder.handle();
@@ -160,6 +191,38 @@ fn describe() {
     describe_counter!(
         STREAM_DISCONNECTS,
         "Agent or bot streams disconnected because the subscriber fell behind."
+    );
+    describe_counter!(KAFKA_RECORDS_IN, "Kafka records consumed, by topic.");
+    describe_counter!(
+        KAFKA_RECORDS_OUT,
+        "Kafka records produced and acknowledged by the broker, by topic."
+    );
+    describe_counter!(
+        KAFKA_PRODUCE_RETRIES,
+        "Kafka records produced again after a failed delivery, by topic."
+    );
+    describe_counter!(
+        KAFKA_DEAD_LETTERS,
+        "Input records (or webhook messages) sent to the dead-letter topic, by reason."
+    );
+    describe_histogram!(
+        KAFKA_OFFSET_STORE,
+        metrics::Unit::Seconds,
+        "From a record's arrival to its offset being stored (everything it caused acknowledged)."
+    );
+    describe_counter!(KAFKA_COMMITS, "Offset commits by result (ok, error).");
+    describe_counter!(
+        KAFKA_REBALANCES,
+        "Consumer group rebalances seen by this replica, by kind (assign, revoke)."
+    );
+    describe_gauge!(
+        KAFKA_CONSUMER_LAG,
+        "Records behind the end of the partition, by topic and partition (librdkafka statistics)."
+    );
+    describe_counter!(
+        KAFKA_STATUSES,
+        "Webhook statuses by outcome: matched (fed back to a send), unmatched (not a send of \
+         ours), ignored (a status the quotas do not react to)."
     );
 }
 
@@ -355,4 +418,43 @@ pub async fn serve(
         .await;
     upkeep.abort();
     served
+}
+
+pub fn kafka_record_in(topic: &str) {
+    counter!(KAFKA_RECORDS_IN, "topic" => topic.to_owned()).increment(1);
+}
+
+pub fn kafka_record_out(topic: &str) {
+    counter!(KAFKA_RECORDS_OUT, "topic" => topic.to_owned()).increment(1);
+}
+
+pub fn kafka_produce_retry(topic: &str) {
+    counter!(KAFKA_PRODUCE_RETRIES, "topic" => topic.to_owned()).increment(1);
+}
+
+pub fn kafka_dead_letter(reason: &'static str) {
+    counter!(KAFKA_DEAD_LETTERS, "reason" => reason).increment(1);
+}
+
+pub fn kafka_offset_stored(elapsed: Duration) {
+    histogram!(KAFKA_OFFSET_STORE).record(elapsed.as_secs_f64());
+}
+
+pub fn kafka_commit(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    counter!(KAFKA_COMMITS, "result" => result).increment(1);
+}
+
+pub fn kafka_rebalance(kind: &'static str) {
+    tracing::info!(kind, "kafka rebalance");
+    counter!(KAFKA_REBALANCES, "kind" => kind).increment(1);
+}
+
+pub fn kafka_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!(KAFKA_CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+pub fn kafka_status(outcome: &'static str) {
+    counter!(KAFKA_STATUSES, "outcome" => outcome).increment(1);
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::core::Inbound;
+use crate::core::quota::ProviderOutcome;
 use crate::model::{Channel, TenantId};
 
 /// Why a payload could not be read (the reason a dead letter carries).
@@ -73,6 +74,24 @@ pub struct WebhookStatus {
     pub timestamp_secs: u64,
     /// Cloud API error codes for a failed message (130429, 131047, ...).
     pub error_codes: Vec<u32>,
+    /// What the sender passed as `biz_opaque_callback_data` (switchboard's dispatches carry
+    /// their send there, see `kafka::sink`).
+    pub callback_data: Option<String>,
+}
+
+impl WebhookStatus {
+    /// What the status says about the send: `sent`, `delivered` and `read` mean the provider
+    /// took it; `failed` carries the first error code (0 when Meta gave none). Other statuses
+    /// (e.g. `deleted`) say nothing the quotas react to.
+    pub fn outcome(&self) -> Option<ProviderOutcome> {
+        match self.status.as_str() {
+            "sent" | "delivered" | "read" => Some(ProviderOutcome::Sent),
+            "failed" => Some(ProviderOutcome::Failed {
+                code: self.error_codes.first().copied().unwrap_or(0),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -173,6 +192,8 @@ struct RawStatus {
     recipient_id: String,
     #[serde(default)]
     errors: Vec<RawError>,
+    #[serde(default)]
+    biz_opaque_callback_data: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +234,7 @@ pub fn parse(bytes: &[u8]) -> Result<WebhookBatch, WebhookError> {
                 recipient: s.recipient_id,
                 timestamp_secs: s.timestamp.parse().unwrap_or(0),
                 error_codes: s.errors.iter().map(|e| e.code).collect(),
+                callback_data: s.biz_opaque_callback_data,
             });
         }
     }
@@ -314,7 +336,7 @@ mod tests {
             "metadata": {"display_phone_number": "34910000001", "phone_number_id": "106540352242922"},
             "statuses": [
               {"id": "wamid.OUT1", "status": "failed", "timestamp": "1749416400", "recipient_id": "34699999999",
-               "errors": [{"code": 131047, "title": "Re-engagement message", "message": "..."}]},
+               "biz_opaque_callback_data": "sb1:demo:s-7", "errors": [{"code": 131047, "title": "Re-engagement message", "message": "..."}]},
               {"id": "wamid.OUT2", "status": "read", "timestamp": "1749416401", "recipient_id": "34612345678",
                "pricing": {"billable": true, "category": "utility"}}
             ]
@@ -340,6 +362,13 @@ mod tests {
         assert_eq!(b.statuses[0].error_codes, vec![131047]);
         assert_eq!(b.statuses[0].status, "failed");
         assert!(b.statuses[1].error_codes.is_empty());
+        assert_eq!(b.statuses[0].callback_data.as_deref(), Some("sb1:demo:s-7"));
+        assert_eq!(b.statuses[1].callback_data, None);
+        assert_eq!(
+            b.statuses[0].outcome(),
+            Some(ProviderOutcome::Failed { code: 131047 })
+        );
+        assert_eq!(b.statuses[1].outcome(), Some(ProviderOutcome::Sent));
     }
 
     #[test]

@@ -16,6 +16,10 @@ mod common;
 use common::{Server, guard};
 
 const CONFIG: &str = r#"
+    [kafka]
+    # The mock cluster does not answer the admin API: each test makes its topics itself.
+    create_topics = false
+
     [[tenants]]
     id = "acme"
     default_region = "ES"

@@ -175,6 +175,9 @@ pub struct Dispatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderOutcome {
     Sent,
+    /// Handed to an egress that reports later (the Kafka dispatch topic; the provider's
+    /// answer comes back as a status webhook): the send stays dispatched until then.
+    Handed,
     /// A Cloud API error code (130429, 131056, 131047, 131048, 131057, ...).
     Failed {
         code: u32,
@@ -876,13 +879,19 @@ impl Quotas {
         out: &mut Vec<Effect>,
     ) -> Option<CustomerNumber> {
         let send = self.log.get_mut(id)?;
-        if send.view.state != SendState::Dispatched {
-            return None; // a late or repeated report
-        }
+        // A status webhook may report a failure after the API accepted the message ("sent",
+        // then "failed"); anything else after the first answer is a late or repeated report.
+        let failed = match (outcome, send.view.state) {
+            (ProviderOutcome::Sent, SendState::Dispatched) => None,
+            (ProviderOutcome::Failed { code }, SendState::Dispatched | SendState::Sent) => {
+                Some(code)
+            }
+            _ => return None,
+        };
         let mut closed_window = None;
-        match outcome {
-            ProviderOutcome::Sent => send.view.state = SendState::Sent,
-            ProviderOutcome::Failed { code } => {
+        match failed {
+            None => send.view.state = SendState::Sent,
+            Some(code) => {
                 send.view.state = SendState::Failed;
                 send.view.provider_code = Some(code);
                 let number = &mut self.numbers[send.number as usize];

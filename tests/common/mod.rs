@@ -20,6 +20,11 @@ pub struct Server {
 impl Server {
     /// Starts the service on loopback ports the OS picks.
     pub async fn start(config: Config, parts: Parts) -> Server {
+        // `RUST_LOG=switchboard=debug cargo test ...` shows the service's logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());

@@ -1,0 +1,99 @@
+//! Kafka as the backbone (on when `kafka.brokers` names brokers):
+//!
+//! - [`input`]: one consumer group reads inbound messages (protobuf), Cloud API webhooks (JSON:
+//!   messages and statuses) and send requests (protobuf), hands each to the owning shard, and
+//!   stores its offset only once everything it caused is acknowledged by the broker;
+//! - [`sink`]: the shards' dispatches and status changes leave through topics;
+//! - [`outbox`]: the one idempotent producer all of them share, with the acknowledgement
+//!   watermark that ties outputs to input offsets.
+//!
+//! Topics are keyed by tenant, so a tenant's records stay in order on one partition and the
+//! consumer group spreads tenants over replicas. Missing topics are created at start-up
+//! (`kafka.create_topics`).
+pub mod input;
+pub mod outbox;
+pub mod sink;
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+
+pub use input::KafkaInput;
+
+/// The settings every client shares: brokers, then the operator's raw librdkafka options.
+pub fn client_config(k: &KafkaConfig) -> ClientConfig {
+    let mut common = ClientConfig::new();
+    common.set("bootstrap.servers", &k.brokers);
+    for (key, value) in &k.options {
+        common.set(key, value);
+    }
+    common
+}
+
+/// Every topic switchboard reads or writes, with whether it is compacted.
+pub fn topics(k: &KafkaConfig) -> [(&str, bool); 8] {
+    [
+        (&k.inbound_topic, false),
+        (&k.webhooks_topic, false),
+        (&k.sends_topic, false),
+        (&k.routed_topic, false),
+        (&k.dispatch_topic, false),
+        (&k.status_topic, false),
+        (&k.dlq_topic, false),
+        (&k.state_topic, true),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("kafka admin client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error(
+        "cannot create topic {topic:?}: {code}; check kafka.replication_factor (at most the \
+         number of brokers) and kafka.topic_partitions, or create the topics yourself and set \
+         kafka.create_topics = false"
+    )]
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates the topics that do not exist yet (`kafka.topic_partitions` partitions,
+/// `kafka.replication_factor` replicas; the state topic compacted). Existing topics are left
+/// as they are.
+pub async fn create_topics(k: &KafkaConfig) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(k).create()?;
+    let list = topics(k);
+    let new: Vec<NewTopic<'_>> = list
+        .iter()
+        .map(|&(name, compacted)| {
+            let topic = NewTopic::new(
+                name,
+                k.topic_partitions,
+                TopicReplication::Fixed(k.replication_factor),
+            );
+            if compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Create { topic, code }),
+        }
+    }
+    Ok(())
+}

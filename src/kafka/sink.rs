@@ -1,0 +1,75 @@
+//! The Kafka sink: in Kafka mode the shards' sends and status changes leave through topics.
+//! A dispatch goes to `kafka.dispatch_topic` for the egress that calls the Cloud API, and the
+//! send stays `dispatched` until a status webhook reports what the provider did; every status
+//! change goes to `kafka.status_topic`. Both are produced through the outbox from the shard
+//! task, before the reply to the command that caused them, so the input that caused them
+//! stores its offset only once they are acknowledged.
+use std::sync::Arc;
+
+use prost::Message as _;
+
+use super::outbox::Outbox;
+use crate::core::quota::{Dispatch, ProviderOutcome, SendId};
+use crate::model::TenantId;
+use crate::proto;
+use crate::runtime::SendStatusEvent;
+use crate::sender::{SendFuture, Sender};
+
+/// Marks callback data as switchboard's own (other systems may send from the same number).
+const CALLBACK_PREFIX: &str = "sb1:";
+
+/// What a dispatch asks the egress to pass as `biz_opaque_callback_data`.
+pub fn callback_data(tenant: &TenantId, id: SendId) -> String {
+    format!("{CALLBACK_PREFIX}{tenant}:{id}")
+}
+
+/// The tenant and send a status webhook's callback data names; None if it is not ours.
+pub fn parse_callback(data: &str) -> Option<(&str, SendId)> {
+    let (tenant, id) = data.strip_prefix(CALLBACK_PREFIX)?.rsplit_once(':')?;
+    Some((tenant, id.parse().ok()?))
+}
+
+pub struct KafkaSink {
+    pub outbox: Arc<Outbox>,
+    pub dispatch_topic: String,
+    pub status_topic: String,
+}
+
+impl Sender for KafkaSink {
+    fn send(&self, tenant: &TenantId, m: Dispatch) -> SendFuture {
+        let record = proto::Dispatch {
+            tenant: tenant.to_string(),
+            send_id: m.id.to_string(),
+            from: m.from.to_string(),
+            to: m.to.as_e164().to_owned(),
+            category: crate::grpc::category_out(m.category) as i32,
+            content: m.content.to_string(),
+            callback_data: callback_data(tenant, m.id),
+        };
+        let key = Some(tenant.as_str().as_bytes());
+        self.outbox
+            .produce(&self.dispatch_topic, key, &record.encode_to_vec(), None);
+        Box::pin(std::future::ready(ProviderOutcome::Handed))
+    }
+
+    fn status_changed(&self, event: &SendStatusEvent) {
+        let record = crate::grpc::status_event_out(event.clone());
+        let key = Some(event.tenant.as_str().as_bytes());
+        self.outbox
+            .produce(&self.status_topic, key, &record.encode_to_vec(), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_data_names_the_send_and_only_ours_parse() {
+        let data = callback_data(&TenantId::new("acme:es"), SendId(42));
+        assert_eq!(data, "sb1:acme:es:s-42");
+        assert_eq!(parse_callback(&data), Some(("acme:es", SendId(42))));
+        assert_eq!(parse_callback("order-1234"), None);
+        assert_eq!(parse_callback("sb1:acme:s-x"), None);
+    }
+}
