@@ -247,3 +247,143 @@ async fn read_until(
         *total += 1;
     }
 }
+
+/// A webhook payload carrying one status of a send of ours.
+fn status_webhook(callback: &str, status: &str, code: Option<u32>) -> Vec<u8> {
+    let errors = code.map_or(String::new(), |c| {
+        format!(r#", "errors": [{{"code": {c}, "title": "t"}}]"#)
+    });
+    format!(
+        r#"{{"object": "whatsapp_business_account", "entry": [{{"changes": [{{"field": "messages", "value": {{
+        "messaging_product": "whatsapp",
+        "metadata": {{"display_phone_number": "34910000001", "phone_number_id": "106540352242922"}},
+        "statuses": [
+          {{"id": "wamid.X", "status": "{status}", "timestamp": "1749416400", "recipient_id": "34612345678",
+            "biz_opaque_callback_data": "{callback}"{errors}}},
+          {{"id": "wamid.Y", "status": "read", "timestamp": "1749416401", "recipient_id": "34612345678"}}
+        ]}}}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in [
+        "switchboard.inbound",
+        "switchboard.webhooks",
+        "switchboard.sends",
+        "switchboard.dispatch",
+        "switchboard.status",
+        "switchboard.dlq",
+    ] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let mut config = Config::from_toml_str(CONFIG).unwrap();
+    config.kafka.brokers = brokers.clone();
+    let server = Server::start(config, Parts::default()).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let send = |topic: &'static str, payload: Vec<u8>| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key("acme").payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("the mock broker takes it");
+        }
+    };
+    let request = |key: &str| proto::SendRequest {
+        tenant: "acme".into(),
+        from: "106540352242922".into(),
+        to: "+34612345678".into(),
+        category: proto::Category::Utility as i32,
+        content: "order_shipped".into(),
+        priority: 0,
+        idempotency_key: key.into(),
+        valid_for_ms: 0,
+    };
+    send("switchboard.sends", request("order-1").encode_to_vec()).await;
+    // No idempotency key: a dead letter that names the field, and the partition moves on.
+    send("switchboard.sends", request("").encode_to_vec()).await;
+    send("switchboard.sends", request("order-2").encode_to_vec()).await;
+
+    let dispatch = reader(&brokers, "switchboard.dispatch");
+    let mut dispatched = Vec::new();
+    while dispatched.len() < 2 {
+        let m = guard(dispatch.recv()).await.unwrap();
+        assert_eq!(m.key(), Some(&b"acme"[..]), "keyed by tenant");
+        dispatched.push(proto::Dispatch::decode(m.payload().unwrap()).unwrap());
+    }
+    assert_eq!(dispatched[0].to, "+34612345678");
+    assert_eq!(dispatched[0].category(), proto::Category::Utility);
+    assert_eq!(
+        dispatched[0].callback_data,
+        format!("sb1:acme:{}", dispatched[0].send_id)
+    );
+
+    let dlq = reader(&brokers, "switchboard.dlq");
+    // Read into owned values: a consumer closes only once its messages are gone.
+    let headers: std::collections::HashMap<String, String> = {
+        let dead = guard(dlq.recv()).await.unwrap();
+        let headers = dead.headers().expect("dead letters carry headers");
+        headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                (h.key.to_owned(), value.into_owned())
+            })
+            .collect()
+    };
+    let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
+    assert_eq!(header("switchboard.original.topic"), "switchboard.sends");
+    assert_eq!(header("switchboard.original.offset"), "1");
+    assert_eq!(header("switchboard.original.key"), "acme");
+    assert!(header("switchboard.error").contains("idempotency_key"));
+
+    // The provider answers through webhooks: the first send failed (re-engagement window
+    // closed), the second was delivered. A status of a send not ours is left alone.
+    let (first, second) = (&dispatched[0], &dispatched[1]);
+    send(
+        "switchboard.webhooks",
+        status_webhook(&first.callback_data, "failed", Some(131047)),
+    )
+    .await;
+    send(
+        "switchboard.webhooks",
+        status_webhook(&second.callback_data, "delivered", None),
+    )
+    .await;
+
+    let status = reader(&brokers, "switchboard.status");
+    let mut last = std::collections::HashMap::new();
+    let mut events = 0;
+    while last
+        .get(&first.send_id)
+        .map(|s: &proto::SendStatus| s.state())
+        != Some(proto::SendState::Failed)
+        || last
+            .get(&second.send_id)
+            .map(|s: &proto::SendStatus| s.state())
+            != Some(proto::SendState::Sent)
+    {
+        let m = guard(status.recv()).await.unwrap();
+        let s = proto::SendStatus::decode(m.payload().unwrap()).unwrap();
+        events += 1;
+        last.insert(s.send_id.clone(), s);
+    }
+    let failed = &last[&first.send_id];
+    assert_eq!(failed.provider_code, 131047);
+    assert_eq!(failed.reason(), proto::RefusalReason::TemplateRequired);
+    // accepted + dispatched for each, then failed and sent.
+    assert_eq!(events, 6);
+    server.stop().await;
+    drop((dispatch, dlq, status, producer));
+    drop(cluster);
+}
