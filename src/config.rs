@@ -125,6 +125,9 @@ pub struct KafkaConfig {
     /// Input records handled but not yet acknowledged by the broker, at most; past it the
     /// input waits (the duplicates a crash can cause are bounded by it).
     pub max_in_flight: usize,
+    /// Commit (asynchronously) after this many records' offsets were stored, besides
+    /// librdkafka's periodic auto-commit: bounds what a crash makes the group read again.
+    pub commit_every: usize,
     /// Largest input record accepted, in bytes; a larger one is dead-lettered as `oversize`.
     pub max_record_bytes: usize,
     /// How long a partition revoke may wait for its in-flight records to be acknowledged.
@@ -154,6 +157,7 @@ impl Default for KafkaConfig {
             topic_partitions: 12,
             replication_factor: 3,
             max_in_flight: 10_000,
+            commit_every: 1_000,
             max_record_bytes: 256 * 1024,
             revoke_drain_ms: 10_000,
             statistics_interval_ms: 5_000,
@@ -605,6 +609,7 @@ impl Config {
             positive("kafka.produce_timeout_ms", k.produce_timeout_ms)?;
             positive("kafka.max_in_flight", k.max_in_flight as u64)?;
             positive("kafka.max_record_bytes", k.max_record_bytes as u64)?;
+            positive("kafka.commit_every", k.commit_every as u64)?;
             positive("kafka.topic_partitions", k.topic_partitions.max(0) as u64)?;
             positive(
                 "kafka.replication_factor",

@@ -18,7 +18,8 @@
 //! all handed over by then, because a shard delivers effects before it replies). An offset is
 //! stored once the outbox's acknowledgement watermark passes the record's barrier; records
 //! leave in consumption order, so offsets are stored in per-partition order while many
-//! records are in flight (at most `kafka.max_in_flight`). On a partition revoke the records
+//! records are in flight (at most `kafka.max_in_flight`), and committed every
+//! `kafka.commit_every` records besides librdkafka's periodic auto-commit. On a partition revoke the records
 //! of that partition are drained first (up to `kafka.revoke_drain_ms`) and committed; on
 //! shutdown all are (up to the grace period). After a crash, what was handled but not stored
 //! is read again, and message-id de-duplication absorbs what was routed twice.
@@ -91,6 +92,8 @@ struct Pending {
 #[derive(Default)]
 struct Inflight {
     records: VecDeque<Pending>,
+    /// Records whose offsets were stored since the last commit.
+    uncommitted: usize,
 }
 
 impl Inflight {
@@ -102,6 +105,7 @@ impl Inflight {
             && p.barrier <= through
         {
             let p = self.records.pop_front().expect("front exists");
+            self.uncommitted += 1;
             telemetry::kafka_offset_stored(p.received.elapsed());
             match last
                 .iter_mut()
@@ -285,8 +289,14 @@ impl KafkaInput {
 
     fn advance(&self) {
         let through = self.outbox.acks().through();
-        self.inflight()
-            .advance(through, |t, p, o| store(&self.consumer, t, p, o));
+        let mut inflight = self.inflight();
+        inflight.advance(through, |t, p, o| store(&self.consumer, t, p, o));
+        if inflight.uncommitted >= self.config.commit_every {
+            inflight.uncommitted = 0;
+            if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+                tracing::debug!(error = %e, "commit request refused; auto-commit follows");
+            }
+        }
     }
 
     /// Consumes until `stop`, then drains what is in flight, commits and leaves the group.

@@ -1,0 +1,489 @@
+//! The real-broker suite: the Kafka path against Tansu, a Kafka-compatible broker process,
+//! started per test on a free loopback port. Needs the `tansu` binary, so these tests are
+//! ignored by the plain `cargo test`; `scripts/broker-suite` installs Tansu when missing and
+//! runs them (`.ci/run` calls it). Each test stops by itself: every wait is bounded by a guard.
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use switchboard::config::Config;
+use switchboard::proto;
+use switchboard::server::Parts;
+
+mod common;
+#[path = "support/tansu.rs"]
+mod tansu;
+use common::Server;
+use tansu::Tansu;
+
+const TENANTS: [&str; 4] = ["t0", "t1", "t2", "t3"];
+
+/// Four tenants (so the input spreads over partitions), a bot each; t0 has a business number.
+fn config_toml(brokers: &str) -> String {
+    let mut toml = format!(
+        r#"
+        [kafka]
+        brokers = "{brokers}"
+        replication_factor = 1
+        topic_partitions = 4
+        max_in_flight = 2000
+        commit_every = 500
+        max_record_bytes = 4096
+        options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+        "#
+    );
+    for t in TENANTS {
+        toml.push_str(&format!(
+            r#"
+            [[tenants]]
+            id = "{t}"
+            default_region = "ES"
+            bot = "bot"
+            default_queue = "q"
+            [[tenants.queues]]
+            name = "q"
+            sla_target_secs = 60
+            max_wait_secs = 600
+            [[tenants.numbers]]
+            id = "{t}-number"
+            [[tenants.intents]]
+            name = "returns"
+            mode = "human"
+            queue = "q"
+            keywords = ["devolver"]
+            "#
+        ));
+    }
+    toml.replace(r#"id = "t0-number""#, r#"id = "106540352242922""#)
+}
+
+fn config(brokers: &str) -> Config {
+    Config::from_toml_str(&config_toml(brokers)).expect("the suite's config is valid")
+}
+
+fn inbound(id: &str, tenant: &str, customer: &str) -> Vec<u8> {
+    proto::InboundMessage {
+        tenant: tenant.into(),
+        customer: customer.into(),
+        channel: proto::Channel::Whatsapp as i32,
+        provider_message_id: id.into(),
+        text: "hola, ¿dónde está mi pedido?".into(),
+        business_number: String::new(),
+    }
+    .encode_to_vec()
+}
+
+/// The i-th valid inbound message: (key, payload, id).
+fn valid(i: usize) -> (String, Vec<u8>, String) {
+    let tenant = TENANTS[i % TENANTS.len()];
+    let id = format!("m{i}");
+    let payload = inbound(&id, tenant, &format!("+3461{:07}", i % 50_000));
+    (tenant.to_owned(), payload, id)
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .expect("a producer")
+}
+
+/// Produces every record and waits for the broker's acknowledgements.
+async fn produce_all(producer: &FutureProducer, topic: &str, records: Vec<(String, Vec<u8>)>) {
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, payload) in &records {
+        loop {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                // The local queue is full: let it drain.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+    for delivery in pending {
+        common::guard(delivery)
+            .await
+            .expect("delivery report")
+            .expect("the broker acknowledged the input");
+    }
+}
+
+fn reader(brokers: &str, topics: &[&str]) -> StreamConsumer {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("suite-reader-{}", topics.join("+")))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a reader");
+    c.subscribe(topics).expect("subscribed");
+    c
+}
+
+/// What the service wrote: routed ids (with repeats) and dead letters.
+#[derive(Default)]
+struct Outputs {
+    routed: Vec<String>,
+    /// (original payload, headers)
+    dead: Vec<(Vec<u8>, HashMap<String, String>)>,
+}
+
+impl Outputs {
+    fn distinct_routed(&self) -> HashSet<&str> {
+        self.routed.iter().map(String::as_str).collect()
+    }
+
+    /// Reads one record of routed or dlq into `self`.
+    async fn read_one(&mut self, reader: &StreamConsumer) {
+        let m = tokio::time::timeout(Duration::from_secs(60), reader.recv())
+            .await
+            .expect("the service produced nothing for 60 s")
+            .expect("a record");
+        if m.topic() == "switchboard.dlq" {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_owned(), v.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.dead
+                .push((m.payload().unwrap_or_default().to_vec(), headers));
+        } else {
+            let d = proto::RoutingDecision::decode(m.payload().expect("a payload"))
+                .expect("routed records are RoutingDecisions");
+            self.routed.push(d.provider_message_id);
+        }
+    }
+}
+
+/// The service as its own process, so it can be killed with SIGKILL.
+struct Process {
+    child: Child,
+}
+
+impl Process {
+    fn start(config_file: &std::path::Path) -> Process {
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--config"])
+            .arg(config_file)
+            .args(["--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the switchboard binary starts");
+        Process { child }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    fn terminate(mut self) {
+        // SIGTERM: a clean stop that drains and commits.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker: run scripts/broker-suite"]
+async fn kill_9_mid_stream_loses_nothing_and_repeats_at_most_the_in_flight_window() {
+    const N: usize = 100_000;
+    let broker = Tansu::memory();
+    let brokers = broker.brokers();
+    let config = config(&brokers);
+    switchboard::kafka::create_topics(&config.kafka)
+        .await
+        .expect("topics created on Tansu");
+    let dir = std::env::temp_dir().join(format!("switchboard-kill9-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchboard.toml");
+    std::fs::write(&file, config_toml(&brokers)).unwrap();
+
+    let input = producer(&brokers);
+    let records = (0..N).map(|i| {
+        let (key, payload, _) = valid(i);
+        (key, payload)
+    });
+    produce_all(&input, "switchboard.inbound", records.collect()).await;
+
+    let reader = reader(&brokers, &["switchboard.routed", "switchboard.dlq"]);
+    let mut out = Outputs::default();
+    let first = Process::start(&file);
+    while out.routed.len() < N / 3 {
+        out.read_one(&reader).await;
+    }
+    first.kill(); // mid-stream: a third routed, the rest not
+    let killed_at = out.routed.len();
+    let second = Process::start(&file);
+    while out.distinct_routed().len() + out.dead.len() < N {
+        out.read_one(&reader).await;
+    }
+    second.terminate();
+
+    let routed = out.distinct_routed();
+    let lost: Vec<usize> = (0..N)
+        .filter(|i| !routed.contains(format!("m{i}").as_str()))
+        .collect();
+    assert!(lost.is_empty(), "lost {} ids, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(out.dead.is_empty(), "valid input is never dead-lettered");
+    let duplicates = out.routed.len() - routed.len();
+    // Re-read after the kill: handled but not yet committed, at most the in-flight window
+    // plus what was stored since the last commit (commit_every, and one commit in flight).
+    let window = config.kafka.max_in_flight + 2 * config.kafka.commit_every;
+    eprintln!(
+        "kill -9 after {killed_at} routed records: {} duplicates (bound {window}), 0 lost",
+        duplicates
+    );
+    assert!(duplicates <= window, "{duplicates} duplicates > {window}");
+    drop((reader, input));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker: run scripts/broker-suite"]
+async fn the_service_rides_out_a_broker_restart() {
+    const N: usize = 20_000;
+    let mut broker = Tansu::sqlite();
+    let brokers = broker.brokers();
+    let config = config(&brokers);
+    switchboard::kafka::create_topics(&config.kafka)
+        .await
+        .expect("topics created on Tansu");
+    let input = producer(&brokers);
+    let all: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| {
+            let (key, payload, _) = valid(i);
+            (key, payload)
+        })
+        .collect();
+    produce_all(&input, "switchboard.inbound", all[..N / 2].to_vec()).await;
+
+    let server = Server::start(config, Parts::default()).await;
+    let reader = reader(&brokers, &["switchboard.routed", "switchboard.dlq"]);
+    let mut out = Outputs::default();
+    while out.routed.len() < N / 4 {
+        out.read_one(&reader).await;
+    }
+    broker.kill(); // SIGKILL mid-stream; the data is in SQLite
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.restart();
+    produce_all(&input, "switchboard.inbound", all[N / 2..].to_vec()).await;
+    while out.distinct_routed().len() + out.dead.len() < N {
+        out.read_one(&reader).await;
+    }
+    server.stop().await;
+    let routed = out.distinct_routed();
+    let lost = (0..N)
+        .filter(|i| !routed.contains(format!("m{i}").as_str()))
+        .count();
+    assert_eq!(lost, 0, "every input id routed across the broker restart");
+    assert!(out.dead.is_empty(), "{:?}", out.dead.first().map(|d| &d.1));
+    eprintln!(
+        "broker restart: {N} ids routed, {} duplicates, 0 lost",
+        out.routed.len() - routed.len()
+    );
+    drop((reader, input));
+}
+
+/// The i-th poison record (one in a hundred of the stream) and the reason it must carry.
+fn poison(i: usize) -> (Vec<u8>, &'static str) {
+    let id = format!("p{i}");
+    match (i / 100) % 4 {
+        0 => (format!("\u{ff}\u{fe} poison {i}").into_bytes(), "undecodable"),
+        1 => (inbound(&id, "t1", "12ab"), "invalid_argument"),
+        2 => (inbound(&id, "nobody", "+34612345678"), "not_found"),
+        _ => {
+            let mut m = proto::InboundMessage::decode(&inbound(&id, "t2", "+34612345678")[..])
+                .expect("decodes");
+            m.text = "x".repeat(5_000);
+            (m.encode_to_vec(), "oversize")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker: run scripts/broker-suite"]
+async fn one_percent_poison_is_dead_lettered_with_its_headers_and_the_rest_routed() {
+    const N: usize = 10_000;
+    let broker = Tansu::memory();
+    let brokers = broker.brokers();
+    let config = config(&brokers);
+    switchboard::kafka::create_topics(&config.kafka)
+        .await
+        .expect("topics created on Tansu");
+    let mut expected_dead: HashMap<Vec<u8>, &'static str> = HashMap::new();
+    let mut expected_routed = HashSet::new();
+    let records: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| {
+            if i % 100 == 99 {
+                let (payload, reason) = poison(i);
+                expected_dead.insert(payload.clone(), reason);
+                (TENANTS[i % 4].to_owned(), payload)
+            } else {
+                let (key, payload, id) = valid(i);
+                expected_routed.insert(id);
+                (key, payload)
+            }
+        })
+        .collect();
+    let input = producer(&brokers);
+    produce_all(&input, "switchboard.inbound", records).await;
+
+    let server = Server::start(config, Parts::default()).await;
+    let reader = reader(&brokers, &["switchboard.routed", "switchboard.dlq"]);
+    let mut out = Outputs::default();
+    while out.distinct_routed().len() + out.dead.len() < N {
+        out.read_one(&reader).await;
+    }
+    server.stop().await;
+
+    assert_eq!(out.dead.len(), N / 100, "every poison record, once");
+    for (payload, headers) in &out.dead {
+        let reason = expected_dead
+            .get(payload)
+            .unwrap_or_else(|| panic!("a dead letter that is not poison: {headers:?}"));
+        assert_eq!(headers["switchboard.error.reason"], *reason, "{headers:?}");
+        assert_eq!(headers["switchboard.original.topic"], "switchboard.inbound");
+        assert!(headers["switchboard.original.partition"].parse::<i32>().is_ok());
+        assert!(headers["switchboard.original.offset"].parse::<i64>().is_ok());
+        assert!(TENANTS.contains(&headers["switchboard.original.key"].as_str()));
+        assert!(!headers["switchboard.error"].is_empty());
+    }
+    let routed: HashSet<String> = out.routed.iter().cloned().collect();
+    assert_eq!(routed, expected_routed, "every other record routed");
+    drop((reader, input));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker: run scripts/broker-suite"]
+async fn cloud_api_webhooks_route_messages_and_feed_statuses_back() {
+    let broker = Tansu::memory();
+    let brokers = broker.brokers();
+    let config = config(&brokers);
+    switchboard::kafka::create_topics(&config.kafka)
+        .await
+        .expect("topics created on Tansu");
+    let server = Server::start(config, Parts::default()).await;
+    let input = producer(&brokers);
+
+    // Two sends from t0's number to the same customer: dispatched to the egress topic.
+    let request = |key: &str| proto::SendRequest {
+        tenant: "t0".into(),
+        from: "106540352242922".into(),
+        to: "+34612345678".into(),
+        category: proto::Category::Utility as i32,
+        content: "order_shipped".into(),
+        priority: 0,
+        idempotency_key: key.into(),
+        valid_for_ms: 0,
+    };
+    let sends = ["a", "b"]
+        .map(|k| ("t0".to_owned(), request(k).encode_to_vec()))
+        .to_vec();
+    produce_all(&input, "switchboard.sends", sends).await;
+    let dispatch = reader(&brokers, &["switchboard.dispatch"]);
+    let mut dispatched = Vec::new();
+    while dispatched.len() < 2 {
+        let m = common::guard(dispatch.recv()).await.unwrap();
+        dispatched.push(proto::Dispatch::decode(m.payload().unwrap()).unwrap());
+    }
+
+    // One payload, as Meta posts it: three customer messages (text, image with caption,
+    // an unknown type) and three statuses (a pair-limit failure, a read, a status of a
+    // message another system sent).
+    let payload = format!(
+        r#"{{"object": "whatsapp_business_account", "entry": [{{"id": "102290129340398", "changes": [{{"field": "messages", "value": {{
+        "messaging_product": "whatsapp",
+        "metadata": {{"display_phone_number": "34910000001", "phone_number_id": "106540352242922"}},
+        "contacts": [{{"profile": {{"name": "Ana"}}, "wa_id": "34611111111"}}],
+        "messages": [
+          {{"from": "34611111111", "id": "wamid.IN1", "timestamp": "1749416383", "type": "text", "text": {{"body": "Quiero devolver el pedido"}}}},
+          {{"from": "34611111112", "id": "wamid.IN2", "timestamp": "1749416384", "type": "image", "image": {{"caption": "la caja llegó rota", "mime_type": "image/jpeg", "id": "1"}}}},
+          {{"from": "34611111113", "id": "wamid.IN3", "timestamp": "1749416385", "type": "hologram", "hologram": {{}}}}
+        ],
+        "statuses": [
+          {{"id": "wamid.OUT1", "status": "failed", "timestamp": "1749416400", "recipient_id": "34612345678",
+            "biz_opaque_callback_data": "{a}",
+            "errors": [{{"code": 131056, "title": "(Business Account, Consumer Account) pair rate limit hit"}}]}},
+          {{"id": "wamid.OUT2", "status": "read", "timestamp": "1749416401", "recipient_id": "34612345678",
+            "biz_opaque_callback_data": "{b}"}},
+          {{"id": "wamid.OTHER", "status": "delivered", "timestamp": "1749416402", "recipient_id": "34699999999"}}
+        ]}}}}]}}]}}"#,
+        a = dispatched[0].callback_data,
+        b = dispatched[1].callback_data,
+    );
+    produce_all(
+        &input,
+        "switchboard.webhooks",
+        vec![("106540352242922".into(), payload.into_bytes())],
+    )
+    .await;
+
+    let routed = reader(&brokers, &["switchboard.routed"]);
+    let mut decisions = HashMap::new();
+    while decisions.len() < 3 {
+        let m = common::guard(routed.recv()).await.unwrap();
+        let d = proto::RoutingDecision::decode(m.payload().unwrap()).unwrap();
+        decisions.insert(d.provider_message_id.clone(), d);
+    }
+    // A return is friction: a person (the queue), with the reason; the others route too.
+    assert_eq!(decisions["wamid.IN1"].target(), proto::Target::Queue);
+    assert_eq!(decisions["wamid.IN1"].reason(), proto::Reason::Friction);
+    assert!(decisions.contains_key("wamid.IN2") && decisions.contains_key("wamid.IN3"));
+
+    let status = reader(&brokers, &["switchboard.status"]);
+    let mut last: HashMap<String, proto::SendStatus> = HashMap::new();
+    while last.get(&dispatched[0].send_id).map(|s| s.state()) != Some(proto::SendState::Failed)
+        || last.get(&dispatched[1].send_id).map(|s| s.state()) != Some(proto::SendState::Sent)
+    {
+        let m = common::guard(status.recv()).await.unwrap();
+        let s = proto::SendStatus::decode(m.payload().unwrap()).unwrap();
+        last.insert(s.send_id.clone(), s);
+    }
+    assert_eq!(last[&dispatched[0].send_id].provider_code, 131056);
+    assert_eq!(
+        last[&dispatched[0].send_id].reason(),
+        proto::RefusalReason::PairLimit
+    );
+
+    // The reaction: the pair backs off, so the next send to that customer is refused.
+    produce_all(
+        &input,
+        "switchboard.sends",
+        vec![("t0".into(), request("c").encode_to_vec())],
+    )
+    .await;
+    let refused = loop {
+        let m = common::guard(status.recv()).await.unwrap();
+        let s = proto::SendStatus::decode(m.payload().unwrap()).unwrap();
+        if s.idempotency_key == "c" && s.state() != proto::SendState::Accepted {
+            break s;
+        }
+    };
+    assert_eq!(refused.state(), proto::SendState::Refused);
+    assert_eq!(refused.reason(), proto::RefusalReason::PairLimit);
+    server.stop().await;
+    drop((dispatch, routed, status, input));
+}

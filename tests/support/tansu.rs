@@ -1,0 +1,90 @@
+//! A Tansu broker (a Kafka-compatible broker, Apache-2.0, from crates.io) for the real-broker
+//! suite and the Kafka bench: started on a free loopback port in its own temporary directory,
+//! killed (SIGKILL) and restarted on the same port on demand, stopped on drop.
+//!
+//! The binary is `$TANSU` or `tansu` on the PATH; `scripts/broker-suite` installs it.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Tansu {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    storage: String,
+}
+
+impl Tansu {
+    /// Keeps everything in memory (gone when the broker stops).
+    pub fn memory() -> Tansu {
+        Self::start("memory://tansu/")
+    }
+
+    /// Keeps everything in SQLite in its directory: survives a kill and restart.
+    pub fn sqlite() -> Tansu {
+        Self::start("sqlite://broker.db")
+    }
+
+    fn start(storage: &str) -> Tansu {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("switchboard-tansu-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut tansu = Tansu {
+            child: None,
+            port,
+            dir,
+            storage: storage.to_owned(),
+        };
+        tansu.restart();
+        tansu
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (again, on the same port and data) and waits until it listens.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the broker is already running");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
+        let log = std::fs::File::create(self.dir.join("broker.log")).expect("a log file");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin:?} ({e}); run scripts/broker-suite, which installs Tansu")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "Tansu did not listen within 30 s; see {:?}", self.dir);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no clean shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
