@@ -33,7 +33,8 @@ impl Tansu {
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
-        let dir = std::env::temp_dir().join(format!("switchboard-tansu-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-tansu-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let mut tansu = Tansu {
             child: None,
@@ -56,7 +57,13 @@ impl Tansu {
         let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
         let log = std::fs::File::create(self.dir.join("broker.log")).expect("a log file");
         let child = Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", &self.storage])
             .current_dir(&self.dir)
             .stdout(Stdio::null())
@@ -68,7 +75,11 @@ impl Tansu {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "Tansu did not listen within 30 s; see {:?}", self.dir);
+            assert!(
+                Instant::now() < deadline,
+                "Tansu did not listen within 30 s; see {:?}",
+                self.dir
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
