@@ -141,10 +141,11 @@ async fn anchor(brokers: &str, round: usize) -> f64 {
                     () = stop.cancelled() => break,
                     m = consumer.recv() => m.expect("a record"),
                 };
-                let record = FutureRecord::to(&output)
-                    .key(m.key().unwrap_or_default())
-                    .payload(m.payload().unwrap_or_default());
-                while producer.send_result(record.clone()).is_err() {
+                let (key, payload) = (m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+                while producer
+                    .send_result(FutureRecord::to(&output).key(key).payload(payload))
+                    .is_err()
+                {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }

@@ -158,7 +158,16 @@ impl Outputs {
 
     /// Reads one record of routed or dlq into `self`.
     async fn read_one(&mut self, reader: &StreamConsumer) {
-        let Ok(m) = tokio::time::timeout(Duration::from_secs(60), reader.recv()).await else {
+        let next = async {
+            loop {
+                match reader.recv().await {
+                    Ok(m) => return m,
+                    // The broker is down for a while (the restart test): keep reading.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        };
+        let Ok(m) = tokio::time::timeout(Duration::from_secs(60), next).await else {
             // Which inputs are missing, by tenant (one tenant, one partition): first, last, count.
             let missing: Vec<(&str, usize, usize, usize)> = TENANTS
                 .iter()
@@ -179,7 +188,6 @@ impl Outputs {
                 self.dead.len(),
             );
         };
-        let m = m.expect("a record");
         if m.topic() == "switchboard.dlq" {
             let headers = m
                 .headers()
