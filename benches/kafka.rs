@@ -2,7 +2,7 @@
 //! on the same Tansu broker, topics shape (4 partitions), payloads and reader, in the same run
 //! (`../shared/design/PERFORMANCE.md`). Needs Tansu (`scripts/broker-suite` installs it).
 //!
-//!   cargo bench --bench kafka            # 3 interleaved rounds of 50,000 records each
+//!   cargo bench --bench kafka            # 3 interleaved rounds of 200,000 records each
 //!
 //! Each side starts with its input already in the topic; the rate is measured by one reader
 //! of the output topic, from the first output record to the last (so group joins and start-up
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 #[path = "../tests/support/tansu.rs"]
 mod tansu;
 
-const N: usize = 50_000;
+const N: usize = 200_000;
 const ROUNDS: usize = 3;
 const TENANTS: [&str; 4] = ["t0", "t1", "t2", "t3"];
 
@@ -59,10 +59,15 @@ fn payload(i: usize) -> (&'static str, Vec<u8>) {
         customer: format!("+3461{:07}", i % 20_000),
         channel: proto::Channel::Whatsapp as i32,
         provider_message_id: format!("m{i}"),
-        text: "hola, ¿dónde está mi pedido?".into(),
+        // About 200 bytes encoded, the message size PERFORMANCE.md names.
+        text: "hola, ¿dónde está mi pedido? lo compré la semana pasada y el seguimiento no \
+               se actualiza desde el martes; ¿me podéis decir cuándo llega, por favor?"
+            .into(),
         business_number: String::new(),
     };
-    (tenant, m.encode_to_vec())
+    let bytes = m.encode_to_vec();
+    debug_assert!((180..=260).contains(&bytes.len()), "{} bytes", bytes.len());
+    (tenant, bytes)
 }
 
 async fn fill(brokers: &str, topic: &str) {
@@ -89,8 +94,9 @@ async fn fill(brokers: &str, topic: &str) {
     }
 }
 
-/// Records per second seen by a reader of `topic`, first record to the N-th.
-async fn output_rate(brokers: &str, topic: &str) -> f64 {
+/// A reader of `topic` that has joined its group and holds every partition (so the rate it
+/// sees is the producer's, not a backlog read at fetch speed).
+async fn join_reader(brokers: &str, topic: &str) -> StreamConsumer {
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("bench-reader-{topic}"))
@@ -98,6 +104,15 @@ async fn output_rate(brokers: &str, topic: &str) -> f64 {
         .create()
         .expect("a reader");
     reader.subscribe(&[topic]).expect("subscribed");
+    while reader.assignment().map_or(0, |a| a.count()) < 4 {
+        // The topic is empty: polling only drives the group join.
+        let _ = tokio::time::timeout(Duration::from_millis(100), reader.recv()).await;
+    }
+    reader
+}
+
+/// Records per second seen by `reader`, first record to the N-th.
+async fn output_rate(reader: StreamConsumer) -> f64 {
     let mut first = None;
     for _ in 0..N {
         tokio::time::timeout(Duration::from_secs(120), reader.recv())
@@ -115,6 +130,7 @@ async fn anchor(brokers: &str, round: usize) -> f64 {
     let (input, output) = (format!("anchor{round}.in"), format!("anchor{round}.out"));
     create(brokers, &[&input, &output]).await;
     fill(brokers, &input).await;
+    let reader = join_reader(brokers, &output).await;
     let stop = CancellationToken::new();
     let pipe = {
         let (brokers, input, output, stop) = (
@@ -152,7 +168,7 @@ async fn anchor(brokers: &str, round: usize) -> f64 {
             let _ = producer.flush(Duration::from_secs(10));
         })
     };
-    let rate = output_rate(brokers, &output).await;
+    let rate = output_rate(reader).await;
     stop.cancel();
     pipe.await.expect("the pipe ends");
     rate
@@ -164,14 +180,14 @@ async fn switchboard(brokers: &str, round: usize) -> f64 {
         .await
         .expect("topics");
     fill(brokers, &config.kafka.inbound_topic).await;
-    let routed = config.kafka.routed_topic.clone();
+    let reader = join_reader(brokers, &config.kafka.routed_topic).await;
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(switchboard::server::run(config, grpc, metrics, async {
         let _ = stopped.await;
     }));
-    let rate = output_rate(brokers, &routed).await;
+    let rate = output_rate(reader).await;
     let _ = stop.send(());
     server.await.expect("joins").expect("stops cleanly");
     rate
