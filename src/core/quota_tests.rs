@@ -523,11 +523,18 @@ fn provider_errors_get_their_reactions() {
         s.send(&customer(8), Category::Utility),
         Admission::Dispatched
     );
-    // Sent: the final state; a late repeat changes nothing.
+    // Handed to an egress: still dispatched. Sent, then a failure (a status webhook after the
+    // API took the message): taken. Failed is final: late reports change nothing.
     let (id, _) = s.send_with(&customer(9), Category::Utility, None, None);
+    s.provider(id, ProviderOutcome::Handed);
+    assert_eq!(s.state(id), SendState::Dispatched);
+    s.provider(id, ProviderOutcome::Sent);
+    assert_eq!(s.state(id), SendState::Sent);
+    s.provider(id, ProviderOutcome::Failed { code: 131026 });
+    assert_eq!(s.state(id), SendState::Failed);
     s.provider(id, ProviderOutcome::Sent);
     s.provider(id, ProviderOutcome::Failed { code: 130429 });
-    assert_eq!(s.state(id), SendState::Sent);
+    assert_eq!(s.state(id), SendState::Failed);
     assert_eq!(
         s.send(&customer(10), Category::Utility),
         Admission::Dispatched,
