@@ -1,7 +1,6 @@
 //! Black-box tests: the real server on 127.0.0.1:0, driven by real gRPC clients.
 //!
 //! Timeouts below only stop a broken test from hanging; no test asserts how fast anything is.
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use switchboard::config::Config;
@@ -10,7 +9,6 @@ use switchboard::proto::{
     conversations_client::ConversationsClient, inbound_client::InboundClient,
     queues_client::QueuesClient,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
@@ -541,7 +539,7 @@ async fn health_reflection_and_metrics() {
     ];
     let body = guard(async {
         loop {
-            let body = http_get(server.metrics, "/metrics").await;
+            let body = common::http_get(server.metrics, "/metrics").await;
             if families
                 .iter()
                 .all(|f| body.contains(&format!("# TYPE {f}")))
@@ -596,18 +594,4 @@ async fn shutdown_reports_not_serving_and_ends_streams() {
     assert!(matches!(end, Ok(None) | Err(_)), "stream ended: {end:?}");
     let next = guard(watch.message()).await.unwrap().unwrap();
     assert_eq!(next.status(), ServingStatus::NotServing);
-}
-
-/// A plain HTTP/1.1 GET, enough to scrape /metrics without an HTTP client dependency.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
 }

@@ -282,6 +282,7 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
     let brokers = cluster.bootstrap_servers();
     let mut config = Config::from_toml_str(CONFIG).unwrap();
     config.kafka.brokers = brokers.clone();
+    config.kafka.statistics_interval_ms = 200; // the consumer lag gauge, soon
     let server = Server::start(config, Parts::default()).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -383,6 +384,35 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
     assert_eq!(failed.reason(), proto::RefusalReason::TemplateRequired);
     // accepted + dispatched for each, then failed and sent.
     assert_eq!(events, 6);
+
+    // The Kafka families are exported (produce retries only once a delivery has failed).
+    use switchboard::telemetry as t;
+    let families = [
+        t::KAFKA_RECORDS_IN,
+        t::KAFKA_RECORDS_OUT,
+        t::KAFKA_DEAD_LETTERS,
+        t::KAFKA_OFFSET_STORE,
+        t::KAFKA_COMMITS,
+        t::KAFKA_REBALANCES,
+        t::KAFKA_CONSUMER_LAG,
+        t::KAFKA_STATUSES,
+    ];
+    let body = guard(async {
+        loop {
+            let body = common::http_get(server.metrics, "/metrics").await;
+            if families
+                .iter()
+                .all(|f| body.contains(&format!("# TYPE {f}")))
+            {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(body.contains(r#"switchboard_kafka_webhook_statuses_total{outcome="matched"} 2"#));
+    assert!(body.contains(r#"switchboard_kafka_webhook_statuses_total{outcome="unmatched"} 2"#));
+    assert!(body.contains(r#"switchboard_kafka_records_in_total{topic="switchboard.sends"} 3"#));
     server.stop().await;
     drop((dispatch, dlq, status, producer));
     drop(cluster);

@@ -66,3 +66,18 @@ pub async fn guard<F: std::future::Future>(f: F) -> F::Output {
         .await
         .expect("step did not finish within the test guard")
 }
+
+/// A plain HTTP/1.1 GET, enough to scrape /metrics without an HTTP client dependency.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
