@@ -62,8 +62,13 @@ fn config_toml(brokers: &str) -> String {
     toml.replace(r#"id = "t0-number""#, r#"id = "106540352242922""#)
 }
 
-fn config(brokers: &str) -> Config {
-    Config::from_toml_str(&config_toml(brokers)).expect("the suite's config is valid")
+/// The suite's config, with its topics created on the broker (by the service's own code).
+async fn with_topics(brokers: &str) -> Config {
+    let config = Config::from_toml_str(&config_toml(brokers)).expect("the suite's config is valid");
+    switchboard::kafka::create_topics(&config.kafka)
+        .await
+        .expect("topics created on Tansu");
+    config
 }
 
 fn inbound(id: &str, tenant: &str, customer: &str) -> Vec<u8> {
@@ -262,10 +267,7 @@ async fn kill_9_mid_stream_loses_nothing_and_repeats_at_most_the_in_flight_windo
     const N: usize = 100_000;
     let broker = Tansu::memory();
     let brokers = broker.brokers();
-    let config = config(&brokers);
-    switchboard::kafka::create_topics(&config.kafka)
-        .await
-        .expect("topics created on Tansu");
+    let config = with_topics(&brokers).await;
     let dir = std::env::temp_dir().join(format!("switchboard-kill9-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("switchboard.toml");
@@ -324,10 +326,7 @@ async fn the_service_rides_out_a_broker_restart() {
     const N: usize = 20_000;
     let mut broker = Tansu::sqlite();
     let brokers = broker.brokers();
-    let config = config(&brokers);
-    switchboard::kafka::create_topics(&config.kafka)
-        .await
-        .expect("topics created on Tansu");
+    let config = with_topics(&brokers).await;
     let input = producer(&brokers);
     let all: Vec<(String, Vec<u8>)> = (0..N)
         .map(|i| {
@@ -388,10 +387,7 @@ async fn one_percent_poison_is_dead_lettered_with_its_headers_and_the_rest_route
     const N: usize = 10_000;
     let broker = Tansu::memory();
     let brokers = broker.brokers();
-    let config = config(&brokers);
-    switchboard::kafka::create_topics(&config.kafka)
-        .await
-        .expect("topics created on Tansu");
+    let config = with_topics(&brokers).await;
     let mut expected_dead: HashMap<Vec<u8>, &'static str> = HashMap::new();
     let mut expected_routed = HashSet::new();
     let records: Vec<(String, Vec<u8>)> = (0..N)
@@ -447,10 +443,7 @@ async fn one_percent_poison_is_dead_lettered_with_its_headers_and_the_rest_route
 async fn cloud_api_webhooks_route_messages_and_feed_statuses_back() {
     let broker = Tansu::memory();
     let brokers = broker.brokers();
-    let config = config(&brokers);
-    switchboard::kafka::create_topics(&config.kafka)
-        .await
-        .expect("topics created on Tansu");
+    let config = with_topics(&brokers).await;
     let server = Server::start(config, Parts::default()).await;
     let input = producer(&brokers);
 

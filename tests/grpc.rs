@@ -1,7 +1,6 @@
 //! Black-box tests: the real server on 127.0.0.1:0, driven by real gRPC clients.
 //!
 //! Timeouts below only stop a broken test from hanging; no test asserts how fast anything is.
-use std::time::Duration;
 
 use switchboard::config::Config;
 use switchboard::proto::{
@@ -537,19 +536,7 @@ async fn health_reflection_and_metrics() {
         switchboard::telemetry::QUEUE_SLA_ATTAINMENT,
         switchboard::telemetry::ASSIGNMENTS,
     ];
-    let body = guard(async {
-        loop {
-            let body = common::http_get(server.metrics, "/metrics").await;
-            if families
-                .iter()
-                .all(|f| body.contains(&format!("# TYPE {f}")))
-            {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let body = common::scrape_until(server.metrics, &families).await;
     assert!(body.contains(
         r#"switchboard_inbound_messages_total{outcome="rejected",error_type="invalid_argument"}"#
     ));

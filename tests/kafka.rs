@@ -63,38 +63,44 @@ fn reader(brokers: &str, topic: &str) -> StreamConsumer {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_through_topics_and_dead_letters_what_it_cannot_read() {
+/// A one-broker mock cluster with every topic the service uses (one partition each), and a
+/// producer of test input.
+fn mock() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    FutureProducer,
+) {
     let cluster = MockCluster::new(1).unwrap();
-    for topic in [
-        "switchboard.inbound",
-        "switchboard.webhooks",
-        "switchboard.routed",
-        "switchboard.dlq",
-    ] {
+    let topics = switchboard::config::KafkaConfig::default();
+    for (topic, _) in switchboard::kafka::topics(&topics) {
         cluster.create_topic(topic, 1, 1).unwrap();
     }
     let brokers = cluster.bootstrap_servers();
-    let mut config = Config::from_toml_str(CONFIG).unwrap();
-    config.kafka.brokers = brokers.clone();
-    let server = Server::start(config, Parts::default()).await;
-
-    let producer: FutureProducer = ClientConfig::new()
+    let producer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
         .unwrap();
-    let send = |topic: &'static str, payload: Vec<u8>| {
-        let producer = producer.clone();
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key("acme").payload(&payload),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("the mock broker takes it");
-        }
-    };
+    (cluster, brokers, producer)
+}
+
+/// Produces one record keyed by the test tenant and waits for the broker's acknowledgement.
+async fn send(producer: &FutureProducer, topic: &str, payload: Vec<u8>) {
+    producer
+        .send(
+            FutureRecord::to(topic).key("acme").payload(&payload),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("the mock broker takes it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_through_topics_and_dead_letters_what_it_cannot_read() {
+    let (cluster, brokers, producer) = mock();
+    let mut config = Config::from_toml_str(CONFIG).unwrap();
+    config.kafka.brokers = brokers.clone();
+    let server = Server::start(config, Parts::default()).await;
+    let send = |topic: &'static str, payload: Vec<u8>| send(&producer, topic, payload);
     send("switchboard.inbound", inbound(1, "+34612340001")).await;
     send("switchboard.inbound", b"\xff\xff not protobuf".to_vec()).await;
     send("switchboard.inbound", inbound(2, "not a number")).await;
@@ -163,20 +169,7 @@ async fn a_restart_resumes_from_the_commit_and_failing_produces_are_retried() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     use std::collections::HashSet;
 
-    let cluster = MockCluster::new(1).unwrap();
-    for topic in [
-        "switchboard.inbound",
-        "switchboard.webhooks",
-        "switchboard.routed",
-        "switchboard.dlq",
-    ] {
-        cluster.create_topic(topic, 1, 1).unwrap();
-    }
-    let brokers = cluster.bootstrap_servers();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
+    let (cluster, brokers, producer) = mock();
     let produce = |from: usize, to: usize| {
         let producer = producer.clone();
         async move {
@@ -268,38 +261,12 @@ fn status_webhook(callback: &str, status: &str, code: Option<u32>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
-    let cluster = MockCluster::new(1).unwrap();
-    for topic in [
-        "switchboard.inbound",
-        "switchboard.webhooks",
-        "switchboard.sends",
-        "switchboard.dispatch",
-        "switchboard.status",
-        "switchboard.dlq",
-    ] {
-        cluster.create_topic(topic, 1, 1).unwrap();
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (cluster, brokers, producer) = mock();
     let mut config = Config::from_toml_str(CONFIG).unwrap();
     config.kafka.brokers = brokers.clone();
     config.kafka.statistics_interval_ms = 200; // the consumer lag gauge, soon
     let server = Server::start(config, Parts::default()).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let send = |topic: &'static str, payload: Vec<u8>| {
-        let producer = producer.clone();
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key("acme").payload(&payload),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("the mock broker takes it");
-        }
-    };
+    let send = |topic: &'static str, payload: Vec<u8>| send(&producer, topic, payload);
     let request = |key: &str| proto::SendRequest {
         tenant: "acme".into(),
         from: "106540352242922".into(),
@@ -397,19 +364,7 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
         t::KAFKA_CONSUMER_LAG,
         t::KAFKA_STATUSES,
     ];
-    let body = guard(async {
-        loop {
-            let body = common::http_get(server.metrics, "/metrics").await;
-            if families
-                .iter()
-                .all(|f| body.contains(&format!("# TYPE {f}")))
-            {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let body = common::scrape_until(server.metrics, &families).await;
     assert!(body.contains(r#"switchboard_kafka_webhook_statuses_total{outcome="matched"} 2"#));
     assert!(body.contains(r#"switchboard_kafka_webhook_statuses_total{outcome="unmatched"} 2"#));
     assert!(body.contains(r#"switchboard_kafka_records_in_total{topic="switchboard.sends"} 3"#));

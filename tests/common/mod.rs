@@ -81,3 +81,20 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     out
 }
+
+/// Scrapes `/metrics` until every family in `families` is there (bounded by the guard).
+pub async fn scrape_until(addr: SocketAddr, families: &[&str]) -> String {
+    guard(async {
+        loop {
+            let body = http_get(addr, "/metrics").await;
+            if families
+                .iter()
+                .all(|f| body.contains(&format!("# TYPE {f}")))
+            {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
