@@ -45,6 +45,8 @@ pub const KAFKA_COMMITS: &str = "switchboard_kafka_commits_total";
 pub const KAFKA_REBALANCES: &str = "switchboard_kafka_rebalances_total";
 pub const KAFKA_CONSUMER_LAG: &str = "switchboard_kafka_consumer_lag";
 pub const KAFKA_STATUSES: &str = "switchboard_kafka_webhook_statuses_total";
+pub const KAFKA_PARTITIONS_OWNED: &str = "switchboard_kafka_partitions_owned";
+pub const KAFKA_TENANTS_OWNED: &str = "switchboard_kafka_tenants_owned";
 
 /// The families exported in Kafka mode only.
 pub const KAFKA: &[&str] = &[
@@ -57,6 +59,8 @@ pub const KAFKA: &[&str] = &[
     KAFKA_REBALANCES,
     KAFKA_CONSUMER_LAG,
     KAFKA_STATUSES,
+    KAFKA_PARTITIONS_OWNED,
+    KAFKA_TENANTS_OWNED,
 ];
 
 /// Every metric family the service exports (tests check `/metrics` against this list).
@@ -218,6 +222,14 @@ fn describe() {
     describe_gauge!(
         KAFKA_CONSUMER_LAG,
         "Records behind the end of the partition, by topic and partition (librdkafka statistics)."
+    );
+    describe_gauge!(
+        KAFKA_PARTITIONS_OWNED,
+        "Input partitions assigned to this replica by the consumer group."
+    );
+    describe_gauge!(
+        KAFKA_TENANTS_OWNED,
+        "Tenants seen on the input partitions this replica owns (by record key)."
     );
     describe_counter!(
         KAFKA_STATUSES,
@@ -457,4 +469,12 @@ pub fn kafka_lag(topic: &str, partition: i32, lag: i64) {
 
 pub fn kafka_status(outcome: &'static str) {
     counter!(KAFKA_STATUSES, "outcome" => outcome).increment(1);
+}
+
+pub fn kafka_partitions_owned(n: usize) {
+    gauge!(KAFKA_PARTITIONS_OWNED).set(n as f64);
+}
+
+pub fn kafka_tenants_owned(n: usize) {
+    gauge!(KAFKA_TENANTS_OWNED).set(n as f64);
 }

@@ -543,6 +543,18 @@ async fn cloud_api_webhooks_route_messages_and_feed_statuses_back() {
     };
     assert_eq!(refused.state(), proto::SendState::Refused);
     assert_eq!(refused.reason(), proto::RefusalReason::PairLimit);
+
+    // One replica owns every input partition (3 topics × 4); one tenant has sent on them.
+    let families = [
+        switchboard::telemetry::KAFKA_PARTITIONS_OWNED,
+        switchboard::telemetry::KAFKA_TENANTS_OWNED,
+    ];
+    let body = common::scrape_until(server.metrics, &families).await;
+    assert!(
+        body.contains("switchboard_kafka_partitions_owned 12"),
+        "{body}"
+    );
+    assert!(body.contains("switchboard_kafka_tenants_owned 1"), "{body}");
     server.stop().await;
     drop((dispatch, routed, status, input));
 }

@@ -23,7 +23,7 @@
 //! of that partition are drained first (up to `kafka.revoke_drain_ms`) and committed; on
 //! shutdown all are (up to the grace period). After a crash, what was handled but not stored
 //! is read again, and message-id de-duplication absorbs what was routed twice.
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,8 +156,35 @@ fn store<C: ConsumerContext>(
     }
 }
 
+/// The partitions this replica owns and the tenants seen on them (the keys of the inbound and
+/// sends topics, which are keyed by tenant).
+#[derive(Default)]
+struct Owned {
+    tenants: HashMap<(String, i32), HashSet<String>>,
+}
+
+impl Owned {
+    /// Records that `tenant` lives on this partition; true if it was not known yet.
+    fn saw(&mut self, topic: &str, partition: i32, tenant: &str) -> bool {
+        let tenants = self
+            .tenants
+            .entry((topic.to_owned(), partition))
+            .or_default();
+        !tenants.contains(tenant) && tenants.insert(tenant.to_owned())
+    }
+
+    fn tenant_count(&self) -> usize {
+        self.tenants
+            .values()
+            .flatten()
+            .collect::<HashSet<_>>()
+            .len()
+    }
+}
+
 /// Drains revoked partitions, counts rebalances and commits, reports consumer lag.
 struct InputContext {
+    owned: Arc<Mutex<Owned>>,
     inflight: Arc<Mutex<Inflight>>,
     acks: Arc<Acks>,
     drain: Duration,
@@ -204,6 +231,15 @@ impl ConsumerContext for InputContext {
         inflight.advance(self.acks.through(), |t, p, o| store(consumer, t, p, o));
         inflight.forget(&revoked);
         drop(inflight);
+        let mut owned = self
+            .owned
+            .lock()
+            .expect("no panic while holding the owned lock");
+        for key in &revoked {
+            owned.tenants.remove(key);
+        }
+        telemetry::kafka_tenants_owned(owned.tenant_count());
+        drop(owned);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "commit on revoke (nothing stored)");
         }
@@ -213,11 +249,13 @@ impl ConsumerContext for InputContext {
         );
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             telemetry::kafka_rebalance("assign");
             tracing::info!(partitions = list.count(), "partitions assigned");
         }
+        let owned = consumer.assignment().map_or(0, |a| a.count());
+        telemetry::kafka_partitions_owned(owned);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
@@ -233,6 +271,7 @@ fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 pub struct KafkaInput {
+    owned: Arc<Mutex<Owned>>,
     config: KafkaConfig,
     consumer: StreamConsumer<InputContext>,
     outbox: Arc<Outbox>,
@@ -250,7 +289,9 @@ impl KafkaInput {
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let k = &config.kafka;
         let inflight = Arc::new(Mutex::new(Inflight::default()));
+        let owned = Arc::new(Mutex::new(Owned::default()));
         let context = InputContext {
+            owned: owned.clone(),
             inflight: inflight.clone(),
             acks: outbox.acks().clone(),
             drain: Duration::from_millis(k.revoke_drain_ms),
@@ -271,6 +312,7 @@ impl KafkaInput {
         let consumer: StreamConsumer<InputContext> = settings.create_with_context(context)?;
         consumer.subscribe(&[&k.inbound_topic, &k.webhooks_topic, &k.sends_topic])?;
         Ok(Self {
+            owned,
             config: k.clone(),
             consumer,
             outbox,
@@ -326,6 +368,7 @@ impl KafkaInput {
                     };
                     let received = Stopwatch::start();
                     telemetry::kafka_record_in(message.topic());
+                    self.saw_tenant(&message);
                     if self.handle(&message).await.is_err() {
                         break; // stopping: this record is read again after restart
                     }
@@ -356,6 +399,23 @@ impl KafkaInput {
         // after the session timeout.
         self.consumer.unsubscribe();
         tracing::info!("kafka input stopped");
+    }
+
+    /// Notes the tenant of a record of a tenant-keyed topic (for the tenants-owned gauge).
+    fn saw_tenant(&self, m: &BorrowedMessage<'_>) {
+        if m.topic() == self.config.webhooks_topic {
+            return; // keyed by whatever the webhook bridge chose, not by tenant
+        }
+        let Some(Ok(tenant)) = m.key().map(std::str::from_utf8) else {
+            return;
+        };
+        let mut owned = self
+            .owned
+            .lock()
+            .expect("no panic while holding the owned lock");
+        if owned.saw(m.topic(), m.partition(), tenant) {
+            telemetry::kafka_tenants_owned(owned.tenant_count());
+        }
     }
 
     /// Hands one record to the shards and produces what it caused (without waiting).
