@@ -256,14 +256,14 @@ pub struct NumberConfig {
 
 /// The messaging limit: unique customers reached by business-initiated sends in a moving
 /// 24 hours, per portfolio. A number, or "unlimited".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum MessagingLimit {
     Customers(u32),
     Unlimited(Unlimited),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unlimited {
     Unlimited,
@@ -280,7 +280,7 @@ impl MessagingLimit {
 }
 
 /// Template categories (and the free-form session message), as the platform prices them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
     Marketing,
@@ -330,7 +330,7 @@ pub struct QuotaConfig {
 }
 
 /// An admission rule, for shadow mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     Throughput,

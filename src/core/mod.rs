@@ -522,6 +522,10 @@ impl Shard {
         self.tenants.get(id)
     }
 
+    pub fn tenant_mut(&mut self, id: &str) -> Option<&mut Tenant> {
+        self.tenants.get_mut(id)
+    }
+
     /// Applies one command at time `now`. Effects are appended to `out`; on error nothing
     /// changed and nothing was appended.
     pub fn handle(

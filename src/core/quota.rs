@@ -35,10 +35,14 @@ use crate::model::{CustomerNumber, TenantId};
 
 use super::{Effect, Map, identity};
 
+use serde::{Deserialize, Serialize};
+
 mod controls;
+mod state;
 pub use controls::{
     AuditEntry, Change, NumberSnapshot, OverrideView, PlanRequest, PlanResult, QuotaSnapshot,
 };
+pub use state::{QuotaState, RestoreError};
 
 type NoOp = governor::middleware::NoOpMiddleware<governor::nanos::Nanos>;
 /// The number buckets report their remaining capacity, for the state SREs read.
@@ -75,7 +79,7 @@ impl std::str::FromStr for SendId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SendPriority {
     Low,
     Normal,
@@ -83,7 +87,7 @@ pub enum SendPriority {
 }
 
 /// Why a send was refused (or failed at the provider).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Refusal {
     /// Free-form message outside the customer-service window: send a template.
     TemplateRequired,
@@ -119,7 +123,7 @@ impl Refusal {
 }
 
 /// The answer to a send request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Admission {
     /// Handed to the sender now.
     Dispatched,
@@ -135,7 +139,7 @@ pub enum Admission {
 }
 
 /// Where a send is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SendState {
     /// Admitted (an event only: a send's lasting state is queued or dispatched).
     Accepted,

@@ -167,6 +167,11 @@ impl Tenant {
         &self.quotas
     }
 
+    /// For restoring saved state (the scale-out work builds on it).
+    pub fn quotas_mut(&mut self) -> &mut Quotas {
+        &mut self.quotas
+    }
+
     pub fn conversation_count(&self) -> usize {
         self.conversations.len()
     }

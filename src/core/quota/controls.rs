@@ -14,7 +14,7 @@ use crate::config::MessagingLimit;
 pub const MAX_OVERRIDE_MS: u64 = 31 * 24 * 3_600 * 1_000;
 
 /// One change an override makes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     MessagingLimit(MessagingLimit),
     BatchThreshold(f64),
@@ -34,7 +34,7 @@ pub enum Change {
 
 #[derive(Debug, Clone)]
 pub(super) struct Override {
-    view: OverrideView,
+    pub(super) view: OverrideView,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -413,7 +413,7 @@ impl Quotas {
     }
 
     /// The base settings with `overrides` applied in order.
-    fn effective(&self, overrides: &[Override]) -> (QuotaConfig, Vec<NumberConfig>) {
+    pub(super) fn effective(&self, overrides: &[Override]) -> (QuotaConfig, Vec<NumberConfig>) {
         let mut config = self.base_config.clone();
         let mut numbers = self.base_numbers.clone();
         for o in overrides {
@@ -439,7 +439,7 @@ impl Quotas {
     }
 
     /// Puts effective settings in force: buckets whose rate changed start anew (full).
-    fn apply(&mut self, config: QuotaConfig, numbers: Vec<NumberConfig>) {
+    pub(super) fn apply(&mut self, config: QuotaConfig, numbers: Vec<NumberConfig>) {
         self.config = config;
         for (i, n) in numbers.iter().enumerate() {
             match self.numbers.get_mut(i) {
@@ -486,7 +486,7 @@ fn bad(field: &'static str, problem: impl Into<String>) -> BadSend {
 }
 
 /// Validates effective settings with the config file's own checks.
-fn check(config: &QuotaConfig, numbers: &[NumberConfig]) -> Result<(), BadSend> {
+pub(super) fn check(config: &QuotaConfig, numbers: &[NumberConfig]) -> Result<(), BadSend> {
     let to_bad = |e: crate::config::ConfigError| bad("change", e.to_string());
     config.validate("quotas").map_err(to_bad)?;
     for n in numbers {

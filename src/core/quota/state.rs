@@ -1,0 +1,306 @@
+//! A portfolio's quota state as plain data, for snapshots (the scale-out issue): what must
+//! survive a restart or a handover. The rolling count (each counted customer and their last
+//! counted send), the send log with the queued sends in their order (idempotency keys
+//! included), back-offs and paused marketing, active overrides and the audit trail, batch mode.
+//!
+//! Settings are not in it: a restored portfolio takes them from its config, with the saved
+//! overrides applied on top. Bucket tokens are not in it either: a restored bucket starts full,
+//! which can let one burst more through in the first second (the platform's own throughput
+//! limit then answers 130429, and the number backs off).
+use super::*;
+use crate::core::identity;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaState {
+    /// When the state was taken.
+    pub at: Timestamp,
+    /// Counted customers (E.164) and the time of their last counted send.
+    pub counted: Vec<(String, Timestamp)>,
+    /// The id of the first entry of `sends`; entries are consecutive ids.
+    pub first_send: u64,
+    pub sends: Vec<Option<SavedSend>>,
+    pub queue_free: Vec<u64>,
+    pub queue_new: Vec<u64>,
+    pub next_send: u64,
+    pub numbers: Vec<SavedNumber>,
+    /// (business number id, customer E.164, until)
+    pub pair_backoff: Vec<(String, String, Timestamp)>,
+    pub overrides: Vec<SavedOverride>,
+    pub next_override: u64,
+    pub audit: Vec<SavedAudit>,
+    pub batch_mode: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSend {
+    pub id: u64,
+    pub idempotency_key: String,
+    pub from: String,
+    pub to: String,
+    pub category: Category,
+    pub priority: SendPriority,
+    pub state: SendState,
+    pub reason: Option<Refusal>,
+    pub provider_code: Option<u32>,
+    pub first_answer: Admission,
+    pub created: Timestamp,
+    pub valid_until: Timestamp,
+    pub content: String,
+    pub business_initiated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedNumber {
+    pub id: String,
+    pub backoff_until: Timestamp,
+    pub marketing_paused_until: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedOverride {
+    pub id: u64,
+    pub change: Change,
+    pub reason: String,
+    pub actor: String,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedAudit {
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: String,
+    pub after: String,
+    pub reason: String,
+}
+
+/// Why a saved state does not fit the portfolio as configured now.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error("business number {0:?} of a saved send or back-off is no longer configured")]
+    UnknownNumber(String),
+    #[error("{0:?} in the saved state is not an E.164 number")]
+    BadNumber(String),
+    #[error("the saved overrides no longer fit the configured limits: {0}")]
+    Overrides(String),
+}
+
+/// The audit actions the service writes (the log keeps them as static names).
+const ACTIONS: &[&str] = &[
+    "override_set",
+    "override_cleared",
+    "override_expired",
+    "config_reloaded",
+];
+
+fn customer(e164: &str) -> Result<CustomerNumber, RestoreError> {
+    if identity::looks_e164(e164) {
+        Ok(CustomerNumber::from_valid_e164(e164))
+    } else {
+        Err(RestoreError::BadNumber(e164.to_owned()))
+    }
+}
+
+impl Quotas {
+    /// The state to save (see the module docs for what is in it).
+    pub fn state(&self, now: Timestamp) -> QuotaState {
+        let number_id = |i: u16| self.numbers[i as usize].id.to_string();
+        // Sorted, so equal states save equal (maps iterate in any order).
+        let mut counted: Vec<(String, Timestamp)> = self
+            .reach
+            .last
+            .iter()
+            .map(|(c, &at)| (c.as_e164().to_owned(), at))
+            .collect();
+        counted.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let mut pair_backoff: Vec<(String, String, Timestamp)> = self
+            .pair_backoff
+            .iter()
+            .map(|((n, c), &until)| (number_id(*n), c.as_e164().to_owned(), until))
+            .collect();
+        pair_backoff.sort();
+        QuotaState {
+            at: now,
+            counted,
+            first_send: self.log.first,
+            sends: self
+                .log
+                .sends
+                .iter()
+                .map(|s| {
+                    s.as_ref().map(|s| SavedSend {
+                        id: s.view.id.0,
+                        idempotency_key: s.view.idempotency_key.to_string(),
+                        from: number_id(s.number),
+                        to: s.to.as_e164().to_owned(),
+                        category: s.view.category,
+                        priority: s.view.priority,
+                        state: s.view.state,
+                        reason: s.view.reason,
+                        provider_code: s.view.provider_code,
+                        first_answer: s.view.first_answer,
+                        created: s.view.created,
+                        valid_until: s.view.valid_until,
+                        content: s.content.to_string(),
+                        business_initiated: s.business_initiated,
+                    })
+                })
+                .collect(),
+            queue_free: self.queue_free.iter().map(|id| id.0).collect(),
+            queue_new: self.queue_new.iter().map(|id| id.0).collect(),
+            next_send: self.next_send,
+            numbers: self
+                .numbers
+                .iter()
+                .map(|n| SavedNumber {
+                    id: n.id.to_string(),
+                    backoff_until: n.backoff_until,
+                    marketing_paused_until: n.marketing_paused_until,
+                })
+                .collect(),
+            pair_backoff,
+            overrides: self
+                .overrides
+                .iter()
+                .map(|o| SavedOverride {
+                    id: o.view.id,
+                    change: o.view.change.clone(),
+                    reason: o.view.reason.to_string(),
+                    actor: o.view.actor.to_string(),
+                    created: o.view.created,
+                    expires: o.view.expires,
+                })
+                .collect(),
+            next_override: self.next_override,
+            audit: self
+                .audit
+                .iter()
+                .map(|e| SavedAudit {
+                    at: e.at,
+                    actor: e.actor.to_string(),
+                    action: e.action.to_owned(),
+                    target: e.target.clone(),
+                    before: e.before.clone(),
+                    after: e.after.clone(),
+                    reason: e.reason.clone(),
+                })
+                .collect(),
+            batch_mode: self.batch_mode,
+        }
+    }
+
+    /// Puts a saved state into a portfolio freshly built from its config. On error the
+    /// portfolio is left as it was.
+    pub fn restore(&mut self, state: QuotaState) -> Result<(), RestoreError> {
+        let number = |id: &str| {
+            self.by_number
+                .get(id)
+                .copied()
+                .ok_or_else(|| RestoreError::UnknownNumber(id.to_owned()))
+        };
+        let mut reach = Reach::default();
+        let mut counted = Vec::with_capacity(state.counted.len());
+        for (c, at) in &state.counted {
+            counted.push((*at, customer(c)?));
+        }
+        counted.sort_by_key(|(at, _)| *at);
+        for (at, c) in counted {
+            reach.last.insert(c.clone(), at);
+            reach.events.push_back((at, c));
+        }
+        let mut log = SendLog::new(state.first_send);
+        for saved in &state.sends {
+            let send = match saved {
+                None => None,
+                Some(s) => Some(Send {
+                    view: SendView {
+                        id: SendId(s.id),
+                        idempotency_key: Arc::from(s.idempotency_key.as_str()),
+                        from: self.numbers[number(&s.from)? as usize].id.clone(),
+                        category: s.category,
+                        priority: s.priority,
+                        state: s.state,
+                        reason: s.reason,
+                        provider_code: s.provider_code,
+                        first_answer: s.first_answer,
+                        created: s.created,
+                        valid_until: s.valid_until,
+                    },
+                    key_fp: identity::fingerprint(&s.idempotency_key),
+                    number: number(&s.from)?,
+                    to: customer(&s.to)?,
+                    content: Arc::from(s.content.as_str()),
+                    business_initiated: s.business_initiated,
+                }),
+            };
+            if let Some(s) = &send {
+                log.by_key.insert(s.key_fp, s.view.id);
+            }
+            log.sends.push_back(send);
+        }
+        let mut pair_backoff = Map::default();
+        for (n, c, until) in &state.pair_backoff {
+            pair_backoff.insert((number(n)?, customer(c)?), *until);
+        }
+        let mut backoffs = Vec::with_capacity(state.numbers.len());
+        for n in &state.numbers {
+            backoffs.push((number(&n.id)?, n.backoff_until, n.marketing_paused_until));
+        }
+        let overrides: Vec<controls::Override> = state
+            .overrides
+            .iter()
+            .map(|o| controls::Override {
+                view: OverrideView {
+                    id: o.id,
+                    change: o.change.clone(),
+                    reason: Arc::from(o.reason.as_str()),
+                    actor: Arc::from(o.actor.as_str()),
+                    created: o.created,
+                    expires: o.expires,
+                },
+            })
+            .collect();
+        let (config, numbers) = self.effective(&overrides);
+        controls::check(&config, &numbers)
+            .map_err(|e| RestoreError::Overrides(format!("{}: {}", e.field, e.problem)))?;
+
+        // Everything fits: apply.
+        self.overrides = overrides;
+        self.next_override = state.next_override;
+        self.apply(config, numbers);
+        self.reach = reach;
+        self.log = log;
+        self.pair_backoff = pair_backoff;
+        for (i, backoff_until, paused_until) in backoffs {
+            let n = &mut self.numbers[i as usize];
+            n.backoff_until = backoff_until;
+            n.marketing_paused_until = paused_until;
+        }
+        self.queue_free = state.queue_free.iter().map(|&id| SendId(id)).collect();
+        self.queue_new = state.queue_new.iter().map(|&id| SendId(id)).collect();
+        self.next_expiry = Timestamp(0); // the next tick recomputes it
+        self.next_send = state.next_send;
+        self.batch_mode = state.batch_mode;
+        self.audit = state
+            .audit
+            .into_iter()
+            .map(|e| AuditEntry {
+                at: e.at,
+                actor: Arc::from(e.actor.as_str()),
+                action: ACTIONS
+                    .iter()
+                    .copied()
+                    .find(|a| *a == e.action)
+                    .unwrap_or("restored"),
+                target: e.target,
+                before: e.before,
+                after: e.after,
+                reason: e.reason,
+            })
+            .collect();
+        Ok(())
+    }
+}
