@@ -71,6 +71,17 @@ impl Dedup {
         }
     }
 
+    /// The ids seen, oldest first (for snapshots).
+    pub fn entries(&self) -> impl Iterator<Item = (Timestamp, u128)> + '_ {
+        self.order.iter().copied()
+    }
+
+    /// Replaces the ids seen with saved ones, oldest first.
+    pub fn restore(&mut self, entries: Vec<(Timestamp, u128)>) {
+        self.seen = entries.iter().map(|&(_, fp)| fp).collect();
+        self.order = entries.into();
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.seen.contains(&fingerprint(id))
     }

@@ -25,6 +25,9 @@ use crate::model::{
     AgentId, Channel, ConversationId, CustomerNumber, Priority, QueueName, TenantId,
 };
 
+mod state;
+pub use state::{SavedConversation, SavedMessage, TenantState};
+
 use super::Map;
 use super::classify::Classifier;
 use super::desk::{Desk, Location, Placed, QueueIx};

@@ -1121,3 +1121,58 @@ fn positions_are_exact_for_new_arrivals_and_capped_for_follow_ups() {
     );
     assert_eq!(s.stats("support").depth, 3_000);
 }
+
+#[test]
+fn a_restored_tenant_keeps_its_conversations_windows_and_seen_ids() {
+    // State saved as JSON, a fresh shard built from the config, the state restored: the
+    // window is still open, the follow-up joins the same conversation, a re-delivered
+    // message is still a duplicate, and saving again gives the same state.
+    let mut s = Sim::new(true);
+    s.agent("ana", 1, &["support"]);
+    let first = s
+        .ingest("+34612345678", Channel::WhatsApp, "wamid.A", "hola")
+        .unwrap()
+        .conversation
+        .expect("a conversation");
+    s.msg_on("+34612345678", Channel::WebChat, "sigo aquí");
+    s.msg("+34699999999", "quiero una devolución");
+    s.run(Command::PauseAutomation {
+        tenant: TenantId::new(T),
+        conversation: first,
+    })
+    .unwrap();
+    s.advance(HOUR);
+
+    let saved = s.shard.tenant(T).unwrap().state(s.now);
+    let json = serde_json::to_string(&saved).expect("serializes");
+    let mut fresh = Sim::new(true);
+    (fresh.now, fresh.next_msg) = (s.now, s.next_msg);
+    let tenant = fresh.shard.tenant_mut(T).expect("configured");
+    tenant
+        .restore(serde_json::from_str(&json).expect("deserializes"))
+        .expect("fits the config");
+    assert!(
+        fresh.shard.tenant(T).unwrap().state(s.now) == saved,
+        "an exact round trip"
+    );
+
+    let view = fresh.view(first);
+    assert!(view.window_open, "the window survived");
+    assert!(view.automation_paused, "so did the automation pause");
+    assert_eq!(view.channels, vec![Channel::WhatsApp, Channel::WebChat]);
+    let again = fresh
+        .ingest("+34612345678", Channel::WhatsApp, "wamid.A", "hola")
+        .unwrap();
+    assert!(
+        again.duplicate,
+        "a re-delivered message is still a duplicate"
+    );
+    let next = fresh.msg("+34612345678", "¿y mi pedido?");
+    assert_eq!(next.conversation, Some(first), "the same conversation");
+    let other = fresh.msg("+34600000000", "hola");
+    let other = other.conversation.expect("a conversation");
+    assert!(
+        other.0 > 2,
+        "new conversations get new ids, not reused ones"
+    );
+}

@@ -86,6 +86,10 @@ pub enum RestoreError {
     BadNumber(String),
     #[error("the saved overrides no longer fit the configured limits: {0}")]
     Overrides(String),
+    #[error("queue {0:?} of a saved conversation is no longer configured")]
+    UnknownQueue(String),
+    #[error("{0:?} is not a message-id fingerprint")]
+    BadFingerprint(String),
 }
 
 /// The audit actions the service writes (the log keeps them as static names).

@@ -1,0 +1,168 @@
+//! A tenant's state as plain data, for snapshots (the scale-out issue): its portfolio's quota
+//! state, its conversations (customer, customer-service window, channels, context, automation
+//! pause, route override, bot, last queue, priority) and the message ids it has seen.
+//!
+//! Not in it yet: the desk (agents, their assignments, who waits in which queue). A restored
+//! conversation is on no agent's desk and in no queue: its next message is routed afresh.
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::core::quota::{QuotaState, RestoreError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantState {
+    pub quota: QuotaState,
+    pub next_conversation: u64,
+    pub conversations: Vec<SavedConversation>,
+    /// Seen message ids: (when, fingerprint as 32 hex digits), oldest first.
+    pub seen: Vec<(Timestamp, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedConversation {
+    pub id: u64,
+    pub customer: String,
+    pub window_expires: Option<Timestamp>,
+    pub channels: Vec<Channel>,
+    pub context: Vec<SavedMessage>,
+    pub paused: bool,
+    /// ("queue" | "agent", name)
+    pub route_override: Option<(String, String)>,
+    pub with_bot: bool,
+    pub last_queue: Option<String>,
+    pub priority: Priority,
+    pub last_activity: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedMessage {
+    pub note: bool,
+    pub channel: Channel,
+    pub text: String,
+    pub at: Timestamp,
+    pub provider_message_id: String,
+    pub intent: Option<String>,
+}
+
+impl Tenant {
+    /// The state to save (see the module docs for what is in it), conversations in id order.
+    pub fn state(&self, now: Timestamp) -> TenantState {
+        let mut ids: Vec<&ConversationId> = self.conversations.keys().collect();
+        ids.sort();
+        let conversations = ids
+            .into_iter()
+            .map(|id| {
+                let c = &self.conversations[id];
+                SavedConversation {
+                    id: id.0,
+                    customer: c.customer.as_e164().to_owned(),
+                    window_expires: c.window_expires,
+                    channels: c.channels.clone(),
+                    context: c
+                        .context
+                        .iter()
+                        .map(|m| SavedMessage {
+                            note: m.direction == Direction::Note,
+                            channel: m.channel,
+                            text: m.text.to_string(),
+                            at: m.at,
+                            provider_message_id: m.provider_message_id.to_string(),
+                            intent: m.intent.as_deref().map(str::to_owned),
+                        })
+                        .collect(),
+                    paused: c.paused,
+                    route_override: c.route_override.as_ref().map(|o| match o {
+                        RouteOverride::Queue(q) => ("queue".into(), q.to_string()),
+                        RouteOverride::Agent(a) => ("agent".into(), a.to_string()),
+                    }),
+                    with_bot: c.with_bot,
+                    last_queue: c.last_queue.map(|q| self.desk.queue_name(q).to_string()),
+                    priority: c.priority,
+                    last_activity: c.last_activity,
+                }
+            })
+            .collect();
+        TenantState {
+            quota: self.quotas.state(now),
+            next_conversation: self.next_conversation,
+            conversations,
+            seen: self
+                .dedup
+                .entries()
+                .map(|(at, fp)| (at, format!("{fp:032x}")))
+                .collect(),
+        }
+    }
+
+    /// Puts a saved state into a tenant freshly built from its config. On error the tenant is
+    /// left as it was.
+    pub fn restore(&mut self, state: TenantState) -> Result<(), RestoreError> {
+        let mut conversations = Map::default();
+        let mut by_customer = Map::default();
+        for c in state.conversations {
+            if !identity::looks_e164(&c.customer) {
+                return Err(RestoreError::BadNumber(c.customer));
+            }
+            let customer = CustomerNumber::from_valid_e164(&c.customer);
+            let last_queue = match &c.last_queue {
+                Some(name) => Some(
+                    self.desk
+                        .queue_ix(name)
+                        .ok_or_else(|| RestoreError::UnknownQueue(name.clone()))?,
+                ),
+                None => None,
+            };
+            let route_override = match c.route_override {
+                Some((kind, name)) if kind == "agent" => {
+                    Some(RouteOverride::Agent(AgentId::new(&name)))
+                }
+                Some((_, name)) => Some(RouteOverride::Queue(QueueName::new(&name))),
+                None => None,
+            };
+            let id = ConversationId(c.id);
+            by_customer.insert(customer.clone(), id);
+            conversations.insert(
+                id,
+                Conversation {
+                    customer,
+                    window_expires: c.window_expires,
+                    channels: c.channels,
+                    context: c
+                        .context
+                        .into_iter()
+                        .map(|m| ContextMessage {
+                            direction: if m.note {
+                                Direction::Note
+                            } else {
+                                Direction::Inbound
+                            },
+                            channel: m.channel,
+                            text: Arc::from(m.text.as_str()),
+                            at: m.at,
+                            provider_message_id: Arc::from(m.provider_message_id.as_str()),
+                            intent: m.intent.as_deref().map(Arc::from),
+                        })
+                        .collect(),
+                    paused: c.paused,
+                    route_override,
+                    with_bot: c.with_bot,
+                    last_queue,
+                    priority: c.priority,
+                    last_activity: c.last_activity,
+                },
+            );
+        }
+        let mut seen = Vec::with_capacity(state.seen.len());
+        for (at, fp) in &state.seen {
+            let fp = u128::from_str_radix(fp, 16)
+                .map_err(|_| RestoreError::BadFingerprint(fp.clone()))?;
+            seen.push((*at, fp));
+        }
+        self.quotas.restore(state.quota)?;
+        self.conversations = conversations;
+        self.by_customer = by_customer;
+        self.next_conversation = state.next_conversation;
+        self.dedup.restore(seen);
+        Ok(())
+    }
+}
