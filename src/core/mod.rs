@@ -26,7 +26,7 @@ use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::model::{AgentId, Channel, ConversationId, Presence, Priority, QueueName, TenantId};
 
-pub use tenant::Tenant;
+pub use tenant::{Tenant, TenantState};
 
 /// The core's hash maps and sets: foldhash (hashbrown's default hasher, randomly seeded per
 /// process) instead of SipHash, which showed as the largest single cost of a routing decision.
@@ -365,6 +365,15 @@ pub enum Command {
         quotas: crate::config::QuotaConfig,
         actor: String,
     },
+    /// The tenant's state as plain data, to save (see `tenant::TenantState`).
+    SaveState {
+        tenant: TenantId,
+    },
+    /// Replaces the tenant's state with a saved one (a restart or a handover).
+    RestoreState {
+        tenant: TenantId,
+        state: Box<TenantState>,
+    },
     /// Time passes: SLA breaches, max-wait escalation, batch waves, sweeps of expired state.
     Tick,
 }
@@ -383,7 +392,9 @@ impl Command {
             | ClearOverride { tenant, .. }
             | ListAudit { tenant, .. }
             | PlanCampaign { tenant, .. }
-            | ReloadQuotas { tenant, .. } => Some(tenant),
+            | ReloadQuotas { tenant, .. }
+            | SaveState { tenant }
+            | RestoreState { tenant, .. } => Some(tenant),
             RegisterAgent { tenant, .. }
             | SetPresence { tenant, .. }
             | Complete { tenant, .. }
@@ -472,6 +483,7 @@ pub enum Reply {
     Override(quota::OverrideView),
     Audit(Vec<quota::AuditEntry>),
     Plan(quota::PlanResult),
+    State(Box<TenantState>),
     Done,
 }
 

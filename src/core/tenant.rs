@@ -320,6 +320,11 @@ impl Tenant {
                 Ok(Reply::Done)
             }
             Command::GetQuota { .. } => Ok(Reply::Quota(Box::new(self.quotas.snapshot(now)))),
+            Command::SaveState { .. } => Ok(Reply::State(Box::new(self.state(now)))),
+            Command::RestoreState { state, .. } => self
+                .restore(*state)
+                .map(|()| Reply::Done)
+                .map_err(|e| CoreError::FailedPrecondition(format!("cannot restore: {e}"))),
             Command::SetOverride {
                 change,
                 reason,

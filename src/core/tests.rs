@@ -1143,18 +1143,25 @@ fn a_restored_tenant_keeps_its_conversations_windows_and_seen_ids() {
     .unwrap();
     s.advance(HOUR);
 
-    let saved = s.shard.tenant(T).unwrap().state(s.now);
+    // Through the commands the runtime uses.
+    let save = || Command::SaveState {
+        tenant: TenantId::new(T),
+    };
+    let Ok(Reply::State(saved)) = s.run(save()) else {
+        panic!("a state");
+    };
     let json = serde_json::to_string(&saved).expect("serializes");
     let mut fresh = Sim::new(true);
     (fresh.now, fresh.next_msg) = (s.now, s.next_msg);
-    let tenant = fresh.shard.tenant_mut(T).expect("configured");
-    tenant
-        .restore(serde_json::from_str(&json).expect("deserializes"))
-        .expect("fits the config");
-    assert!(
-        fresh.shard.tenant(T).unwrap().state(s.now) == saved,
-        "an exact round trip"
-    );
+    let restore = Command::RestoreState {
+        tenant: TenantId::new(T),
+        state: serde_json::from_str(&json).expect("deserializes"),
+    };
+    assert!(matches!(fresh.run(restore), Ok(Reply::Done)));
+    let Ok(Reply::State(again)) = fresh.run(save()) else {
+        panic!("a state");
+    };
+    assert!(again == saved, "an exact round trip");
 
     let view = fresh.view(first);
     assert!(view.window_open, "the window survived");
