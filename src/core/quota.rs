@@ -60,7 +60,8 @@ type PairLimiter = RateLimiter<
 >;
 
 /// A send's id, sequential per portfolio ("s-42").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct SendId(pub u64);
 
 impl std::fmt::Display for SendId {
@@ -189,7 +190,7 @@ pub enum ProviderOutcome {
 }
 
 /// A send as status queries show it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendView {
     pub id: SendId,
     pub idempotency_key: Arc<str>,

@@ -656,7 +656,7 @@ fn a_saved_state_that_no_longer_fits_the_config_is_refused_and_changes_nothing()
     let mut s = Sim::new("messaging_limit = 2000", 80);
     s.send(&customer(1), Category::Utility);
     let mut saved = s.quotas().state(s.now);
-    saved.sends[0].as_mut().expect("logged").from = "+34999999999".into();
+    saved.sends[0].as_mut().expect("logged").view.from = "+34999999999".into();
     let before = s.quotas().state(s.now);
     let tenant = s.shard.tenant_mut(T).expect("configured");
     assert_eq!(

@@ -33,18 +33,9 @@ pub struct QuotaState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedSend {
-    pub id: u64,
-    pub idempotency_key: String,
-    pub from: String,
+    /// As status queries show it; `from` is the business number's id.
+    pub view: SendView,
     pub to: String,
-    pub category: Category,
-    pub priority: SendPriority,
-    pub state: SendState,
-    pub reason: Option<Refusal>,
-    pub provider_code: Option<u32>,
-    pub first_answer: Admission,
-    pub created: Timestamp,
-    pub valid_until: Timestamp,
     pub content: String,
     pub business_initiated: bool,
 }
@@ -136,18 +127,8 @@ impl Quotas {
                 .iter()
                 .map(|s| {
                     s.as_ref().map(|s| SavedSend {
-                        id: s.view.id.0,
-                        idempotency_key: s.view.idempotency_key.to_string(),
-                        from: number_id(s.number),
+                        view: s.view.clone(),
                         to: s.to.as_e164().to_owned(),
-                        category: s.view.category,
-                        priority: s.view.priority,
-                        state: s.view.state,
-                        reason: s.view.reason,
-                        provider_code: s.view.provider_code,
-                        first_answer: s.view.first_answer,
-                        created: s.view.created,
-                        valid_until: s.view.valid_until,
                         content: s.content.to_string(),
                         business_initiated: s.business_initiated,
                     })
@@ -219,26 +200,20 @@ impl Quotas {
         for saved in &state.sends {
             let send = match saved {
                 None => None,
-                Some(s) => Some(Send {
-                    view: SendView {
-                        id: SendId(s.id),
-                        idempotency_key: Arc::from(s.idempotency_key.as_str()),
-                        from: self.numbers[number(&s.from)? as usize].id.clone(),
-                        category: s.category,
-                        priority: s.priority,
-                        state: s.state,
-                        reason: s.reason,
-                        provider_code: s.provider_code,
-                        first_answer: s.first_answer,
-                        created: s.created,
-                        valid_until: s.valid_until,
-                    },
-                    key_fp: identity::fingerprint(&s.idempotency_key),
-                    number: number(&s.from)?,
-                    to: customer(&s.to)?,
-                    content: Arc::from(s.content.as_str()),
-                    business_initiated: s.business_initiated,
-                }),
+                Some(s) => {
+                    let number = number(&s.view.from)?;
+                    Some(Send {
+                        view: SendView {
+                            from: self.numbers[number as usize].id.clone(),
+                            ..s.view.clone()
+                        },
+                        key_fp: identity::fingerprint(&s.view.idempotency_key),
+                        number,
+                        to: customer(&s.to)?,
+                        content: Arc::from(s.content.as_str()),
+                        business_initiated: s.business_initiated,
+                    })
+                }
             };
             if let Some(s) = &send {
                 log.by_key.insert(s.key_fp, s.view.id);
