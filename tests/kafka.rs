@@ -290,6 +290,13 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
         dispatched.push(proto::Dispatch::decode(m.payload().unwrap()).unwrap());
     }
     assert_eq!(dispatched[0].to, "+34612345678");
+    // What a restore replays from this topic: the key, whether it counted, when.
+    assert_eq!(dispatched[0].idempotency_key, "order-1");
+    assert!(
+        dispatched[0].counted,
+        "a template to a customer outside the window counts"
+    );
+    assert!(dispatched[0].dispatched_at_ms > 1_700_000_000_000);
     assert_eq!(dispatched[0].category(), proto::Category::Utility);
     assert_eq!(
         dispatched[0].callback_data,

@@ -174,6 +174,11 @@ pub struct Dispatch {
     pub to: CustomerNumber,
     pub category: Category,
     pub content: Arc<str>,
+    pub idempotency_key: Arc<str>,
+    /// Counted in the messaging limit (business-initiated): the customer's 24 hours restart.
+    pub counted: bool,
+    /// When it was dispatched.
+    pub at: Timestamp,
 }
 
 /// What the provider answered for a dispatched send.
@@ -647,7 +652,7 @@ impl Quotas {
         match answer {
             Admission::Dispatched => {
                 send.view.state = SendState::Dispatched;
-                self.dispatch_effect(&send, out);
+                self.dispatch_effect(now, &send, out);
             }
             Admission::Queued { .. } => {
                 send.view.state = SendState::Queued;
@@ -841,7 +846,7 @@ impl Quotas {
         self.flush_shadow(out);
         if released {
             send.view.state = SendState::Dispatched;
-            self.dispatch_effect(&send, out);
+            self.dispatch_effect(now, &send, out);
             self.status(&send, out);
         }
         self.log.put(send);
@@ -977,7 +982,7 @@ impl Quotas {
         self.numbers.iter().map(|n| (&*n.id, n.mps, n.burst))
     }
 
-    fn dispatch_effect(&self, send: &Send, out: &mut Vec<Effect>) {
+    fn dispatch_effect(&self, now: Timestamp, send: &Send, out: &mut Vec<Effect>) {
         out.push(Effect::Dispatch {
             tenant: self.tenant.clone(),
             send: Dispatch {
@@ -986,6 +991,9 @@ impl Quotas {
                 to: send.to.clone(),
                 category: send.view.category,
                 content: send.content.clone(),
+                idempotency_key: send.view.idempotency_key.clone(),
+                counted: send.business_initiated,
+                at: now,
             },
         });
     }

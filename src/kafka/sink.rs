@@ -45,6 +45,9 @@ impl Sender for KafkaSink {
             category: crate::grpc::category_out(m.category) as i32,
             content: m.content.to_string(),
             callback_data: callback_data(tenant, m.id),
+            idempotency_key: m.idempotency_key.to_string(),
+            counted: m.counted,
+            dispatched_at_ms: i64::try_from(m.at.as_millis()).unwrap_or(i64::MAX),
         };
         let key = Some(tenant.as_str().as_bytes());
         self.outbox
