@@ -50,12 +50,35 @@ impl Tansu {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts the broker (again, on the same port and data) and waits until it listens.
+    /// Starts the broker (again, on the same port and data) and waits until it listens and is
+    /// still up a second later; one that exits at once is started again, at most twice, and
+    /// said so (the tests are about switchboard recovering once the broker is back).
     pub fn restart(&mut self) {
+        for attempt in 1..=3 {
+            self.start_once();
+            std::thread::sleep(Duration::from_secs(1));
+            match self.exited() {
+                None => return,
+                Some(status) => {
+                    eprintln!(
+                        "Tansu exited ({status}) right after start {attempt}; starting it again"
+                    );
+                    self.child = None;
+                }
+            }
+        }
+        panic!("Tansu did not stay up after 3 starts; see {:?}", self.dir);
+    }
+
+    fn start_once(&mut self) {
         assert!(self.child.is_none(), "the broker is already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let bin = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
-        let log = std::fs::File::create(self.dir.join("broker.log")).expect("a log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("a log file");
         let child = Command::new(&bin)
             .args([
                 "broker",
@@ -80,8 +103,19 @@ impl Tansu {
                 "Tansu did not listen within 30 s; see {:?}",
                 self.dir
             );
+            if let Some(status) = self.exited() {
+                panic!(
+                    "Tansu exited ({status}) before it listened; see {:?}",
+                    self.dir
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The broker's exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// SIGKILL: no clean shutdown.
@@ -96,6 +130,16 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            // Show the broker's log for the failing test (and keep it).
+            let log = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("Tansu log tail ({:?}):", self.dir);
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
