@@ -260,3 +260,32 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_moves_only_over_a_gapless_prefix_of_acknowledgements() {
+        let acks = Acks::new();
+        let seqs: Vec<Seq> = (0..5).map(|_| acks.issue()).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        assert_eq!(acks.issued(), 5);
+        let watch = acks.watch();
+
+        // Another partition was faster: 2 and 3 are acknowledged before 1.
+        acks.ack(2);
+        acks.ack(3);
+        assert_eq!(acks.through(), 0);
+        assert!(!acks.wait_blocking(1, Duration::from_millis(1)));
+        acks.ack(1);
+        assert_eq!(acks.through(), 3);
+        assert_eq!(*watch.borrow(), 3, "async waiters see it too");
+
+        acks.ack(5);
+        assert_eq!(acks.through(), 3, "4 is still out");
+        acks.ack(4);
+        assert_eq!(acks.through(), 5);
+        assert!(acks.wait_blocking(5, Duration::from_millis(1)));
+    }
+}
