@@ -558,12 +558,7 @@ fn a_promotion_sends_everything_that_fits_and_never_exceeds_the_limit() {
     for minute in 0..minutes {
         let due = (10_000 * (minute + 1)) / minutes;
         while arrivals < due {
-            let (_, a) = s.send_with(
-                &customer(arrivals),
-                Category::Marketing,
-                None,
-                Some(3 * DAY),
-            );
+            let a = promotion_send(&mut s, arrivals);
             sent += u64::from(a == Admission::Dispatched);
             arrivals += 1;
         }
@@ -603,12 +598,7 @@ fn restored_state_keeps_the_count_the_queue_and_the_idempotency_keys() {
     for minute in 0..minutes {
         let due = (10_000 * (minute + 1)) / minutes;
         while arrivals < due {
-            s.send_with(
-                &customer(arrivals),
-                Category::Marketing,
-                None,
-                Some(3 * DAY),
-            );
+            promotion_send(&mut s, arrivals);
             collect_dispatches(&s, &mut dispatched);
             arrivals += 1;
         }
@@ -693,12 +683,7 @@ fn dispatches_after_the_snapshot_replay_onto_it_so_a_crash_sends_nothing_twice()
         }
         let due = (10_000 * (minute + 1)) / minutes;
         while arrivals < due {
-            s.send_with(
-                &customer(arrivals),
-                Category::Marketing,
-                None,
-                Some(3 * DAY),
-            );
+            promotion_send(&mut s, arrivals);
             if snapshot.is_some() && minute < 36 * 60 {
                 requests.push((customer(arrivals), format!("key-{}", s.keys)));
             }
@@ -726,6 +711,12 @@ fn queued_keys(state: &quota::QuotaState) -> Vec<Vec<String>> {
         state.queue_free.iter().map(key).collect(),
         state.queue_new.iter().map(key).collect(),
     ]
+}
+
+/// The i-th marketing send of the promotion tests (valid for 3 days: it may wait in a batch).
+fn promotion_send(s: &mut Sim, i: u64) -> Admission {
+    s.send_with(&customer(i), Category::Marketing, None, Some(3 * DAY))
+        .1
 }
 
 fn keep_changelog(s: &Sim, after_snapshot: bool, log: &mut Vec<quota::Dispatch>) {

@@ -88,6 +88,19 @@ struct Pending {
     received: Stopwatch,
 }
 
+impl Pending {
+    fn is_in(&self, partitions: &[(String, i32)]) -> bool {
+        partitions
+            .iter()
+            .any(|(t, q)| *q == self.partition && **t == *self.topic)
+    }
+}
+
+/// The state behind each lock here is updated in place and never left half-done.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("no panic while holding a Kafka input lock")
+}
+
 /// Handled records not yet stored, in consumption order. Shared with the rebalance callback.
 #[derive(Default)]
 struct Inflight {
@@ -124,11 +137,7 @@ impl Inflight {
     fn barrier_of(&self, partitions: &[(String, i32)]) -> Seq {
         self.records
             .iter()
-            .filter(|p| {
-                partitions
-                    .iter()
-                    .any(|(t, q)| *q == p.partition && **t == *p.topic)
-            })
+            .filter(|p| p.is_in(partitions))
             .map(|p| p.barrier)
             .max()
             .unwrap_or(0)
@@ -136,11 +145,7 @@ impl Inflight {
 
     /// Drops the records of revoked partitions (their new owner reads them again).
     fn forget(&mut self, partitions: &[(String, i32)]) {
-        self.records.retain(|p| {
-            !partitions
-                .iter()
-                .any(|(t, q)| *q == p.partition && **t == *p.topic)
-        });
+        self.records.retain(|p| !p.is_in(partitions));
     }
 }
 
@@ -190,14 +195,6 @@ struct InputContext {
     drain: Duration,
 }
 
-impl InputContext {
-    fn inflight(&self) -> std::sync::MutexGuard<'_, Inflight> {
-        self.inflight
-            .lock()
-            .expect("no panic while holding the in-flight lock")
-    }
-}
-
 impl ClientContext for InputContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
@@ -218,7 +215,7 @@ impl ConsumerContext for InputContext {
         };
         telemetry::kafka_rebalance("revoke");
         let revoked = partitions(list);
-        let barrier = self.inflight().barrier_of(&revoked);
+        let barrier = lock(&self.inflight).barrier_of(&revoked);
         // Called on the consumer's polling path, which cannot await: block, bounded. The
         // acknowledgements come from librdkafka's producer thread, not from this one.
         if !self.acks.wait_blocking(barrier, self.drain) {
@@ -227,14 +224,11 @@ impl ConsumerContext for InputContext {
                 "revoked partitions not drained in time; their new owner reads the rest again"
             );
         }
-        let mut inflight = self.inflight();
+        let mut inflight = lock(&self.inflight);
         inflight.advance(self.acks.through(), |t, p, o| store(consumer, t, p, o));
         inflight.forget(&revoked);
         drop(inflight);
-        let mut owned = self
-            .owned
-            .lock()
-            .expect("no panic while holding the owned lock");
+        let mut owned = lock(&self.owned);
         for key in &revoked {
             owned.tenants.remove(key);
         }
@@ -323,15 +317,9 @@ impl KafkaInput {
         })
     }
 
-    fn inflight(&self) -> std::sync::MutexGuard<'_, Inflight> {
-        self.inflight
-            .lock()
-            .expect("no panic while holding the in-flight lock")
-    }
-
     fn advance(&self) {
         let through = self.outbox.acks().through();
-        let mut inflight = self.inflight();
+        let mut inflight = lock(&self.inflight);
         inflight.advance(through, |t, p, o| store(&self.consumer, t, p, o));
         if inflight.uncommitted >= self.config.commit_every {
             inflight.uncommitted = 0;
@@ -345,7 +333,7 @@ impl KafkaInput {
     pub async fn run(self, stop: CancellationToken) {
         let mut acked = self.outbox.acks().watch();
         loop {
-            let full = self.inflight().records.len() >= self.config.max_in_flight;
+            let full = lock(&self.inflight).records.len() >= self.config.max_in_flight;
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -372,7 +360,7 @@ impl KafkaInput {
                     if self.handle(&message).await.is_err() {
                         break; // stopping: this record is read again after restart
                     }
-                    self.inflight().records.push_back(Pending {
+                    lock(&self.inflight).records.push_back(Pending {
                         barrier: self.outbox.acks().issued(),
                         topic: message.topic().into(),
                         partition: message.partition(),
@@ -383,7 +371,7 @@ impl KafkaInput {
                 }
             }
         }
-        let last = self.inflight().records.back().map(|p| p.barrier);
+        let last = lock(&self.inflight).records.back().map(|p| p.barrier);
         if let Some(last) = last
             && tokio::time::timeout(self.grace, acked.wait_for(|&t| t >= last))
                 .await
@@ -409,10 +397,7 @@ impl KafkaInput {
         let Some(Ok(tenant)) = m.key().map(std::str::from_utf8) else {
             return;
         };
-        let mut owned = self
-            .owned
-            .lock()
-            .expect("no panic while holding the owned lock");
+        let mut owned = lock(&self.owned);
         if owned.saw(m.topic(), m.partition(), tenant) {
             telemetry::kafka_tenants_owned(owned.tenant_count());
         }
