@@ -152,52 +152,58 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// SIGHUP asks for a config reload.
+/// SIGHUP asks for a config reload. The handler is installed here, before the service
+/// serves: a SIGHUP that arrives early is a reload, not the default (exit).
 fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     #[cfg(unix)]
-    tokio::spawn(async move {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(mut hup) => {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     // A reload already pending covers this one too.
                     let _ = tx.try_send(());
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `switchboard quota reload`")
-            }
+            });
         }
-    });
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with `switchboard quota reload`")
+        }
+    }
     #[cfg(not(unix))]
     drop(tx);
     rx
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, before the
+/// service serves, so a signal that arrives early stops it cleanly instead of killing it.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let streams = [SignalKind::interrupt(), SignalKind::terminate()].map(signal);
+    async move {
+        match streams {
+            [Ok(mut int), Ok(mut term)] => {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+            _ => {
+                tracing::error!(
+                    "cannot listen for SIGINT or SIGTERM; stop the service with SIGKILL"
+                );
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
