@@ -125,9 +125,18 @@ pub struct KafkaConfig {
     /// Input records handled but not yet acknowledged by the broker, at most; past it the
     /// input waits (the duplicates a crash can cause are bounded by it).
     pub max_in_flight: usize,
-    /// Commit (asynchronously) after this many records' offsets were stored, besides
-    /// librdkafka's periodic auto-commit: bounds what a crash makes the group read again.
-    pub commit_every: usize,
+    /// How often each owned partition with new input is snapshotted to the state topic and
+    /// its input offsets committed: bounds what a new owner replays after a crash.
+    pub snapshot_interval_ms: u64,
+    /// A partition without new input is snapshotted again after this long, so its snapshot
+    /// stays well inside the state topic's retention.
+    pub snapshot_max_age_ms: u64,
+    /// Largest state record, in bytes: a tenant's snapshot is cut into chunks of this size
+    /// (keep it under the broker's `message.max.bytes`).
+    pub snapshot_chunk_bytes: usize,
+    /// Retention of the state topic when switchboard creates it (delete policy; see
+    /// `kafka::state` for why not compaction). Must exceed `snapshot_max_age_ms` by far.
+    pub state_retention_ms: u64,
     /// Largest input record accepted, in bytes; a larger one is dead-lettered as `oversize`.
     pub max_record_bytes: usize,
     /// How long a partition revoke may wait for its in-flight records to be acknowledged.
@@ -157,7 +166,10 @@ impl Default for KafkaConfig {
             topic_partitions: 12,
             replication_factor: 3,
             max_in_flight: 10_000,
-            commit_every: 1_000,
+            snapshot_interval_ms: 5_000,
+            snapshot_max_age_ms: 3_600_000,
+            snapshot_chunk_bytes: 900_000,
+            state_retention_ms: 7 * 24 * 3_600_000,
             max_record_bytes: 256 * 1024,
             revoke_drain_ms: 10_000,
             statistics_interval_ms: 5_000,
@@ -609,7 +621,21 @@ impl Config {
             positive("kafka.produce_timeout_ms", k.produce_timeout_ms)?;
             positive("kafka.max_in_flight", k.max_in_flight as u64)?;
             positive("kafka.max_record_bytes", k.max_record_bytes as u64)?;
-            positive("kafka.commit_every", k.commit_every as u64)?;
+            positive("kafka.snapshot_interval_ms", k.snapshot_interval_ms)?;
+            positive("kafka.snapshot_chunk_bytes", k.snapshot_chunk_bytes as u64)?;
+            if k.snapshot_max_age_ms < k.snapshot_interval_ms {
+                return Err(invalid(
+                    "kafka.snapshot_max_age_ms",
+                    "is shorter than kafka.snapshot_interval_ms; raise it",
+                ));
+            }
+            if k.state_retention_ms < 4 * k.snapshot_max_age_ms {
+                return Err(invalid(
+                    "kafka.state_retention_ms",
+                    "must be at least 4 × kafka.snapshot_max_age_ms, or a snapshot could expire \
+                     before the next one is written",
+                ));
+            }
             positive("kafka.topic_partitions", k.topic_partitions.max(0) as u64)?;
             positive(
                 "kafka.replication_factor",

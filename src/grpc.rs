@@ -27,7 +27,11 @@ use crate::runtime::{
 };
 
 /// Converts every error to its status; the message names the field or the object.
+/// Response metadata naming the replica that serves a tenant this one does not (a redirect).
+pub const OWNER_HEADER: &str = "switchboard-owner";
+
 pub fn status(e: CallError) -> Status {
+    let message = e.to_string();
     match e {
         CallError::Core(CoreError::InvalidArgument { field, problem }) => {
             Status::invalid_argument(format!("{field}: {problem}"))
@@ -36,6 +40,13 @@ pub fn status(e: CallError) -> Status {
         CallError::Core(CoreError::FailedPrecondition(m)) => Status::failed_precondition(m),
         CallError::Core(CoreError::ResourceExhausted(m)) => Status::resource_exhausted(m),
         CallError::Unavailable => Status::unavailable("switchboard is shutting down; retry"),
+        CallError::Elsewhere { owner, .. } => {
+            let mut status = Status::unavailable(format!("{message}; retry"));
+            if let Some(owner) = owner.as_deref().and_then(|o| o.parse().ok()) {
+                status.metadata_mut().insert(OWNER_HEADER, owner);
+            }
+            status
+        }
     }
 }
 
@@ -120,7 +131,7 @@ fn presence(raw: i32) -> Result<Presence, Status> {
     )
 }
 
-fn category(raw: i32) -> Result<Category, Status> {
+pub(crate) fn category_in(raw: i32) -> Result<Category, Status> {
     enum_field(
         "category",
         raw,
@@ -557,7 +568,7 @@ pub(crate) fn send_in(r: proto::SendRequest) -> Result<Outbound, Status> {
         tenant: tenant(&r.tenant)?,
         from: required("from", &r.from)?.to_owned(),
         to: required("to", &r.to)?.to_owned(),
-        category: category(r.category)?,
+        category: category_in(r.category)?,
         content: r.content,
         priority: send_priority(r.priority)?,
         idempotency_key: required("idempotency_key", &r.idempotency_key)?.to_owned(),

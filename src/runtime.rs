@@ -81,6 +81,20 @@ pub enum CallError {
     Core(#[from] CoreError),
     #[error("the service is shutting down")]
     Unavailable,
+    /// In Kafka mode: the tenant's partition is not served by this replica (now).
+    #[error("tenant {tenant:?} (partition {partition}) is not served by this replica: {why}")]
+    Elsewhere {
+        tenant: String,
+        partition: i32,
+        /// The owner's advertised gRPC address, when known.
+        owner: Option<String>,
+        why: String,
+    },
+}
+
+/// Decides whether a call for a tenant is served by this replica (see `kafka::ownership`).
+pub trait Gate: Send + Sync {
+    fn check(&self, tenant: &TenantId) -> Result<(), CallError>;
 }
 
 enum Request {
@@ -115,6 +129,8 @@ pub struct Runtime {
     /// Which shard owns each tenant.
     owner: Arc<HashMap<TenantId, usize>>,
     subscriber_buffer: usize,
+    /// Checked before each call (gRPC in Kafka mode); None: every tenant is served.
+    gate: Option<Arc<dyn Gate>>,
 }
 
 impl Runtime {
@@ -165,8 +181,17 @@ impl Runtime {
             shards: senders.into(),
             owner: Arc::new(owner),
             subscriber_buffer: config.runtime.subscriber_buffer,
+            gate: None,
         };
         (runtime, tasks)
+    }
+
+    /// A handle whose calls are checked by `gate` first (the Kafka input keeps the ungated one).
+    pub fn gated(&self, gate: Arc<dyn Gate>) -> Runtime {
+        Runtime {
+            gate: Some(gate),
+            ..self.clone()
+        }
     }
 
     fn shard_of(&self, tenant: &TenantId) -> Result<&mpsc::Sender<Request>, CoreError> {
@@ -251,6 +276,9 @@ impl Runtime {
         request: Request,
         answer: oneshot::Receiver<Result<R, CoreError>>,
     ) -> Result<R, CallError> {
+        if let Some(gate) = &self.gate {
+            gate.check(tenant)?;
+        }
         self.shard_of(tenant)?
             .send(request)
             .await

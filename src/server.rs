@@ -41,6 +41,11 @@ pub enum ServeError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("kafka topics: {0}")]
     Topics(#[from] crate::kafka::TopicError),
+    #[error(
+        "a Kafka partition could not be taken over (its snapshot or dispatches could not be \
+         read; see the log above); stopped rather than run its tenants without their state"
+    )]
+    Takeover,
     #[error("{0} shard(s) did not stop within runtime.shutdown_grace_ms")]
     ShardsDidNotStop(usize),
 }
@@ -173,14 +178,26 @@ pub async fn run_with(
     }
     // Kafka input, when brokers are configured (else the gRPC API is the only intake).
     let stop_kafka = CancellationToken::new();
-    let kafka_task = if let Some(outbox) = &outbox {
-        let input = crate::kafka::KafkaInput::new(&config, runtime.clone(), outbox.clone())?;
-        tracing::info!(brokers = %config.kafka.brokers, "kafka input on");
-        Some(tokio::spawn(input.run(stop_kafka.clone())))
+    // A partition that cannot be taken over stops the service (see `kafka::input`).
+    let kafka_fatal = CancellationToken::new();
+    let (kafka_task, api_runtime) = if let Some(outbox) = &outbox {
+        let partitions = crate::kafka::partition_count(&config.kafka).await?;
+        let ownership = crate::kafka::ownership::Ownership::new(partitions, String::new());
+        let input = crate::kafka::KafkaInput::new(
+            &config,
+            runtime.clone(),
+            outbox.clone(),
+            ownership.clone(),
+            kafka_fatal.clone(),
+        )?;
+        tracing::info!(brokers = %config.kafka.brokers, partitions, "kafka input on");
+        let task = tokio::spawn(input.run(stop_kafka.clone()));
+        // gRPC serves the tenants of the partitions this replica owns.
+        (Some(task), runtime.gated(ownership))
     } else {
-        None
+        (None, runtime)
     };
-    let api = Api::new(runtime, reloader);
+    let api = Api::new(api_runtime, reloader);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {
@@ -230,6 +247,7 @@ pub async fn run_with(
             return Ok(());
         }
         () = shutdown => {}
+        () = kafka_fatal.cancelled() => {}
     }
 
     tracing::info!("shutting down: reporting NOT_SERVING, closing streams, draining calls");
@@ -282,6 +300,9 @@ pub async fn run_with(
     if stuck > 0 {
         tracing::error!(stuck, "shards did not stop within the grace period");
         return Err(ServeError::ShardsDidNotStop(stuck));
+    }
+    if kafka_fatal.is_cancelled() {
+        return Err(ServeError::Takeover);
     }
     tracing::info!("stopped");
     Ok(())

@@ -40,7 +40,14 @@ pub const KAFKA_RECORDS_IN: &str = "switchboard_kafka_records_in_total";
 pub const KAFKA_RECORDS_OUT: &str = "switchboard_kafka_records_out_total";
 pub const KAFKA_PRODUCE_RETRIES: &str = "switchboard_kafka_produce_retries_total";
 pub const KAFKA_DEAD_LETTERS: &str = "switchboard_kafka_dead_letters_total";
-pub const KAFKA_OFFSET_STORE: &str = "switchboard_kafka_offset_store_seconds";
+pub const KAFKA_SNAPSHOT: &str = "switchboard_kafka_snapshot_seconds";
+pub const KAFKA_SNAPSHOT_BYTES: &str = "switchboard_kafka_snapshot_bytes";
+pub const KAFKA_SNAPSHOT_AGE: &str = "switchboard_kafka_snapshot_age_seconds";
+pub const KAFKA_RESTORE: &str = "switchboard_kafka_restore_seconds";
+pub const KAFKA_RESTORE_BYTES: &str = "switchboard_kafka_restore_bytes";
+pub const KAFKA_HANDOVERS: &str = "switchboard_kafka_handovers_total";
+pub const KAFKA_REPLAYED: &str = "switchboard_kafka_replayed_dispatches_total";
+pub const KAFKA_MOVED: &str = "switchboard_kafka_records_moved_total";
 pub const KAFKA_COMMITS: &str = "switchboard_kafka_commits_total";
 pub const KAFKA_REBALANCES: &str = "switchboard_kafka_rebalances_total";
 pub const KAFKA_CONSUMER_LAG: &str = "switchboard_kafka_consumer_lag";
@@ -54,7 +61,14 @@ pub const KAFKA: &[&str] = &[
     KAFKA_RECORDS_OUT,
     KAFKA_PRODUCE_RETRIES,
     KAFKA_DEAD_LETTERS,
-    KAFKA_OFFSET_STORE,
+    KAFKA_SNAPSHOT,
+    KAFKA_SNAPSHOT_BYTES,
+    KAFKA_SNAPSHOT_AGE,
+    KAFKA_RESTORE,
+    KAFKA_RESTORE_BYTES,
+    KAFKA_HANDOVERS,
+    KAFKA_REPLAYED,
+    KAFKA_MOVED,
     KAFKA_COMMITS,
     KAFKA_REBALANCES,
     KAFKA_CONSUMER_LAG,
@@ -95,9 +109,13 @@ const DECISION_BUCKETS: &[f64] = &[
 
 /// From a record's arrival to its offset being stored: the broker's acknowledgement of what
 /// it caused dominates (milliseconds); the top buckets catch a broker in trouble.
-const OFFSET_BUCKETS: &[f64] = &[
-    1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+/// Snapshots and restores: from a few milliseconds (small tenants) to a minute.
+const SECONDS_BUCKETS: &[f64] = &[
+    1e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+
+/// Snapshot sizes: 1 KB to 1 GB.
+const BYTES_BUCKETS: &[f64] = &[1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -109,7 +127,11 @@ pub fn install() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(DECISION_DURATION.into()), DECISION_BUCKETS)
                 .expect("the bucket list is a non-empty constant")
-                .set_buckets_for_metric(Matcher::Full(KAFKA_OFFSET_STORE.into()), OFFSET_BUCKETS)
+                .set_buckets_for_metric(Matcher::Full(KAFKA_SNAPSHOT.into()), SECONDS_BUCKETS)
+                .expect("the bucket list is a non-empty constant")
+                .set_buckets_for_metric(Matcher::Full(KAFKA_RESTORE.into()), SECONDS_BUCKETS)
+                .expect("the bucket list is a non-empty constant")
+                .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), BYTES_BUCKETS)
                 .expect("the bucket list is a non-empty constant")
                 .build_recorder();
             let handle = recorder.handle();
@@ -210,9 +232,41 @@ fn describe() {
         "Input records (or webhook messages) sent to the dead-letter topic, by reason."
     );
     describe_histogram!(
-        KAFKA_OFFSET_STORE,
+        KAFKA_SNAPSHOT,
         metrics::Unit::Seconds,
-        "From a record's arrival to its offset being stored (everything it caused acknowledged)."
+        "One partition's cut: its tenants' state written to the state topic, its offsets committed."
+    );
+    describe_histogram!(
+        KAFKA_SNAPSHOT_BYTES,
+        metrics::Unit::Bytes,
+        "Size of one partition's snapshot (all its tenants, JSON)."
+    );
+    describe_gauge!(
+        KAFKA_SNAPSHOT_AGE,
+        metrics::Unit::Seconds,
+        "Age of the oldest snapshot among the partitions this replica owns (what a crash would replay)."
+    );
+    describe_histogram!(
+        KAFKA_RESTORE,
+        metrics::Unit::Seconds,
+        "Taking over one partition: reading its snapshot, replaying its dispatches, restoring its tenants."
+    );
+    describe_histogram!(
+        KAFKA_RESTORE_BYTES,
+        metrics::Unit::Bytes,
+        "Snapshot bytes read to take over one partition."
+    );
+    describe_counter!(
+        KAFKA_HANDOVERS,
+        "Partitions taken over (kind=in: state restored) and handed over (kind=out: final snapshot written; out_unsaved: it could not be)."
+    );
+    describe_counter!(
+        KAFKA_REPLAYED,
+        "Dispatches read back from the dispatch topic on a takeover (made after the snapshot)."
+    );
+    describe_counter!(
+        KAFKA_MOVED,
+        "Input records found on another partition than their tenant's and moved there, by topic."
     );
     describe_counter!(KAFKA_COMMITS, "Offset commits by result (ok, error).");
     describe_counter!(
@@ -229,7 +283,7 @@ fn describe() {
     );
     describe_gauge!(
         KAFKA_TENANTS_OWNED,
-        "Tenants seen on the input partitions this replica owns (by record key)."
+        "Configured tenants whose partition this replica owns (state restored)."
     );
     describe_counter!(
         KAFKA_STATUSES,
@@ -448,8 +502,27 @@ pub fn kafka_dead_letter(reason: &'static str) {
     counter!(KAFKA_DEAD_LETTERS, "reason" => reason).increment(1);
 }
 
-pub fn kafka_offset_stored(elapsed: Duration) {
-    histogram!(KAFKA_OFFSET_STORE).record(elapsed.as_secs_f64());
+pub fn kafka_snapshot(elapsed: Duration, bytes: usize) {
+    histogram!(KAFKA_SNAPSHOT).record(elapsed.as_secs_f64());
+    histogram!(KAFKA_SNAPSHOT_BYTES).record(bytes as f64);
+}
+
+pub fn kafka_snapshot_age(age: Duration) {
+    gauge!(KAFKA_SNAPSHOT_AGE).set(age.as_secs_f64());
+}
+
+pub fn kafka_restore(elapsed: Duration, bytes: usize, replayed: u64) {
+    histogram!(KAFKA_RESTORE).record(elapsed.as_secs_f64());
+    histogram!(KAFKA_RESTORE_BYTES).record(bytes as f64);
+    counter!(KAFKA_REPLAYED).increment(replayed);
+}
+
+pub fn kafka_handover(kind: &'static str) {
+    counter!(KAFKA_HANDOVERS, "kind" => kind).increment(1);
+}
+
+pub fn kafka_moved(topic: &str) {
+    counter!(KAFKA_MOVED, "topic" => topic.to_owned()).increment(1);
 }
 
 pub fn kafka_commit(ok: bool) {

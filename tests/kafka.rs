@@ -265,6 +265,7 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
     let mut config = Config::from_toml_str(CONFIG).unwrap();
     config.kafka.brokers = brokers.clone();
     config.kafka.statistics_interval_ms = 200; // the consumer lag gauge, soon
+    config.kafka.snapshot_interval_ms = 300; // and the snapshot families
     let server = Server::start(config, Parts::default()).await;
     let send = |topic: &'static str, payload: Vec<u8>| send(&producer, topic, payload);
     let request = |key: &str| proto::SendRequest {
@@ -365,7 +366,11 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
         t::KAFKA_RECORDS_IN,
         t::KAFKA_RECORDS_OUT,
         t::KAFKA_DEAD_LETTERS,
-        t::KAFKA_OFFSET_STORE,
+        t::KAFKA_SNAPSHOT,
+        t::KAFKA_SNAPSHOT_BYTES,
+        t::KAFKA_RESTORE,
+        t::KAFKA_RESTORE_BYTES,
+        t::KAFKA_HANDOVERS,
         t::KAFKA_COMMITS,
         t::KAFKA_REBALANCES,
         t::KAFKA_CONSUMER_LAG,

@@ -23,7 +23,7 @@ mod tests;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
-use crate::config::Config;
+use crate::config::{Config, TenantConfig};
 use crate::model::{AgentId, Channel, ConversationId, Presence, Priority, QueueName, TenantId};
 
 pub use tenant::{Tenant, TenantState};
@@ -369,10 +369,17 @@ pub enum Command {
     SaveState {
         tenant: TenantId,
     },
-    /// Replaces the tenant's state with a saved one (a restart or a handover).
+    /// Rebuilds the tenant from its config and puts a saved state into it (a restart or a
+    /// handover); None leaves it empty (its partition went to another replica). On error the
+    /// tenant is left as it was.
     RestoreState {
         tenant: TenantId,
-        state: Box<TenantState>,
+        state: Option<Box<TenantState>>,
+    },
+    /// A dispatch made after the restored state was taken (see `Quotas::replay_dispatch`).
+    ReplayDispatch {
+        tenant: TenantId,
+        dispatch: Box<quota::Dispatch>,
     },
     /// Time passes: SLA breaches, max-wait escalation, batch waves, sweeps of expired state.
     Tick,
@@ -394,7 +401,8 @@ impl Command {
             | PlanCampaign { tenant, .. }
             | ReloadQuotas { tenant, .. }
             | SaveState { tenant }
-            | RestoreState { tenant, .. } => Some(tenant),
+            | RestoreState { tenant, .. }
+            | ReplayDispatch { tenant, .. } => Some(tenant),
             RegisterAgent { tenant, .. }
             | SetPresence { tenant, .. }
             | Complete { tenant, .. }
@@ -507,6 +515,10 @@ pub enum CoreError {
 #[derive(Debug)]
 pub struct Shard {
     tenants: Map<TenantId, Tenant>,
+    /// What each tenant is rebuilt from on a restore (its numbers and quotas as last reloaded).
+    configs: Map<TenantId, TenantConfig>,
+    limits: Arc<crate::config::Limits>,
+    tick_ms: u64,
 }
 
 impl Shard {
@@ -514,16 +526,23 @@ impl Shard {
     /// validated (`Config::load` does).
     pub fn new(config: &Config, owns: impl Fn(&str) -> bool) -> Self {
         let limits = Arc::new(config.limits.clone());
-        let tenants = config
+        let tick_ms = config.runtime.tick_interval_ms;
+        let configs: Map<TenantId, TenantConfig> = config
             .tenants
             .iter()
             .filter(|t| owns(&t.id))
-            .map(|t| {
-                let tick = config.runtime.tick_interval_ms;
-                (TenantId::new(&t.id), Tenant::new(t, limits.clone(), tick))
-            })
+            .map(|t| (TenantId::new(&t.id), t.clone()))
             .collect();
-        Self { tenants }
+        let tenants = configs
+            .iter()
+            .map(|(id, t)| (id.clone(), Tenant::new(t, limits.clone(), tick_ms)))
+            .collect();
+        Self {
+            tenants,
+            configs,
+            limits,
+            tick_ms,
+        }
     }
 
     pub fn tenant_ids(&self) -> impl Iterator<Item = &TenantId> {
@@ -546,19 +565,54 @@ impl Shard {
         command: Command,
         out: &mut Vec<Effect>,
     ) -> Result<Reply, CoreError> {
-        let Some(id) = command.tenant() else {
+        let Some(id) = command.tenant().cloned() else {
             for t in self.tenants.values_mut() {
                 t.tick(now, out);
             }
             return Ok(Reply::Done);
         };
-        let tenant = self
-            .tenants
-            .get_mut(id.as_str())
-            .ok_or_else(|| CoreError::NotFound {
-                what: "tenant",
-                id: id.to_string(),
-            })?;
-        tenant.handle(now, command, out)
+        let not_found = || CoreError::NotFound {
+            what: "tenant",
+            id: id.to_string(),
+        };
+        match command {
+            Command::RestoreState { tenant, state } => {
+                let config = self.configs.get(&tenant).ok_or_else(not_found)?;
+                let mut fresh = Tenant::new(config, self.limits.clone(), self.tick_ms);
+                if let Some(state) = state {
+                    fresh.restore(*state).map_err(|e| {
+                        CoreError::FailedPrecondition(format!("cannot restore: {e}"))
+                    })?;
+                }
+                self.tenants.insert(tenant, fresh);
+                Ok(Reply::Done)
+            }
+            Command::ReloadQuotas {
+                tenant,
+                numbers,
+                quotas,
+                actor,
+            } => {
+                let t = self.tenants.get_mut(&tenant).ok_or_else(not_found)?;
+                let reply = t.handle(
+                    now,
+                    Command::ReloadQuotas {
+                        tenant: tenant.clone(),
+                        numbers: numbers.clone(),
+                        quotas: quotas.clone(),
+                        actor,
+                    },
+                    out,
+                )?;
+                if let Some(config) = self.configs.get_mut(&tenant) {
+                    (config.numbers, config.quotas) = (numbers, quotas);
+                }
+                Ok(reply)
+            }
+            command => {
+                let tenant = self.tenants.get_mut(id.as_str()).ok_or_else(not_found)?;
+                tenant.handle(now, command, out)
+            }
+        }
     }
 }

@@ -321,10 +321,12 @@ impl Tenant {
             }
             Command::GetQuota { .. } => Ok(Reply::Quota(Box::new(self.quotas.snapshot(now)))),
             Command::SaveState { .. } => Ok(Reply::State(Box::new(self.state(now)))),
-            Command::RestoreState { state, .. } => self
-                .restore(*state)
+            Command::RestoreState { .. } => unreachable!("the shard rebuilds the tenant"),
+            Command::ReplayDispatch { dispatch, .. } => self
+                .quotas
+                .replay_dispatch(&dispatch)
                 .map(|()| Reply::Done)
-                .map_err(|e| CoreError::FailedPrecondition(format!("cannot restore: {e}"))),
+                .map_err(|e| CoreError::FailedPrecondition(format!("cannot replay: {e}"))),
             Command::SetOverride {
                 change,
                 reason,

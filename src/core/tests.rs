@@ -1155,7 +1155,7 @@ fn a_restored_tenant_keeps_its_conversations_windows_and_seen_ids() {
     (fresh.now, fresh.next_msg) = (s.now, s.next_msg);
     let restore = Command::RestoreState {
         tenant: TenantId::new(T),
-        state: serde_json::from_str(&json).expect("deserializes"),
+        state: Some(serde_json::from_str(&json).expect("deserializes")),
     };
     assert!(matches!(fresh.run(restore), Ok(Reply::Done)));
     let Ok(Reply::State(again)) = fresh.run(save()) else {

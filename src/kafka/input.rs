@@ -12,41 +12,51 @@
 //! goes to `kafka.dlq_topic` with its original topic, partition, offset and key and the error in
 //! headers; one bad message in a webhook payload dead-letters that message only.
 //!
-//! **At-least-once.** Records are handed to the shards one at a time, in order, and what they
-//! cause is produced without waiting. Each handled record remembers the outbox's last sequence
-//! number at that moment (its barrier: its own outputs and the sink's records it caused were
-//! all handed over by then, because a shard delivers effects before it replies). An offset is
-//! stored once the outbox's acknowledgement watermark passes the record's barrier; records
-//! leave in consumption order, so offsets are stored in per-partition order while many
-//! records are in flight (at most `kafka.max_in_flight`), and committed every
-//! `kafka.commit_every` records besides librdkafka's periodic auto-commit. On a partition revoke the records
-//! of that partition are drained first (up to `kafka.revoke_drain_ms`) and committed; on
-//! shutdown all are (up to the grace period). After a crash, what was handled but not stored
-//! is read again, and message-id de-duplication absorbs what was routed twice.
-use std::collections::{HashMap, HashSet, VecDeque};
+//! **Ownership.** A tenant lives on one partition number of every topic (`partition`); the
+//! group's range assignor gives partition `p` of all input topics to one replica, which owns
+//! the tenants of `p`. A record found on another partition than its tenant's is moved there
+//! (produced again, keyed by tenant) and counted; a webhook payload that names several
+//! tenants is copied to each tenant's partition with the tenant in a header.
+//!
+//! **State and offsets.** Records are handed to the shards one at a time, in order, and what
+//! they cause is produced without waiting (at most `kafka.max_in_flight` records
+//! unacknowledged). Offsets are committed only at a **cut** of a partition (every
+//! `kafka.snapshot_interval_ms` if it changed, on revoke, on shutdown): once everything
+//! produced so far is acknowledged, the partition's tenants' state is written to the state
+//! topic with the input offsets it covers (see `state`), then those offsets are committed.
+//! **Taking over** a partition (on assignment) reads its last snapshot, restores its tenants,
+//! replays the dispatch topic from the snapshot on (the quota changelog: nothing dispatched
+//! is forgotten, counted or sent twice), and only then reads its input, from the snapshot's
+//! offsets. After a crash, the input since the last cut is read again: message-id
+//! de-duplication absorbs what was routed twice and idempotency keys what was admitted twice.
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Acks, Outbox, Seq};
+use super::outbox::{Acks, Outbox};
+use super::ownership::Ownership;
 use super::sink::parse_callback;
-use crate::clock::Stopwatch;
+use super::state::StateStore;
 use crate::config::{Config, KafkaConfig};
-use crate::core::{Command, Inbound, Reply};
+use crate::core::{Command, Inbound, Reply, TenantState};
+use crate::model::TenantId;
 use crate::proto;
 use crate::runtime::{CallError, Runtime};
 use crate::telemetry;
 use crate::webhook::{self, NumberDirectory};
+
+/// The header naming the tenant a copied webhook payload is for.
+const TENANT_HEADER: &str = "switchboard.tenant";
 
 /// What handling one record produces.
 enum Output {
@@ -55,6 +65,10 @@ enum Output {
         decision: proto::RoutingDecision,
     },
     Dead(DeadLetter),
+    /// The record belongs on the tenant's partition: produce it there.
+    Move {
+        tenant: String,
+    },
 }
 
 /// Why a record (or one message of a webhook payload) went to the dead-letter topic.
@@ -79,120 +93,333 @@ impl DeadLetter {
 /// The service is stopping: the record is left unhandled (it is read again after restart).
 struct Stopping;
 
-/// A record handled, waiting for its outputs to be acknowledged.
-struct Pending {
-    barrier: Seq,
-    topic: Arc<str>,
-    partition: i32,
-    offset: i64,
-    received: Stopwatch,
-}
-
-impl Pending {
-    fn is_in(&self, partitions: &[(String, i32)]) -> bool {
-        partitions
-            .iter()
-            .any(|(t, q)| *q == self.partition && **t == *self.topic)
-    }
-}
-
 /// The state behind each lock here is updated in place and never left half-done.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().expect("no panic while holding a Kafka input lock")
 }
 
-/// Handled records not yet stored, in consumption order. Shared with the rebalance callback.
-#[derive(Default)]
-struct Inflight {
-    records: VecDeque<Pending>,
-    /// Records whose offsets were stored since the last commit.
-    uncommitted: usize,
+/// Runs blocking work (Kafka reads and writes, waiting for the shards) from wherever the
+/// input is: a rebalance callback on a tokio worker (the consumer polls inside `recv`), or the
+/// input loop itself. It needs tokio's multi-thread runtime there.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => {
+            panic!("the Kafka input needs tokio's multi-thread runtime")
+        }
+        Ok(_) => tokio::task::block_in_place(f),
+        Err(_) => f(),
+    }
 }
 
-impl Inflight {
-    /// Takes every record whose outputs are acknowledged (barrier ≤ `through`) and calls
-    /// `store` with the last offset of each partition among them.
-    fn advance(&mut self, through: Seq, mut store: impl FnMut(&str, i32, i64)) {
-        let mut last: Vec<(Arc<str>, i32, i64)> = Vec::new();
-        while let Some(p) = self.records.front()
-            && p.barrier <= through
-        {
-            let p = self.records.pop_front().expect("front exists");
-            self.uncommitted += 1;
-            telemetry::kafka_offset_stored(p.received.elapsed());
-            match last
-                .iter_mut()
-                .find(|(t, q, _)| *q == p.partition && *t == p.topic)
-            {
-                Some(entry) => entry.2 = p.offset,
-                None => last.push((p.topic, p.partition, p.offset)),
+/// Why taking over or handing over a partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error(transparent)]
+    State(#[from] super::state::StateError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("tenant {tenant:?}: {error}")]
+    Tenant { tenant: String, error: String },
+    #[error("the outputs were not acknowledged within kafka.revoke_drain_ms")]
+    Unacknowledged,
+    #[error("the service is stopping")]
+    Stopping,
+}
+
+/// Taking partitions over and handing them over: shared by the input loop and the rebalance
+/// callbacks.
+struct Handover {
+    config: KafkaConfig,
+    runtime: Runtime,
+    store: StateStore,
+    acks: Arc<Acks>,
+    ownership: Arc<Ownership>,
+    /// The configured tenants of each partition.
+    tenants_of: HashMap<i32, Vec<TenantId>>,
+    handle: Handle,
+    /// Per owned partition: when its last snapshot was taken, and the input offsets it covers.
+    cuts: Mutex<HashMap<i32, (Instant, Vec<(String, i64)>)>>,
+    /// Partitions taken over whose send requests wait until the inbound messages and webhooks
+    /// that were already there are read: (topic, high watermark at the takeover) still ahead.
+    catching_up: Mutex<HashMap<i32, Vec<(String, i64)>>>,
+    /// A partition could not be taken over: the service stops rather than run its tenants
+    /// without their state.
+    fatal: CancellationToken,
+}
+
+impl Handover {
+    fn inputs(&self) -> [&str; 3] {
+        [
+            &self.config.inbound_topic,
+            &self.config.webhooks_topic,
+            &self.config.sends_topic,
+        ]
+    }
+
+    fn tenants(&self, partition: i32) -> &[TenantId] {
+        self.tenants_of.get(&partition).map_or(&[], Vec::as_slice)
+    }
+
+    /// A shard call from blocking code.
+    fn call(&self, command: Command) -> Result<Reply, HandoverError> {
+        let tenant = command.tenant().map(|t| t.to_string()).unwrap_or_default();
+        match self.handle.block_on(self.runtime.call(command)) {
+            Ok(reply) => Ok(reply),
+            Err(CallError::Unavailable) => Err(HandoverError::Stopping),
+            Err(e) => Err(HandoverError::Tenant {
+                tenant,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    /// Takes `partition` over: restores its tenants from the last snapshot and the dispatches
+    /// since, and returns the input offsets to read from. Blocking.
+    fn take_over(&self, partition: i32) -> Result<Vec<(String, i64)>, HandoverError> {
+        let started = Instant::now();
+        let snapshot = self.store.read(partition)?;
+        let mut states: HashMap<String, Vec<u8>> = HashMap::new();
+        let (mut inputs, mut from, mut bytes) = (Vec::new(), None, 0);
+        if let Some(s) = snapshot {
+            bytes = s.bytes;
+            inputs = s.manifest.inputs;
+            from = Some(s.manifest.dispatch);
+            states.extend(s.tenants);
+        }
+        for tenant in self.tenants(partition) {
+            let state = match states.remove(tenant.as_str()) {
+                Some(json) => Some(Box::new(
+                    serde_json::from_slice::<TenantState>(&json).map_err(|e| {
+                        HandoverError::Tenant {
+                            tenant: tenant.to_string(),
+                            error: format!("saved state unreadable: {e}"),
+                        }
+                    })?,
+                )),
+                None => None,
+            };
+            self.call(Command::RestoreState {
+                tenant: tenant.clone(),
+                state,
+            })?;
+        }
+        for tenant in states.keys() {
+            tracing::warn!(
+                tenant,
+                partition,
+                "saved state of a tenant no longer configured here; skipped"
+            );
+        }
+        // The dispatch topic since the snapshot (all of it without one): what was dispatched
+        // after the state was taken.
+        let topic = &self.config.dispatch_topic;
+        let (low, high) = self.store.end_of(topic, partition)?;
+        let mut dispatches = Vec::new();
+        self.store
+            .scan_topic(topic, partition, from.unwrap_or(low).max(low), high, |m| {
+                match proto::Dispatch::decode(m.payload().unwrap_or_default()) {
+                    Ok(d) => dispatches.push(d),
+                    Err(e) => tracing::warn!(error = %e, offset = m.offset(), "undecodable dispatch record skipped"),
+                }
+            })?;
+        let replayed = dispatches.len() as u64;
+        for d in dispatches {
+            let Some(tenant) = self
+                .tenants(partition)
+                .iter()
+                .find(|t| t.as_str() == d.tenant)
+            else {
+                continue;
+            };
+            let tenant = tenant.clone();
+            let dispatch = super::sink::dispatch_in(&d).map_err(|error| HandoverError::Tenant {
+                tenant: tenant.to_string(),
+                error,
+            })?;
+            self.call(Command::ReplayDispatch {
+                tenant,
+                dispatch: Box::new(dispatch),
+            })?;
+        }
+        // Windows opened and provider answers given before the takeover come first: send
+        // requests wait until the inbound and webhook records already there are read (the
+        // topics are read independently, and a replay can be long).
+        let mut ahead = Vec::new();
+        for topic in [&self.config.inbound_topic, &self.config.webhooks_topic] {
+            let (low, high) = self.store.end_of(topic, partition)?;
+            let from = inputs
+                .iter()
+                .find(|(t, _)| t == topic)
+                .map_or(low, |&(_, o)| o.max(low));
+            if from < high {
+                ahead.push((topic.clone(), high));
             }
         }
-        for (topic, partition, offset) in last {
-            store(&topic, partition, offset);
+        if !ahead.is_empty() {
+            lock(&self.catching_up).insert(partition, ahead);
         }
+        lock(&self.cuts).insert(partition, (Instant::now(), inputs.clone()));
+        self.ownership.ready(partition);
+        telemetry::kafka_restore(started.elapsed(), bytes, replayed);
+        telemetry::kafka_handover("in");
+        tracing::info!(
+            partition,
+            tenants = self.tenants(partition).len(),
+            bytes,
+            replayed,
+            ms = started.elapsed().as_millis() as u64,
+            "partition taken over"
+        );
+        Ok(inputs)
     }
 
-    /// The highest barrier among the records of these partitions (0: none in flight).
-    fn barrier_of(&self, partitions: &[(String, i32)]) -> Seq {
-        self.records
-            .iter()
-            .filter(|p| p.is_in(partitions))
-            .map(|p| p.barrier)
-            .max()
-            .unwrap_or(0)
+    /// Snapshots `partitions` and commits their input offsets. Blocking.
+    fn cut<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+        partitions: &[i32],
+    ) -> Result<(), HandoverError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        // Everything the input caused so far is acknowledged.
+        let drain = Duration::from_millis(self.config.revoke_drain_ms);
+        if !self.acks.wait_blocking(self.acks.issued(), drain) {
+            return Err(HandoverError::Unacknowledged);
+        }
+        let positions = consumer.position()?;
+        for &partition in partitions {
+            let started = Instant::now();
+            let (_, dispatch) = self.store.end_of(&self.config.dispatch_topic, partition)?;
+            let mut inputs = lock(&self.cuts)
+                .get(&partition)
+                .map(|(_, inputs)| inputs.clone())
+                .unwrap_or_default();
+            for topic in self.inputs() {
+                let read =
+                    positions
+                        .find_partition(topic, partition)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                if let Some(o) = read {
+                    inputs.retain(|(t, _)| t != topic);
+                    inputs.push((topic.to_owned(), o));
+                }
+            }
+            let mut tenants = Vec::new();
+            let mut bytes = 0;
+            for tenant in self.tenants(partition) {
+                let Reply::State(state) = self.call(Command::SaveState {
+                    tenant: tenant.clone(),
+                })?
+                else {
+                    unreachable!("SaveState answers with a state");
+                };
+                let json = serde_json::to_vec(&state).expect("a tenant state serializes");
+                bytes += json.len();
+                tenants.push((tenant.to_string(), json));
+            }
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.handle.block_on(self.store.write(
+                partition,
+                at,
+                inputs.clone(),
+                dispatch,
+                tenants,
+            ))?;
+            let mut list = TopicPartitionList::new();
+            for (topic, offset) in &inputs {
+                list.add_partition_offset(topic, partition, Offset::Offset(*offset))?;
+            }
+            if list.count() > 0 {
+                // The snapshot holds the offsets; the group's are for lag and a fallback.
+                let committed = consumer.commit(&list, CommitMode::Sync);
+                if let Err(e) = &committed {
+                    tracing::debug!(error = %e, partition, "offset commit after the snapshot refused");
+                }
+                telemetry::kafka_commit(committed.is_ok());
+            }
+            tracing::debug!(partition, ?inputs, bytes, "snapshot written");
+            lock(&self.cuts).insert(partition, (Instant::now(), inputs));
+            telemetry::kafka_snapshot(started.elapsed(), bytes);
+        }
+        Ok(())
     }
 
-    /// Drops the records of revoked partitions (their new owner reads them again).
-    fn forget(&mut self, partitions: &[(String, i32)]) {
-        self.records.retain(|p| !p.is_in(partitions));
+    /// The send requests of `partition` that wait for its catch-up (see `take_over`).
+    fn held_sends(&self, partition: i32) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        if lock(&self.catching_up).contains_key(&partition) {
+            let _ = list.add_partition_offset(&self.config.sends_topic, partition, Offset::Invalid);
+        }
+        list
+    }
+
+    /// Notes that a record of `topic` at `offset` was read; true when that completes the
+    /// partition's catch-up (its send requests may be read now).
+    fn read_up_to(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        let mut catching_up = lock(&self.catching_up);
+        let Some(ahead) = catching_up.get_mut(&partition) else {
+            return false;
+        };
+        ahead.retain(|(t, high)| !(t == topic && offset + 1 >= *high));
+        if ahead.is_empty() {
+            catching_up.remove(&partition);
+            return true;
+        }
+        false
+    }
+
+    /// Empties the tenants of partitions this replica no longer owns.
+    fn release(&self, partitions: &[i32]) {
+        for &partition in partitions {
+            self.ownership.released(partition);
+            lock(&self.cuts).remove(&partition);
+            lock(&self.catching_up).remove(&partition);
+            for tenant in self.tenants(partition) {
+                let command = Command::RestoreState {
+                    tenant: tenant.clone(),
+                    state: None,
+                };
+                if let Err(e) = self.call(command) {
+                    tracing::debug!(error = %e, "tenant not emptied (stopping)");
+                }
+            }
+        }
+        self.gauges();
+    }
+
+    fn gauges(&self) {
+        let owned = self.ownership.owned();
+        telemetry::kafka_partitions_owned(owned.len());
+        let tenants: usize = owned.iter().map(|&p| self.tenants(p).len()).sum();
+        telemetry::kafka_tenants_owned(tenants);
+    }
+
+    /// The owned partitions due for a snapshot: changed since the last one, or too old.
+    fn due(&self, max_age: Duration) -> Vec<i32> {
+        let cuts = lock(&self.cuts);
+        let oldest = cuts.values().map(|(at, _)| at.elapsed()).max();
+        telemetry::kafka_snapshot_age(oldest.unwrap_or_default());
+        self.ownership
+            .owned()
+            .into_iter()
+            .filter(|p| {
+                let old = cuts.get(p).is_none_or(|(at, _)| at.elapsed() >= max_age);
+                self.ownership.take_dirty(*p) || old
+            })
+            .collect()
     }
 }
 
-fn store<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) {
-    if let Err(e) = consumer.store_offset(topic, partition, offset) {
-        // The partition was revoked meanwhile: its new owner reads the record again.
-        tracing::debug!(error = %e, topic, partition, offset, "offset not stored");
-    }
-}
-
-/// The partitions this replica owns and the tenants seen on them (the keys of the inbound and
-/// sends topics, which are keyed by tenant).
-#[derive(Default)]
-struct Owned {
-    tenants: HashMap<(String, i32), HashSet<String>>,
-}
-
-impl Owned {
-    /// Records that `tenant` lives on this partition; true if it was not known yet.
-    fn saw(&mut self, topic: &str, partition: i32, tenant: &str) -> bool {
-        let tenants = self
-            .tenants
-            .entry((topic.to_owned(), partition))
-            .or_default();
-        !tenants.contains(tenant) && tenants.insert(tenant.to_owned())
-    }
-
-    fn tenant_count(&self) -> usize {
-        self.tenants
-            .values()
-            .flatten()
-            .collect::<HashSet<_>>()
-            .len()
-    }
-}
-
-/// Drains revoked partitions, counts rebalances and commits, reports consumer lag.
+/// Restores assigned partitions before their input is read, snapshots revoked ones, counts
+/// rebalances and commits, reports consumer lag.
 struct InputContext {
-    owned: Arc<Mutex<Owned>>,
-    inflight: Arc<Mutex<Inflight>>,
-    acks: Arc<Acks>,
-    drain: Duration,
+    handover: Arc<Handover>,
 }
 
 impl ClientContext for InputContext {
@@ -209,139 +436,182 @@ impl ClientContext for InputContext {
 }
 
 impl ConsumerContext for InputContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(list) = rebalance else {
-            return;
-        };
-        telemetry::kafka_rebalance("revoke");
-        let revoked = partitions(list);
-        let barrier = lock(&self.inflight).barrier_of(&revoked);
-        // Called on the consumer's polling path, which cannot await: block, bounded. The
-        // acknowledgements come from librdkafka's producer thread, not from this one.
-        if !self.acks.wait_blocking(barrier, self.drain) {
-            tracing::warn!(
-                drain_ms = self.drain.as_millis() as u64,
-                "revoked partitions not drained in time; their new owner reads the rest again"
-            );
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let h = &self.handover;
+        let numbers: BTreeSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                telemetry::kafka_rebalance("assign");
+                let mut failed = TopicPartitionList::new();
+                for &p in &numbers {
+                    match blocking(|| h.take_over(p)) {
+                        Ok(inputs) => {
+                            for (topic, offset) in inputs {
+                                if let Some(mut e) = list.find_partition(&topic, p) {
+                                    let _ = e.set_offset(Offset::Offset(offset));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(partition = p, error = %e, "cannot take the partition over; stopping rather than run its tenants without their state");
+                            h.ownership.failed(p);
+                            for topic in h.inputs() {
+                                let _ = failed.add_partition_offset(topic, p, Offset::Invalid);
+                            }
+                            h.fatal.cancel();
+                        }
+                    }
+                }
+                if let Err(e) = consumer.assign(list) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+                if failed.count() > 0 {
+                    let _ = consumer.pause(&failed);
+                }
+                for &p in &numbers {
+                    let held = h.held_sends(p);
+                    if held.count() > 0 && consumer.pause(&held).is_ok() {
+                        tracing::info!(
+                            partition = p,
+                            "send requests wait until the earlier inbound messages are read"
+                        );
+                    }
+                }
+                h.gauges();
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                telemetry::kafka_rebalance("revoke");
+                let owned: Vec<i32> = numbers
+                    .iter()
+                    .copied()
+                    .filter(|&p| h.ownership.is_owned(p))
+                    .collect();
+                match blocking(|| h.cut(consumer, &owned)) {
+                    Ok(()) => (0..owned.len()).for_each(|_| telemetry::kafka_handover("out")),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "final snapshot not written; the next owner replays from the previous one");
+                        (0..owned.len()).for_each(|_| telemetry::kafka_handover("out_unsaved"));
+                    }
+                }
+                blocking(|| h.release(&owned));
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(error = %e, "unassign failed");
+                }
+                tracing::info!(partitions = ?owned, "partitions handed over");
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let owned = h.ownership.owned();
+                blocking(|| h.release(&owned));
+                let _ = consumer.unassign();
+            }
         }
-        let mut inflight = lock(&self.inflight);
-        inflight.advance(self.acks.through(), |t, p, o| store(consumer, t, p, o));
-        inflight.forget(&revoked);
-        drop(inflight);
-        let mut owned = lock(&self.owned);
-        for key in &revoked {
-            owned.tenants.remove(key);
-        }
-        telemetry::kafka_tenants_owned(owned.tenant_count());
-        drop(owned);
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "commit on revoke (nothing stored)");
-        }
-        tracing::info!(
-            partitions = revoked.len(),
-            "partitions revoked after draining"
-        );
     }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            telemetry::kafka_rebalance("assign");
-            tracing::info!(partitions = list.count(), "partitions assigned");
-        }
-        let owned = consumer.assignment().map_or(0, |a| a.count());
-        telemetry::kafka_partitions_owned(owned);
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
-        telemetry::kafka_commit(result.is_ok());
-    }
-}
-
-fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
-    list.elements()
-        .iter()
-        .map(|e| (e.topic().to_owned(), e.partition()))
-        .collect()
 }
 
 pub struct KafkaInput {
-    owned: Arc<Mutex<Owned>>,
     config: KafkaConfig,
     consumer: StreamConsumer<InputContext>,
     outbox: Arc<Outbox>,
     runtime: Runtime,
     numbers: NumberDirectory,
-    inflight: Arc<Mutex<Inflight>>,
+    handover: Arc<Handover>,
+    configured: HashSet<String>,
     grace: Duration,
 }
 
 impl KafkaInput {
+    /// `fatal` is cancelled if a partition cannot be taken over (the service should stop).
     pub fn new(
         config: &Config,
         runtime: Runtime,
         outbox: Arc<Outbox>,
+        ownership: Arc<Ownership>,
+        fatal: CancellationToken,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let k = &config.kafka;
-        let inflight = Arc::new(Mutex::new(Inflight::default()));
-        let owned = Arc::new(Mutex::new(Owned::default()));
-        let context = InputContext {
-            owned: owned.clone(),
-            inflight: inflight.clone(),
+        let mut tenants_of: HashMap<i32, Vec<TenantId>> = HashMap::new();
+        for t in &config.tenants {
+            tenants_of
+                .entry(ownership.partition_of(&t.id))
+                .or_default()
+                .push(TenantId::new(&t.id));
+        }
+        let handover = Arc::new(Handover {
+            config: k.clone(),
+            runtime: runtime.clone(),
+            store: StateStore::new(k)?,
             acks: outbox.acks().clone(),
-            drain: Duration::from_millis(k.revoke_drain_ms),
-        };
+            ownership,
+            tenants_of,
+            handle: Handle::current(),
+            cuts: Mutex::default(),
+            catching_up: Mutex::default(),
+            fatal,
+        });
         let mut settings = super::client_config(k);
         settings
             .set("group.id", &k.group_id)
-            .set("enable.auto.commit", "true")
-            // Stored only once the outputs are acknowledged (module docs).
+            // Offsets are committed at cuts only (module docs).
+            .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // Partition p of every input topic to the same replica (they share tenants).
+            .set("partition.assignment.strategy", "range");
         if k.statistics_interval_ms > 0 {
             settings.set(
                 "statistics.interval.ms",
                 k.statistics_interval_ms.to_string(),
             );
         }
+        let context = InputContext {
+            handover: handover.clone(),
+        };
         let consumer: StreamConsumer<InputContext> = settings.create_with_context(context)?;
         consumer.subscribe(&[&k.inbound_topic, &k.webhooks_topic, &k.sends_topic])?;
         Ok(Self {
-            owned,
             config: k.clone(),
             consumer,
             outbox,
             runtime,
             numbers: NumberDirectory::new(config),
-            inflight,
+            handover,
+            configured: config.tenants.iter().map(|t| t.id.clone()).collect(),
             grace: Duration::from_millis(config.runtime.shutdown_grace_ms),
         })
     }
 
-    fn advance(&self) {
-        let through = self.outbox.acks().through();
-        let mut inflight = lock(&self.inflight);
-        inflight.advance(through, |t, p, o| store(&self.consumer, t, p, o));
-        if inflight.uncommitted >= self.config.commit_every {
-            inflight.uncommitted = 0;
-            if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
-                tracing::debug!(error = %e, "commit request refused; auto-commit follows");
-            }
-        }
-    }
-
-    /// Consumes until `stop`, then drains what is in flight, commits and leaves the group.
+    /// Consumes until `stop`, then snapshots what it owns, commits and leaves the group.
     pub async fn run(self, stop: CancellationToken) {
         let mut acked = self.outbox.acks().watch();
+        let interval = Duration::from_millis(self.config.snapshot_interval_ms);
+        let max_age = Duration::from_millis(self.config.snapshot_max_age_ms);
+        let mut cuts = tokio::time::interval(interval);
+        cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let fatal = self.handover.fatal.clone();
         loop {
-            let full = lock(&self.inflight).records.len() >= self.config.max_in_flight;
+            let acks = self.outbox.acks();
+            let full = acks.issued() - acks.through() >= self.config.max_in_flight as u64;
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                changed = acked.changed() => {
+                () = fatal.cancelled() => break,
+                _ = cuts.tick() => {
+                    let due = self.handover.due(max_age);
+                    if let Err(e) = blocking(|| self.handover.cut(&self.consumer, &due)) {
+                        tracing::warn!(error = %e, "snapshot not written; retrying at the next interval");
+                        due.iter().for_each(|&p| self.handover.ownership.touch(p));
+                    }
+                }
+                changed = acked.changed(), if full => {
                     if changed.is_err() {
                         break;
                     }
-                    self.advance();
                 }
                 record = self.consumer.recv(), if !full => {
                     let message = match record {
@@ -354,53 +624,41 @@ impl KafkaInput {
                             }
                         }
                     };
-                    let received = Stopwatch::start();
                     telemetry::kafka_record_in(message.topic());
-                    self.saw_tenant(&message);
                     if self.handle(&message).await.is_err() {
                         break; // stopping: this record is read again after restart
                     }
-                    lock(&self.inflight).records.push_back(Pending {
-                        barrier: self.outbox.acks().issued(),
-                        topic: message.topic().into(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        received,
-                    });
-                    self.advance();
+                    let partition = message.partition();
+                    self.handover.ownership.touch(partition);
+                    if self.handover.read_up_to(message.topic(), partition, message.offset()) {
+                        let mut sends = TopicPartitionList::new();
+                        let _ = sends.add_partition_offset(&self.config.sends_topic, partition, Offset::Invalid);
+                        if let Err(e) = self.consumer.resume(&sends) {
+                            tracing::error!(error = %e, partition, "send requests not resumed");
+                        }
+                    }
                 }
             }
         }
-        let last = lock(&self.inflight).records.back().map(|p| p.barrier);
-        if let Some(last) = last
-            && tokio::time::timeout(self.grace, acked.wait_for(|&t| t >= last))
-                .await
-                .is_err()
+        let owned = self.handover.ownership.owned();
+        let last = self.outbox.acks().issued();
+        if tokio::time::timeout(self.grace, acked.wait_for(|&t| t >= last))
+            .await
+            .is_err()
         {
-            tracing::warn!("in-flight records not acknowledged within the grace period");
+            tracing::warn!("outputs not acknowledged within the grace period");
         }
-        self.advance();
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final commit (nothing stored, or the group is gone)");
+        match blocking(|| self.handover.cut(&self.consumer, &owned)) {
+            Ok(()) => owned.iter().for_each(|_| telemetry::kafka_handover("out")),
+            Err(e) => {
+                tracing::warn!(error = %e, "final snapshot not written; the next owner replays from the previous one")
+            }
         }
+        blocking(|| self.handover.release(&owned));
         // Leave the group now, so its partitions go to another member at once instead of
         // after the session timeout.
         self.consumer.unsubscribe();
         tracing::info!("kafka input stopped");
-    }
-
-    /// Notes the tenant of a record of a tenant-keyed topic (for the tenants-owned gauge).
-    fn saw_tenant(&self, m: &BorrowedMessage<'_>) {
-        if m.topic() == self.config.webhooks_topic {
-            return; // keyed by whatever the webhook bridge chose, not by tenant
-        }
-        let Some(Ok(tenant)) = m.key().map(std::str::from_utf8) else {
-            return;
-        };
-        let mut owned = lock(&self.owned);
-        if owned.saw(m.topic(), m.partition(), tenant) {
-            telemetry::kafka_tenants_owned(owned.tenant_count());
-        }
     }
 
     /// Hands one record to the shards and produces what it caused (without waiting).
@@ -416,11 +674,20 @@ impl KafkaInput {
                 ),
             ))]
         } else if m.topic() == self.config.webhooks_topic {
-            self.webhook(payload).await?
+            let copy_for = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == TENANT_HEADER)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            });
+            self.webhook(payload, m.partition(), copy_for).await?
         } else if m.topic() == self.config.sends_topic {
-            self.send_request(payload).await?.into_iter().collect()
+            self.send_request(payload, m.partition())
+                .await?
+                .into_iter()
+                .collect()
         } else {
-            vec![self.inbound(payload).await?]
+            vec![self.inbound(payload, m.partition()).await?]
         };
         for output in outputs {
             match output {
@@ -433,9 +700,31 @@ impl KafkaInput {
                     );
                 }
                 Output::Dead(dead) => self.dead_letter(m, payload, dead),
+                Output::Move { tenant } => {
+                    telemetry::kafka_moved(m.topic());
+                    let mut headers = OwnedHeaders::new();
+                    if let Some(h) = m.headers() {
+                        for h in h.iter().filter(|h| h.key != TENANT_HEADER) {
+                            headers = headers.insert(h);
+                        }
+                    }
+                    if m.topic() == self.config.webhooks_topic {
+                        headers = headers.insert(header(TENANT_HEADER, tenant.as_bytes()));
+                    }
+                    // Keyed by tenant: the partitioner puts it on the tenant's partition.
+                    self.outbox
+                        .produce(m.topic(), Some(tenant.as_bytes()), payload, Some(headers));
+                }
             }
         }
         Ok(())
+    }
+
+    /// The tenant's partition, if it is configured here and is not `partition` (the record
+    /// must move). An unknown tenant stays: it is dead-lettered where it is.
+    fn misplaced(&self, tenant: &str, partition: i32) -> bool {
+        self.configured.contains(tenant)
+            && self.handover.ownership.partition_of(tenant) != partition
     }
 
     fn dead_letter(&self, m: &BorrowedMessage<'_>, payload: &[u8], dead: DeadLetter) {
@@ -461,7 +750,7 @@ impl KafkaInput {
             .produce(&self.config.dlq_topic, m.key(), payload, Some(headers));
     }
 
-    async fn inbound(&self, payload: &[u8]) -> Result<Output, Stopping> {
+    async fn inbound(&self, payload: &[u8], partition: i32) -> Result<Output, Stopping> {
         let message = match proto::InboundMessage::decode(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -472,12 +761,23 @@ impl KafkaInput {
             }
         };
         match crate::grpc::inbound_in(message) {
+            Ok(inbound) if self.misplaced(inbound.tenant.as_str(), partition) => Ok(Output::Move {
+                tenant: inbound.tenant.to_string(),
+            }),
             Ok(inbound) => self.route(inbound).await,
             Err(s) => Ok(Output::Dead(DeadLetter::new("invalid", s.message()))),
         }
     }
 
-    async fn webhook(&self, payload: &[u8]) -> Result<Vec<Output>, Stopping> {
+    /// Handles the messages and statuses of tenants that live on `partition`; a payload that
+    /// also names other tenants is copied to their partitions (`copy_for`: this record is such
+    /// a copy, for that tenant only).
+    async fn webhook(
+        &self,
+        payload: &[u8],
+        partition: i32,
+        copy_for: Option<String>,
+    ) -> Result<Vec<Output>, Stopping> {
         let batch = match webhook::parse(payload) {
             Ok(b) => b,
             Err(e) => {
@@ -488,8 +788,21 @@ impl KafkaInput {
             }
         };
         let mut outputs = Vec::with_capacity(batch.messages.len());
+        let mut elsewhere = BTreeSet::new();
+        // Handled here: the tenant lives on this partition (and is the copy's, for a copy).
+        let mut here = |tenant: &str| {
+            if copy_for.as_deref().is_some_and(|c| c != tenant) {
+                false
+            } else if self.misplaced(tenant, partition) {
+                elsewhere.insert(tenant.to_owned());
+                false
+            } else {
+                true
+            }
+        };
         for m in &batch.messages {
             let output = match self.numbers.inbound(m) {
+                Ok(inbound) if !here(inbound.tenant.as_str()) => continue,
                 Ok(inbound) => self.route(inbound).await?,
                 Err(e) => Output::Dead(DeadLetter::new(e.reason(), e.to_string())),
             };
@@ -507,6 +820,7 @@ impl KafkaInput {
                 continue;
             };
             let tenant = match self.numbers.find(&s.from) {
+                Ok((tenant, _)) if !here(tenant.as_str()) => continue,
                 Ok((tenant, _)) => tenant.clone(),
                 Err(e) => {
                     outputs.push(Output::Dead(DeadLetter {
@@ -537,13 +851,24 @@ impl KafkaInput {
                 // A send this replica does not know (yet): nothing to react to.
                 Err(CallError::Core(_)) => telemetry::kafka_status("unmatched"),
                 Err(CallError::Unavailable) => return Err(Stopping),
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook status not fed back");
+                    telemetry::kafka_status("unmatched");
+                }
             }
+        }
+        if copy_for.is_none() {
+            outputs.extend(elsewhere.into_iter().map(|tenant| Output::Move { tenant }));
         }
         Ok(outputs)
     }
 
     /// Admits a send request; returns a dead letter if it cannot be read or admitted.
-    async fn send_request(&self, payload: &[u8]) -> Result<Option<Output>, Stopping> {
+    async fn send_request(
+        &self,
+        payload: &[u8],
+        partition: i32,
+    ) -> Result<Option<Output>, Stopping> {
         let request = match proto::SendRequest::decode(payload) {
             Ok(r) => r,
             Err(e) => {
@@ -557,6 +882,11 @@ impl KafkaInput {
             Ok(send) => send,
             Err(s) => return Ok(Some(Output::Dead(DeadLetter::new("invalid", s.message())))),
         };
+        if self.misplaced(send.tenant.as_str(), partition) {
+            return Ok(Some(Output::Move {
+                tenant: send.tenant.to_string(),
+            }));
+        }
         match self.runtime.call(Command::Send(send)).await {
             // Dispatched, queued or refused: the status topic says which (through the sink).
             Ok(_) => Ok(None),
@@ -565,6 +895,10 @@ impl KafkaInput {
                 e.to_string(),
             )))),
             Err(CallError::Unavailable) => Err(Stopping),
+            Err(e) => Ok(Some(Output::Dead(DeadLetter::new(
+                "internal",
+                e.to_string(),
+            )))),
         }
     }
 
@@ -586,6 +920,7 @@ impl KafkaInput {
                 e.to_string(),
             ))),
             Err(CallError::Unavailable) => Err(Stopping),
+            Err(e) => Ok(Output::Dead(DeadLetter::new("internal", e.to_string()))),
         }
     }
 }
@@ -594,58 +929,5 @@ fn header<'a>(key: &'a str, value: &'a [u8]) -> Header<'a, &'a [u8]> {
     Header {
         key,
         value: Some(value),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pending(barrier: Seq, topic: &str, partition: i32, offset: i64) -> Pending {
-        Pending {
-            barrier,
-            topic: topic.into(),
-            partition,
-            offset,
-            received: Stopwatch::start(),
-        }
-    }
-
-    #[test]
-    fn offsets_are_stored_in_order_once_the_outputs_are_acknowledged() {
-        let mut inflight = Inflight::default();
-        inflight.records.extend([
-            pending(3, "in", 0, 10),
-            pending(3, "in", 1, 5),
-            pending(5, "in", 0, 11),
-            pending(9, "in", 1, 6),
-        ]);
-        let mut stored = Vec::new();
-        inflight.advance(2, |t, p, o| stored.push((t.to_owned(), p, o)));
-        assert!(stored.is_empty(), "nothing acknowledged through 3 yet");
-
-        // Through 5: the first three leave; partition 0 stores its last (11), partition 1 its 5.
-        inflight.advance(5, |t, p, o| stored.push((t.to_owned(), p, o)));
-        assert_eq!(
-            stored,
-            vec![("in".to_owned(), 0, 11), ("in".to_owned(), 1, 5)]
-        );
-        assert_eq!(inflight.records.len(), 1);
-    }
-
-    #[test]
-    fn a_revoke_waits_for_its_own_partitions_and_forgets_them() {
-        let mut inflight = Inflight::default();
-        inflight.records.extend([
-            pending(3, "in", 0, 10),
-            pending(7, "in", 1, 5),
-            pending(8, "in", 0, 11),
-        ]);
-        let revoked = vec![("in".to_owned(), 1)];
-        assert_eq!(inflight.barrier_of(&revoked), 7);
-        assert_eq!(inflight.barrier_of(&[("other".to_owned(), 1)]), 0);
-        inflight.forget(&revoked);
-        let left: Vec<i64> = inflight.records.iter().map(|p| p.offset).collect();
-        assert_eq!(left, vec![10, 11]);
     }
 }

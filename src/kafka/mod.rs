@@ -12,7 +12,10 @@
 //! (`kafka.create_topics`).
 pub mod input;
 pub mod outbox;
+pub mod ownership;
+pub mod partition;
 pub mod sink;
+pub mod state;
 
 use std::time::Duration;
 
@@ -35,7 +38,7 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     common
 }
 
-/// Every topic switchboard reads or writes, with whether it is compacted.
+/// Every topic switchboard reads or writes, with whether it is the state topic.
 pub fn topics(k: &KafkaConfig) -> [(&str, bool); 8] {
     [
         (&k.inbound_topic, false),
@@ -54,6 +57,19 @@ pub enum TopicError {
     #[error("kafka admin client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
     #[error(
+        "topic {topic:?} has {found} partitions but {inbound:?} has {expected}: the input, \
+         dispatch and state topics must have the same number of partitions (a tenant lives on \
+         the same partition of each)"
+    )]
+    Partitions {
+        topic: String,
+        found: i32,
+        inbound: String,
+        expected: i32,
+    },
+    #[error("topic {0:?} does not exist; create it or set kafka.create_topics = true")]
+    Missing(String),
+    #[error(
         "cannot create topic {topic:?}: {code}; check kafka.replication_factor (at most the \
          number of brokers) and kafka.topic_partitions, or create the topics yourself and set \
          kafka.create_topics = false"
@@ -64,22 +80,67 @@ pub enum TopicError {
     },
 }
 
+/// The partition count of the input topics, checked to be the same on every topic a tenant's
+/// records share a partition number on (input, dispatch, state).
+pub async fn partition_count(k: &KafkaConfig) -> Result<i32, TopicError> {
+    let k = k.clone();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer as _;
+        let client: rdkafka::consumer::BaseConsumer = client_config(&k).create()?;
+        let count = |topic: &str| -> Result<i32, TopicError> {
+            let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+            match metadata.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    Ok(t.partitions().len() as i32)
+                }
+                _ => Err(TopicError::Missing(topic.to_owned())),
+            }
+        };
+        let expected = count(&k.inbound_topic)?;
+        for topic in [
+            &k.webhooks_topic,
+            &k.sends_topic,
+            &k.dispatch_topic,
+            &k.state_topic,
+        ] {
+            let found = count(topic)?;
+            if found != expected {
+                return Err(TopicError::Partitions {
+                    topic: topic.clone(),
+                    found,
+                    inbound: k.inbound_topic.clone(),
+                    expected,
+                });
+            }
+        }
+        Ok(expected)
+    })
+    .await
+    .expect("the metadata task does not panic")
+}
+
 /// Creates the topics that do not exist yet (`kafka.topic_partitions` partitions,
-/// `kafka.replication_factor` replicas; the state topic compacted). Existing topics are left
+/// `kafka.replication_factor` replicas; the state topic with `kafka.state_retention_ms`).
+/// Existing topics are left
 /// as they are.
 pub async fn create_topics(k: &KafkaConfig) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = client_config(k).create()?;
     let list = topics(k);
+    let retention = k.state_retention_ms.to_string();
+    let max_bytes = (k.snapshot_chunk_bytes + 64 * 1024).to_string();
     let new: Vec<NewTopic<'_>> = list
         .iter()
-        .map(|&(name, compacted)| {
+        .map(|&(name, state)| {
             let topic = NewTopic::new(
                 name,
                 k.topic_partitions,
                 TopicReplication::Fixed(k.replication_factor),
             );
-            if compacted {
-                topic.set("cleanup.policy", "compact")
+            if state {
+                topic
+                    .set("cleanup.policy", "delete")
+                    .set("retention.ms", &retention)
+                    .set("max.message.bytes", &max_bytes)
             } else {
                 topic
             }

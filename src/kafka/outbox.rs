@@ -168,6 +168,8 @@ impl Outbox {
             .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // Keyed by tenant, onto the tenant's partition (see `partition`).
+            .set("partitioner", super::partition::LIBRDKAFKA_PARTITIONER)
             .set("message.timeout.ms", attempt.as_millis().max(1).to_string())
             .create_with_context(context)?;
         let outbox = Arc::new(Self {

@@ -29,6 +29,29 @@ pub fn parse_callback(data: &str) -> Option<(&str, SendId)> {
     Some((tenant, id.parse().ok()?))
 }
 
+/// A dispatch record read back (a takeover replays them); the error names the bad field.
+pub fn dispatch_in(d: &proto::Dispatch) -> Result<Dispatch, String> {
+    let id = d
+        .send_id
+        .parse()
+        .map_err(|()| format!("dispatch send_id {:?} is not a send id", d.send_id))?;
+    if !crate::core::identity::looks_e164(&d.to) {
+        return Err(format!("dispatch {id}: `to` is not an E.164 number"));
+    }
+    let category = crate::grpc::category_in(d.category)
+        .map_err(|s| format!("dispatch {id}: {}", s.message()))?;
+    Ok(Dispatch {
+        id,
+        from: Arc::from(d.from.as_str()),
+        to: crate::model::CustomerNumber::from_valid_e164(&d.to),
+        category,
+        content: Arc::from(d.content.as_str()),
+        idempotency_key: Arc::from(d.idempotency_key.as_str()),
+        counted: d.counted,
+        at: crate::clock::Timestamp(d.dispatched_at_ms.max(0) as u64),
+    })
+}
+
 pub struct KafkaSink {
     pub outbox: Arc<Outbox>,
     pub dispatch_topic: String,

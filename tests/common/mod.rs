@@ -82,19 +82,25 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     out
 }
 
-/// Scrapes `/metrics` until every family in `families` is there (bounded by the guard).
+/// Scrapes `/metrics` until every family in `families` is there (bounded by the guard; then
+/// it names the missing ones).
 pub async fn scrape_until(addr: SocketAddr, families: &[&str]) -> String {
-    guard(async {
+    let missing = std::sync::Mutex::new(Vec::new());
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let body = http_get(addr, "/metrics").await;
-            if families
+            let absent: Vec<&str> = families
                 .iter()
-                .all(|f| body.contains(&format!("# TYPE {f}")))
-            {
+                .copied()
+                .filter(|f| !body.contains(&format!("# TYPE {f}")))
+                .collect();
+            if absent.is_empty() {
                 return body;
             }
+            *missing.lock().unwrap() = absent;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
-    .await
+    .await;
+    found.unwrap_or_else(|_| panic!("families never exported: {:?}", missing.lock().unwrap()))
 }

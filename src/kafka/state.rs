@@ -1,0 +1,393 @@
+//! Snapshots of the tenants' state on `kafka.state_topic`, one partition per input partition.
+//!
+//! A **cut** of input partition `p` writes, to partition `p` of the state topic, each tenant's
+//! state (JSON, in chunks of at most `kafka.snapshot_chunk_bytes`, keyed by tenant) and then a
+//! **manifest**: which tenants and how many chunks, the offset of the first chunk, the input
+//! offsets the state covers (the next record to read on each input topic) and the offset of
+//! the dispatch topic from which dispatches are not necessarily in the state. A manifest is
+//! written only after its chunks are acknowledged, so a manifest means a complete snapshot;
+//! every chunk names the offset of the last complete manifest before it, so a reader that
+//! finds an unfinished cut at the end of the partition (its writer died) steps back to it.
+//!
+//! Restoring partition `p` reads the last record of the state partition, finds the manifest,
+//! reads its chunks, and the new owner then replays the dispatch topic from the manifest's
+//! offset and reads the input from the manifest's offsets. Only the owner of `p` writes to
+//! partition `p`. Every record is its own batch (`batch.num.messages = 1`): readers seek to
+//! exact offsets, and some Kafka-compatible brokers answer a fetch from inside a batch with
+//! the next batch.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::config::KafkaConfig;
+
+const KIND: &str = "switchboard.state.kind";
+const CUT: &str = "switchboard.state.cut";
+const PREVIOUS: &str = "switchboard.state.previous";
+
+/// What a complete snapshot of one partition holds (the manifest record's JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Unique per cut of this partition (the writer's clock in ms, made increasing).
+    pub cut: u64,
+    /// When the cut was taken (ms since the epoch).
+    pub at_ms: i64,
+    /// The state-topic offset of the cut's first chunk.
+    pub first: i64,
+    /// (tenant, chunks) in the order they were written.
+    pub tenants: Vec<(String, u32)>,
+    /// (input topic, next offset to read): what the state covers.
+    pub inputs: Vec<(String, i64)>,
+    /// The dispatch-topic offset to replay from (earlier dispatches are in the state).
+    pub dispatch: i64,
+}
+
+/// A snapshot read back.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub manifest: Manifest,
+    /// The manifest's own offset.
+    pub offset: i64,
+    /// Each tenant's state (JSON), in manifest order.
+    pub tenants: Vec<(String, Vec<u8>)>,
+    /// Bytes read (chunks).
+    pub bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("state partition {partition}: {problem}")]
+    Corrupt { partition: i32, problem: String },
+    #[error("state partition {partition}: no record at offset {offset} within {timeout:?}")]
+    Timeout {
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    },
+}
+
+pub struct StateStore {
+    topic: String,
+    chunk_bytes: usize,
+    timeout: Duration,
+    producer: FutureProducer,
+    reader: BaseConsumer,
+    /// Per partition, the offset of the last complete manifest this replica knows of.
+    last: Mutex<HashMap<i32, i64>>,
+    last_cut: Mutex<u64>,
+}
+
+impl StateStore {
+    pub fn new(k: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
+        let common = super::client_config(k);
+        let producer = common
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("batch.num.messages", "1")
+            .set("linger.ms", "0")
+            .set(
+                "message.max.bytes",
+                (k.snapshot_chunk_bytes + 64 * 1024).to_string(),
+            )
+            .create()?;
+        let reader = common
+            .clone()
+            // Never joins: partitions are assigned by hand; the id is only required.
+            .set("group.id", format!("{}.state-reader", k.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "fetch.message.max.bytes",
+                (k.snapshot_chunk_bytes + 64 * 1024).to_string(),
+            )
+            .create()?;
+        Ok(Self {
+            topic: k.state_topic.clone(),
+            chunk_bytes: k.snapshot_chunk_bytes.max(1),
+            timeout: Duration::from_millis(k.produce_timeout_ms),
+            producer,
+            reader,
+            last: Mutex::default(),
+            last_cut: Mutex::default(),
+        })
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().expect("no panic while holding a state-store lock")
+    }
+
+    /// A cut id above every earlier one of this replica (the clock, made increasing).
+    fn next_cut(&self, at_ms: i64) -> u64 {
+        let mut last = Self::lock(&self.last_cut);
+        *last = (*last + 1).max(at_ms.max(0) as u64);
+        *last
+    }
+
+    /// Writes the tenants' states and then the manifest to `partition`; returns the manifest.
+    pub async fn write(
+        &self,
+        partition: i32,
+        at_ms: i64,
+        inputs: Vec<(String, i64)>,
+        dispatch: i64,
+        tenants: Vec<(String, Vec<u8>)>,
+    ) -> Result<Manifest, StateError> {
+        let cut = self.next_cut(at_ms);
+        let previous = Self::lock(&self.last)
+            .get(&partition)
+            .copied()
+            .unwrap_or(-1);
+        let (cut_s, previous_s) = (cut.to_string(), previous.to_string());
+        let mut first = None;
+        let mut counts = Vec::with_capacity(tenants.len());
+        for (tenant, bytes) in &tenants {
+            let chunks: Vec<&[u8]> = if bytes.is_empty() {
+                vec![&[]]
+            } else {
+                bytes.chunks(self.chunk_bytes).collect()
+            };
+            for chunk in &chunks {
+                let headers = OwnedHeaders::new()
+                    .insert(header(KIND, "chunk"))
+                    .insert(header(CUT, &cut_s))
+                    .insert(header(PREVIOUS, &previous_s));
+                let offset = self
+                    .produce(partition, tenant.as_bytes(), chunk, headers)
+                    .await?;
+                first.get_or_insert(offset);
+            }
+            counts.push((tenant.clone(), chunks.len() as u32));
+        }
+        let mut manifest = Manifest {
+            cut,
+            at_ms,
+            first: first.unwrap_or(-1),
+            tenants: counts,
+            inputs,
+            dispatch,
+        };
+        let headers = OwnedHeaders::new()
+            .insert(header(KIND, "manifest"))
+            .insert(header(CUT, &cut_s))
+            .insert(header(PREVIOUS, &previous_s));
+        let body = serde_json::to_vec(&manifest).expect("a manifest serializes");
+        let offset = self.produce(partition, b"manifest", &body, headers).await?;
+        if manifest.first < 0 {
+            manifest.first = offset; // no tenants: nothing to read before it
+        }
+        Self::lock(&self.last).insert(partition, offset);
+        Ok(manifest)
+    }
+
+    async fn produce(
+        &self,
+        partition: i32,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<i64, StateError> {
+        let record = FutureRecord::to(&self.topic)
+            .partition(partition)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        match self.producer.send(record, self.timeout).await {
+            Ok(delivery) => Ok(delivery.offset),
+            Err((e, _)) => Err(e.into()),
+        }
+    }
+
+    /// Reads the last complete snapshot of `partition` (None: there is none). Blocking.
+    pub fn read(&self, partition: i32) -> Result<Option<Snapshot>, StateError> {
+        let (low, high) = self
+            .reader
+            .fetch_watermarks(&self.topic, partition, self.timeout)?;
+        let mut at = high - 1;
+        let manifest_offset = loop {
+            if at < low {
+                return Ok(None);
+            }
+            let (kind, previous) = self.read_at(partition, at, |m| {
+                (
+                    header_value(m, KIND).unwrap_or_default(),
+                    header_value(m, PREVIOUS).and_then(|p| p.parse::<i64>().ok()),
+                )
+            })?;
+            match (kind.as_str(), previous) {
+                ("manifest", _) => break at,
+                (_, Some(previous)) if previous < at => at = previous,
+                _ => return Ok(None),
+            }
+        };
+        let manifest: Manifest = self.read_at(partition, manifest_offset, |m| {
+            serde_json::from_slice(m.payload().unwrap_or_default()).map_err(|e| {
+                StateError::Corrupt {
+                    partition,
+                    problem: format!("manifest at offset {manifest_offset}: {e}"),
+                }
+            })
+        })??;
+        let cut = manifest.cut.to_string();
+        let mut parts: HashMap<String, (u32, Vec<u8>)> = HashMap::new();
+        let mut bytes = 0;
+        self.scan(partition, manifest.first, manifest_offset, |m| {
+            if header_value(m, KIND).as_deref() == Some("chunk")
+                && header_value(m, CUT).as_deref() == Some(cut.as_str())
+            {
+                let tenant = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                let payload = m.payload().unwrap_or_default();
+                bytes += payload.len();
+                let part = parts.entry(tenant).or_default();
+                part.0 += 1;
+                part.1.extend_from_slice(payload);
+            }
+        })?;
+        let mut tenants = Vec::with_capacity(manifest.tenants.len());
+        for (tenant, chunks) in &manifest.tenants {
+            match parts.remove(tenant) {
+                Some((n, state)) if n == *chunks => tenants.push((tenant.clone(), state)),
+                found => {
+                    return Err(StateError::Corrupt {
+                        partition,
+                        problem: format!(
+                            "cut {cut}: tenant {tenant:?} has {} of {chunks} chunks",
+                            found.map_or(0, |f| f.0)
+                        ),
+                    });
+                }
+            }
+        }
+        Self::lock(&self.last).insert(partition, manifest_offset);
+        Ok(Some(Snapshot {
+            manifest,
+            offset: manifest_offset,
+            tenants,
+            bytes,
+        }))
+    }
+
+    /// Calls `f` with the record at `offset` of `partition`.
+    fn read_at<R>(
+        &self,
+        partition: i32,
+        offset: i64,
+        f: impl FnOnce(&BorrowedMessage<'_>) -> R,
+    ) -> Result<R, StateError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.scan(partition, offset, offset + 1, |m| {
+            if let Some(f) = f.take() {
+                out = Some(f(m));
+            }
+        })?;
+        Ok(out.expect("scan saw the record"))
+    }
+
+    /// Calls `f` with every record of `partition` in `[from, to)`. Blocking.
+    pub fn scan(
+        &self,
+        partition: i32,
+        from: i64,
+        to: i64,
+        f: impl FnMut(&BorrowedMessage<'_>),
+    ) -> Result<(), StateError> {
+        scan(
+            &self.reader,
+            &self.topic,
+            partition,
+            from,
+            to,
+            self.timeout,
+            f,
+        )
+    }
+
+    /// The high watermark of `topic`'s `partition` (the next offset to be written). Blocking.
+    pub fn end_of(&self, topic: &str, partition: i32) -> Result<(i64, i64), StateError> {
+        Ok(self
+            .reader
+            .fetch_watermarks(topic, partition, self.timeout)?)
+    }
+
+    /// Calls `f` with every record of another topic's partition in `[from, to)`. Blocking.
+    pub fn scan_topic(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        f: impl FnMut(&BorrowedMessage<'_>),
+    ) -> Result<(), StateError> {
+        scan(&self.reader, topic, partition, from, to, self.timeout, f)
+    }
+}
+
+/// Reads `[from, to)` of one partition with a hand-assigned consumer. `timeout` bounds the
+/// wait for each next record (the records exist: `to` is at most the high watermark).
+fn scan(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+    timeout: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), StateError> {
+    if from >= to {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    reader.assign(&list)?;
+    let mut next = from;
+    let result = loop {
+        if next >= to {
+            break Ok(());
+        }
+        match reader.poll(timeout) {
+            None => {
+                break Err(StateError::Timeout {
+                    partition,
+                    offset: next,
+                    timeout,
+                });
+            }
+            Some(Err(e)) => break Err(e.into()),
+            Some(Ok(m)) => {
+                if m.offset() >= to {
+                    break Ok(());
+                }
+                if m.offset() >= next {
+                    next = m.offset() + 1;
+                    f(&m);
+                }
+            }
+        }
+    };
+    reader.unassign()?;
+    result
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
+    Header {
+        key,
+        value: Some(value.as_bytes()),
+    }
+}
+
+fn header_value(m: &BorrowedMessage<'_>, key: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
