@@ -113,8 +113,15 @@ pub struct KafkaConfig {
     pub status_topic: String,
     /// Records that could not be handled, with their origin and the error in headers.
     pub dlq_topic: String,
-    /// Tenant state (compacted); created at start-up for the scale-out work.
+    /// Snapshots of each partition's tenants (see `kafka::state`).
     pub state_topic: String,
+    /// Which replica owns which partition: each owner announces its `advertise_addr` here
+    /// (one partition, compacted), and gRPC calls for its tenants are forwarded to it.
+    pub owners_topic: String,
+    /// The gRPC address other replicas forward calls to (`host:port`). Empty: the gRPC
+    /// listen address, unless it is a wildcard (0.0.0.0 or [::]); then calls are not forwarded
+    /// to this replica (they get UNAVAILABLE, naming the partition).
+    pub advertise_addr: String,
     /// Create missing topics at start-up (needs the broker's admin API).
     pub create_topics: bool,
     /// Partitions of topics created at start-up (the unit of scale-out: at most this many
@@ -162,6 +169,8 @@ impl Default for KafkaConfig {
             status_topic: "switchboard.status".into(),
             dlq_topic: "switchboard.dlq".into(),
             state_topic: "switchboard.state".into(),
+            owners_topic: "switchboard.owners".into(),
+            advertise_addr: String::new(),
             create_topics: true,
             topic_partitions: 12,
             replication_factor: 3,
@@ -615,6 +624,7 @@ impl Config {
                 ("kafka.status_topic", &k.status_topic),
                 ("kafka.dlq_topic", &k.dlq_topic),
                 ("kafka.state_topic", &k.state_topic),
+                ("kafka.owners_topic", &k.owners_topic),
             ] {
                 non_empty(field, topic)?;
             }

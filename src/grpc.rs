@@ -7,6 +7,7 @@
 use std::pin::Pin;
 
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::config::Category;
@@ -511,16 +512,91 @@ fn stream<T: Send + 'static, U: Send + 'static>(
 
 // --- services --------------------------------------------------------------------------------
 
+/// Serves a call here, or (Kafka mode) forwards it to the replica that owns its tenant and
+/// returns that replica's answer.
+macro_rules! forward {
+    ($api:ident, $request:ident, $client:ty, $method:ident) => {
+        if let Some((channel, owner)) =
+            $api.owner_of(&$request.get_ref().tenant, $request.metadata())?
+        {
+            let mut response = <$client>::new(channel).$method(forwarded($request)).await?;
+            served_by(response.metadata_mut(), &owner);
+            return Ok(response);
+        }
+    };
+    (stream $api:ident, $request:ident, $client:ty, $method:ident) => {
+        if let Some((channel, owner)) =
+            $api.owner_of(&$request.get_ref().tenant, $request.metadata())?
+        {
+            let response = <$client>::new(channel).$method(forwarded($request)).await?;
+            let (mut metadata, events, extensions) = response.into_parts();
+            served_by(&mut metadata, &owner);
+            let events: EventStream<_> = Box::pin(events);
+            return Ok(Response::from_parts(metadata, events, extensions));
+        }
+    };
+}
+
+/// Marks a forwarded call's response with the replica that served it.
+fn served_by(metadata: &mut tonic::metadata::MetadataMap, owner: &str) {
+    if let Ok(value) = owner.parse() {
+        metadata.insert(SERVED_BY_HEADER, value);
+    }
+}
+
+/// Response metadata of a forwarded call: the address of the replica that served it.
+pub const SERVED_BY_HEADER: &str = "switchboard-served-by";
+
+/// The request as it goes to the owner: its metadata (credentials included), marked so the
+/// owner does not forward it again.
+fn forwarded<T>(request: Request<T>) -> Request<T> {
+    let (mut metadata, _, message) = request.into_parts();
+    metadata.insert(
+        FORWARDED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    Request::from_parts(metadata, Default::default(), message)
+}
+
+/// Request metadata on a call one replica forwarded to another.
+pub const FORWARDED_HEADER: &str = "switchboard-forwarded";
+
 /// All services share one runtime handle.
 #[derive(Clone)]
 pub struct Api {
     runtime: Runtime,
     reloader: Arc<Reloader>,
+    /// Kafka mode: where the tenants this replica does not own are served.
+    forwarder: Option<Arc<crate::forward::Forwarder>>,
 }
 
 impl Api {
     pub fn new(runtime: Runtime, reloader: Arc<Reloader>) -> Self {
-        Self { runtime, reloader }
+        Self {
+            runtime,
+            reloader,
+            forwarder: None,
+        }
+    }
+
+    /// Forwards calls for tenants owned by other replicas (Kafka mode).
+    pub fn forwarding(self, forwarder: Arc<crate::forward::Forwarder>) -> Self {
+        Self {
+            forwarder: Some(forwarder),
+            ..self
+        }
+    }
+
+    /// The channel to the tenant's owner when it is another replica; None: serve it here.
+    fn owner_of(
+        &self,
+        tenant: &str,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<(Channel, String)>, Status> {
+        match &self.forwarder {
+            Some(f) => f.route(tenant, metadata.contains_key(FORWARDED_HEADER)),
+            None => Ok(None),
+        }
     }
 
     async fn call(&self, command: Command) -> Result<Reply, Status> {
@@ -593,6 +669,12 @@ impl proto::inbound_server::Inbound for Api {
         &self,
         request: Request<proto::InboundMessage>,
     ) -> Result<Response<proto::RoutingDecision>, Status> {
+        forward!(
+            self,
+            request,
+            proto::inbound_client::InboundClient<Channel>,
+            ingest
+        );
         let inbound = inbound_in(request.into_inner())?;
         let id = inbound.provider_message_id.clone();
         let mut decision = self.decision_call(Command::Ingest(inbound)).await?;
@@ -607,6 +689,12 @@ impl proto::agents_server::Agents for Api {
         &self,
         request: Request<proto::RegisterAgentRequest>,
     ) -> Result<Response<proto::Agent>, Status> {
+        forward!(
+            self,
+            request,
+            proto::agents_client::AgentsClient<Channel>,
+            register
+        );
         let r = request.into_inner();
         self.agent_call(Command::RegisterAgent {
             tenant: tenant(&r.tenant)?,
@@ -622,6 +710,12 @@ impl proto::agents_server::Agents for Api {
         &self,
         request: Request<proto::SetPresenceRequest>,
     ) -> Result<Response<proto::Agent>, Status> {
+        forward!(
+            self,
+            request,
+            proto::agents_client::AgentsClient<Channel>,
+            set_presence
+        );
         let r = request.into_inner();
         self.agent_call(Command::SetPresence {
             tenant: tenant(&r.tenant)?,
@@ -635,6 +729,12 @@ impl proto::agents_server::Agents for Api {
         &self,
         request: Request<proto::AgentRef>,
     ) -> Result<Response<proto::Agent>, Status> {
+        forward!(
+            self,
+            request,
+            proto::agents_client::AgentsClient<Channel>,
+            get
+        );
         let r = request.into_inner();
         self.agent_call(Command::GetAgent {
             tenant: tenant(&r.tenant)?,
@@ -649,6 +749,7 @@ impl proto::agents_server::Agents for Api {
         &self,
         request: Request<proto::AgentRef>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        forward!(stream self, request, proto::agents_client::AgentsClient<Channel>, subscribe);
         let r = request.into_inner();
         let rx = self
             .runtime
@@ -662,6 +763,12 @@ impl proto::agents_server::Agents for Api {
         &self,
         request: Request<proto::ConversationAction>,
     ) -> Result<Response<proto::Agent>, Status> {
+        forward!(
+            self,
+            request,
+            proto::agents_client::AgentsClient<Channel>,
+            complete
+        );
         let r = request.into_inner();
         self.agent_call(Command::Complete {
             tenant: tenant(&r.tenant)?,
@@ -675,6 +782,12 @@ impl proto::agents_server::Agents for Api {
         &self,
         request: Request<proto::ConversationAction>,
     ) -> Result<Response<proto::Agent>, Status> {
+        forward!(
+            self,
+            request,
+            proto::agents_client::AgentsClient<Channel>,
+            release
+        );
         let r = request.into_inner();
         self.agent_call(Command::Release {
             tenant: tenant(&r.tenant)?,
@@ -688,6 +801,12 @@ impl proto::agents_server::Agents for Api {
         &self,
         request: Request<proto::TransferRequest>,
     ) -> Result<Response<proto::Agent>, Status> {
+        forward!(
+            self,
+            request,
+            proto::agents_client::AgentsClient<Channel>,
+            transfer
+        );
         use proto::transfer_request::To;
         let r = request.into_inner();
         let to = match r.to {
@@ -713,6 +832,7 @@ impl proto::bots_server::Bots for Api {
         &self,
         request: Request<proto::BotRef>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        forward!(stream self, request, proto::bots_client::BotsClient<Channel>, subscribe);
         let r = request.into_inner();
         let rx = self
             .runtime
@@ -729,6 +849,12 @@ impl proto::conversations_server::Conversations for Api {
         &self,
         request: Request<proto::ConversationRef>,
     ) -> Result<Response<proto::Conversation>, Status> {
+        forward!(
+            self,
+            request,
+            proto::conversations_client::ConversationsClient<Channel>,
+            get
+        );
         let r = request.into_inner();
         self.conversation_call(Command::GetConversation {
             tenant: tenant(&r.tenant)?,
@@ -741,6 +867,12 @@ impl proto::conversations_server::Conversations for Api {
         &self,
         request: Request<proto::ConversationRef>,
     ) -> Result<Response<proto::Conversation>, Status> {
+        forward!(
+            self,
+            request,
+            proto::conversations_client::ConversationsClient<Channel>,
+            pause_automation
+        );
         let r = request.into_inner();
         self.conversation_call(Command::PauseAutomation {
             tenant: tenant(&r.tenant)?,
@@ -753,6 +885,12 @@ impl proto::conversations_server::Conversations for Api {
         &self,
         request: Request<proto::ConversationRef>,
     ) -> Result<Response<proto::Conversation>, Status> {
+        forward!(
+            self,
+            request,
+            proto::conversations_client::ConversationsClient<Channel>,
+            resume_automation
+        );
         let r = request.into_inner();
         self.conversation_call(Command::ResumeAutomation {
             tenant: tenant(&r.tenant)?,
@@ -765,6 +903,12 @@ impl proto::conversations_server::Conversations for Api {
         &self,
         request: Request<proto::OverrideRouteRequest>,
     ) -> Result<Response<proto::Conversation>, Status> {
+        forward!(
+            self,
+            request,
+            proto::conversations_client::ConversationsClient<Channel>,
+            override_route
+        );
         use proto::override_route_request::To;
         let r = request.into_inner();
         let to = match r.to {
@@ -792,6 +936,12 @@ impl proto::conversations_server::Conversations for Api {
         &self,
         request: Request<proto::EscalateRequest>,
     ) -> Result<Response<proto::RoutingDecision>, Status> {
+        forward!(
+            self,
+            request,
+            proto::conversations_client::ConversationsClient<Channel>,
+            escalate
+        );
         let r = request.into_inner();
         self.decision_call(Command::Escalate {
             tenant: tenant(&r.tenant)?,
@@ -809,6 +959,12 @@ impl proto::queues_server::Queues for Api {
         &self,
         request: Request<proto::QueueStatsRequest>,
     ) -> Result<Response<proto::QueueStatsResponse>, Status> {
+        forward!(
+            self,
+            request,
+            proto::queues_client::QueuesClient<Channel>,
+            stats
+        );
         let r = request.into_inner();
         match self
             .call(Command::QueueStats {
@@ -831,6 +987,12 @@ impl proto::outbound_server::Outbound for Api {
         &self,
         request: Request<proto::SendRequest>,
     ) -> Result<Response<proto::SendResponse>, Status> {
+        forward!(
+            self,
+            request,
+            proto::outbound_client::OutboundClient<Channel>,
+            send
+        );
         let command = Command::Send(send_in(request.into_inner())?);
         match self.call(command).await? {
             Reply::Send { id, admission } => Ok(Response::new(send_response_out(id, admission))),
@@ -842,6 +1004,12 @@ impl proto::outbound_server::Outbound for Api {
         &self,
         request: Request<proto::SendRef>,
     ) -> Result<Response<proto::SendStatus>, Status> {
+        forward!(
+            self,
+            request,
+            proto::outbound_client::OutboundClient<Channel>,
+            get_status
+        );
         let r = request.into_inner();
         let tenant = tenant(&r.tenant)?;
         let command = Command::GetSend {
@@ -860,6 +1028,7 @@ impl proto::outbound_server::Outbound for Api {
         &self,
         request: Request<proto::StatusStreamRequest>,
     ) -> Result<Response<Self::StreamStatusStream>, Status> {
+        forward!(stream self, request, proto::outbound_client::OutboundClient<Channel>, stream_status);
         let r = request.into_inner();
         let rx = self
             .runtime
@@ -984,17 +1153,39 @@ impl proto::quotas_server::Quotas for Api {
         &self,
         request: Request<proto::QuotaRef>,
     ) -> Result<Response<proto::PortfolioQuota>, Status> {
+        forward!(
+            self,
+            request,
+            proto::quotas_client::QuotasClient<Channel>,
+            get
+        );
         let tenant = tenant(&request.into_inner().tenant)?;
         Ok(Response::new(self.quota(tenant).await?))
     }
 
     async fn list(
         &self,
-        _request: Request<proto::ListQuotasRequest>,
+        request: Request<proto::ListQuotasRequest>,
     ) -> Result<Response<proto::ListQuotasResponse>, Status> {
         let mut tenants = Vec::new();
         for t in self.runtime.tenants() {
-            tenants.push(self.quota(t).await?);
+            let quota = match self.owner_of(t.as_str(), request.metadata())? {
+                Some((channel, _)) => {
+                    let get = Request::from_parts(
+                        request.metadata().clone(),
+                        Default::default(),
+                        proto::QuotaRef {
+                            tenant: t.to_string(),
+                        },
+                    );
+                    proto::quotas_client::QuotasClient::new(channel)
+                        .get(forwarded(get))
+                        .await?
+                        .into_inner()
+                }
+                None => self.quota(t).await?,
+            };
+            tenants.push(quota);
         }
         Ok(Response::new(proto::ListQuotasResponse { tenants }))
     }
@@ -1003,6 +1194,12 @@ impl proto::quotas_server::Quotas for Api {
         &self,
         request: Request<proto::SetOverrideRequest>,
     ) -> Result<Response<proto::OverrideInfo>, Status> {
+        forward!(
+            self,
+            request,
+            proto::quotas_client::QuotasClient<Channel>,
+            set_override
+        );
         use proto::set_override_request::Change as C;
         let r = request.into_inner();
         let change = match r.change {
@@ -1055,6 +1252,12 @@ impl proto::quotas_server::Quotas for Api {
         &self,
         request: Request<proto::ClearOverrideRequest>,
     ) -> Result<Response<proto::OverrideInfo>, Status> {
+        forward!(
+            self,
+            request,
+            proto::quotas_client::QuotasClient<Channel>,
+            clear_override
+        );
         let r = request.into_inner();
         match self
             .call(Command::ClearOverride {
@@ -1073,6 +1276,12 @@ impl proto::quotas_server::Quotas for Api {
         &self,
         request: Request<proto::ListAuditRequest>,
     ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        forward!(
+            self,
+            request,
+            proto::quotas_client::QuotasClient<Channel>,
+            list_audit
+        );
         let r = request.into_inner();
         let limit = if r.limit == 0 { 100 } else { r.limit as usize };
         match self
@@ -1093,6 +1302,12 @@ impl proto::quotas_server::Quotas for Api {
         &self,
         request: Request<proto::PlanCampaignRequest>,
     ) -> Result<Response<proto::CampaignPlan>, Status> {
+        forward!(
+            self,
+            request,
+            proto::quotas_client::QuotasClient<Channel>,
+            plan_campaign
+        );
         let r = request.into_inner();
         let plan = PlanRequest {
             customers: r.customers,

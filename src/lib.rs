@@ -17,6 +17,7 @@
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod forward;
 pub mod grpc;
 pub mod kafka;
 pub mod model;

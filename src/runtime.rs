@@ -337,6 +337,13 @@ impl ShardTask {
                 let now = self.clock.now();
                 let tenant = command.tenant().cloned();
                 let is_ingest = matches!(command, Command::Ingest(_));
+                if let Command::RestoreState { tenant, .. } = &command {
+                    // The tenant was taken over or handed over: its streams end, and their
+                    // subscribers reconnect (to whichever replica owns it now).
+                    self.agents.retain(|(t, _), _| t != tenant);
+                    self.bots.retain(|(t, _), _| t != tenant);
+                    self.statuses.remove(tenant);
+                }
                 if let Command::ProviderResult {
                     tenant,
                     outcome: ProviderOutcome::Failed { code },

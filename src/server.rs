@@ -62,6 +62,23 @@ pub const SERVICES: &[&str] = &[
 ];
 
 /// Binds the configured addresses. Separate from [`run`] so `main` can print the real ports.
+/// The gRPC address other replicas forward calls to: `kafka.advertise_addr`, else the address
+/// the gRPC server is bound to unless that is a wildcard (then none: a warning says so).
+fn advertise_addr(config: &Config, bound: SocketAddr) -> String {
+    if !config.kafka.advertise_addr.is_empty() {
+        return config.kafka.advertise_addr.clone();
+    }
+    if bound.ip().is_unspecified() {
+        tracing::warn!(
+            %bound,
+            "gRPC listens on a wildcard address: set kafka.advertise_addr so other replicas can \
+             forward calls for this replica's tenants"
+        );
+        return String::new();
+    }
+    bound.to_string()
+}
+
 pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, TcpListener)> {
     let grpc = bind_one(config.grpc_addr, "gRPC", "SWITCHBOARD_GRPC_ADDR").await?;
     let metrics = bind_one(config.metrics_addr, "metrics", "SWITCHBOARD_METRICS_ADDR").await?;
@@ -180,9 +197,16 @@ pub async fn run_with(
     let stop_kafka = CancellationToken::new();
     // A partition that cannot be taken over stops the service (see `kafka::input`).
     let kafka_fatal = CancellationToken::new();
-    let (kafka_task, api_runtime) = if let Some(outbox) = &outbox {
+    let stop_owners = CancellationToken::new();
+    let (kafka_task, api_runtime, forwarder) = if let Some(outbox) = &outbox {
         let partitions = crate::kafka::partition_count(&config.kafka).await?;
-        let ownership = crate::kafka::ownership::Ownership::new(partitions, String::new());
+        let advertise = advertise_addr(&config, grpc.local_addr()?);
+        let ownership = crate::kafka::ownership::Ownership::new(partitions, advertise.clone());
+        crate::kafka::owners::follow(&config.kafka, ownership.clone(), stop_owners.clone())?;
+        let forwarder = Arc::new(crate::forward::Forwarder::new(
+            ownership.clone(),
+            config.tenants.iter().map(|t| t.id.clone()),
+        ));
         let input = crate::kafka::KafkaInput::new(
             &config,
             runtime.clone(),
@@ -190,14 +214,17 @@ pub async fn run_with(
             ownership.clone(),
             kafka_fatal.clone(),
         )?;
-        tracing::info!(brokers = %config.kafka.brokers, partitions, "kafka input on");
+        tracing::info!(brokers = %config.kafka.brokers, partitions, advertise, "kafka input on");
         let task = tokio::spawn(input.run(stop_kafka.clone()));
-        // gRPC serves the tenants of the partitions this replica owns.
-        (Some(task), runtime.gated(ownership))
+        // gRPC serves the tenants of the partitions this replica owns and forwards the rest.
+        (Some(task), runtime.gated(ownership), Some(forwarder))
     } else {
-        (None, runtime)
+        (None, runtime, None)
     };
-    let api = Api::new(api_runtime, reloader);
+    let api = match forwarder {
+        Some(f) => Api::new(api_runtime, reloader).forwarding(f),
+        None => Api::new(api_runtime, reloader),
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {
@@ -295,6 +322,7 @@ pub async fn run_with(
         outbox.flush(grace);
     }
     stop_outbox.cancel();
+    stop_owners.cancel();
     stop_metrics.cancel();
     let _ = metrics_task.await;
     if stuck > 0 {

@@ -13,6 +13,8 @@ use switchboard::proto;
 use switchboard::server::Parts;
 
 mod common;
+#[path = "support/suite.rs"]
+mod suite;
 use common::{Server, guard};
 
 const CONFIG: &str = r#"
@@ -386,5 +388,180 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
     // a time: here other tests' servers in this process set them too.)
     server.stop().await;
     drop((dispatch, dlq, status, producer));
+    drop(cluster);
+}
+
+/// Two tenants on the two partitions of every topic, for two replicas.
+fn split_config(brokers: &str) -> (Config, [String; 2]) {
+    let [first, second] = &suite::one_tenant_per_partition(2)[..] else {
+        unreachable!("one tenant per partition")
+    };
+    let tenants = [first.clone(), second.clone()];
+    let toml = suite::replicas_toml(brokers, &tenants, false);
+    (Config::from_toml_str(&toml).unwrap(), tenants)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_forward_calls_and_agent_streams_to_the_tenants_owner() {
+    use proto::agents_client::AgentsClient;
+    use proto::inbound_client::InboundClient;
+    use proto::outbound_client::OutboundClient;
+    use proto::quotas_client::QuotasClient;
+    use switchboard::grpc::SERVED_BY_HEADER;
+    use switchboard::kafka::TopicKind;
+
+    let cluster = MockCluster::new(1).unwrap();
+    for (topic, kind) in switchboard::kafka::topics(&switchboard::config::KafkaConfig::default()) {
+        let partitions = if kind == TopicKind::Owners { 1 } else { 2 };
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let (config, tenants) = split_config(&cluster.bootstrap_servers());
+    let a = Server::start(config.clone(), Parts::default()).await;
+    let b = Server::start(config, Parts::default()).await;
+    let (ch_a, ch_b) = (a.channel().await, b.channel().await);
+
+    // Wait until each replica serves one tenant and forwards the other's calls to the other
+    // replica (the group has split the partitions and the owners have announced themselves).
+    let served_by = |response: &tonic::Response<proto::PortfolioQuota>| {
+        response
+            .metadata()
+            .get(SERVED_BY_HEADER)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (remote_for_a, local_for_a) = guard(async {
+        loop {
+            let mut seen = Vec::new();
+            for (ch, other) in [(&ch_a, b.grpc), (&ch_b, a.grpc)] {
+                for t in &tenants {
+                    let get = QuotasClient::new(ch.clone())
+                        .get(proto::QuotaRef { tenant: t.clone() })
+                        .await;
+                    match get {
+                        Ok(r) => seen.push((t.clone(), served_by(&r), other.to_string())),
+                        Err(s) => assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}"),
+                    }
+                }
+            }
+            let forwarded: Vec<_> = seen
+                .iter()
+                .filter(|(_, by, other)| by.as_deref() == Some(other.as_str()))
+                .collect();
+            if seen.len() == 4 && forwarded.len() == 2 && forwarded[0].0 != forwarded[1].0 {
+                // On replica a: the tenant forwarded to b, and the one a serves itself.
+                let remote = forwarded
+                    .iter()
+                    .find(|(_, _, other)| *other == b.grpc.to_string())
+                    .expect("a forwards one tenant")
+                    .0
+                    .clone();
+                let local = tenants.iter().find(|t| **t != remote).unwrap().clone();
+                return (remote, local);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    // A send through replica a for the tenant b owns is admitted against b's quota.
+    let request = proto::SendRequest {
+        tenant: remote_for_a.clone(),
+        from: format!("{remote_for_a}-n"),
+        to: "+34612345678".into(),
+        category: proto::Category::Marketing as i32,
+        content: "promo".into(),
+        priority: 0,
+        idempotency_key: "fwd-1".into(),
+        valid_for_ms: 0,
+    };
+    let sent = OutboundClient::new(ch_a.clone())
+        .send(request)
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.metadata().get(SERVED_BY_HEADER).unwrap(),
+        b.grpc.to_string().as_str()
+    );
+    assert_eq!(sent.get_ref().admission(), proto::Admission::Dispatched);
+    let on_b = QuotasClient::new(ch_b.clone())
+        .get(proto::QuotaRef {
+            tenant: remote_for_a.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(served_by(&on_b).is_none(), "b serves it itself");
+    assert_eq!(on_b.get_ref().used, 1, "counted in the owner's quota");
+
+    // An agent of that tenant whose desktop is connected to replica a: registered and
+    // subscribed through a, it receives the assignment b makes.
+    let mut agents = AgentsClient::new(ch_a.clone());
+    agents
+        .register(proto::RegisterAgentRequest {
+            tenant: remote_for_a.clone(),
+            agent_id: "ana".into(),
+            presence: proto::Presence::Online as i32,
+            capacity: 2,
+            queues: vec!["q".into()],
+        })
+        .await
+        .unwrap();
+    let mut events = agents
+        .subscribe(proto::AgentRef {
+            tenant: remote_for_a.clone(),
+            agent_id: "ana".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let decision = InboundClient::new(ch_b.clone())
+        .ingest(proto::InboundMessage {
+            tenant: remote_for_a.clone(),
+            customer: "+34612345679".into(),
+            channel: proto::Channel::Whatsapp as i32,
+            provider_message_id: "wamid.FWD".into(),
+            text: "quiero devolver el pedido".into(),
+            business_number: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decision.agent_id, "ana");
+    let event = guard(events.message()).await.unwrap().expect("an event");
+    let Some(proto::agent_event::Event::Assigned(assigned)) = event.event else {
+        panic!("an assignment, got {event:?}");
+    };
+    assert_eq!(
+        assigned.conversation.unwrap().conversation_id,
+        decision.conversation_id,
+        "the agent on replica a got replica b's assignment"
+    );
+
+    // The tenant a serves itself is not forwarded.
+    let local = QuotasClient::new(ch_a.clone())
+        .get(proto::QuotaRef {
+            tenant: local_for_a.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(served_by(&local).is_none());
+    drop(events);
+    a.stop().await;
+    b.stop().await;
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_hand_their_tenants_over_when_one_is_killed_and_comes_back() {
+    // The service binary as two child processes on the mock cluster (4 partitions): kill -9
+    // one, the other takes its tenants over after the session timeout.
+    let cluster = MockCluster::new(1).unwrap();
+    for (topic, kind) in switchboard::kafka::topics(&switchboard::config::KafkaConfig::default()) {
+        let partitions = if kind == switchboard::kafka::TopicKind::Owners {
+            1
+        } else {
+            4
+        };
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    suite::two_replicas(&cluster.bootstrap_servers(), false, suite::Stop::Kill).await;
     drop(cluster);
 }

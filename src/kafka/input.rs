@@ -126,6 +126,9 @@ pub enum HandoverError {
     Stopping,
 }
 
+/// (input topic, next offset to read) of one partition.
+type Positions = Vec<(String, i64)>;
+
 /// Taking partitions over and handing them over: shared by the input loop and the rebalance
 /// callbacks.
 struct Handover {
@@ -138,7 +141,7 @@ struct Handover {
     tenants_of: HashMap<i32, Vec<TenantId>>,
     handle: Handle,
     /// Per owned partition: when its last snapshot was taken, and the input offsets it covers.
-    cuts: Mutex<HashMap<i32, (Instant, Vec<(String, i64)>)>>,
+    cuts: Mutex<HashMap<i32, (Instant, Positions)>>,
     /// Partitions taken over whose send requests wait until the inbound messages and webhooks
     /// that were already there are read: (topic, high watermark at the takeover) still ahead.
     catching_up: Mutex<HashMap<i32, Vec<(String, i64)>>>,
@@ -175,7 +178,7 @@ impl Handover {
 
     /// Takes `partition` over: restores its tenants from the last snapshot and the dispatches
     /// since, and returns the input offsets to read from. Blocking.
-    fn take_over(&self, partition: i32) -> Result<Vec<(String, i64)>, HandoverError> {
+    fn take_over(&self, partition: i32) -> Result<Positions, HandoverError> {
         let started = Instant::now();
         let snapshot = self.store.read(partition)?;
         let mut states: HashMap<String, Vec<u8>> = HashMap::new();
@@ -260,6 +263,17 @@ impl Handover {
         }
         lock(&self.cuts).insert(partition, (Instant::now(), inputs.clone()));
         self.ownership.ready(partition);
+        let me = self.ownership.me();
+        if !me.is_empty()
+            && let Err(e) = self.handle.block_on(self.store.announce(
+                &self.config.owners_topic,
+                partition,
+                me,
+            ))
+        {
+            // Calls forwarded here wait for the next takeover's announcement; ours still work.
+            tracing::warn!(error = %e, partition, "ownership not announced");
+        }
         telemetry::kafka_restore(started.elapsed(), bytes, replayed);
         telemetry::kafka_handover("in");
         tracing::info!(

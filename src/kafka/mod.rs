@@ -12,6 +12,7 @@
 //! (`kafka.create_topics`).
 pub mod input;
 pub mod outbox;
+pub mod owners;
 pub mod ownership;
 pub mod partition;
 pub mod sink;
@@ -38,17 +39,30 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     common
 }
 
-/// Every topic switchboard reads or writes, with whether it is the state topic.
-pub fn topics(k: &KafkaConfig) -> [(&str, bool); 8] {
+/// How a topic is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// `kafka.topic_partitions` partitions, the broker's retention.
+    Plain,
+    /// Like plain, with `kafka.state_retention_ms` and room for snapshot chunks.
+    State,
+    /// One partition, compacted: the owners' announcements.
+    Owners,
+}
+
+/// Every topic switchboard reads or writes.
+pub fn topics(k: &KafkaConfig) -> [(&str, TopicKind); 9] {
+    use TopicKind::*;
     [
-        (&k.inbound_topic, false),
-        (&k.webhooks_topic, false),
-        (&k.sends_topic, false),
-        (&k.routed_topic, false),
-        (&k.dispatch_topic, false),
-        (&k.status_topic, false),
-        (&k.dlq_topic, false),
-        (&k.state_topic, true),
+        (&k.inbound_topic, Plain),
+        (&k.webhooks_topic, Plain),
+        (&k.sends_topic, Plain),
+        (&k.routed_topic, Plain),
+        (&k.dispatch_topic, Plain),
+        (&k.status_topic, Plain),
+        (&k.dlq_topic, Plain),
+        (&k.state_topic, State),
+        (&k.owners_topic, Owners),
     ]
 }
 
@@ -130,19 +144,23 @@ pub async fn create_topics(k: &KafkaConfig) -> Result<(), TopicError> {
     let max_bytes = (k.snapshot_chunk_bytes + 64 * 1024).to_string();
     let new: Vec<NewTopic<'_>> = list
         .iter()
-        .map(|&(name, state)| {
+        .map(|&(name, kind)| {
+            let partitions = match kind {
+                TopicKind::Owners => 1,
+                _ => k.topic_partitions,
+            };
             let topic = NewTopic::new(
                 name,
-                k.topic_partitions,
+                partitions,
                 TopicReplication::Fixed(k.replication_factor),
             );
-            if state {
-                topic
+            match kind {
+                TopicKind::Plain => topic,
+                TopicKind::State => topic
                     .set("cleanup.policy", "delete")
                     .set("retention.ms", &retention)
-                    .set("max.message.bytes", &max_bytes)
-            } else {
-                topic
+                    .set("max.message.bytes", &max_bytes),
+                TopicKind::Owners => topic.set("cleanup.policy", "compact"),
             }
         })
         .collect();

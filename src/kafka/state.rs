@@ -105,6 +105,8 @@ impl StateStore {
             .set("group.id", format!("{}.state-reader", k.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            // The records asked for exist: do not let the broker wait for more.
+            .set("fetch.wait.max.ms", "10")
             .set(
                 "fetch.message.max.bytes",
                 (k.snapshot_chunk_bytes + 64 * 1024).to_string(),
@@ -188,6 +190,24 @@ impl StateStore {
         Ok(manifest)
     }
 
+    /// Announces on the owners topic that `address` serves `partition` (see `owners`).
+    pub async fn announce(
+        &self,
+        owners_topic: &str,
+        partition: i32,
+        address: &str,
+    ) -> Result<(), StateError> {
+        let (key, payload) = super::owners::announcement(partition, address);
+        let record = FutureRecord::to(owners_topic)
+            .partition(0)
+            .key(&key)
+            .payload(&payload);
+        match self.producer.send(record, self.timeout).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.into()),
+        }
+    }
+
     async fn produce(
         &self,
         partition: i32,
@@ -212,30 +232,28 @@ impl StateStore {
             .reader
             .fetch_watermarks(&self.topic, partition, self.timeout)?;
         let mut at = high - 1;
-        let manifest_offset = loop {
+        let (manifest_offset, body) = loop {
             if at < low {
                 return Ok(None);
             }
-            let (kind, previous) = self.read_at(partition, at, |m| {
+            let (kind, previous, body) = self.read_at(partition, at, |m| {
                 (
                     header_value(m, KIND).unwrap_or_default(),
                     header_value(m, PREVIOUS).and_then(|p| p.parse::<i64>().ok()),
+                    m.payload().unwrap_or_default().to_vec(),
                 )
             })?;
             match (kind.as_str(), previous) {
-                ("manifest", _) => break at,
+                ("manifest", _) => break (at, body),
                 (_, Some(previous)) if previous < at => at = previous,
                 _ => return Ok(None),
             }
         };
-        let manifest: Manifest = self.read_at(partition, manifest_offset, |m| {
-            serde_json::from_slice(m.payload().unwrap_or_default()).map_err(|e| {
-                StateError::Corrupt {
-                    partition,
-                    problem: format!("manifest at offset {manifest_offset}: {e}"),
-                }
-            })
-        })??;
+        let manifest: Manifest =
+            serde_json::from_slice(&body).map_err(|e| StateError::Corrupt {
+                partition,
+                problem: format!("manifest at offset {manifest_offset}: {e}"),
+            })?;
         let cut = manifest.cut.to_string();
         let mut parts: HashMap<String, (u32, Vec<u8>)> = HashMap::new();
         let mut bytes = 0;

@@ -89,6 +89,10 @@ impl Tansu {
             ])
             .args(["--storage-engine", &self.storage])
             .current_dir(&self.dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
