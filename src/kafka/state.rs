@@ -79,7 +79,9 @@ pub struct StateStore {
     chunk_bytes: usize,
     timeout: Duration,
     producer: FutureProducer,
+    /// For watermarks; each scan reads with a consumer of its own (`reading`).
     reader: BaseConsumer,
+    reading: rdkafka::ClientConfig,
     /// Per partition, the offset of the last complete manifest this replica knows of.
     last: Mutex<HashMap<i32, i64>>,
     last_cut: Mutex<u64>,
@@ -99,25 +101,29 @@ impl StateStore {
                 (k.snapshot_chunk_bytes + 64 * 1024).to_string(),
             )
             .create()?;
-        let reader = common
+        let reading = common
             .clone()
             // Never joins: partitions are assigned by hand; the id is only required.
             .set("group.id", format!("{}.state-reader", k.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            // An offset that is gone is an error, not a jump to the end.
+            .set("auto.offset.reset", "error")
             // The records asked for exist: do not let the broker wait for more.
             .set("fetch.wait.max.ms", "10")
             .set(
                 "fetch.message.max.bytes",
                 (k.snapshot_chunk_bytes + 64 * 1024).to_string(),
             )
-            .create()?;
+            .clone();
+        let reader = reading.create()?;
         Ok(Self {
             topic: k.state_topic.clone(),
             chunk_bytes: k.snapshot_chunk_bytes.max(1),
             timeout: Duration::from_millis(k.produce_timeout_ms),
             producer,
             reader,
+            reading,
             last: Mutex::default(),
             last_cut: Mutex::default(),
         })
@@ -254,6 +260,17 @@ impl StateStore {
                 partition,
                 problem: format!("manifest at offset {manifest_offset}: {e}"),
             })?;
+        if manifest.first < low {
+            return Err(StateError::Corrupt {
+                partition,
+                problem: format!(
+                    "the snapshot's first chunk (offset {}) is gone (the partition starts at \
+                     {low}): the state topic's retention is shorter than \
+                     kafka.snapshot_max_age_ms; raise its retention.ms",
+                    manifest.first
+                ),
+            });
+        }
         let cut = manifest.cut.to_string();
         let mut parts: HashMap<String, (u32, Vec<u8>)> = HashMap::new();
         let mut bytes = 0;
@@ -319,7 +336,7 @@ impl StateStore {
         f: impl FnMut(&BorrowedMessage<'_>),
     ) -> Result<(), StateError> {
         scan(
-            &self.reader,
+            &self.reading.create()?,
             &self.topic,
             partition,
             from,
@@ -345,7 +362,15 @@ impl StateStore {
         to: i64,
         f: impl FnMut(&BorrowedMessage<'_>),
     ) -> Result<(), StateError> {
-        scan(&self.reader, topic, partition, from, to, self.timeout, f)
+        scan(
+            &self.reading.create()?,
+            topic,
+            partition,
+            from,
+            to,
+            self.timeout,
+            f,
+        )
     }
 }
 
