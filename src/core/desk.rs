@@ -22,6 +22,9 @@ use crate::model::{AgentId, ConversationId, Presence, Priority, QueueName, Tenan
 
 use super::{AgentView, CoreError, Effect, Map, QueueStatsView, Reason, Set};
 
+pub mod state;
+pub use state::DeskState;
+
 pub type QueueIx = usize;
 
 /// Weight of the newest handle time in the moving average: about the last 10 conversations

@@ -35,7 +35,7 @@ pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Why a conversation went where it went (mirrors `switchboard.v1.Reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
     AutomationPaused,
     RouteOverride,

@@ -1128,14 +1128,18 @@ fn a_restored_tenant_keeps_its_conversations_windows_and_seen_ids() {
     // window is still open, the follow-up joins the same conversation, a re-delivered
     // message is still a duplicate, and saving again gives the same state.
     let mut s = Sim::new(true);
-    s.agent("ana", 1, &["support"]);
+    s.agent("ana", 1, &["support", "claims"]);
     let first = s
         .ingest("+34612345678", Channel::WhatsApp, "wamid.A", "hola")
         .unwrap()
         .conversation
         .expect("a conversation");
     s.msg_on("+34612345678", Channel::WebChat, "sigo aquí");
-    s.msg("+34699999999", "quiero una devolución");
+    // A person's work: the first conversation is on ana's desk (capacity 1); two returns
+    // wait for her.
+    let held = s.msg("+34699999999", "quiero una devolución");
+    let waits = s.msg("+34688888888", "quiero una devolución");
+    let (held, waits) = (held.conversation.unwrap(), waits.conversation.unwrap());
     s.run(Command::PauseAutomation {
         tenant: TenantId::new(T),
         conversation: first,
@@ -1162,6 +1166,12 @@ fn a_restored_tenant_keeps_its_conversations_windows_and_seen_ids() {
         panic!("a state");
     };
     assert!(again == saved, "an exact round trip");
+    assert!(!saved.desk.agents.is_empty() && !saved.desk.placements.is_empty());
+    for c in [first, held, waits] {
+        assert_eq!(fresh.view(c), s.view(c), "the desk survived: {c:?}");
+    }
+    assert_eq!(fresh.view(first).agent, Some(AgentId::new("ana")));
+    assert_eq!(fresh.view(held).state, ConversationState::Waiting);
 
     let view = fresh.view(first);
     assert!(view.window_open, "the window survived");
@@ -1179,7 +1189,17 @@ fn a_restored_tenant_keeps_its_conversations_windows_and_seen_ids() {
     let other = fresh.msg("+34600000000", "hola");
     let other = other.conversation.expect("a conversation");
     assert!(
-        other.0 > 2,
+        other.0 > 3,
         "new conversations get new ids, not reused ones"
     );
+    // The desk goes on working: ana finishes, the longest-waiting return is hers.
+    fresh
+        .run(Command::Complete {
+            tenant: TenantId::new(T),
+            agent: AgentId::new("ana"),
+            conversation: first,
+        })
+        .unwrap();
+    assert_eq!(fresh.view(held).agent, Some(AgentId::new("ana")));
+    assert_eq!(fresh.view(waits).state, ConversationState::Waiting);
 }

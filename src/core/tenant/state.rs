@@ -2,8 +2,8 @@
 //! state, its conversations (customer, customer-service window, channels, context, automation
 //! pause, route override, bot, last queue, priority) and the message ids it has seen.
 //!
-//! Not in it yet: the desk (agents, their assignments, who waits in which queue). A restored
-//! conversation is on no agent's desk and in no queue: its next message is routed afresh.
+//! And the desk: agents, who holds which conversation, who waits in which queue (see
+//! `desk::state`).
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -16,6 +16,9 @@ pub struct TenantState {
     pub conversations: Vec<SavedConversation>,
     /// Seen message ids: (when, fingerprint as 32 hex digits), oldest first.
     pub seen: Vec<(Timestamp, String)>,
+    /// Agents, assignments and queues (absent in snapshots taken before it was saved).
+    #[serde(default)]
+    pub desk: crate::core::desk::DeskState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,11 +94,12 @@ impl Tenant {
                 .entries()
                 .map(|(at, fp)| (at, format!("{fp:032x}")))
                 .collect(),
+            desk: self.desk.state(),
         }
     }
 
-    /// Puts a saved state into a tenant freshly built from its config. On error the tenant is
-    /// left as it was.
+    /// Puts a saved state into a tenant freshly built from its config. On error the tenant may
+    /// be partly restored: discard it (the shard does).
     pub fn restore(&mut self, state: TenantState) -> Result<(), RestoreError> {
         let mut conversations = Map::default();
         let mut by_customer = Map::default();
@@ -158,6 +162,9 @@ impl Tenant {
                 .map_err(|_| RestoreError::BadFingerprint(fp.clone()))?;
             seen.push((*at, fp));
         }
+        // Each checks everything before it changes anything; the shard restores into a fresh
+        // tenant and keeps it only if all of it fits.
+        self.desk.restore(state.desk)?;
         self.quotas.restore(state.quota)?;
         self.conversations = conversations;
         self.by_customer = by_customer;
