@@ -367,6 +367,7 @@ pub async fn two_replicas(brokers: &str, create_topics: bool, stop: Stop) {
         o.iter().all(|&n| n >= 1) && o.iter().sum::<usize>() == 4
     })
     .await;
+    let forwarded = forwarding_checks(&grpc_a, &grpc_b, &tenants[0]).await;
     produce_phase(0).await;
 
     let routed = reader(brokers, &["switchboard.routed"]);
@@ -484,7 +485,7 @@ pub async fn two_replicas(brokers: &str, create_topics: bool, stop: Stop) {
         })
         .collect();
     eprintln!(
-        "two replicas ({stop:?}): split {split:?}; after the kill {after_kill:?} in {takeover:?}; after the \
+        "two replicas ({stop:?}): split {split:?}; {forwarded}; after the kill {after_kill:?} in {takeover:?}; after the \
          return {rebalanced:?}; {} inbound routed of {}, customers reached per tenant \
          {reached:?} (limit 40), {} sent twice",
         expected
@@ -509,4 +510,124 @@ pub async fn two_replicas(brokers: &str, create_topics: bool, stop: Stop) {
     );
     drop((routed, statuses, input));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Through the replica that does not own `tenant`: a send is admitted against the owner's
+/// quota, and an agent registered and subscribed there receives the owner's assignment.
+/// Returns what it saw, for the report.
+pub async fn forwarding_checks(grpc_a: &str, grpc_b: &str, tenant: &str) -> String {
+    use proto::agents_client::AgentsClient;
+    use proto::inbound_client::InboundClient;
+    use proto::outbound_client::OutboundClient;
+    use proto::quotas_client::QuotasClient;
+    use switchboard::grpc::SERVED_BY_HEADER;
+    use tonic::transport::Channel;
+
+    let connect = |addr: &str| {
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("an address")
+            .connect_lazy()
+    };
+    let (a, b) = (connect(grpc_a), connect(grpc_b));
+    let quota = |ch: Channel| async move {
+        QuotasClient::new(ch)
+            .get(proto::QuotaRef {
+                tenant: tenant.to_owned(),
+            })
+            .await
+    };
+    // Which replica owns it: the other one's answer names it (once the owners announced).
+    let (far, near, owner) = common::guard(async {
+        loop {
+            if let (Ok(via_a), Ok(via_b)) = (quota(a.clone()).await, quota(b.clone()).await) {
+                let by = |r: &tonic::Response<proto::PortfolioQuota>| {
+                    r.metadata()
+                        .get(SERVED_BY_HEADER)
+                        .map(|v| v.to_str().unwrap().to_owned())
+                };
+                match (by(&via_a), by(&via_b)) {
+                    (Some(owner), None) if owner == grpc_b => break (a.clone(), b.clone(), owner),
+                    (None, Some(owner)) if owner == grpc_a => break (b.clone(), a.clone(), owner),
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    let before = quota(near.clone()).await.unwrap().into_inner().used;
+    let sent = OutboundClient::new(far.clone())
+        .send(proto::SendRequest {
+            tenant: tenant.to_owned(),
+            from: format!("{tenant}-n"),
+            to: "+34655000001".into(),
+            category: proto::Category::Utility as i32,
+            content: "order_shipped".into(),
+            priority: 0,
+            idempotency_key: format!("{tenant}-grpc-1"),
+            valid_for_ms: 0,
+        })
+        .await
+        .expect("a forwarded send");
+    assert_eq!(
+        sent.metadata()
+            .get(SERVED_BY_HEADER)
+            .map(|v| v.to_str().unwrap()),
+        Some(owner.as_str())
+    );
+    assert_eq!(sent.get_ref().admission(), proto::Admission::Dispatched);
+    let after = quota(near.clone()).await.unwrap().into_inner().used;
+    assert_eq!(after, before + 1, "counted in the owner's quota");
+
+    let mut agents = AgentsClient::new(far.clone());
+    agents
+        .register(proto::RegisterAgentRequest {
+            tenant: tenant.to_owned(),
+            agent_id: "ana".into(),
+            presence: proto::Presence::Online as i32,
+            capacity: 1,
+            queues: vec!["q".into()],
+        })
+        .await
+        .expect("registered through the other replica");
+    let mut events = agents
+        .subscribe(proto::AgentRef {
+            tenant: tenant.to_owned(),
+            agent_id: "ana".into(),
+        })
+        .await
+        .expect("subscribed through the other replica")
+        .into_inner();
+    let decision = InboundClient::new(near)
+        .ingest(proto::InboundMessage {
+            tenant: tenant.to_owned(),
+            customer: "+34655000002".into(),
+            channel: proto::Channel::Whatsapp as i32,
+            provider_message_id: format!("{tenant}-grpc-in-1"),
+            text: "quiero devolver el pedido".into(),
+            business_number: String::new(),
+        })
+        .await
+        .expect("routed by the owner")
+        .into_inner();
+    assert_eq!(decision.agent_id, "ana");
+    let event = common::guard(events.message())
+        .await
+        .expect("the stream is open")
+        .expect("an event");
+    let Some(proto::agent_event::Event::Assigned(assigned)) = event.event else {
+        panic!("an assignment, got {event:?}");
+    };
+    assert_eq!(
+        assigned
+            .conversation
+            .expect("a conversation")
+            .conversation_id,
+        decision.conversation_id
+    );
+    format!(
+        "through the other replica: a send admitted by {owner} (used {before} → {after}), \
+         an assignment relayed to the agent's stream"
+    )
 }
