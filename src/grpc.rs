@@ -568,6 +568,18 @@ pub struct Api {
     reloader: Arc<Reloader>,
     /// Kafka mode: where the tenants this replica does not own are served.
     forwarder: Option<Arc<crate::forward::Forwarder>>,
+    /// Kafka mode: where admitted sends are written (the sends topic).
+    journal: Option<Arc<dyn Journal>>,
+}
+
+/// Where an admitted gRPC send is written so that it survives a crash (Kafka mode: the sends
+/// topic, which the owner replays after the last snapshot; its idempotency key makes the
+/// replay a no-op when the send is already in the state).
+pub trait Journal: Send + Sync {
+    fn append<'a>(
+        &'a self,
+        request: &'a proto::SendRequest,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 impl Api {
@@ -576,6 +588,15 @@ impl Api {
             runtime,
             reloader,
             forwarder: None,
+            journal: None,
+        }
+    }
+
+    /// Writes admitted sends to `journal` before answering (Kafka mode).
+    pub fn journaling(self, journal: Arc<dyn Journal>) -> Self {
+        Self {
+            journal: Some(journal),
+            ..self
         }
     }
 
@@ -993,9 +1014,20 @@ impl proto::outbound_server::Outbound for Api {
             proto::outbound_client::OutboundClient<Channel>,
             send
         );
-        let command = Command::Send(send_in(request.into_inner())?);
+        let r = request.into_inner();
+        let command = Command::Send(send_in(r.clone())?);
         match self.call(command).await? {
-            Reply::Send { id, admission } => Ok(Response::new(send_response_out(id, admission))),
+            Reply::Send { id, admission } => {
+                // Admitted (dispatched or queued): written down before the answer, so a crash
+                // before the next snapshot loses no queued send (Kafka mode).
+                if let Some(journal) = &self.journal
+                    && !matches!(admission, Admission::Refused { .. })
+                    && let Err(e) = journal.append(&r).await
+                {
+                    tracing::warn!(error = %e, "admitted send not journaled; a crash before the next snapshot would lose it if queued");
+                }
+                Ok(Response::new(send_response_out(id, admission)))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -1012,9 +1044,16 @@ impl proto::outbound_server::Outbound for Api {
         );
         let r = request.into_inner();
         let tenant = tenant(&r.tenant)?;
-        let command = Command::GetSend {
-            tenant: tenant.clone(),
-            id: send_id(&r.send_id)?,
+        let command = if r.send_id.is_empty() && !r.idempotency_key.is_empty() {
+            Command::GetSendByKey {
+                tenant: tenant.clone(),
+                key: r.idempotency_key,
+            }
+        } else {
+            Command::GetSend {
+                tenant: tenant.clone(),
+                id: send_id(&r.send_id)?,
+            }
         };
         match self.call(command).await? {
             Reply::SendView(v) => Ok(Response::new(send_view_out(&tenant, &v))),

@@ -221,9 +221,18 @@ pub async fn run_with(
     } else {
         (None, runtime, None)
     };
-    let api = match forwarder {
-        Some(f) => Api::new(api_runtime, reloader).forwarding(f),
-        None => Api::new(api_runtime, reloader),
+    let api = match (forwarder, &outbox) {
+        (Some(f), Some(outbox)) => {
+            let journal = Arc::new(crate::kafka::sink::SendsJournal {
+                outbox: outbox.clone(),
+                topic: config.kafka.sends_topic.clone(),
+                timeout: Duration::from_millis(config.kafka.produce_timeout_ms),
+            });
+            Api::new(api_runtime, reloader)
+                .forwarding(f)
+                .journaling(journal)
+        }
+        _ => Api::new(api_runtime, reloader),
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -528,7 +528,8 @@ async fn kill_9_mid_promotion_keeps_the_daily_count_the_windows_and_sends_once()
 
     let dispatches = reader(&brokers, &["switchboard.dispatch"]);
     let mut dispatched: Vec<proto::Dispatch> = Vec::new();
-    let first = Process::start(&file);
+    let grpc = free_addr();
+    let first = Process::start_on(&file, &grpc, &free_addr());
     let take = |m: &rdkafka::message::BorrowedMessage<'_>, into: &mut Vec<proto::Dispatch>| {
         into.push(proto::Dispatch::decode(m.payload().unwrap_or_default()).expect("a Dispatch"));
     };
@@ -543,10 +544,37 @@ async fn kill_9_mid_promotion_keeps_the_daily_count_the_windows_and_sends_once()
         .await;
         dispatched.extend(seen.into_inner());
     }
+    // Sends through gRPC right before the kill (after the last snapshot, most likely): each
+    // is written to the sends topic before it is answered, so none is forgotten.
+    let connect = |addr: &str| {
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("an address")
+            .connect_lazy()
+    };
+    let mut grpc_sends = Vec::new();
+    for i in 0..5 {
+        let key = format!("grpc-{i}");
+        let answer = proto::outbound_client::OutboundClient::new(connect(&grpc))
+            .send(proto::SendRequest {
+                tenant: "promo".into(),
+                from: "P".into(),
+                to: format!("+3465100{i:04}"),
+                category: proto::Category::Marketing as i32,
+                content: "promo_black_friday".into(),
+                priority: 0,
+                idempotency_key: key.clone(),
+                valid_for_ms: 0,
+            })
+            .await
+            .expect("admitted by the running replica")
+            .into_inner();
+        grpc_sends.push((key, answer.admission()));
+    }
     first.kill(); // mid-promotion
     let before_kill: HashSet<String> = dispatched.iter().map(|d| d.to.clone()).collect();
 
-    let second = Process::start(&file);
+    let grpc = free_addr();
+    let second = Process::start_on(&file, &grpc, &free_addr());
     // The rest of the promotion, and free-form replies to the customers who wrote in: their
     // windows must still be open after the restart.
     produce_all(&input, "switchboard.sends", promo(FIRST..FIRST + SECOND)).await;
@@ -591,6 +619,32 @@ async fn kill_9_mid_promotion_keeps_the_daily_count_the_windows_and_sends_once()
         )
         .await;
     }
+    // The gRPC sends made before the kill are known to the restarted replica.
+    let mut outbound = proto::outbound_client::OutboundClient::new(connect(&grpc));
+    let mut known = Vec::new();
+    for (key, admission) in &grpc_sends {
+        let status = common::guard(async {
+            loop {
+                let found = outbound
+                    .get_status(proto::SendRef {
+                        tenant: "promo".into(),
+                        send_id: String::new(),
+                        idempotency_key: key.clone(),
+                    })
+                    .await;
+                match found {
+                    Ok(s) => break s.into_inner(),
+                    Err(s) if s.code() == tonic::Code::Unavailable => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(s) => panic!("gRPC send {key} ({admission:?}) forgotten: {s:?}"),
+                }
+            }
+        })
+        .await;
+        known.push((key.clone(), *admission, status.state()));
+    }
+    eprintln!("gRPC sends before the kill, after the restart: {known:?}");
     second.terminate(); // a clean stop: everything dispatched is in the topic
 
     // Everything dispatched over the whole run.

@@ -204,6 +204,7 @@ async fn near_the_limit_marketing_is_queued_and_released_in_waves() {
         .get_status(proto::SendRef {
             tenant: "promo".into(),
             send_id: second.send_id.clone(),
+            idempotency_key: String::new(),
         })
         .await
         .unwrap()
@@ -213,6 +214,17 @@ async fn near_the_limit_marketing_is_queued_and_released_in_waves() {
         proto::SendState::Queued,
         "no slot for it within 24 h"
     );
+    // A client that lost the answer finds it by its idempotency key.
+    let by_key = out
+        .get_status(proto::SendRef {
+            tenant: "promo".into(),
+            send_id: String::new(),
+            idempotency_key: "m2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_key, status);
     // High priority still goes, from the reserve.
     let auth = out
         .send(send(
@@ -479,10 +491,21 @@ async fn retries_are_idempotent_and_bad_requests_name_the_field() {
         .get_status(proto::SendRef {
             tenant: "bulk".into(),
             send_id: "s-999".into(),
+            idempotency_key: String::new(),
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    let status = out
+        .get_status(proto::SendRef {
+            tenant: "bulk".into(),
+            send_id: String::new(),
+            idempotency_key: "never-sent".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("never-sent"), "{status:?}");
     // Two sends reached the provider: the retry sent nothing.
     guard(async {
         while sender.sent().len() < 2 {

@@ -330,6 +330,11 @@ pub enum Command {
         tenant: TenantId,
         id: quota::SendId,
     },
+    /// A send by the idempotency key it was requested with.
+    GetSendByKey {
+        tenant: TenantId,
+        key: String,
+    },
     ProviderResult {
         tenant: TenantId,
         id: quota::SendId,
@@ -393,6 +398,7 @@ impl Command {
             Ingest(m) => Some(&m.tenant),
             Send(o) => Some(&o.tenant),
             GetSend { tenant, .. }
+            | GetSendByKey { tenant, .. }
             | ProviderResult { tenant, .. }
             | GetQuota { tenant }
             | SetOverride { tenant, .. }

@@ -949,6 +949,11 @@ impl Quotas {
         self.log.get(id).map(|s| &s.view)
     }
 
+    /// A remembered send by its idempotency key.
+    pub fn view_by_key(&self, key: &str) -> Option<&SendView> {
+        self.log.by_key(key).and_then(|id| self.view(id))
+    }
+
     /// Usage of the messaging limit now: (customers counted, limit).
     pub fn usage(&self) -> (u64, Option<u64>) {
         (self.reach.count(), self.limit())

@@ -301,6 +301,15 @@ impl Tenant {
                     what: "send",
                     id: id.to_string(),
                 }),
+            Command::GetSendByKey { key, .. } => self
+                .quotas
+                .view_by_key(&key)
+                .cloned()
+                .map(Reply::SendView)
+                .ok_or_else(|| CoreError::NotFound {
+                    what: "send with idempotency key",
+                    id: key,
+                }),
             Command::ProviderResult { id, outcome, .. } => {
                 if self.quotas.view(id).is_none() {
                     return Err(CoreError::NotFound {

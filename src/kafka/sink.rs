@@ -52,6 +52,38 @@ pub fn dispatch_in(d: &proto::Dispatch) -> Result<Dispatch, String> {
     })
 }
 
+/// Admitted gRPC sends, written to the sends topic keyed by tenant (see `grpc::Journal`).
+pub struct SendsJournal {
+    pub outbox: Arc<Outbox>,
+    pub topic: String,
+    pub timeout: std::time::Duration,
+}
+
+impl crate::grpc::Journal for SendsJournal {
+    fn append<'a>(
+        &'a self,
+        request: &'a proto::SendRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let seq = self.outbox.produce(
+                &self.topic,
+                Some(request.tenant.as_bytes()),
+                &request.encode_to_vec(),
+                None,
+            );
+            let mut acked = self.outbox.acks().watch();
+            match tokio::time::timeout(self.timeout, acked.wait_for(|&t| t >= seq)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err("the producer stopped".into()),
+                Err(_) => Err(format!(
+                    "not acknowledged within {} ms",
+                    self.timeout.as_millis()
+                )),
+            }
+        })
+    }
+}
+
 pub struct KafkaSink {
     pub outbox: Arc<Outbox>,
     pub dispatch_topic: String,
