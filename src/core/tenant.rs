@@ -306,7 +306,7 @@ impl Tenant {
                 .view_by_key(&key)
                 .cloned()
                 .map(Reply::SendView)
-                .ok_or_else(|| CoreError::NotFound {
+                .ok_or(CoreError::NotFound {
                     what: "send with idempotency key",
                     id: key,
                 }),
