@@ -93,7 +93,7 @@ impl Tansu {
                 "RUST_LOG",
                 std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("the log file again"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
