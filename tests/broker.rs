@@ -155,7 +155,7 @@ impl Outputs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Tansu broker: run scripts/broker-suite"]
-async fn kill_9_mid_stream_loses_nothing_and_repeats_at_most_the_in_flight_window() {
+async fn kill_9_mid_stream_loses_nothing_and_resumes_from_the_last_snapshot() {
     const N: usize = 100_000;
     let broker = Tansu::memory();
     let brokers = broker.brokers();

@@ -485,7 +485,7 @@ pub async fn two_replicas(brokers: &str, create_topics: bool, stop: Stop) {
         })
         .collect();
     eprintln!(
-        "two replicas ({stop:?}): split {split:?}; {forwarded}; after the kill {after_kill:?} in {takeover:?}; after the \
+        "two replicas ({stop:?}): split {split:?}; {forwarded}; after it went away {after_kill:?} in {takeover:?}; after the \
          return {rebalanced:?}; {} inbound routed of {}, customers reached per tenant \
          {reached:?} (limit 40), {} sent twice",
         expected
