@@ -129,6 +129,33 @@ pub enum HandoverError {
 /// (input topic, next offset to read) of one partition.
 type Positions = Vec<(String, i64)>;
 
+/// The last snapshot of an owned partition.
+struct LastCut {
+    at: Instant,
+    inputs: Positions,
+    /// Which ownership of the partition this is (a takeover starts a new one).
+    epoch: u64,
+}
+
+/// A cut taken, to be written.
+struct Cut {
+    partition: i32,
+    epoch: u64,
+    inputs: Positions,
+    dispatch: i64,
+    states: Vec<(String, Box<TenantState>)>,
+    started: Instant,
+}
+
+/// A cut written to the state topic, its offsets to commit.
+struct Written {
+    partition: i32,
+    epoch: u64,
+    inputs: Positions,
+    bytes: usize,
+    started: Instant,
+}
+
 /// Taking partitions over and handing them over: shared by the input loop and the rebalance
 /// callbacks.
 struct Handover {
@@ -140,8 +167,13 @@ struct Handover {
     /// The configured tenants of each partition.
     tenants_of: HashMap<i32, Vec<TenantId>>,
     handle: Handle,
-    /// Per owned partition: when its last snapshot was taken, and the input offsets it covers.
-    cuts: Mutex<HashMap<i32, (Instant, Positions)>>,
+    /// Per owned partition: its last snapshot.
+    cuts: Mutex<HashMap<i32, LastCut>>,
+    /// Takeovers so far (each starts an epoch).
+    epochs: std::sync::atomic::AtomicU64,
+    /// Partitions whose snapshot is being written in the background.
+    writing: Mutex<HashSet<i32>>,
+    written: std::sync::Condvar,
     /// Partitions taken over whose send requests wait until the inbound messages and webhooks
     /// that were already there are read: (topic, high watermark at the takeover) still ahead.
     catching_up: Mutex<HashMap<i32, Vec<(String, i64)>>>,
@@ -261,7 +293,17 @@ impl Handover {
         if !ahead.is_empty() {
             lock(&self.catching_up).insert(partition, ahead);
         }
-        lock(&self.cuts).insert(partition, (Instant::now(), inputs.clone()));
+        let epoch = self
+            .epochs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.cuts).insert(
+            partition,
+            LastCut {
+                at: Instant::now(),
+                inputs: inputs.clone(),
+                epoch,
+            },
+        );
         self.ownership.ready(partition);
         let me = self.ownership.me();
         if !me.is_empty()
@@ -287,27 +329,28 @@ impl Handover {
         Ok(inputs)
     }
 
-    /// Snapshots `partitions` and commits their input offsets. Blocking.
-    fn cut<C: ConsumerContext>(
+    /// Takes a cut of `partitions` (blocking, short): once everything produced so far is
+    /// acknowledged, the input positions, the dispatch topic's end and each tenant's state.
+    fn take_cut<C: ConsumerContext>(
         &self,
         consumer: &impl Consumer<C>,
         partitions: &[i32],
-    ) -> Result<(), HandoverError> {
+    ) -> Result<Vec<Cut>, HandoverError> {
         if partitions.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        // Everything the input caused so far is acknowledged.
         let drain = Duration::from_millis(self.config.revoke_drain_ms);
         if !self.acks.wait_blocking(self.acks.issued(), drain) {
             return Err(HandoverError::Unacknowledged);
         }
         let positions = consumer.position()?;
+        let mut cuts = Vec::with_capacity(partitions.len());
         for &partition in partitions {
             let started = Instant::now();
             let (_, dispatch) = self.store.end_of(&self.config.dispatch_topic, partition)?;
-            let mut inputs = lock(&self.cuts)
+            let (mut inputs, epoch) = lock(&self.cuts)
                 .get(&partition)
-                .map(|(_, inputs)| inputs.clone())
+                .map(|c| (c.inputs.clone(), c.epoch))
                 .unwrap_or_default();
             for topic in self.inputs() {
                 let read =
@@ -322,8 +365,7 @@ impl Handover {
                     inputs.push((topic.to_owned(), o));
                 }
             }
-            let mut tenants = Vec::new();
-            let mut bytes = 0;
+            let mut states = Vec::new();
             for tenant in self.tenants(partition) {
                 let Reply::State(state) = self.call(Command::SaveState {
                     tenant: tenant.clone(),
@@ -331,37 +373,129 @@ impl Handover {
                 else {
                     unreachable!("SaveState answers with a state");
                 };
-                let json = serde_json::to_vec(&state).expect("a tenant state serializes");
-                bytes += json.len();
-                tenants.push((tenant.to_string(), json));
+                states.push((tenant.to_string(), state));
             }
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            self.handle.block_on(self.store.write(
+            cuts.push(Cut {
                 partition,
-                at,
-                inputs.clone(),
+                epoch,
+                inputs,
                 dispatch,
-                tenants,
-            ))?;
-            let mut list = TopicPartitionList::new();
-            for (topic, offset) in &inputs {
-                list.add_partition_offset(topic, partition, Offset::Offset(*offset))?;
-            }
-            if list.count() > 0 {
-                // The snapshot holds the offsets; the group's are for lag and a fallback.
-                let committed = consumer.commit(&list, CommitMode::Sync);
-                if let Err(e) = &committed {
-                    tracing::debug!(error = %e, partition, "offset commit after the snapshot refused");
+                states,
+                started,
+            });
+        }
+        Ok(cuts)
+    }
+
+    /// Writes a cut's snapshot to the state topic (serializing off the async threads).
+    async fn write_cut(&self, cut: Cut) -> Result<Written, HandoverError> {
+        let Cut {
+            partition,
+            epoch,
+            inputs,
+            dispatch,
+            states,
+            started,
+        } = cut;
+        let tenants = tokio::task::spawn_blocking(move || {
+            states
+                .into_iter()
+                .map(|(t, state)| {
+                    let json = serde_json::to_vec(&state).expect("a tenant state serializes");
+                    (t, json)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("serializing does not panic");
+        let bytes = tenants.iter().map(|(_, json)| json.len()).sum();
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.store
+            .write(partition, at, inputs.clone(), dispatch, tenants)
+            .await?;
+        Ok(Written {
+            partition,
+            epoch,
+            inputs,
+            bytes,
+            started,
+        })
+    }
+
+    /// Commits the offsets a written snapshot covers, unless the partition changed hands
+    /// since the cut was taken (then a later cut covers it).
+    fn commit<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, written: Written) {
+        let partition = written.partition;
+        {
+            let mut cuts = lock(&self.cuts);
+            match cuts.get_mut(&partition) {
+                Some(c) if c.epoch == written.epoch => {
+                    c.at = Instant::now();
+                    c.inputs = written.inputs.clone();
                 }
-                telemetry::kafka_commit(committed.is_ok());
+                _ => return,
             }
-            tracing::debug!(partition, ?inputs, bytes, "snapshot written");
-            lock(&self.cuts).insert(partition, (Instant::now(), inputs));
-            telemetry::kafka_snapshot(started.elapsed(), bytes);
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, offset) in &written.inputs {
+            let _ = list.add_partition_offset(topic, partition, Offset::Offset(*offset));
+        }
+        if list.count() > 0 {
+            // The snapshot holds the offsets; the group's are for lag and a fallback.
+            let committed = consumer.commit(&list, CommitMode::Sync);
+            if let Err(e) = &committed {
+                tracing::debug!(error = %e, partition, "offset commit after the snapshot refused");
+            }
+            telemetry::kafka_commit(committed.is_ok());
+        }
+        tracing::debug!(partition, inputs = ?written.inputs, bytes = written.bytes, "snapshot written");
+        telemetry::kafka_snapshot(written.started.elapsed(), written.bytes);
+    }
+
+    /// Snapshots `partitions` and commits their offsets, all before it returns (a revoke or
+    /// a shutdown), after any snapshot of theirs still being written in the background.
+    /// Blocking.
+    fn cut<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+        partitions: &[i32],
+    ) -> Result<(), HandoverError> {
+        self.wait_written(partitions);
+        for cut in self.take_cut(consumer, partitions)? {
+            let written = self.handle.block_on(self.write_cut(cut))?;
+            self.commit(consumer, written);
         }
         Ok(())
+    }
+
+    /// Marks partitions as having a snapshot written in the background.
+    fn writing(&self, partitions: &[i32]) {
+        lock(&self.writing).extend(partitions);
+    }
+
+    /// A background snapshot of `partition` is done (written or not).
+    fn written(&self, partition: i32) {
+        lock(&self.writing).remove(&partition);
+        self.written.notify_all();
+    }
+
+    /// Waits (bounded by `kafka.revoke_drain_ms`) until no snapshot of `partitions` is being
+    /// written in the background, so the next one lands after it.
+    fn wait_written(&self, partitions: &[i32]) {
+        let drain = Duration::from_millis(self.config.revoke_drain_ms);
+        let writing = lock(&self.writing);
+        let (writing, timeout) = self
+            .written
+            .wait_timeout_while(writing, drain, |w| partitions.iter().any(|p| w.contains(p)))
+            .expect("no panic while holding the snapshot lock");
+        drop(writing);
+        if timeout.timed_out() {
+            tracing::warn!(
+                "a background snapshot did not finish in time; writing the next one anyway"
+            );
+        }
     }
 
     /// The send requests of `partition` that wait for its catch-up (see `take_over`).
@@ -417,13 +551,15 @@ impl Handover {
     /// The owned partitions due for a snapshot: changed since the last one, or too old.
     fn due(&self, max_age: Duration) -> Vec<i32> {
         let cuts = lock(&self.cuts);
-        let oldest = cuts.values().map(|(at, _)| at.elapsed()).max();
+        let oldest = cuts.values().map(|c| c.at.elapsed()).max();
         telemetry::kafka_snapshot_age(oldest.unwrap_or_default());
+        let writing = lock(&self.writing);
         self.ownership
             .owned()
             .into_iter()
+            .filter(|p| !writing.contains(p))
             .filter(|p| {
-                let old = cuts.get(p).is_none_or(|(at, _)| at.elapsed() >= max_age);
+                let old = cuts.get(p).is_none_or(|c| c.at.elapsed() >= max_age);
                 self.ownership.take_dirty(*p) || old
             })
             .collect()
@@ -565,6 +701,9 @@ impl KafkaInput {
             tenants_of,
             handle: Handle::current(),
             cuts: Mutex::default(),
+            epochs: Default::default(),
+            writing: Mutex::default(),
+            written: Default::default(),
             catching_up: Mutex::default(),
             fatal,
         });
@@ -608,6 +747,7 @@ impl KafkaInput {
         let mut cuts = tokio::time::interval(interval);
         cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let fatal = self.handover.fatal.clone();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         loop {
             let acks = self.outbox.acks();
             let full = acks.issued() - acks.through() >= self.config.max_in_flight as u64;
@@ -616,12 +756,35 @@ impl KafkaInput {
                 () = stop.cancelled() => break,
                 () = fatal.cancelled() => break,
                 _ = cuts.tick() => {
+                    // Taken here, between records; written in the background (the input goes
+                    // on), committed here when written.
                     let due = self.handover.due(max_age);
-                    if let Err(e) = blocking(|| self.handover.cut(&self.consumer, &due)) {
-                        tracing::warn!(error = %e, "snapshot not written; retrying at the next interval");
-                        due.iter().for_each(|&p| self.handover.ownership.touch(p));
+                    match blocking(|| self.handover.take_cut(&self.consumer, &due)) {
+                        Ok(taken) => {
+                            self.handover.writing(&due);
+                            for cut in taken {
+                                let (handover, done) = (self.handover.clone(), done_tx.clone());
+                                tokio::spawn(async move {
+                                    let partition = cut.partition;
+                                    let result = handover.write_cut(cut).await;
+                                    handover.written(partition);
+                                    let _ = done.send((partition, result));
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "snapshot not taken; retrying at the next interval");
+                            due.iter().for_each(|&p| self.handover.ownership.touch(p));
+                        }
                     }
                 }
+                Some((partition, result)) = done_rx.recv() => match result {
+                    Ok(written) => self.handover.commit(&self.consumer, written),
+                    Err(e) => {
+                        tracing::warn!(error = %e, partition, "snapshot not written; retrying at the next interval");
+                        self.handover.ownership.touch(partition);
+                    }
+                },
                 changed = acked.changed(), if full => {
                     if changed.is_err() {
                         break;
