@@ -573,3 +573,81 @@ async fn two_replicas_hand_their_tenants_over_when_one_is_killed_and_comes_back(
     suite::two_replicas(&cluster.bootstrap_servers(), false, suite::Stop::Kill).await;
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_reads_the_last_complete_snapshot_past_an_unfinished_one() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use switchboard::kafka::state::StateStore;
+    let cluster = MockCluster::new(1).unwrap();
+    let mut k = switchboard::config::KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        ..Default::default()
+    };
+    k.snapshot_chunk_bytes = 4; // several chunks per tenant
+    cluster.create_topic(&k.state_topic, 1, 1).unwrap();
+    let store = StateStore::new(&k).unwrap();
+    let inputs = vec![("switchboard.inbound".to_owned(), 42)];
+    let complete = store
+        .write(
+            0,
+            1_000,
+            inputs.clone(),
+            7,
+            vec![
+                ("acme".into(), b"{\"a\":1}".to_vec()),
+                ("globex".into(), b"{}".to_vec()),
+            ],
+        )
+        .await
+        .unwrap();
+
+    // A writer that died in the middle of the next cut: two chunks, no manifest.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    let manifest_offset = complete.first + 3; // 2 chunks of acme, 1 of globex
+    for chunk in [&b"{\"a\""[..], &b":2}"[..]] {
+        let previous = manifest_offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "switchboard.state.kind",
+                value: Some("chunk"),
+            })
+            .insert(Header {
+                key: "switchboard.state.cut",
+                value: Some("999999999999999"),
+            })
+            .insert(Header {
+                key: "switchboard.state.previous",
+                value: Some(previous.as_str()),
+            });
+        let record = FutureRecord::to(&k.state_topic)
+            .partition(0)
+            .key("acme")
+            .payload(chunk)
+            .headers(headers);
+        producer.send(record, Duration::from_secs(5)).await.unwrap();
+    }
+
+    // A new owner (another store, as after a restart) finds the complete one.
+    let reader = StateStore::new(&k).unwrap();
+    let snapshot = tokio::task::spawn_blocking(move || reader.read(0))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(snapshot.offset, manifest_offset);
+    assert_eq!(snapshot.manifest, complete);
+    assert_eq!(snapshot.manifest.inputs, inputs);
+    assert_eq!(snapshot.manifest.dispatch, 7);
+    assert_eq!(
+        snapshot.tenants,
+        vec![
+            ("acme".to_owned(), b"{\"a\":1}".to_vec()),
+            ("globex".to_owned(), b"{}".to_vec())
+        ],
+        "the chunks put back together, the unfinished cut's left out"
+    );
+    drop(cluster);
+}
