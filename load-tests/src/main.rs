@@ -1,8 +1,9 @@
 //! `switchboard-load`: open-loop load against a running switchboard.
 //!
 //! Today it runs one load model, the steady state: inbound customer messages (`Inbound.Ingest`)
-//! at a constant, step or ramp rate, latency measured from each request's scheduled time, the
-//! warm-up left out, and prints the summary. Scenarios, anchors, Kafka targets and reports are
+//! at a constant rate or a ramp, latency measured from each request's scheduled time, the
+//! warm-up left out, and prints the summary; with `--anchor`, first against a bare tonic echo
+//! service in the same process, then the ratios. Scenarios, anchors, Kafka targets and reports are
 //! the rest of the load-test issue (see `README.md` here).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +44,10 @@ struct Cli {
     /// Requests in flight at most (past it, later ones wait: their latency shows it).
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// First run the same schedule against a bare tonic echo service in this process (the
+    /// anchor) and print the ratios.
+    #[arg(long)]
+    anchor: bool,
 }
 
 #[tokio::main]
@@ -64,15 +69,80 @@ async fn main() -> anyhow::Result<()> {
         None => Rate::Constant { per_sec: cli.rate },
     };
     let due = rate.schedule(cli.duration);
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", cli.target))?
+    let target = connect(&cli.target).await?;
+    let anchor = if cli.anchor {
+        // The anchor, in this same process and run: a bare tonic service with the same API,
+        // answering each message with a decision of the same shape without routing it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(proto::inbound_server::InboundServer::new(Echo))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let echo = connect(&addr.to_string()).await?;
+        let outcome = run(&echo, &due, &cli).await?;
+        outcome.print("anchor (tonic echo)", &cli, due.len());
+        Some(outcome)
+    } else {
+        None
+    };
+    let outcome = run(&target, &due, &cli).await?;
+    outcome.print("switchboard", &cli, due.len());
+    if let Some(anchor) = anchor {
+        let (s, a) = (outcome.latencies.summary(), anchor.latencies.summary());
+        println!(
+            "ratio to the anchor: achieved rate {:.2}, p99 {:.2}, p99.9 {:.2}",
+            outcome.achieved / anchor.achieved,
+            s.p99.as_secs_f64() / a.p99.as_secs_f64(),
+            s.p999.as_secs_f64() / a.p999.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+async fn connect(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await
         .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach {}: {e}; start it with `cargo run --release`",
-                cli.target
-            )
-        })?;
+            anyhow::anyhow!("cannot reach {addr}: {e}; start it with `cargo run --release`")
+        })
+}
+
+/// What one run measured.
+struct Outcome {
+    latencies: Latencies,
+    errors: std::collections::BTreeMap<String, u64>,
+    achieved: f64,
+}
+
+impl Outcome {
+    fn print(&self, what: &str, cli: &Cli, offered: usize) {
+        let s = self.latencies.summary();
+        println!(
+            "{what}: offered {offered} requests over {:?} ({:.0}/s), achieved {:.0}/s, {} measured \
+             after a {:?} warm-up",
+            cli.duration,
+            offered as f64 / cli.duration.as_secs_f64(),
+            self.achieved,
+            s.count,
+            cli.warmup
+        );
+        println!(
+            "  latency from the scheduled time: p50 {:?} p90 {:?} p99 {:?} p99.9 {:?} max {:?}; \
+             errors by status: {:?}",
+            s.p50, s.p90, s.p99, s.p999, s.max, self.errors
+        );
+    }
+}
+
+/// Offers `due` (open loop) to `channel`.
+async fn run(
+    channel: &tonic::transport::Channel,
+    due: &[Duration],
+    cli: &Cli,
+) -> anyhow::Result<Outcome> {
     let latencies = Arc::new(Mutex::new(Latencies::new(
         cli.warmup,
         Duration::from_secs(60),
@@ -111,25 +181,39 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         t.await?;
     }
-    let elapsed = start.elapsed();
-    let s = latencies.lock().await.summary();
-    println!(
-        "offered {} requests in {:.1} s ({:.0}/s), {} measured after a {:?} warm-up",
-        due.len(),
-        cli.duration.as_secs_f64(),
-        due.len() as f64 / cli.duration.as_secs_f64(),
-        s.count,
-        cli.warmup
-    );
-    println!(
-        "achieved {:.0}/s; latency from the scheduled time: p50 {:?} p90 {:?} p99 {:?} p99.9 {:?} max {:?}",
-        due.len() as f64 / elapsed.as_secs_f64(),
-        s.p50,
-        s.p90,
-        s.p99,
-        s.p999,
-        s.max
-    );
-    println!("errors by status: {:?}", errors.lock().await);
-    Ok(())
+    let achieved = due.len() as f64 / start.elapsed().as_secs_f64();
+    let latencies = Arc::try_unwrap(latencies)
+        .map_err(|_| anyhow::anyhow!("a request task outlived the run"))?
+        .into_inner();
+    let errors = errors.lock().await.clone();
+    Ok(Outcome {
+        latencies,
+        errors,
+        achieved,
+    })
+}
+
+/// The anchor: answers every message with a decision of the same shape, without routing it.
+struct Echo;
+
+#[tonic::async_trait]
+impl proto::inbound_server::Inbound for Echo {
+    async fn ingest(
+        &self,
+        request: tonic::Request<proto::InboundMessage>,
+    ) -> Result<tonic::Response<proto::RoutingDecision>, tonic::Status> {
+        let m = request.into_inner();
+        Ok(tonic::Response::new(proto::RoutingDecision {
+            conversation_id: "c-1".into(),
+            target: proto::Target::Bot as i32,
+            reason: proto::Reason::SimpleIntent as i32,
+            detail: "simple intent: the bot answers".into(),
+            intent: "order_status".into(),
+            bot: "bot".into(),
+            window_open: true,
+            window_expires_at_ms: 1_700_000_000_000,
+            provider_message_id: m.provider_message_id,
+            ..Default::default()
+        }))
+    }
 }
