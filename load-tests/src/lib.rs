@@ -2,4 +2,5 @@
 //! request is due (open-loop rate schedules) and how latency is recorded (from the scheduled
 //! time, so a stalled target shows up as the queueing it causes: no coordinated omission).
 pub mod latency;
+pub mod scenario;
 pub mod schedule;

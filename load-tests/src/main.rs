@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use switchboard::proto;
 use switchboard_load::latency::Latencies;
+use switchboard_load::scenario::{Messages, Scenario};
 use switchboard_load::schedule::Rate;
 use tokio::sync::Mutex;
 
@@ -48,6 +49,10 @@ struct Cli {
     /// anchor) and print the ratios.
     #[arg(long)]
     anchor: bool,
+    /// A scenario file (`load-tests/scenarios/*.toml`): its tenant, rate, duration, warm-up
+    /// and messages replace the flags above.
+    #[arg(long)]
+    scenario: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -60,14 +65,30 @@ async fn main() -> anyhow::Result<()> {
             cli.target
         );
     }
-    let rate = match cli.to {
-        Some(to) => Rate::Ramp {
+    let mut cli = cli;
+    let plan = match &cli.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let plan = Scenario::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (cli.tenant, cli.duration, cli.warmup) =
+                (plan.tenant.clone(), plan.duration, plan.warmup);
+            println!("scenario {}", plan.name);
+            Some(plan)
+        }
+        None => None,
+    };
+    let rate = match (&plan, cli.to) {
+        (Some(plan), _) => plan.rate,
+        (None, Some(to)) => Rate::Ramp {
             from: cli.rate,
             to,
             over: cli.duration,
         },
-        None => Rate::Constant { per_sec: cli.rate },
+        (None, None) => Rate::Constant { per_sec: cli.rate },
     };
+    let messages = plan.as_ref().map(|p| Messages::new(&p.inbound, 1));
     let due = rate.schedule(cli.duration);
     let target = connect(&cli.target).await?;
     let anchor = if cli.anchor {
@@ -81,13 +102,13 @@ async fn main() -> anyhow::Result<()> {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let echo = connect(&addr.to_string()).await?;
-        let outcome = run(&echo, &due, &cli).await?;
+        let outcome = run(&echo, &due, &cli, messages.as_ref()).await?;
         outcome.print("anchor (tonic echo)", &cli, due.len());
         Some(outcome)
     } else {
         None
     };
-    let outcome = run(&target, &due, &cli).await?;
+    let outcome = run(&target, &due, &cli, messages.as_ref()).await?;
     outcome.print("switchboard", &cli, due.len());
     if let Some(anchor) = anchor {
         let (s, a) = (outcome.latencies.summary(), anchor.latencies.summary());
@@ -142,6 +163,7 @@ async fn run(
     channel: &tonic::transport::Channel,
     due: &[Duration],
     cli: &Cli,
+    messages: Option<&Messages<'_>>,
 ) -> anyhow::Result<Outcome> {
     let latencies = Arc::new(Mutex::new(Latencies::new(
         cli.warmup,
@@ -156,12 +178,28 @@ async fn run(
         let permit = slots.clone().acquire_owned().await?;
         let mut client = proto::inbound_client::InboundClient::new(channel.clone());
         let (latencies, errors) = (latencies.clone(), errors.clone());
+        let (customer, web_chat, text) = match messages {
+            Some(m) => {
+                let m = m.nth(n as u64);
+                (m.customer, m.web_chat, m.text)
+            }
+            None => (
+                format!("+3461{:07}", n % 100_000),
+                false,
+                "hola, ¿dónde está mi pedido?".to_owned(),
+            ),
+        };
+        let channel = if web_chat {
+            proto::Channel::Webchat
+        } else {
+            proto::Channel::Whatsapp
+        };
         let message = proto::InboundMessage {
             tenant: cli.tenant.clone(),
-            customer: format!("+3461{:07}", n % 100_000),
-            channel: proto::Channel::Whatsapp as i32,
+            customer,
+            channel: channel as i32,
             provider_message_id: format!("load.{n}"),
-            text: "hola, ¿dónde está mi pedido?".into(),
+            text,
             business_number: String::new(),
         };
         tasks.push(tokio::spawn(async move {
