@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use switchboard::proto;
 use switchboard_load::latency::Latencies;
+use switchboard_load::report::{Measured, Report};
 use switchboard_load::scenario::{Messages, Scenario};
 use switchboard_load::schedule::Rate;
 use tokio::sync::Mutex;
@@ -53,6 +54,9 @@ struct Cli {
     /// and messages replace the flags above.
     #[arg(long)]
     scenario: Option<std::path::PathBuf>,
+    /// Write the report there as `report.md` and `report.json`.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -110,14 +114,34 @@ async fn main() -> anyhow::Result<()> {
     };
     let outcome = run(&target, &due, &cli, messages.as_ref()).await?;
     outcome.print("switchboard", &cli, due.len());
-    if let Some(anchor) = anchor {
-        let (s, a) = (outcome.latencies.summary(), anchor.latencies.summary());
+    let offered = due.len() as f64 / cli.duration.as_secs_f64();
+    let measured = |name: &str, o: &Outcome| {
+        Measured::new(
+            name,
+            offered,
+            o.achieved,
+            &o.latencies.summary(),
+            o.errors.clone(),
+        )
+    };
+    let mut targets = Vec::new();
+    if let Some(anchor) = &anchor {
+        targets.push(measured("anchor", anchor));
+    }
+    targets.push(measured("switchboard", &outcome));
+    let name = plan.as_ref().map_or("flags", |p| p.name.as_str());
+    let report = Report::new(name, cli.duration, cli.warmup, targets);
+    if let Some(r) = report.ratios {
         println!(
             "ratio to the anchor: achieved rate {:.2}, p99 {:.2}, p99.9 {:.2}",
-            outcome.achieved / anchor.achieved,
-            s.p99.as_secs_f64() / a.p99.as_secs_f64(),
-            s.p999.as_secs_f64() / a.p999.as_secs_f64()
+            r.achieved, r.p99, r.p999
         );
+    }
+    if let Some(dir) = &cli.report {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.md"), report.markdown())?;
+        std::fs::write(dir.join("report.json"), report.json())?;
+        println!("report written to {}", dir.display());
     }
     Ok(())
 }
