@@ -51,11 +51,12 @@ impl Forwarder {
         }
         match self.ownership.owner_of(partition) {
             Some(address) => Ok(Some((self.channel(&address)?, address))),
-            None => Err(crate::grpc::status(
-                self.ownership
-                    .check(&TenantId::new(tenant))
-                    .expect_err("not owned here"),
-            )),
+            // Not known: the gate says why (or, if the partition was restored meanwhile,
+            // lets it be served here).
+            None => match self.ownership.check(&TenantId::new(tenant)) {
+                Ok(()) => Ok(None),
+                Err(e) => Err(crate::grpc::status(e)),
+            },
         }
     }
 

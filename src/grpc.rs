@@ -28,11 +28,7 @@ use crate::runtime::{
 };
 
 /// Converts every error to its status; the message names the field or the object.
-/// Response metadata naming the replica that serves a tenant this one does not (a redirect).
-pub const OWNER_HEADER: &str = "switchboard-owner";
-
 pub fn status(e: CallError) -> Status {
-    let message = e.to_string();
     match e {
         CallError::Core(CoreError::InvalidArgument { field, problem }) => {
             Status::invalid_argument(format!("{field}: {problem}"))
@@ -41,13 +37,7 @@ pub fn status(e: CallError) -> Status {
         CallError::Core(CoreError::FailedPrecondition(m)) => Status::failed_precondition(m),
         CallError::Core(CoreError::ResourceExhausted(m)) => Status::resource_exhausted(m),
         CallError::Unavailable => Status::unavailable("switchboard is shutting down; retry"),
-        CallError::Elsewhere { owner, .. } => {
-            let mut status = Status::unavailable(format!("{message}; retry"));
-            if let Some(owner) = owner.as_deref().and_then(|o| o.parse().ok()) {
-                status.metadata_mut().insert(OWNER_HEADER, owner);
-            }
-            status
-        }
+        e @ CallError::Elsewhere { .. } => Status::unavailable(format!("{e}; retry")),
     }
 }
 

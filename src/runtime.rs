@@ -86,8 +86,6 @@ pub enum CallError {
     Elsewhere {
         tenant: String,
         partition: i32,
-        /// The owner's advertised gRPC address, when known.
-        owner: Option<String>,
         why: String,
     },
 }

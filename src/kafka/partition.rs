@@ -70,14 +70,20 @@ mod tests {
     }
 
     #[test]
-    fn a_tenant_always_lands_on_the_same_partition_in_range() {
-        for n in [1, 3, 12] {
-            for t in ["acme", "globex", "initech", "acme:es"] {
-                let p = partition_of(t, n);
-                assert!((0..n).contains(&p));
-                assert_eq!(p, partition_of(t, n));
-            }
+    fn a_tenant_lands_where_the_java_client_puts_its_key() {
+        // (murmur2 & 0x7fffffff) mod n, from the vectors above.
+        assert_eq!(
+            [12, 7, 4].map(|n| partition_of("21", n)),
+            [0, 3, 0],
+            "murmur2 -973932308"
+        );
+        assert_eq!(
+            [12, 7, 4].map(|n| partition_of("foobar", n)),
+            [6, 0, 2],
+            "murmur2 -790332482"
+        );
+        for t in ["acme", "globex", "initech", "acme:es"] {
+            assert!((0..12).contains(&partition_of(t, 12)));
         }
-        assert_eq!(partition_of("acme", 1), 0);
     }
 }

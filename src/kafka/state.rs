@@ -335,15 +335,7 @@ impl StateStore {
         to: i64,
         f: impl FnMut(&BorrowedMessage<'_>),
     ) -> Result<(), StateError> {
-        scan(
-            &self.reading.create()?,
-            &self.topic,
-            partition,
-            from,
-            to,
-            self.timeout,
-            f,
-        )
+        self.scan_topic(&self.topic, partition, from, to, f)
     }
 
     /// The high watermark of `topic`'s `partition` (the next offset to be written). Blocking.
@@ -353,7 +345,7 @@ impl StateStore {
             .fetch_watermarks(topic, partition, self.timeout)?)
     }
 
-    /// Calls `f` with every record of another topic's partition in `[from, to)`. Blocking.
+    /// Calls `f` with every record of `topic`'s `partition` in `[from, to)`. Blocking.
     pub fn scan_topic(
         &self,
         topic: &str,
