@@ -198,15 +198,11 @@ pub async fn run_with(
     // A partition that cannot be taken over stops the service (see `kafka::input`).
     let kafka_fatal = CancellationToken::new();
     let stop_owners = CancellationToken::new();
-    let (kafka_task, api_runtime, forwarder) = if let Some(outbox) = &outbox {
+    let (kafka_task, api) = if let Some(outbox) = &outbox {
         let partitions = crate::kafka::partition_count(&config.kafka).await?;
         let advertise = advertise_addr(&config, grpc.local_addr()?);
         let ownership = crate::kafka::ownership::Ownership::new(partitions, advertise.clone());
         crate::kafka::owners::follow(&config.kafka, ownership.clone(), stop_owners.clone())?;
-        let forwarder = Arc::new(crate::forward::Forwarder::new(
-            ownership.clone(),
-            config.tenants.iter().map(|t| t.id.clone()),
-        ));
         let input = crate::kafka::KafkaInput::new(
             &config,
             runtime.clone(),
@@ -216,23 +212,23 @@ pub async fn run_with(
         )?;
         tracing::info!(brokers = %config.kafka.brokers, partitions, advertise, "kafka input on");
         let task = tokio::spawn(input.run(stop_kafka.clone()));
-        // gRPC serves the tenants of the partitions this replica owns and forwards the rest.
-        (Some(task), runtime.gated(ownership), Some(forwarder))
+        // gRPC serves the tenants of the partitions this replica owns, forwards the rest, and
+        // writes admitted sends to the sends topic.
+        let forwarder = crate::forward::Forwarder::new(
+            ownership.clone(),
+            config.tenants.iter().map(|t| t.id.clone()),
+        );
+        let journal = crate::kafka::sink::SendsJournal {
+            outbox: outbox.clone(),
+            topic: config.kafka.sends_topic.clone(),
+            timeout: Duration::from_millis(config.kafka.produce_timeout_ms),
+        };
+        let api = Api::new(runtime.gated(ownership), reloader)
+            .forwarding(Arc::new(forwarder))
+            .journaling(Arc::new(journal));
+        (Some(task), api)
     } else {
-        (None, runtime, None)
-    };
-    let api = match (forwarder, &outbox) {
-        (Some(f), Some(outbox)) => {
-            let journal = Arc::new(crate::kafka::sink::SendsJournal {
-                outbox: outbox.clone(),
-                topic: config.kafka.sends_topic.clone(),
-                timeout: Duration::from_millis(config.kafka.produce_timeout_ms),
-            });
-            Api::new(api_runtime, reloader)
-                .forwarding(f)
-                .journaling(journal)
-        }
-        _ => Api::new(api_runtime, reloader),
+        (None, Api::new(runtime, reloader))
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
