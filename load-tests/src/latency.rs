@@ -8,6 +8,9 @@ use hdrhistogram::Histogram;
 
 pub struct Latencies {
     histogram: Histogram<u64>,
+    /// Per second of the run (by completion time, warm-up included): for the plots.
+    seconds: Vec<Histogram<u64>>,
+    max_us: u64,
     warmup: Duration,
     /// Requests scheduled during the warm-up (not recorded).
     pub warmup_skipped: u64,
@@ -24,6 +27,14 @@ pub struct Summary {
     pub max: Duration,
 }
 
+/// One second of a run, for the plots.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Second {
+    pub second: u64,
+    pub completed: u64,
+    pub p99_ms: f64,
+}
+
 impl Latencies {
     /// Records latencies from 1 µs to `max` (larger ones are recorded as `max`) with 3
     /// significant digits; requests scheduled before `warmup` are skipped.
@@ -32,6 +43,8 @@ impl Latencies {
         Self {
             histogram: Histogram::new_with_bounds(1, max_us, 3)
                 .expect("1 µs ≤ max with 3 digits is a valid histogram"),
+            seconds: Vec::new(),
+            max_us,
             warmup,
             warmup_skipped: 0,
         }
@@ -39,12 +52,37 @@ impl Latencies {
 
     /// A request scheduled at `scheduled` (from the start of the run) completed at `done`.
     pub fn record(&mut self, scheduled: Duration, done: Duration) {
+        let latency = (done.saturating_sub(scheduled).as_micros() as u64).max(1);
+        let second = done.as_secs() as usize;
+        if self.seconds.len() <= second {
+            let max_us = self.max_us;
+            self.seconds.resize_with(second + 1, || {
+                Histogram::new_with_bounds(1, max_us, 2).expect("valid bounds, as above")
+            });
+        }
+        self.seconds[second].saturating_record(latency);
         if scheduled < self.warmup {
             self.warmup_skipped += 1;
             return;
         }
-        let latency = done.saturating_sub(scheduled).as_micros() as u64;
-        self.histogram.saturating_record(latency.max(1));
+        self.histogram.saturating_record(latency);
+    }
+
+    /// Each second of the run: requests completed in it and their p99 latency.
+    pub fn timeline(&self) -> Vec<Second> {
+        self.seconds
+            .iter()
+            .enumerate()
+            .map(|(s, h)| Second {
+                second: s as u64,
+                completed: h.len(),
+                p99_ms: if h.is_empty() {
+                    0.0
+                } else {
+                    h.value_at_quantile(0.99) as f64 / 1_000.0
+                },
+            })
+            .collect()
     }
 
     pub fn summary(&self) -> Summary {
@@ -102,5 +140,18 @@ mod tests {
         let s = l.summary();
         assert_eq!(s.count, 1);
         assert!(s.max <= Duration::from_millis(3));
+    }
+
+    #[test]
+    fn the_timeline_counts_each_second_warm_up_included() {
+        let mut l = Latencies::new(Duration::from_secs(1), Duration::from_secs(10));
+        l.record(Duration::ZERO, 10 * MS);
+        l.record(Duration::from_millis(1_990), Duration::from_millis(2_200));
+        l.record(Duration::from_millis(2_000), Duration::from_millis(2_001));
+        let t = l.timeline();
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[0].completed, t[1].completed, t[2].completed), (1, 0, 2));
+        assert_eq!(t[1].p99_ms, 0.0);
+        assert!((209.0..=211.0).contains(&t[2].p99_ms), "{:?}", t[2]);
     }
 }

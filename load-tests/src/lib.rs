@@ -1,7 +1,16 @@
-//! The load-test harness's own logic, kept apart from I/O so it can be tested: when each
-//! request is due (open-loop rate schedules) and how latency is recorded (from the scheduled
-//! time, so a stalled target shows up as the queueing it causes: no coordinated omission).
+//! The load-test harness (see `README.md` here). Its own logic is kept apart from I/O so it
+//! can be tested: when each request is due (`schedule`), how latency is recorded (`latency`:
+//! from the scheduled time, so a stalled target shows up as the queueing it causes, no
+//! coordinated omission), scenario files (`scenario`) and the report (`report`, `plot`). The
+//! rest drives a run: `drive` (load models, simulated customers, services and agents over
+//! gRPC), `kafka` (the Kafka target and its anchor pipe), `servers` (the processes a run
+//! starts), `usage` (CPU and peak RSS).
+pub mod drive;
+pub mod kafka;
 pub mod latency;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+pub mod servers;
+pub mod usage;

@@ -1,261 +1,243 @@
-//! `switchboard-load`: open-loop load against a running switchboard.
+//! `switchboard-load`: runs a scenario (or a load model given by flags) against switchboard and
+//! reports what happened; see `README.md` here.
 //!
-//! Today it runs one load model, the steady state: inbound customer messages (`Inbound.Ingest`)
-//! at a constant rate or a ramp, latency measured from each request's scheduled time, the
-//! warm-up left out, and prints the summary; with `--anchor`, first against a bare tonic echo
-//! service in the same process, then the ratios. Scenarios, anchors, Kafka targets and reports are
-//! the rest of the load-test issue (see `README.md` here).
-use std::sync::Arc;
+//! Without `--target` it starts the service itself, as a child process on free loopback ports
+//! (`switchboard-load serve`, the same library and embedded demo config as `switchboard`), so
+//! one command runs a scenario end to end and the server's CPU and peak RSS can be measured.
+//! The gRPC anchor, a bare tonic echo service with the same API and answer shapes, is started
+//! the same way (`serve --echo`): same client, same kind of process.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 use switchboard::proto;
-use switchboard_load::latency::Latencies;
-use switchboard_load::report::{Measured, Report};
-use switchboard_load::scenario::{Messages, Scenario};
+use switchboard_load::drive::{self, Call, Ctx, Shared, Stream};
+use switchboard_load::kafka::{KafkaTarget, Output};
+use switchboard_load::report::{
+    AgentsLine, Cost, DirtyLine, LimitLine, Measured, QueueLine, Report,
+};
+use switchboard_load::scenario::{
+    InboundLoad, Messages, Outbound, Plan, Priority, RateSpec, Scenario, WeightedText,
+};
 use switchboard_load::schedule::Rate;
-use tokio::sync::Mutex;
+use switchboard_load::servers::{Child, Kafka, Kind};
+use switchboard_load::{kafka, usage};
+use tokio::io::AsyncBufReadExt;
+
+#[path = "../../tests/support/tansu.rs"]
+mod tansu;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Open-loop load against a running switchboard (loopback by default)"
+    about = "Load switchboard with a scenario or a load model and report against its anchor"
 )]
 struct Cli {
-    /// The switchboard gRPC address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    target: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// (Used by the harness) serve switchboard, or the echo anchor, on free loopback ports;
+    /// prints the addresses, stops when stdin closes.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        echo: bool,
+        #[arg(long)]
+        pipe: bool,
+        #[arg(long)]
+        kafka: Option<String>,
+        #[arg(long, default_value = "switchboard")]
+        topic_prefix: String,
+        #[arg(long)]
+        pin: Option<usize>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A scenario file (`load-tests/scenarios/*.toml`).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// A running switchboard's gRPC address; default: start the embedded server here.
+    #[arg(long)]
+    target: Option<String>,
     /// Allow a target that is not on this machine.
     #[arg(long)]
     allow_remote: bool,
-    /// The tenant the messages are for (it must be configured on the target).
+    /// The config of the server the harness starts (default: the scenario's
+    /// `server_config`, else the embedded demo config).
+    #[arg(long)]
+    server_config: Option<PathBuf>,
+    /// Send inbound messages through Kafka (these brokers) instead of gRPC: the harness
+    /// produces to the inbound topic and reads the routed and dead-letter topics. `tansu`
+    /// starts a Tansu broker here (memory engine) for the run.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// Without a scenario: what to call, `ingest` (Inbound.Ingest) or `send` (Outbound.Send).
+    #[arg(long, default_value = "ingest")]
+    call: String,
+    /// Without a scenario: the tenant (configured on the target).
     #[arg(long, default_value = "demo")]
     tenant: String,
-    /// Requests per second (the start rate with --to).
+    /// Open loop: requests per second (the start rate with --to).
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
-    /// Ramp to this rate over the run instead of a constant rate.
+    /// Open loop: ramp to this rate over the run.
     #[arg(long)]
     to: Option<f64>,
+    /// Closed loop instead: this many callers, each sending when its last call is answered.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Open loop at this fraction of the anchor's closed-loop maximum (measured first with
+    /// --workers callers, default 64), for both the anchor and switchboard.
+    #[arg(long)]
+    rate_from_anchor: Option<f64>,
     /// How long to offer load ("30s", "2m").
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Left out of the results ("2s").
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// Left out of the results.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Requests in flight at most (past it, later ones wait: their latency shows it).
-    #[arg(long, default_value_t = 256)]
+    /// Requests in flight at most, per stream (open loop).
+    #[arg(long, default_value_t = 512)]
     concurrency: usize,
-    /// First run the same schedule against a bare tonic echo service in this process (the
-    /// anchor) and print the ratios.
+    /// First run the same load against the anchor (gRPC: a bare tonic echo service; Kafka: a
+    /// raw rdkafka consume→produce pipe) and report the ratios.
     #[arg(long)]
     anchor: bool,
-    /// A scenario file (`load-tests/scenarios/*.toml`): its tenant, rate, duration, warm-up
-    /// and messages replace the flags above.
+    /// Pin this process to CPU 0 and the servers it starts to CPU 1 (Linux).
     #[arg(long)]
-    scenario: Option<std::path::PathBuf>,
-    /// Write the report there as `report.md` and `report.json`.
+    pin: bool,
+    /// Write report.md, report.json and the plots (SVG) into this directory.
     #[arg(long)]
-    report: Option<std::path::PathBuf>,
+    report: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let host = cli.target.rsplit_once(':').map_or("", |(h, _)| h);
-    if !cli.allow_remote && !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-        anyhow::bail!(
-            "target {} is not on this machine; pass --allow-remote to load it anyway",
-            cli.target
-        );
-    }
-    let mut cli = cli;
-    let plan = match &cli.scenario {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let plan = Scenario::from_toml(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            (cli.tenant, cli.duration, cli.warmup) =
-                (plan.tenant.clone(), plan.duration, plan.warmup);
-            println!("scenario {}", plan.name);
-            Some(plan)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Some(Cmd::Serve {
+            config,
+            echo,
+            pipe,
+            kafka,
+            topic_prefix,
+            pin,
+        }) => {
+            if let Some(cpu) = pin {
+                pin_to(cpu)?;
+            }
+            let kafka = kafka.map(|brokers| Kafka {
+                brokers,
+                prefix: topic_prefix,
+            });
+            let kind = match (echo, pipe) {
+                (true, _) => Kind::Echo,
+                (_, true) => Kind::Pipe,
+                _ => Kind::Switchboard,
+            };
+            runtime.block_on(serve(config, kind, kafka))
         }
-        None => None,
-    };
-    let rate = match (&plan, cli.to) {
-        (Some(plan), _) => plan.rate,
-        (None, Some(to)) => Rate::Ramp {
-            from: cli.rate,
-            to,
-            over: cli.duration,
-        },
-        (None, None) => Rate::Constant { per_sec: cli.rate },
-    };
-    let messages = plan.as_ref().map(|p| Messages::new(&p.inbound, 1));
-    let due = rate.schedule(cli.duration);
-    let target = connect(&cli.target).await?;
-    let anchor = if cli.anchor {
-        // The anchor, in this same process and run: a bare tonic service with the same API,
-        // answering each message with a decision of the same shape without routing it.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(proto::inbound_server::InboundServer::new(Echo))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let echo = connect(&addr.to_string()).await?;
-        let outcome = run(&echo, &due, &cli, messages.as_ref()).await?;
-        outcome.print("anchor (tonic echo)", &cli, due.len());
-        Some(outcome)
-    } else {
-        None
-    };
-    let outcome = run(&target, &due, &cli, messages.as_ref()).await?;
-    outcome.print("switchboard", &cli, due.len());
-    let offered = due.len() as f64 / cli.duration.as_secs_f64();
-    let measured = |name: &str, o: &Outcome| {
-        Measured::new(
-            name,
-            offered,
-            o.achieved,
-            &o.latencies.summary(),
-            o.errors.clone(),
-        )
-    };
-    let mut targets = Vec::new();
-    if let Some(anchor) = &anchor {
-        targets.push(measured("anchor", anchor));
+        None => {
+            if cli.run.pin {
+                pin_to(0)?;
+            }
+            runtime.block_on(run(cli.run))
+        }
     }
-    targets.push(measured("switchboard", &outcome));
-    let name = plan.as_ref().map_or("flags", |p| p.name.as_str());
-    let report = Report::new(name, cli.duration, cli.warmup, targets);
-    if let Some(r) = report.ratios {
-        println!(
-            "ratio to the anchor: achieved rate {:.2}, p99 {:.2}, p99.9 {:.2}",
-            r.achieved, r.p99, r.p999
-        );
-    }
-    if let Some(dir) = &cli.report {
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("report.md"), report.markdown())?;
-        std::fs::write(dir.join("report.json"), report.json())?;
-        println!("report written to {}", dir.display());
-    }
+}
+
+/// Pins this process (and the threads it starts from now on) to one CPU.
+fn pin_to(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read it.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    anyhow::ensure!(
+        ok,
+        "cannot pin to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 
-async fn connect(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
-    tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot reach {addr}: {e}; start it with `cargo run --release`")
-        })
-}
+// ---------------------------------------------------------------------------------------------
+// The servers the harness starts.
+// ---------------------------------------------------------------------------------------------
 
-/// What one run measured.
-struct Outcome {
-    latencies: Latencies,
-    errors: std::collections::BTreeMap<String, u64>,
-    achieved: f64,
-}
-
-impl Outcome {
-    fn print(&self, what: &str, cli: &Cli, offered: usize) {
-        let s = self.latencies.summary();
-        println!(
-            "{what}: offered {offered} requests over {:?} ({:.0}/s), achieved {:.0}/s, {} measured \
-             after a {:?} warm-up",
-            cli.duration,
-            offered as f64 / cli.duration.as_secs_f64(),
-            self.achieved,
-            s.count,
-            cli.warmup
-        );
-        println!(
-            "  latency from the scheduled time: p50 {:?} p90 {:?} p99 {:?} p99.9 {:?} max {:?}; \
-             errors by status: {:?}",
-            s.p50, s.p90, s.p99, s.p999, s.max, self.errors
-        );
+async fn serve(config: Option<PathBuf>, kind: Kind, kafka: Option<Kafka>) -> anyhow::Result<()> {
+    let stdin_closed = async {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    };
+    if kind == Kind::Pipe {
+        let k = kafka.context("--pipe needs --kafka")?;
+        println!("serving - -");
+        return kafka::pipe(
+            &k.brokers,
+            &k.topic("anchor.in"),
+            &k.topic("anchor.out"),
+            stdin_closed,
+        )
+        .await;
     }
+    if kind == Kind::Echo {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("serving {} -", listener.local_addr()?);
+        tonic::transport::Server::builder()
+            .add_service(proto::inbound_server::InboundServer::new(Echo))
+            .add_service(proto::outbound_server::OutboundServer::new(Echo))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stdin_closed,
+            )
+            .await?;
+        return Ok(());
+    }
+    let mut config = switchboard::config::Config::load(config.as_deref())?;
+    config.grpc_addr = "127.0.0.1:0".parse()?;
+    config.metrics_addr = "127.0.0.1:0".parse()?;
+    if let Some(k) = kafka {
+        let c = &mut config.kafka;
+        c.brokers = k.brokers.clone();
+        c.group_id = k.prefix.clone();
+        c.replication_factor = 1;
+        for (topic, name) in [
+            (&mut c.inbound_topic, "inbound"),
+            (&mut c.webhooks_topic, "webhooks"),
+            (&mut c.routed_topic, "routed"),
+            (&mut c.sends_topic, "sends"),
+            (&mut c.dispatch_topic, "dispatch"),
+            (&mut c.status_topic, "status"),
+            (&mut c.dlq_topic, "dlq"),
+            (&mut c.state_topic, "state"),
+            (&mut c.owners_topic, "owners"),
+        ] {
+            *topic = k.topic(name);
+        }
+    }
+    let (grpc, metrics) = switchboard::server::bind(&config).await?;
+    println!("serving {} {}", grpc.local_addr()?, metrics.local_addr()?);
+    switchboard::server::run(config, grpc, metrics, stdin_closed).await?;
+    Ok(())
 }
 
-/// Offers `due` (open loop) to `channel`.
-async fn run(
-    channel: &tonic::transport::Channel,
-    due: &[Duration],
-    cli: &Cli,
-    messages: Option<&Messages<'_>>,
-) -> anyhow::Result<Outcome> {
-    let latencies = Arc::new(Mutex::new(Latencies::new(
-        cli.warmup,
-        Duration::from_secs(60),
-    )));
-    let errors = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
-    let slots = Arc::new(tokio::sync::Semaphore::new(cli.concurrency));
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(due.len());
-    for (n, at) in due.iter().copied().enumerate() {
-        tokio::time::sleep_until((start + at).into()).await;
-        let permit = slots.clone().acquire_owned().await?;
-        let mut client = proto::inbound_client::InboundClient::new(channel.clone());
-        let (latencies, errors) = (latencies.clone(), errors.clone());
-        let (customer, web_chat, text) = match messages {
-            Some(m) => {
-                let m = m.nth(n as u64);
-                (m.customer, m.web_chat, m.text)
-            }
-            None => (
-                format!("+3461{:07}", n % 100_000),
-                false,
-                "hola, ¿dónde está mi pedido?".to_owned(),
-            ),
-        };
-        let channel = if web_chat {
-            proto::Channel::Webchat
-        } else {
-            proto::Channel::Whatsapp
-        };
-        let message = proto::InboundMessage {
-            tenant: cli.tenant.clone(),
-            customer,
-            channel: channel as i32,
-            provider_message_id: format!("load.{n}"),
-            text,
-            business_number: String::new(),
-        };
-        tasks.push(tokio::spawn(async move {
-            let result = client.ingest(message).await;
-            let done = start.elapsed();
-            drop(permit);
-            latencies.lock().await.record(at, done);
-            if let Err(status) = result {
-                *errors
-                    .lock()
-                    .await
-                    .entry(format!("{:?}", status.code()))
-                    .or_default() += 1;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    let achieved = due.len() as f64 / start.elapsed().as_secs_f64();
-    let latencies = Arc::try_unwrap(latencies)
-        .map_err(|_| anyhow::anyhow!("a request task outlived the run"))?
-        .into_inner();
-    let errors = errors.lock().await.clone();
-    Ok(Outcome {
-        latencies,
-        errors,
-        achieved,
-    })
-}
-
-/// The anchor: answers every message with a decision of the same shape, without routing it.
+/// The gRPC anchor: answers with a decision or an admission of the same shape as
+/// switchboard's, without routing or admitting anything.
 struct Echo;
 
 #[tonic::async_trait]
@@ -266,16 +248,509 @@ impl proto::inbound_server::Inbound for Echo {
     ) -> Result<tonic::Response<proto::RoutingDecision>, tonic::Status> {
         let m = request.into_inner();
         Ok(tonic::Response::new(proto::RoutingDecision {
-            conversation_id: "c-1".into(),
+            conversation_id: "c-0000000001".into(),
             target: proto::Target::Bot as i32,
             reason: proto::Reason::SimpleIntent as i32,
             detail: "simple intent: the bot answers".into(),
             intent: "order_status".into(),
-            bot: "bot".into(),
+            bot: "faq-bot".into(),
             window_open: true,
             window_expires_at_ms: 1_700_000_000_000,
             provider_message_id: m.provider_message_id,
             ..Default::default()
         }))
     }
+}
+
+#[tonic::async_trait]
+impl proto::outbound_server::Outbound for Echo {
+    async fn send(
+        &self,
+        _request: tonic::Request<proto::SendRequest>,
+    ) -> Result<tonic::Response<proto::SendResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::SendResponse {
+            send_id: "s-0000000001".into(),
+            admission: proto::Admission::Dispatched as i32,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        _request: tonic::Request<proto::SendRef>,
+    ) -> Result<tonic::Response<proto::SendStatus>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the echo anchor only answers Send",
+        ))
+    }
+
+    type StreamStatusStream = tokio_stream::Empty<Result<proto::SendStatus, tonic::Status>>;
+
+    async fn stream_status(
+        &self,
+        _request: tonic::Request<proto::StatusStreamRequest>,
+    ) -> Result<tonic::Response<Self::StreamStatusStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the echo anchor only answers Send",
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A run.
+// ---------------------------------------------------------------------------------------------
+
+/// The plan given by flags (no scenario file).
+fn plan_from_flags(args: &RunArgs, rate: Rate) -> anyhow::Result<Plan> {
+    let mut plan = Plan {
+        name: format!("{} ({})", args.call, load_model(args, &rate)),
+        tenant: args.tenant.clone(),
+        duration: args.duration,
+        warmup: args.warmup,
+        server_config: None,
+        inbound: None,
+        agents: None,
+        outbound: Vec::new(),
+        dirty: None,
+    };
+    match args.call.as_str() {
+        "ingest" => {
+            let load = InboundLoad {
+                rate: RateSpec::Constant { per_sec: 0.0 },
+                customers: 100_000,
+                follow_up: 0.0,
+                web_chat: 0.0,
+                texts: vec![WeightedText {
+                    text: "hola, ¿dónde está mi pedido?".into(),
+                    weight: 1,
+                }],
+            };
+            plan.inbound = Some((rate, load));
+        }
+        "send" => plan.outbound.push(Outbound {
+            category: "utility".into(),
+            priority: Priority::ByCategory,
+            rate,
+            customers: 1_000_000,
+            from: "+34910000001".into(),
+            content: "order_update".into(),
+        }),
+        other => anyhow::bail!("--call {other:?}: use ingest or send"),
+    }
+    Ok(plan)
+}
+
+fn load_model(args: &RunArgs, rate: &Rate) -> String {
+    match args.workers {
+        Some(w) if args.rate_from_anchor.is_none() => format!("closed loop, {w} callers"),
+        _ => format!("open loop, {rate:?}"),
+    }
+}
+
+/// Where a run's requests go: gRPC only, or inbound messages and bad records through Kafka
+/// (everything else still over gRPC).
+#[derive(Clone)]
+enum Via {
+    Grpc(tonic::transport::Channel),
+    Kafka(Arc<KafkaTarget>, Option<tonic::transport::Channel>),
+}
+
+/// The streams of a plan.
+fn calls(plan: &Plan, via: &Via, outcomes: &Shared) -> anyhow::Result<Vec<(String, Rate, Call)>> {
+    let mut calls = Vec::new();
+    let channel = match via {
+        Via::Grpc(c) | Via::Kafka(_, Some(c)) => Some(c),
+        Via::Kafka(_, None) => None,
+    };
+    if let Some((rate, load)) = &plan.inbound {
+        let messages = Messages::new(load, 1);
+        let call = match via {
+            Via::Grpc(channel) => drive::inbound(channel, &plan.tenant, messages, outcomes),
+            Via::Kafka(target, _) => target.inbound(&plan.tenant, messages, outcomes),
+        };
+        calls.push(("inbound".to_owned(), rate.clone(), call));
+    }
+    for o in &plan.outbound {
+        let channel = channel.context("the Kafka anchor carries inbound messages only")?;
+        calls.push((
+            format!("send {}", o.category),
+            o.rate.clone(),
+            drive::sends(channel, &plan.tenant, o.clone(), outcomes),
+        ));
+    }
+    if let Some(d) = &plan.dirty {
+        let call = match via {
+            Via::Grpc(channel) => drive::dirty(channel, &plan.tenant, d.clone(), outcomes),
+            Via::Kafka(target, _) => target.dirty(&plan.tenant, d.clone(), outcomes),
+        };
+        calls.push(("dirty".to_owned(), d.rate.clone(), call));
+    }
+    Ok(calls)
+}
+
+fn progress(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::no_length(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {elapsed_precise} [{wide_bar}] {pos}/{len} answered ({per_sec})",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Offers the plan's streams to `channel` (each open loop at its rate, or closed loop with
+/// `workers` callers), all at once.
+async fn offer(
+    plan: &Plan,
+    via: &Via,
+    outcomes: &Shared,
+    args: &RunArgs,
+    workers: Option<usize>,
+    what: &str,
+) -> anyhow::Result<Vec<Stream>> {
+    let calls = calls(plan, via, outcomes)?;
+    let total = match workers {
+        Some(_) => None,
+        None => Some(
+            calls
+                .iter()
+                .map(|(_, rate, _)| rate.schedule(plan.duration).len() as u64)
+                .sum(),
+        ),
+    };
+    let ctx = Ctx {
+        start: Instant::now(),
+        warmup: plan.warmup,
+        concurrency: args.concurrency,
+        progress: progress(total, what),
+    };
+    let streams = futures_join(calls.into_iter().map(|(name, rate, call)| {
+        let ctx = ctx.clone();
+        let duration = plan.duration;
+        async move {
+            match workers {
+                Some(w) => drive::closed_loop(&ctx, &name, w, duration, call).await,
+                None => drive::open_loop(&ctx, &name, rate.schedule(duration), call).await,
+            }
+        }
+    }))
+    .await;
+    ctx.progress.finish_and_clear();
+    Ok(streams)
+}
+
+/// Runs the futures concurrently (each on its own task) and returns their outputs in order.
+async fn futures_join<T: Send + 'static>(
+    futures: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("a stream task does not panic"));
+    }
+    out
+}
+
+async fn connect(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+        .with_context(|| {
+            format!("cannot reach {addr}; start switchboard (`cargo run --release`) or leave out --target")
+        })
+}
+
+fn answered(streams: &[Stream]) -> u64 {
+    streams
+        .iter()
+        .map(|s| s.answers.values().sum::<u64>())
+        .sum()
+}
+
+fn per_msg(before: Option<usage::Usage>, after: Option<usage::Usage>, n: u64) -> Option<f64> {
+    Some((after?.cpu_s - before?.cpu_s) / n.max(1) as f64)
+}
+
+fn measured(plan: &Plan, s: &Stream, name: &str) -> Measured {
+    let offered = s.offered as f64 / plan.duration.as_secs_f64();
+    Measured::new(
+        name,
+        offered,
+        s.achieved(),
+        &s.latencies.summary(),
+        s.errors(),
+    )
+}
+
+/// The anchor's run: the same plan against the echo service (gRPC) or the raw pipe (Kafka),
+/// in its own process. Returns its streams and its CPU seconds per answer.
+async fn anchor(
+    plan: &Plan,
+    args: &RunArgs,
+    kafka: Option<&Kafka>,
+    workers: Option<usize>,
+) -> anyhow::Result<(Vec<Stream>, Option<f64>)> {
+    let (child, via) = match kafka {
+        None => {
+            let echo = Child::start(Kind::Echo, None, None, args.pin).await?;
+            let channel = connect(&echo.grpc).await?;
+            (echo, Via::Grpc(channel))
+        }
+        Some(k) => {
+            let (input, output) = (k.topic("anchor.in"), k.topic("anchor.out"));
+            kafka::create_topics(&k.brokers, &[&input, &output], PARTITIONS).await?;
+            let pipe = Child::start(Kind::Pipe, None, Some(k), args.pin).await?;
+            let target = KafkaTarget::start(
+                &k.brokers,
+                &input,
+                &[(output, Output::Copies)],
+                &k.topic("anchor.reader"),
+            )?;
+            (pipe, Via::Kafka(Arc::new(target), None))
+        }
+    };
+    let before = usage::of(Some(child.pid));
+    let streams = offer(plan, &via, &Shared::default(), args, workers, "anchor").await?;
+    let cpu = per_msg(before, usage::of(Some(child.pid)), answered(&streams));
+    child.stop().await;
+    Ok((streams, cpu))
+}
+
+/// Partitions of the anchor's topics: switchboard's default `kafka.topic_partitions`.
+const PARTITIONS: i32 = 12;
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if let Some(target) = &args.target {
+        let host = target.rsplit_once(':').map_or("", |(h, _)| h);
+        if !args.allow_remote && !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+            anyhow::bail!(
+                "target {target} is not on this machine; pass --allow-remote to load it anyway"
+            );
+        }
+    }
+    let base_rate = match args.to {
+        Some(to) => Rate::Ramp {
+            from: args.rate,
+            to,
+            over: args.duration,
+        },
+        None => Rate::Constant { per_sec: args.rate },
+    };
+    let (mut plan, scenario_dir) = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let plan = Scenario::from_toml(&text)
+                .with_context(|| format!("scenario {}", path.display()))?;
+            (plan, path.parent().map(Path::to_path_buf))
+        }
+        None => (plan_from_flags(&args, base_rate)?, None),
+    };
+    // The broker: one named, or Tansu started here; each run gets its own topics.
+    #[allow(unused_assignments)]
+    let mut tansu = None;
+    let kafka = match args.kafka.as_deref() {
+        None => None,
+        Some(brokers) => {
+            let brokers = if brokers == "tansu" {
+                let broker = tansu::Tansu::memory();
+                let b = broker.brokers();
+                tansu = Some(broker);
+                b
+            } else {
+                brokers.to_owned()
+            };
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            Some(Kafka {
+                brokers,
+                prefix: format!("load{stamp}"),
+            })
+        }
+    };
+    let server_config = args.server_config.clone().or_else(|| {
+        let c = plan.server_config.as_ref()?;
+        Some(scenario_dir.as_deref().unwrap_or(Path::new(".")).join(c))
+    });
+    // The anchor first (flags only: a scenario's agents, quotas and bad input have no echo).
+    let mut workers = args.workers;
+    let anchor_run = if args.anchor || args.rate_from_anchor.is_some() {
+        anyhow::ensure!(
+            args.scenario.is_none(),
+            "--anchor compares one call (--call) with its echo; a scenario has no echo"
+        );
+        if let Some(fraction) = args.rate_from_anchor {
+            let callers = args.workers.unwrap_or(64);
+            let (max, _) = anchor(&plan, &args, kafka.as_ref(), Some(callers)).await?;
+            let rate = max[0].achieved() * fraction;
+            println!(
+                "anchor maximum with {callers} callers: {:.0}/s; open loop at {fraction} of it: {rate:.0}/s",
+                max[0].achieved()
+            );
+            plan = plan_from_flags(&args, Rate::Constant { per_sec: rate })?;
+            workers = None;
+        }
+        Some(anchor(&plan, &args, kafka.as_ref(), workers).await?)
+    } else {
+        None
+    };
+    let child = match &args.target {
+        Some(_) => None,
+        None => Some(
+            Child::start(
+                Kind::Switchboard,
+                server_config.as_deref(),
+                kafka.as_ref(),
+                args.pin,
+            )
+            .await?,
+        ),
+    };
+    let address = match (&args.target, &child) {
+        (Some(t), _) => t.clone(),
+        (None, Some(c)) => c.grpc.clone(),
+        (None, None) => unreachable!("a child is started without a target"),
+    };
+    let channel = connect(&address).await?;
+    let via = match &kafka {
+        None => Via::Grpc(channel.clone()),
+        Some(k) => Via::Kafka(
+            Arc::new(KafkaTarget::start(
+                &k.brokers,
+                &k.topic("inbound"),
+                &[
+                    (k.topic("routed"), Output::Decisions),
+                    (k.topic("dlq"), Output::DeadLetters),
+                ],
+                &k.topic("reader"),
+            )?),
+            Some(channel.clone()),
+        ),
+    };
+    let outcomes = Shared::default();
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let mut observers = tokio::task::JoinSet::new();
+    observers.spawn(drive::sample_quota(
+        channel.clone(),
+        plan.tenant.clone(),
+        start,
+        Duration::from_millis(250),
+        samples.clone(),
+    ));
+    if !plan.outbound.is_empty() {
+        observers.spawn(drive::follow_statuses(
+            channel.clone(),
+            plan.tenant.clone(),
+            outcomes.clone(),
+        ));
+    }
+    if let Some(agents) = &plan.agents {
+        let registered = drive::register_agents(&channel, &plan.tenant, agents).await?;
+        observers.spawn(drive::agents(
+            channel.clone(),
+            plan.tenant.clone(),
+            agents.clone(),
+            registered,
+            outcomes.clone(),
+        ));
+    }
+    let server_pid = child.as_ref().map(|c| c.pid);
+    let (client_before, server_before) =
+        (usage::of(None), server_pid.and_then(|p| usage::of(Some(p))));
+    let streams = offer(&plan, &via, &outcomes, &args, workers, "switchboard").await?;
+    let n = answered(&streams);
+    let (client_after, server_after) =
+        (usage::of(None), server_pid.and_then(|p| usage::of(Some(p))));
+    // Late status events and the last quota samples, then the server's queue figures.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let queues = drive::queue_stats(channel.clone(), &plan.tenant).await;
+    observers.abort_all();
+    let samples = samples.lock().expect("not poisoned").clone();
+    let o = std::mem::take(&mut *outcomes.lock().expect("not poisoned"));
+    let cost = Cost {
+        client_cpu_s_per_msg: per_msg(client_before, client_after, n),
+        server_cpu_s_per_msg: per_msg(server_before, server_after, n),
+        server_peak_rss_mb: server_after.map(|u| u.peak_rss_bytes as f64 / 1_048_576.0),
+        anchor_server_cpu_s_per_msg: anchor_run.as_ref().and_then(|(_, cpu)| *cpu),
+    };
+    if let Some(c) = child {
+        c.stop().await;
+    }
+
+    let mut targets = Vec::new();
+    if let Some((anchor_streams, _)) = &anchor_run {
+        targets.push(measured(&plan, &anchor_streams[0], "anchor"));
+    }
+    for s in &streams {
+        targets.push(measured(&plan, s, &s.name));
+    }
+    let mut report =
+        Report::new(&plan.name, plan.duration, plan.warmup, targets).with_routing(o.routing);
+    let server = match &args.target {
+        Some(t) => format!("a running switchboard at {t}"),
+        None => format!(
+            "the embedded server started by the harness ({})",
+            server_config
+                .as_ref()
+                .map_or("embedded demo config".to_owned(), |p| p
+                    .display()
+                    .to_string())
+        ),
+    };
+    report.target = match &kafka {
+        None => format!("gRPC, {server}"),
+        Some(k) => format!(
+            "Kafka {} (inbound and bad records produced to {}, answered from {} and {}), {server}",
+            k.brokers,
+            k.topic("inbound"),
+            k.topic("routed"),
+            k.topic("dlq")
+        ),
+    };
+    report.cost = cost;
+    report.queues = queues
+        .iter()
+        .map(|q| QueueLine {
+            queue: q.queue.clone(),
+            assignments: q.assignments_total,
+            sla_attainment: q.sla_attainment,
+            sla_breaches: q.sla_breaches_total,
+            depth_at_end: q.depth,
+        })
+        .collect();
+    report.agents = plan.agents.as_ref().map(|a| AgentsLine {
+        agents: a.count,
+        assignments: o.assignments,
+        completed: o.completed,
+    });
+    report.sends = o.sends;
+    report.statuses = o.statuses;
+    report.limit = LimitLine::from_samples(&samples, o.dispatched_customers.len() as u64)
+        .filter(|_| !plan.outbound.is_empty());
+    report.limit_samples = samples;
+    if let Some(dirty) = streams.iter().find(|s| s.name == "dirty") {
+        report.dirty = Some(DirtyLine::new(dirty.offered, o.dirty));
+    }
+    if let Some((anchor_streams, _)) = &anchor_run {
+        report
+            .timelines
+            .insert("anchor".into(), anchor_streams[0].latencies.timeline());
+    }
+    for s in &streams {
+        report
+            .timelines
+            .insert(s.name.clone(), s.latencies.timeline());
+    }
+    report.finish(args.report.as_deref())?;
+    drop(via);
+    drop(tansu);
+    Ok(())
 }

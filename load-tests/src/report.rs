@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::latency::Summary;
+use crate::latency::{Second, Summary};
 
 /// One measured target of a run (switchboard, or its anchor).
 #[derive(Debug, Clone, Serialize)]
@@ -49,11 +49,144 @@ impl Measured {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: String,
+    /// What was loaded, and how ("gRPC 127.0.0.1:50051, embedded server started by the harness").
+    pub target: String,
     pub duration_s: f64,
     pub warmup_s: f64,
     pub targets: Vec<Measured>,
     /// switchboard over the anchor, when both ran: achieved rate, p99, p99.9.
     pub ratios: Option<Ratios>,
+    pub cost: Cost,
+    /// Inbound decisions by "target: reason".
+    pub routing: BTreeMap<String, u64>,
+    /// Share of inbound decisions that overflowed to the bot because the queue's SLA was
+    /// saturated.
+    pub overflow_to_bot: Option<f64>,
+    pub queues: Vec<QueueLine>,
+    pub agents: Option<AgentsLine>,
+    /// Send answers ("DISPATCHED", "QUEUED", "REFUSED: THROUGHPUT_LIMIT").
+    pub sends: BTreeMap<String, u64>,
+    /// Send status events seen on the status stream, by state.
+    pub statuses: BTreeMap<String, u64>,
+    pub limit: Option<LimitLine>,
+    pub dirty: Option<DirtyLine>,
+    /// Per stream, each second: completions and p99 (the plots).
+    pub timelines: BTreeMap<String, Vec<Second>>,
+    pub limit_samples: Vec<LimitSample>,
+}
+
+/// CPU seconds per message (client and server) and the server's peak RSS, when measured.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Cost {
+    pub client_cpu_s_per_msg: Option<f64>,
+    pub server_cpu_s_per_msg: Option<f64>,
+    pub server_peak_rss_mb: Option<f64>,
+    /// The anchor server's CPU per message, when an anchor ran.
+    pub anchor_server_cpu_s_per_msg: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QueueLine {
+    pub queue: String,
+    pub assignments: u64,
+    pub sla_attainment: f64,
+    pub sla_breaches: u64,
+    pub depth_at_end: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct AgentsLine {
+    pub agents: u32,
+    pub assignments: u64,
+    pub completed: u64,
+}
+
+/// One reading of the tenant's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LimitSample {
+    pub at_s: f64,
+    pub used: u64,
+    pub limit: u64,
+    pub threshold: f64,
+    pub batch_mode: bool,
+    pub queued: u64,
+}
+
+/// The daily messaging limit over the run.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct LimitLine {
+    pub limit: u64,
+    pub threshold: f64,
+    /// The most customers counted at once in the rolling 24 hours.
+    pub max_used: u64,
+    pub peak_usage: f64,
+    /// Customers counted beyond the limit (what must be 0).
+    pub over_limit: u64,
+    /// Distinct customers a template send was dispatched to, as the status stream showed.
+    pub dispatched_customers: u64,
+    pub batch_mode_s: f64,
+    pub batch_mode_from_s: Option<f64>,
+    pub max_queued: u64,
+}
+
+impl LimitLine {
+    /// From the samples in time order; None without any.
+    pub fn from_samples(samples: &[LimitSample], dispatched_customers: u64) -> Option<Self> {
+        let last = samples.last()?;
+        let max_used = samples.iter().map(|s| s.used).max().unwrap_or(0);
+        let batch_mode_s = samples
+            .windows(2)
+            .filter(|w| w[0].batch_mode)
+            .map(|w| w[1].at_s - w[0].at_s)
+            .sum();
+        Some(Self {
+            limit: last.limit,
+            threshold: last.threshold,
+            max_used,
+            peak_usage: max_used as f64 / last.limit.max(1) as f64,
+            over_limit: max_used
+                .max(dispatched_customers)
+                .saturating_sub(last.limit),
+            dispatched_customers,
+            batch_mode_s,
+            batch_mode_from_s: samples.iter().find(|s| s.batch_mode).map(|s| s.at_s),
+            max_queued: samples.iter().map(|s| s.queued).max().unwrap_or(0),
+        })
+    }
+}
+
+/// Bad input: what became of each bad record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DirtyLine {
+    pub sent: u64,
+    /// Answers by "flaw → outcome".
+    pub outcomes: BTreeMap<String, u64>,
+    /// Refused (an error status) or dead-lettered.
+    pub refused: u64,
+    /// Routed as if it were good: must be 0.
+    pub accepted: u64,
+    /// Never answered nor dead-lettered: must be 0.
+    pub lost: u64,
+}
+
+impl DirtyLine {
+    /// `outcomes` keys end in "routed" for records that went through, anything else is a
+    /// refusal or a dead letter.
+    pub fn new(sent: u64, outcomes: BTreeMap<String, u64>) -> Self {
+        let accepted = outcomes
+            .iter()
+            .filter(|(k, _)| k.ends_with("routed"))
+            .map(|(_, v)| v)
+            .sum();
+        let answered: u64 = outcomes.values().sum();
+        Self {
+            sent,
+            refused: answered - accepted,
+            accepted,
+            lost: sent.saturating_sub(answered),
+            outcomes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -85,11 +218,56 @@ impl Report {
         };
         Self {
             scenario: scenario.to_owned(),
+            target: String::new(),
             duration_s: duration.as_secs_f64(),
             warmup_s: warmup.as_secs_f64(),
             targets,
             ratios,
+            cost: Cost::default(),
+            routing: BTreeMap::new(),
+            overflow_to_bot: None,
+            queues: Vec::new(),
+            agents: None,
+            sends: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            limit: None,
+            dirty: None,
+            timelines: BTreeMap::new(),
+            limit_samples: Vec::new(),
         }
+    }
+
+    /// Sets the routing outcomes and the share that overflowed to the bot.
+    pub fn with_routing(mut self, routing: BTreeMap<String, u64>) -> Self {
+        let total: u64 = routing.values().sum();
+        let overflow: u64 = routing
+            .iter()
+            .filter(|(k, _)| k.ends_with("SLA_SATURATED"))
+            .map(|(_, v)| v)
+            .sum();
+        self.overflow_to_bot = (total > 0).then(|| overflow as f64 / total as f64);
+        self.routing = routing;
+        self
+    }
+
+    /// Prints the report and, with a directory, writes report.md, report.json and the plots
+    /// there.
+    pub fn finish(&self, dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+        use anyhow::Context;
+        println!("{}", self.markdown());
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::write(dir.join("report.md"), self.markdown())?;
+            std::fs::write(dir.join("report.json"), self.json())?;
+            let plots = crate::plot::write(self, dir).map_err(anyhow::Error::msg)?;
+            println!(
+                "report written to {}: report.md, report.json, {}",
+                dir.display(),
+                plots.join(", ")
+            );
+        }
+        Ok(())
     }
 
     pub fn json(&self) -> String {
@@ -134,6 +312,89 @@ impl Report {
                  {:.2}×, p99.9 {:.2}×.\n",
                 r.achieved, r.p99, r.p999
             ));
+        }
+        let c = self.cost;
+        let figure =
+            |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("not measured".to_owned(), f);
+        md.push_str(&format!(
+            "\n## Cost\n\n| CPU per message, client | CPU per message, server | server peak RSS |\n|---|---|---|\n| {} | {} | {} |\n",
+            figure(c.client_cpu_s_per_msg, &|v| format!("{:.1} µs", v * 1e6)),
+            figure(c.server_cpu_s_per_msg, &|v| format!("{:.1} µs", v * 1e6)),
+            figure(c.server_peak_rss_mb, &|v| format!("{v:.1} MB")),
+        ));
+        if let (Some(a), Some(s)) = (c.anchor_server_cpu_s_per_msg, c.server_cpu_s_per_msg) {
+            md.push_str(&format!(
+                "\nThe anchor server used {:.1} µs of CPU per message: switchboard {:.2}× that.\n",
+                a * 1e6,
+                s / a
+            ));
+        }
+        if !self.routing.is_empty() {
+            md.push_str("\n## Routing outcomes\n\n| decision | messages |\n|---|---|\n");
+            for (k, v) in &self.routing {
+                md.push_str(&format!("| {k} | {v} |\n"));
+            }
+            if let Some(share) = self.overflow_to_bot {
+                md.push_str(&format!(
+                    "\nOverflowed to the bot because the queue's SLA was saturated (reason \
+                     SLA_SATURATED): **{:.1}%** of inbound messages.\n",
+                    share * 100.0
+                ));
+            }
+        }
+        if !self.queues.is_empty() {
+            md.push_str("\n## SLA by queue (the server's figures at the end)\n\n| queue | assignments | SLA attainment | breaches | waiting at the end |\n|---|---|---|---|---|\n");
+            for q in &self.queues {
+                md.push_str(&format!(
+                    "| {} | {} | {:.1}% | {} | {} |\n",
+                    q.queue,
+                    q.assignments,
+                    q.sla_attainment * 100.0,
+                    q.sla_breaches,
+                    q.depth_at_end
+                ));
+            }
+        }
+        if let Some(a) = self.agents {
+            md.push_str(&format!(
+                "\nSimulated agents: {}; conversations assigned to them {}, completed {}.\n",
+                a.agents, a.assignments, a.completed
+            ));
+        }
+        if !self.sends.is_empty() {
+            md.push_str("\n## Quota outcomes\n\n| send answer | sends |\n|---|---|\n");
+            for (k, v) in &self.sends {
+                md.push_str(&format!("| {k} | {v} |\n"));
+            }
+            if !self.statuses.is_empty() {
+                md.push_str("\n| status event | sends |\n|---|---|\n");
+                for (k, v) in &self.statuses {
+                    md.push_str(&format!("| {k} | {v} |\n"));
+                }
+            }
+        }
+        if let Some(l) = self.limit {
+            md.push_str(&format!(
+                "\n## Daily messaging limit\n\n| limit | batch threshold | most customers counted | peak usage | over the limit | customers reached by dispatched templates | time in batch mode | batch mode from | most queued |\n|---|---|---|---|---|---|---|---|---|\n| {} | {:.0}% | {} | {:.1}% | **{}** | {} | {:.1} s | {} | {} |\n",
+                l.limit,
+                l.threshold * 100.0,
+                l.max_used,
+                l.peak_usage * 100.0,
+                l.over_limit,
+                l.dispatched_customers,
+                l.batch_mode_s,
+                l.batch_mode_from_s.map_or("never".to_owned(), |t| format!("{t:.1} s")),
+                l.max_queued
+            ));
+        }
+        if let Some(d) = &self.dirty {
+            md.push_str(&format!(
+                "\n## Dirty input\n\n{} bad records sent: **{} refused or dead-lettered, {} accepted, {} lost**.\n\n| flaw → outcome | records |\n|---|---|\n",
+                d.sent, d.refused, d.accepted, d.lost
+            ));
+            for (k, v) in &d.outcomes {
+                md.push_str(&format!("| {k} | {v} |\n"));
+            }
         }
         md
     }
@@ -191,6 +452,77 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(json["targets"][1]["errors"]["Unavailable"], 3);
         assert_eq!(json["ratios"]["p99"], 1.5);
+    }
+
+    #[test]
+    fn the_outcome_sections_render_from_fixed_figures() {
+        let mut report = Report::new(
+            "promotion",
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            vec![Measured::new(
+                "send marketing",
+                10.0,
+                10.0,
+                &summary(1, 2, 3),
+                BTreeMap::new(),
+            )],
+        )
+        .with_routing(BTreeMap::from([
+            ("bot: SLA_SATURATED".to_owned(), 30),
+            ("agent: SLA_OK".to_owned(), 60),
+            ("queue: FRICTION".to_owned(), 10),
+        ]));
+        let sample = |at_s: f64, used: u64, batch_mode: bool| LimitSample {
+            at_s,
+            used,
+            limit: 250,
+            threshold: 0.8,
+            batch_mode,
+            queued: if batch_mode { 7 } else { 0 },
+        };
+        let samples = [
+            sample(0.0, 0, false),
+            sample(1.0, 150, false),
+            sample(2.0, 200, true),
+            sample(2.5, 230, true),
+            sample(4.0, 240, false),
+        ];
+        report.limit = LimitLine::from_samples(&samples, 240);
+        report.dirty = Some(DirtyLine::new(
+            10,
+            BTreeMap::from([
+                ("bad number → InvalidArgument".to_owned(), 5),
+                ("unknown tenant → NotFound".to_owned(), 4),
+            ]),
+        ));
+        report.cost.server_cpu_s_per_msg = Some(0.000_012);
+        assert_eq!(report.overflow_to_bot, Some(0.3));
+        let limit = report.limit.unwrap();
+        assert_eq!(
+            (limit.max_used, limit.over_limit, limit.max_queued),
+            (240, 0, 7)
+        );
+        assert_eq!(limit.batch_mode_s, 2.0);
+        assert_eq!(limit.batch_mode_from_s, Some(2.0));
+        assert_eq!(
+            LimitLine::from_samples(&samples, 251).unwrap().over_limit,
+            1,
+            "the status stream counts too"
+        );
+        let dirty = report.dirty.as_ref().unwrap();
+        assert_eq!((dirty.refused, dirty.accepted, dirty.lost), (9, 0, 1));
+        let md = report.markdown();
+        for expected in [
+            "| bot: SLA_SATURATED | 30 |",
+            "**30.0%** of inbound messages",
+            "| 250 | 80% | 240 | 96.0% | **0** | 240 | 2.0 s | 2.0 s | 7 |",
+            "10 bad records sent: **9 refused or dead-lettered, 0 accepted, 1 lost**",
+            "| not measured | 12.0 µs | not measured |",
+        ] {
+            assert!(md.contains(expected), "{expected:?} in\n{md}");
+        }
+        assert!(LimitLine::from_samples(&[], 0).is_none());
     }
 
     #[test]

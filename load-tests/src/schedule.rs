@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Requests per second over time.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rate {
     /// `per_sec` for the whole run.
     Constant { per_sec: f64 },
@@ -12,12 +12,25 @@ pub enum Rate {
     Step { from: f64, to: f64, at: Duration },
     /// From `from` to `to` linearly over `over`, then `to`.
     Ramp { from: f64, to: f64, over: Duration },
+    /// Each stage's rate for its length, one after the other; 0 after the last (a day's
+    /// profile, time-compressed).
+    Stages(Vec<(Duration, f64)>),
 }
 
 impl Rate {
     /// The rate at `t`.
     pub fn at(&self, t: Duration) -> f64 {
         match *self {
+            Rate::Stages(ref stages) => {
+                let mut start = Duration::ZERO;
+                for &(length, per_sec) in stages {
+                    if t < start + length {
+                        return per_sec;
+                    }
+                    start += length;
+                }
+                0.0
+            }
             Rate::Constant { per_sec } => per_sec,
             Rate::Step { from, to, at } => {
                 if t < at {
@@ -40,6 +53,15 @@ impl Rate {
     pub fn count_by(&self, t: Duration) -> f64 {
         let s = t.as_secs_f64();
         match *self {
+            Rate::Stages(ref stages) => {
+                let (mut start, mut count) = (0.0, 0.0);
+                for &(length, per_sec) in stages {
+                    let length = length.as_secs_f64();
+                    count += per_sec * (s - start).clamp(0.0, length);
+                    start += length;
+                }
+                count
+            }
             Rate::Constant { per_sec } => per_sec * s,
             Rate::Step { from, to, at } => {
                 let a = at.as_secs_f64();
@@ -133,6 +155,21 @@ mod tests {
         assert!(due[2] - due[1] > due[99] - due[98]);
         // A quarter of the ramp's requests in its first half: 50/s² × (1 s)² / 2 = 25.
         assert_eq!(due.iter().filter(|t| **t < SEC).count(), 25);
+    }
+
+    #[test]
+    fn stages_follow_each_other_and_stop_after_the_last() {
+        // A compressed day: 1 s quiet, 1 s peak, 1 s quiet.
+        let rate = Rate::Stages(vec![(SEC, 10.0), (SEC, 50.0), (SEC, 20.0)]);
+        assert_eq!(rate.at(Duration::from_millis(1_500)), 50.0);
+        assert_eq!(rate.at(4 * SEC), 0.0);
+        let due = rate.schedule(5 * SEC);
+        assert_eq!(due.len(), 10 + 50 + 20);
+        assert_eq!(
+            due.iter().filter(|t| (SEC..2 * SEC).contains(*t)).count(),
+            50
+        );
+        assert!(due.iter().all(|t| *t < 3 * SEC));
     }
 
     #[test]

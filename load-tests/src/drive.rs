@@ -1,0 +1,460 @@
+//! Driving a run over gRPC: the load models (open loop at a schedule, closed loop with N
+//! workers), the simulated customers, business services and agents, and the observers that
+//! read back what the server decided (send statuses, quota usage, queue SLAs).
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard::proto;
+use tonic::transport::Channel;
+
+use crate::latency::Latencies;
+use crate::report::LimitSample;
+use crate::scenario::{Agents, Dirty, Messages, Outbound, Priority};
+
+/// One request: builds and sends request `n`; Ok when the target answered OK.
+pub type Call = Arc<
+    dyn Fn(u64) -> Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>> + Send + Sync,
+>;
+
+/// What every stream of a run shares: its start, warm-up, in-flight bound and progress bar.
+#[derive(Clone)]
+pub struct Ctx {
+    pub start: Instant,
+    pub warmup: Duration,
+    pub concurrency: usize,
+    pub progress: indicatif::ProgressBar,
+}
+
+/// One stream of requests (inbound messages, one category of sends, dirty input, an anchor).
+pub struct Stream {
+    pub name: String,
+    pub offered: u64,
+    pub latencies: Latencies,
+    /// Answers by gRPC status code name ("Ok", "InvalidArgument", ...).
+    pub answers: BTreeMap<String, u64>,
+    /// Time from the start to the last answer.
+    pub elapsed: Duration,
+}
+
+impl Stream {
+    fn new(name: &str, warmup: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            offered: 0,
+            latencies: Latencies::new(warmup, Duration::from_secs(60)),
+            answers: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn answered(&mut self, result: &Result<(), tonic::Status>) {
+        let code = match result {
+            Ok(()) => "Ok".to_owned(),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        *self.answers.entry(code).or_default() += 1;
+    }
+
+    /// Errors by status (every answer that is not OK).
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        self.answers
+            .iter()
+            .filter(|(k, _)| *k != "Ok")
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Answers per second, over the time to the last answer.
+    pub fn achieved(&self) -> f64 {
+        let answered: u64 = self.answers.values().sum();
+        answered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Offers `due` (open loop): request `n` is sent at its due time whatever happened to the
+/// ones before (at most `ctx.concurrency` in flight; past it, later ones wait and their
+/// latency, counted from the due time, shows it).
+pub async fn open_loop(ctx: &Ctx, name: &str, due: Vec<Duration>, call: Call) -> Stream {
+    let stream = Arc::new(Mutex::new(Stream::new(name, ctx.warmup)));
+    stream.lock().expect("not poisoned").offered = due.len() as u64;
+    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, at) in due.into_iter().enumerate() {
+        tokio::time::sleep_until((ctx.start + at).into()).await;
+        let permit = slots.clone().acquire_owned().await.expect("never closed");
+        let request = call(n as u64);
+        let (stream, ctx) = (stream.clone(), ctx.clone());
+        tasks.spawn(async move {
+            let result = request.await;
+            let done = ctx.start.elapsed();
+            drop(permit);
+            let mut s = stream.lock().expect("not poisoned");
+            s.latencies.record(at, done);
+            s.answered(&result);
+            s.elapsed = s.elapsed.max(done);
+            ctx.progress.inc(1);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Arc::try_unwrap(stream)
+        .ok()
+        .expect("every request task has ended")
+        .into_inner()
+        .expect("not poisoned")
+}
+
+/// `workers` clients each send their next request as soon as the last one is answered, for
+/// `duration` (closed loop: the achieved rate is the target's capacity with that many
+/// callers; latency counts from each actual send).
+pub async fn closed_loop(
+    ctx: &Ctx,
+    name: &str,
+    workers: usize,
+    duration: Duration,
+    call: Call,
+) -> Stream {
+    let stream = Arc::new(Mutex::new(Stream::new(name, ctx.warmup)));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (stream, ctx, call, next) = (stream.clone(), ctx.clone(), call.clone(), next.clone());
+        tasks.spawn(async move {
+            while started.elapsed() < duration {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let sent = ctx.start.elapsed();
+                let result = call(n).await;
+                let done = ctx.start.elapsed();
+                let mut s = stream.lock().expect("not poisoned");
+                s.offered += 1;
+                s.latencies.record(sent, done);
+                s.answered(&result);
+                s.elapsed = s.elapsed.max(done);
+                ctx.progress.inc(1);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut s = Arc::try_unwrap(stream)
+        .ok()
+        .expect("every worker has ended")
+        .into_inner()
+        .expect("not poisoned");
+    // The rate over the workers' own time, not from the start of the whole run.
+    s.elapsed = started.elapsed();
+    s
+}
+
+/// What the server decided, as the harness saw it.
+#[derive(Default)]
+pub struct Outcomes {
+    /// Inbound decisions by "target: reason".
+    pub routing: BTreeMap<String, u64>,
+    /// Send answers by "ADMISSION" or "REFUSED: REASON".
+    pub sends: BTreeMap<String, u64>,
+    /// Send status events by state (from `Outbound.StreamStatus`).
+    pub statuses: BTreeMap<String, u64>,
+    /// Dirty input by "flaw → answer".
+    pub dirty: BTreeMap<String, u64>,
+    /// The customer of each template send, by idempotency key.
+    template_customers: HashMap<String, String>,
+    /// Distinct customers reached by a dispatched template send.
+    pub dispatched_customers: HashSet<String>,
+    /// Conversations assigned to the simulated agents, and how many they completed.
+    pub assignments: u64,
+    pub completed: u64,
+}
+
+pub type Shared = Arc<Mutex<Outcomes>>;
+
+fn count(map: &mut BTreeMap<String, u64>, key: String) {
+    *map.entry(key).or_default() += 1;
+}
+
+/// An enum value's proto name without its prefix ("SLA_SATURATED").
+fn name_of(s: Option<&str>, prefix: &str) -> String {
+    s.map_or("?", |s| s.strip_prefix(prefix).unwrap_or(s))
+        .to_owned()
+}
+
+/// Customers writing in: `Inbound.Ingest` of the scenario's messages.
+pub fn inbound(channel: &Channel, tenant: &str, messages: Messages, outcomes: &Shared) -> Call {
+    let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
+    let messages = Arc::new(messages);
+    Arc::new(move |n| {
+        let m = messages.nth(n);
+        let request = proto::InboundMessage {
+            tenant: tenant.clone(),
+            customer: m.customer,
+            channel: if m.web_chat {
+                proto::Channel::Webchat
+            } else {
+                proto::Channel::Whatsapp
+            } as i32,
+            provider_message_id: format!("load.{n}"),
+            text: m.text,
+            business_number: String::new(),
+        };
+        let mut client = proto::inbound_client::InboundClient::new(channel.clone());
+        let outcomes = outcomes.clone();
+        Box::pin(async move {
+            let d = client.ingest(request).await?.into_inner();
+            let key = format!(
+                "{}: {}",
+                name_of(d.target().as_str_name().into(), "TARGET_").to_lowercase(),
+                d.reason().as_str_name()
+            );
+            count(&mut outcomes.lock().expect("not poisoned").routing, key);
+            Ok(())
+        })
+    })
+}
+
+/// Bad inbound messages: each answer is counted by flaw and status.
+pub fn dirty(channel: &Channel, tenant: &str, dirty: Dirty, outcomes: &Shared) -> Call {
+    let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
+    Arc::new(move |n| {
+        let m = dirty.nth(n, &tenant, false);
+        let request = proto::InboundMessage {
+            tenant: m.tenant,
+            customer: m.customer,
+            channel: proto::Channel::Whatsapp as i32,
+            provider_message_id: format!("load-dirty.{n}"),
+            text: m.text,
+            business_number: String::new(),
+        };
+        let mut client = proto::inbound_client::InboundClient::new(channel.clone());
+        let outcomes = outcomes.clone();
+        Box::pin(async move {
+            let result = client.ingest(request).await.map(|_| ());
+            let answer = match &result {
+                Ok(()) => "routed".to_owned(),
+                Err(s) => format!("{:?}", s.code()),
+            };
+            count(
+                &mut outcomes.lock().expect("not poisoned").dirty,
+                format!("{} → {answer}", m.flaw.name()),
+            );
+            result
+        })
+    })
+}
+
+/// A business service sending one category: `Outbound.Send`, each with its own idempotency
+/// key.
+pub fn sends(channel: &Channel, tenant: &str, spec: Outbound, outcomes: &Shared) -> Call {
+    let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
+    let category = match spec.category.as_str() {
+        "marketing" => proto::Category::Marketing,
+        "utility" => proto::Category::Utility,
+        "authentication" => proto::Category::Authentication,
+        _ => proto::Category::Session,
+    };
+    let priority = match spec.priority {
+        Priority::ByCategory => proto::SendPriority::Unspecified,
+        Priority::Low => proto::SendPriority::Low,
+        Priority::Normal => proto::SendPriority::Normal,
+        Priority::High => proto::SendPriority::High,
+    };
+    Arc::new(move |n| {
+        let to = spec.customer(n);
+        let key = format!("load.{}.{n}", spec.category);
+        if category != proto::Category::Session {
+            outcomes
+                .lock()
+                .expect("not poisoned")
+                .template_customers
+                .insert(key.clone(), to.clone());
+        }
+        let request = proto::SendRequest {
+            tenant: tenant.clone(),
+            from: spec.from.clone(),
+            to,
+            category: category as i32,
+            content: spec.content.clone(),
+            priority: priority as i32,
+            idempotency_key: key,
+            valid_for_ms: 0,
+        };
+        let mut client = proto::outbound_client::OutboundClient::new(channel.clone());
+        let outcomes = outcomes.clone();
+        Box::pin(async move {
+            let r = client.send(request).await?.into_inner();
+            let key = match r.admission() {
+                proto::Admission::Refused => format!("REFUSED: {}", r.reason().as_str_name()),
+                a => name_of(Some(a.as_str_name()), "ADMISSION_"),
+            };
+            count(&mut outcomes.lock().expect("not poisoned").sends, key);
+            Ok(())
+        })
+    })
+}
+
+/// Follows the tenant's send statuses until the task is aborted: counts each state, and the
+/// distinct customers a template send was dispatched to.
+pub async fn follow_statuses(channel: Channel, tenant: String, outcomes: Shared) {
+    let mut client = proto::outbound_client::OutboundClient::new(channel);
+    let Ok(stream) = client
+        .stream_status(proto::StatusStreamRequest { tenant })
+        .await
+    else {
+        return;
+    };
+    let mut stream = stream.into_inner();
+    while let Ok(Some(s)) = stream.message().await {
+        let mut o = outcomes.lock().expect("not poisoned");
+        count(
+            &mut o.statuses,
+            name_of(Some(s.state().as_str_name()), "SEND_STATE_"),
+        );
+        if s.state() == proto::SendState::Dispatched
+            && let Some(customer) = o.template_customers.get(&s.idempotency_key).cloned()
+        {
+            o.dispatched_customers.insert(customer);
+        }
+    }
+}
+
+/// Registers the simulated agents online with their capacity and queues; returns their ids.
+pub async fn register_agents(
+    channel: &Channel,
+    tenant: &str,
+    spec: &Agents,
+) -> Result<Vec<String>, tonic::Status> {
+    let mut client = proto::agents_client::AgentsClient::new(channel.clone());
+    let mut ids = Vec::new();
+    for i in 0..spec.count {
+        let agent_id = format!("load-agent-{i}");
+        client
+            .register(proto::RegisterAgentRequest {
+                tenant: tenant.to_owned(),
+                agent_id: agent_id.clone(),
+                presence: proto::Presence::Online as i32,
+                capacity: spec.capacity,
+                queues: spec.queues.clone(),
+            })
+            .await?;
+        ids.push(agent_id);
+    }
+    Ok(ids)
+}
+
+/// The simulated agents at work: each follows its stream and completes every conversation
+/// it is given after a handle time (0.5 to 1.5 times the mean, the same every run). Runs
+/// until aborted.
+pub async fn agents(
+    channel: Channel,
+    tenant: String,
+    spec: Agents,
+    ids: Vec<String>,
+    outcomes: Shared,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, agent_id) in ids.into_iter().enumerate() {
+        let (channel, tenant, handle_mean, outcomes) = (
+            channel.clone(),
+            tenant.clone(),
+            spec.handle,
+            outcomes.clone(),
+        );
+        tasks.spawn(async move {
+            let mut agents = proto::agents_client::AgentsClient::new(channel);
+            let Ok(stream) = agents
+                .subscribe(proto::AgentRef {
+                    tenant: tenant.clone(),
+                    agent_id: agent_id.clone(),
+                })
+                .await
+            else {
+                eprintln!("agent {agent_id} could not follow its stream");
+                return;
+            };
+            let mut stream = stream.into_inner();
+            let mut handled = 0u64;
+            let mut work = tokio::task::JoinSet::new();
+            while let Ok(Some(event)) = stream.message().await {
+                let Some(proto::agent_event::Event::Assigned(a)) = event.event else {
+                    continue;
+                };
+                let Some(conversation) = a.conversation else {
+                    continue;
+                };
+                outcomes.lock().expect("not poisoned").assignments += 1;
+                handled += 1;
+                let spread = ((handled * 7 + i as u64 * 13) % 11) as f64 / 10.0;
+                let handle = handle_mean.mul_f64(0.5 + spread);
+                let (mut agents, tenant, agent_id, outcomes) = (
+                    agents.clone(),
+                    tenant.clone(),
+                    agent_id.clone(),
+                    outcomes.clone(),
+                );
+                work.spawn(async move {
+                    tokio::time::sleep(handle).await;
+                    let done = agents
+                        .complete(proto::ConversationAction {
+                            tenant,
+                            agent_id,
+                            conversation_id: conversation.conversation_id,
+                        })
+                        .await;
+                    if done.is_ok() {
+                        outcomes.lock().expect("not poisoned").completed += 1;
+                    }
+                });
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Reads the tenant's quota every `every` until aborted (daily-limit usage over time).
+pub async fn sample_quota(
+    channel: Channel,
+    tenant: String,
+    start: Instant,
+    every: Duration,
+    samples: Arc<Mutex<Vec<LimitSample>>>,
+) {
+    let mut client = proto::quotas_client::QuotasClient::new(channel);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Ok(q) = client
+            .get(proto::QuotaRef {
+                tenant: tenant.clone(),
+            })
+            .await
+        else {
+            continue;
+        };
+        let q = q.into_inner();
+        if q.unlimited {
+            return;
+        }
+        samples.lock().expect("not poisoned").push(LimitSample {
+            at_s: start.elapsed().as_secs_f64(),
+            used: q.used,
+            limit: q.messaging_limit,
+            threshold: q.batch_threshold,
+            batch_mode: q.batch_mode,
+            queued: q.queued,
+        });
+    }
+}
+
+/// The tenant's queues as the server counts them (SLA attainment, assignments, breaches).
+pub async fn queue_stats(channel: Channel, tenant: &str) -> Vec<proto::QueueStats> {
+    let mut client = proto::queues_client::QueuesClient::new(channel);
+    client
+        .stats(proto::QueueStatsRequest {
+            tenant: tenant.to_owned(),
+            queue: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().queues)
+        .unwrap_or_default()
+}

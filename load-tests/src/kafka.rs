@@ -1,0 +1,349 @@
+//! The Kafka target: inbound messages (and bad records) are produced to the input topic keyed
+//! by tenant, and a request is answered when its routed decision, or its dead letter, is read
+//! back. The same load models drive it as gRPC: a [`Call`] produces record `n` and waits for
+//! its answer, so latency counts from the scheduled time to the answer read from the broker.
+//!
+//! The anchor is a raw rdkafka consume→produce pipe ([`pipe`]) in its own process, copying
+//! the same records between two topics of the same broker with the same client settings.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use switchboard::proto;
+use tokio::sync::oneshot;
+
+use crate::drive::{Call, Shared};
+use crate::scenario::{Dirty, Flaw, Messages};
+
+/// How long a record may take to come back before it counts as lost.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+/// What came back for a record.
+#[derive(Debug)]
+enum Answer {
+    Routed(Option<proto::RoutingDecision>),
+    Dead { reason: String },
+}
+
+/// What the reader finds on an output topic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Output {
+    /// switchboard's routed topic: `RoutingDecision`s.
+    Decisions,
+    /// switchboard's dead-letter topic: the original record, the error in headers.
+    DeadLetters,
+    /// The anchor pipe's output: the input records, copied.
+    Copies,
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Answer>>>>;
+
+/// Produces to one input topic and answers each record from the output topics.
+pub struct KafkaTarget {
+    producer: FutureProducer,
+    input: String,
+    pending: Pending,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// The producer settings both switchboard's input and the anchor's get: keyed by tenant,
+/// murmur2 like the Java client, a short linger.
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "2")
+        .set("enable.idempotence", "true")
+        .create()?)
+}
+
+fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?)
+}
+
+/// The request id a record carries (`provider_message_id`, or in a record that is not
+/// protobuf, the `load-dirty.N` text in it).
+fn id_of(payload: &[u8]) -> Option<String> {
+    if let Ok(m) = proto::InboundMessage::decode(payload)
+        && !m.provider_message_id.is_empty()
+    {
+        return Some(m.provider_message_id);
+    }
+    let text = String::from_utf8_lossy(payload);
+    let at = text.find("load-dirty.")?;
+    let digits: String = text[at + 11..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then(|| format!("load-dirty.{digits}"))
+}
+
+impl KafkaTarget {
+    /// Reads `outputs` from their beginning (a fresh group), answering pending records.
+    pub fn start(
+        brokers: &str,
+        input: &str,
+        outputs: &[(String, Output)],
+        group: &str,
+    ) -> anyhow::Result<Self> {
+        let reader = consumer(brokers, group)?;
+        let topics: Vec<&str> = outputs.iter().map(|(t, _)| t.as_str()).collect();
+        reader.subscribe(&topics)?;
+        let kinds: HashMap<String, Output> = outputs.iter().cloned().collect();
+        let pending = Pending::default();
+        let answers = pending.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let Ok(m) = reader.recv().await else {
+                    continue;
+                };
+                let payload = m.payload().unwrap_or_default();
+                let answer = match kinds.get(m.topic()) {
+                    Some(Output::Decisions) => proto::RoutingDecision::decode(payload)
+                        .ok()
+                        .map(|d| (d.provider_message_id.clone(), Answer::Routed(Some(d)))),
+                    Some(Output::Copies) => id_of(payload).map(|id| (id, Answer::Routed(None))),
+                    Some(Output::DeadLetters) => id_of(payload).map(|id| {
+                        let reason = m
+                            .headers()
+                            .and_then(|h| {
+                                h.iter()
+                                    .find(|h| h.key == "switchboard.error.reason")
+                                    .and_then(|h| h.value)
+                            })
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_else(|| "unknown".into());
+                        (id, Answer::Dead { reason })
+                    }),
+                    None => None,
+                };
+                if let Some((id, answer)) = answer
+                    && let Some(tx) = answers.lock().expect("not poisoned").remove(&id)
+                {
+                    let _ = tx.send(answer);
+                }
+            }
+        });
+        Ok(Self {
+            producer: producer(brokers)?,
+            input: input.to_owned(),
+            pending,
+            reader,
+        })
+    }
+
+    /// Produces `payload` keyed by `key` and waits for the record `id`'s answer.
+    fn produce(
+        &self,
+        id: String,
+        key: String,
+        payload: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Answer, tonic::Status>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .insert(id.clone(), tx);
+        let (producer, topic, pending) = (
+            self.producer.clone(),
+            self.input.clone(),
+            self.pending.clone(),
+        );
+        async move {
+            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            if let Err((e, _)) = producer.send(record, Duration::from_secs(30)).await {
+                pending.lock().expect("not poisoned").remove(&id);
+                return Err(tonic::Status::unavailable(format!("produce failed: {e}")));
+            }
+            match tokio::time::timeout(ANSWER_WITHIN, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                _ => {
+                    pending.lock().expect("not poisoned").remove(&id);
+                    Err(tonic::Status::deadline_exceeded(format!(
+                        "{id}: neither routed nor dead-lettered within {ANSWER_WITHIN:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Customers writing in, through the input topic.
+    pub fn inbound(self: &Arc<Self>, tenant: &str, messages: Messages, outcomes: &Shared) -> Call {
+        let (target, tenant, outcomes) = (self.clone(), tenant.to_owned(), outcomes.clone());
+        let messages = Arc::new(messages);
+        Arc::new(move |n| {
+            let m = messages.nth(n);
+            let id = format!("load.{n}");
+            let payload = proto::InboundMessage {
+                tenant: tenant.clone(),
+                customer: m.customer,
+                channel: if m.web_chat {
+                    proto::Channel::Webchat
+                } else {
+                    proto::Channel::Whatsapp
+                } as i32,
+                provider_message_id: id.clone(),
+                text: m.text,
+                business_number: String::new(),
+            }
+            .encode_to_vec();
+            let answer = target.produce(id, tenant.clone(), payload);
+            let outcomes = outcomes.clone();
+            Box::pin(async move {
+                let key = match answer.await? {
+                    Answer::Routed(Some(d)) => format!(
+                        "{}: {}",
+                        d.target()
+                            .as_str_name()
+                            .trim_start_matches("TARGET_")
+                            .to_lowercase(),
+                        d.reason().as_str_name()
+                    ),
+                    Answer::Routed(None) => return Ok(()),
+                    Answer::Dead { reason } => {
+                        return Err(tonic::Status::invalid_argument(format!(
+                            "dead-lettered: {reason}"
+                        )));
+                    }
+                };
+                *outcomes
+                    .lock()
+                    .expect("not poisoned")
+                    .routing
+                    .entry(key)
+                    .or_default() += 1;
+                Ok(())
+            })
+        })
+    }
+
+    /// Bad records, through the input topic: each must come back as a dead letter.
+    pub fn dirty(self: &Arc<Self>, tenant: &str, dirty: Dirty, outcomes: &Shared) -> Call {
+        let (target, tenant, outcomes) = (self.clone(), tenant.to_owned(), outcomes.clone());
+        Arc::new(move |n| {
+            let m = dirty.nth(n, &tenant, true);
+            let id = format!("load-dirty.{n}");
+            let payload = if m.flaw == Flaw::NotProtobuf {
+                format!("not protobuf: {id}").into_bytes()
+            } else {
+                proto::InboundMessage {
+                    tenant: m.tenant.clone(),
+                    customer: m.customer,
+                    channel: proto::Channel::Whatsapp as i32,
+                    provider_message_id: id.clone(),
+                    text: m.text,
+                    business_number: String::new(),
+                }
+                .encode_to_vec()
+            };
+            let answer = target.produce(id, m.tenant, payload);
+            let outcomes = outcomes.clone();
+            Box::pin(async move {
+                let (outcome, result) = match answer.await {
+                    Ok(Answer::Dead { reason }) => (
+                        Some(format!("dead-lettered ({reason})")),
+                        Err(tonic::Status::invalid_argument(reason)),
+                    ),
+                    Ok(Answer::Routed(_)) => (Some("routed".to_owned()), Ok(())),
+                    // Never answered (or never produced): lost, not refused; the report
+                    // counts it from what was sent.
+                    Err(status) => (None, Err(status)),
+                };
+                if let Some(outcome) = outcome {
+                    *outcomes
+                        .lock()
+                        .expect("not poisoned")
+                        .dirty
+                        .entry(format!("{} → {outcome}", m.flaw.name()))
+                        .or_default() += 1;
+                }
+                result
+            })
+        })
+    }
+}
+
+impl Drop for KafkaTarget {
+    fn drop(&mut self) {
+        self.reader.abort();
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+/// The anchor: consume `input`, produce the same key and bytes to `output`, no per-record
+/// waiting, until `stop` resolves.
+pub async fn pipe(
+    brokers: &str,
+    input: &str,
+    output: &str,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let consumer = consumer(brokers, &format!("{input}-pipe"))?;
+    consumer.subscribe(&[input])?;
+    let producer = producer(brokers)?;
+    tokio::pin!(stop);
+    loop {
+        let m = tokio::select! {
+            () = &mut stop => break,
+            m = consumer.recv() => m?,
+        };
+        let (key, payload) = (m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+        while producer
+            .send_result(FutureRecord::to(output).key(key).payload(payload))
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    producer.flush(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Creates `topics` with `partitions` each (the anchor's; switchboard creates its own).
+pub async fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<_> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin.create_topics(&new, &AdminOptions::new()).await? {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_found_by_its_id_protobuf_or_not() {
+        let m = proto::InboundMessage {
+            provider_message_id: "load.42".into(),
+            ..Default::default()
+        };
+        assert_eq!(id_of(&m.encode_to_vec()).as_deref(), Some("load.42"));
+        assert_eq!(
+            id_of(b"not protobuf: load-dirty.17").as_deref(),
+            Some("load-dirty.17")
+        );
+        assert_eq!(id_of(b"not protobuf at all"), None);
+    }
+}
