@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -262,8 +261,10 @@ pub async fn run_with(
         .add_service(proto::queues_server::QueuesServer::new(api.clone()))
         .add_service(proto::outbound_server::OutboundServer::new(api.clone()))
         .add_service(proto::quotas_server::QuotasServer::new(api))
+        // TCP_NODELAY: without it an answer written in two segments waits for the client's
+        // delayed ACK (40 ms on Linux); the load-test harness found it at p90 under light load.
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc),
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             stop_grpc.clone().cancelled_owned(),
         );
     let mut server = tokio::spawn(server);

@@ -244,8 +244,16 @@ pub fn dirty(channel: &Channel, tenant: &str, dirty: Dirty, outcomes: &Shared) -
 }
 
 /// A business service sending one category: `Outbound.Send`, each with its own idempotency
-/// key.
-pub fn sends(channel: &Channel, tenant: &str, spec: Outbound, outcomes: &Shared) -> Call {
+/// key. With `replies` (the scenario's inbound messages), session send `n` answers the
+/// customer of inbound message `n`, who wrote before it (sessions are sent no faster than
+/// customers write).
+pub fn sends(
+    channel: &Channel,
+    tenant: &str,
+    spec: Outbound,
+    replies: Option<Messages>,
+    outcomes: &Shared,
+) -> Call {
     let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
     let category = match spec.category.as_str() {
         "marketing" => proto::Category::Marketing,
@@ -259,8 +267,12 @@ pub fn sends(channel: &Channel, tenant: &str, spec: Outbound, outcomes: &Shared)
         Priority::Normal => proto::SendPriority::Normal,
         Priority::High => proto::SendPriority::High,
     };
+    let replies = replies.filter(|_| category == proto::Category::Session);
     Arc::new(move |n| {
-        let to = spec.customer(n);
+        let to = match &replies {
+            Some(inbound) => inbound.nth(n).customer,
+            None => spec.customer(n),
+        };
         let key = format!("load.{}.{n}", spec.category);
         if category != proto::Category::Session {
             outcomes
@@ -271,7 +283,7 @@ pub fn sends(channel: &Channel, tenant: &str, spec: Outbound, outcomes: &Shared)
         }
         let request = proto::SendRequest {
             tenant: tenant.clone(),
-            from: spec.from.clone(),
+            from: spec.from[(n % spec.from.len() as u64) as usize].clone(),
             to,
             category: category as i32,
             content: spec.content.clone(),

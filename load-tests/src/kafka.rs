@@ -289,9 +289,21 @@ pub async fn pipe(
     output: &str,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let consumer = consumer(brokers, &format!("{input}-pipe"))?;
+    // The service's own client settings: librdkafka's consumer defaults (bar offsets, which
+    // the pipe leaves to auto-commit), and its outbox's producer (idempotent, acks=all,
+    // murmur2).
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{input}-pipe"))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
     consumer.subscribe(&[input])?;
-    let producer = producer(brokers)?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .create()?;
     tokio::pin!(stop);
     loop {
         let m = tokio::select! {

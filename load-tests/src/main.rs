@@ -85,6 +85,9 @@ struct RunArgs {
     /// Without a scenario: what to call, `ingest` (Inbound.Ingest) or `send` (Outbound.Send).
     #[arg(long, default_value = "ingest")]
     call: String,
+    /// Without a scenario, `--call send`: the sending business numbers, taking turns.
+    #[arg(long, default_value = "+34910000001", value_delimiter = ',')]
+    from: Vec<String>,
     /// Without a scenario: the tenant (configured on the target).
     #[arg(long, default_value = "demo")]
     tenant: String,
@@ -202,7 +205,7 @@ async fn serve(config: Option<PathBuf>, kind: Kind, kafka: Option<Kafka>) -> any
             .add_service(proto::inbound_server::InboundServer::new(Echo))
             .add_service(proto::outbound_server::OutboundServer::new(Echo))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stdin_closed,
             )
             .await?;
@@ -332,7 +335,7 @@ fn plan_from_flags(args: &RunArgs, rate: Rate) -> anyhow::Result<Plan> {
             priority: Priority::ByCategory,
             rate,
             customers: 1_000_000,
-            from: "+34910000001".into(),
+            from: args.from.clone(),
             content: "order_update".into(),
         }),
         other => anyhow::bail!("--call {other:?}: use ingest or send"),
@@ -375,7 +378,15 @@ fn calls(plan: &Plan, via: &Via, outcomes: &Shared) -> anyhow::Result<Vec<(Strin
         calls.push((
             format!("send {}", o.category),
             o.rate.clone(),
-            drive::sends(channel, &plan.tenant, o.clone(), outcomes),
+            drive::sends(
+                channel,
+                &plan.tenant,
+                o.clone(),
+                plan.inbound
+                    .as_ref()
+                    .map(|(_, load)| Messages::new(load, 1)),
+                outcomes,
+            ),
         ));
     }
     if let Some(d) = &plan.dirty {
@@ -587,11 +598,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--anchor compares one call (--call) with its echo; a scenario has no echo"
         );
         if let Some(fraction) = args.rate_from_anchor {
-            let callers = args.workers.unwrap_or(64);
-            let (max, _) = anchor(&plan, &args, kafka.as_ref(), Some(callers)).await?;
+            // gRPC: the maximum with closed-loop callers. Kafka: the rate the pipe achieves
+            // under the open-loop --rate (set it above what the pipe can do).
+            let callers = match kafka {
+                None => Some(args.workers.unwrap_or(64)),
+                Some(_) => None,
+            };
+            let (max, _) = anchor(&plan, &args, kafka.as_ref(), callers).await?;
             let rate = max[0].achieved() * fraction;
             println!(
-                "anchor maximum with {callers} callers: {:.0}/s; open loop at {fraction} of it: {rate:.0}/s",
+                "anchor maximum ({}): {:.0}/s; open loop at {fraction} of it: {rate:.0}/s",
+                callers.map_or("open loop".to_owned(), |c| format!("{c} callers")),
                 max[0].achieved()
             );
             plan = plan_from_flags(&args, Rate::Constant { per_sec: rate })?;
@@ -645,7 +662,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Duration::from_millis(250),
         samples.clone(),
     ));
-    if !plan.outbound.is_empty() {
+    // A scenario's sends are followed on the status stream (the limit check); a flags run
+    // measures the call alone, like its anchor.
+    if !plan.outbound.is_empty() && args.scenario.is_some() {
         observers.spawn(drive::follow_statuses(
             channel.clone(),
             plan.tenant.clone(),
@@ -724,6 +743,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             sla_attainment: q.sla_attainment,
             sla_breaches: q.sla_breaches_total,
             depth_at_end: q.depth,
+            oldest_wait_s: q.oldest_wait_ms as f64 / 1_000.0,
         })
         .collect();
     report.agents = plan.agents.as_ref().map(|a| AgentsLine {

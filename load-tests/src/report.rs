@@ -92,6 +92,7 @@ pub struct QueueLine {
     pub sla_attainment: f64,
     pub sla_breaches: u64,
     pub depth_at_end: u32,
+    pub oldest_wait_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -138,7 +139,7 @@ impl LimitLine {
             .windows(2)
             .filter(|w| w[0].batch_mode)
             .map(|w| w[1].at_s - w[0].at_s)
-            .sum();
+            .fold(0.0, |a, b| a + b);
         Some(Self {
             limit: last.limit,
             threshold: last.threshold,
@@ -293,10 +294,10 @@ impl Report {
                     .join(", ")
             };
             md.push_str(&format!(
-                "| {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
                 t.name,
-                t.offered_per_sec,
-                t.achieved_per_sec,
+                per_sec(t.offered_per_sec),
+                per_sec(t.achieved_per_sec),
                 t.measured,
                 t.p50_ms,
                 t.p90_ms,
@@ -343,15 +344,16 @@ impl Report {
             }
         }
         if !self.queues.is_empty() {
-            md.push_str("\n## SLA by queue (the server's figures at the end)\n\n| queue | assignments | SLA attainment | breaches | waiting at the end |\n|---|---|---|---|---|\n");
+            md.push_str("\n## SLA by queue (the server's figures at the end)\n\n| queue | assignments | SLA attainment (of assignments) | breaches (waited past the target, assigned or not) | waiting at the end | oldest wait |\n|---|---|---|---|---|---|\n");
             for q in &self.queues {
                 md.push_str(&format!(
-                    "| {} | {} | {:.1}% | {} | {} |\n",
+                    "| {} | {} | {:.1}% | {} | {} | {:.0} s |\n",
                     q.queue,
                     q.assignments,
                     q.sla_attainment * 100.0,
                     q.sla_breaches,
-                    q.depth_at_end
+                    q.depth_at_end,
+                    q.oldest_wait_s
                 ));
             }
         }
@@ -397,6 +399,15 @@ impl Report {
             }
         }
         md
+    }
+}
+
+/// A rate for the table: whole numbers, one decimal below 10/s.
+fn per_sec(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
     }
 }
 
@@ -461,9 +472,9 @@ mod tests {
             Duration::from_secs(60),
             Duration::from_secs(5),
             vec![Measured::new(
-                "send marketing",
-                10.0,
-                10.0,
+                "send utility",
+                0.5,
+                0.5,
                 &summary(1, 2, 3),
                 BTreeMap::new(),
             )],
@@ -514,6 +525,7 @@ mod tests {
         assert_eq!((dirty.refused, dirty.accepted, dirty.lost), (9, 0, 1));
         let md = report.markdown();
         for expected in [
+            "| send utility | 0.5 | 0.5 | 1000 |",
             "| bot: SLA_SATURATED | 30 |",
             "**30.0%** of inbound messages",
             "| 250 | 80% | 240 | 96.0% | **0** | 240 | 2.0 s | 2.0 s | 7 |",

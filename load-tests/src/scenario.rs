@@ -62,20 +62,21 @@ pub struct OutboundSpec {
     pub category: String,
     pub rate: RateSpec,
     /// Distinct customers sent to. Templates go to customers who never wrote (each one new
-    /// to the messaging limit); session messages go to the inbound customers.
+    /// to the messaging limit); session messages reply to the customers who wrote (the n-th
+    /// to the writer of the n-th inbound message; without `[inbound]`, to this many of them).
     pub customers: u64,
     /// `low`, `normal` or `high`; default: by category (the tenant's `low_priority`).
     #[serde(default)]
     pub priority: Option<String>,
-    /// The sending business number (as configured on the server).
+    /// The sending business numbers (as configured on the server), taking turns.
     #[serde(default = "default_from")]
-    pub from: String,
+    pub from: Vec<String>,
     #[serde(default = "default_content")]
     pub content: String,
 }
 
-fn default_from() -> String {
-    "+34910000001".into()
+fn default_from() -> Vec<String> {
+    vec!["+34910000001".into()]
 }
 
 fn default_content() -> String {
@@ -208,7 +209,7 @@ pub struct Outbound {
     pub priority: Priority,
     pub rate: Rate,
     pub customers: u64,
-    pub from: String,
+    pub from: Vec<String>,
     pub content: String,
 }
 
@@ -313,6 +314,12 @@ impl Scenario {
                     ));
                 }
             };
+            if o.from.is_empty() {
+                return Err(bad(
+                    &field("from"),
+                    "is empty; name at least one business number",
+                ));
+            }
             if o.customers == 0 {
                 return Err(bad(
                     &field("customers"),
@@ -591,6 +598,25 @@ mod tests {
             (Duration::from_secs(60), Duration::from_secs(10))
         );
         assert_eq!(s.inbound.unwrap().0, Rate::Constant { per_sec: 200.0 });
+    }
+
+    #[test]
+    fn the_afternoon_peak_carries_35_percent_of_the_day_between_2_and_4_pm() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/afternoon_peak.toml"
+        ))
+        .unwrap();
+        let plan = Scenario::from_toml(&text).unwrap();
+        let due = plan.inbound.unwrap().0.schedule(plan.duration);
+        // 5 s per hour: 2 pm to 4 pm is from 70 s to 80 s.
+        let hour = Duration::from_secs(5);
+        let peak = due
+            .iter()
+            .filter(|t| (14 * hour..16 * hour).contains(*t))
+            .count();
+        assert_eq!(due.len(), 12_000);
+        assert_eq!(peak, 4_200, "35% of 12,000");
     }
 
     #[test]
