@@ -120,7 +120,12 @@ struct RunArgs {
     /// Pin this process to CPU 0 and the servers it starts to CPU 1 (Linux).
     #[arg(long)]
     pin: bool,
-    /// Write report.md, report.json and the plots (SVG) into this directory.
+    /// Run the whole measurement this many times (each with its own servers); the summary
+    /// gives the median and the spread of the ratios to the anchor.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Write report.md, report.json and the plots (SVG) into this directory (with --repeat,
+    /// one run-N directory per run, and summary.md).
     #[arg(long)]
     report: Option<PathBuf>,
 }
@@ -535,7 +540,28 @@ async fn anchor(
 /// Partitions of the anchor's topics: switchboard's default `kafka.topic_partitions`.
 const PARTITIONS: i32 = 12;
 
+/// Runs the measurement `--repeat` times; with more than one, prints the median and the
+/// spread of the ratios to the anchor.
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.repeat <= 1 {
+        run_once(&args, args.report.as_deref()).await?;
+        return Ok(());
+    }
+    let mut runs = Vec::new();
+    for n in 1..=args.repeat {
+        println!("== run {n} of {}", args.repeat);
+        let dir = args.report.as_ref().map(|d| d.join(format!("run-{n}")));
+        runs.push(run_once(&args, dir.as_deref()).await?);
+    }
+    let summary = switchboard_load::report::Repeated::new(&runs);
+    println!("{}", summary.markdown());
+    if let Some(dir) = &args.report {
+        std::fs::write(dir.join("summary.md"), summary.markdown())?;
+    }
+    Ok(())
+}
+
+async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<Report> {
     if let Some(target) = &args.target {
         let host = target.rsplit_once(':').map_or("", |(h, _)| h);
         if !args.allow_remote && !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
@@ -769,8 +795,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .timelines
             .insert(s.name.clone(), s.latencies.timeline());
     }
-    report.finish(args.report.as_deref())?;
+    report.finish(report_dir)?;
     drop(via);
     drop(tansu);
-    Ok(())
+    Ok(report)
 }

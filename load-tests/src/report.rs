@@ -402,6 +402,81 @@ impl Report {
     }
 }
 
+/// Several runs of the same measurement: the median and the spread (min–max) of each ratio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repeated {
+    pub runs: usize,
+    /// (what, median, min, max) for the achieved rate, p99, p99.9 and server CPU per message,
+    /// over the runs that had them.
+    pub ratios: Vec<(&'static str, f64, f64, f64)>,
+    /// The same for switchboard's own achieved rate (answers/s).
+    pub achieved: Option<(f64, f64, f64)>,
+}
+
+fn spread(mut values: Vec<f64>) -> Option<(f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    Some((median, values[0], values[n - 1]))
+}
+
+impl Repeated {
+    pub fn new(reports: &[Report]) -> Self {
+        let pick =
+            |f: &dyn Fn(&Report) -> Option<f64>| spread(reports.iter().filter_map(f).collect());
+        let mut ratios = Vec::new();
+        for (what, f) in [
+            (
+                "achieved rate",
+                &(|r: &Report| r.ratios.map(|x| x.achieved)) as &dyn Fn(&Report) -> Option<f64>,
+            ),
+            ("p99", &|r: &Report| r.ratios.map(|x| x.p99)),
+            ("p99.9", &|r: &Report| r.ratios.map(|x| x.p999)),
+            ("server CPU per message", &|r: &Report| {
+                Some(r.cost.server_cpu_s_per_msg? / r.cost.anchor_server_cpu_s_per_msg?)
+            }),
+        ] {
+            if let Some((m, lo, hi)) = pick(f) {
+                ratios.push((what, m, lo, hi));
+            }
+        }
+        let achieved = pick(&|r: &Report| {
+            r.targets
+                .iter()
+                .find(|t| t.name != "anchor")
+                .map(|t| t.achieved_per_sec)
+        });
+        Self {
+            runs: reports.len(),
+            ratios,
+            achieved,
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = format!(
+            "## {} runs: ratio to the anchor, median (min–max)\n\n| figure | median | spread |\n|---|---|---|\n",
+            self.runs
+        );
+        for (what, m, lo, hi) in &self.ratios {
+            md.push_str(&format!("| {what} | **{m:.2}×** | {lo:.2}–{hi:.2} |\n"));
+        }
+        if let Some((m, lo, hi)) = self.achieved {
+            md.push_str(&format!(
+                "\nswitchboard achieved {m:.0}/s (median; {lo:.0}–{hi:.0}).\n"
+            ));
+        }
+        md
+    }
+}
+
 /// A rate for the table: whole numbers, one decimal below 10/s.
 fn per_sec(v: f64) -> String {
     if v < 10.0 {
@@ -535,6 +610,40 @@ mod tests {
             assert!(md.contains(expected), "{expected:?} in\n{md}");
         }
         assert!(LimitLine::from_samples(&[], 0).is_none());
+    }
+
+    #[test]
+    fn repeated_runs_give_the_median_and_the_spread() {
+        let run = |achieved: f64, p99: u64| {
+            Report::new(
+                "send",
+                Duration::from_secs(20),
+                Duration::from_secs(3),
+                vec![
+                    Measured::new("anchor", 100.0, 100.0, &summary(1, 4, 8), BTreeMap::new()),
+                    Measured::new(
+                        "send",
+                        100.0,
+                        achieved,
+                        &summary(2, p99, 16),
+                        BTreeMap::new(),
+                    ),
+                ],
+            )
+        };
+        let r = Repeated::new(&[run(60.0, 8), run(70.0, 4), run(65.0, 6)]);
+        assert_eq!(r.runs, 3);
+        assert_eq!(r.ratios[0], ("achieved rate", 0.65, 0.6, 0.7));
+        assert_eq!(r.ratios[1], ("p99", 1.5, 1.0, 2.0));
+        assert_eq!(r.achieved, Some((65.0, 60.0, 70.0)));
+        assert!(
+            r.markdown()
+                .contains("| achieved rate | **0.65×** | 0.60–0.70 |"),
+            "{}",
+            r.markdown()
+        );
+        assert_eq!(spread(vec![4.0, 1.0]), Some((2.5, 1.0, 4.0)));
+        assert_eq!(spread(vec![]), None);
     }
 
     #[test]
