@@ -351,7 +351,11 @@ fn plan_from_flags(args: &RunArgs, rate: Rate) -> anyhow::Result<Plan> {
 fn load_model(args: &RunArgs, rate: &Rate) -> String {
     match args.workers {
         Some(w) if args.rate_from_anchor.is_none() => format!("closed loop, {w} callers"),
-        _ => format!("open loop, {rate:?}"),
+        _ => match rate {
+            Rate::Constant { per_sec } => format!("open loop, {per_sec:.0}/s"),
+            Rate::Ramp { from, to, .. } => format!("open loop, {from:.0}/s to {to:.0}/s"),
+            other => format!("open loop, {other:?}"),
+        },
     }
 }
 
