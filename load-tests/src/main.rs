@@ -590,7 +590,7 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
                 .with_context(|| format!("scenario {}", path.display()))?;
             (plan, path.parent().map(Path::to_path_buf))
         }
-        None => (plan_from_flags(&args, base_rate)?, None),
+        None => (plan_from_flags(args, base_rate)?, None),
     };
     // The broker: one named, or Tansu started here; each run gets its own topics.
     #[allow(unused_assignments)]
@@ -634,17 +634,17 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
                 None => Some(args.workers.unwrap_or(64)),
                 Some(_) => None,
             };
-            let (max, _) = anchor(&plan, &args, kafka.as_ref(), callers).await?;
+            let (max, _) = anchor(&plan, args, kafka.as_ref(), callers).await?;
             let rate = max[0].achieved() * fraction;
             println!(
                 "anchor maximum ({}): {:.0}/s; open loop at {fraction} of it: {rate:.0}/s",
                 callers.map_or("open loop".to_owned(), |c| format!("{c} callers")),
                 max[0].achieved()
             );
-            plan = plan_from_flags(&args, Rate::Constant { per_sec: rate })?;
+            plan = plan_from_flags(args, Rate::Constant { per_sec: rate })?;
             workers = None;
         }
-        Some(anchor(&plan, &args, kafka.as_ref(), workers).await?)
+        Some(anchor(&plan, args, kafka.as_ref(), workers).await?)
     } else {
         None
     };
@@ -714,7 +714,7 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
     let server_pid = child.as_ref().map(|c| c.pid);
     let (client_before, server_before) =
         (usage::of(None), server_pid.and_then(|p| usage::of(Some(p))));
-    let streams = offer(&plan, &via, &outcomes, &args, workers, "switchboard").await?;
+    let streams = offer(&plan, &via, &outcomes, args, workers, "switchboard").await?;
     let n = answered(&streams);
     let (client_after, server_after) =
         (usage::of(None), server_pid.and_then(|p| usage::of(Some(p))));
