@@ -60,6 +60,9 @@ pub struct Config {
     /// At least one tenant.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// Bearer tokens for the calls that change state for others (see `auth`); none: open.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// How the runtime around the core is shaped.
@@ -587,6 +590,9 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.auth
+            .validate()
+            .map_err(|(field, problem)| invalid(field, problem))?;
         let rt = &self.runtime;
         positive("runtime.shards", rt.shards as u64)?;
         positive("runtime.tick_interval_ms", rt.tick_interval_ms)?;

@@ -1230,6 +1230,7 @@ impl proto::quotas_server::Quotas for Api {
             set_override
         );
         use proto::set_override_request::Change as C;
+        let actor = crate::auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let change = match r.change {
             Some(C::MessagingLimit(n)) => {
@@ -1267,7 +1268,7 @@ impl proto::quotas_server::Quotas for Api {
                 tenant: tenant(&r.tenant)?,
                 change,
                 reason: r.reason,
-                actor: r.actor,
+                actor,
                 expires_in_ms: r.expires_in_ms,
             })
             .await?
@@ -1287,12 +1288,13 @@ impl proto::quotas_server::Quotas for Api {
             proto::quotas_client::QuotasClient<Channel>,
             clear_override
         );
+        let actor = crate::auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         match self
             .call(Command::ClearOverride {
                 tenant: tenant(&r.tenant)?,
                 id: r.override_id,
-                actor: r.actor,
+                actor,
             })
             .await?
         {
@@ -1379,7 +1381,7 @@ impl proto::quotas_server::Quotas for Api {
         &self,
         request: Request<proto::ReloadConfigRequest>,
     ) -> Result<Response<proto::ReloadConfigResponse>, Status> {
-        let actor = request.into_inner().actor;
+        let actor = crate::auth::actor(&request, &request.get_ref().actor);
         let actor = if actor.trim().is_empty() {
             "grpc".to_owned()
         } else {

@@ -14,6 +14,7 @@
 //! - [`telemetry`]: metric names, their descriptions, the Prometheus endpoint.
 //! - [`server`]: wires everything, serves until shutdown.
 //! - [`webhook`]: the Cloud API webhook JSON as Meta posts it, read into inbound commands.
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod core;

@@ -45,6 +45,25 @@ enum Cmd {
     /// Read and tune the running service's quotas (list, get, override, clear, audit, plan,
     /// reload).
     Quota(quota_cli::QuotaArgs),
+    /// Print the SHA-256 of a bearer token read from stdin, for `[[auth.tokens]] sha256`.
+    #[command(subcommand)]
+    Auth(AuthCmd),
+    /// Ask a running service for its gRPC health (grpc.health.v1): exit 0 when it serves, 1
+    /// otherwise. For container health checks (no probe binary needed).
+    Health {
+        /// The service's gRPC address (host:port).
+        #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthCmd {
+    /// Read a token from stdin and print its SHA-256 (hex): what the config stores.
+    Hash,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,12 +120,64 @@ fn main() -> anyhow::Result<()> {
             print!("{}", config::EMBEDDED_DEFAULT);
             Ok(())
         }
+        Some(Cmd::Auth(AuthCmd::Hash)) => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_line(&mut token)
+                .context("cannot read the token from stdin")?;
+            let token = token.trim();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "no token on stdin: `echo -n TOKEN | switchboard auth hash`"
+            );
+            println!("{}", switchboard::auth::hash_token(token));
+            Ok(())
+        }
+        Some(Cmd::Health { addr, timeout }) => {
+            let serving = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?
+                .block_on(health(&addr, timeout));
+            match serving {
+                Ok(()) => {
+                    println!("{addr}: serving");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{addr}: not serving: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Some(Cmd::Quota(args)) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the tokio runtime")?
             .block_on(quota_cli::run(args)),
     }
+}
+
+/// Ok when the service at `addr` answers SERVING to a grpc.health.v1 check within `timeout`.
+async fn health(addr: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await
+            .context("cannot connect")?;
+        let status = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .context("health check failed")?
+            .into_inner()
+            .status();
+        anyhow::ensure!(status == ServingStatus::Serving, "status {status:?}");
+        Ok(())
+    };
+    tokio::time::timeout(timeout, check)
+        .await
+        .with_context(|| format!("no answer within {timeout:?}"))?
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

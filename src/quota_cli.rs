@@ -12,6 +12,10 @@ pub struct QuotaArgs {
     /// The service's gRPC address (host:port).
     #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
+    /// Bearer token for the calls that change quotas (needed when the service has
+    /// `[[auth.tokens]]`; role sre). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: QuotaCmd,
 }
@@ -118,7 +122,19 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("cannot reach switchboard at {url}; is it running? (--addr)"))?;
-    let mut client = QuotasClient::new(channel);
+    let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = args
+        .token
+        .as_deref()
+        .map(|t| format!("Bearer {}", t.trim()).parse())
+        .transpose()
+        .context("the token has characters a header cannot carry")?;
+    let mut client =
+        QuotasClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(b) = &bearer {
+                request.metadata_mut().insert("authorization", b.clone());
+            }
+            Ok(request)
+        });
     match args.command {
         QuotaCmd::List => {
             let list = client.list(proto::ListQuotasRequest {}).await?.into_inner();

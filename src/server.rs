@@ -248,8 +248,20 @@ pub async fn run_with(
         stop_metrics.clone().cancelled_owned(),
     ));
 
+    let keys = Arc::new(crate::auth::Keys::new(&config.auth));
+    if keys.enabled() {
+        tracing::info!(
+            tokens = config.auth.tokens.len(),
+            "auth on: overrides, reload, conversation overrides and agent administration need a bearer token"
+        );
+    } else {
+        tracing::warn!(
+            "auth off: no [[auth.tokens]] configured, so overrides, reload, conversation overrides and agent administration are open to any caller"
+        );
+    }
     let stop_grpc = CancellationToken::new();
     let server = tonic::transport::Server::builder()
+        .layer(crate::auth::AuthLayer::new(keys))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(proto::inbound_server::InboundServer::new(api.clone()))

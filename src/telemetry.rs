@@ -35,6 +35,7 @@ pub const SHADOW_REFUSALS: &str = "switchboard_shadow_refusals_total";
 pub const NUMBER_TOKENS: &str = "switchboard_number_tokens";
 pub const BATCH_QUEUE_DEPTH: &str = "switchboard_batch_queue_depth";
 pub const LIMIT_USAGE_RATIO: &str = "switchboard_messaging_limit_usage_ratio";
+pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 
 pub const KAFKA_RECORDS_IN: &str = "switchboard_kafka_records_in_total";
 pub const KAFKA_RECORDS_OUT: &str = "switchboard_kafka_records_out_total";
@@ -145,6 +146,10 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        AUTH_FAILURES,
+        "Protected gRPC calls refused by the token check, by reason (missing, unknown, role) and method."
+    );
     describe_counter!(
         INBOUND_MESSAGES,
         "Inbound customer messages by outcome (routed, duplicate, rejected) and error_type."
@@ -550,4 +555,13 @@ pub fn kafka_partitions_owned(n: usize) {
 
 pub fn kafka_tenants_owned(n: usize) {
     gauge!(KAFKA_TENANTS_OWNED).set(n as f64);
+}
+
+/// A protected call refused: `reason` is missing (no token), unknown (not a configured
+/// token) or role (a token without the role); `path` is the gRPC method (a fixed set). The
+/// token itself is never logged.
+pub fn auth_failure(reason: &'static str, path: &str) {
+    let method = path.rsplit('/').next().unwrap_or(path).to_owned();
+    tracing::warn!(reason, method = %method, "protected call refused");
+    counter!(AUTH_FAILURES, "reason" => reason, "method" => method).increment(1);
 }

@@ -41,6 +41,13 @@ async fn serves_the_embedded_default_and_stops_on_sigterm() {
         .unwrap()
         .into_inner();
     assert_eq!(status.status(), ServingStatus::Serving);
+    // The container health check: `switchboard health` asks the same thing.
+    let health = Command::new(BIN)
+        .args(["health", "--addr", &grpc])
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{health:?}");
+    assert!(String::from_utf8_lossy(&health.stdout).contains("serving"));
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -55,6 +62,12 @@ async fn serves_the_embedded_default_and_stops_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "clean exit: {exit:?}");
+    let health = Command::new(BIN)
+        .args(["health", "--addr", &grpc, "--timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(health.status.code(), Some(1), "{health:?}");
+    assert!(String::from_utf8_lossy(&health.stderr).contains("not serving"));
 }
 
 #[test]

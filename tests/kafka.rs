@@ -651,3 +651,125 @@ async fn a_takeover_reads_the_last_complete_snapshot_past_an_unfinished_one() {
     );
     drop(cluster);
 }
+
+/// Every metric the Grafana dashboard and the Prometheus alert rules (`deploy/`) query is one
+/// the service exports: a Kafka-mode server with traffic that makes each family appear (a
+/// queued friction conversation breaching a 1 s SLA, an agent taking it, a poison record, a
+/// marketing send failed by the provider with 131048), then its live `/metrics`. The scrape
+/// is written to `$CARGO_TARGET_TMPDIR/switchboard-live-metrics.txt` for
+/// `promtool check metrics` (scripts/deploy-check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_alert_rules_query_only_exported_metrics() {
+    let (cluster, brokers, producer) = mock();
+    let mut config = Config::from_toml_str(&format!(
+        "{CONFIG}\n[[tenants.intents]]\nname = \"return\"\nmode = \"human\"\nqueue = \"q\"\n\
+         keywords = [\"devolver\"]\n"
+    ))
+    .unwrap();
+    config.tenants[0].queues[0].sla_target_secs = 1;
+    config.runtime.tick_interval_ms = 100;
+    config.kafka.brokers = brokers.clone();
+    config.kafka.statistics_interval_ms = 200;
+    config.kafka.snapshot_interval_ms = 300;
+    let server = Server::start(config, Parts::default()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // A friction conversation waits in the queue past its 1 s SLA, then an agent takes it.
+    // (gRPC is served once the replica owns the tenant's partition: retry until then.)
+    let mut grpc_inbound = proto::inbound_client::InboundClient::new(channel.clone());
+    let message = proto::InboundMessage {
+        tenant: "acme".into(),
+        customer: "+34612000001".into(),
+        channel: proto::Channel::Whatsapp as i32,
+        provider_message_id: "dash-1".into(),
+        text: "quiero devolver el pedido".into(),
+        business_number: String::new(),
+    };
+    guard(async {
+        while let Err(e) = grpc_inbound.ingest(message.clone()).await {
+            assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let body = common::scrape_until(server.metrics, &[switchboard::telemetry::SLA_BREACHES]).await;
+    assert!(body.contains("switchboard_sla_breaches_total{"), "{body}");
+    proto::agents_client::AgentsClient::new(channel.clone())
+        .register(proto::RegisterAgentRequest {
+            tenant: "acme".into(),
+            agent_id: "ana".into(),
+            presence: proto::Presence::Online as i32,
+            capacity: 2,
+            queues: vec!["q".into()],
+        })
+        .await
+        .unwrap();
+
+    // Kafka: a routed record, a poison one, a marketing send the provider fails with 131048.
+    send(&producer, "switchboard.inbound", inbound(0, "+34612000002")).await;
+    send(&producer, "switchboard.inbound", b"not protobuf".to_vec()).await;
+    let marketing = proto::SendRequest {
+        tenant: "acme".into(),
+        from: "106540352242922".into(),
+        to: "+34612000003".into(),
+        category: proto::Category::Marketing as i32,
+        content: "promo".into(),
+        priority: 0,
+        idempotency_key: "dash-send".into(),
+        valid_for_ms: 0,
+    };
+    send(&producer, "switchboard.sends", marketing.encode_to_vec()).await;
+    let dispatch = reader(&brokers, "switchboard.dispatch");
+    let dispatched = loop {
+        let m = guard(dispatch.recv()).await.unwrap();
+        let d = proto::Dispatch::decode(m.payload().unwrap()).unwrap();
+        if d.idempotency_key == "dash-send" {
+            break d;
+        }
+    };
+    send(
+        &producer,
+        "switchboard.webhooks",
+        status_webhook(&dispatched.callback_data, "failed", Some(131048)),
+    )
+    .await;
+
+    // Every name the dashboard and the rules use (histograms by their base name).
+    let root = env!("CARGO_MANIFEST_DIR");
+    let queried = [
+        "deploy/grafana/dashboards/switchboard.json",
+        "deploy/prometheus/alerts.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(format!("{root}/{f}")).unwrap())
+    .collect::<String>();
+    let names: std::collections::BTreeSet<String> = regex::Regex::new(r"switchboard_[a-z_]+")
+        .unwrap()
+        .find_iter(&queried)
+        .map(|m| {
+            let n = m.as_str();
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n)
+                .to_owned()
+        })
+        .collect();
+    assert!(names.len() >= 20, "the dashboard queries {names:?}");
+    let families: Vec<&str> = names.iter().map(String::as_str).collect();
+    let body = common::scrape_until(server.metrics, &families).await;
+    let out =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("switchboard-live-metrics.txt");
+    // The body only, without the HTTP head.
+    let text = body
+        .split_once("\r\n\r\n")
+        .map_or(body.as_str(), |(_, b)| b);
+    std::fs::write(&out, text).unwrap();
+    server.stop().await;
+    drop((dispatch, producer));
+    drop(cluster);
+}

@@ -1,0 +1,391 @@
+//! Authenticated control: the gRPC calls that change state for others (quota overrides and
+//! shadow mode, config reload, conversation overrides, agent administration) need a bearer
+//! token with one of their roles. Tokens are configured hashed (SHA-256, never the token
+//! itself) under `[[auth.tokens]]`, each with a principal (who) and roles. With no token
+//! configured the calls are open, as in the embedded demo, and the service says so at start.
+//!
+//! The check is a tower layer in front of every gRPC service ([`AuthLayer`]): it sees the
+//! method's path, so the rule for each call is in one table ([`PROTECTED`]). No token or an
+//! unknown one: `UNAUTHENTICATED`; a known token without the role: `PERMISSION_DENIED`. The
+//! caller's [`Principal`] goes into the request's extensions, where the handlers take the
+//! audit log's actor from it. Tokens are never logged; a failure logs the method and why.
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use tonic::codegen::http;
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A trusted service acting for people: pauses automation, provisions agents.
+    Service,
+    /// Contact-center supervisors: conversation overrides, agent administration.
+    Supervisor,
+    /// Site reliability: quota overrides, shadow mode, config reload.
+    Sre,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Service => "service",
+            Role::Supervisor => "supervisor",
+            Role::Sre => "sre",
+        }
+    }
+}
+
+/// The calls that need a token, and the roles that may make them. Every other call is open
+/// (customer traffic, sends, reads, an agent's own actions).
+pub const PROTECTED: &[(&str, &[Role])] = &[
+    ("/switchboard.v1.Quotas/SetOverride", &[Role::Sre]),
+    ("/switchboard.v1.Quotas/ClearOverride", &[Role::Sre]),
+    ("/switchboard.v1.Quotas/ReloadConfig", &[Role::Sre]),
+    (
+        "/switchboard.v1.Conversations/OverrideRoute",
+        &[Role::Supervisor],
+    ),
+    (
+        "/switchboard.v1.Conversations/PauseAutomation",
+        &[Role::Supervisor, Role::Service],
+    ),
+    (
+        "/switchboard.v1.Conversations/ResumeAutomation",
+        &[Role::Supervisor, Role::Service],
+    ),
+    (
+        "/switchboard.v1.Agents/Register",
+        &[Role::Supervisor, Role::Service],
+    ),
+    (
+        "/switchboard.v1.Agents/Transfer",
+        &[Role::Supervisor, Role::Service],
+    ),
+];
+
+/// `[auth]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One token, as `[[auth.tokens]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (the audit log's actor).
+    pub principal: String,
+    /// The token's SHA-256, hex (`switchboard auth hash` prints it).
+    pub sha256: String,
+    pub roles: Vec<Role>,
+}
+
+impl AuthConfig {
+    /// Checks the tokens; the error names the field and what to do.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let at = |f: &str| format!("auth.tokens[{i}].{f}");
+            if t.principal.trim().is_empty() {
+                return Err((at("principal"), "is empty; name who holds the token".into()));
+            }
+            if parse_hex(&t.sha256).is_none() {
+                return Err((
+                    at("sha256"),
+                    "is not a SHA-256 in hex (64 characters); print one with `switchboard auth \
+                     hash` (the token on stdin)"
+                        .into(),
+                ));
+            }
+            if !seen.insert(t.sha256.to_ascii_lowercase()) {
+                return Err((at("sha256"), "is the same as an earlier token's".into()));
+            }
+            if t.roles.is_empty() {
+                return Err((
+                    at("roles"),
+                    "is empty; give service, supervisor or sre".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The SHA-256 of `token`, hex: what `[[auth.tokens]] sha256` holds.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Who made a call (from its token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub Arc<str>);
+
+/// The configured tokens, by hash.
+#[derive(Debug, Default)]
+pub struct Keys {
+    by_hash: HashMap<[u8; 32], (Principal, Vec<Role>)>,
+}
+
+impl Keys {
+    /// From a validated config.
+    pub fn new(config: &AuthConfig) -> Self {
+        let by_hash = config
+            .tokens
+            .iter()
+            .filter_map(|t| {
+                let hash = parse_hex(&t.sha256)?;
+                Some((
+                    hash,
+                    (Principal(t.principal.as_str().into()), t.roles.clone()),
+                ))
+            })
+            .collect();
+        Self { by_hash }
+    }
+
+    /// On when at least one token is configured.
+    pub fn enabled(&self) -> bool {
+        !self.by_hash.is_empty()
+    }
+
+    /// Whether the call to `path` may go ahead: `Ok(Some(principal))` with a valid token,
+    /// `Ok(None)` for an open call (or auth off), else the status to answer with.
+    pub fn check(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Principal>, Status> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let required = PROTECTED.iter().find(|(p, _)| *p == path).map(|(_, r)| *r);
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(roles) = required else {
+            // Open call: a valid token still names the caller.
+            return Ok(presented
+                .and_then(|t| self.lookup(t))
+                .map(|(p, _)| p.clone()));
+        };
+        let method = path.rsplit('/').next().unwrap_or(path);
+        let Some(token) = presented else {
+            crate::telemetry::auth_failure("missing", path);
+            return Err(Status::unauthenticated(format!(
+                "{method} needs a bearer token (metadata `authorization: Bearer <token>`) with \
+                 role {}",
+                names(roles)
+            )));
+        };
+        let Some((principal, held)) = self.lookup(token) else {
+            crate::telemetry::auth_failure("unknown", path);
+            return Err(Status::unauthenticated(format!(
+                "{method}: the bearer token is not one of the configured tokens"
+            )));
+        };
+        if !held.iter().any(|r| roles.contains(r)) {
+            crate::telemetry::auth_failure("role", path);
+            return Err(Status::permission_denied(format!(
+                "{method} needs role {}; {} has {}",
+                names(roles),
+                principal.0,
+                names(held)
+            )));
+        }
+        Ok(Some(principal.clone()))
+    }
+
+    fn lookup(&self, token: &str) -> Option<&(Principal, Vec<Role>)> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.by_hash.get(&hash)
+    }
+}
+
+fn names(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// The principal of a call, when it presented a valid token.
+pub fn principal<T>(request: &tonic::Request<T>) -> Option<&Principal> {
+    request.extensions().get::<Principal>()
+}
+
+/// The audit log's actor: the authenticated principal, else what the request says (auth off).
+pub fn actor<T>(request: &tonic::Request<T>, claimed: &str) -> String {
+    match principal(request) {
+        Some(p) => p.0.to_string(),
+        None => claimed.to_owned(),
+    }
+}
+
+/// The tower layer that checks every gRPC call against [`Keys`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    keys: Arc<Keys>,
+}
+
+impl AuthLayer {
+    pub fn new(keys: Arc<Keys>) -> Self {
+        Self { keys }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    keys: Arc<Keys>,
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.keys.check(request.uri().path(), request.headers()) {
+            Ok(Some(principal)) => {
+                request.extensions_mut().insert(principal);
+            }
+            Ok(None) => {}
+            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        let config = AuthConfig {
+            tokens: vec![
+                TokenConfig {
+                    principal: "ana".into(),
+                    sha256: hash_token("sre-secret"),
+                    roles: vec![Role::Sre],
+                },
+                TokenConfig {
+                    principal: "sam".into(),
+                    sha256: hash_token("sup-secret").to_uppercase(),
+                    roles: vec![Role::Supervisor],
+                },
+            ],
+        };
+        config.validate().unwrap();
+        Keys::new(&config)
+    }
+
+    fn bearer(token: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn tokens_are_checked_against_the_roles_of_each_call() {
+        let keys = keys();
+        let set = "/switchboard.v1.Quotas/SetOverride";
+        let e = keys.check(set, &http::HeaderMap::new()).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("role sre"), "{}", e.message());
+        let e = keys.check(set, &bearer("guess")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let e = keys.check(set, &bearer("sup-secret")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message().contains("sam has supervisor"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(
+            keys.check(set, &bearer("sre-secret")).unwrap(),
+            Some(Principal("ana".into()))
+        );
+        // Open calls need nothing, and a valid token still names its caller.
+        let ingest = "/switchboard.v1.Inbound/Ingest";
+        assert_eq!(keys.check(ingest, &http::HeaderMap::new()).unwrap(), None);
+        assert_eq!(
+            keys.check(ingest, &bearer("sup-secret")).unwrap(),
+            Some(Principal("sam".into()))
+        );
+        // Off without tokens.
+        assert_eq!(
+            Keys::default().check(set, &http::HeaderMap::new()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_token_entry_names_its_field() {
+        let bad = |sha256: &str, roles: Vec<Role>| AuthConfig {
+            tokens: vec![TokenConfig {
+                principal: "x".into(),
+                sha256: sha256.into(),
+                roles,
+            }],
+        };
+        let (field, problem) = bad("abc", vec![Role::Sre]).validate().unwrap_err();
+        assert_eq!(field, "auth.tokens[0].sha256");
+        assert!(problem.contains("switchboard auth hash"), "{problem}");
+        let (field, _) = bad(&hash_token("t"), vec![]).validate().unwrap_err();
+        assert_eq!(field, "auth.tokens[0].roles");
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
