@@ -79,6 +79,11 @@ pub struct RuntimeConfig {
     pub subscriber_buffer: usize,
     /// How long shutdown waits for in-flight calls before it gives up.
     pub shutdown_grace_ms: u64,
+    /// gRPC calls handled at once across all connections; past it a call is refused at once
+    /// with RESOURCE_EXHAUSTED and a retry hint (health checks are never refused).
+    pub max_in_flight_calls: usize,
+    /// The retry hint given with RESOURCE_EXHAUSTED (`grpc-retry-pushback-ms`).
+    pub overload_retry_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -89,6 +94,8 @@ impl Default for RuntimeConfig {
             shard_queue_capacity: 4_096,
             subscriber_buffer: 1_024,
             shutdown_grace_ms: 10_000,
+            max_in_flight_calls: 2_048,
+            overload_retry_ms: 100,
         }
     }
 }
@@ -595,6 +602,8 @@ impl Config {
             .map_err(|(field, problem)| invalid(field, problem))?;
         let rt = &self.runtime;
         positive("runtime.shards", rt.shards as u64)?;
+        positive("runtime.max_in_flight_calls", rt.max_in_flight_calls as u64)?;
+        positive("runtime.overload_retry_ms", rt.overload_retry_ms)?;
         positive("runtime.tick_interval_ms", rt.tick_interval_ms)?;
         positive(
             "runtime.shard_queue_capacity",

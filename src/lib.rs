@@ -22,6 +22,7 @@ pub mod forward;
 pub mod grpc;
 pub mod kafka;
 pub mod model;
+pub mod overload;
 pub mod runtime;
 pub mod sender;
 pub mod server;

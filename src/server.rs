@@ -260,7 +260,12 @@ pub async fn run_with(
         );
     }
     let stop_grpc = CancellationToken::new();
+    // Outermost: a call past the in-flight limit is refused before anything else is done.
     let server = tonic::transport::Server::builder()
+        .layer(crate::overload::OverloadLayer::new(
+            config.runtime.max_in_flight_calls,
+            config.runtime.overload_retry_ms,
+        ))
         .layer(crate::auth::AuthLayer::new(keys))
         .add_service(health_service)
         .add_service(reflection)

@@ -36,6 +36,7 @@ pub const NUMBER_TOKENS: &str = "switchboard_number_tokens";
 pub const BATCH_QUEUE_DEPTH: &str = "switchboard_batch_queue_depth";
 pub const LIMIT_USAGE_RATIO: &str = "switchboard_messaging_limit_usage_ratio";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
+pub const GRPC_SHED: &str = "switchboard_grpc_shed_total";
 
 pub const KAFKA_RECORDS_IN: &str = "switchboard_kafka_records_in_total";
 pub const KAFKA_RECORDS_OUT: &str = "switchboard_kafka_records_out_total";
@@ -146,6 +147,10 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        GRPC_SHED,
+        "gRPC calls refused with RESOURCE_EXHAUSTED because runtime.max_in_flight_calls were in flight, by method."
+    );
     describe_counter!(
         AUTH_FAILURES,
         "Protected gRPC calls refused by the token check, by reason (missing, unknown, role) and method."
@@ -564,4 +569,10 @@ pub fn auth_failure(reason: &'static str, path: &str) {
     let method = path.rsplit('/').next().unwrap_or(path).to_owned();
     tracing::warn!(reason, method = %method, "protected call refused");
     counter!(AUTH_FAILURES, "reason" => reason, "method" => method).increment(1);
+}
+
+/// A gRPC call shed at capacity (`method` is the gRPC method name: a fixed set).
+pub fn shed(method: &str) {
+    tracing::debug!(method, "call shed at capacity");
+    counter!(GRPC_SHED, "method" => method.to_owned()).increment(1);
 }
