@@ -63,6 +63,9 @@ pub struct Config {
     /// Bearer tokens for the calls that change state for others (see `auth`); none: open.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// The WhatsApp Cloud API sender (off: the embedded sender logs and acknowledges).
+    #[serde(default)]
+    pub cloud_api: crate::cloud_api::CloudApiConfig,
 }
 
 /// How the runtime around the core is shaped.
@@ -600,6 +603,16 @@ impl Config {
         self.auth
             .validate()
             .map_err(|(field, problem)| invalid(field, problem))?;
+        self.cloud_api
+            .validate()
+            .map_err(|(field, problem)| invalid(field, problem))?;
+        if self.cloud_api.enabled && !self.kafka.brokers.is_empty() {
+            return Err(invalid(
+                "cloud_api.enabled",
+                "is on with Kafka: in Kafka mode sends go to the dispatch topic for an egress; \
+                 turn one of them off",
+            ));
+        }
         let rt = &self.runtime;
         positive("runtime.shards", rt.shards as u64)?;
         positive("runtime.max_in_flight_calls", rt.max_in_flight_calls as u64)?;

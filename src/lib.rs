@@ -16,6 +16,7 @@
 //! - [`webhook`]: the Cloud API webhook JSON as Meta posts it, read into inbound commands.
 pub mod auth;
 pub mod clock;
+pub mod cloud_api;
 pub mod config;
 pub mod core;
 pub mod forward;

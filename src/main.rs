@@ -213,11 +213,35 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             grpc.local_addr()?,
             metrics.local_addr()?,
         );
-        let parts = server::Parts {
+        let mut parts = server::Parts {
             config_path: path,
             reloads: Some(reload_signal()),
             ..server::Parts::default()
         };
+        if config.cloud_api.enabled {
+            let first_number = config
+                .tenants
+                .iter()
+                .flat_map(|t| t.numbers.iter())
+                .map(|n| n.id.to_string())
+                .next()
+                .unwrap_or_default();
+            let sender = switchboard::cloud_api::CloudApiSender::start(
+                config.cloud_api.clone(),
+                &first_number,
+            )
+            .context("cannot start the Cloud API sender")?;
+            println!(
+                "  sends:   the WhatsApp Cloud API at {}{}",
+                config.cloud_api.base_url,
+                config
+                    .cloud_api
+                    .backup_url
+                    .as_ref()
+                    .map_or(String::new(), |b| format!(" (backup {b})"))
+            );
+            parts.sender = std::sync::Arc::new(std::sync::Arc::new(sender));
+        }
         server::run_with(config, grpc, metrics, shutdown_signal(), parts).await?;
         Ok(())
     })

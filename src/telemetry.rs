@@ -37,6 +37,9 @@ pub const BATCH_QUEUE_DEPTH: &str = "switchboard_batch_queue_depth";
 pub const LIMIT_USAGE_RATIO: &str = "switchboard_messaging_limit_usage_ratio";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 pub const GRPC_SHED: &str = "switchboard_grpc_shed_total";
+pub const PROVIDER_ATTEMPTS: &str = "switchboard_provider_attempts_total";
+pub const PROVIDER_PROBE: &str = "switchboard_provider_probe_seconds";
+pub const PROVIDER_ON_BACKUP: &str = "switchboard_provider_on_backup";
 
 pub const KAFKA_RECORDS_IN: &str = "switchboard_kafka_records_in_total";
 pub const KAFKA_RECORDS_OUT: &str = "switchboard_kafka_records_out_total";
@@ -147,6 +150,19 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        PROVIDER_ATTEMPTS,
+        "Cloud API send attempts by outcome: sent, retryable (5xx, timeout, 131057: retried with backoff), failed (final)."
+    );
+    describe_histogram!(
+        PROVIDER_PROBE,
+        metrics::Unit::Seconds,
+        "Latency of the Cloud API primary endpoint's probes (capped at cloud_api.probe_slow_ms)."
+    );
+    describe_gauge!(
+        PROVIDER_ON_BACKUP,
+        "1 while Cloud API sends go through the backup endpoint (the primary failed its probes), else 0."
+    );
     describe_counter!(
         GRPC_SHED,
         "gRPC calls refused with RESOURCE_EXHAUSTED because runtime.max_in_flight_calls were in flight, by method."
@@ -575,4 +591,24 @@ pub fn auth_failure(reason: &'static str, path: &str) {
 pub fn shed(method: &str) {
     tracing::debug!(method, "call shed at capacity");
     counter!(GRPC_SHED, "method" => method.to_owned()).increment(1);
+}
+
+/// One Cloud API send attempt: sent, retryable or failed.
+pub fn provider_attempt(outcome: &'static str) {
+    counter!(PROVIDER_ATTEMPTS, "outcome" => outcome).increment(1);
+}
+
+/// One probe of the Cloud API primary endpoint.
+pub fn provider_probe(took: Duration, healthy: bool) {
+    tracing::debug!(
+        took_ms = took.as_millis() as u64,
+        healthy,
+        "Cloud API probe"
+    );
+    histogram!(PROVIDER_PROBE).record(took.as_secs_f64());
+}
+
+/// Which Cloud API endpoint sends go to.
+pub fn provider_endpoint(on_backup: bool) {
+    gauge!(PROVIDER_ON_BACKUP).set(if on_backup { 1.0 } else { 0.0 });
 }

@@ -1,0 +1,507 @@
+//! The WhatsApp Cloud API sender: posts each dispatched send to the Graph API's
+//! `/{version}/{phone-number-id}/messages` with the configured bearer token, and turns the
+//! answer into the provider outcome the quotas react to.
+//!
+//! - **Answers**: 200 with a message id: sent. A Cloud API error body (`error.code`): that
+//!   code — 130429 (the number backs off), 131056 (the pair backs off), 131047 (the window is
+//!   closed: template required), 131048 (marketing paused, alert), 131057 (the number is held
+//!   for a minute), anything else a provider error. A 5xx without an error body: its HTTP
+//!   status as the code; no answer within `timeout_ms` or no connection: 408.
+//! - **Retries**, with exponential backoff and full jitter (`backoff_base_ms` doubling up to
+//!   `backoff_max_ms`), at most `max_retries` times: 5xx, timeouts and connection errors, and
+//!   131057 ("hold and retry"). Never: 130429, 131056, 131047, 131048 or any other 4xx — the
+//!   quotas react to those and the caller decides. The platform has no idempotency key, so a
+//!   retried timeout can deliver a message twice (at-least-once, said in the README).
+//! - **Failover**: each endpoint (the primary, and `backup_url` if set) is probed every
+//!   `probe_interval_ms` (`GET /{version}/{phone-number-id}?fields=id`). After
+//!   `probe_failures` (3) consecutive probes of the active primary slower than `probe_slow_ms`
+//!   (1.5 s) or failing, sends go to the backup; after as many consecutive healthy probes of
+//!   the primary, they go back to it.
+//!
+//! The token is never logged or printed (`Secret`), and customer numbers only masked.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::config::Category;
+use crate::core::quota::{Dispatch, ProviderOutcome};
+use crate::model::TenantId;
+use crate::sender::{SendFuture, Sender};
+
+/// The code given to a send that timed out or could not connect after its retries.
+pub const TIMEOUT_CODE: u32 = 408;
+
+/// A value that is never shown (the bearer token): `Debug` prints `***`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "(none)" } else { "***" })
+    }
+}
+
+/// `[cloud_api]`: the real sender (off by default: the embedded sender logs and
+/// acknowledges). Used without Kafka; in Kafka mode sends go to the dispatch topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudApiConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    /// A second endpoint to fail over to (a regional or proxy URL); none: no failover.
+    pub backup_url: Option<String>,
+    pub api_version: String,
+    /// The system-user access token. Prefer `SWITCHBOARD_CLOUD_API__TOKEN` to the file.
+    pub token: Secret,
+    /// Template language code sent with template messages.
+    pub template_language: String,
+    pub timeout_ms: u64,
+    pub max_retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub probe_interval_ms: u64,
+    pub probe_slow_ms: u64,
+    pub probe_failures: u32,
+    /// The phone-number id probes ask about; default: the first configured number.
+    pub probe_number: Option<String>,
+}
+
+impl Default for CloudApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: "https://graph.facebook.com".into(),
+            backup_url: None,
+            api_version: "v21.0".into(),
+            token: Secret::default(),
+            template_language: "es".into(),
+            timeout_ms: 10_000,
+            max_retries: 3,
+            backoff_base_ms: 200,
+            backoff_max_ms: 5_000,
+            probe_interval_ms: 5_000,
+            probe_slow_ms: 1_500,
+            probe_failures: 3,
+            probe_number: None,
+        }
+    }
+}
+
+impl CloudApiConfig {
+    /// Checks the section; the error names the field.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let bad = |f: &str, p: &str| Err((format!("cloud_api.{f}"), p.to_owned()));
+        if self.token.expose().trim().is_empty() {
+            return bad(
+                "token",
+                "is empty; set SWITCHBOARD_CLOUD_API__TOKEN to the system user's access token",
+            );
+        }
+        for (field, url) in [
+            ("base_url", Some(&self.base_url)),
+            ("backup_url", self.backup_url.as_ref()),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return bad(
+                    field,
+                    "must start with https:// (or http:// for a local mock)",
+                );
+            }
+        }
+        if self.timeout_ms == 0 || self.probe_interval_ms == 0 || self.probe_slow_ms == 0 {
+            return bad(
+                "timeout_ms",
+                "timeout_ms, probe_interval_ms and probe_slow_ms must be above 0",
+            );
+        }
+        if self.probe_failures == 0 {
+            return bad("probe_failures", "must be at least 1");
+        }
+        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
+            return bad(
+                "backoff_base_ms",
+                "must be above 0 and at most backoff_max_ms",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Sent,
+    /// Worth another try (5xx, timeout, connection, 131057).
+    Retry {
+        code: u32,
+    },
+    /// Final: the quotas react to the code.
+    Fail {
+        code: u32,
+    },
+}
+
+/// Reads an answer: HTTP status and body.
+pub fn classify(status: u16, body: &str) -> Attempt {
+    let code = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/error/code").and_then(serde_json::Value::as_u64))
+        .map(|c| c as u32);
+    match (status, code) {
+        (200..=299, _) => Attempt::Sent,
+        (_, Some(131057)) => Attempt::Retry { code: 131057 },
+        (500..=599, None) => Attempt::Retry {
+            code: u32::from(status),
+        },
+        // A 5xx with a Cloud API error body: Meta's transient errors (131000 "something went
+        // wrong", 131016 "service unavailable", ...) are worth another try too.
+        (500..=599, Some(code)) => Attempt::Retry { code },
+        (_, Some(code)) => Attempt::Fail { code },
+        (other, None) => Attempt::Fail {
+            code: u32::from(other),
+        },
+    }
+}
+
+/// Which endpoint sends go to, from the probes.
+#[derive(Debug, Default)]
+pub struct Failover {
+    on_backup: AtomicBool,
+    slow_streak: AtomicU32,
+    healthy_streak: AtomicU32,
+    pub failovers: AtomicU32,
+    pub failbacks: AtomicU32,
+}
+
+impl Failover {
+    pub fn on_backup(&self) -> bool {
+        self.on_backup.load(Ordering::Acquire)
+    }
+
+    /// A probe of the primary: healthy (answered within the threshold) or not. After
+    /// `needed` in a row of the other kind, the active endpoint changes. Returns the change.
+    pub fn primary_probe(&self, healthy: bool, needed: u32) -> Option<bool> {
+        if healthy {
+            self.slow_streak.store(0, Ordering::Release);
+            let n = self.healthy_streak.fetch_add(1, Ordering::AcqRel) + 1;
+            if n >= needed && self.on_backup.swap(false, Ordering::AcqRel) {
+                self.failbacks.fetch_add(1, Ordering::Relaxed);
+                return Some(false);
+            }
+        } else {
+            self.healthy_streak.store(0, Ordering::Release);
+            let n = self.slow_streak.fetch_add(1, Ordering::AcqRel) + 1;
+            if n >= needed && !self.on_backup.swap(true, Ordering::AcqRel) {
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+                return Some(true);
+            }
+        }
+        None
+    }
+}
+
+/// The sender (see the module docs).
+pub struct CloudApiSender {
+    client: reqwest::Client,
+    config: Arc<CloudApiConfig>,
+    pub failover: Arc<Failover>,
+    probes: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for CloudApiSender {
+    fn drop(&mut self) {
+        self.probes.cancel();
+    }
+}
+
+impl CloudApiSender {
+    /// Starts the sender and its probes (they stop when it is dropped). `probe_number` is
+    /// the phone-number id probed when the config names none.
+    pub fn start(config: CloudApiConfig, probe_number: &str) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .connect_timeout(Duration::from_millis(config.timeout_ms))
+            .build()?;
+        let config = Arc::new(config);
+        let failover = Arc::new(Failover::default());
+        let probes = tokio_util::sync::CancellationToken::new();
+        let number = config
+            .probe_number
+            .clone()
+            .unwrap_or_else(|| probe_number.to_owned());
+        if config.backup_url.is_some() {
+            tokio::spawn(probe_primary(
+                client.clone(),
+                config.clone(),
+                number,
+                failover.clone(),
+                probes.clone(),
+            ));
+        }
+        Ok(Self {
+            client,
+            config,
+            failover,
+            probes,
+        })
+    }
+
+    fn base(&self) -> &str {
+        match (&self.config.backup_url, self.failover.on_backup()) {
+            (Some(backup), true) => backup,
+            _ => &self.config.base_url,
+        }
+    }
+
+    /// The Graph API body for `m` (text inside the window, else a template by name).
+    pub fn body(config: &CloudApiConfig, tenant: &TenantId, m: &Dispatch) -> serde_json::Value {
+        let to = m.to.as_e164().trim_start_matches('+');
+        let callback = crate::kafka::sink::callback_data(tenant, m.id);
+        match m.category {
+            Category::Session => serde_json::json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": to,
+                "type": "text",
+                "text": { "body": &*m.content },
+                "biz_opaque_callback_data": callback,
+            }),
+            _ => serde_json::json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": to,
+                "type": "template",
+                "template": { "name": &*m.content, "language": { "code": config.template_language } },
+                "biz_opaque_callback_data": callback,
+            }),
+        }
+    }
+
+    async fn attempt(&self, url: &str, body: &serde_json::Value) -> Attempt {
+        let answer = self
+            .client
+            .post(url)
+            .bearer_auth(self.config.token.expose())
+            .json(body)
+            .send()
+            .await;
+        match answer {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                classify(status, &text)
+            }
+            Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
+                Attempt::Retry { code: TIMEOUT_CODE }
+            }
+            Err(_) => Attempt::Retry { code: TIMEOUT_CODE },
+        }
+    }
+
+    /// Posts `m`, retrying what is retryable; the final outcome.
+    pub async fn deliver(&self, tenant: &TenantId, m: &Dispatch) -> ProviderOutcome {
+        let body = Self::body(&self.config, tenant, m);
+        let mut tries = 0;
+        loop {
+            let url = format!(
+                "{}/{}/{}/messages",
+                self.base().trim_end_matches('/'),
+                self.config.api_version,
+                m.from
+            );
+            let outcome = self.attempt(&url, &body).await;
+            crate::telemetry::provider_attempt(match outcome {
+                Attempt::Sent => "sent",
+                Attempt::Retry { .. } => "retryable",
+                Attempt::Fail { .. } => "failed",
+            });
+            match outcome {
+                Attempt::Sent => return ProviderOutcome::Sent,
+                Attempt::Fail { code } => return ProviderOutcome::Failed { code },
+                Attempt::Retry { code } if tries >= self.config.max_retries => {
+                    tracing::warn!(send = %m.id, to = %m.to, code, tries, "send failed after its retries");
+                    return ProviderOutcome::Failed { code };
+                }
+                Attempt::Retry { code } => {
+                    tries += 1;
+                    let wait = backoff(&self.config, tries, m.id.0);
+                    tracing::debug!(send = %m.id, code, attempt = tries, ?wait, "retrying a send");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: a wait in [0, min(max, base × 2^(attempt-1))],
+/// spread by the send id and the clock (no random-number crate needed).
+pub fn backoff(config: &CloudApiConfig, attempt: u32, salt: u64) -> Duration {
+    let cap = config
+        .backoff_base_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
+        .min(config.backoff_max_ms);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let mut z =
+        salt ^ nanos.rotate_left(32) ^ u64::from(attempt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    Duration::from_millis(z % (cap + 1))
+}
+
+impl Sender for Arc<CloudApiSender> {
+    fn send(&self, tenant: &TenantId, m: Dispatch) -> SendFuture {
+        let (sender, tenant) = (self.clone(), tenant.clone());
+        Box::pin(async move { sender.deliver(&tenant, &m).await })
+    }
+}
+
+/// Probes the primary endpoint until cancelled, moving sends to the backup and back.
+async fn probe_primary(
+    client: reqwest::Client,
+    config: Arc<CloudApiConfig>,
+    number: String,
+    failover: Arc<Failover>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let url = format!(
+        "{}/{}/{}?fields=id",
+        config.base_url.trim_end_matches('/'),
+        config.api_version,
+        number
+    );
+    let slow = Duration::from_millis(config.probe_slow_ms);
+    let mut tick = tokio::time::interval(Duration::from_millis(config.probe_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let started = Instant::now();
+        // A probe gives up at the threshold: slower is as bad as no answer.
+        let answer = tokio::time::timeout(
+            slow,
+            client.get(&url).bearer_auth(config.token.expose()).send(),
+        )
+        .await;
+        let took = started.elapsed();
+        let healthy = matches!(&answer, Ok(Ok(r)) if !r.status().is_server_error()) && took <= slow;
+        crate::telemetry::provider_probe(took, healthy);
+        match failover.primary_probe(healthy, config.probe_failures) {
+            Some(true) => tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                threshold_ms = config.probe_slow_ms,
+                "Cloud API primary endpoint slow or failing {} probes in a row: sending through the backup",
+                config.probe_failures
+            ),
+            Some(false) => {
+                tracing::info!("Cloud API primary endpoint healthy again: sending through it")
+            }
+            None => {}
+        }
+        crate::telemetry::provider_endpoint(failover.on_backup());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_retryable_or_final() {
+        let err = |code: u32| {
+            format!(
+                r#"{{"error": {{"message": "m", "type": "OAuthException", "code": {code}, "fbtrace_id": "x"}}}}"#
+            )
+        };
+        assert_eq!(
+            classify(200, r#"{"messages": [{"id": "wamid.1"}]}"#),
+            Attempt::Sent
+        );
+        for code in [130429, 131056, 131047, 131048, 100, 190] {
+            assert_eq!(classify(400, &err(code)), Attempt::Fail { code }, "{code}");
+        }
+        assert_eq!(classify(400, &err(131057)), Attempt::Retry { code: 131057 });
+        assert_eq!(
+            classify(503, "upstream unavailable"),
+            Attempt::Retry { code: 503 }
+        );
+        assert_eq!(classify(500, &err(131000)), Attempt::Retry { code: 131000 });
+        assert_eq!(classify(404, "not json"), Attempt::Fail { code: 404 });
+    }
+
+    #[test]
+    fn failover_needs_consecutive_slow_probes_and_fails_back_after_healthy_ones() {
+        let f = Failover::default();
+        assert_eq!(f.primary_probe(false, 3), None);
+        assert_eq!(f.primary_probe(false, 3), None);
+        assert_eq!(
+            f.primary_probe(true, 3),
+            None,
+            "a healthy probe resets the streak"
+        );
+        assert_eq!(f.primary_probe(false, 3), None);
+        assert_eq!(f.primary_probe(false, 3), None);
+        assert_eq!(f.primary_probe(false, 3), Some(true));
+        assert!(f.on_backup());
+        assert_eq!(f.primary_probe(false, 3), None, "already on the backup");
+        assert_eq!(f.primary_probe(true, 3), None);
+        assert_eq!(f.primary_probe(true, 3), None);
+        assert_eq!(f.primary_probe(true, 3), Some(false));
+        assert!(!f.on_backup());
+        assert_eq!(
+            (
+                f.failovers.load(Ordering::Relaxed),
+                f.failbacks.load(Ordering::Relaxed)
+            ),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_inside_it() {
+        let config = CloudApiConfig {
+            backoff_base_ms: 100,
+            backoff_max_ms: 1_000,
+            ..CloudApiConfig::default()
+        };
+        for attempt in 1..=8 {
+            let cap = (100u64 << (attempt - 1)).min(1_000);
+            for salt in 0..50 {
+                assert!(backoff(&config, attempt, salt) <= Duration::from_millis(cap));
+            }
+        }
+        let waits: std::collections::HashSet<Duration> =
+            (0..50).map(|s| backoff(&config, 5, s)).collect();
+        assert!(waits.len() > 10, "jittered: {waits:?}");
+    }
+
+    #[test]
+    fn the_token_is_never_shown() {
+        let c = CloudApiConfig {
+            token: Secret::new("EAAG-very-secret"),
+            ..CloudApiConfig::default()
+        };
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+}
