@@ -66,6 +66,9 @@ pub struct Config {
     /// The WhatsApp Cloud API sender (off: the embedded sender logs and acknowledges).
     #[serde(default)]
     pub cloud_api: crate::cloud_api::CloudApiConfig,
+    /// TLS for gRPC and /metrics (off without a certificate).
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// How the runtime around the core is shaped.
@@ -604,6 +607,9 @@ impl Config {
             .validate()
             .map_err(|(field, problem)| invalid(field, problem))?;
         self.cloud_api
+            .validate()
+            .map_err(|(field, problem)| invalid(field, problem))?;
+        self.tls
             .validate()
             .map_err(|(field, problem)| invalid(field, problem))?;
         if self.cloud_api.enabled && !self.kafka.brokers.is_empty() {

@@ -650,7 +650,7 @@ fn unexpected(reply: Reply) -> Status {
 
 /// The core's inbound message from the API's (also what the Kafka input decodes).
 /// A send request as the shard takes it (shared with the Kafka sends topic).
-pub(crate) fn send_in(r: proto::SendRequest) -> Result<Outbound, Status> {
+pub fn send_in(r: proto::SendRequest) -> Result<Outbound, Status> {
     Ok(Outbound {
         tenant: tenant(&r.tenant)?,
         from: required("from", &r.from)?.to_owned(),
@@ -663,7 +663,7 @@ pub(crate) fn send_in(r: proto::SendRequest) -> Result<Outbound, Status> {
     })
 }
 
-pub(crate) fn inbound_in(m: proto::InboundMessage) -> Result<Inbound, Status> {
+pub fn inbound_in(m: proto::InboundMessage) -> Result<Inbound, Status> {
     Ok(Inbound {
         tenant: tenant(&m.tenant)?,
         customer: m.customer,

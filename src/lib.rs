@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod sender;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;
 
 pub mod proto {

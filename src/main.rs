@@ -44,7 +44,7 @@ enum Cmd {
     Config(ConfigCmd),
     /// Read and tune the running service's quotas (list, get, override, clear, audit, plan,
     /// reload).
-    Quota(quota_cli::QuotaArgs),
+    Quota(Box<quota_cli::QuotaArgs>),
     /// Print the SHA-256 of a bearer token read from stdin, for `[[auth.tokens]] sha256`.
     #[command(subcommand)]
     Auth(AuthCmd),
@@ -57,6 +57,12 @@ enum Cmd {
         /// Give up after this long.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// The service uses TLS: trust this CA certificate (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// With --ca: the name the certificate is for.
+        #[arg(long, default_value = "localhost")]
+        domain: String,
     },
 }
 
@@ -133,12 +139,17 @@ fn main() -> anyhow::Result<()> {
             println!("{}", switchboard::auth::hash_token(token));
             Ok(())
         }
-        Some(Cmd::Health { addr, timeout }) => {
+        Some(Cmd::Health {
+            addr,
+            timeout,
+            ca,
+            domain,
+        }) => {
             let serving = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the tokio runtime")?
-                .block_on(health(&addr, timeout));
+                .block_on(health(&addr, timeout, ca.as_deref(), &domain));
             match serving {
                 Ok(()) => {
                     println!("{addr}: serving");
@@ -154,18 +165,34 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("cannot start the tokio runtime")?
-            .block_on(quota_cli::run(args)),
+            .block_on(quota_cli::run(*args)),
     }
 }
 
 /// Ok when the service at `addr` answers SERVING to a grpc.health.v1 check within `timeout`.
-async fn health(addr: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+async fn health(
+    addr: &str,
+    timeout: std::time::Duration,
+    ca: Option<&std::path::Path>,
+    domain: &str,
+) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await
-            .context("cannot connect")?;
+        let channel = match ca {
+            None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("cannot read --ca {}", ca.display()))?;
+                tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?.tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                        .domain_name(domain),
+                )?
+            }
+        }
+        .connect()
+        .await
+        .context("cannot connect")?;
         let status = tonic_health::pb::health_client::HealthClient::new(channel)
             .check(tonic_health::pb::HealthCheckRequest::default())
             .await

@@ -16,6 +16,12 @@ pub struct QuotaArgs {
     /// `[[auth.tokens]]`; role sre). Prefer the environment variable: a flag shows in `ps`.
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The service uses TLS: trust this CA certificate (PEM); --addr then takes https.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// With --ca: the name the service's certificate is for.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
     #[command(subcommand)]
     command: QuotaCmd,
 }
@@ -112,13 +118,23 @@ struct OverrideArgs {
 }
 
 pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
+    let scheme = if args.ca.is_some() { "https" } else { "http" };
     let url = if args.addr.contains("://") {
         args.addr.clone()
     } else {
-        format!("http://{}", args.addr)
+        format!("{scheme}://{}", args.addr)
     };
-    let channel = Channel::from_shared(url.clone())
-        .context("bad --addr")?
+    let mut endpoint = Channel::from_shared(url.clone()).context("bad --addr")?;
+    if let Some(ca) = &args.ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                .domain_name(args.domain.clone()),
+        )?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach switchboard at {url}; is it running? (--addr)"))?;

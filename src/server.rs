@@ -47,6 +47,8 @@ pub enum ServeError {
     Takeover,
     #[error("{0} shard(s) did not stop within runtime.shutdown_grace_ms")]
     ShardsDidNotStop(usize),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The fully qualified names of switchboard's own services (health reports each of them).
@@ -241,12 +243,23 @@ pub async fn run_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    let tls = config.tls.read()?;
     let stop_metrics = CancellationToken::new();
-    let metrics_task = tokio::spawn(telemetry::serve(
-        metrics,
-        prometheus,
-        stop_metrics.clone().cancelled_owned(),
-    ));
+    let metrics_task = match &tls {
+        None => tokio::spawn(telemetry::serve(
+            metrics,
+            prometheus,
+            stop_metrics.clone().cancelled_owned(),
+        )),
+        Some((cert, key)) => {
+            let listener = crate::tls::TlsListener::new(metrics, config.tls.acceptor(cert, key)?)?;
+            tokio::spawn(telemetry::serve(
+                listener,
+                prometheus,
+                stop_metrics.clone().cancelled_owned(),
+            ))
+        }
+    };
 
     let keys = Arc::new(crate::auth::Keys::new(&config.auth));
     if keys.enabled() {
@@ -261,7 +274,15 @@ pub async fn run_with(
     }
     let stop_grpc = CancellationToken::new();
     // Outermost: a call past the in-flight limit is refused before anything else is done.
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &tls {
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key)),
+        )?;
+        tracing::info!("TLS on for gRPC and /metrics");
+    }
+    let server = builder
         .layer(crate::overload::OverloadLayer::new(
             config.runtime.max_in_flight_calls,
             config.runtime.overload_retry_ms,

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 
 use crate::core::quota::{Admission, Quotas};
 use crate::core::{CoreError, Decision, Effect, QueueStatsView, Reply};
@@ -483,11 +482,15 @@ pub fn stream_disconnected(kind: &'static str) {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L>(
+    listener: L,
     handle: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     use axum::routing::get;
     let render = handle.clone();
     let app = axum::Router::new().route(
