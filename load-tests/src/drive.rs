@@ -243,54 +243,80 @@ pub fn dirty(channel: &Channel, tenant: &str, dirty: Dirty, outcomes: &Shared) -
     })
 }
 
-/// A business service sending one category: `Outbound.Send`, each with its own idempotency
-/// key. With `replies` (the scenario's inbound messages), session send `n` answers the
-/// customer of inbound message `n`, who wrote before it (sessions are sent no faster than
-/// customers write).
-pub fn sends(
-    channel: &Channel,
-    tenant: &str,
+/// A business service's send requests: request `n` of one category, each with its own
+/// idempotency key (`load.<category>.<n>`). With `replies` (the scenario's inbound messages),
+/// session send `n` answers the customer of inbound message `n`, who wrote before it
+/// (sessions are sent no faster than customers write). Template sends are remembered in
+/// `outcomes` by key with their customer (for the limit check).
+pub struct SendRequests {
+    tenant: String,
     spec: Outbound,
+    category: proto::Category,
+    priority: proto::SendPriority,
     replies: Option<Messages>,
-    outcomes: &Shared,
-) -> Call {
-    let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
-    let category = match spec.category.as_str() {
-        "marketing" => proto::Category::Marketing,
-        "utility" => proto::Category::Utility,
-        "authentication" => proto::Category::Authentication,
-        _ => proto::Category::Session,
-    };
-    let priority = match spec.priority {
-        Priority::ByCategory => proto::SendPriority::Unspecified,
-        Priority::Low => proto::SendPriority::Low,
-        Priority::Normal => proto::SendPriority::Normal,
-        Priority::High => proto::SendPriority::High,
-    };
-    let replies = replies.filter(|_| category == proto::Category::Session);
-    Arc::new(move |n| {
-        let to = match &replies {
-            Some(inbound) => inbound.nth(n).customer,
-            None => spec.customer(n),
+    outcomes: Shared,
+}
+
+impl SendRequests {
+    pub fn new(tenant: &str, spec: Outbound, replies: Option<Messages>, outcomes: &Shared) -> Self {
+        let category = match spec.category.as_str() {
+            "marketing" => proto::Category::Marketing,
+            "utility" => proto::Category::Utility,
+            "authentication" => proto::Category::Authentication,
+            _ => proto::Category::Session,
         };
-        let key = format!("load.{}.{n}", spec.category);
-        if category != proto::Category::Session {
-            outcomes
+        let priority = match spec.priority {
+            Priority::ByCategory => proto::SendPriority::Unspecified,
+            Priority::Low => proto::SendPriority::Low,
+            Priority::Normal => proto::SendPriority::Normal,
+            Priority::High => proto::SendPriority::High,
+        };
+        Self {
+            tenant: tenant.to_owned(),
+            replies: replies.filter(|_| category == proto::Category::Session),
+            spec,
+            category,
+            priority,
+            outcomes: outcomes.clone(),
+        }
+    }
+
+    pub fn nth(&self, n: u64) -> proto::SendRequest {
+        let to = match &self.replies {
+            Some(inbound) => inbound.nth(n).customer,
+            None => self.spec.customer(n),
+        };
+        let key = format!("load.{}.{n}", self.spec.category);
+        if self.category != proto::Category::Session {
+            self.outcomes
                 .lock()
                 .expect("not poisoned")
                 .template_customers
                 .insert(key.clone(), to.clone());
         }
-        let request = proto::SendRequest {
-            tenant: tenant.clone(),
-            from: spec.from[(n % spec.from.len() as u64) as usize].clone(),
+        proto::SendRequest {
+            tenant: self.tenant.clone(),
+            from: self.spec.from[(n % self.spec.from.len() as u64) as usize].clone(),
             to,
-            category: category as i32,
-            content: spec.content.clone(),
-            priority: priority as i32,
+            category: self.category as i32,
+            content: self.spec.content.clone(),
+            priority: self.priority as i32,
             idempotency_key: key,
             valid_for_ms: 0,
-        };
+        }
+    }
+}
+
+/// Counts a send's answer in `outcomes.sends`: "DISPATCHED", "QUEUED", "REFUSED: REASON".
+pub fn count_send(outcomes: &Shared, answer: String) {
+    count(&mut outcomes.lock().expect("not poisoned").sends, answer);
+}
+
+/// A business service sending one category over gRPC (`Outbound.Send`).
+pub fn sends(channel: &Channel, requests: SendRequests, outcomes: &Shared) -> Call {
+    let (channel, outcomes) = (channel.clone(), outcomes.clone());
+    Arc::new(move |n| {
+        let request = requests.nth(n);
         let mut client = proto::outbound_client::OutboundClient::new(channel.clone());
         let outcomes = outcomes.clone();
         Box::pin(async move {
@@ -299,7 +325,7 @@ pub fn sends(
                 proto::Admission::Refused => format!("REFUSED: {}", r.reason().as_str_name()),
                 a => name_of(Some(a.as_str_name()), "ADMISSION_"),
             };
-            count(&mut outcomes.lock().expect("not poisoned").sends, key);
+            count_send(&outcomes, key);
             Ok(())
         })
     })
@@ -455,6 +481,31 @@ pub async fn sample_quota(
             batch_mode: q.batch_mode,
             queued: q.queued,
         });
+    }
+}
+
+/// Waits until the server serves `tenant` (in Kafka mode, once a replica owns its partition
+/// and has announced it), at most `within`.
+pub async fn wait_until_served(
+    channel: &Channel,
+    tenant: &str,
+    within: Duration,
+) -> Result<(), tonic::Status> {
+    let mut client = proto::quotas_client::QuotasClient::new(channel.clone());
+    let started = Instant::now();
+    loop {
+        match client
+            .get(proto::QuotaRef {
+                tenant: tenant.to_owned(),
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == tonic::Code::Unavailable && started.elapsed() < within => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

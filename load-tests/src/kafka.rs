@@ -1,6 +1,7 @@
 //! The Kafka target: inbound messages (and bad records) are produced to the input topic keyed
 //! by tenant, and a request is answered when its routed decision, or its dead letter, is read
-//! back. The same load models drive it as gRPC: a [`Call`] produces record `n` and waits for
+//! back; send requests go to the sends topic and are answered by their first status event
+//! (or dead letter). The same load models drive it as gRPC: a [`Call`] produces record `n` and waits for
 //! its answer, so latency counts from the scheduled time to the answer read from the broker.
 //!
 //! The anchor is a raw rdkafka consume→produce pipe ([`pipe`]) in its own process, copying
@@ -17,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use switchboard::proto;
 use tokio::sync::oneshot;
 
-use crate::drive::{Call, Shared};
+use crate::drive::{Call, SendRequests, Shared, count_send};
 use crate::scenario::{Dirty, Flaw, Messages};
 
 /// How long a record may take to come back before it counts as lost.
@@ -28,6 +29,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 enum Answer {
     Routed(Option<proto::RoutingDecision>),
     Dead { reason: String },
+    Status(proto::SendStatus),
 }
 
 /// What the reader finds on an output topic.
@@ -39,6 +41,8 @@ pub enum Output {
     DeadLetters,
     /// The anchor pipe's output: the input records, copied.
     Copies,
+    /// switchboard's status topic: `SendStatus` events, found by idempotency key.
+    Statuses,
 }
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Answer>>>>;
@@ -47,6 +51,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Answer>>>>;
 pub struct KafkaTarget {
     producer: FutureProducer,
     input: String,
+    sends: Option<String>,
     pending: Pending,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -114,6 +119,11 @@ impl KafkaTarget {
                         .ok()
                         .map(|d| (d.provider_message_id.clone(), Answer::Routed(Some(d)))),
                     Some(Output::Copies) => id_of(payload).map(|id| (id, Answer::Routed(None))),
+                    // The admission's answer: the first state after "accepted".
+                    Some(Output::Statuses) => proto::SendStatus::decode(payload)
+                        .ok()
+                        .filter(|s| s.state() != proto::SendState::Accepted)
+                        .map(|s| (s.idempotency_key.clone(), Answer::Status(s))),
                     Some(Output::DeadLetters) => id_of(payload).map(|id| {
                         let reason = m
                             .headers()
@@ -138,14 +148,32 @@ impl KafkaTarget {
         Ok(Self {
             producer: producer(brokers)?,
             input: input.to_owned(),
+            sends: None,
             pending,
             reader,
         })
     }
 
-    /// Produces `payload` keyed by `key` and waits for the record `id`'s answer.
+    /// Send requests go to `topic` (switchboard's sends topic).
+    pub fn with_sends(mut self, topic: &str) -> Self {
+        self.sends = Some(topic.to_owned());
+        self
+    }
+
+    /// Produces `payload` keyed by `key` to the input topic and waits for the record `id`'s
+    /// answer.
     fn produce(
         &self,
+        id: String,
+        key: String,
+        payload: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<Answer, tonic::Status>> + Send + 'static {
+        self.produce_to(self.input.clone(), id, key, payload)
+    }
+
+    fn produce_to(
+        &self,
+        topic: String,
         id: String,
         key: String,
         payload: Vec<u8>,
@@ -155,11 +183,7 @@ impl KafkaTarget {
             .lock()
             .expect("not poisoned")
             .insert(id.clone(), tx);
-        let (producer, topic, pending) = (
-            self.producer.clone(),
-            self.input.clone(),
-            self.pending.clone(),
-        );
+        let (producer, pending) = (self.producer.clone(), self.pending.clone());
         async move {
             let record = FutureRecord::to(&topic).key(&key).payload(&payload);
             if let Err((e, _)) = producer.send(record, Duration::from_secs(30)).await {
@@ -171,7 +195,7 @@ impl KafkaTarget {
                 _ => {
                     pending.lock().expect("not poisoned").remove(&id);
                     Err(tonic::Status::deadline_exceeded(format!(
-                        "{id}: neither routed nor dead-lettered within {ANSWER_WITHIN:?}"
+                        "{id}: not answered (routed, dead-lettered or a status) within {ANSWER_WITHIN:?}"
                     )))
                 }
             }
@@ -210,7 +234,7 @@ impl KafkaTarget {
                             .to_lowercase(),
                         d.reason().as_str_name()
                     ),
-                    Answer::Routed(None) => return Ok(()),
+                    Answer::Routed(None) | Answer::Status(_) => return Ok(()),
                     Answer::Dead { reason } => {
                         return Err(tonic::Status::invalid_argument(format!(
                             "dead-lettered: {reason}"
@@ -255,7 +279,9 @@ impl KafkaTarget {
                         Some(format!("dead-lettered ({reason})")),
                         Err(tonic::Status::invalid_argument(reason)),
                     ),
-                    Ok(Answer::Routed(_)) => (Some("routed".to_owned()), Ok(())),
+                    Ok(Answer::Routed(_) | Answer::Status(_)) => {
+                        (Some("routed".to_owned()), Ok(()))
+                    }
                     // Never answered (or never produced): lost, not refused; the report
                     // counts it from what was sent.
                     Err(status) => (None, Err(status)),
@@ -269,6 +295,42 @@ impl KafkaTarget {
                         .or_default() += 1;
                 }
                 result
+            })
+        })
+    }
+}
+
+impl KafkaTarget {
+    /// A business service's sends through the sends topic: each answered by its first status
+    /// event after "accepted" (dispatched, queued or refused) or its dead letter.
+    pub fn sends(self: &Arc<Self>, requests: SendRequests, outcomes: &Shared) -> Call {
+        let (target, outcomes) = (self.clone(), outcomes.clone());
+        let requests = Arc::new(requests);
+        Arc::new(move |n| {
+            let request = requests.nth(n);
+            let (id, key) = (request.idempotency_key.clone(), request.tenant.clone());
+            let topic = target.sends.clone().unwrap_or_default();
+            let answer = target.produce_to(topic, id, key, request.encode_to_vec());
+            let outcomes = outcomes.clone();
+            Box::pin(async move {
+                let answer = match answer.await? {
+                    Answer::Status(s) if s.state() == proto::SendState::Refused => {
+                        format!("REFUSED: {}", s.reason().as_str_name())
+                    }
+                    Answer::Status(s) => s
+                        .state()
+                        .as_str_name()
+                        .trim_start_matches("SEND_STATE_")
+                        .to_owned(),
+                    Answer::Dead { reason } => {
+                        return Err(tonic::Status::invalid_argument(format!(
+                            "dead-lettered: {reason}"
+                        )));
+                    }
+                    Answer::Routed(_) => "UNEXPECTED".to_owned(),
+                };
+                count_send(&outcomes, answer);
+                Ok(())
             })
         })
     }

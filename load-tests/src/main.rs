@@ -370,10 +370,6 @@ enum Via {
 /// The streams of a plan.
 fn calls(plan: &Plan, via: &Via, outcomes: &Shared) -> anyhow::Result<Vec<(String, Rate, Call)>> {
     let mut calls = Vec::new();
-    let channel = match via {
-        Via::Grpc(c) | Via::Kafka(_, Some(c)) => Some(c),
-        Via::Kafka(_, None) => None,
-    };
     if let Some((rate, load)) = &plan.inbound {
         let messages = Messages::new(load, 1);
         let call = match via {
@@ -383,20 +379,20 @@ fn calls(plan: &Plan, via: &Via, outcomes: &Shared) -> anyhow::Result<Vec<(Strin
         calls.push(("inbound".to_owned(), rate.clone(), call));
     }
     for o in &plan.outbound {
-        let channel = channel.context("the Kafka anchor carries inbound messages only")?;
-        calls.push((
-            format!("send {}", o.category),
-            o.rate.clone(),
-            drive::sends(
-                channel,
-                &plan.tenant,
-                o.clone(),
-                plan.inbound
-                    .as_ref()
-                    .map(|(_, load)| Messages::new(load, 1)),
-                outcomes,
-            ),
-        ));
+        let requests = drive::SendRequests::new(
+            &plan.tenant,
+            o.clone(),
+            plan.inbound
+                .as_ref()
+                .map(|(_, load)| Messages::new(load, 1)),
+            outcomes,
+        );
+        let call = match via {
+            Via::Grpc(channel) => drive::sends(channel, requests, outcomes),
+            Via::Kafka(target, Some(_)) => target.sends(requests, outcomes),
+            Via::Kafka(_, None) => anyhow::bail!("the Kafka anchor carries inbound messages only"),
+        };
+        calls.push((format!("send {}", o.category), o.rate.clone(), call));
     }
     if let Some(d) = &plan.dirty {
         let call = match via {
@@ -669,18 +665,25 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
     let via = match &kafka {
         None => Via::Grpc(channel.clone()),
         Some(k) => Via::Kafka(
-            Arc::new(KafkaTarget::start(
-                &k.brokers,
-                &k.topic("inbound"),
-                &[
-                    (k.topic("routed"), Output::Decisions),
-                    (k.topic("dlq"), Output::DeadLetters),
-                ],
-                &k.topic("reader"),
-            )?),
+            Arc::new(
+                KafkaTarget::start(
+                    &k.brokers,
+                    &k.topic("inbound"),
+                    &[
+                        (k.topic("routed"), Output::Decisions),
+                        (k.topic("dlq"), Output::DeadLetters),
+                        (k.topic("status"), Output::Statuses),
+                    ],
+                    &k.topic("reader"),
+                )?
+                .with_sends(&k.topic("sends")),
+            ),
             Some(channel.clone()),
         ),
     };
+    drive::wait_until_served(&channel, &plan.tenant, Duration::from_secs(120))
+        .await
+        .with_context(|| format!("tenant {} is not served by {address}", plan.tenant))?;
     let outcomes = Shared::default();
     let samples = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
@@ -757,11 +760,14 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
     report.target = match &kafka {
         None => format!("gRPC, {server}"),
         Some(k) => format!(
-            "Kafka {} (inbound and bad records produced to {}, answered from {} and {}), {server}",
+            "Kafka {} (inbound and bad records produced to {} and send requests to {}, answered \
+             from {}, {} and {}), {server}",
             k.brokers,
             k.topic("inbound"),
+            k.topic("sends"),
             k.topic("routed"),
-            k.topic("dlq")
+            k.topic("dlq"),
+            k.topic("status")
         ),
     };
     report.cost = cost;

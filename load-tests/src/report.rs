@@ -281,6 +281,9 @@ impl Report {
              measured from each request's scheduled time.\n\n",
             self.scenario, self.duration_s, self.warmup_s
         );
+        if !self.target.is_empty() {
+            md.push_str(&format!("Target: {}.\n\n", self.target));
+        }
         md.push_str("| target | offered/s | achieved/s | measured | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |\n");
         md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         for t in &self.targets {
