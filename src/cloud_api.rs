@@ -12,11 +12,11 @@
 //!   131057 ("hold and retry"). Never: 130429, 131056, 131047, 131048 or any other 4xx — the
 //!   quotas react to those and the caller decides. The platform has no idempotency key, so a
 //!   retried timeout can deliver a message twice (at-least-once, said in the README).
-//! - **Failover**: each endpoint (the primary, and `backup_url` if set) is probed every
+//! - **Failover**: with `backup_url` set, both endpoints are probed every
 //!   `probe_interval_ms` (`GET /{version}/{phone-number-id}?fields=id`). After
-//!   `probe_failures` (3) consecutive probes of the active primary slower than `probe_slow_ms`
-//!   (1.5 s) or failing, sends go to the backup; after as many consecutive healthy probes of
-//!   the primary, they go back to it.
+//!   `probe_failures` (3) consecutive probes of the primary slower than `probe_slow_ms`
+//!   (1.5 s) or failing, sends go to the backup — unless the backup is failing its own probes
+//!   as badly —; after as many consecutive healthy probes of the primary, they go back to it.
 //!
 //! The token is never logged or printed (`Secret`), and customer numbers only masked.
 use std::sync::Arc;
@@ -186,6 +186,7 @@ pub struct Failover {
     on_backup: AtomicBool,
     slow_streak: AtomicU32,
     healthy_streak: AtomicU32,
+    backup_slow_streak: AtomicU32,
     pub failovers: AtomicU32,
     pub failbacks: AtomicU32,
 }
@@ -195,8 +196,19 @@ impl Failover {
         self.on_backup.load(Ordering::Acquire)
     }
 
+    /// A probe of the backup: a backup that failed `needed` probes in a row is not failed
+    /// over to.
+    pub fn backup_probe(&self, healthy: bool) {
+        if healthy {
+            self.backup_slow_streak.store(0, Ordering::Release);
+        } else {
+            self.backup_slow_streak.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// A probe of the primary: healthy (answered within the threshold) or not. After
-    /// `needed` in a row of the other kind, the active endpoint changes. Returns the change.
+    /// `needed` in a row of the other kind, the active endpoint changes (to a backup that is
+    /// not failing its own probes as long). Returns the change.
     pub fn primary_probe(&self, healthy: bool, needed: u32) -> Option<bool> {
         if healthy {
             self.slow_streak.store(0, Ordering::Release);
@@ -208,7 +220,8 @@ impl Failover {
         } else {
             self.healthy_streak.store(0, Ordering::Release);
             let n = self.slow_streak.fetch_add(1, Ordering::AcqRel) + 1;
-            if n >= needed && !self.on_backup.swap(true, Ordering::AcqRel) {
+            let backup_ok = self.backup_slow_streak.load(Ordering::Acquire) < needed;
+            if n >= needed && backup_ok && !self.on_backup.swap(true, Ordering::AcqRel) {
                 self.failovers.fetch_add(1, Ordering::Relaxed);
                 return Some(true);
             }
@@ -375,7 +388,33 @@ impl Sender for Arc<CloudApiSender> {
     }
 }
 
-/// Probes the primary endpoint until cancelled, moving sends to the backup and back.
+/// One probe of `base`: (how long it took, healthy). A probe gives up at the threshold:
+/// slower is as bad as no answer.
+async fn probe(
+    client: &reqwest::Client,
+    config: &CloudApiConfig,
+    base: &str,
+    number: &str,
+) -> (Duration, bool) {
+    let url = format!(
+        "{}/{}/{}?fields=id",
+        base.trim_end_matches('/'),
+        config.api_version,
+        number
+    );
+    let slow = Duration::from_millis(config.probe_slow_ms);
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        slow,
+        client.get(&url).bearer_auth(config.token.expose()).send(),
+    )
+    .await;
+    let took = started.elapsed();
+    let healthy = matches!(&answer, Ok(Ok(r)) if !r.status().is_server_error()) && took <= slow;
+    (took, healthy)
+}
+
+/// Probes both endpoints until cancelled, moving sends to the backup and back.
 async fn probe_primary(
     client: reqwest::Client,
     config: Arc<CloudApiConfig>,
@@ -383,13 +422,7 @@ async fn probe_primary(
     failover: Arc<Failover>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let url = format!(
-        "{}/{}/{}?fields=id",
-        config.base_url.trim_end_matches('/'),
-        config.api_version,
-        number
-    );
-    let slow = Duration::from_millis(config.probe_slow_ms);
+    let backup = config.backup_url.clone().unwrap_or_default();
     let mut tick = tokio::time::interval(Duration::from_millis(config.probe_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -397,16 +430,13 @@ async fn probe_primary(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let started = Instant::now();
-        // A probe gives up at the threshold: slower is as bad as no answer.
-        let answer = tokio::time::timeout(
-            slow,
-            client.get(&url).bearer_auth(config.token.expose()).send(),
-        )
-        .await;
-        let took = started.elapsed();
-        let healthy = matches!(&answer, Ok(Ok(r)) if !r.status().is_server_error()) && took <= slow;
-        crate::telemetry::provider_probe(took, healthy);
+        let ((took, healthy), (backup_took, backup_healthy)) = tokio::join!(
+            probe(&client, &config, &config.base_url, &number),
+            probe(&client, &config, &backup, &number)
+        );
+        crate::telemetry::provider_probe("primary", took, healthy);
+        crate::telemetry::provider_probe("backup", backup_took, backup_healthy);
+        failover.backup_probe(backup_healthy);
         match failover.primary_probe(healthy, config.probe_failures) {
             Some(true) => tracing::warn!(
                 took_ms = took.as_millis() as u64,

@@ -156,7 +156,7 @@ fn describe() {
     describe_histogram!(
         PROVIDER_PROBE,
         metrics::Unit::Seconds,
-        "Latency of the Cloud API primary endpoint's probes (capped at cloud_api.probe_slow_ms)."
+        "Latency of the Cloud API endpoints' probes, by endpoint (primary, backup; capped at cloud_api.probe_slow_ms)."
     );
     describe_gauge!(
         PROVIDER_ON_BACKUP,
@@ -601,14 +601,15 @@ pub fn provider_attempt(outcome: &'static str) {
     counter!(PROVIDER_ATTEMPTS, "outcome" => outcome).increment(1);
 }
 
-/// One probe of the Cloud API primary endpoint.
-pub fn provider_probe(took: Duration, healthy: bool) {
+/// One probe of a Cloud API endpoint (`primary` or `backup`).
+pub fn provider_probe(endpoint: &'static str, took: Duration, healthy: bool) {
     tracing::debug!(
+        endpoint,
         took_ms = took.as_millis() as u64,
         healthy,
         "Cloud API probe"
     );
-    histogram!(PROVIDER_PROBE).record(took.as_secs_f64());
+    histogram!(PROVIDER_PROBE, "endpoint" => endpoint).record(took.as_secs_f64());
 }
 
 /// Which Cloud API endpoint sends go to.
