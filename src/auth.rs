@@ -4,16 +4,13 @@
 //! itself) under `[[auth.tokens]]`, each with a principal (who) and roles. With no token
 //! configured the calls are open, as in the embedded demo, and the service says so at start.
 //!
-//! The check is a tower layer in front of every gRPC service ([`AuthLayer`]): it sees the
+//! The check is a gate in front of every gRPC service (`crate::gate`): it sees the
 //! method's path, so the rule for each call is in one table ([`PROTECTED`]). No token or an
 //! unknown one: `UNAUTHENTICATED`; a known token without the role: `PERMISSION_DENIED`. The
 //! caller's [`Principal`] goes into the request's extensions, where the handlers take the
 //! audit log's actor from it. Tokens are never logged; a failure logs the method and why.
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -248,58 +245,16 @@ pub fn actor<T>(request: &tonic::Request<T>, claimed: &str) -> String {
     }
 }
 
-/// The tower layer that checks every gRPC call against [`Keys`].
-#[derive(Clone)]
-pub struct AuthLayer {
-    keys: Arc<Keys>,
-}
+/// The token check in front of every gRPC call (see [`crate::gate`]): the caller's
+/// principal goes into the request's extensions.
+impl crate::gate::Gate for Arc<Keys> {
+    type Guard = ();
 
-impl AuthLayer {
-    pub fn new(keys: Arc<Keys>) -> Self {
-        Self { keys }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            keys: self.keys.clone(),
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<(), Status> {
+        if let Some(principal) = self.check(request.uri().path(), request.headers())? {
+            request.extensions_mut().insert(principal);
         }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    keys: Arc<Keys>,
-}
-
-impl<S, B, R> tower_service::Service<http::Request<B>> for AuthService<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self.keys.check(request.uri().path(), request.headers()) {
-            Ok(Some(principal)) => {
-                request.extensions_mut().insert(principal);
-            }
-            Ok(None) => {}
-            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
-        }
-        Box::pin(self.inner.call(request))
+        Ok(())
     }
 }
 

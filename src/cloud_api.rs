@@ -125,11 +125,14 @@ impl CloudApiConfig {
                 );
             }
         }
-        if self.timeout_ms == 0 || self.probe_interval_ms == 0 || self.probe_slow_ms == 0 {
-            return bad(
-                "timeout_ms",
-                "timeout_ms, probe_interval_ms and probe_slow_ms must be above 0",
-            );
+        for (field, ms) in [
+            ("timeout_ms", self.timeout_ms),
+            ("probe_interval_ms", self.probe_interval_ms),
+            ("probe_slow_ms", self.probe_slow_ms),
+        ] {
+            if ms == 0 {
+                return bad(field, "must be above 0 (milliseconds)");
+            }
         }
         if self.probe_failures == 0 {
             return bad("probe_failures", "must be at least 1");
@@ -245,6 +248,22 @@ impl Drop for CloudApiSender {
 }
 
 impl CloudApiSender {
+    /// The sender `config` asks for (`[cloud_api] enabled`), probing the first configured
+    /// number unless `cloud_api.probe_number` names one; None when it is off.
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Self>, reqwest::Error> {
+        if !config.cloud_api.enabled {
+            return Ok(None);
+        }
+        let first_number = config
+            .tenants
+            .iter()
+            .flat_map(|t| t.numbers.iter())
+            .map(|n| n.id.to_string())
+            .next()
+            .unwrap_or_default();
+        Self::start(config.cloud_api.clone(), &first_number).map(Some)
+    }
+
     /// Starts the sender and its probes (they stop when it is dropped). `probe_number` is
     /// the phone-number id probed when the config names none.
     pub fn start(config: CloudApiConfig, probe_number: &str) -> Result<Self, reqwest::Error> {
@@ -321,9 +340,7 @@ impl CloudApiSender {
                 let text = r.text().await.unwrap_or_default();
                 classify(status, &text)
             }
-            Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
-                Attempt::Retry { code: TIMEOUT_CODE }
-            }
+            // No answer: a timeout, no connection, a connection dropped mid-request.
             Err(_) => Attempt::Retry { code: TIMEOUT_CODE },
         }
     }

@@ -20,6 +20,7 @@ pub mod cloud_api;
 pub mod config;
 pub mod core;
 pub mod forward;
+pub mod gate;
 pub mod grpc;
 pub mod kafka;
 pub mod model;

@@ -178,21 +178,10 @@ async fn health(
 ) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     let check = async {
-        let channel = match ca {
-            None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
-            Some(ca) => {
-                let pem = std::fs::read(ca)
-                    .with_context(|| format!("cannot read --ca {}", ca.display()))?;
-                tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?.tls_config(
-                    tonic::transport::ClientTlsConfig::new()
-                        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                        .domain_name(domain),
-                )?
-            }
-        }
-        .connect()
-        .await
-        .context("cannot connect")?;
+        let channel = quota_cli::endpoint(addr, ca, domain)?
+            .connect()
+            .await
+            .context("cannot connect")?;
         let status = tonic_health::pb::health_client::HealthClient::new(channel)
             .check(tonic_health::pb::HealthCheckRequest::default())
             .await
@@ -240,34 +229,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             grpc.local_addr()?,
             metrics.local_addr()?,
         );
-        let mut parts = server::Parts {
+        let parts = server::Parts {
             config_path: path,
             reloads: Some(reload_signal()),
-            ..server::Parts::default()
+            ..server::Parts::for_config(&config)?
         };
         if config.cloud_api.enabled {
-            let first_number = config
-                .tenants
-                .iter()
-                .flat_map(|t| t.numbers.iter())
-                .map(|n| n.id.to_string())
-                .next()
-                .unwrap_or_default();
-            let sender = switchboard::cloud_api::CloudApiSender::start(
-                config.cloud_api.clone(),
-                &first_number,
-            )
-            .context("cannot start the Cloud API sender")?;
             println!(
-                "  sends:   the WhatsApp Cloud API at {}{}",
-                config.cloud_api.base_url,
-                config
-                    .cloud_api
-                    .backup_url
-                    .as_ref()
-                    .map_or(String::new(), |b| format!(" (backup {b})"))
+                "  sends:   the WhatsApp Cloud API at {}",
+                config.cloud_api.base_url
             );
-            parts.sender = std::sync::Arc::new(std::sync::Arc::new(sender));
         }
         server::run_with(config, grpc, metrics, shutdown_signal(), parts).await?;
         Ok(())

@@ -8,27 +8,24 @@
 //!
 //! Health checks and reflection are never shed: an orchestrator must be able to tell an
 //! overloaded replica from a dead one. A stream holds its slot only until its answer starts.
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::codegen::http;
 
 /// The metadata key of the retry hint (milliseconds), as gRPC's retry policy reads it.
 pub const RETRY_PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
 
-/// The tower layer: one limit shared by every connection.
+/// The in-flight limit, one shared by every connection (a gate, see [`crate::gate`]).
 #[derive(Clone)]
-pub struct OverloadLayer {
+pub struct InFlightLimit {
     slots: Arc<Semaphore>,
     limit: usize,
     retry_after_ms: u64,
 }
 
-impl OverloadLayer {
+impl InFlightLimit {
     pub fn new(limit: usize, retry_after_ms: u64) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(limit)),
@@ -38,64 +35,32 @@ impl OverloadLayer {
     }
 }
 
-impl<S> tower_layer::Layer<S> for OverloadLayer {
-    type Service = Overload<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Overload {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Overload<S> {
-    inner: S,
-    layer: OverloadLayer,
-}
-
 fn exempt(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
 }
 
-impl<S, B, R> tower_service::Service<http::Request<B>> for Overload<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+impl crate::gate::Gate for InFlightLimit {
+    /// The call's slot (none for exempt calls), given back when its answer is ready.
+    type Guard = Option<OwnedSemaphorePermit>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if exempt(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
+    fn admit<B>(&self, request: &mut http::Request<B>) -> Result<Self::Guard, Status> {
+        let path = request.uri().path();
+        if exempt(path) {
+            return Ok(None);
         }
-        let Ok(slot) = self.layer.slots.clone().try_acquire_owned() else {
-            let path = request.uri().path();
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             crate::telemetry::shed(path.rsplit('/').next().unwrap_or(path));
-            let retry = self.layer.retry_after_ms;
+            let retry = self.retry_after_ms;
             let mut status = Status::resource_exhausted(format!(
                 "switchboard is at capacity ({} calls in flight); retry after {retry} ms, with \
                  backoff",
-                self.layer.limit
+                self.limit
             ));
             if let Ok(v) = retry.to_string().parse() {
                 status.metadata_mut().insert(RETRY_PUSHBACK_HEADER, v);
             }
-            return Box::pin(async move { Ok(status.into_http()) });
+            return Err(status);
         };
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await;
-            drop(slot);
-            response
-        })
+        Ok(Some(slot))
     }
 }

@@ -117,23 +117,34 @@ struct OverrideArgs {
     actor: String,
 }
 
-pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
-    let scheme = if args.ca.is_some() { "https" } else { "http" };
-    let url = if args.addr.contains("://") {
-        args.addr.clone()
+/// The service's gRPC endpoint: `addr` (host:port or a URL), over TLS trusting `ca` for
+/// `domain` when a CA is given (also for `switchboard health`).
+pub fn endpoint(
+    addr: &str,
+    ca: Option<&std::path::Path>,
+    domain: &str,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let url = if addr.contains("://") {
+        addr.to_owned()
     } else {
-        format!("{scheme}://{}", args.addr)
+        format!("{scheme}://{addr}")
     };
-    let mut endpoint = Channel::from_shared(url.clone()).context("bad --addr")?;
-    if let Some(ca) = &args.ca {
-        let pem =
-            std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
-        endpoint = endpoint.tls_config(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                .domain_name(args.domain.clone()),
-        )?;
-    }
+    let endpoint = Channel::from_shared(url).context("bad --addr")?;
+    let Some(ca) = ca else {
+        return Ok(endpoint);
+    };
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+    Ok(endpoint.tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name(domain),
+    )?)
+}
+
+pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
+    let endpoint = endpoint(&args.addr, args.ca.as_deref(), &args.domain)?;
+    let url = endpoint.uri().to_string();
     let channel = endpoint
         .connect()
         .await

@@ -49,6 +49,8 @@ pub enum ServeError {
     ShardsDidNotStop(usize),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("the Cloud API sender: {0}")]
+    CloudApi(#[from] reqwest::Error),
 }
 
 /// The fully qualified names of switchboard's own services (health reports each of them).
@@ -102,7 +104,8 @@ pub async fn run(
     metrics: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    run_with(config, grpc, metrics, shutdown, Parts::default()).await
+    let parts = Parts::for_config(&config)?;
+    run_with(config, grpc, metrics, shutdown, parts).await
 }
 
 /// The replaceable parts of a server: where time and sends come from (tests script them),
@@ -114,6 +117,22 @@ pub struct Parts {
     /// The file the config came from; None: the embedded demo (nothing to reload).
     pub config_path: Option<PathBuf>,
     pub reloads: Option<tokio::sync::mpsc::Receiver<()>>,
+}
+
+impl Parts {
+    /// The default parts, with the sender the config asks for (`[cloud_api]`).
+    pub fn for_config(config: &Config) -> Result<Self, ServeError> {
+        let mut parts = Self::default();
+        if let Some(sender) = crate::cloud_api::CloudApiSender::from_config(config)? {
+            tracing::info!(
+                base_url = %config.cloud_api.base_url,
+                backup_url = config.cloud_api.backup_url.as_deref().unwrap_or("(none)"),
+                "sends go to the WhatsApp Cloud API"
+            );
+            parts.sender = Arc::new(Arc::new(sender));
+        }
+        Ok(parts)
+    }
 }
 
 impl Default for Parts {
@@ -283,11 +302,11 @@ pub async fn run_with(
         tracing::info!("TLS on for gRPC and /metrics");
     }
     let server = builder
-        .layer(crate::overload::OverloadLayer::new(
+        .layer(crate::gate::GateLayer(crate::overload::InFlightLimit::new(
             config.runtime.max_in_flight_calls,
             config.runtime.overload_retry_ms,
-        ))
-        .layer(crate::auth::AuthLayer::new(keys))
+        )))
+        .layer(crate::gate::GateLayer(keys))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(proto::inbound_server::InboundServer::new(api.clone()))

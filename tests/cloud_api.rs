@@ -306,11 +306,8 @@ async fn the_service_reacts_to_the_graph_apis_errors() {
     )
     .unwrap();
     config.cloud_api = self::config(&url);
-    let sender = CloudApiSender::start(config.cloud_api.clone(), "106540352242922").unwrap();
-    let parts = Parts {
-        sender: Arc::new(Arc::new(sender)),
-        ..Parts::default()
-    };
+    // The sender the config asks for, as the service builds it.
+    let parts = Parts::for_config(&config).unwrap();
     let server = Server::start(config, parts).await;
     let mut out = OutboundClient::new(server.channel().await);
     let send = |key: &str, to: &str, category: proto::Category| proto::SendRequest {

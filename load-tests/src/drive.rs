@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 
 use crate::latency::Latencies;
 use crate::report::LimitSample;
-use crate::scenario::{Agents, Dirty, Messages, Outbound, Priority};
+use crate::scenario::{Agents, Dirty, DirtyMessage, Message, Messages, Outbound, Priority};
 
 /// One request: builds and sends request `n`; Ok when the target answered OK.
 pub type Call = Arc<
@@ -180,24 +180,41 @@ fn name_of(s: Option<&str>, prefix: &str) -> String {
         .to_owned()
 }
 
+/// Inbound message `n` of a scenario, as the API and the inbound topic take it (its id
+/// `load.<n>` finds its answer again).
+pub fn inbound_message(tenant: &str, n: u64, m: Message) -> proto::InboundMessage {
+    proto::InboundMessage {
+        tenant: tenant.to_owned(),
+        customer: m.customer,
+        channel: if m.web_chat {
+            proto::Channel::Webchat
+        } else {
+            proto::Channel::Whatsapp
+        } as i32,
+        provider_message_id: format!("load.{n}"),
+        text: m.text,
+        business_number: String::new(),
+    }
+}
+
+/// Bad record `n` as a protobuf message (id `load-dirty.<n>`).
+pub fn dirty_message(n: u64, m: DirtyMessage) -> proto::InboundMessage {
+    proto::InboundMessage {
+        tenant: m.tenant,
+        customer: m.customer,
+        channel: proto::Channel::Whatsapp as i32,
+        provider_message_id: format!("load-dirty.{n}"),
+        text: m.text,
+        business_number: String::new(),
+    }
+}
+
 /// Customers writing in: `Inbound.Ingest` of the scenario's messages.
 pub fn inbound(channel: &Channel, tenant: &str, messages: Messages, outcomes: &Shared) -> Call {
     let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
     let messages = Arc::new(messages);
     Arc::new(move |n| {
-        let m = messages.nth(n);
-        let request = proto::InboundMessage {
-            tenant: tenant.clone(),
-            customer: m.customer,
-            channel: if m.web_chat {
-                proto::Channel::Webchat
-            } else {
-                proto::Channel::Whatsapp
-            } as i32,
-            provider_message_id: format!("load.{n}"),
-            text: m.text,
-            business_number: String::new(),
-        };
+        let request = inbound_message(&tenant, n, messages.nth(n));
         let mut client = proto::inbound_client::InboundClient::new(channel.clone());
         let outcomes = outcomes.clone();
         Box::pin(async move {
@@ -218,14 +235,8 @@ pub fn dirty(channel: &Channel, tenant: &str, dirty: Dirty, outcomes: &Shared) -
     let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
     Arc::new(move |n| {
         let m = dirty.nth(n, &tenant, false);
-        let request = proto::InboundMessage {
-            tenant: m.tenant,
-            customer: m.customer,
-            channel: proto::Channel::Whatsapp as i32,
-            provider_message_id: format!("load-dirty.{n}"),
-            text: m.text,
-            business_number: String::new(),
-        };
+        let flaw = m.flaw;
+        let request = dirty_message(n, m);
         let mut client = proto::inbound_client::InboundClient::new(channel.clone());
         let outcomes = outcomes.clone();
         Box::pin(async move {
@@ -236,7 +247,7 @@ pub fn dirty(channel: &Channel, tenant: &str, dirty: Dirty, outcomes: &Shared) -
             };
             count(
                 &mut outcomes.lock().expect("not poisoned").dirty,
-                format!("{} → {answer}", m.flaw.name()),
+                format!("{} → {answer}", flaw.name()),
             );
             result
         })

@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use switchboard::proto;
 use tokio::sync::oneshot;
 
-use crate::drive::{Call, SendRequests, Shared, count_send};
+use crate::drive::{Call, SendRequests, Shared, count_send, dirty_message, inbound_message};
 use crate::scenario::{Dirty, Flaw, Messages};
 
 /// How long a record may take to come back before it counts as lost.
@@ -207,21 +207,9 @@ impl KafkaTarget {
         let (target, tenant, outcomes) = (self.clone(), tenant.to_owned(), outcomes.clone());
         let messages = Arc::new(messages);
         Arc::new(move |n| {
-            let m = messages.nth(n);
-            let id = format!("load.{n}");
-            let payload = proto::InboundMessage {
-                tenant: tenant.clone(),
-                customer: m.customer,
-                channel: if m.web_chat {
-                    proto::Channel::Webchat
-                } else {
-                    proto::Channel::Whatsapp
-                } as i32,
-                provider_message_id: id.clone(),
-                text: m.text,
-                business_number: String::new(),
-            }
-            .encode_to_vec();
+            let message = inbound_message(&tenant, n, messages.nth(n));
+            let id = message.provider_message_id.clone();
+            let payload = message.encode_to_vec();
             let answer = target.produce(id, tenant.clone(), payload);
             let outcomes = outcomes.clone();
             Box::pin(async move {
@@ -258,20 +246,13 @@ impl KafkaTarget {
         Arc::new(move |n| {
             let m = dirty.nth(n, &tenant, true);
             let id = format!("load-dirty.{n}");
-            let payload = if m.flaw == Flaw::NotProtobuf {
+            let (flaw, key) = (m.flaw, m.tenant.clone());
+            let payload = if flaw == Flaw::NotProtobuf {
                 format!("not protobuf: {id}").into_bytes()
             } else {
-                proto::InboundMessage {
-                    tenant: m.tenant.clone(),
-                    customer: m.customer,
-                    channel: proto::Channel::Whatsapp as i32,
-                    provider_message_id: id.clone(),
-                    text: m.text,
-                    business_number: String::new(),
-                }
-                .encode_to_vec()
+                dirty_message(n, m).encode_to_vec()
             };
-            let answer = target.produce(id, m.tenant, payload);
+            let answer = target.produce(id, key, payload);
             let outcomes = outcomes.clone();
             Box::pin(async move {
                 let (outcome, result) = match answer.await {
@@ -291,7 +272,7 @@ impl KafkaTarget {
                         .lock()
                         .expect("not poisoned")
                         .dirty
-                        .entry(format!("{} → {outcome}", m.flaw.name()))
+                        .entry(format!("{} → {outcome}", flaw.name()))
                         .or_default() += 1;
                 }
                 result

@@ -588,30 +588,21 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
         }
         None => (plan_from_flags(args, base_rate)?, None),
     };
-    // The broker: one named, or Tansu started here; each run gets its own topics.
-    #[allow(unused_assignments)]
-    let mut tansu = None;
-    let kafka = match args.kafka.as_deref() {
-        None => None,
-        Some(brokers) => {
-            let brokers = if brokers == "tansu" {
-                let broker = tansu::Tansu::memory();
-                let b = broker.brokers();
-                tansu = Some(broker);
-                b
-            } else {
-                brokers.to_owned()
-            };
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis();
-            Some(Kafka {
-                brokers,
-                prefix: format!("load{stamp}"),
-            })
+    // The broker: one named, or Tansu started here (kept until the run ends); each run gets
+    // its own topics.
+    let tansu = (args.kafka.as_deref() == Some("tansu")).then(tansu::Tansu::memory);
+    let kafka = args.kafka.as_deref().map(|brokers| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        Kafka {
+            brokers: tansu
+                .as_ref()
+                .map_or_else(|| brokers.to_owned(), tansu::Tansu::brokers),
+            prefix: format!("load{stamp}"),
         }
-    };
+    });
     let server_config = args.server_config.clone().or_else(|| {
         let c = plan.server_config.as_ref()?;
         Some(scenario_dir.as_deref().unwrap_or(Path::new(".")).join(c))
