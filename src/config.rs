@@ -160,7 +160,10 @@ pub struct KafkaConfig {
     /// Retention of the state topic when switchboard creates it (delete policy; see
     /// `kafka::state` for why not compaction). Must exceed `snapshot_max_age_ms` by far.
     pub state_retention_ms: u64,
-    /// Largest input record accepted, in bytes; a larger one is dead-lettered as `oversize`.
+    /// Largest input record accepted, in bytes; a larger one is dead-lettered as `oversize`
+    /// (its payload cut to this size). Also the largest record produced: the producer's
+    /// `message.max.bytes` is this plus 16 KiB for headers, checked at start-up against the
+    /// output topics' `max.message.bytes` where the broker tells it. At most 64 MiB.
     pub max_record_bytes: usize,
     /// How long a partition revoke may wait for its in-flight records to be acknowledged.
     pub revoke_drain_ms: u64,
@@ -168,9 +171,29 @@ pub struct KafkaConfig {
     pub statistics_interval_ms: u64,
     /// How long producing one record may take before it is retried.
     pub produce_timeout_ms: u64,
+    /// The consumer group's session timeout: a replica that stops heartbeating (killed, cut
+    /// off) loses its partitions after this long, and only then can another replica take its
+    /// tenants over. Shorter fails over faster; too short and a network blip or a slow
+    /// broker moves partitions needlessly. Brokers accept 6,000 ms and up by default
+    /// (`group.min.session.timeout.ms`). An entry in `options` overrides it.
+    pub session_timeout_ms: u64,
+    /// How often the consumer heartbeats the group (at most a third of the session timeout);
+    /// also how soon the survivors hear of a rebalance. An entry in `options` overrides it.
+    pub heartbeat_interval_ms: u64,
+    /// Readiness: the input counts as stalled (NOT_SERVING) when records are waiting and
+    /// nothing moved (no record read, no output acknowledged) for this long.
+    pub stall_timeout_ms: u64,
+    /// Readiness: NOT_SERVING when cuts have failed, with none written since, for this long.
+    pub snapshot_failure_timeout_ms: u64,
+    /// The retry hint (`grpc-retry-pushback-ms`) on UNAVAILABLE answers for a tenant whose
+    /// partition is changing hands or whose owner cannot be reached.
+    pub unavailable_retry_ms: u64,
     /// Raw librdkafka options for consumer and producer (e.g. security settings).
     pub options: std::collections::BTreeMap<String, String>,
 }
+
+/// The largest `kafka.max_record_bytes` accepted (librdkafka fetches at most 100 MB a record).
+pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -199,6 +222,14 @@ impl Default for KafkaConfig {
             revoke_drain_ms: 10_000,
             statistics_interval_ms: 5_000,
             produce_timeout_ms: 10_000,
+            // A killed replica's tenants are served again after the session timeout, the
+            // survivors' rejoin (a heartbeat) and the restore: 10 + 1 + ~1 s, under 15 s.
+            session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 1_000,
+            // Three produce timeouts: a broker that answers late is not yet a stall.
+            stall_timeout_ms: 30_000,
+            snapshot_failure_timeout_ms: 60_000,
+            unavailable_retry_ms: 1_000,
             options: Default::default(),
         }
     }
@@ -667,6 +698,41 @@ impl Config {
             positive("kafka.max_record_bytes", k.max_record_bytes as u64)?;
             positive("kafka.snapshot_interval_ms", k.snapshot_interval_ms)?;
             positive("kafka.snapshot_chunk_bytes", k.snapshot_chunk_bytes as u64)?;
+            if k.max_record_bytes > MAX_RECORD_BYTES {
+                return Err(invalid(
+                    "kafka.max_record_bytes",
+                    format!(
+                        "{} is over {MAX_RECORD_BYTES} (64 MiB), more than a Kafka client \
+                         fetches in one record; lower it",
+                        k.max_record_bytes
+                    ),
+                ));
+            }
+            positive("kafka.session_timeout_ms", k.session_timeout_ms)?;
+            if k.heartbeat_interval_ms == 0 || 3 * k.heartbeat_interval_ms > k.session_timeout_ms {
+                return Err(invalid(
+                    "kafka.heartbeat_interval_ms",
+                    format!(
+                        "must be above 0 and at most a third of kafka.session_timeout_ms ({}); \
+                         lower it",
+                        k.session_timeout_ms
+                    ),
+                ));
+            }
+            positive(
+                "kafka.snapshot_failure_timeout_ms",
+                k.snapshot_failure_timeout_ms,
+            )?;
+            if k.stall_timeout_ms <= k.statistics_interval_ms {
+                return Err(invalid(
+                    "kafka.stall_timeout_ms",
+                    format!(
+                        "must be longer than kafka.statistics_interval_ms ({}): the consumer lag \
+                         it reads is that old; raise it",
+                        k.statistics_interval_ms
+                    ),
+                ));
+            }
             if k.snapshot_max_age_ms < k.snapshot_interval_ms {
                 return Err(invalid(
                     "kafka.snapshot_max_age_ms",

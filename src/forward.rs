@@ -2,8 +2,9 @@
 //! another replica owns is sent on to that replica (its address from the owners topic, see
 //! `kafka::owners`) and its answer returned, streams included. A call is forwarded at most
 //! once: one that arrives forwarded for a tenant this replica does not own (it moved in
-//! between) is answered `UNAVAILABLE`, as is one whose owner is not known yet; both are
-//! retryable.
+//! between) is answered `UNAVAILABLE`, as is one whose owner is not known yet or cannot be
+//! reached; all are retryable, name the tenant, its partition and what is being waited for,
+//! and carry a retry hint (`grpc-retry-pushback-ms`, `kafka.unavailable_retry_ms`).
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,15 +20,47 @@ pub struct Forwarder {
     ownership: Arc<Ownership>,
     configured: HashSet<String>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The retry hint on UNAVAILABLE answers, in ms.
+    retry_ms: u64,
 }
 
 impl Forwarder {
-    pub fn new(ownership: Arc<Ownership>, tenants: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(
+        ownership: Arc<Ownership>,
+        tenants: impl IntoIterator<Item = String>,
+        retry_ms: u64,
+    ) -> Self {
         Self {
             ownership,
             configured: tenants.into_iter().collect(),
             channels: Mutex::default(),
+            retry_ms,
         }
+    }
+
+    /// `status` with the retry hint.
+    fn hinted(&self, mut status: Status) -> Status {
+        status.metadata_mut().insert(
+            crate::overload::RETRY_PUSHBACK_HEADER,
+            tonic::metadata::MetadataValue::from(self.retry_ms),
+        );
+        status
+    }
+
+    /// What the caller gets when the owner did not answer a forwarded call: the owner's
+    /// own UNAVAILABLE (it names the tenant), or, when the owner could not be reached or gave
+    /// no such detail, which tenant, which partition and what is being waited for.
+    pub fn unreached(&self, tenant: &str, owner: &str, status: Status) -> Status {
+        if status.code() != tonic::Code::Unavailable || status.message().contains(tenant) {
+            return status;
+        }
+        let partition = self.ownership.partition_of(tenant);
+        self.hinted(Status::unavailable(format!(
+            "tenant {tenant:?} (partition {partition}) is served by {owner}, which did not \
+             serve the call ({}): waiting for it to come back, or for the consumer group to \
+             give partition {partition} to another replica (kafka.session_timeout_ms); retry",
+            status.message()
+        )))
     }
 
     /// Where a call for `tenant` is served: None here, or the channel to its owner.
@@ -44,10 +77,10 @@ impl Forwarder {
             return Ok(None);
         }
         if forwarded {
-            return Err(Status::unavailable(format!(
+            return Err(self.hinted(Status::unavailable(format!(
                 "tenant {tenant:?} (partition {partition}) moved while this call was forwarded \
                  (a rebalance); retry"
-            )));
+            ))));
         }
         match self.ownership.owner_of(partition) {
             Some(address) => Ok(Some((self.channel(&address)?, address))),
@@ -55,7 +88,7 @@ impl Forwarder {
             // lets it be served here).
             None => match self.ownership.check(&TenantId::new(tenant)) {
                 Ok(()) => Ok(None),
-                Err(e) => Err(crate::grpc::status(e)),
+                Err(e) => Err(self.hinted(crate::grpc::status(e))),
             },
         }
     }

@@ -509,7 +509,11 @@ macro_rules! forward {
         if let Some((channel, owner)) =
             $api.owner_of(&$request.get_ref().tenant, $request.metadata())?
         {
-            let mut response = <$client>::new(channel).$method(forwarded($request)).await?;
+            let tenant = $request.get_ref().tenant.clone();
+            let mut response = <$client>::new(channel)
+                .$method(forwarded($request))
+                .await
+                .map_err(|s| $api.unreached(&tenant, &owner, s))?;
             served_by(response.metadata_mut(), &owner);
             return Ok(response);
         }
@@ -518,7 +522,11 @@ macro_rules! forward {
         if let Some((channel, owner)) =
             $api.owner_of(&$request.get_ref().tenant, $request.metadata())?
         {
-            let response = <$client>::new(channel).$method(forwarded($request)).await?;
+            let tenant = $request.get_ref().tenant.clone();
+            let response = <$client>::new(channel)
+                .$method(forwarded($request))
+                .await
+                .map_err(|s| $api.unreached(&tenant, &owner, s))?;
             let (mut metadata, events, extensions) = response.into_parts();
             served_by(&mut metadata, &owner);
             let events: EventStream<_> = Box::pin(events);
@@ -607,6 +615,14 @@ impl Api {
         match &self.forwarder {
             Some(f) => f.route(tenant, metadata.contains_key(FORWARDED_HEADER)),
             None => Ok(None),
+        }
+    }
+
+    /// A forwarded call the owner did not serve (see `Forwarder::unreached`).
+    fn unreached(&self, tenant: &str, owner: &str, status: Status) -> Status {
+        match &self.forwarder {
+            Some(f) => f.unreached(tenant, owner, status),
+            None => status,
         }
     }
 
@@ -1199,7 +1215,7 @@ impl proto::quotas_server::Quotas for Api {
         let mut tenants = Vec::new();
         for t in self.runtime.tenants() {
             let quota = match self.owner_of(t.as_str(), request.metadata())? {
-                Some((channel, _)) => {
+                Some((channel, owner)) => {
                     let get = Request::from_parts(
                         request.metadata().clone(),
                         Default::default(),
@@ -1209,7 +1225,8 @@ impl proto::quotas_server::Quotas for Api {
                     );
                     proto::quotas_client::QuotasClient::new(channel)
                         .get(forwarded(get))
-                        .await?
+                        .await
+                        .map_err(|s| self.unreached(t.as_str(), &owner, s))?
                         .into_inner()
                 }
                 None => self.quota(t).await?,

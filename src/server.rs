@@ -40,11 +40,6 @@ pub enum ServeError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("kafka topics: {0}")]
     Topics(#[from] crate::kafka::TopicError),
-    #[error(
-        "a Kafka partition could not be taken over (its snapshot or dispatches could not be \
-         read; see the log above); stopped rather than run its tenants without their state"
-    )]
-    Takeover,
     #[error("{0} shard(s) did not stop within runtime.shutdown_grace_ms")]
     ShardsDidNotStop(usize),
     #[error("TLS: {0}")]
@@ -169,10 +164,10 @@ pub async fn run_with(
         if k.create_topics {
             crate::kafka::create_topics(k).await?;
         }
+        crate::kafka::check_record_limits(k).await?;
         let outbox = crate::kafka::outbox::Outbox::start(
             &crate::kafka::client_config(k),
-            Duration::from_millis(k.produce_timeout_ms),
-            Duration::from_millis(200),
+            crate::kafka::outbox::Settings::for_config(k),
             stop_outbox.clone(),
         )?;
         let sink: Arc<dyn Sender> = Arc::new(crate::kafka::sink::KafkaSink {
@@ -215,20 +210,32 @@ pub async fn run_with(
     }
     // Kafka input, when brokers are configured (else the gRPC API is the only intake).
     let stop_kafka = CancellationToken::new();
-    // A partition that cannot be taken over stops the service (see `kafka::input`).
-    let kafka_fatal = CancellationToken::new();
     let stop_owners = CancellationToken::new();
+    // Readiness: None while serving, else why not (the Kafka watchdog, then shutdown, set
+    // it); gRPC health and /ready report it.
+    let (ready, readiness) = tokio::sync::watch::channel::<Option<String>>(None);
     let (kafka_task, api) = if let Some(outbox) = &outbox {
         let partitions = crate::kafka::partition_count(&config.kafka).await?;
         let advertise = advertise_addr(&config, grpc.local_addr()?);
         let ownership = crate::kafka::ownership::Ownership::new(partitions, advertise.clone());
         crate::kafka::owners::follow(&config.kafka, ownership.clone(), stop_owners.clone())?;
+        let k = &config.kafka;
+        let watchdog = Arc::new(crate::kafka::health::Watchdog::new(
+            Duration::from_millis(k.stall_timeout_ms),
+            Duration::from_millis(k.snapshot_failure_timeout_ms),
+        ));
+        tokio::spawn(watchdog.clone().run(
+            outbox.acks().clone(),
+            ready.clone(),
+            Duration::from_secs(1),
+            stop_owners.clone(),
+        ));
         let input = crate::kafka::KafkaInput::new(
             &config,
             runtime.clone(),
             outbox.clone(),
             ownership.clone(),
-            kafka_fatal.clone(),
+            watchdog,
         )?;
         tracing::info!(brokers = %config.kafka.brokers, partitions, advertise, "kafka input on");
         let task = tokio::spawn(input.run(stop_kafka.clone()));
@@ -237,6 +244,7 @@ pub async fn run_with(
         let forwarder = crate::forward::Forwarder::new(
             ownership.clone(),
             config.tenants.iter().map(|t| t.id.clone()),
+            config.kafka.unavailable_retry_ms,
         );
         let journal = crate::kafka::sink::SendsJournal {
             outbox: outbox.clone(),
@@ -257,6 +265,26 @@ pub async fn run_with(
             .set_service_status(*name, ServingStatus::Serving)
             .await;
     }
+    telemetry::ready(true);
+    // gRPC health follows readiness: every service and the server as a whole.
+    let follow_readiness = {
+        let (health, mut readiness) = (health.clone(), readiness.clone());
+        tokio::spawn(async move {
+            while readiness.changed().await.is_ok() {
+                let serving = readiness.borrow_and_update().is_none();
+                telemetry::ready(serving);
+                let status = if serving {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                health.set_service_status("", status).await;
+                for name in SERVICES {
+                    health.set_service_status(*name, status).await;
+                }
+            }
+        })
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -268,6 +296,7 @@ pub async fn run_with(
         None => tokio::spawn(telemetry::serve(
             metrics,
             prometheus,
+            readiness.clone(),
             stop_metrics.clone().cancelled_owned(),
         )),
         Some((cert, key)) => {
@@ -275,6 +304,7 @@ pub async fn run_with(
             tokio::spawn(telemetry::serve(
                 listener,
                 prometheus,
+                readiness.clone(),
                 stop_metrics.clone().cancelled_owned(),
             ))
         }
@@ -337,10 +367,13 @@ pub async fn run_with(
             return Ok(());
         }
         () = shutdown => {}
-        () = kafka_fatal.cancelled() => {}
     }
 
     tracing::info!("shutting down: reporting NOT_SERVING, closing streams, draining calls");
+    // Readiness no longer follows the watchdog: the replica is going away.
+    follow_readiness.abort();
+    ready.send_replace(Some("shutting down".into()));
+    telemetry::ready(false);
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
@@ -391,9 +424,6 @@ pub async fn run_with(
     if stuck > 0 {
         tracing::error!(stuck, "shards did not stop within the grace period");
         return Err(ServeError::ShardsDidNotStop(stuck));
-    }
-    if kafka_fatal.is_cancelled() {
-        return Err(ServeError::Takeover);
     }
     tracing::info!("stopped");
     Ok(())

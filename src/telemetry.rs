@@ -58,6 +58,9 @@ pub const KAFKA_CONSUMER_LAG: &str = "switchboard_kafka_consumer_lag";
 pub const KAFKA_STATUSES: &str = "switchboard_kafka_webhook_statuses_total";
 pub const KAFKA_PARTITIONS_OWNED: &str = "switchboard_kafka_partitions_owned";
 pub const KAFKA_TENANTS_OWNED: &str = "switchboard_kafka_tenants_owned";
+pub const KAFKA_OUTPUTS_REFUSED: &str = "switchboard_kafka_outputs_refused_total";
+pub const KAFKA_UNHEALTHY: &str = "switchboard_kafka_unhealthy";
+pub const READY: &str = "switchboard_ready";
 
 /// The families exported in Kafka mode only.
 pub const KAFKA: &[&str] = &[
@@ -79,6 +82,8 @@ pub const KAFKA: &[&str] = &[
     KAFKA_STATUSES,
     KAFKA_PARTITIONS_OWNED,
     KAFKA_TENANTS_OWNED,
+    KAFKA_UNHEALTHY,
+    READY,
 ];
 
 /// Every metric family the service exports (tests check `/metrics` against this list).
@@ -311,6 +316,23 @@ fn describe() {
         "Configured tenants whose partition this replica owns (state restored)."
     );
     describe_counter!(
+        KAFKA_OUTPUTS_REFUSED,
+        "Records the broker or the producer refused for good (too large, invalid), by topic and \
+         fate: dead_lettered (the DLQ got it in its place), truncated (a dead letter sent again \
+         with its headers only), dropped (even that was refused)."
+    );
+    describe_gauge!(
+        KAFKA_UNHEALTHY,
+        "1 while a readiness condition holds, by condition: input_stalled (records waiting and \
+         no progress for kafka.stall_timeout_ms), snapshots_failing (no cut written for \
+         kafka.snapshot_failure_timeout_ms), takeover_failed (a partition's state could not be \
+         restored)."
+    );
+    describe_gauge!(
+        READY,
+        "1 while the replica reports SERVING (gRPC health and /ready), 0 while NOT_SERVING."
+    );
+    describe_counter!(
         KAFKA_STATUSES,
         "Webhook statuses by outcome: matched (fed back to a send), unmatched (not a send of \
          ours), ignored (a status the quotas do not react to)."
@@ -485,21 +507,44 @@ pub fn stream_disconnected(kind: &'static str) {
 pub async fn serve<L>(
     listener: L,
     handle: PrometheusHandle,
+    readiness: tokio::sync::watch::Receiver<Option<String>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
+    use axum::http::StatusCode;
     use axum::routing::get;
     let render = handle.clone();
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let h = render.clone();
-            async move { h.render() }
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let h = render.clone();
+                async move { h.render() }
+            }),
+        )
+        // Readiness for HTTP probes: 200 while serving, 503 with the reason while not (the
+        // same answer as gRPC health, see `kafka::health`).
+        .route(
+            "/ready",
+            get(move || {
+                let why = readiness.borrow().clone();
+                async move {
+                    match why {
+                        None => (StatusCode::OK, "ready\n".to_owned()),
+                        Some(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        )
+        // Liveness: the process answers (a stalled input is a readiness matter: restarting
+        // does not bring a broker back).
+        .route("/live", get(|| async { "live\n" }));
     // Histogram and summary storage is drained by upkeep; without it memory grows with samples.
     let upkeep = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
@@ -571,6 +616,39 @@ pub fn kafka_lag(topic: &str, partition: i32, lag: i64) {
 
 pub fn kafka_status(outcome: &'static str) {
     counter!(KAFKA_STATUSES, "outcome" => outcome).increment(1);
+}
+
+/// A record refused for good (see `kafka::outbox`): `fate` is what became of it.
+pub fn kafka_output_refused(topic: &str, fate: &'static str, error: &str) {
+    if fate == "dropped" {
+        tracing::error!(
+            topic,
+            error,
+            "a dead letter was refused even without its payload; dropped"
+        );
+    } else {
+        tracing::warn!(
+            topic,
+            fate,
+            error,
+            "record refused by the broker or the producer for good"
+        );
+    }
+    counter!(KAFKA_OUTPUTS_REFUSED, "topic" => topic.to_owned(), "fate" => fate).increment(1);
+}
+
+/// A readiness condition began (`why` says what is wrong) or ended (`why` is None).
+pub fn kafka_unhealthy(condition: &'static str, why: Option<&str>) {
+    match why {
+        Some(why) => tracing::error!(condition, why, "readiness: NOT_SERVING"),
+        None => tracing::info!(condition, "readiness condition cleared"),
+    }
+    gauge!(KAFKA_UNHEALTHY, "condition" => condition).set(if why.is_some() { 1.0 } else { 0.0 });
+}
+
+/// The replica's overall serving status.
+pub fn ready(serving: bool) {
+    gauge!(READY).set(if serving { 1.0 } else { 0.0 });
 }
 
 pub fn kafka_partitions_owned(n: usize) {

@@ -43,7 +43,8 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Acks, Outbox};
+use super::health::Watchdog;
+use super::outbox::{self, Acks, Outbox};
 use super::ownership::Ownership;
 use super::sink::parse_callback;
 use super::state::StateStore;
@@ -177,9 +178,11 @@ struct Handover {
     /// Partitions taken over whose send requests wait until the inbound messages and webhooks
     /// that were already there are read: (topic, high watermark at the takeover) still ahead.
     catching_up: Mutex<HashMap<i32, Vec<(String, i64)>>>,
-    /// A partition could not be taken over: the service stops rather than run its tenants
-    /// without their state.
-    fatal: CancellationToken,
+    /// Partitions whose takeover failed: their input is paused and the takeover is tried
+    /// again at each snapshot interval (never run a tenant without its state).
+    failed: Mutex<BTreeSet<i32>>,
+    /// Readiness: what the input, the cuts and the takeovers report (see `health`).
+    watchdog: Arc<Watchdog>,
 }
 
 impl Handover {
@@ -305,6 +308,8 @@ impl Handover {
             },
         );
         self.ownership.ready(partition);
+        lock(&self.failed).remove(&partition);
+        self.watchdog.takeover_cleared(partition);
         let me = self.ownership.me();
         if !me.is_empty()
             && let Err(e) = self.handle.block_on(self.store.announce(
@@ -450,6 +455,7 @@ impl Handover {
             }
             telemetry::kafka_commit(committed.is_ok());
         }
+        self.watchdog.cut_written();
         tracing::debug!(partition, inputs = ?written.inputs, bytes = written.bytes, "snapshot written");
         telemetry::kafka_snapshot(written.started.elapsed(), written.bytes);
     }
@@ -541,6 +547,65 @@ impl Handover {
         self.gauges();
     }
 
+    /// A takeover failed: the partition's input stays paused, readiness says why, and the
+    /// takeover is tried again at each snapshot interval (`retry_takeovers`).
+    fn takeover_failed(&self, partition: i32, e: &HandoverError) {
+        tracing::error!(partition, error = %e, "cannot take the partition over; its input waits and the takeover is tried again at each snapshot interval");
+        self.ownership.failed(partition);
+        lock(&self.failed).insert(partition);
+        self.watchdog.takeover_failed(partition, &e.to_string());
+    }
+
+    /// The partition is no longer this replica's: nothing to retry.
+    fn forget_failed(&self, partition: i32) {
+        if lock(&self.failed).remove(&partition) {
+            self.watchdog.takeover_cleared(partition);
+        }
+    }
+
+    /// Tries the failed takeovers again; a partition taken over now reads its input from the
+    /// snapshot's offsets (it was paused where the group's committed offsets are). Blocking.
+    fn retry_takeovers<C: ConsumerContext>(&self, consumer: &impl Consumer<C>) {
+        let failed: Vec<i32> = lock(&self.failed).iter().copied().collect();
+        for partition in failed {
+            let inputs = match self.take_over(partition) {
+                Ok(inputs) => inputs,
+                Err(e) => {
+                    self.takeover_failed(partition, &e);
+                    continue;
+                }
+            };
+            let timeout = Duration::from_millis(self.config.produce_timeout_ms);
+            let mut resume = TopicPartitionList::new();
+            for topic in self.inputs() {
+                if let Some(&(_, offset)) = inputs.iter().find(|(t, _)| t == topic)
+                    && let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), timeout)
+                {
+                    tracing::error!(partition, topic, error = %e, "seek after a late takeover failed; trying again");
+                    self.takeover_failed(partition, &HandoverError::Kafka(e));
+                    resume = TopicPartitionList::new();
+                    break;
+                }
+                let _ = resume.add_partition_offset(topic, partition, Offset::Invalid);
+            }
+            if resume.count() == 0 {
+                continue;
+            }
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::error!(partition, error = %e, "input not resumed after a late takeover");
+            }
+            let held = self.held_sends(partition);
+            if held.count() > 0 {
+                let _ = consumer.pause(&held);
+            }
+            tracing::info!(
+                partition,
+                "partition taken over on a later try; its input resumes"
+            );
+            self.gauges();
+        }
+    }
+
     fn gauges(&self) {
         let owned = self.ownership.owned();
         telemetry::kafka_partitions_owned(owned.len());
@@ -574,14 +639,19 @@ struct InputContext {
 
 impl ClientContext for InputContext {
     fn stats(&self, statistics: Statistics) {
+        let mut total = 0;
         for (topic, t) in &statistics.topics {
             for (&partition, p) in &t.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; lag -1 is "not known".
                 if partition >= 0 && p.consumer_lag >= 0 {
                     telemetry::kafka_lag(topic, partition, p.consumer_lag);
+                    if self.handover.ownership.is_owned(partition) {
+                        total += p.consumer_lag;
+                    }
                 }
             }
         }
+        self.handover.watchdog.lag(total);
     }
 }
 
@@ -608,12 +678,10 @@ impl ConsumerContext for InputContext {
                             }
                         }
                         Err(e) => {
-                            tracing::error!(partition = p, error = %e, "cannot take the partition over; stopping rather than run its tenants without their state");
-                            h.ownership.failed(p);
+                            h.takeover_failed(p, &e);
                             for topic in h.inputs() {
                                 let _ = failed.add_partition_offset(topic, p, Offset::Invalid);
                             }
-                            h.fatal.cancel();
                         }
                     }
                 }
@@ -649,6 +717,9 @@ impl ConsumerContext for InputContext {
                     }
                 }
                 blocking(|| h.release(&owned));
+                for p in &numbers {
+                    h.forget_failed(*p);
+                }
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(error = %e, "unassign failed");
                 }
@@ -658,6 +729,9 @@ impl ConsumerContext for InputContext {
                 tracing::error!(error = ?other, "rebalance error");
                 let owned = h.ownership.owned();
                 blocking(|| h.release(&owned));
+                for p in &numbers {
+                    h.forget_failed(*p);
+                }
                 let _ = consumer.unassign();
             }
         }
@@ -676,13 +750,13 @@ pub struct KafkaInput {
 }
 
 impl KafkaInput {
-    /// `fatal` is cancelled if a partition cannot be taken over (the service should stop).
+    /// `watchdog` hears how the input, its cuts and its takeovers are doing (readiness).
     pub fn new(
         config: &Config,
         runtime: Runtime,
         outbox: Arc<Outbox>,
         ownership: Arc<Ownership>,
-        fatal: CancellationToken,
+        watchdog: Arc<Watchdog>,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         let k = &config.kafka;
         let mut tenants_of: HashMap<i32, Vec<TenantId>> = HashMap::new();
@@ -705,7 +779,8 @@ impl KafkaInput {
             writing: Mutex::default(),
             written: Default::default(),
             catching_up: Mutex::default(),
-            fatal,
+            failed: Mutex::default(),
+            watchdog,
         });
         let mut settings = super::client_config(k);
         settings
@@ -716,6 +791,15 @@ impl KafkaInput {
             .set("auto.offset.reset", "earliest")
             // Partition p of every input topic to the same replica (they share tenants).
             .set("partition.assignment.strategy", "range");
+        // Failover speed (see `KafkaConfig::session_timeout_ms`); the operator's raw options win.
+        for (key, value) in [
+            ("session.timeout.ms", k.session_timeout_ms),
+            ("heartbeat.interval.ms", k.heartbeat_interval_ms),
+        ] {
+            if !k.options.contains_key(key) {
+                settings.set(key, value.to_string());
+            }
+        }
         if k.statistics_interval_ms > 0 {
             settings.set(
                 "statistics.interval.ms",
@@ -746,7 +830,6 @@ impl KafkaInput {
         let max_age = Duration::from_millis(self.config.snapshot_max_age_ms);
         let mut cuts = tokio::time::interval(interval);
         cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let fatal = self.handover.fatal.clone();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         loop {
             let acks = self.outbox.acks();
@@ -754,8 +837,8 @@ impl KafkaInput {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                () = fatal.cancelled() => break,
                 _ = cuts.tick() => {
+                    blocking(|| self.handover.retry_takeovers(&self.consumer));
                     // Taken here, between records; written in the background (the input goes
                     // on), committed here when written.
                     let due = self.handover.due(max_age);
@@ -774,6 +857,7 @@ impl KafkaInput {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "snapshot not taken; retrying at the next interval");
+                            self.handover.watchdog.cut_failed(&e.to_string());
                             due.iter().for_each(|&p| self.handover.ownership.touch(p));
                         }
                     }
@@ -782,6 +866,7 @@ impl KafkaInput {
                     Ok(written) => self.handover.commit(&self.consumer, written),
                     Err(e) => {
                         tracing::warn!(error = %e, partition, "snapshot not written; retrying at the next interval");
+                        self.handover.watchdog.cut_failed(&e.to_string());
                         self.handover.ownership.touch(partition);
                     }
                 },
@@ -805,6 +890,7 @@ impl KafkaInput {
                     if self.handle(&message).await.is_err() {
                         break; // stopping: this record is read again after restart
                     }
+                    self.handover.watchdog.record_read();
                     let partition = message.partition();
                     self.handover.ownership.touch(partition);
                     if self.handover.read_up_to(message.topic(), partition, message.offset()) {
@@ -922,6 +1008,15 @@ impl KafkaInput {
         }
         if let Some(item) = &dead.item {
             headers = headers.insert(header("switchboard.error.item", item.as_bytes()));
+        }
+        // As much of the payload as the producer takes (an oversize record is kept whole
+        // only up to kafka.max_record_bytes); the header names the original size.
+        let (payload, cut) = outbox::fit(payload, self.config.max_record_bytes);
+        if let Some(size) = cut {
+            headers = headers.insert(header(
+                outbox::TRUNCATED_HEADER,
+                size.to_string().as_bytes(),
+            ));
         }
         self.outbox
             .produce(&self.config.dlq_topic, m.key(), payload, Some(headers));

@@ -10,6 +10,7 @@
 //! Topics are keyed by tenant, so a tenant's records stay in order on one partition and the
 //! consumer group spreads tenants over replicas. Missing topics are created at start-up
 //! (`kafka.create_topics`).
+pub mod health;
 pub mod input;
 pub mod outbox;
 pub mod owners;
@@ -84,6 +85,18 @@ pub enum TopicError {
     #[error("topic {0:?} does not exist; create it or set kafka.create_topics = true")]
     Missing(String),
     #[error(
+        "topic {topic:?} accepts records of at most {limit} bytes (max.message.bytes) but \
+         switchboard produces up to {needed} ({what}); raise the topic's max.message.bytes \
+         or lower {setting}"
+    )]
+    TooSmall {
+        topic: String,
+        limit: usize,
+        needed: usize,
+        what: &'static str,
+        setting: &'static str,
+    },
+    #[error(
         "cannot create topic {topic:?}: {code}; check kafka.replication_factor (at most the \
          number of brokers) and kafka.topic_partitions, or create the topics yourself and set \
          kafka.create_topics = false"
@@ -141,7 +154,10 @@ pub async fn create_topics(k: &KafkaConfig) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = client_config(k).create()?;
     let list = topics(k);
     let retention = k.state_retention_ms.to_string();
-    let max_bytes = (k.snapshot_chunk_bytes + 64 * 1024).to_string();
+    let max_bytes = state::max_message_bytes(k).to_string();
+    let plain_max_bytes = outbox::Settings::for_config(k)
+        .max_message_bytes()
+        .to_string();
     let new: Vec<NewTopic<'_>> = list
         .iter()
         .map(|&(name, kind)| {
@@ -155,7 +171,9 @@ pub async fn create_topics(k: &KafkaConfig) -> Result<(), TopicError> {
                 TopicReplication::Fixed(k.replication_factor),
             );
             match kind {
-                TopicKind::Plain => topic,
+                // Room for the largest record switchboard produces (a dead letter cut to
+                // kafka.max_record_bytes, with headers).
+                TopicKind::Plain => topic.set("max.message.bytes", &plain_max_bytes),
                 TopicKind::State => topic
                     .set("cleanup.policy", "delete")
                     .set("retention.ms", &retention)
@@ -172,6 +190,79 @@ pub async fn create_topics(k: &KafkaConfig) -> Result<(), TopicError> {
             Ok(name) => tracing::info!(topic = %name, "topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(TopicError::Create { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every topic switchboard writes takes the largest record it may write there:
+/// outputs up to `kafka.max_record_bytes` plus headers, state chunks up to
+/// `kafka.snapshot_chunk_bytes` plus headers. Uses the topics' `max.message.bytes` as the
+/// broker describes them; a broker that does not describe them is not checked (logged).
+pub async fn check_record_limits(k: &KafkaConfig) -> Result<(), TopicError> {
+    use rdkafka::admin::{ConfigSource, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = client_config(k).create()?;
+    let outputs = outbox::Settings::for_config(k).max_message_bytes();
+    let mut wanted: Vec<(&str, usize, &'static str, &'static str)> = [
+        &k.routed_topic,
+        &k.dispatch_topic,
+        &k.status_topic,
+        &k.dlq_topic,
+        &k.sends_topic,
+        &k.inbound_topic,
+        &k.webhooks_topic,
+    ]
+    .into_iter()
+    .map(|t| {
+        (
+            t.as_str(),
+            outputs,
+            "outputs, dead letters and moved records with headers",
+            "kafka.max_record_bytes",
+        )
+    })
+    .collect();
+    wanted.push((
+        &k.state_topic,
+        state::max_message_bytes(k),
+        "snapshot chunks with headers",
+        "kafka.snapshot_chunk_bytes",
+    ));
+    let resources: Vec<ResourceSpecifier<'_>> = wanted
+        .iter()
+        .map(|(t, ..)| ResourceSpecifier::Topic(t))
+        .collect();
+    // Short: a broker that cannot describe configs (librdkafka's mock cluster) should not
+    // hold the start-up long.
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(3)));
+    let described = match admin.describe_configs(&resources, &options).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(error = %e, "the broker did not describe the topics' record size limits; not checked");
+            return Ok(());
+        }
+    };
+    for ((topic, needed, what, setting), result) in wanted.into_iter().zip(described) {
+        let limit = result.ok().and_then(|r| {
+            r.get("max.message.bytes")
+                .filter(|e| e.source != ConfigSource::Unknown)
+                .and_then(|e| e.value.as_deref()?.parse::<usize>().ok())
+        });
+        match limit {
+            Some(limit) if limit < needed => {
+                return Err(TopicError::TooSmall {
+                    topic: topic.to_owned(),
+                    limit,
+                    needed,
+                    what,
+                    setting,
+                });
+            }
+            Some(_) => {}
+            None => tracing::info!(
+                topic,
+                "the broker did not say the topic's max.message.bytes; not checked"
+            ),
         }
     }
     Ok(())

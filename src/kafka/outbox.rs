@@ -1,21 +1,36 @@
 //! The outbox: every record switchboard produces (routed decisions, dispatches, statuses, dead
-//! letters) goes through one idempotent producer and gets a sequence number. The broker's
-//! acknowledgements advance a low watermark, "everything up to `n` is acknowledged", which is
-//! what the input waits on before it stores an offset (see `input`).
+//! letters, moved input, journaled sends) goes through one idempotent producer and gets a
+//! sequence number. The broker's acknowledgements advance a low watermark, "everything up to
+//! `n` is acknowledged", which is what the input waits on before it stores an offset (see
+//! `input`).
 //!
 //! Producing never blocks the caller: a record is handed to librdkafka and the delivery report
-//! (on librdkafka's own thread) acknowledges it. A record the broker refused after librdkafka's
-//! own retries, or that found the local queue full, is produced again by a retry task until it
-//! is acknowledged or the service stops; then the watermark stays below it, and the inputs that
-//! caused it are read again after a restart.
-use std::collections::BTreeSet;
+//! (on librdkafka's own thread) acknowledges it. **No record can hold the watermark for
+//! ever**:
+//! - a *retriable* failure (the broker unreachable, a leader change, the local queue full, a
+//!   timeout) is produced again by a retry task after `retry_backoff`, until it is
+//!   acknowledged or the service stops (then the inputs that caused it are read again after a
+//!   restart; readiness says so meanwhile, see `health`);
+//! - a *permanent* refusal (too large for the producer's or the broker's limit, or rejected
+//!   by the broker as invalid: [`permanent`]) is never retried as it was. The record goes to
+//!   the dead-letter topic in its place, under the same sequence number, with its original
+//!   topic, the error and as much of its payload as fits (`switchboard.payload.truncated`
+//!   names the original size when it was cut); a dead letter that is itself refused is sent
+//!   once more with its headers only, and if even that is refused it is dropped with an
+//!   error log line and `switchboard_kafka_outputs_refused_total{fate="dropped"}`.
+//!
+//! The producer's `message.max.bytes` is `kafka.max_record_bytes` plus [`HEADROOM`] for
+//! headers, so a dead letter cut to `kafka.max_record_bytes` always fits.
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +56,7 @@ struct AckState {
 }
 
 impl Acks {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: Mutex::default(),
             changed: Condvar::new(),
@@ -55,13 +70,13 @@ impl Acks {
             .expect("no panic while holding the ack lock")
     }
 
-    fn issue(&self) -> Seq {
+    pub(crate) fn issue(&self) -> Seq {
         let mut s = self.lock();
         s.issued += 1;
         s.issued
     }
 
-    fn ack(&self, seq: Seq) {
+    pub(crate) fn ack(&self, seq: Seq) {
         let through = {
             let mut s = self.lock();
             if seq != s.through + 1 {
@@ -105,10 +120,48 @@ impl Acks {
     }
 }
 
-/// A record to produce again.
+/// Room for headers on top of `kafka.max_record_bytes` in the producer's `message.max.bytes`
+/// (a dead letter's headers are its origin and an error line: well under this).
+pub const HEADROOM: usize = 16 * 1024;
+
+/// The header a cut payload carries: the original payload's size in bytes.
+pub const TRUNCATED_HEADER: &str = "switchboard.payload.truncated";
+
+/// At most `max` bytes of `payload`, and the original size when it had to be cut.
+pub fn fit(payload: &[u8], max: usize) -> (&[u8], Option<usize>) {
+    if payload.len() <= max {
+        (payload, None)
+    } else {
+        (&payload[..max], Some(payload.len()))
+    }
+}
+
+/// Refusals that producing the same record again cannot fix: it is too large for the
+/// producer's or the broker's limit, or the broker rejects it as invalid. Everything else
+/// (unreachable broker, leader changes, timeouts, a full local queue, authorization that an
+/// operator can grant) is retried.
+pub fn permanent(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            MessageSizeTooLarge
+                | InvalidMessageSize
+                | MessageBatchTooLarge
+                | InvalidRecord
+                | InvalidTopic
+                | InvalidTimestamp
+                | PolicyViolation
+        )
+    )
+}
+
+/// A record to produce again: retried as it is, or refused for good.
 struct Retry {
     seq: Seq,
     message: OwnedMessage,
+    /// Set when the record was refused for good (see [`permanent`]): why.
+    refused: Option<String>,
 }
 
 struct AckContext {
@@ -128,11 +181,15 @@ impl ProducerContext for AckContext {
                 self.acks.ack(seq as Seq);
             }
             Err((e, m)) => {
-                tracing::warn!(error = %e, topic = m.topic(), "produce failed; retrying");
-                telemetry::kafka_produce_retry(m.topic());
+                let refused = permanent(e).then(|| e.to_string());
+                if refused.is_none() {
+                    tracing::warn!(error = %e, topic = m.topic(), "produce failed; retrying");
+                    telemetry::kafka_produce_retry(m.topic());
+                }
                 let retry = Retry {
                     seq: seq as Seq,
                     message: m.detach(),
+                    refused,
                 };
                 // The retry task is gone only when stopping: the record stays unacknowledged.
                 let _ = self.retries.send(retry);
@@ -141,21 +198,54 @@ impl ProducerContext for AckContext {
     }
 }
 
+/// How the outbox produces and where refused records go.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bounds one delivery attempt (librdkafka's `message.timeout.ms`, with its own retries
+    /// inside); then the record is produced again after `retry_backoff`.
+    pub attempt: Duration,
+    pub retry_backoff: Duration,
+    /// Where a record that can never be produced goes instead (`kafka.dlq_topic`).
+    pub dlq_topic: String,
+    /// The largest payload produced (`kafka.max_record_bytes`); dead letters are cut to it.
+    pub max_payload: usize,
+}
+
+impl Settings {
+    pub fn for_config(k: &crate::config::KafkaConfig) -> Self {
+        Self {
+            attempt: Duration::from_millis(k.produce_timeout_ms),
+            retry_backoff: Duration::from_millis(200),
+            dlq_topic: k.dlq_topic.clone(),
+            max_payload: k.max_record_bytes,
+        }
+    }
+
+    /// The producer's `message.max.bytes`.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_payload + HEADROOM
+    }
+}
+
+/// Most refused sequence numbers remembered for [`Outbox::refusal`] (a journal waiting on one
+/// asks within a produce timeout; older ones are forgotten first).
+const REFUSALS_KEPT: usize = 4_096;
+
 pub struct Outbox {
     producer: ThreadedProducer<AckContext>,
     acks: Arc<Acks>,
     retries: mpsc::UnboundedSender<Retry>,
+    settings: Settings,
+    /// Records refused for good and dead-lettered (or dropped) in their place: why.
+    refusals: Mutex<BTreeMap<Seq, String>>,
 }
 
 impl Outbox {
-    /// Creates the producer (idempotent, acks from all in-sync replicas) and its retry task,
-    /// which ends with `stop`.
-    /// `attempt` bounds one delivery attempt (librdkafka's `message.timeout.ms`, with its
-    /// own retries inside); then the record is produced again after `retry_backoff`.
+    /// Creates the producer (idempotent, acks from all in-sync replicas, `message.max.bytes`
+    /// from the settings) and its retry task, which ends with `stop`.
     pub fn start(
         common: &ClientConfig,
-        attempt: Duration,
-        retry_backoff: Duration,
+        settings: Settings,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, rdkafka::error::KafkaError> {
         let acks = Arc::new(Acks::new());
@@ -170,12 +260,22 @@ impl Outbox {
             .set("acks", "all")
             // Keyed by tenant, onto the tenant's partition (see `partition`).
             .set("partitioner", super::partition::LIBRDKAFKA_PARTITIONER)
-            .set("message.timeout.ms", attempt.as_millis().max(1).to_string())
+            .set(
+                "message.timeout.ms",
+                settings.attempt.as_millis().max(1).to_string(),
+            )
+            .set(
+                "message.max.bytes",
+                settings.max_message_bytes().to_string(),
+            )
             .create_with_context(context)?;
+        let retry_backoff = settings.retry_backoff;
         let outbox = Arc::new(Self {
             producer,
             acks,
             retries,
+            settings,
+            refusals: Mutex::default(),
         });
         let weak = Arc::downgrade(&outbox);
         tokio::spawn(async move {
@@ -187,22 +287,90 @@ impl Outbox {
                         None => break,
                     },
                 };
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(retry_backoff) => {}
+                if retry.refused.is_none() {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(retry_backoff) => {}
+                    }
                 }
                 let Some(outbox) = weak.upgrade() else { break };
                 let m = &retry.message;
-                outbox.send(
-                    retry.seq,
-                    m.topic(),
-                    m.key(),
-                    m.payload().unwrap_or_default(),
-                    m.headers().cloned(),
-                );
+                match retry.refused {
+                    None => outbox.send(
+                        retry.seq,
+                        m.topic(),
+                        m.key(),
+                        m.payload().unwrap_or_default(),
+                        m.headers().cloned(),
+                    ),
+                    Some(error) => outbox.refused(retry.seq, m, &error),
+                }
             }
         });
         Ok(outbox)
+    }
+
+    /// A record refused for good: its dead letter goes out under the same sequence number
+    /// (module docs), or, for a dead letter, its headers alone, or nothing.
+    fn refused(&self, seq: Seq, m: &OwnedMessage, error: &str) {
+        let topic = m.topic();
+        let payload = m.payload().unwrap_or_default();
+        let mut refusals = lock(&self.refusals);
+        refusals.insert(seq, format!("{topic}: {error}"));
+        while refusals.len() > REFUSALS_KEPT {
+            refusals.pop_first();
+        }
+        drop(refusals);
+        if topic != self.settings.dlq_topic {
+            telemetry::kafka_output_refused(topic, "dead_lettered", error);
+            let mut headers = OwnedHeaders::new()
+                .insert(header("switchboard.original.topic", topic.as_bytes()))
+                .insert(header("switchboard.error.reason", b"refused"))
+                .insert(header("switchboard.error", error.as_bytes()));
+            if let Some(key) = m.key() {
+                headers = headers.insert(header("switchboard.original.key", key));
+            }
+            let (payload, cut) = fit(payload, self.settings.max_payload);
+            if let Some(size) = cut {
+                headers = headers.insert(header(TRUNCATED_HEADER, size.to_string().as_bytes()));
+            }
+            self.send(
+                seq,
+                &self.settings.dlq_topic,
+                m.key(),
+                payload,
+                Some(headers),
+            );
+        } else if !payload.is_empty() {
+            telemetry::kafka_output_refused(topic, "truncated", error);
+            let mut headers = OwnedHeaders::new();
+            for h in m.headers().into_iter().flat_map(|h| h.iter()) {
+                if h.key != TRUNCATED_HEADER {
+                    headers = headers.insert(h);
+                }
+            }
+            let original = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == TRUNCATED_HEADER))
+                .and_then(|h| h.value)
+                .map_or_else(|| payload.len().to_string().into_bytes(), <[u8]>::to_vec);
+            headers = headers.insert(header(TRUNCATED_HEADER, &original));
+            self.send(seq, topic, m.key(), &[], Some(headers));
+        } else {
+            // Nothing smaller to try: the input goes on without this dead letter.
+            telemetry::kafka_output_refused(topic, "dropped", error);
+            self.acks.ack(seq);
+        }
+    }
+
+    /// Why the record `seq` was refused for good (it was dead-lettered or dropped in its
+    /// place), if it was and that is recent (the last few thousand refusals are kept).
+    pub fn refusal(&self, seq: Seq) -> Option<String> {
+        lock(&self.refusals).get(&seq).cloned()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Hands a record to the producer and returns its sequence number; never blocks.
@@ -235,9 +403,12 @@ impl Outbox {
             record = record.headers(h);
         }
         if let Err((e, record)) = self.producer.send(record) {
-            // The local queue is full (or the record is refused before it is queued):
-            // produce it again after the back-off.
-            tracing::debug!(error = %e, topic, "produce deferred");
+            // The local queue is full: produce it again after the back-off. Or the record is
+            // refused before it is queued (too large): dead-letter it (see `refused`).
+            let refused = permanent(&e).then(|| e.to_string());
+            if refused.is_none() {
+                tracing::debug!(error = %e, topic, "produce deferred");
+            }
             let message = OwnedMessage::new(
                 Some(payload.to_vec()),
                 key.map(<[u8]>::to_vec),
@@ -247,7 +418,11 @@ impl Outbox {
                 0,
                 record.headers,
             );
-            let _ = self.retries.send(Retry { seq, message });
+            let _ = self.retries.send(Retry {
+                seq,
+                message,
+                refused,
+            });
         }
     }
 
@@ -260,6 +435,17 @@ impl Outbox {
         if let Err(e) = self.producer.flush(timeout) {
             tracing::warn!(error = %e, "producer flush: records left unacknowledged");
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("no panic while holding an outbox lock")
+}
+
+fn header<'a>(key: &'a str, value: &'a [u8]) -> Header<'a, &'a [u8]> {
+    Header {
+        key,
+        value: Some(value),
     }
 }
 

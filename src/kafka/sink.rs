@@ -73,7 +73,11 @@ impl crate::grpc::Journal for SendsJournal {
             );
             let mut acked = self.outbox.acks().watch();
             match tokio::time::timeout(self.timeout, acked.wait_for(|&t| t >= seq)).await {
-                Ok(Ok(_)) => Ok(()),
+                // Acknowledged, or refused for good and dead-lettered in its place.
+                Ok(Ok(_)) => match self.outbox.refusal(seq) {
+                    None => Ok(()),
+                    Some(why) => Err(format!("refused by the broker: {why}")),
+                },
                 Ok(Err(_)) => Err("the producer stopped".into()),
                 Err(_) => Err(format!(
                     "not acknowledged within {} ms",

@@ -2,9 +2,10 @@
 //!
 //! A **cut** of input partition `p` writes, to partition `p` of the state topic, each tenant's
 //! state (JSON, in chunks of at most `kafka.snapshot_chunk_bytes`, keyed by tenant) and then a
-//! **manifest**: which tenants and how many chunks, the offset of the first chunk, the input
-//! offsets the state covers (the next record to read on each input topic) and the offset of
-//! the dispatch topic from which dispatches are not necessarily in the state. A manifest is
+//! **manifest**: which tenants and how many chunks, the offset of the first chunk (null: no
+//! chunks, a partition without tenants), the input offsets the state covers (the next record
+//! to read on each input topic) and the offset of the dispatch topic from which dispatches
+//! are not necessarily in the state. A manifest is
 //! written only after its chunks are acknowledged, so a manifest means a complete snapshot;
 //! every chunk names the offset of the last complete manifest before it, so a reader that
 //! finds an unfinished cut at the end of the partition (its writer died) steps back to it.
@@ -38,14 +39,40 @@ pub struct Manifest {
     pub cut: u64,
     /// When the cut was taken (ms since the epoch).
     pub at_ms: i64,
-    /// The state-topic offset of the cut's first chunk.
-    pub first: i64,
+    /// The state-topic offset of the cut's first chunk; None: the cut has no chunks (a
+    /// partition without tenants), so there is nothing to read before the manifest. (Older
+    /// manifests wrote -1 for that; [`Manifest::chunks`] reads both.)
+    pub first: Option<i64>,
     /// (tenant, chunks) in the order they were written.
     pub tenants: Vec<(String, u32)>,
     /// (input topic, next offset to read): what the state covers.
     pub inputs: Vec<(String, i64)>,
     /// The dispatch-topic offset to replay from (earlier dispatches are in the state).
     pub dispatch: i64,
+}
+
+impl Manifest {
+    /// Where the cut's chunks start on a state partition whose first offset is `low`: None
+    /// when the cut has no chunks; an error when they should exist but are gone (only then is
+    /// retention the cause) or the manifest contradicts itself.
+    pub fn chunks(&self, low: i64) -> Result<Option<i64>, String> {
+        match self.first {
+            // A partition without tenants (-1: how older manifests wrote it).
+            None | Some(-1) if self.tenants.is_empty() => Ok(None),
+            None | Some(-1) => Err(format!(
+                "cut {}: the manifest lists {} tenant(s) but no first chunk",
+                self.cut,
+                self.tenants.len()
+            )),
+            Some(first) if first < low => Err(format!(
+                "cut {}: the snapshot's first chunk (offset {first}) is gone (the partition \
+                 starts at {low}): the state topic's retention is shorter than \
+                 kafka.snapshot_max_age_ms; raise its retention.ms",
+                self.cut
+            )),
+            Some(first) => Ok(Some(first)),
+        }
+    }
 }
 
 /// A snapshot read back.
@@ -74,6 +101,11 @@ pub enum StateError {
     },
 }
 
+/// The largest state record: a chunk and its headers.
+pub fn max_message_bytes(k: &KafkaConfig) -> usize {
+    k.snapshot_chunk_bytes + 64 * 1024
+}
+
 pub struct StateStore {
     topic: String,
     chunk_bytes: usize,
@@ -96,10 +128,7 @@ impl StateStore {
             .set("acks", "all")
             .set("batch.num.messages", "1")
             .set("linger.ms", "0")
-            .set(
-                "message.max.bytes",
-                (k.snapshot_chunk_bytes + 64 * 1024).to_string(),
-            )
+            .set("message.max.bytes", max_message_bytes(k).to_string())
             .create()?;
         let reading = common
             .clone()
@@ -111,10 +140,7 @@ impl StateStore {
             .set("auto.offset.reset", "error")
             // The records asked for exist: do not let the broker wait for more.
             .set("fetch.wait.max.ms", "10")
-            .set(
-                "fetch.message.max.bytes",
-                (k.snapshot_chunk_bytes + 64 * 1024).to_string(),
-            )
+            .set("fetch.message.max.bytes", max_message_bytes(k).to_string())
             .clone();
         let reader = reading.create()?;
         Ok(Self {
@@ -175,10 +201,10 @@ impl StateStore {
             }
             counts.push((tenant.clone(), chunks.len() as u32));
         }
-        let mut manifest = Manifest {
+        let manifest = Manifest {
             cut,
             at_ms,
-            first: first.unwrap_or(-1),
+            first,
             tenants: counts,
             inputs,
             dispatch,
@@ -189,9 +215,6 @@ impl StateStore {
             .insert(header(PREVIOUS, &previous_s));
         let body = serde_json::to_vec(&manifest).expect("a manifest serializes");
         let offset = self.produce(partition, b"manifest", &body, headers).await?;
-        if manifest.first < 0 {
-            manifest.first = offset; // no tenants: nothing to read before it
-        }
         Self::lock(&self.last).insert(partition, offset);
         Ok(manifest)
     }
@@ -260,21 +283,15 @@ impl StateStore {
                 partition,
                 problem: format!("manifest at offset {manifest_offset}: {e}"),
             })?;
-        if manifest.first < low {
-            return Err(StateError::Corrupt {
-                partition,
-                problem: format!(
-                    "the snapshot's first chunk (offset {}) is gone (the partition starts at \
-                     {low}): the state topic's retention is shorter than \
-                     kafka.snapshot_max_age_ms; raise its retention.ms",
-                    manifest.first
-                ),
-            });
-        }
+        let first = manifest
+            .chunks(low)
+            .map_err(|problem| StateError::Corrupt { partition, problem })?;
         let cut = manifest.cut.to_string();
         let mut parts: HashMap<String, (u32, Vec<u8>)> = HashMap::new();
         let mut bytes = 0;
-        self.scan(partition, manifest.first, manifest_offset, |m| {
+        // No chunks (no tenants): an empty range, nothing is read.
+        let from = first.unwrap_or(manifest_offset);
+        self.scan(partition, from, manifest_offset, |m| {
             if header_value(m, KIND).as_deref() == Some("chunk")
                 && header_value(m, CUT).as_deref() == Some(cut.as_str())
             {
@@ -425,4 +442,55 @@ fn header_value(m: &BorrowedMessage<'_>, key: &str) -> Option<String> {
         .find(|h| h.key == key)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(first: Option<i64>, tenants: &[(&str, u32)]) -> Manifest {
+        Manifest {
+            cut: 7,
+            at_ms: 1_700_000_000_000,
+            first,
+            tenants: tenants.iter().map(|&(t, n)| (t.to_owned(), n)).collect(),
+            inputs: vec![("switchboard.inbound".into(), 42)],
+            dispatch: 3,
+        }
+    }
+
+    #[test]
+    fn a_partition_without_tenants_has_a_manifest_that_says_so_and_restores_as_empty() {
+        let empty = manifest(None, &[]);
+        let json = serde_json::to_string(&empty).unwrap();
+        assert!(
+            json.contains(r#""first":null"#),
+            "explicit in the format: {json}"
+        );
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, empty);
+        // However far retention has moved the partition's start, nothing is missing.
+        for low in [0, 5, 1_000_000] {
+            assert_eq!(back.chunks(low), Ok(None), "low {low}");
+        }
+        // What earlier versions wrote for the same case (first = -1) reads the same.
+        let old: Manifest = serde_json::from_str(&json.replace("null", "-1")).unwrap();
+        assert_eq!(old.chunks(10), Ok(None));
+    }
+
+    #[test]
+    fn retention_is_blamed_only_when_chunks_really_are_gone() {
+        let m = manifest(Some(100), &[("acme", 2)]);
+        assert_eq!(m.chunks(0), Ok(Some(100)));
+        assert_eq!(m.chunks(100), Ok(Some(100)));
+        let gone = m.chunks(101).unwrap_err();
+        assert!(
+            gone.contains("offset 100") && gone.contains("retention.ms"),
+            "{gone}"
+        );
+        // Tenants but no first chunk is a contradiction, not a retention problem.
+        let odd = manifest(None, &[("acme", 1)]).chunks(0).unwrap_err();
+        assert!(!odd.contains("retention"), "{odd}");
+        assert!(odd.contains("no first chunk"), "{odd}");
+    }
 }
