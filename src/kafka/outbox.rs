@@ -12,7 +12,10 @@
 //!   acknowledged or the service stops (then the inputs that caused it are read again after a
 //!   restart; readiness says so meanwhile, see `health`);
 //! - a *permanent* refusal (too large for the producer's or the broker's limit, or rejected
-//!   by the broker as invalid: [`permanent`]) is never retried as it was. The record goes to
+//!   by the broker as invalid: [`permanent`]) is never retried as it was. A broker refuses
+//!   a whole batch for one invalid record, so a record refused with its batch is first
+//!   produced once more alone (a second producer that sends batches of one); refused
+//!   again, or too large by itself, the record goes to
 //!   the dead-letter topic in its place, under the same sequence number, with its original
 //!   topic, the error and as much of its payload as fits (`switchboard.payload.truncated`
 //!   names the original size when it was cut); a dead letter that is itself refused is sent
@@ -162,11 +165,33 @@ struct Retry {
     message: OwnedMessage,
     /// Set when the record was refused for good (see [`permanent`]): why.
     refused: Option<String>,
+    /// The refusal is the record's own: it was produced alone (a batch of one), or it is too
+    /// large by itself.
+    its_own: bool,
+}
+
+impl Retry {
+    fn new(seq: Seq, message: OwnedMessage, e: &KafkaError, alone: bool) -> Self {
+        use RDKafkaErrorCode::*;
+        let refused = permanent(e).then(|| e.to_string());
+        let too_large = matches!(
+            e.rdkafka_error_code(),
+            Some(MessageSizeTooLarge | InvalidMessageSize)
+        );
+        Self {
+            seq,
+            message,
+            refused,
+            its_own: alone || too_large,
+        }
+    }
 }
 
 struct AckContext {
     acks: Arc<Acks>,
     retries: mpsc::UnboundedSender<Retry>,
+    /// The producer sends batches of one record (see `Outbox::alone`).
+    alone: bool,
 }
 
 impl ClientContext for AckContext {}
@@ -181,16 +206,11 @@ impl ProducerContext for AckContext {
                 self.acks.ack(seq as Seq);
             }
             Err((e, m)) => {
-                let refused = permanent(e).then(|| e.to_string());
-                if refused.is_none() {
+                let retry = Retry::new(seq as Seq, m.detach(), e, self.alone);
+                if retry.refused.is_none() {
                     tracing::warn!(error = %e, topic = m.topic(), "produce failed; retrying");
                     telemetry::kafka_produce_retry(m.topic());
                 }
-                let retry = Retry {
-                    seq: seq as Seq,
-                    message: m.detach(),
-                    refused,
-                };
                 // The retry task is gone only when stopping: the record stays unacknowledged.
                 let _ = self.retries.send(retry);
             }
@@ -233,6 +253,10 @@ const REFUSALS_KEPT: usize = 4_096;
 
 pub struct Outbox {
     producer: ThreadedProducer<AckContext>,
+    /// Batches of one: a broker refuses a whole batch for one invalid record, so a refused
+    /// record is produced once more alone before it is dead-lettered (its batch-mates then
+    /// go through, and a refusal is its own).
+    alone: ThreadedProducer<AckContext>,
     acks: Arc<Acks>,
     retries: mpsc::UnboundedSender<Retry>,
     settings: Settings,
@@ -250,11 +274,12 @@ impl Outbox {
     ) -> Result<Arc<Self>, rdkafka::error::KafkaError> {
         let acks = Arc::new(Acks::new());
         let (retries, mut pending) = mpsc::unbounded_channel();
-        let context = AckContext {
+        let context = |alone| AckContext {
             acks: acks.clone(),
             retries: retries.clone(),
+            alone,
         };
-        let producer = common
+        let config = common
             .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -268,10 +293,17 @@ impl Outbox {
                 "message.max.bytes",
                 settings.max_message_bytes().to_string(),
             )
-            .create_with_context(context)?;
+            .clone();
+        let producer = config.create_with_context(context(false))?;
+        let alone = config
+            .clone()
+            .set("batch.num.messages", "1")
+            .set("linger.ms", "0")
+            .create_with_context(context(true))?;
         let retry_backoff = settings.retry_backoff;
         let outbox = Arc::new(Self {
             producer,
+            alone,
             acks,
             retries,
             settings,
@@ -303,6 +335,8 @@ impl Outbox {
                         m.payload().unwrap_or_default(),
                         m.headers().cloned(),
                     ),
+                    // Refused with its batch: once more alone, to see whose refusal it is.
+                    Some(_) if !retry.its_own => outbox.send_alone(retry.seq, m),
                     Some(error) => outbox.refused(retry.seq, m, &error),
                 }
             }
@@ -342,6 +376,12 @@ impl Outbox {
                 Some(headers),
             );
         } else if !payload.is_empty() {
+            // As much as fits (the limit), or, if that was refused too, the headers alone.
+            let keep = if payload.len() > self.settings.max_payload {
+                self.settings.max_payload
+            } else {
+                0
+            };
             telemetry::kafka_output_refused(topic, "truncated", error);
             let mut headers = OwnedHeaders::new();
             for h in m.headers().into_iter().flat_map(|h| h.iter()) {
@@ -355,11 +395,28 @@ impl Outbox {
                 .and_then(|h| h.value)
                 .map_or_else(|| payload.len().to_string().into_bytes(), <[u8]>::to_vec);
             headers = headers.insert(header(TRUNCATED_HEADER, &original));
-            self.send(seq, topic, m.key(), &[], Some(headers));
+            self.send(seq, topic, m.key(), &payload[..keep], Some(headers));
         } else {
             // Nothing smaller to try: the input goes on without this dead letter.
             telemetry::kafka_output_refused(topic, "dropped", error);
             self.acks.ack(seq);
+        }
+    }
+
+    /// Produces a refused record once more in a batch of its own.
+    fn send_alone(&self, seq: Seq, m: &OwnedMessage) {
+        let payload = m.payload().unwrap_or_default();
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(m.topic(), seq as usize).payload(payload);
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        if let Some(h) = m.headers() {
+            record = record.headers(h.clone());
+        }
+        if let Err((e, _)) = self.alone.send(record) {
+            // Not even queued: it is refused as it stands.
+            self.refused(seq, m, &e.to_string());
         }
     }
 
@@ -405,10 +462,6 @@ impl Outbox {
         if let Err((e, record)) = self.producer.send(record) {
             // The local queue is full: produce it again after the back-off. Or the record is
             // refused before it is queued (too large): dead-letter it (see `refused`).
-            let refused = permanent(&e).then(|| e.to_string());
-            if refused.is_none() {
-                tracing::debug!(error = %e, topic, "produce deferred");
-            }
             let message = OwnedMessage::new(
                 Some(payload.to_vec()),
                 key.map(<[u8]>::to_vec),
@@ -418,11 +471,11 @@ impl Outbox {
                 0,
                 record.headers,
             );
-            let _ = self.retries.send(Retry {
-                seq,
-                message,
-                refused,
-            });
+            let retry = Retry::new(seq, message, &e, true);
+            if retry.refused.is_none() {
+                tracing::debug!(error = %e, topic, "produce deferred");
+            }
+            let _ = self.retries.send(retry);
         }
     }
 
@@ -432,8 +485,10 @@ impl Outbox {
 
     /// Waits up to `timeout` for everything handed over so far to be acknowledged.
     pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
-            tracing::warn!(error = %e, "producer flush: records left unacknowledged");
+        for producer in [&self.producer, &self.alone] {
+            if let Err(e) = producer.flush(timeout) {
+                tracing::warn!(error = %e, "producer flush: records left unacknowledged");
+            }
         }
     }
 }
@@ -475,5 +530,127 @@ mod tests {
         acks.ack(4);
         assert_eq!(acks.through(), 5);
         assert!(acks.wait_blocking(5, Duration::from_millis(1)));
+    }
+
+    /// Every kind of output, each refused for good in both ways a broker or producer can
+    /// refuse (too large; invalid, with its batch): none holds the watermark, each is on the
+    /// dead-letter topic in its place (cut to size and marked, or whole), and a dead letter
+    /// that is itself too large goes out cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_output_kind_can_hold_the_watermark_for_ever() {
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+        const KINDS: [&str; 6] = ["routed", "dispatch", "status", "sends", "inbound", "dlq"];
+        let cluster = MockCluster::new(1).expect("a mock cluster");
+        for topic in KINDS {
+            cluster.create_topic(topic, 1, 1).expect("a topic");
+        }
+        let mut common = ClientConfig::new();
+        common.set("bootstrap.servers", cluster.bootstrap_servers());
+        let stop = CancellationToken::new();
+        let settings = Settings {
+            attempt: Duration::from_secs(5),
+            retry_backoff: Duration::from_millis(50),
+            dlq_topic: "dlq".into(),
+            max_payload: 2_000,
+        };
+        let outbox = Outbox::start(&common, settings, stop.clone()).expect("an outbox");
+        let acked = outbox.acks().watch();
+        let wait = |seq: Seq| {
+            let mut acked = acked.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(30), acked.wait_for(|&t| t >= seq))
+                    .await
+                    .expect("the watermark passes every record (test guard)")
+                    .expect("the outbox runs");
+            }
+        };
+
+        // Too large: 50 KB over a 2 KB limit plus headroom (the producer refuses it before it
+        // is queued).
+        let big = vec![b'x'; 50_000];
+        let mut too_large = Vec::new();
+        for topic in KINDS {
+            too_large.push((topic, outbox.produce(topic, Some(b"acme"), &big, None)));
+        }
+        wait(outbox.acks().issued()).await;
+
+        // Invalid: the broker refuses the next produce requests (whole batches); a good
+        // record follows and is not held behind them.
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3],
+        );
+        let invalid = outbox.produce("routed", Some(b"acme"), b"decision", None);
+        wait(invalid).await;
+        let good = outbox.produce("status", Some(b"acme"), b"status", None);
+        wait(good).await;
+        assert_eq!(outbox.acks().through(), outbox.acks().issued());
+
+        for (topic, seq) in &too_large {
+            let why = outbox
+                .refusal(*seq)
+                .unwrap_or_else(|| panic!("{topic}: refused"));
+            assert!(why.starts_with(topic), "{why}");
+        }
+        assert_eq!(outbox.refusal(good), None, "acknowledged as it was");
+
+        // What the dead-letter topic holds: one per refused output, each marked.
+        let reader: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "outbox-test")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("a reader");
+        reader.subscribe(&["dlq"]).expect("subscribed");
+        let mut seen: Vec<(String, usize, Option<String>)> = Vec::new();
+        // Refused with its batch, then alone: dead-lettered.
+        let why = outbox
+            .refusal(invalid)
+            .expect("the invalid record was refused for good");
+        assert!(why.contains("routed") && why.contains("nvalid"), "{why}");
+        let expected = too_large.len() + 1;
+        while seen.len() < expected {
+            let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+                .await
+                .expect("a dead letter (test guard)")
+                .expect("a record");
+            let get = |key: &str| {
+                m.headers()?
+                    .iter()
+                    .find(|h| h.key == key)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            let origin = get("switchboard.original.topic").unwrap_or_else(|| "dlq".into());
+            let payload = m.payload().map_or(0, <[u8]>::len);
+            seen.push((origin, payload, get(TRUNCATED_HEADER)));
+        }
+        for topic in &KINDS[..5] {
+            assert!(
+                seen.iter().any(|(o, len, cut)| o == topic
+                    && *len == 2_000
+                    && cut.as_deref() == Some("50000")),
+                "{topic}: dead-lettered, cut to kafka.max_record_bytes and marked: {seen:?}"
+            );
+        }
+        assert!(
+            seen.iter().any(|(o, len, cut)| o == "routed"
+                && (*len == 8 || (*len == 0 && cut.as_deref() == Some("8")))),
+            "the invalid decision is dead-lettered (whole, or with its headers only if the \
+             dead letter drew the third error): {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|(o, len, cut)| o == "dlq"
+                && *len == 2_000
+                && cut.as_deref() == Some("50000")),
+            "a too-large dead letter goes out cut to the limit: {seen:?}"
+        );
+        stop.cancel();
+        drop(reader);
+        drop(outbox);
+        drop(cluster);
     }
 }
