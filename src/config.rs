@@ -161,7 +161,7 @@ pub struct KafkaConfig {
     /// `kafka::state` for why not compaction). Must exceed `snapshot_max_age_ms` by far.
     pub state_retention_ms: u64,
     /// Largest input record accepted, in bytes; a larger one is dead-lettered as `oversize`
-    /// (its payload cut to this size). Also the largest record produced: the producer's
+    /// (its payload cut to this plus 8 KiB). Also the largest record produced: the producer's
     /// `message.max.bytes` is this plus 16 KiB for headers, checked at start-up against the
     /// output topics' `max.message.bytes` where the broker tells it. At most 64 MiB.
     pub max_record_bytes: usize,

@@ -59,6 +59,7 @@ pub const KAFKA_STATUSES: &str = "switchboard_kafka_webhook_statuses_total";
 pub const KAFKA_PARTITIONS_OWNED: &str = "switchboard_kafka_partitions_owned";
 pub const KAFKA_TENANTS_OWNED: &str = "switchboard_kafka_tenants_owned";
 pub const KAFKA_OUTPUTS_REFUSED: &str = "switchboard_kafka_outputs_refused_total";
+pub const KAFKA_PRODUCERS_RENEWED: &str = "switchboard_kafka_producers_renewed_total";
 pub const KAFKA_UNHEALTHY: &str = "switchboard_kafka_unhealthy";
 pub const READY: &str = "switchboard_ready";
 
@@ -320,6 +321,11 @@ fn describe() {
         "Records the broker or the producer refused for good (too large, invalid), by topic and \
          fate: dead_lettered (the DLQ got it in its place), truncated (a dead letter sent again \
          with its headers only), dropped (even that was refused)."
+    );
+    describe_counter!(
+        KAFKA_PRODUCERS_RENEWED,
+        "Times the Kafka producer was replaced after the broker fenced it or librdkafka declared \
+         it failed (what it held was produced again by the new one)."
     );
     describe_gauge!(
         KAFKA_UNHEALTHY,
@@ -637,13 +643,22 @@ pub fn kafka_output_refused(topic: &str, fate: &'static str, error: &str) {
     counter!(KAFKA_OUTPUTS_REFUSED, "topic" => topic.to_owned(), "fate" => fate).increment(1);
 }
 
+pub fn kafka_producer_renewed() {
+    counter!(KAFKA_PRODUCERS_RENEWED).increment(1);
+}
+
 /// A readiness condition began (`why` says what is wrong) or ended (`why` is None).
 pub fn kafka_unhealthy(condition: &'static str, why: Option<&str>) {
     match why {
         Some(why) => tracing::error!(condition, why, "readiness: NOT_SERVING"),
         None => tracing::info!(condition, "readiness condition cleared"),
     }
-    gauge!(KAFKA_UNHEALTHY, "condition" => condition).set(if why.is_some() { 1.0 } else { 0.0 });
+    kafka_condition(condition, why.is_some());
+}
+
+/// The gauge of one readiness condition (see `kafka_unhealthy`, which also logs).
+pub fn kafka_condition(condition: &'static str, holds: bool) {
+    gauge!(KAFKA_UNHEALTHY, "condition" => condition).set(if holds { 1.0 } else { 0.0 });
 }
 
 /// The replica's overall serving status.

@@ -775,3 +775,102 @@ async fn the_dashboard_and_the_alert_rules_query_only_exported_metrics() {
     drop((dispatch, producer));
     drop(cluster);
 }
+
+/// An output that keeps failing (librdkafka's mock cluster answers every metadata request
+/// for the decisions topic with UNKNOWN_TOPIC_OR_PART, so its records are never delivered and
+/// are produced again and again): once they have waited `kafka.stall_timeout_ms`, readiness
+/// turns off with the reason (`/ready` 503, gRPC health NOT_SERVING, the gauge); the fault
+/// ends, and it turns on again by itself with every record routed. (The same with a paused
+/// broker on Tansu: `tests/faults.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_keeps_failing_turns_readiness_off_until_it_recovers() {
+    use rdkafka::types::RDKafkaRespErr;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let (cluster, brokers, producer) = mock();
+    cluster
+        .topic_error(
+            "switchboard.routed",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+    let mut config = Config::from_toml_str(CONFIG).unwrap();
+    config.kafka.brokers = brokers.clone();
+    config.kafka.stall_timeout_ms = 2_000;
+    config.kafka.statistics_interval_ms = 500;
+    config.kafka.produce_timeout_ms = 1_000;
+    let server = Server::start(config, Parts::default()).await;
+    let health = |server: &Server| {
+        let addr = server.grpc;
+        async move {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+        }
+    };
+    let ready = |server: &Server| common::http_answer(server.metrics, "/ready");
+    for i in 0..20 {
+        send(&producer, "switchboard.inbound", inbound(i, "+34612340001")).await;
+    }
+    let not_ready = guard(async {
+        loop {
+            let answer = ready(&server).await;
+            if answer.contains("503") {
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        not_ready.contains("not ready: input_stalled"),
+        "{not_ready}"
+    );
+    assert_eq!(health(&server).await, ServingStatus::NotServing);
+    let metrics = common::http_get(server.metrics, "/metrics").await;
+    assert!(
+        metrics.contains(r#"switchboard_kafka_unhealthy{condition="input_stalled"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        common::http_get(server.metrics, "/live")
+            .await
+            .contains("200 OK"),
+        "liveness is not readiness"
+    );
+
+    // The fault ends: the decisions go out and readiness comes back by itself.
+    cluster
+        .topic_error(
+            "switchboard.routed",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+        )
+        .unwrap();
+    let routed = reader(&brokers, "switchboard.routed");
+    let mut ids = std::collections::HashSet::new();
+    while ids.len() < 20 {
+        let m = guard(routed.recv()).await.unwrap();
+        ids.insert(
+            proto::RoutingDecision::decode(m.payload().unwrap())
+                .unwrap()
+                .provider_message_id,
+        );
+    }
+    guard(async {
+        while !ready(&server).await.contains("200 OK") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(health(&server).await, ServingStatus::Serving);
+    server.stop().await;
+    drop((routed, producer));
+    drop(cluster);
+}

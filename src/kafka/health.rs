@@ -2,10 +2,11 @@
 //! into one answer, "serving" or "not serving, because …", that gRPC health and `/ready` give
 //! out (see `server`). A replica is **not ready** while any of these conditions holds:
 //!
-//! - `input_stalled`: records are waiting (outputs not yet acknowledged by the broker, or
-//!   consumer lag on an owned partition) and nothing moved (no record read, no
-//!   acknowledgement) for `kafka.stall_timeout_ms`: the broker is unreachable or paused, or an
-//!   output keeps failing;
+//! - `input_stalled`: for `kafka.stall_timeout_ms`, outputs waited for the broker's
+//!   acknowledgement and none came (the acknowledgement watermark did not move), or the
+//!   owned partitions had consumer lag and no record was read: the broker is unreachable or
+//!   paused, or an output keeps failing (reading more input meanwhile is no progress: its
+//!   offsets cannot be committed past the stuck output);
 //! - `snapshots_failing`: cuts have failed, with none written since, for
 //!   `kafka.snapshot_failure_timeout_ms` (offsets are not committed meanwhile, so a crash
 //!   would replay more and more);
@@ -56,7 +57,21 @@ struct State {
 struct Seen {
     read: u64,
     through: u64,
-    at: Instant,
+    /// Since when the watermark has not moved with outputs waiting (now, if none wait).
+    outputs_idle_since: Instant,
+    /// Since when no record was read with lag waiting (now, if there is no lag).
+    input_idle_since: Instant,
+}
+
+impl Seen {
+    fn new(now: Instant) -> Self {
+        Self {
+            read: 0,
+            through: 0,
+            outputs_idle_since: now,
+            input_idle_since: now,
+        }
+    }
 }
 
 impl Watchdog {
@@ -110,25 +125,34 @@ impl Watchdog {
     /// Each condition with why it holds (None: it does not), as of `now`.
     fn conditions(&self, acks: &Acks, seen: &mut Seen, now: Instant) -> [Option<String>; 3] {
         let (read, through) = (self.read.load(Ordering::Relaxed), acks.through());
-        if read != seen.read || through != seen.through {
-            *seen = Seen {
-                read,
-                through,
-                at: now,
-            };
-        }
         let unacknowledged = acks.issued().saturating_sub(through);
         let lag = self.lag.load(Ordering::Relaxed);
-        let idle = now.saturating_duration_since(seen.at);
-        let stalled = ((unacknowledged > 0 || lag > 0) && idle >= self.stall_after).then(|| {
-            format!(
-                "no progress for {} s with {unacknowledged} output(s) unacknowledged and {lag} \
-                 record(s) of consumer lag: is the broker reachable, or is an output failing? \
-                 (kafka.stall_timeout_ms = {})",
-                idle.as_secs(),
-                self.stall_after.as_millis()
-            )
-        });
+        if through != seen.through || unacknowledged == 0 {
+            seen.outputs_idle_since = now;
+        }
+        if read != seen.read || lag == 0 {
+            seen.input_idle_since = now;
+        }
+        (seen.read, seen.through) = (read, through);
+        let outputs_idle = now.saturating_duration_since(seen.outputs_idle_since);
+        let input_idle = now.saturating_duration_since(seen.input_idle_since);
+        let bound = self.stall_after.as_millis();
+        let stalled = if outputs_idle >= self.stall_after {
+            Some(format!(
+                "{unacknowledged} output(s) waited {} s for the broker's acknowledgement \
+                 without one (kafka.stall_timeout_ms = {bound}): is the broker reachable, or \
+                 is an output failing? (see switchboard_kafka_produce_retries_total)",
+                outputs_idle.as_secs()
+            ))
+        } else if input_idle >= self.stall_after {
+            Some(format!(
+                "{lag} record(s) of consumer lag and none read for {} s \
+                 (kafka.stall_timeout_ms = {bound}): is the broker reachable?",
+                input_idle.as_secs()
+            ))
+        } else {
+            None
+        };
         let state = self.lock();
         let failing = state.cuts_failing.as_ref().and_then(|(since, last)| {
             let failing_for = now.saturating_duration_since(*since);
@@ -164,12 +188,12 @@ impl Watchdog {
         every: Duration,
         stop: CancellationToken,
     ) {
-        let mut seen = Seen {
-            read: 0,
-            through: 0,
-            at: Instant::now(),
-        };
+        let mut seen = Seen::new(Instant::now());
         let mut held = [false; 3];
+        // Exported from the start (0), so dashboards and alerts see the series before a fault.
+        for condition in CONDITIONS {
+            telemetry::kafka_condition(condition, false);
+        }
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -213,45 +237,39 @@ mod tests {
         let w = watchdog();
         let acks = Acks::new();
         let t0 = Instant::now();
-        let mut seen = Seen {
-            read: 0,
-            through: 0,
-            at: t0,
-        };
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut seen = Seen::new(t0);
         // Idle: nothing waiting, however long, is not a stall.
-        assert_eq!(
-            w.conditions(&acks, &mut seen, t0 + Duration::from_secs(600))[0],
-            None
-        );
+        assert_eq!(w.conditions(&acks, &mut seen, at(600))[0], None);
 
-        // An output is produced and never acknowledged (seen at t0 + 600 s onwards).
+        // An output is produced and never acknowledged; input is read meanwhile, which is no
+        // progress for it.
         let seq = acks.issue();
-        let mut seen = Seen {
-            read: 0,
-            through: 0,
-            at: t0,
-        };
-        let [stalled, ..] = w.conditions(&acks, &mut seen, t0 + Duration::from_secs(29));
+        assert_eq!(w.conditions(&acks, &mut seen, at(601))[0], None);
+        w.record_read();
+        let [stalled, ..] = w.conditions(&acks, &mut seen, at(629));
         assert_eq!(stalled, None, "within the bound");
-        let [stalled, ..] = w.conditions(&acks, &mut seen, t0 + Duration::from_secs(31));
+        w.record_read();
+        let [stalled, ..] = w.conditions(&acks, &mut seen, at(632));
         let why = stalled.expect("a stall past the bound");
-        assert!(why.contains("1 output(s) unacknowledged"), "{why}");
+        assert!(why.contains("1 output(s) waited 32 s"), "{why}");
 
         // The broker answers: the watermark moves, the stall ends.
         acks.ack(seq);
-        let [stalled, ..] = w.conditions(&acks, &mut seen, t0 + Duration::from_secs(32));
+        let [stalled, ..] = w.conditions(&acks, &mut seen, at(633));
         assert_eq!(stalled, None);
 
         // Lag with no record read is a stall too; a record read is progress.
         w.lag(5);
-        let [stalled, ..] = w.conditions(&acks, &mut seen, t0 + Duration::from_secs(63));
+        assert_eq!(w.conditions(&acks, &mut seen, at(634))[0], None);
+        let [stalled, ..] = w.conditions(&acks, &mut seen, at(665));
         assert!(
             stalled
                 .expect("lag without progress")
                 .contains("5 record(s)")
         );
         w.record_read();
-        let [stalled, ..] = w.conditions(&acks, &mut seen, t0 + Duration::from_secs(64));
+        let [stalled, ..] = w.conditions(&acks, &mut seen, at(666));
         assert_eq!(stalled, None);
     }
 
@@ -260,11 +278,7 @@ mod tests {
         let w = watchdog();
         let acks = Acks::new();
         let t0 = Instant::now();
-        let mut seen = Seen {
-            read: 0,
-            through: 0,
-            at: t0,
-        };
+        let mut seen = Seen::new(t0);
         w.cut_failed("broker timeout");
         w.cut_failed("still down");
         let later = Instant::now() + Duration::from_secs(61);
@@ -283,11 +297,7 @@ mod tests {
         let w = watchdog();
         let acks = Acks::new();
         let now = Instant::now();
-        let mut seen = Seen {
-            read: 0,
-            through: 0,
-            at: now,
-        };
+        let mut seen = Seen::new(now);
         w.takeover_failed(3, "snapshot unreadable");
         let why = w.conditions(&acks, &mut seen, now)[2]
             .clone()

@@ -121,8 +121,11 @@ pub enum HandoverError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("tenant {tenant:?}: {error}")]
     Tenant { tenant: String, error: String },
-    #[error("the outputs were not acknowledged within kafka.revoke_drain_ms")]
-    Unacknowledged,
+    #[error(
+        "the outputs produced so far were not all acknowledged by the broker within {} ms",
+        .0.as_millis()
+    )]
+    Unacknowledged(Duration),
     #[error("the service is stopping")]
     Stopping,
 }
@@ -335,18 +338,19 @@ impl Handover {
     }
 
     /// Takes a cut of `partitions` (blocking, short): once everything produced so far is
-    /// acknowledged, the input positions, the dispatch topic's end and each tenant's state.
+    /// acknowledged (waiting at most `wait`), the input positions, the dispatch topic's end
+    /// and each tenant's state.
     fn take_cut<C: ConsumerContext>(
         &self,
         consumer: &impl Consumer<C>,
         partitions: &[i32],
+        wait: Duration,
     ) -> Result<Vec<Cut>, HandoverError> {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let drain = Duration::from_millis(self.config.revoke_drain_ms);
-        if !self.acks.wait_blocking(self.acks.issued(), drain) {
-            return Err(HandoverError::Unacknowledged);
+        if !self.acks.wait_blocking(self.acks.issued(), wait) {
+            return Err(HandoverError::Unacknowledged(wait));
         }
         let positions = consumer.position()?;
         let mut cuts = Vec::with_capacity(partitions.len());
@@ -469,7 +473,8 @@ impl Handover {
         partitions: &[i32],
     ) -> Result<(), HandoverError> {
         self.wait_written(partitions);
-        for cut in self.take_cut(consumer, partitions)? {
+        let drain = Duration::from_millis(self.config.revoke_drain_ms);
+        for cut in self.take_cut(consumer, partitions, drain)? {
             let written = self.handle.block_on(self.write_cut(cut))?;
             self.commit(consumer, written);
         }
@@ -828,6 +833,12 @@ impl KafkaInput {
         let mut acked = self.outbox.acks().watch();
         let interval = Duration::from_millis(self.config.snapshot_interval_ms);
         let max_age = Duration::from_millis(self.config.snapshot_max_age_ms);
+        // A periodic cut waits this long at most for the outputs so far to be acknowledged
+        // (milliseconds when the broker is well), then gives way to the input and is tried
+        // at the next interval: a failing output must not starve the input.
+        let cut_wait = interval
+            .min(Duration::from_millis(self.config.revoke_drain_ms))
+            .div_f64(4.0);
         let mut cuts = tokio::time::interval(interval);
         cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -842,7 +853,7 @@ impl KafkaInput {
                     // Taken here, between records; written in the background (the input goes
                     // on), committed here when written.
                     let due = self.handover.due(max_age);
-                    match blocking(|| self.handover.take_cut(&self.consumer, &due)) {
+                    match blocking(|| self.handover.take_cut(&self.consumer, &due, cut_wait)) {
                         Ok(taken) => {
                             self.handover.writing(&due);
                             for cut in taken {
@@ -1009,9 +1020,9 @@ impl KafkaInput {
         if let Some(item) = &dead.item {
             headers = headers.insert(header("switchboard.error.item", item.as_bytes()));
         }
-        // As much of the payload as the producer takes (an oversize record is kept whole
-        // only up to kafka.max_record_bytes); the header names the original size.
-        let (payload, cut) = outbox::fit(payload, self.config.max_record_bytes);
+        // As much of the payload as the producer takes with the headers (see
+        // `outbox::Settings::dead_letter_payload`); the header names the original size.
+        let (payload, cut) = outbox::fit(payload, self.outbox.settings().dead_letter_payload());
         if let Some(size) = cut {
             headers = headers.insert(header(
                 outbox::TRUNCATED_HEADER,

@@ -17,7 +17,8 @@
 //!   produced once more alone (a second producer that sends batches of one); refused
 //!   again, or too large by itself, the record goes to
 //!   the dead-letter topic in its place, under the same sequence number, with its original
-//!   topic, the error and as much of its payload as fits (`switchboard.payload.truncated`
+//!   topic, the error and as much of its payload as fits (`kafka.max_record_bytes` + 8 KiB;
+//!   `switchboard.payload.truncated`
 //!   names the original size when it was cut); a dead letter that is itself refused is sent
 //!   once more with its headers only, and if even that is refused it is dropped with an
 //!   error log line and `switchboard_kafka_outputs_refused_total{fate="dropped"}`.
@@ -25,14 +26,16 @@
 //! The producer's `message.max.bytes` is `kafka.max_record_bytes` plus [`HEADROOM`] for
 //! headers, so a dead letter cut to `kafka.max_record_bytes` always fits.
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -168,10 +171,23 @@ struct Retry {
     /// The refusal is the record's own: it was produced alone (a batch of one), or it is too
     /// large by itself.
     its_own: bool,
+    /// The producer that failed it can produce no more (fenced or in a fatal state): which
+    /// generation of the main producer it was.
+    dead_producer: Option<u64>,
+}
+
+/// Errors after which an idempotent producer produces nothing more: the broker fenced its
+/// producer id, or librdkafka put it in a fatal state. Only a new producer goes on.
+fn producer_is_dead(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(ProducerFenced | InvalidProducerEpoch | UnknownProducerId | Fatal)
+    )
 }
 
 impl Retry {
-    fn new(seq: Seq, message: OwnedMessage, e: &KafkaError, alone: bool) -> Self {
+    fn new(seq: Seq, message: OwnedMessage, e: &KafkaError, alone: bool, generation: u64) -> Self {
         use RDKafkaErrorCode::*;
         let refused = permanent(e).then(|| e.to_string());
         let too_large = matches!(
@@ -183,6 +199,7 @@ impl Retry {
             message,
             refused,
             its_own: alone || too_large,
+            dead_producer: (!alone && producer_is_dead(e)).then_some(generation),
         }
     }
 }
@@ -192,6 +209,8 @@ struct AckContext {
     retries: mpsc::UnboundedSender<Retry>,
     /// The producer sends batches of one record (see `Outbox::alone`).
     alone: bool,
+    /// Which main producer this is (see `Outbox::renew`).
+    generation: u64,
 }
 
 impl ClientContext for AckContext {}
@@ -206,7 +225,7 @@ impl ProducerContext for AckContext {
                 self.acks.ack(seq as Seq);
             }
             Err((e, m)) => {
-                let retry = Retry::new(seq as Seq, m.detach(), e, self.alone);
+                let retry = Retry::new(seq as Seq, m.detach(), e, self.alone, self.generation);
                 if retry.refused.is_none() {
                     tracing::warn!(error = %e, topic = m.topic(), "produce failed; retrying");
                     telemetry::kafka_produce_retry(m.topic());
@@ -245,6 +264,12 @@ impl Settings {
     pub fn max_message_bytes(&self) -> usize {
         self.max_payload + HEADROOM
     }
+
+    /// The most of a payload a dead letter keeps: what fits in `message.max.bytes` with half
+    /// the headroom left for the dead letter's headers (its origin and an error line).
+    pub fn dead_letter_payload(&self) -> usize {
+        self.max_payload + HEADROOM / 2
+    }
 }
 
 /// Most refused sequence numbers remembered for [`Outbox::refusal`] (a journal waiting on one
@@ -252,7 +277,11 @@ impl Settings {
 const REFUSALS_KEPT: usize = 4_096;
 
 pub struct Outbox {
-    producer: ThreadedProducer<AckContext>,
+    /// The main producer and its generation: replaced by a new one if the broker fences it
+    /// or librdkafka declares it dead (see `renew`).
+    producer: RwLock<(u64, Arc<ThreadedProducer<AckContext>>)>,
+    /// What a new main producer is made of.
+    config: ClientConfig,
     /// Batches of one: a broker refuses a whole batch for one invalid record, so a refused
     /// record is produced once more alone before it is dead-lettered (its batch-mates then
     /// go through, and a refusal is its own).
@@ -278,6 +307,7 @@ impl Outbox {
             acks: acks.clone(),
             retries: retries.clone(),
             alone,
+            generation: 0,
         };
         let config = common
             .clone()
@@ -295,14 +325,20 @@ impl Outbox {
             )
             .clone();
         let producer = config.create_with_context(context(false))?;
+        // Not idempotent: a refusal of an idempotent producer's batch leaves a gap in its
+        // sequence numbers that some brokers answer by fencing it; duplicates are absorbed
+        // downstream (message ids, idempotency keys) and this producer carries refused
+        // records only.
         let alone = config
             .clone()
+            .set("enable.idempotence", "false")
             .set("batch.num.messages", "1")
             .set("linger.ms", "0")
             .create_with_context(context(true))?;
         let retry_backoff = settings.retry_backoff;
         let outbox = Arc::new(Self {
-            producer,
+            producer: RwLock::new((0, Arc::new(producer))),
+            config,
             alone,
             acks,
             retries,
@@ -312,36 +348,53 @@ impl Outbox {
         let weak = Arc::downgrade(&outbox);
         tokio::spawn(async move {
             loop {
-                let retry: Retry = tokio::select! {
+                let first: Retry = tokio::select! {
                     () = stop.cancelled() => break,
                     retry = pending.recv() => match retry {
                         Some(r) => r,
                         None => break,
                     },
                 };
-                if retry.refused.is_none() {
+                // One back-off for a wave of failures (a broker outage fails thousands at
+                // once), then everything that failed meanwhile goes again.
+                if first.refused.is_none() {
                     tokio::select! {
                         () = stop.cancelled() => break,
                         () = tokio::time::sleep(retry_backoff) => {}
                     }
                 }
                 let Some(outbox) = weak.upgrade() else { break };
-                let m = &retry.message;
-                match retry.refused {
-                    None => outbox.send(
-                        retry.seq,
-                        m.topic(),
-                        m.key(),
-                        m.payload().unwrap_or_default(),
-                        m.headers().cloned(),
-                    ),
-                    // Refused with its batch: once more alone, to see whose refusal it is.
-                    Some(_) if !retry.its_own => outbox.send_alone(retry.seq, m),
-                    Some(error) => outbox.refused(retry.seq, m, &error),
+                let mut wave = vec![first];
+                while let Ok(more) = pending.try_recv() {
+                    wave.push(more);
+                }
+                for retry in wave {
+                    outbox.retry(retry);
                 }
             }
         });
         Ok(outbox)
+    }
+
+    /// Produces a failed record again: as it was (on a new producer if the old one is
+    /// dead), alone (refused with its batch), or dead-lettered (refused for good).
+    fn retry(&self, retry: Retry) {
+        if let Some(generation) = retry.dead_producer {
+            self.renew(generation);
+        }
+        let m = &retry.message;
+        match retry.refused {
+            None => self.send(
+                retry.seq,
+                m.topic(),
+                m.key(),
+                m.payload().unwrap_or_default(),
+                m.headers().cloned(),
+            ),
+            // Refused with its batch: once more alone, to see whose refusal it is.
+            Some(_) if !retry.its_own => self.send_alone(retry.seq, m),
+            Some(error) => self.refused(retry.seq, m, &error),
+        }
     }
 
     /// A record refused for good: its dead letter goes out under the same sequence number
@@ -364,7 +417,7 @@ impl Outbox {
             if let Some(key) = m.key() {
                 headers = headers.insert(header("switchboard.original.key", key));
             }
-            let (payload, cut) = fit(payload, self.settings.max_payload);
+            let (payload, cut) = fit(payload, self.settings.dead_letter_payload());
             if let Some(size) = cut {
                 headers = headers.insert(header(TRUNCATED_HEADER, size.to_string().as_bytes()));
             }
@@ -377,8 +430,8 @@ impl Outbox {
             );
         } else if !payload.is_empty() {
             // As much as fits (the limit), or, if that was refused too, the headers alone.
-            let keep = if payload.len() > self.settings.max_payload {
-                self.settings.max_payload
+            let keep = if payload.len() > self.settings.dead_letter_payload() {
+                self.settings.dead_letter_payload()
             } else {
                 0
             };
@@ -401,6 +454,51 @@ impl Outbox {
             telemetry::kafka_output_refused(topic, "dropped", error);
             self.acks.ack(seq);
         }
+    }
+
+    fn producer(&self) -> Arc<ThreadedProducer<AckContext>> {
+        self.producer
+            .read()
+            .expect("no panic while holding the producer lock")
+            .1
+            .clone()
+    }
+
+    /// Replaces main producer `generation` (unless that happened already): what it still
+    /// holds is purged, comes back as failed deliveries and is produced again by the new one.
+    fn renew(&self, generation: u64) {
+        let mut current = self
+            .producer
+            .write()
+            .expect("no panic while holding the producer lock");
+        if current.0 != generation {
+            return;
+        }
+        let context = AckContext {
+            acks: self.acks.clone(),
+            retries: self.retries.clone(),
+            alone: false,
+            generation: generation + 1,
+        };
+        let fresh = match self.config.create_with_context(context) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                tracing::error!(error = %e, "a new Kafka producer could not be created; the old one is kept");
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut *current, (generation + 1, fresh)).1;
+        drop(current);
+        tracing::warn!(
+            generation = generation + 1,
+            "the Kafka producer was fenced or failed fatally; producing through a new one"
+        );
+        telemetry::kafka_producer_renewed();
+        // Off the retry task: purging and flushing the old producer wait for librdkafka.
+        std::thread::spawn(move || {
+            old.purge(PurgeConfig::default().queue().inflight());
+            let _ = old.flush(Duration::from_secs(5));
+        });
     }
 
     /// Produces a refused record once more in a batch of its own.
@@ -459,7 +557,8 @@ impl Outbox {
         if let Some(h) = headers {
             record = record.headers(h);
         }
-        if let Err((e, record)) = self.producer.send(record) {
+        let producer = self.producer();
+        if let Err((e, record)) = producer.send(record) {
             // The local queue is full: produce it again after the back-off. Or the record is
             // refused before it is queued (too large): dead-letter it (see `refused`).
             let message = OwnedMessage::new(
@@ -471,7 +570,15 @@ impl Outbox {
                 0,
                 record.headers,
             );
-            let retry = Retry::new(seq, message, &e, true);
+            let mut retry = Retry::new(seq, message, &e, true, 0);
+            if producer_is_dead(&e) {
+                retry.dead_producer = Some(
+                    self.producer
+                        .read()
+                        .expect("no panic holding the producer lock")
+                        .0,
+                );
+            }
             if retry.refused.is_none() {
                 tracing::debug!(error = %e, topic, "produce deferred");
             }
@@ -485,8 +592,8 @@ impl Outbox {
 
     /// Waits up to `timeout` for everything handed over so far to be acknowledged.
     pub fn flush(&self, timeout: Duration) {
-        for producer in [&self.producer, &self.alone] {
-            if let Err(e) = producer.flush(timeout) {
+        for result in [self.producer().flush(timeout), self.alone.flush(timeout)] {
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "producer flush: records left unacknowledged");
             }
         }
@@ -631,7 +738,7 @@ mod tests {
         for topic in &KINDS[..5] {
             assert!(
                 seen.iter().any(|(o, len, cut)| o == topic
-                    && *len == 2_000
+                    && *len == 10_192
                     && cut.as_deref() == Some("50000")),
                 "{topic}: dead-lettered, cut to kafka.max_record_bytes and marked: {seen:?}"
             );
@@ -644,7 +751,7 @@ mod tests {
         );
         assert!(
             seen.iter().any(|(o, len, cut)| o == "dlq"
-                && *len == 2_000
+                && *len == 10_192
                 && cut.as_deref() == Some("50000")),
             "a too-large dead letter goes out cut to the limit: {seen:?}"
         );

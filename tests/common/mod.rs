@@ -67,8 +67,16 @@ pub async fn guard<F: std::future::Future>(f: F) -> F::Output {
         .expect("step did not finish within the test guard")
 }
 
-/// A plain HTTP/1.1 GET, enough to scrape /metrics without an HTTP client dependency.
+/// A plain HTTP/1.1 GET, enough to scrape /metrics without an HTTP client dependency; the
+/// answer must be 200.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let out = http_answer(addr, path).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// A plain HTTP/1.1 GET: the whole answer (status line, headers, body), whatever its status.
+pub async fn http_answer(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
@@ -78,7 +86,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     out
 }
 

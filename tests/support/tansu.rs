@@ -15,6 +15,9 @@ pub struct Tansu {
     pub port: u16,
     dir: PathBuf,
     storage: String,
+    /// A directory of schemas (`<topic>.json`) the broker validates records against: the
+    /// `schemas` folder of its own directory.
+    schemas: Option<PathBuf>,
 }
 
 impl Tansu {
@@ -28,7 +31,28 @@ impl Tansu {
         Self::start("sqlite://broker.db")
     }
 
+    /// In memory, validating each topic's records against `<topic>.json` (a JSON schema with
+    /// `key` and `value` properties) in `schemas`: a record that does not match is refused
+    /// with INVALID_RECORD.
+    pub fn with_schemas(schemas: &[(&str, &str)]) -> Tansu {
+        let mut tansu = Self::prepare("memory://tansu/");
+        let dir = tansu.dir.join("schemas");
+        std::fs::create_dir_all(&dir).expect("a schema directory");
+        for (topic, schema) in schemas {
+            std::fs::write(dir.join(format!("{topic}.json")), schema).expect("a schema file");
+        }
+        tansu.schemas = Some(dir);
+        tansu.restart();
+        tansu
+    }
+
     fn start(storage: &str) -> Tansu {
+        let mut tansu = Self::prepare(storage);
+        tansu.restart();
+        tansu
+    }
+
+    fn prepare(storage: &str) -> Tansu {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
@@ -36,14 +60,13 @@ impl Tansu {
         let dir =
             std::env::temp_dir().join(format!("switchboard-tansu-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let mut tansu = Tansu {
+        Tansu {
             child: None,
             port,
             dir,
             storage: storage.to_owned(),
-        };
-        tansu.restart();
-        tansu
+            schemas: None,
+        }
     }
 
     pub fn brokers(&self) -> String {
@@ -88,6 +111,13 @@ impl Tansu {
                 &url,
             ])
             .args(["--storage-engine", &self.storage])
+            // Relative to the broker's working directory (its own): Tansu reads a file://
+            // URL's path from there.
+            .args(
+                self.schemas
+                    .iter()
+                    .flat_map(|_| ["--schema-registry", "file://./schemas"]),
+            )
             .current_dir(&self.dir)
             .env(
                 "RUST_LOG",
@@ -122,6 +152,26 @@ impl Tansu {
         self.child.as_mut()?.try_wait().ok().flatten()
     }
 
+    /// SIGSTOP: the broker keeps its connections but answers nothing until [`Tansu::resume`].
+    pub fn pause(&self) {
+        assert!(self.signal("-STOP"), "kill -STOP the broker");
+    }
+
+    /// SIGCONT after [`Tansu::pause`].
+    pub fn resume(&self) {
+        assert!(self.signal("-CONT"), "kill -CONT the broker");
+    }
+
+    /// True if the signal was delivered.
+    fn signal(&self, signal: &str) -> bool {
+        self.child.as_ref().is_some_and(|child| {
+            Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
+
     /// SIGKILL: no clean shutdown.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -133,6 +183,8 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
+        // A paused broker is let run again, so it exits like any other.
+        self.signal("-CONT");
         self.kill();
         if std::thread::panicking() {
             // Show the broker's log for the failing test (and keep it).
