@@ -652,3 +652,101 @@ async fn a_paused_broker_turns_readiness_off_and_back_on_with_nothing_lost() {
     service.terminate();
     drop((routed, broker));
 }
+
+/// A tenant's owner is killed (SIGKILL): a call for that tenant through the other replica is
+/// answered `UNAVAILABLE` naming the tenant, its partition and what is awaited, with a retry
+/// hint, not a bare transport error. (Tansu 0.6.0 does not give a killed member's partitions
+/// to the survivor, so the survivor keeps pointing at the dead owner: the case this answer is
+/// for. Failover itself is tested on librdkafka's mock cluster, `tests/kafka.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker: run scripts/broker-suite"]
+async fn unavailable_names_the_tenant_its_partition_and_what_is_awaited_when_the_owner_is_gone() {
+    let broker = Tansu::memory();
+    let brokers = broker.brokers();
+    let tenants = one_tenant_per_partition(4);
+    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    let toml = config_toml(&brokers, &names, "topic_partitions = 4");
+    let config = Config::from_toml_str(&toml).expect("valid config");
+    switchboard::kafka::create_topics(&config.kafka)
+        .await
+        .expect("topics created");
+    let file = write_config("unavailable", &toml);
+    let (grpc_a, metrics_a) = (free_addr(), free_addr());
+    let (grpc_b, metrics_b) = (free_addr(), free_addr());
+    let a = Process::start_on(&file, &grpc_a, &metrics_a);
+    let b = Process::start_on(&file, &grpc_b, &metrics_b);
+    wait_owned(&[&metrics_a, &metrics_b], "the tenants split", |o| {
+        o.iter().all(|&n| n >= 1) && o.iter().sum::<usize>() == 4
+    })
+    .await;
+    // A tenant of A's, as B knows it (B forwards its calls to A).
+    let channel = |addr: &str| {
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("an address")
+            .connect_lazy()
+    };
+    let get = |addr: String, tenant: String| {
+        let channel = channel(&addr);
+        async move {
+            proto::quotas_client::QuotasClient::new(channel)
+                .get(proto::QuotaRef { tenant })
+                .await
+        }
+    };
+    let mut of_a = None;
+    let started = Instant::now();
+    while of_a.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no tenant of A's forwarded by B"
+        );
+        for t in &tenants {
+            if let Ok(r) = get(grpc_b.clone(), t.clone()).await
+                && r.metadata()
+                    .get(switchboard::grpc::SERVED_BY_HEADER)
+                    .map(|v| v.to_str().unwrap_or_default())
+                    == Some(grpc_a.as_str())
+            {
+                of_a = Some(t.clone());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tenant = of_a.expect("found");
+    let partition = switchboard::kafka::partition::partition_of(&tenant, 4);
+
+    a.kill();
+    let status = get(grpc_b.clone(), tenant.clone())
+        .await
+        .expect_err("the owner is gone");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let message = status.message();
+    assert!(
+        message.contains(&format!("{tenant:?}")),
+        "names the tenant: {message}"
+    );
+    assert!(
+        message.contains(&format!("partition {partition}")),
+        "names the partition: {message}"
+    );
+    assert!(
+        message.contains(&grpc_a),
+        "names the owner it tried: {message}"
+    );
+    assert!(
+        message.contains("session_timeout_ms"),
+        "says what is awaited: {message}"
+    );
+    assert_eq!(
+        status
+            .metadata()
+            .get("grpc-retry-pushback-ms")
+            .and_then(|v| v.to_str().ok()),
+        Some("1000"),
+        "a retry hint (kafka.unavailable_retry_ms)"
+    );
+    eprintln!("owner gone: UNAVAILABLE {message:?}");
+    b.terminate();
+    drop(broker);
+}
