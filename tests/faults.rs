@@ -30,7 +30,7 @@ mod tansu;
 use suite::*;
 use tansu::Tansu;
 
-/// `tenants` with a bot, a queue and a number each, on `brokers`; `kafka` adds settings.
+/// `tenants` (see `suite::tenant_toml`) on `brokers`; `kafka` adds settings.
 fn config_toml(brokers: &str, tenants: &[&str], kafka: &str) -> String {
     let mut toml = format!(
         r#"
@@ -44,24 +44,7 @@ fn config_toml(brokers: &str, tenants: &[&str], kafka: &str) -> String {
         "#
     );
     for t in tenants {
-        toml.push_str(&format!(
-            r#"
-            [[tenants]]
-            id = "{t}"
-            default_region = "ES"
-            bot = "bot"
-            default_queue = "q"
-            [[tenants.queues]]
-            name = "q"
-            sla_target_secs = 60
-            max_wait_secs = 600
-            [[tenants.numbers]]
-            id = "{t}-n"
-            mps = 1000
-            [tenants.quotas]
-            messaging_limit = 1000
-            "#
-        ));
+        toml.push_str(&tenant_toml(t, 1_000));
     }
     toml
 }

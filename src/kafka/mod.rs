@@ -3,6 +3,10 @@
 //! - [`input`]: one consumer group reads inbound messages (protobuf), Cloud API webhooks (JSON:
 //!   messages and statuses) and send requests (protobuf), hands each to the owning shard, and
 //!   stores its offset only once everything it caused is acknowledged by the broker;
+//! - [`handover`]: taking partitions over and handing them over (snapshots, replay, cuts);
+//! - [`health`]: readiness, from what the input, the outbox and the cuts report;
+//! - [`state`]: the snapshots on the state topic; [`ownership`], [`owners`] and
+//!   [`partition`]: which replica serves which tenant;
 //! - [`sink`]: the shards' dispatches and status changes leave through topics;
 //! - [`outbox`]: the one idempotent producer all of them share, with the acknowledgement
 //!   watermark that ties outputs to input offsets.
@@ -10,6 +14,7 @@
 //! Topics are keyed by tenant, so a tenant's records stay in order on one partition and the
 //! consumer group spreads tenants over replicas. Missing topics are created at start-up
 //! (`kafka.create_topics`).
+pub mod handover;
 pub mod health;
 pub mod input;
 pub mod outbox;

@@ -247,36 +247,43 @@ pub fn replicas_toml(brokers: &str, tenants: &[String], create_topics: bool) -> 
         replication_factor = 1
         topic_partitions = 4
         snapshot_interval_ms = 500
-        options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+        # The default session timeout and heartbeat (10 s, 1 s): the takeover after a kill
+        # this scenario reports is the failover time a deployment gets.
         "#
     );
     for t in tenants {
-        toml.push_str(&format!(
-            r#"
-            [[tenants]]
-            id = "{t}"
-            default_region = "ES"
-            bot = "bot"
-            default_queue = "q"
-            [[tenants.queues]]
-            name = "q"
-            sla_target_secs = 60
-            max_wait_secs = 600
-            [[tenants.intents]]
-            name = "returns"
-            mode = "human"
-            queue = "q"
-            keywords = ["devolver"]
-            [[tenants.numbers]]
-            id = "{t}-n"
-            mps = 1000
-            [tenants.quotas]
-            messaging_limit = 40
-            reserve = 0.1
-            "#
-        ));
+        toml.push_str(&tenant_toml(t, 40));
     }
     toml
+}
+
+/// A `[[tenants]]` table: a bot, a queue `q` with a "returns" intent for humans, one number
+/// `{tenant}-n` at 1,000 mps and the given daily messaging limit (reserve 10%).
+pub fn tenant_toml(tenant: &str, messaging_limit: u32) -> String {
+    format!(
+        r#"
+        [[tenants]]
+        id = "{tenant}"
+        default_region = "ES"
+        bot = "bot"
+        default_queue = "q"
+        [[tenants.queues]]
+        name = "q"
+        sla_target_secs = 60
+        max_wait_secs = 600
+        [[tenants.intents]]
+        name = "returns"
+        mode = "human"
+        queue = "q"
+        keywords = ["devolver"]
+        [[tenants.numbers]]
+        id = "{tenant}-n"
+        mps = 1000
+        [tenants.quotas]
+        messaging_limit = {messaging_limit}
+        reserve = 0.1
+        "#
+    )
 }
 
 /// How the first replica goes away in [`two_replicas`].

@@ -1,0 +1,721 @@
+//! Handing partitions over: what the Kafka input does when the consumer group gives it a
+//! partition or takes one away, and the cuts in between (see `input` for the whole story).
+//!
+//! - **Taking over** a partition (on assignment) reads its last snapshot from the state
+//!   topic, restores its tenants, replays the dispatch topic from the snapshot on, announces
+//!   the new owner, and only then lets its input be read, from the snapshot's offsets. A
+//!   takeover that fails leaves the partition's input paused, turns readiness off and is
+//!   tried again at every snapshot interval.
+//! - A **cut** of a partition (every `kafka.snapshot_interval_ms` if it changed, on revoke,
+//!   on shutdown) takes, once everything produced so far is acknowledged, the input positions
+//!   and its tenants' state; the state is written to the state topic (in the background for
+//!   periodic cuts) and then the offsets are committed.
+//! - **Handing over** (on revoke or shutdown) writes a final cut and empties the tenants.
+//!
+//! The rebalance callbacks (`InputContext`) run on librdkafka's polling thread inside the
+//! input's `recv`, so everything here is blocking code (`blocking`).
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use super::health::Watchdog;
+use super::outbox::Acks;
+use super::ownership::Ownership;
+use super::state::StateStore;
+use crate::config::KafkaConfig;
+use crate::core::{Command, Reply, TenantState};
+use crate::model::TenantId;
+use crate::proto;
+use crate::runtime::{CallError, Runtime};
+use crate::telemetry;
+
+/// The state behind each lock here is updated in place and never left half-done.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("no panic while holding a Kafka input lock")
+}
+
+/// Runs blocking work (Kafka reads and writes, waiting for the shards) from wherever the
+/// input is: a rebalance callback on a tokio worker (the consumer polls inside `recv`), or the
+/// input loop itself. It needs tokio's multi-thread runtime there.
+pub(super) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => {
+            panic!("the Kafka input needs tokio's multi-thread runtime")
+        }
+        Ok(_) => tokio::task::block_in_place(f),
+        Err(_) => f(),
+    }
+}
+
+/// Why taking over or handing over a partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error(transparent)]
+    State(#[from] super::state::StateError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("tenant {tenant:?}: {error}")]
+    Tenant { tenant: String, error: String },
+    #[error(
+        "the outputs produced so far were not all acknowledged by the broker within {} ms",
+        .0.as_millis()
+    )]
+    Unacknowledged(Duration),
+    #[error("the service is stopping")]
+    Stopping,
+}
+
+/// (input topic, next offset to read) of one partition.
+type Positions = Vec<(String, i64)>;
+
+/// The last snapshot of an owned partition.
+struct LastCut {
+    at: Instant,
+    inputs: Positions,
+    /// Which ownership of the partition this is (a takeover starts a new one).
+    epoch: u64,
+}
+
+/// A cut taken, to be written.
+pub(super) struct Cut {
+    pub(super) partition: i32,
+    epoch: u64,
+    inputs: Positions,
+    dispatch: i64,
+    states: Vec<(String, Box<TenantState>)>,
+    started: Instant,
+}
+
+/// A cut written to the state topic, its offsets to commit.
+pub(super) struct Written {
+    partition: i32,
+    epoch: u64,
+    inputs: Positions,
+    bytes: usize,
+    started: Instant,
+}
+
+/// Taking partitions over and handing them over: shared by the input loop and the rebalance
+/// callbacks.
+pub(super) struct Handover {
+    config: KafkaConfig,
+    runtime: Runtime,
+    store: StateStore,
+    acks: Arc<Acks>,
+    pub(super) ownership: Arc<Ownership>,
+    /// The configured tenants of each partition.
+    tenants_of: HashMap<i32, Vec<TenantId>>,
+    handle: Handle,
+    /// Per owned partition: its last snapshot.
+    cuts: Mutex<HashMap<i32, LastCut>>,
+    /// Takeovers so far (each starts an epoch).
+    epochs: std::sync::atomic::AtomicU64,
+    /// Partitions whose snapshot is being written in the background.
+    writing: Mutex<HashSet<i32>>,
+    written: std::sync::Condvar,
+    /// Partitions taken over whose send requests wait until the inbound messages and webhooks
+    /// that were already there are read: (topic, high watermark at the takeover) still ahead.
+    catching_up: Mutex<HashMap<i32, Vec<(String, i64)>>>,
+    /// Partitions whose takeover failed: their input is paused and the takeover is tried
+    /// again at each snapshot interval (never run a tenant without its state).
+    failed: Mutex<BTreeSet<i32>>,
+    /// Readiness: what the input, the cuts and the takeovers report (see `health`).
+    pub(super) watchdog: Arc<Watchdog>,
+}
+
+impl Handover {
+    pub(super) fn new(
+        config: &KafkaConfig,
+        runtime: Runtime,
+        store: StateStore,
+        acks: Arc<Acks>,
+        ownership: Arc<Ownership>,
+        tenants_of: HashMap<i32, Vec<TenantId>>,
+        watchdog: Arc<Watchdog>,
+    ) -> Self {
+        Self {
+            config: config.clone(),
+            runtime,
+            store,
+            acks,
+            ownership,
+            tenants_of,
+            handle: Handle::current(),
+            cuts: Mutex::default(),
+            epochs: Default::default(),
+            writing: Mutex::default(),
+            written: Default::default(),
+            catching_up: Mutex::default(),
+            failed: Mutex::default(),
+            watchdog,
+        }
+    }
+
+    fn inputs(&self) -> [&str; 3] {
+        [
+            &self.config.inbound_topic,
+            &self.config.webhooks_topic,
+            &self.config.sends_topic,
+        ]
+    }
+
+    fn tenants(&self, partition: i32) -> &[TenantId] {
+        self.tenants_of.get(&partition).map_or(&[], Vec::as_slice)
+    }
+
+    /// A shard call from blocking code.
+    fn call(&self, command: Command) -> Result<Reply, HandoverError> {
+        let tenant = command.tenant().map(|t| t.to_string()).unwrap_or_default();
+        match self.handle.block_on(self.runtime.call(command)) {
+            Ok(reply) => Ok(reply),
+            Err(CallError::Unavailable) => Err(HandoverError::Stopping),
+            Err(e) => Err(HandoverError::Tenant {
+                tenant,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    /// Takes `partition` over: restores its tenants from the last snapshot and the dispatches
+    /// since, and returns the input offsets to read from. Blocking.
+    pub(super) fn take_over(&self, partition: i32) -> Result<Positions, HandoverError> {
+        let started = Instant::now();
+        let snapshot = self.store.read(partition)?;
+        let mut states: HashMap<String, Vec<u8>> = HashMap::new();
+        let (mut inputs, mut from, mut bytes) = (Vec::new(), None, 0);
+        if let Some(s) = snapshot {
+            bytes = s.bytes;
+            inputs = s.manifest.inputs;
+            from = Some(s.manifest.dispatch);
+            states.extend(s.tenants);
+        }
+        for tenant in self.tenants(partition) {
+            let state = match states.remove(tenant.as_str()) {
+                Some(json) => Some(Box::new(
+                    serde_json::from_slice::<TenantState>(&json).map_err(|e| {
+                        HandoverError::Tenant {
+                            tenant: tenant.to_string(),
+                            error: format!("saved state unreadable: {e}"),
+                        }
+                    })?,
+                )),
+                None => None,
+            };
+            self.call(Command::RestoreState {
+                tenant: tenant.clone(),
+                state,
+            })?;
+        }
+        for tenant in states.keys() {
+            tracing::warn!(
+                tenant,
+                partition,
+                "saved state of a tenant no longer configured here; skipped"
+            );
+        }
+        // The dispatch topic since the snapshot (all of it without one): what was dispatched
+        // after the state was taken.
+        let topic = &self.config.dispatch_topic;
+        let (low, high) = self.store.end_of(topic, partition)?;
+        let mut dispatches = Vec::new();
+        self.store
+            .scan_topic(topic, partition, from.unwrap_or(low).max(low), high, |m| {
+                match proto::Dispatch::decode(m.payload().unwrap_or_default()) {
+                    Ok(d) => dispatches.push(d),
+                    Err(e) => tracing::warn!(error = %e, offset = m.offset(), "undecodable dispatch record skipped"),
+                }
+            })?;
+        let replayed = dispatches.len() as u64;
+        for d in dispatches {
+            let Some(tenant) = self
+                .tenants(partition)
+                .iter()
+                .find(|t| t.as_str() == d.tenant)
+            else {
+                continue;
+            };
+            let tenant = tenant.clone();
+            let dispatch = super::sink::dispatch_in(&d).map_err(|error| HandoverError::Tenant {
+                tenant: tenant.to_string(),
+                error,
+            })?;
+            self.call(Command::ReplayDispatch {
+                tenant,
+                dispatch: Box::new(dispatch),
+            })?;
+        }
+        // Windows opened and provider answers given before the takeover come first: send
+        // requests wait until the inbound and webhook records already there are read (the
+        // topics are read independently, and a replay can be long).
+        let mut ahead = Vec::new();
+        for topic in [&self.config.inbound_topic, &self.config.webhooks_topic] {
+            let (low, high) = self.store.end_of(topic, partition)?;
+            let from = inputs
+                .iter()
+                .find(|(t, _)| t == topic)
+                .map_or(low, |&(_, o)| o.max(low));
+            if from < high {
+                ahead.push((topic.clone(), high));
+            }
+        }
+        if !ahead.is_empty() {
+            lock(&self.catching_up).insert(partition, ahead);
+        }
+        let epoch = self
+            .epochs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.cuts).insert(
+            partition,
+            LastCut {
+                at: Instant::now(),
+                inputs: inputs.clone(),
+                epoch,
+            },
+        );
+        self.ownership.ready(partition);
+        lock(&self.failed).remove(&partition);
+        self.watchdog.takeover_cleared(partition);
+        let me = self.ownership.me();
+        if !me.is_empty()
+            && let Err(e) = self.handle.block_on(self.store.announce(
+                &self.config.owners_topic,
+                partition,
+                me,
+            ))
+        {
+            // Calls forwarded here wait for the next takeover's announcement; ours still work.
+            tracing::warn!(error = %e, partition, "ownership not announced");
+        }
+        telemetry::kafka_restore(started.elapsed(), bytes, replayed);
+        telemetry::kafka_handover("in");
+        tracing::info!(
+            partition,
+            tenants = self.tenants(partition).len(),
+            bytes,
+            replayed,
+            ms = started.elapsed().as_millis() as u64,
+            "partition taken over"
+        );
+        Ok(inputs)
+    }
+
+    /// Takes a cut of `partitions` (blocking, short): once everything produced so far is
+    /// acknowledged (waiting at most `wait`), the input positions, the dispatch topic's end
+    /// and each tenant's state.
+    pub(super) fn take_cut<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+        partitions: &[i32],
+        wait: Duration,
+    ) -> Result<Vec<Cut>, HandoverError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.acks.wait_blocking(self.acks.issued(), wait) {
+            return Err(HandoverError::Unacknowledged(wait));
+        }
+        let positions = consumer.position()?;
+        let mut cuts = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
+            let started = Instant::now();
+            let (_, dispatch) = self.store.end_of(&self.config.dispatch_topic, partition)?;
+            let (mut inputs, epoch) = lock(&self.cuts)
+                .get(&partition)
+                .map(|c| (c.inputs.clone(), c.epoch))
+                .unwrap_or_default();
+            for topic in self.inputs() {
+                let read =
+                    positions
+                        .find_partition(topic, partition)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                if let Some(o) = read {
+                    inputs.retain(|(t, _)| t != topic);
+                    inputs.push((topic.to_owned(), o));
+                }
+            }
+            let mut states = Vec::new();
+            for tenant in self.tenants(partition) {
+                let Reply::State(state) = self.call(Command::SaveState {
+                    tenant: tenant.clone(),
+                })?
+                else {
+                    unreachable!("SaveState answers with a state");
+                };
+                states.push((tenant.to_string(), state));
+            }
+            cuts.push(Cut {
+                partition,
+                epoch,
+                inputs,
+                dispatch,
+                states,
+                started,
+            });
+        }
+        Ok(cuts)
+    }
+
+    /// Writes a cut's snapshot to the state topic (serializing off the async threads).
+    pub(super) async fn write_cut(&self, cut: Cut) -> Result<Written, HandoverError> {
+        let Cut {
+            partition,
+            epoch,
+            inputs,
+            dispatch,
+            states,
+            started,
+        } = cut;
+        let tenants = tokio::task::spawn_blocking(move || {
+            states
+                .into_iter()
+                .map(|(t, state)| {
+                    let json = serde_json::to_vec(&state).expect("a tenant state serializes");
+                    (t, json)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("serializing does not panic");
+        let bytes = tenants.iter().map(|(_, json)| json.len()).sum();
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.store
+            .write(partition, at, inputs.clone(), dispatch, tenants)
+            .await?;
+        Ok(Written {
+            partition,
+            epoch,
+            inputs,
+            bytes,
+            started,
+        })
+    }
+
+    /// Commits the offsets a written snapshot covers, unless the partition changed hands
+    /// since the cut was taken (then a later cut covers it).
+    pub(super) fn commit<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, written: Written) {
+        let partition = written.partition;
+        {
+            let mut cuts = lock(&self.cuts);
+            match cuts.get_mut(&partition) {
+                Some(c) if c.epoch == written.epoch => {
+                    c.at = Instant::now();
+                    c.inputs = written.inputs.clone();
+                }
+                _ => return,
+            }
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, offset) in &written.inputs {
+            let _ = list.add_partition_offset(topic, partition, Offset::Offset(*offset));
+        }
+        if list.count() > 0 {
+            // The snapshot holds the offsets; the group's are for lag and a fallback.
+            let committed = consumer.commit(&list, CommitMode::Sync);
+            if let Err(e) = &committed {
+                tracing::debug!(error = %e, partition, "offset commit after the snapshot refused");
+            }
+            telemetry::kafka_commit(committed.is_ok());
+        }
+        self.watchdog.cut_written();
+        tracing::debug!(partition, inputs = ?written.inputs, bytes = written.bytes, "snapshot written");
+        telemetry::kafka_snapshot(written.started.elapsed(), written.bytes);
+    }
+
+    /// Snapshots `partitions` and commits their offsets, all before it returns (a revoke or
+    /// a shutdown), after any snapshot of theirs still being written in the background.
+    /// Blocking.
+    pub(super) fn cut<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+        partitions: &[i32],
+    ) -> Result<(), HandoverError> {
+        self.wait_written(partitions);
+        let drain = Duration::from_millis(self.config.revoke_drain_ms);
+        for cut in self.take_cut(consumer, partitions, drain)? {
+            let written = self.handle.block_on(self.write_cut(cut))?;
+            self.commit(consumer, written);
+        }
+        Ok(())
+    }
+
+    /// Marks partitions as having a snapshot written in the background.
+    pub(super) fn writing(&self, partitions: &[i32]) {
+        lock(&self.writing).extend(partitions);
+    }
+
+    /// A background snapshot of `partition` is done (written or not).
+    pub(super) fn written(&self, partition: i32) {
+        lock(&self.writing).remove(&partition);
+        self.written.notify_all();
+    }
+
+    /// Waits (bounded by `kafka.revoke_drain_ms`) until no snapshot of `partitions` is being
+    /// written in the background, so the next one lands after it.
+    fn wait_written(&self, partitions: &[i32]) {
+        let drain = Duration::from_millis(self.config.revoke_drain_ms);
+        let writing = lock(&self.writing);
+        let (writing, timeout) = self
+            .written
+            .wait_timeout_while(writing, drain, |w| partitions.iter().any(|p| w.contains(p)))
+            .expect("no panic while holding the snapshot lock");
+        drop(writing);
+        if timeout.timed_out() {
+            tracing::warn!(
+                "a background snapshot did not finish in time; writing the next one anyway"
+            );
+        }
+    }
+
+    /// The send requests of `partition` that wait for its catch-up (see `take_over`).
+    pub(super) fn held_sends(&self, partition: i32) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        if lock(&self.catching_up).contains_key(&partition) {
+            let _ = list.add_partition_offset(&self.config.sends_topic, partition, Offset::Invalid);
+        }
+        list
+    }
+
+    /// Notes that a record of `topic` at `offset` was read; true when that completes the
+    /// partition's catch-up (its send requests may be read now).
+    pub(super) fn read_up_to(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        let mut catching_up = lock(&self.catching_up);
+        let Some(ahead) = catching_up.get_mut(&partition) else {
+            return false;
+        };
+        ahead.retain(|(t, high)| !(t == topic && offset + 1 >= *high));
+        if ahead.is_empty() {
+            catching_up.remove(&partition);
+            return true;
+        }
+        false
+    }
+
+    /// Empties the tenants of partitions this replica no longer owns.
+    pub(super) fn release(&self, partitions: &[i32]) {
+        for &partition in partitions {
+            self.ownership.released(partition);
+            lock(&self.cuts).remove(&partition);
+            lock(&self.catching_up).remove(&partition);
+            for tenant in self.tenants(partition) {
+                let command = Command::RestoreState {
+                    tenant: tenant.clone(),
+                    state: None,
+                };
+                if let Err(e) = self.call(command) {
+                    tracing::debug!(error = %e, "tenant not emptied (stopping)");
+                }
+            }
+        }
+        self.gauges();
+    }
+
+    /// A takeover failed: the partition's input stays paused, readiness says why, and the
+    /// takeover is tried again at each snapshot interval (`retry_takeovers`).
+    fn takeover_failed(&self, partition: i32, e: &HandoverError) {
+        tracing::error!(partition, error = %e, "cannot take the partition over; its input waits and the takeover is tried again at each snapshot interval");
+        self.ownership.failed(partition);
+        lock(&self.failed).insert(partition);
+        self.watchdog.takeover_failed(partition, &e.to_string());
+    }
+
+    /// The partition is no longer this replica's: nothing to retry.
+    fn forget_failed(&self, partition: i32) {
+        if lock(&self.failed).remove(&partition) {
+            self.watchdog.takeover_cleared(partition);
+        }
+    }
+
+    /// Tries the failed takeovers again; a partition taken over now reads its input from the
+    /// snapshot's offsets (it was paused where the group's committed offsets are). Blocking.
+    pub(super) fn retry_takeovers<C: ConsumerContext>(&self, consumer: &impl Consumer<C>) {
+        let failed: Vec<i32> = lock(&self.failed).iter().copied().collect();
+        for partition in failed {
+            let inputs = match self.take_over(partition) {
+                Ok(inputs) => inputs,
+                Err(e) => {
+                    self.takeover_failed(partition, &e);
+                    continue;
+                }
+            };
+            let timeout = Duration::from_millis(self.config.produce_timeout_ms);
+            let mut resume = TopicPartitionList::new();
+            for topic in self.inputs() {
+                if let Some(&(_, offset)) = inputs.iter().find(|(t, _)| t == topic)
+                    && let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), timeout)
+                {
+                    tracing::error!(partition, topic, error = %e, "seek after a late takeover failed; trying again");
+                    self.takeover_failed(partition, &HandoverError::Kafka(e));
+                    resume = TopicPartitionList::new();
+                    break;
+                }
+                let _ = resume.add_partition_offset(topic, partition, Offset::Invalid);
+            }
+            if resume.count() == 0 {
+                continue;
+            }
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::error!(partition, error = %e, "input not resumed after a late takeover");
+            }
+            let held = self.held_sends(partition);
+            if held.count() > 0 {
+                let _ = consumer.pause(&held);
+            }
+            tracing::info!(
+                partition,
+                "partition taken over on a later try; its input resumes"
+            );
+            self.gauges();
+        }
+    }
+
+    fn gauges(&self) {
+        let owned = self.ownership.owned();
+        telemetry::kafka_partitions_owned(owned.len());
+        let tenants: usize = owned.iter().map(|&p| self.tenants(p).len()).sum();
+        telemetry::kafka_tenants_owned(tenants);
+    }
+
+    /// The owned partitions due for a snapshot: changed since the last one, or too old.
+    pub(super) fn due(&self, max_age: Duration) -> Vec<i32> {
+        let cuts = lock(&self.cuts);
+        let oldest = cuts.values().map(|c| c.at.elapsed()).max();
+        telemetry::kafka_snapshot_age(oldest.unwrap_or_default());
+        let writing = lock(&self.writing);
+        self.ownership
+            .owned()
+            .into_iter()
+            .filter(|p| !writing.contains(p))
+            .filter(|p| {
+                let old = cuts.get(p).is_none_or(|c| c.at.elapsed() >= max_age);
+                self.ownership.take_dirty(*p) || old
+            })
+            .collect()
+    }
+}
+
+/// Restores assigned partitions before their input is read, snapshots revoked ones, counts
+/// rebalances and commits, reports consumer lag.
+pub(super) struct InputContext {
+    handover: Arc<Handover>,
+}
+
+impl InputContext {
+    pub(super) fn new(handover: Arc<Handover>) -> Self {
+        Self { handover }
+    }
+}
+
+impl ClientContext for InputContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut total = 0;
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; lag -1 is "not known".
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    telemetry::kafka_lag(topic, partition, p.consumer_lag);
+                    if self.handover.ownership.is_owned(partition) {
+                        total += p.consumer_lag;
+                    }
+                }
+            }
+        }
+        self.handover.watchdog.lag(total);
+    }
+}
+
+impl ConsumerContext for InputContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let h = &self.handover;
+        let numbers: BTreeSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                telemetry::kafka_rebalance("assign");
+                let mut failed = TopicPartitionList::new();
+                for &p in &numbers {
+                    match blocking(|| h.take_over(p)) {
+                        Ok(inputs) => {
+                            for (topic, offset) in inputs {
+                                if let Some(mut e) = list.find_partition(&topic, p) {
+                                    let _ = e.set_offset(Offset::Offset(offset));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            h.takeover_failed(p, &e);
+                            for topic in h.inputs() {
+                                let _ = failed.add_partition_offset(topic, p, Offset::Invalid);
+                            }
+                        }
+                    }
+                }
+                if let Err(e) = consumer.assign(list) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+                if failed.count() > 0 {
+                    let _ = consumer.pause(&failed);
+                }
+                for &p in &numbers {
+                    let held = h.held_sends(p);
+                    if held.count() > 0 && consumer.pause(&held).is_ok() {
+                        tracing::info!(
+                            partition = p,
+                            "send requests wait until the earlier inbound messages are read"
+                        );
+                    }
+                }
+                h.gauges();
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                telemetry::kafka_rebalance("revoke");
+                let owned: Vec<i32> = numbers
+                    .iter()
+                    .copied()
+                    .filter(|&p| h.ownership.is_owned(p))
+                    .collect();
+                match blocking(|| h.cut(consumer, &owned)) {
+                    Ok(()) => (0..owned.len()).for_each(|_| telemetry::kafka_handover("out")),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "final snapshot not written; the next owner replays from the previous one");
+                        (0..owned.len()).for_each(|_| telemetry::kafka_handover("out_unsaved"));
+                    }
+                }
+                blocking(|| h.release(&owned));
+                for p in &numbers {
+                    h.forget_failed(*p);
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(error = %e, "unassign failed");
+                }
+                tracing::info!(partitions = ?owned, "partitions handed over");
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let owned = h.ownership.owned();
+                blocking(|| h.release(&owned));
+                for p in &numbers {
+                    h.forget_failed(*p);
+                }
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
