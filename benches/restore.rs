@@ -131,10 +131,15 @@ fn main() {
             .end_of(&config.kafka.state_topic, 0)
             .expect("watermarks");
         store
-            .scan(0, manifest.first.expect("a tenant's state has chunks"), end, |m| {
-                use rdkafka::message::Message;
-                raw += m.payload().map_or(0, <[u8]>::len);
-            })
+            .scan(
+                0,
+                manifest.first.expect("a tenant's state has chunks"),
+                end,
+                |m| {
+                    use rdkafka::message::Message;
+                    raw += m.payload().map_or(0, <[u8]>::len);
+                },
+            )
             .expect("read");
         let anchor = started.elapsed();
 
