@@ -88,7 +88,7 @@ impl Forwarder {
             // lets it be served here).
             None => match self.ownership.check(&TenantId::new(tenant)) {
                 Ok(()) => Ok(None),
-                Err(e) => Err(self.hinted(crate::grpc::status(e))),
+                Err(e) => Err(self.hinted(crate::wire::status(e))),
             },
         }
     }

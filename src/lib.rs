@@ -10,7 +10,9 @@
 //! - [`kafka`]: the Kafka input (consume, route, produce at-least-once, dead letters).
 //! - [`runtime`]: shard tasks, the in-process bus, stream subscriptions, ticks.
 //! - [`sender`]: where dispatched messages go (the provider), and what it answered.
-//! - [`grpc`]: the tonic services, a thin conversion layer over the runtime.
+//! - [`wire`]: every protobuf ⇄ core conversion and check, and the one error → status
+//!   mapping; gRPC and Kafka both read requests through it.
+//! - [`grpc`]: the tonic services, a thin adapter over the runtime.
 //! - [`telemetry`]: metric names, their descriptions, the Prometheus endpoint.
 //! - [`server`]: wires everything, serves until shutdown.
 //! - [`webhook`]: the Cloud API webhook JSON as Meta posts it, read into inbound commands.
@@ -31,6 +33,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod webhook;
+pub mod wire;
 
 pub mod proto {
     //! Code generated from `proto/switchboard/v1/switchboard.proto`.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Stopwatch, Timestamp};
 use crate::config::Config;
-use crate::core::quota::{Dispatch, ProviderOutcome, Refusal, SendId, SendState};
+use crate::core::quota::{Dispatch, ProviderOutcome};
 use crate::core::{
     Command, ContextMessage, ConversationView, CoreError, Effect, Reason, Reply, Shard,
 };
@@ -55,16 +55,7 @@ pub struct BotEvent {
     pub context: Vec<ContextMessage>,
 }
 
-/// A status change of one of the tenant's sends.
-#[derive(Debug, Clone)]
-pub struct SendStatusEvent {
-    pub tenant: TenantId,
-    pub id: SendId,
-    pub state: SendState,
-    pub reason: Option<Refusal>,
-    pub provider_code: Option<u32>,
-    pub idempotency_key: Arc<str>,
-}
+pub use crate::sender::SendStatusEvent;
 
 /// The last item of a stream whose subscriber fell behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,9 +11,33 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-use crate::core::quota::{Dispatch, ProviderOutcome};
+use std::sync::Arc;
+
+use crate::core::quota::{Dispatch, ProviderOutcome, Refusal, SendId, SendState};
 use crate::model::TenantId;
-use crate::runtime::SendStatusEvent;
+
+/// A status change of one of the tenant's sends: what a sender publishes (the Kafka status
+/// topic) and the live gRPC streams carry.
+#[derive(Debug, Clone)]
+pub struct SendStatusEvent {
+    pub tenant: TenantId,
+    pub id: SendId,
+    pub state: SendState,
+    pub reason: Option<Refusal>,
+    pub provider_code: Option<u32>,
+    pub idempotency_key: Arc<str>,
+}
+
+/// Where an admitted send request is written so that it survives a crash (Kafka mode: the
+/// sends topic, which the owner replays after the last snapshot; its idempotency key makes
+/// the replay a no-op when the send is already in the state). The gRPC API appends each
+/// send it admits before it answers.
+pub trait Journal: Send + Sync {
+    fn append<'a>(
+        &'a self,
+        request: &'a crate::proto::SendRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
 
 pub type SendFuture = Pin<Box<dyn Future<Output = ProviderOutcome> + Send>>;
 

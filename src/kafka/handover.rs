@@ -244,7 +244,7 @@ impl Handover {
                 continue;
             };
             let tenant = tenant.clone();
-            let dispatch = super::sink::dispatch_in(&d).map_err(|error| HandoverError::Tenant {
+            let dispatch = crate::wire::dispatch_in(&d).map_err(|error| HandoverError::Tenant {
                 tenant: tenant.to_string(),
                 error,
             })?;

@@ -382,12 +382,12 @@ impl KafkaInput {
                 )));
             }
         };
-        match crate::grpc::inbound_in(message) {
+        match crate::wire::inbound_in(message) {
             Ok(inbound) if self.misplaced(inbound.tenant.as_str(), partition) => Ok(Output::Move {
                 tenant: inbound.tenant.to_string(),
             }),
             Ok(inbound) => self.route(inbound).await,
-            Err(s) => Ok(Output::Dead(DeadLetter::new("invalid", s.message()))),
+            Err(e) => Ok(Output::Dead(DeadLetter::new("invalid", e.to_string()))),
         }
     }
 
@@ -500,9 +500,14 @@ impl KafkaInput {
                 ))));
             }
         };
-        let send = match crate::grpc::send_in(request) {
+        let send = match crate::wire::send_in(request) {
             Ok(send) => send,
-            Err(s) => return Ok(Some(Output::Dead(DeadLetter::new("invalid", s.message())))),
+            Err(e) => {
+                return Ok(Some(Output::Dead(DeadLetter::new(
+                    "invalid",
+                    e.to_string(),
+                ))));
+            }
         };
         if self.misplaced(send.tenant.as_str(), partition) {
             return Ok(Some(Output::Move {
@@ -529,7 +534,7 @@ impl KafkaInput {
         let id = inbound.provider_message_id.clone();
         match self.runtime.call(Command::Ingest(inbound)).await {
             Ok(Reply::Decision(d)) => {
-                let mut decision = crate::grpc::decision_out(&d);
+                let mut decision = crate::wire::decision_out(&d);
                 decision.provider_message_id = id;
                 Ok(Output::Routed { tenant, decision })
             }

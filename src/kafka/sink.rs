@@ -12,8 +12,7 @@ use super::outbox::Outbox;
 use crate::core::quota::{Dispatch, ProviderOutcome, SendId};
 use crate::model::TenantId;
 use crate::proto;
-use crate::runtime::SendStatusEvent;
-use crate::sender::{SendFuture, Sender};
+use crate::sender::{SendFuture, SendStatusEvent, Sender};
 
 /// Marks callback data as switchboard's own (other systems may send from the same number).
 const CALLBACK_PREFIX: &str = "sb1:";
@@ -29,37 +28,14 @@ pub fn parse_callback(data: &str) -> Option<(&str, SendId)> {
     Some((tenant, id.parse().ok()?))
 }
 
-/// A dispatch record read back (a takeover replays them); the error names the bad field.
-pub fn dispatch_in(d: &proto::Dispatch) -> Result<Dispatch, String> {
-    let id = d
-        .send_id
-        .parse()
-        .map_err(|()| format!("dispatch send_id {:?} is not a send id", d.send_id))?;
-    if !crate::core::identity::looks_e164(&d.to) {
-        return Err(format!("dispatch {id}: `to` is not an E.164 number"));
-    }
-    let category = crate::grpc::category_in(d.category)
-        .map_err(|s| format!("dispatch {id}: {}", s.message()))?;
-    Ok(Dispatch {
-        id,
-        from: Arc::from(d.from.as_str()),
-        to: crate::model::CustomerNumber::from_valid_e164(&d.to),
-        category,
-        content: Arc::from(d.content.as_str()),
-        idempotency_key: Arc::from(d.idempotency_key.as_str()),
-        counted: d.counted,
-        at: crate::clock::Timestamp(d.dispatched_at_ms.max(0) as u64),
-    })
-}
-
-/// Admitted gRPC sends, written to the sends topic keyed by tenant (see `grpc::Journal`).
+/// Admitted gRPC sends, written to the sends topic keyed by tenant (see `sender::Journal`).
 pub struct SendsJournal {
     pub outbox: Arc<Outbox>,
     pub topic: String,
     pub timeout: std::time::Duration,
 }
 
-impl crate::grpc::Journal for SendsJournal {
+impl crate::sender::Journal for SendsJournal {
     fn append<'a>(
         &'a self,
         request: &'a proto::SendRequest,
@@ -96,18 +72,7 @@ pub struct KafkaSink {
 
 impl Sender for KafkaSink {
     fn send(&self, tenant: &TenantId, m: Dispatch) -> SendFuture {
-        let record = proto::Dispatch {
-            tenant: tenant.to_string(),
-            send_id: m.id.to_string(),
-            from: m.from.to_string(),
-            to: m.to.as_e164().to_owned(),
-            category: crate::grpc::category_out(m.category) as i32,
-            content: m.content.to_string(),
-            callback_data: callback_data(tenant, m.id),
-            idempotency_key: m.idempotency_key.to_string(),
-            counted: m.counted,
-            dispatched_at_ms: i64::try_from(m.at.as_millis()).unwrap_or(i64::MAX),
-        };
+        let record = crate::wire::dispatch_out(tenant, &m, callback_data(tenant, m.id));
         let key = Some(tenant.as_str().as_bytes());
         self.outbox
             .produce(&self.dispatch_topic, key, &record.encode_to_vec(), None);
@@ -115,7 +80,7 @@ impl Sender for KafkaSink {
     }
 
     fn status_changed(&self, event: &SendStatusEvent) {
-        let record = crate::grpc::status_event_out(event.clone());
+        let record = crate::wire::status_event_out(event.clone());
         let key = Some(event.tenant.as_str().as_bytes());
         self.outbox
             .produce(&self.status_topic, key, &record.encode_to_vec(), None);
