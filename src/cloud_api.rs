@@ -23,129 +23,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use crate::config::Category;
+pub use crate::config::cloud_api::{CloudApiConfig, Secret};
 use crate::core::quota::{Dispatch, ProviderOutcome};
 use crate::model::TenantId;
 use crate::sender::{SendFuture, Sender};
 
 /// The code given to a send that timed out or could not connect after its retries.
 pub const TIMEOUT_CODE: u32 = 408;
-
-/// A value that is never shown (the bearer token): `Debug` prints `***`.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "(none)" } else { "***" })
-    }
-}
-
-/// `[cloud_api]`: the real sender (off by default: the embedded sender logs and
-/// acknowledges). Used without Kafka; in Kafka mode sends go to the dispatch topic.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CloudApiConfig {
-    pub enabled: bool,
-    pub base_url: String,
-    /// A second endpoint to fail over to (a regional or proxy URL); none: no failover.
-    pub backup_url: Option<String>,
-    pub api_version: String,
-    /// The system-user access token. Prefer `SWITCHBOARD_CLOUD_API__TOKEN` to the file.
-    pub token: Secret,
-    /// Template language code sent with template messages.
-    pub template_language: String,
-    pub timeout_ms: u64,
-    pub max_retries: u32,
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    pub probe_interval_ms: u64,
-    pub probe_slow_ms: u64,
-    pub probe_failures: u32,
-    /// The phone-number id probes ask about; default: the first configured number.
-    pub probe_number: Option<String>,
-}
-
-impl Default for CloudApiConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            base_url: "https://graph.facebook.com".into(),
-            backup_url: None,
-            api_version: "v21.0".into(),
-            token: Secret::default(),
-            template_language: "es".into(),
-            timeout_ms: 10_000,
-            max_retries: 3,
-            backoff_base_ms: 200,
-            backoff_max_ms: 5_000,
-            probe_interval_ms: 5_000,
-            probe_slow_ms: 1_500,
-            probe_failures: 3,
-            probe_number: None,
-        }
-    }
-}
-
-impl CloudApiConfig {
-    /// Checks the section; the error names the field.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        if !self.enabled {
-            return Ok(());
-        }
-        let bad = |f: &str, p: &str| Err((format!("cloud_api.{f}"), p.to_owned()));
-        if self.token.expose().trim().is_empty() {
-            return bad(
-                "token",
-                "is empty; set SWITCHBOARD_CLOUD_API__TOKEN to the system user's access token",
-            );
-        }
-        for (field, url) in [
-            ("base_url", Some(&self.base_url)),
-            ("backup_url", self.backup_url.as_ref()),
-        ] {
-            if let Some(url) = url
-                && !(url.starts_with("https://") || url.starts_with("http://"))
-            {
-                return bad(
-                    field,
-                    "must start with https:// (or http:// for a local mock)",
-                );
-            }
-        }
-        for (field, ms) in [
-            ("timeout_ms", self.timeout_ms),
-            ("probe_interval_ms", self.probe_interval_ms),
-            ("probe_slow_ms", self.probe_slow_ms),
-        ] {
-            if ms == 0 {
-                return bad(field, "must be above 0 (milliseconds)");
-            }
-        }
-        if self.probe_failures == 0 {
-            return bad("probe_failures", "must be at least 1");
-        }
-        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
-            return bad(
-                "backoff_base_ms",
-                "must be above 0 and at most backoff_max_ms",
-            );
-        }
-        Ok(())
-    }
-}
 
 /// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

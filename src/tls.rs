@@ -6,25 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use crate::config::tls::TlsConfig;
+
 /// A certificate chain and its key, as PEM bytes.
 pub type Pem = (Vec<u8>, Vec<u8>);
-
-/// `[tls]` in the config file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// The server certificate chain (PEM).
-    pub cert_file: Option<PathBuf>,
-    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key_file: Option<PathBuf>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -45,21 +36,6 @@ pub enum TlsError {
 }
 
 impl TlsConfig {
-    /// Both files or neither; the error names the field.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        match (&self.cert_file, &self.key_file) {
-            (Some(_), None) => Err((
-                "tls.key_file".into(),
-                "is missing; TLS needs the certificate's private key too".into(),
-            )),
-            (None, Some(_)) => Err((
-                "tls.cert_file".into(),
-                "is missing; TLS needs the certificate chain too".into(),
-            )),
-            _ => Ok(()),
-        }
-    }
-
     pub fn enabled(&self) -> bool {
         self.cert_file.is_some() && self.key_file.is_some()
     }

@@ -5,6 +5,13 @@
 //! (loopback listen addresses, bounded buffers and maps). Validation checks what serde cannot —
 //! references between tenants, queues and intents, regexes, regions, ranges — and every error
 //! names the field and says what to do. Nothing else in the program re-checks these rules.
+//!
+//! Config is a leaf: it imports no component. Each component's section lives in a module of
+//! its own here ([`auth`], [`cloud_api`], [`tls`]) and the component imports it.
+pub mod auth;
+pub mod cloud_api;
+pub mod tls;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +21,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 /// The demo configuration `cargo run` starts with when no file is named.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../deploy/switchboard.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../deploy/switchboard.toml");
 
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "SWITCHBOARD_CONFIG";
@@ -62,13 +69,13 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// Bearer tokens for the calls that change state for others (see `auth`); none: open.
     #[serde(default)]
-    pub auth: crate::auth::AuthConfig,
+    pub auth: auth::AuthConfig,
     /// The WhatsApp Cloud API sender (off: the embedded sender logs and acknowledges).
     #[serde(default)]
-    pub cloud_api: crate::cloud_api::CloudApiConfig,
+    pub cloud_api: cloud_api::CloudApiConfig,
     /// TLS for gRPC and /metrics (off without a certificate).
     #[serde(default)]
-    pub tls: crate::tls::TlsConfig,
+    pub tls: tls::TlsConfig,
 }
 
 /// How the runtime around the core is shaped.
