@@ -190,7 +190,7 @@ impl CloudApiSender {
     /// The Graph API body for `m` (text inside the window, else a template by name).
     pub fn body(config: &CloudApiConfig, tenant: &TenantId, m: &Dispatch) -> serde_json::Value {
         let to = m.to.as_e164().trim_start_matches('+');
-        let callback = crate::kafka::sink::callback_data(tenant, m.id);
+        let callback = crate::wire::webhook::callback_data(tenant, m.id);
         match m.category {
             Category::Session => serde_json::json!({
                 "messaging_product": "whatsapp",

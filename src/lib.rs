@@ -1,27 +1,29 @@
 //! switchboard: a message router and rate limiter for WhatsApp Business traffic in contact
 //! centers.
 //!
-//! Map of the crate, in the direction data flows:
-//! - [`config`]: the TOML file and its environment overrides, validated once.
-//! - [`model`]: identifiers and the customer number that never prints in full.
+//! Map of the crate, one line a module, in layer order (a module uses only modules above it
+//! in this list; `tests/layering.rs` checks it):
+//! - [`model`]: identifiers and the customer number that never prints in full; [`proto`]: the
+//!   generated `switchboard.v1` messages and services.
 //! - [`clock`]: the only place that reads the time.
+//! - [`config`]: the TOML file and its environment overrides, validated once; a leaf.
 //! - [`core`]: the deterministic per-tenant state machine (`Shard`): commands and time in,
 //!   replies and effects out, no I/O.
-//! - [`kafka`]: the Kafka input (consume, route, produce at-least-once, dead letters).
-//! - [`runtime`]: shard tasks, the in-process bus, stream subscriptions, ticks.
-//! - [`sender`]: where dispatched messages go (the provider), and what it answered.
-//! - [`wire`]: every protobuf ⇄ core conversion and check, and the one error → status
-//!   mapping; gRPC and Kafka both read requests through it.
-//! - [`grpc`]: the tonic services, a thin adapter over the runtime.
-//! - [`telemetry`]: metric names, their descriptions, the Prometheus endpoint.
+//! - [`telemetry`]: metric names, their descriptions, the events that log and count, `/metrics`.
+//! - [`gate`]: the one tower layer the call checks use; [`sender`]: where dispatched sends go
+//!   and what the provider answered; [`tls`]: optional TLS for both listeners.
+//! - [`auth`]: bearer tokens and roles; [`overload`]: the in-flight limit; [`runtime`]: shard
+//!   tasks, the in-process bus, stream subscriptions, ticks.
+//! - [`wire`]: every protobuf ⇄ core conversion and check, Meta's webhook JSON, and the one
+//!   error → status mapping; gRPC and Kafka both read requests through it.
+//! - [`grpc`]: the tonic services and forwarding, a thin adapter over the runtime; [`kafka`]:
+//!   the Kafka input, handover, readiness and outputs; [`cloud_api`]: the Cloud API sender.
 //! - [`server`]: wires everything, serves until shutdown.
-//! - [`webhook`]: the Cloud API webhook JSON as Meta posts it, read into inbound commands.
 pub mod auth;
 pub mod clock;
 pub mod cloud_api;
 pub mod config;
 pub mod core;
-pub mod forward;
 pub mod gate;
 pub mod grpc;
 pub mod kafka;
@@ -32,7 +34,6 @@ pub mod sender;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
-pub mod webhook;
 pub mod wire;
 
 pub mod proto {

@@ -86,6 +86,17 @@ pub trait Gate: Send + Sync {
     fn check(&self, tenant: &TenantId) -> Result<(), CallError>;
 }
 
+/// Where each tenant is served (Kafka mode: the consumer group's assignment, see
+/// `kafka::ownership`): what forwarding a call to the tenant's owner needs to know.
+pub trait Placement: Gate {
+    /// The partition a tenant lives on.
+    fn partition_of(&self, tenant: &str) -> i32;
+    /// The partition's tenants are served here (their state restored).
+    fn is_owned(&self, partition: i32) -> bool;
+    /// The advertised address of the partition's owner, if known and not this replica.
+    fn owner_of(&self, partition: i32) -> Option<String>;
+}
+
 enum Request {
     Command {
         command: Command,

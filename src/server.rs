@@ -241,7 +241,7 @@ pub async fn run_with(
         let task = tokio::spawn(input.run(stop_kafka.clone()));
         // gRPC serves the tenants of the partitions this replica owns, forwards the rest, and
         // writes admitted sends to the sends topic.
-        let forwarder = crate::forward::Forwarder::new(
+        let forwarder = crate::grpc::forward::Forwarder::new(
             ownership.clone(),
             config.tenants.iter().map(|t| t.id.clone()),
             config.kafka.unavailable_retry_ms,

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = switchboard::webhook::parse(data);
+    let _ = switchboard::wire::webhook::parse(data);
 });

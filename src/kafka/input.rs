@@ -4,7 +4,7 @@
 //!   `Ingest`; the decision goes to `kafka.routed_topic` keyed by tenant;
 //! - `kafka.webhooks_topic`: Meta's Cloud API webhook JSON as posted. Its messages are routed
 //!   like any inbound message; its statuses are the provider's answers about our dispatches,
-//!   found again through `biz_opaque_callback_data` (see `sink`) and fed to the quota reactions;
+//!   found again through `biz_opaque_callback_data` (see `wire::webhook`) and fed to the quota reactions;
 //! - `kafka.sends_topic`: protobuf `switchboard.v1.SendRequest`, admitted like a gRPC `Send`;
 //!   what follows (a dispatch, status changes) leaves through the sink.
 //!
@@ -43,7 +43,6 @@ use super::handover::{Handover, InputContext, blocking};
 use super::health::Watchdog;
 use super::outbox::{self, Outbox};
 use super::ownership::Ownership;
-use super::sink::parse_callback;
 use super::state::StateStore;
 use crate::config::{Config, KafkaConfig};
 use crate::core::{Command, Inbound, Reply};
@@ -51,7 +50,7 @@ use crate::model::TenantId;
 use crate::proto;
 use crate::runtime::{CallError, Runtime};
 use crate::telemetry;
-use crate::webhook::{self, NumberDirectory};
+use crate::wire::webhook::{self, NumberDirectory, parse_callback};
 
 /// The header naming the tenant a copied webhook payload is for.
 const TENANT_HEADER: &str = "switchboard.tenant";

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::model::TenantId;
-use crate::runtime::{CallError, Gate};
+use crate::runtime::{CallError, Gate, Placement};
 
 #[derive(Default)]
 struct Inner {
@@ -142,6 +142,20 @@ impl Gate for Ownership {
             partition,
             why,
         })
+    }
+}
+
+impl Placement for Ownership {
+    fn partition_of(&self, tenant: &str) -> i32 {
+        Ownership::partition_of(self, tenant)
+    }
+
+    fn is_owned(&self, partition: i32) -> bool {
+        Ownership::is_owned(self, partition)
+    }
+
+    fn owner_of(&self, partition: i32) -> Option<String> {
+        Ownership::owner_of(self, partition)
     }
 }
 

@@ -9,24 +9,11 @@ use std::sync::Arc;
 use prost::Message as _;
 
 use super::outbox::Outbox;
-use crate::core::quota::{Dispatch, ProviderOutcome, SendId};
+use crate::core::quota::{Dispatch, ProviderOutcome};
 use crate::model::TenantId;
 use crate::proto;
 use crate::sender::{SendFuture, SendStatusEvent, Sender};
-
-/// Marks callback data as switchboard's own (other systems may send from the same number).
-const CALLBACK_PREFIX: &str = "sb1:";
-
-/// What a dispatch asks the egress to pass as `biz_opaque_callback_data`.
-pub fn callback_data(tenant: &TenantId, id: SendId) -> String {
-    format!("{CALLBACK_PREFIX}{tenant}:{id}")
-}
-
-/// The tenant and send a status webhook's callback data names; None if it is not ours.
-pub fn parse_callback(data: &str) -> Option<(&str, SendId)> {
-    let (tenant, id) = data.strip_prefix(CALLBACK_PREFIX)?.rsplit_once(':')?;
-    Some((tenant, id.parse().ok()?))
-}
+use crate::wire::webhook::callback_data;
 
 /// Admitted gRPC sends, written to the sends topic keyed by tenant (see `sender::Journal`).
 pub struct SendsJournal {
@@ -84,19 +71,5 @@ impl Sender for KafkaSink {
         let key = Some(event.tenant.as_str().as_bytes());
         self.outbox
             .produce(&self.status_topic, key, &record.encode_to_vec(), None);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn callback_data_names_the_send_and_only_ours_parse() {
-        let data = callback_data(&TenantId::new("acme:es"), SendId(42));
-        assert_eq!(data, "sb1:acme:es:s-42");
-        assert_eq!(parse_callback(&data), Some(("acme:es", SendId(42))));
-        assert_eq!(parse_callback("order-1234"), None);
-        assert_eq!(parse_callback("sb1:acme:s-x"), None);
     }
 }

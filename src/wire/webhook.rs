@@ -307,6 +307,20 @@ impl NumberDirectory {
     }
 }
 
+/// Marks callback data as switchboard's own (other systems may send from the same number).
+const CALLBACK_PREFIX: &str = "sb1:";
+
+/// What a dispatch asks the egress to pass as `biz_opaque_callback_data`.
+pub fn callback_data(tenant: &TenantId, id: crate::core::quota::SendId) -> String {
+    format!("{CALLBACK_PREFIX}{tenant}:{id}")
+}
+
+/// The tenant and send a status webhook's callback data names; None if it is not ours.
+pub fn parse_callback(data: &str) -> Option<(&str, crate::core::quota::SendId)> {
+    let (tenant, id) = data.strip_prefix(CALLBACK_PREFIX)?.rsplit_once(':')?;
+    Some((tenant, id.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,5 +476,20 @@ mod tests {
             Reply::Decision(d) => assert!(d.duplicate),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn callback_data_names_the_send_and_only_ours_parse() {
+        let data = callback_data(
+            &crate::model::TenantId::new("acme:es"),
+            crate::core::quota::SendId(42),
+        );
+        assert_eq!(data, "sb1:acme:es:s-42");
+        assert_eq!(
+            parse_callback(&data),
+            Some(("acme:es", crate::core::quota::SendId(42)))
+        );
+        assert_eq!(parse_callback("order-1234"), None);
+        assert_eq!(parse_callback("sb1:acme:s-x"), None);
     }
 }

@@ -3,6 +3,8 @@
 //! request never reaches a shard), hands it to the owning shard through the [`Runtime`], and
 //! converts the answer back. It decides nothing. `wire::status` is the one place that turns
 //! an error into a `tonic::Status`.
+pub mod forward;
+
 use std::pin::Pin;
 
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -101,7 +103,7 @@ pub struct Api {
     runtime: Runtime,
     reloader: Arc<Reloader>,
     /// Kafka mode: where the tenants this replica does not own are served.
-    forwarder: Option<Arc<crate::forward::Forwarder>>,
+    forwarder: Option<Arc<forward::Forwarder>>,
     /// Kafka mode: where admitted sends are written (the sends topic).
     journal: Option<Arc<dyn Journal>>,
 }
@@ -125,7 +127,7 @@ impl Api {
     }
 
     /// Forwards calls for tenants owned by other replicas (Kafka mode).
-    pub fn forwarding(self, forwarder: Arc<crate::forward::Forwarder>) -> Self {
+    pub fn forwarding(self, forwarder: Arc<forward::Forwarder>) -> Self {
         Self {
             forwarder: Some(forwarder),
             ..self

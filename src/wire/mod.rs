@@ -5,6 +5,10 @@
 //! request over gRPC, and neither depends on the other.
 //!
 //! A request that cannot be read is an [`Invalid`]: the field and what is wrong with it.
+//! [`webhook`] reads Meta's Cloud API webhook JSON (and makes the callback data a dispatch
+//! carries, by which a status webhook finds its send).
+pub mod webhook;
+
 use tonic::Status;
 
 use crate::config::{Category, Rule};

@@ -12,12 +12,11 @@ use std::time::Duration;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::kafka::ownership::Ownership;
 use crate::model::TenantId;
-use crate::runtime::Gate;
+use crate::runtime::Placement;
 
 pub struct Forwarder {
-    ownership: Arc<Ownership>,
+    ownership: Arc<dyn Placement>,
     configured: HashSet<String>,
     channels: Mutex<HashMap<String, Channel>>,
     /// The retry hint on UNAVAILABLE answers, in ms.
@@ -26,7 +25,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(
-        ownership: Arc<Ownership>,
+        ownership: Arc<dyn Placement>,
         tenants: impl IntoIterator<Item = String>,
         retry_ms: u64,
     ) -> Self {
