@@ -82,13 +82,13 @@ pub enum CallError {
 }
 
 /// Decides whether a call for a tenant is served by this replica (see `kafka::ownership`).
-pub trait Gate: Send + Sync {
+pub trait Serves: Send + Sync {
     fn check(&self, tenant: &TenantId) -> Result<(), CallError>;
 }
 
 /// Where each tenant is served (Kafka mode: the consumer group's assignment, see
 /// `kafka::ownership`): what forwarding a call to the tenant's owner needs to know.
-pub trait Placement: Gate {
+pub trait Placement: Serves {
     /// The partition a tenant lives on.
     fn partition_of(&self, tenant: &str) -> i32;
     /// The partition's tenants are served here (their state restored).
@@ -130,7 +130,7 @@ pub struct Runtime {
     owner: Arc<HashMap<TenantId, usize>>,
     subscriber_buffer: usize,
     /// Checked before each call (gRPC in Kafka mode); None: every tenant is served.
-    gate: Option<Arc<dyn Gate>>,
+    gate: Option<Arc<dyn Serves>>,
 }
 
 impl Runtime {
@@ -187,7 +187,7 @@ impl Runtime {
     }
 
     /// A handle whose calls are checked by `gate` first (the Kafka input keeps the ungated one).
-    pub fn gated(&self, gate: Arc<dyn Gate>) -> Runtime {
+    pub fn gated(&self, gate: Arc<dyn Serves>) -> Runtime {
         Runtime {
             gate: Some(gate),
             ..self.clone()

@@ -73,6 +73,55 @@ macro_rules! forward {
     };
 }
 
+/// Writes a service's handlers, each with the skeleton every call shares (written once,
+/// here): `unary` and `stream` handlers are forwarded to the tenant's owner when that is
+/// another replica (Kafka mode), else their body runs here; `local` ones always run here.
+/// `type` items (the stream types) are kept as they are. (`&self` is written at each handler:
+/// `self` in a body must come from the same place as the signature's.)
+///
+/// ```text
+/// service!(proto::agents_server::Agents, proto::agents_client::AgentsClient<Channel> {
+///     unary get(&self, request: proto::AgentRef) -> proto::Agent { /* request → command → reply */ }
+/// });
+/// ```
+macro_rules! service {
+    ($service:path, $client:ty { $($items:tt)* }) => {
+        service!(@items [$service] [$client] [] $($items)*);
+    };
+    (@items [$service:path] [$client:ty] [$($done:tt)*]
+        type $name:ident = $t:ty; $($rest:tt)*) => {
+        service!(@items [$service] [$client] [$($done)* type $name = $t;] $($rest)*);
+    };
+    (@items [$service:path] [$client:ty] [$($done:tt)*]
+        $kind:ident $method:ident(&$self:ident, $request:ident: $req:ty) -> $resp:ty $body:block
+        $($rest:tt)*) => {
+        service!(@items [$service] [$client] [$($done)*
+            async fn $method(&$self, $request: Request<$req>) -> Result<Response<$resp>, Status> {
+                service!(@forward $kind $self, $request, $client, $method);
+                $body
+            }
+        ] $($rest)*);
+    };
+    (@items [$service:path] [$client:ty] [$($done:tt)*]) => {
+        #[tonic::async_trait]
+        impl $service for Api {
+            $($done)*
+        }
+    };
+    (@forward unary $($call:tt)*) => { forward!($($call)*); };
+    (@forward stream $($call:tt)*) => { forward!(stream $($call)*); };
+    (@forward local $($call:tt)*) => {};
+}
+
+// One file a service (after the macros they use).
+mod agents;
+mod bots;
+mod conversations;
+mod inbound;
+mod outbound;
+mod queues;
+mod quotas;
+
 /// Marks a forwarded call's response with the replica that served it.
 fn served_by(metadata: &mut tonic::metadata::MetadataMap, owner: &str) {
     if let Ok(value) = owner.parse() {
@@ -186,399 +235,6 @@ impl Api {
     }
 }
 
-#[tonic::async_trait]
-impl proto::inbound_server::Inbound for Api {
-    async fn ingest(
-        &self,
-        request: Request<proto::InboundMessage>,
-    ) -> Result<Response<proto::RoutingDecision>, Status> {
-        forward!(
-            self,
-            request,
-            proto::inbound_client::InboundClient<Channel>,
-            ingest
-        );
-        let inbound = inbound_in(request.into_inner())?;
-        let id = inbound.provider_message_id.clone();
-        let mut decision = self.decision_call(Command::Ingest(inbound)).await?;
-        decision.get_mut().provider_message_id = id;
-        Ok(decision)
-    }
-}
-
-#[tonic::async_trait]
-impl proto::agents_server::Agents for Api {
-    async fn register(
-        &self,
-        request: Request<proto::RegisterAgentRequest>,
-    ) -> Result<Response<proto::Agent>, Status> {
-        forward!(
-            self,
-            request,
-            proto::agents_client::AgentsClient<Channel>,
-            register
-        );
-        let r = request.into_inner();
-        self.agent_call(Command::RegisterAgent {
-            tenant: tenant(&r.tenant)?,
-            agent: agent("agent_id", &r.agent_id)?,
-            presence: presence(r.presence)?,
-            capacity: r.capacity,
-            queues: r.queues,
-        })
-        .await
-    }
-
-    async fn set_presence(
-        &self,
-        request: Request<proto::SetPresenceRequest>,
-    ) -> Result<Response<proto::Agent>, Status> {
-        forward!(
-            self,
-            request,
-            proto::agents_client::AgentsClient<Channel>,
-            set_presence
-        );
-        let r = request.into_inner();
-        self.agent_call(Command::SetPresence {
-            tenant: tenant(&r.tenant)?,
-            agent: agent("agent_id", &r.agent_id)?,
-            presence: presence(r.presence)?,
-        })
-        .await
-    }
-
-    async fn get(
-        &self,
-        request: Request<proto::AgentRef>,
-    ) -> Result<Response<proto::Agent>, Status> {
-        forward!(
-            self,
-            request,
-            proto::agents_client::AgentsClient<Channel>,
-            get
-        );
-        let r = request.into_inner();
-        self.agent_call(Command::GetAgent {
-            tenant: tenant(&r.tenant)?,
-            agent: agent("agent_id", &r.agent_id)?,
-        })
-        .await
-    }
-
-    type SubscribeStream = EventStream<proto::AgentEvent>;
-
-    async fn subscribe(
-        &self,
-        request: Request<proto::AgentRef>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        forward!(stream self, request, proto::agents_client::AgentsClient<Channel>, subscribe);
-        let r = request.into_inner();
-        let rx = self
-            .runtime
-            .subscribe_agent(tenant(&r.tenant)?, agent("agent_id", &r.agent_id)?)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(stream(rx, agent_event_out)))
-    }
-
-    async fn complete(
-        &self,
-        request: Request<proto::ConversationAction>,
-    ) -> Result<Response<proto::Agent>, Status> {
-        forward!(
-            self,
-            request,
-            proto::agents_client::AgentsClient<Channel>,
-            complete
-        );
-        let r = request.into_inner();
-        self.agent_call(Command::Complete {
-            tenant: tenant(&r.tenant)?,
-            agent: agent("agent_id", &r.agent_id)?,
-            conversation: conversation_id(&r.conversation_id)?,
-        })
-        .await
-    }
-
-    async fn release(
-        &self,
-        request: Request<proto::ConversationAction>,
-    ) -> Result<Response<proto::Agent>, Status> {
-        forward!(
-            self,
-            request,
-            proto::agents_client::AgentsClient<Channel>,
-            release
-        );
-        let r = request.into_inner();
-        self.agent_call(Command::Release {
-            tenant: tenant(&r.tenant)?,
-            agent: agent("agent_id", &r.agent_id)?,
-            conversation: conversation_id(&r.conversation_id)?,
-        })
-        .await
-    }
-
-    async fn transfer(
-        &self,
-        request: Request<proto::TransferRequest>,
-    ) -> Result<Response<proto::Agent>, Status> {
-        forward!(
-            self,
-            request,
-            proto::agents_client::AgentsClient<Channel>,
-            transfer
-        );
-        use proto::transfer_request::To;
-        let r = request.into_inner();
-        let to = match r.to {
-            Some(To::Queue(q)) => TransferTarget::Queue(QueueName::new(required("queue", &q)?)),
-            Some(To::ToAgentId(a)) => TransferTarget::Agent(agent("to_agent_id", &a)?),
-            None => return Err(invalid("to", "is required: set queue or to_agent_id").into()),
-        };
-        self.agent_call(Command::Transfer {
-            tenant: tenant(&r.tenant)?,
-            agent: agent("agent_id", &r.agent_id)?,
-            conversation: conversation_id(&r.conversation_id)?,
-            to,
-        })
-        .await
-    }
-}
-
-#[tonic::async_trait]
-impl proto::bots_server::Bots for Api {
-    type SubscribeStream = EventStream<proto::BotEvent>;
-
-    async fn subscribe(
-        &self,
-        request: Request<proto::BotRef>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        forward!(stream self, request, proto::bots_client::BotsClient<Channel>, subscribe);
-        let r = request.into_inner();
-        let rx = self
-            .runtime
-            .subscribe_bot(tenant(&r.tenant)?, required("bot", &r.bot)?.to_owned())
-            .await
-            .map_err(status)?;
-        Ok(Response::new(stream(rx, bot_event_out)))
-    }
-}
-
-#[tonic::async_trait]
-impl proto::conversations_server::Conversations for Api {
-    async fn get(
-        &self,
-        request: Request<proto::ConversationRef>,
-    ) -> Result<Response<proto::Conversation>, Status> {
-        forward!(
-            self,
-            request,
-            proto::conversations_client::ConversationsClient<Channel>,
-            get
-        );
-        let r = request.into_inner();
-        self.conversation_call(Command::GetConversation {
-            tenant: tenant(&r.tenant)?,
-            conversation: conversation_id(&r.conversation_id)?,
-        })
-        .await
-    }
-
-    async fn pause_automation(
-        &self,
-        request: Request<proto::ConversationRef>,
-    ) -> Result<Response<proto::Conversation>, Status> {
-        forward!(
-            self,
-            request,
-            proto::conversations_client::ConversationsClient<Channel>,
-            pause_automation
-        );
-        let r = request.into_inner();
-        self.conversation_call(Command::PauseAutomation {
-            tenant: tenant(&r.tenant)?,
-            conversation: conversation_id(&r.conversation_id)?,
-        })
-        .await
-    }
-
-    async fn resume_automation(
-        &self,
-        request: Request<proto::ConversationRef>,
-    ) -> Result<Response<proto::Conversation>, Status> {
-        forward!(
-            self,
-            request,
-            proto::conversations_client::ConversationsClient<Channel>,
-            resume_automation
-        );
-        let r = request.into_inner();
-        self.conversation_call(Command::ResumeAutomation {
-            tenant: tenant(&r.tenant)?,
-            conversation: conversation_id(&r.conversation_id)?,
-        })
-        .await
-    }
-
-    async fn override_route(
-        &self,
-        request: Request<proto::OverrideRouteRequest>,
-    ) -> Result<Response<proto::Conversation>, Status> {
-        forward!(
-            self,
-            request,
-            proto::conversations_client::ConversationsClient<Channel>,
-            override_route
-        );
-        use proto::override_route_request::To;
-        let r = request.into_inner();
-        let to = match r.to {
-            Some(To::Queue(q)) => {
-                Some(RouteOverride::Queue(QueueName::new(required("queue", &q)?)))
-            }
-            Some(To::AgentId(a)) => Some(RouteOverride::Agent(agent("agent_id", &a)?)),
-            Some(To::Clear(true)) => None,
-            Some(To::Clear(false)) | None => {
-                return Err(
-                    invalid("to", "is required: set queue, agent_id or clear = true").into(),
-                );
-            }
-        };
-        self.conversation_call(Command::OverrideRoute {
-            tenant: tenant(&r.tenant)?,
-            conversation: conversation_id(&r.conversation_id)?,
-            to,
-        })
-        .await
-    }
-
-    async fn escalate(
-        &self,
-        request: Request<proto::EscalateRequest>,
-    ) -> Result<Response<proto::RoutingDecision>, Status> {
-        forward!(
-            self,
-            request,
-            proto::conversations_client::ConversationsClient<Channel>,
-            escalate
-        );
-        let r = request.into_inner();
-        self.decision_call(Command::Escalate {
-            tenant: tenant(&r.tenant)?,
-            conversation: conversation_id(&r.conversation_id)?,
-            queue: (!r.queue.is_empty()).then_some(r.queue),
-            note: r.note,
-        })
-        .await
-    }
-}
-
-#[tonic::async_trait]
-impl proto::queues_server::Queues for Api {
-    async fn stats(
-        &self,
-        request: Request<proto::QueueStatsRequest>,
-    ) -> Result<Response<proto::QueueStatsResponse>, Status> {
-        forward!(
-            self,
-            request,
-            proto::queues_client::QueuesClient<Channel>,
-            stats
-        );
-        let r = request.into_inner();
-        match self
-            .call(Command::QueueStats {
-                tenant: tenant(&r.tenant)?,
-                queue: (!r.queue.is_empty()).then_some(r.queue),
-            })
-            .await?
-        {
-            Reply::QueueStats(stats) => Ok(Response::new(proto::QueueStatsResponse {
-                queues: stats.iter().map(queue_stats_out).collect(),
-            })),
-            other => Err(unexpected(other)),
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl proto::outbound_server::Outbound for Api {
-    async fn send(
-        &self,
-        request: Request<proto::SendRequest>,
-    ) -> Result<Response<proto::SendResponse>, Status> {
-        forward!(
-            self,
-            request,
-            proto::outbound_client::OutboundClient<Channel>,
-            send
-        );
-        let r = request.into_inner();
-        let command = Command::Send(send_in(r.clone())?);
-        match self.call(command).await? {
-            Reply::Send { id, admission } => {
-                // Admitted (dispatched or queued): written down before the answer, so a crash
-                // before the next snapshot loses no queued send (Kafka mode).
-                if let Some(journal) = &self.journal
-                    && !matches!(admission, Admission::Refused { .. })
-                    && let Err(e) = journal.append(&r).await
-                {
-                    tracing::warn!(error = %e, "admitted send not journaled; a crash before the next snapshot would lose it if queued");
-                }
-                Ok(Response::new(send_response_out(id, admission)))
-            }
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn get_status(
-        &self,
-        request: Request<proto::SendRef>,
-    ) -> Result<Response<proto::SendStatus>, Status> {
-        forward!(
-            self,
-            request,
-            proto::outbound_client::OutboundClient<Channel>,
-            get_status
-        );
-        let r = request.into_inner();
-        let tenant = tenant(&r.tenant)?;
-        let command = if r.send_id.is_empty() && !r.idempotency_key.is_empty() {
-            Command::GetSendByKey {
-                tenant: tenant.clone(),
-                key: r.idempotency_key,
-            }
-        } else {
-            Command::GetSend {
-                tenant: tenant.clone(),
-                id: send_id(&r.send_id)?,
-            }
-        };
-        match self.call(command).await? {
-            Reply::SendView(v) => Ok(Response::new(send_view_out(&tenant, &v))),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    type StreamStatusStream = EventStream<proto::SendStatus>;
-
-    async fn stream_status(
-        &self,
-        request: Request<proto::StatusStreamRequest>,
-    ) -> Result<Response<Self::StreamStatusStream>, Status> {
-        forward!(stream self, request, proto::outbound_client::OutboundClient<Channel>, stream_status);
-        let r = request.into_inner();
-        let rx = self
-            .runtime
-            .subscribe_status(tenant(&r.tenant)?)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(stream(rx, status_event_out)))
-    }
-}
-
 // --- Quotas ------------------------------------------------------------------------------------
 
 impl Api {
@@ -586,226 +242,6 @@ impl Api {
         match self.call(Command::GetQuota { tenant }).await? {
             Reply::Quota(q) => Ok(quota_out(&q)),
             other => Err(unexpected(other)),
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl proto::quotas_server::Quotas for Api {
-    async fn get(
-        &self,
-        request: Request<proto::QuotaRef>,
-    ) -> Result<Response<proto::PortfolioQuota>, Status> {
-        forward!(
-            self,
-            request,
-            proto::quotas_client::QuotasClient<Channel>,
-            get
-        );
-        let tenant = tenant(&request.into_inner().tenant)?;
-        Ok(Response::new(self.quota(tenant).await?))
-    }
-
-    async fn list(
-        &self,
-        request: Request<proto::ListQuotasRequest>,
-    ) -> Result<Response<proto::ListQuotasResponse>, Status> {
-        let mut tenants = Vec::new();
-        for t in self.runtime.tenants() {
-            let quota = match self.owner_of(t.as_str(), request.metadata())? {
-                Some((channel, owner)) => {
-                    let get = Request::from_parts(
-                        request.metadata().clone(),
-                        Default::default(),
-                        proto::QuotaRef {
-                            tenant: t.to_string(),
-                        },
-                    );
-                    proto::quotas_client::QuotasClient::new(channel)
-                        .get(forwarded(get))
-                        .await
-                        .map_err(|s| self.unreached(t.as_str(), &owner, s))?
-                        .into_inner()
-                }
-                None => self.quota(t).await?,
-            };
-            tenants.push(quota);
-        }
-        Ok(Response::new(proto::ListQuotasResponse { tenants }))
-    }
-
-    async fn set_override(
-        &self,
-        request: Request<proto::SetOverrideRequest>,
-    ) -> Result<Response<proto::OverrideInfo>, Status> {
-        forward!(
-            self,
-            request,
-            proto::quotas_client::QuotasClient<Channel>,
-            set_override
-        );
-        use proto::set_override_request::Change as C;
-        let actor = crate::auth::actor(&request, &request.get_ref().actor);
-        let r = request.into_inner();
-        let change = match r.change {
-            Some(C::MessagingLimit(n)) => {
-                let n = u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
-                    invalid(
-                        "messaging_limit",
-                        "must be from 1 to 4294967295; for no limit set messaging_unlimited",
-                    )
-                })?;
-                Change::MessagingLimit(MessagingLimit::Customers(n))
-            }
-            Some(C::MessagingUnlimited(true)) => Change::MessagingLimit(MessagingLimit::Unlimited(
-                crate::config::Unlimited::Unlimited,
-            )),
-            Some(C::BatchThreshold(x)) => Change::BatchThreshold(x),
-            Some(C::Reserve(x)) => Change::Reserve(x),
-            Some(C::NumberRate(n)) => Change::NumberRate {
-                number: required("number_rate.number", &n.number)?.to_owned(),
-                mps: n.mps,
-                burst: (n.burst > 0).then_some(n.burst),
-            },
-            Some(C::Shadow(s)) => Change::Shadow {
-                rule: rule_in(s.rule)?,
-                on: s.on,
-            },
-            Some(C::MessagingUnlimited(false)) | None => {
-                return Err(invalid(
-                    "change",
-                    "is required: set messaging_limit, messaging_unlimited, batch_threshold, reserve, number_rate or shadow",
-                ).into());
-            }
-        };
-        match self
-            .call(Command::SetOverride {
-                tenant: tenant(&r.tenant)?,
-                change,
-                reason: r.reason,
-                actor,
-                expires_in_ms: r.expires_in_ms,
-            })
-            .await?
-        {
-            Reply::Override(o) => Ok(Response::new(override_out(&o))),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn clear_override(
-        &self,
-        request: Request<proto::ClearOverrideRequest>,
-    ) -> Result<Response<proto::OverrideInfo>, Status> {
-        forward!(
-            self,
-            request,
-            proto::quotas_client::QuotasClient<Channel>,
-            clear_override
-        );
-        let actor = crate::auth::actor(&request, &request.get_ref().actor);
-        let r = request.into_inner();
-        match self
-            .call(Command::ClearOverride {
-                tenant: tenant(&r.tenant)?,
-                id: r.override_id,
-                actor,
-            })
-            .await?
-        {
-            Reply::Override(o) => Ok(Response::new(override_out(&o))),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn list_audit(
-        &self,
-        request: Request<proto::ListAuditRequest>,
-    ) -> Result<Response<proto::ListAuditResponse>, Status> {
-        forward!(
-            self,
-            request,
-            proto::quotas_client::QuotasClient<Channel>,
-            list_audit
-        );
-        let r = request.into_inner();
-        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
-        match self
-            .call(Command::ListAudit {
-                tenant: tenant(&r.tenant)?,
-                limit,
-            })
-            .await?
-        {
-            Reply::Audit(entries) => Ok(Response::new(proto::ListAuditResponse {
-                entries: entries.iter().map(audit_out).collect(),
-            })),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn plan_campaign(
-        &self,
-        request: Request<proto::PlanCampaignRequest>,
-    ) -> Result<Response<proto::CampaignPlan>, Status> {
-        forward!(
-            self,
-            request,
-            proto::quotas_client::QuotasClient<Channel>,
-            plan_campaign
-        );
-        let r = request.into_inner();
-        let plan = PlanRequest {
-            customers: r.customers,
-            interactions: if r.interactions == 0 {
-                3
-            } else {
-                r.interactions
-            },
-            start: crate::clock::Timestamp(u64::try_from(r.start_ms).unwrap_or(0)),
-            duration_ms: r.duration_ms,
-        };
-        match self
-            .call(Command::PlanCampaign {
-                tenant: tenant(&r.tenant)?,
-                plan,
-            })
-            .await?
-        {
-            Reply::Plan(p) => Ok(Response::new(proto::CampaignPlan {
-                messages: p.messages,
-                mps_needed: p.mps_needed,
-                mps_available: p.mps_available,
-                messaging_limit: p.limit.unwrap_or_default(),
-                unlimited: p.limit.is_none(),
-                used_at_start: p.used_at_start,
-                peak_used: p.peak_used,
-                peak_ratio: p.peak_ratio,
-                batch_mode: p.batch_mode_at.is_some(),
-                batch_mode_at_ms: millis(p.batch_mode_at),
-                sent_directly: p.sent_directly,
-                batched: p.batched,
-                completes: p.done_at.is_some(),
-                done_at_ms: millis(p.done_at),
-            })),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn reload_config(
-        &self,
-        request: Request<proto::ReloadConfigRequest>,
-    ) -> Result<Response<proto::ReloadConfigResponse>, Status> {
-        let actor = crate::auth::actor(&request, &request.get_ref().actor);
-        let actor = if actor.trim().is_empty() {
-            "grpc".to_owned()
-        } else {
-            actor
-        };
-        match self.reloader.reload(&actor).await {
-            Ok(notes) => Ok(Response::new(proto::ReloadConfigResponse { notes })),
-            Err(ReloadError::Tenant { error, .. }) => Err(status(error)),
-            Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
     }
 }

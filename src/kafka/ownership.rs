@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::model::TenantId;
-use crate::runtime::{CallError, Gate, Placement};
+use crate::runtime::{CallError, Placement, Serves};
 
 #[derive(Default)]
 struct Inner {
@@ -120,7 +120,7 @@ impl Ownership {
     }
 }
 
-impl Gate for Ownership {
+impl Serves for Ownership {
     fn check(&self, tenant: &TenantId) -> Result<(), CallError> {
         let partition = self.partition_of(tenant.as_str());
         let inner = self.read();

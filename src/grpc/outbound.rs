@@ -1,0 +1,55 @@
+//! `switchboard.v1.Outbound`: sends under the quotas, their status, and the status stream.
+use super::*;
+
+service!(proto::outbound_server::Outbound, proto::outbound_client::OutboundClient<Channel> {
+    unary send(&self, request: proto::SendRequest) -> proto::SendResponse {
+        let r = request.into_inner();
+        let command = Command::Send(send_in(r.clone())?);
+        match self.call(command).await? {
+            Reply::Send { id, admission } => {
+                // Admitted (dispatched or queued): written down before the answer, so a crash
+                // before the next snapshot loses no queued send (Kafka mode).
+                if let Some(journal) = &self.journal
+                    && !matches!(admission, Admission::Refused { .. })
+                    && let Err(e) = journal.append(&r).await
+                {
+                    tracing::warn!(error = %e, "admitted send not journaled; a crash before the next snapshot would lose it if queued");
+                }
+                Ok(Response::new(send_response_out(id, admission)))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    unary get_status(&self, request: proto::SendRef) -> proto::SendStatus {
+        let r = request.into_inner();
+        let tenant = tenant(&r.tenant)?;
+        let command = if r.send_id.is_empty() && !r.idempotency_key.is_empty() {
+            Command::GetSendByKey {
+                tenant: tenant.clone(),
+                key: r.idempotency_key,
+            }
+        } else {
+            Command::GetSend {
+                tenant: tenant.clone(),
+                id: send_id(&r.send_id)?,
+            }
+        };
+        match self.call(command).await? {
+            Reply::SendView(v) => Ok(Response::new(send_view_out(&tenant, &v))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    type StreamStatusStream = EventStream<proto::SendStatus>;
+
+    stream stream_status(&self, request: proto::StatusStreamRequest) -> Self::StreamStatusStream {
+        let r = request.into_inner();
+        let rx = self
+            .runtime
+            .subscribe_status(tenant(&r.tenant)?)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(stream(rx, status_event_out)))
+    }
+});
