@@ -2,6 +2,8 @@
 //! so a tenant id cannot be passed where an agent id is expected, and the customer's number as
 //! a type that never prints in full.
 use std::fmt;
+
+use serde::Deserialize;
 use std::sync::Arc;
 
 macro_rules! id_type {
@@ -158,4 +160,74 @@ mod tests {
         assert!("42".parse::<ConversationId>().is_err());
         assert!("c-x".parse::<ConversationId>().is_err());
     }
+}
+
+// --- domain enums the config names and the components share -----------------------------
+
+/// The messaging limit: unique customers reached by business-initiated sends in a moving
+/// 24 hours, per portfolio. A number, or "unlimited".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum MessagingLimit {
+    Customers(u32),
+    Unlimited(Unlimited),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unlimited {
+    Unlimited,
+}
+
+impl MessagingLimit {
+    /// None: unlimited.
+    pub fn customers(self) -> Option<u32> {
+        match self {
+            MessagingLimit::Customers(n) => Some(n),
+            MessagingLimit::Unlimited(_) => None,
+        }
+    }
+}
+
+/// Template categories (and the free-form session message), as the platform prices them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Marketing,
+    Utility,
+    Authentication,
+    /// A free-form message inside the customer-service window.
+    Session,
+}
+
+/// An admission rule, for shadow mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    Throughput,
+    Pair,
+    MessagingLimit,
+    Window,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Throughput => "throughput",
+            Rule::Pair => "pair",
+            Rule::MessagingLimit => "messaging_limit",
+            Rule::Window => "window",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntentMode {
+    /// The bot answers (simple intents).
+    Bot,
+    /// A human answers, in the intent's queue (friction intents).
+    Human,
+    /// A human if the queue is within SLA, else the bot.
+    Auto,
 }

@@ -7,10 +7,18 @@
 //! names the field and says what to do. Nothing else in the program re-checks these rules.
 //!
 //! Config is a leaf: it imports no component. Each component's section lives in a module of
-//! its own here ([`auth`], [`cloud_api`], [`tls`]) and the component imports it.
+//! its own here ([`auth`], [`cloud_api`], [`kafka`], [`runtime`], [`tls`]) and the component
+//! imports it; the domain enums a config names (`Category`, `Rule`, `MessagingLimit`,
+//! `IntentMode`) live in `model`, shared by config and components alike.
 pub mod auth;
 pub mod cloud_api;
+pub mod kafka;
+pub mod runtime;
 pub mod tls;
+
+pub use crate::model::{Category, IntentMode, MessagingLimit, Rule, Unlimited};
+pub use kafka::{KafkaConfig, MAX_RECORD_BYTES};
+pub use runtime::RuntimeConfig;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -76,170 +84,6 @@ pub struct Config {
     /// TLS for gRPC and /metrics (off without a certificate).
     #[serde(default)]
     pub tls: tls::TlsConfig,
-}
-
-/// How the runtime around the core is shaped.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuntimeConfig {
-    /// Number of shards (single-threaded state machines); tenants are spread over them.
-    pub shards: usize,
-    /// How often each shard gets a tick (max-wait escalation, SLA breaches, sweeps, gauges).
-    pub tick_interval_ms: u64,
-    /// Requests waiting for one shard; when full, callers wait (backpressure, not buffering).
-    pub shard_queue_capacity: usize,
-    /// Events buffered per stream subscriber; a subscriber this far behind is disconnected.
-    pub subscriber_buffer: usize,
-    /// How long shutdown waits for in-flight calls before it gives up.
-    pub shutdown_grace_ms: u64,
-    /// gRPC calls handled at once across all connections; past it a call is refused at once
-    /// with RESOURCE_EXHAUSTED and a retry hint (health checks are never refused).
-    pub max_in_flight_calls: usize,
-    /// The retry hint given with RESOURCE_EXHAUSTED (`grpc-retry-pushback-ms`).
-    pub overload_retry_ms: u64,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            shards: 2,
-            tick_interval_ms: 1_000,
-            shard_queue_capacity: 4_096,
-            subscriber_buffer: 1_024,
-            shutdown_grace_ms: 10_000,
-            max_in_flight_calls: 2_048,
-            overload_retry_ms: 100,
-        }
-    }
-}
-
-/// Kafka input and outputs. Kafka mode is on when `brokers` names brokers
-/// (`SWITCHBOARD_KAFKA_BROKERS`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaConfig {
-    /// Comma-separated `host:port` list; empty: Kafka is off.
-    pub brokers: String,
-    /// The consumer group: replicas of one deployment share it.
-    pub group_id: String,
-    /// Inbound messages as protobuf `switchboard.v1.InboundMessage`.
-    pub inbound_topic: String,
-    /// Inbound messages as Meta's Cloud API webhook JSON.
-    pub webhooks_topic: String,
-    /// Routing decisions (protobuf `switchboard.v1.RoutingDecision`), keyed by tenant.
-    pub routed_topic: String,
-    /// Send requests as protobuf `switchboard.v1.SendRequest`, keyed by tenant.
-    pub sends_topic: String,
-    /// Admitted sends for the egress that calls the provider (`switchboard.v1.Dispatch`).
-    pub dispatch_topic: String,
-    /// Every status change of every send (`switchboard.v1.SendStatus`), keyed by tenant.
-    pub status_topic: String,
-    /// Records that could not be handled, with their origin and the error in headers.
-    pub dlq_topic: String,
-    /// Snapshots of each partition's tenants (see `kafka::state`).
-    pub state_topic: String,
-    /// Which replica owns which partition: each owner announces its `advertise_addr` here
-    /// (one partition, compacted), and gRPC calls for its tenants are forwarded to it.
-    pub owners_topic: String,
-    /// The gRPC address other replicas forward calls to (`host:port`). Empty: the gRPC
-    /// listen address, unless it is a wildcard (0.0.0.0 or [::]); then calls are not forwarded
-    /// to this replica (they get UNAVAILABLE, naming the partition).
-    pub advertise_addr: String,
-    /// Create missing topics at start-up (needs the broker's admin API).
-    pub create_topics: bool,
-    /// Partitions of topics created at start-up (the unit of scale-out: at most this many
-    /// replicas share the work).
-    pub topic_partitions: i32,
-    /// Replication factor of topics created at start-up (1 only for a single-broker dev setup).
-    pub replication_factor: i32,
-    /// Input records handled but not yet acknowledged by the broker, at most; past it the
-    /// input waits (the duplicates a crash can cause are bounded by it).
-    pub max_in_flight: usize,
-    /// How often each owned partition with new input is snapshotted to the state topic and
-    /// its input offsets committed: bounds what a new owner replays after a crash.
-    pub snapshot_interval_ms: u64,
-    /// A partition without new input is snapshotted again after this long, so its snapshot
-    /// stays well inside the state topic's retention.
-    pub snapshot_max_age_ms: u64,
-    /// Largest state record, in bytes: a tenant's snapshot is cut into chunks of this size
-    /// (keep it under the broker's `message.max.bytes`).
-    pub snapshot_chunk_bytes: usize,
-    /// Retention of the state topic when switchboard creates it (delete policy; see
-    /// `kafka::state` for why not compaction). Must exceed `snapshot_max_age_ms` by far.
-    pub state_retention_ms: u64,
-    /// Largest input record accepted, in bytes; a larger one is dead-lettered as `oversize`
-    /// (its payload cut to this plus 8 KiB). Also the largest record produced: the producer's
-    /// `message.max.bytes` is this plus 16 KiB for headers, checked at start-up against the
-    /// output topics' `max.message.bytes` where the broker tells it. At most 64 MiB.
-    pub max_record_bytes: usize,
-    /// How long a partition revoke may wait for its in-flight records to be acknowledged.
-    pub revoke_drain_ms: u64,
-    /// How often librdkafka reports statistics (consumer lag metrics); 0: off.
-    pub statistics_interval_ms: u64,
-    /// How long producing one record may take before it is retried.
-    pub produce_timeout_ms: u64,
-    /// The consumer group's session timeout: a replica that stops heartbeating (killed, cut
-    /// off) loses its partitions after this long, and only then can another replica take its
-    /// tenants over. Shorter fails over faster; too short and a network blip or a slow
-    /// broker moves partitions needlessly. Brokers accept 6,000 ms and up by default
-    /// (`group.min.session.timeout.ms`). An entry in `options` overrides it.
-    pub session_timeout_ms: u64,
-    /// How often the consumer heartbeats the group (at most a third of the session timeout);
-    /// also how soon the survivors hear of a rebalance. An entry in `options` overrides it.
-    pub heartbeat_interval_ms: u64,
-    /// Readiness: the input counts as stalled (NOT_SERVING) when records are waiting and
-    /// nothing moved (no record read, no output acknowledged) for this long.
-    pub stall_timeout_ms: u64,
-    /// Readiness: NOT_SERVING when cuts have failed, with none written since, for this long.
-    pub snapshot_failure_timeout_ms: u64,
-    /// The retry hint (`grpc-retry-pushback-ms`) on UNAVAILABLE answers for a tenant whose
-    /// partition is changing hands or whose owner cannot be reached.
-    pub unavailable_retry_ms: u64,
-    /// Raw librdkafka options for consumer and producer (e.g. security settings).
-    pub options: std::collections::BTreeMap<String, String>,
-}
-
-/// The largest `kafka.max_record_bytes` accepted (librdkafka fetches at most 100 MB a record).
-pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        Self {
-            brokers: String::new(),
-            group_id: "switchboard".into(),
-            inbound_topic: "switchboard.inbound".into(),
-            webhooks_topic: "switchboard.webhooks".into(),
-            routed_topic: "switchboard.routed".into(),
-            sends_topic: "switchboard.sends".into(),
-            dispatch_topic: "switchboard.dispatch".into(),
-            status_topic: "switchboard.status".into(),
-            dlq_topic: "switchboard.dlq".into(),
-            state_topic: "switchboard.state".into(),
-            owners_topic: "switchboard.owners".into(),
-            advertise_addr: String::new(),
-            create_topics: true,
-            topic_partitions: 12,
-            replication_factor: 3,
-            max_in_flight: 10_000,
-            snapshot_interval_ms: 5_000,
-            snapshot_max_age_ms: 3_600_000,
-            snapshot_chunk_bytes: 900_000,
-            state_retention_ms: 7 * 24 * 3_600_000,
-            max_record_bytes: 256 * 1024,
-            revoke_drain_ms: 10_000,
-            statistics_interval_ms: 5_000,
-            produce_timeout_ms: 10_000,
-            // A killed replica's tenants are served again after the session timeout, the
-            // survivors' rejoin (a heartbeat) and the restore: 10 + 1 + ~1 s, under 15 s.
-            session_timeout_ms: 10_000,
-            heartbeat_interval_ms: 1_000,
-            // Three produce timeouts: a broker that answers late is not yet a stall.
-            stall_timeout_ms: 30_000,
-            snapshot_failure_timeout_ms: 60_000,
-            unavailable_retry_ms: 1_000,
-            options: Default::default(),
-        }
-    }
 }
 
 /// Limits that bound input size and memory. Apply to every tenant.
@@ -329,42 +173,6 @@ pub struct NumberConfig {
     pub burst: Option<u32>,
 }
 
-/// The messaging limit: unique customers reached by business-initiated sends in a moving
-/// 24 hours, per portfolio. A number, or "unlimited".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(untagged)]
-pub enum MessagingLimit {
-    Customers(u32),
-    Unlimited(Unlimited),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Unlimited {
-    Unlimited,
-}
-
-impl MessagingLimit {
-    /// None: unlimited.
-    pub fn customers(self) -> Option<u32> {
-        match self {
-            MessagingLimit::Customers(n) => Some(n),
-            MessagingLimit::Unlimited(_) => None,
-        }
-    }
-}
-
-/// Template categories (and the free-form session message), as the platform prices them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    Marketing,
-    Utility,
-    Authentication,
-    /// A free-form message inside the customer-service window.
-    Session,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaConfig {
@@ -402,27 +210,6 @@ pub struct QuotaConfig {
     /// Rules evaluated in shadow mode: would-be refusals are counted, not enforced. Any of
     /// "throughput", "pair", "messaging_limit", "window".
     pub shadow: Vec<Rule>,
-}
-
-/// An admission rule, for shadow mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    Throughput,
-    Pair,
-    MessagingLimit,
-    Window,
-}
-
-impl Rule {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::Throughput => "throughput",
-            Rule::Pair => "pair",
-            Rule::MessagingLimit => "messaging_limit",
-            Rule::Window => "window",
-        }
-    }
 }
 
 impl Default for QuotaConfig {
@@ -464,17 +251,6 @@ pub struct QueueConfig {
     /// Priority added to a conversation that waited past `max_wait_secs` (no fallback).
     #[serde(default = "defaults::max_wait_boost")]
     pub max_wait_priority_boost: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IntentMode {
-    /// The bot answers (simple intents).
-    Bot,
-    /// A human answers, in the intent's queue (friction intents).
-    Human,
-    /// A human if the queue is within SLA, else the bot.
-    Auto,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -684,80 +460,8 @@ impl Config {
                 ),
             ));
         }
-        let k = &self.kafka;
-        if !k.brokers.is_empty() {
-            non_empty("kafka.group_id", &k.group_id)?;
-            for (field, topic) in [
-                ("kafka.inbound_topic", &k.inbound_topic),
-                ("kafka.webhooks_topic", &k.webhooks_topic),
-                ("kafka.routed_topic", &k.routed_topic),
-                ("kafka.sends_topic", &k.sends_topic),
-                ("kafka.dispatch_topic", &k.dispatch_topic),
-                ("kafka.status_topic", &k.status_topic),
-                ("kafka.dlq_topic", &k.dlq_topic),
-                ("kafka.state_topic", &k.state_topic),
-                ("kafka.owners_topic", &k.owners_topic),
-            ] {
-                non_empty(field, topic)?;
-            }
-            positive("kafka.produce_timeout_ms", k.produce_timeout_ms)?;
-            positive("kafka.max_in_flight", k.max_in_flight as u64)?;
-            positive("kafka.max_record_bytes", k.max_record_bytes as u64)?;
-            positive("kafka.snapshot_interval_ms", k.snapshot_interval_ms)?;
-            positive("kafka.snapshot_chunk_bytes", k.snapshot_chunk_bytes as u64)?;
-            if k.max_record_bytes > MAX_RECORD_BYTES {
-                return Err(invalid(
-                    "kafka.max_record_bytes",
-                    format!(
-                        "{} is over {MAX_RECORD_BYTES} (64 MiB), more than a Kafka client \
-                         fetches in one record; lower it",
-                        k.max_record_bytes
-                    ),
-                ));
-            }
-            positive("kafka.session_timeout_ms", k.session_timeout_ms)?;
-            if k.heartbeat_interval_ms == 0 || 3 * k.heartbeat_interval_ms > k.session_timeout_ms {
-                return Err(invalid(
-                    "kafka.heartbeat_interval_ms",
-                    format!(
-                        "must be above 0 and at most a third of kafka.session_timeout_ms ({}); \
-                         lower it",
-                        k.session_timeout_ms
-                    ),
-                ));
-            }
-            positive(
-                "kafka.snapshot_failure_timeout_ms",
-                k.snapshot_failure_timeout_ms,
-            )?;
-            if k.stall_timeout_ms <= k.statistics_interval_ms {
-                return Err(invalid(
-                    "kafka.stall_timeout_ms",
-                    format!(
-                        "must be longer than kafka.statistics_interval_ms ({}): the consumer lag \
-                         it reads is that old; raise it",
-                        k.statistics_interval_ms
-                    ),
-                ));
-            }
-            if k.snapshot_max_age_ms < k.snapshot_interval_ms {
-                return Err(invalid(
-                    "kafka.snapshot_max_age_ms",
-                    "is shorter than kafka.snapshot_interval_ms; raise it",
-                ));
-            }
-            if k.state_retention_ms < 4 * k.snapshot_max_age_ms {
-                return Err(invalid(
-                    "kafka.state_retention_ms",
-                    "must be at least 4 × kafka.snapshot_max_age_ms, or a snapshot could expire \
-                     before the next one is written",
-                ));
-            }
-            positive("kafka.topic_partitions", k.topic_partitions.max(0) as u64)?;
-            positive(
-                "kafka.replication_factor",
-                k.replication_factor.max(0) as u64,
-            )?;
+        if !self.kafka.brokers.is_empty() {
+            self.kafka.validate()?;
         }
         if self.tenants.is_empty() {
             return Err(invalid(
