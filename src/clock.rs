@@ -76,3 +76,16 @@ impl Stopwatch {
         self.0.elapsed()
     }
 }
+
+/// The monotonic clock's now: for timeouts and ages measured by the runtime around the core
+/// (readiness, snapshot ages), never for the core's rules (those take a [`Timestamp`]).
+pub fn monotonic() -> Instant {
+    Instant::now()
+}
+
+/// A few varying bits for spreading retries (jitter), from the wall clock's nanoseconds.
+pub fn jitter_bits() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+}

@@ -21,7 +21,7 @@
 //! The token is never logged or printed (`Secret`), and customer numbers only masked.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Category;
 pub use crate::config::cloud_api::{CloudApiConfig, Secret};
@@ -272,9 +272,7 @@ pub fn backoff(config: &CloudApiConfig, attempt: u32, salt: u64) -> Duration {
         .backoff_base_ms
         .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
         .min(config.backoff_max_ms);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
+    let nanos = crate::clock::jitter_bits();
     let mut z =
         salt ^ nanos.rotate_left(32) ^ u64::from(attempt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -305,7 +303,7 @@ async fn probe(
         number
     );
     let slow = Duration::from_millis(config.probe_slow_ms);
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let answer = tokio::time::timeout(
         slow,
         client.get(&url).bearer_auth(config.token.expose()).send(),

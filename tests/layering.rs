@@ -178,6 +178,29 @@ fn every_import_in_src_goes_to_a_lower_layer() {
 }
 
 #[test]
+fn time_is_read_only_in_clock_rs() {
+    // STYLE.md: time is injected; one module reads the clocks.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut reads = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("clock.rs")) {
+        let source = std::fs::read_to_string(file).expect("a readable source file");
+        for (n, line) in source.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if code.contains("Instant::now()") || code.contains("SystemTime::now()") {
+                reads.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        reads.is_empty(),
+        "clock reads outside src/clock.rs (use clock::SystemClock, Stopwatch or monotonic):\n{}",
+        reads.join("\n")
+    );
+}
+
+#[test]
 fn a_backward_or_sideways_import_is_caught_with_its_line() {
     // The checker itself, on made-up sources: it must be able to fail.
     let core = "use crate::model::TenantId;\nuse crate::server::run;\n";

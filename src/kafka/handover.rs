@@ -31,6 +31,7 @@ use super::health::Watchdog;
 use super::outbox::Acks;
 use super::ownership::Ownership;
 use super::state::StateStore;
+use crate::clock::Clock as _;
 use crate::config::KafkaConfig;
 use crate::core::{Command, Reply, TenantState};
 use crate::model::TenantId;
@@ -188,7 +189,7 @@ impl Handover {
     /// Takes `partition` over: restores its tenants from the last snapshot and the dispatches
     /// since, and returns the input offsets to read from. Blocking.
     pub(super) fn take_over(&self, partition: i32) -> Result<Positions, HandoverError> {
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let snapshot = self.store.read(partition)?;
         let mut states: HashMap<String, Vec<u8>> = HashMap::new();
         let (mut inputs, mut from, mut bytes) = (Vec::new(), None, 0);
@@ -276,7 +277,7 @@ impl Handover {
         lock(&self.cuts).insert(
             partition,
             LastCut {
-                at: Instant::now(),
+                at: crate::clock::monotonic(),
                 inputs: inputs.clone(),
                 epoch,
             },
@@ -326,7 +327,7 @@ impl Handover {
         let positions = consumer.position()?;
         let mut cuts = Vec::with_capacity(partitions.len());
         for &partition in partitions {
-            let started = Instant::now();
+            let started = crate::clock::monotonic();
             let (_, dispatch) = self.store.end_of(&self.config.dispatch_topic, partition)?;
             let (mut inputs, epoch) = lock(&self.cuts)
                 .get(&partition)
@@ -389,9 +390,7 @@ impl Handover {
         .await
         .expect("serializing does not panic");
         let bytes = tenants.iter().map(|(_, json)| json.len()).sum();
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let at = i64::try_from(crate::clock::SystemClock.now().as_millis()).unwrap_or(i64::MAX);
         self.store
             .write(partition, at, inputs.clone(), dispatch, tenants)
             .await?;
@@ -412,7 +411,7 @@ impl Handover {
             let mut cuts = lock(&self.cuts);
             match cuts.get_mut(&partition) {
                 Some(c) if c.epoch == written.epoch => {
-                    c.at = Instant::now();
+                    c.at = crate::clock::monotonic();
                     c.inputs = written.inputs.clone();
                 }
                 _ => return,

@@ -109,7 +109,7 @@ impl Watchdog {
         let mut state = self.lock();
         match &mut state.cuts_failing {
             Some((_, last)) => *last = why.to_owned(),
-            None => state.cuts_failing = Some((Instant::now(), why.to_owned())),
+            None => state.cuts_failing = Some((crate::clock::monotonic(), why.to_owned())),
         }
     }
 
@@ -188,7 +188,7 @@ impl Watchdog {
         every: Duration,
         stop: CancellationToken,
     ) {
-        let mut seen = Seen::new(Instant::now());
+        let mut seen = Seen::new(crate::clock::monotonic());
         let mut held = [false; 3];
         // Exported from the start (0), so dashboards and alerts see the series before a fault.
         for condition in CONDITIONS {
@@ -201,7 +201,7 @@ impl Watchdog {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let conditions = self.conditions(&acks, &mut seen, Instant::now());
+            let conditions = self.conditions(&acks, &mut seen, crate::clock::monotonic());
             for (i, why) in conditions.iter().enumerate() {
                 if why.is_some() != held[i] {
                     held[i] = why.is_some();
@@ -236,7 +236,7 @@ mod tests {
     fn waiting_without_progress_past_the_bound_is_a_stall_and_progress_clears_it() {
         let w = watchdog();
         let acks = Acks::new();
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut seen = Seen::new(t0);
         // Idle: nothing waiting, however long, is not a stall.
@@ -277,11 +277,11 @@ mod tests {
     fn failing_cuts_count_from_the_first_failure_and_a_written_cut_clears_them() {
         let w = watchdog();
         let acks = Acks::new();
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut seen = Seen::new(t0);
         w.cut_failed("broker timeout");
         w.cut_failed("still down");
-        let later = Instant::now() + Duration::from_secs(61);
+        let later = crate::clock::monotonic() + Duration::from_secs(61);
         let [_, failing, _] = w.conditions(&acks, &mut seen, later);
         let why = failing.expect("failing past the bound");
         assert!(why.contains("still down"), "the last error: {why}");
@@ -289,14 +289,17 @@ mod tests {
         assert_eq!(w.conditions(&acks, &mut seen, later)[1], None);
         // A failure just now is within the bound.
         w.cut_failed("again");
-        assert_eq!(w.conditions(&acks, &mut seen, Instant::now())[1], None);
+        assert_eq!(
+            w.conditions(&acks, &mut seen, crate::clock::monotonic())[1],
+            None
+        );
     }
 
     #[test]
     fn a_failed_takeover_is_unready_at_once_until_cleared() {
         let w = watchdog();
         let acks = Acks::new();
-        let now = Instant::now();
+        let now = crate::clock::monotonic();
         let mut seen = Seen::new(now);
         w.takeover_failed(3, "snapshot unreadable");
         let why = w.conditions(&acks, &mut seen, now)[2]
