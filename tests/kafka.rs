@@ -762,6 +762,18 @@ async fn the_dashboard_and_the_alert_rules_query_only_exported_metrics() {
         })
         .collect();
     assert!(names.len() >= 20, "the dashboard queries {names:?}");
+    let listed: Vec<&str> = switchboard::telemetry::METRICS
+        .iter()
+        .map(|m| m.name)
+        .collect();
+    let unlisted: Vec<&String> = names
+        .iter()
+        .filter(|n| !listed.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "not in telemetry::METRICS: {unlisted:?}"
+    );
     let families: Vec<&str> = names.iter().map(String::as_str).collect();
     let body = common::scrape_until(server.metrics, &families).await;
     let out =

@@ -296,15 +296,12 @@ impl Handover {
             // Calls forwarded here wait for the next takeover's announcement; ours still work.
             tracing::warn!(error = %e, partition, "ownership not announced");
         }
-        telemetry::kafka_restore(started.elapsed(), bytes, replayed);
-        telemetry::kafka_handover("in");
-        tracing::info!(
+        telemetry::kafka_taken_over(
             partition,
-            tenants = self.tenants(partition).len(),
+            self.tenants(partition).len(),
             bytes,
             replayed,
-            ms = started.elapsed().as_millis() as u64,
-            "partition taken over"
+            started.elapsed(),
         );
         Ok(inputs)
     }
@@ -424,14 +421,10 @@ impl Handover {
         if list.count() > 0 {
             // The snapshot holds the offsets; the group's are for lag and a fallback.
             let committed = consumer.commit(&list, CommitMode::Sync);
-            if let Err(e) = &committed {
-                tracing::debug!(error = %e, partition, "offset commit after the snapshot refused");
-            }
-            telemetry::kafka_commit(committed.is_ok());
+            telemetry::kafka_commit(partition, committed.as_ref().err());
         }
         self.watchdog.cut_written();
-        tracing::debug!(partition, inputs = ?written.inputs, bytes = written.bytes, "snapshot written");
-        telemetry::kafka_snapshot(written.started.elapsed(), written.bytes);
+        telemetry::kafka_snapshot(partition, written.started.elapsed(), written.bytes);
     }
 
     /// Snapshots `partitions` and commits their offsets, all before it returns (a revoke or
@@ -690,13 +683,8 @@ impl ConsumerContext for InputContext {
                     .copied()
                     .filter(|&p| h.ownership.is_owned(p))
                     .collect();
-                match blocking(|| h.cut(consumer, &owned)) {
-                    Ok(()) => (0..owned.len()).for_each(|_| telemetry::kafka_handover("out")),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "final snapshot not written; the next owner replays from the previous one");
-                        (0..owned.len()).for_each(|_| telemetry::kafka_handover("out_unsaved"));
-                    }
-                }
+                let cut = blocking(|| h.cut(consumer, &owned));
+                telemetry::kafka_handed_over(&owned, cut.as_ref().err());
                 blocking(|| h.release(&owned));
                 for p in &numbers {
                     h.forget_failed(*p);

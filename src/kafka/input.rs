@@ -260,12 +260,8 @@ impl KafkaInput {
         {
             tracing::warn!("outputs not acknowledged within the grace period");
         }
-        match blocking(|| self.handover.cut(&self.consumer, &owned)) {
-            Ok(()) => owned.iter().for_each(|_| telemetry::kafka_handover("out")),
-            Err(e) => {
-                tracing::warn!(error = %e, "final snapshot not written; the next owner replays from the previous one")
-            }
-        }
+        let cut = blocking(|| self.handover.cut(&self.consumer, &owned));
+        telemetry::kafka_handed_over(&owned, cut.as_ref().err());
         blocking(|| self.handover.release(&owned));
         // Leave the group now, so its partitions go to another member at once instead of
         // after the session timeout.
@@ -340,8 +336,13 @@ impl KafkaInput {
     }
 
     fn dead_letter(&self, m: &BorrowedMessage<'_>, payload: &[u8], dead: DeadLetter) {
-        tracing::debug!(reason = dead.reason, error = %dead.error, topic = m.topic(), partition = m.partition(), offset = m.offset(), "dead letter");
-        telemetry::kafka_dead_letter(dead.reason);
+        telemetry::kafka_dead_letter(
+            dead.reason,
+            &dead.error,
+            m.topic(),
+            m.partition(),
+            m.offset(),
+        );
         let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
         let mut headers = OwnedHeaders::new()
             .insert(header("switchboard.original.topic", m.topic().as_bytes()))

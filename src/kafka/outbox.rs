@@ -227,8 +227,7 @@ impl ProducerContext for AckContext {
             Err((e, m)) => {
                 let retry = Retry::new(seq as Seq, m.detach(), e, self.alone, self.generation);
                 if retry.refused.is_none() {
-                    tracing::warn!(error = %e, topic = m.topic(), "produce failed; retrying");
-                    telemetry::kafka_produce_retry(m.topic());
+                    telemetry::kafka_produce_retry(m.topic(), e);
                 }
                 // The retry task is gone only when stopping: the record stays unacknowledged.
                 let _ = self.retries.send(retry);
@@ -489,11 +488,7 @@ impl Outbox {
         };
         let old = std::mem::replace(&mut *current, (generation + 1, fresh)).1;
         drop(current);
-        tracing::warn!(
-            generation = generation + 1,
-            "the Kafka producer was fenced or failed fatally; producing through a new one"
-        );
-        telemetry::kafka_producer_renewed();
+        telemetry::kafka_producer_renewed(generation + 1);
         // Off the retry task: purging and flushing the old producer wait for librdkafka.
         std::thread::spawn(move || {
             old.purge(PurgeConfig::default().queue().inflight());

@@ -1,0 +1,41 @@
+//! Edge events: refused gRPC calls (auth, overload) and the Cloud API sender's attempts,
+//! probes and failover.
+use metrics::{counter, gauge, histogram};
+
+use super::*;
+
+/// A protected call refused: `reason` is missing (no token), unknown (not a configured
+/// token) or role (a token without the role); `path` is the gRPC method (a fixed set). The
+/// token itself is never logged.
+pub fn auth_failure(reason: &'static str, path: &str) {
+    let method = path.rsplit('/').next().unwrap_or(path).to_owned();
+    tracing::warn!(reason, method = %method, "protected call refused");
+    counter!(AUTH_FAILURES, "reason" => reason, "method" => method).increment(1);
+}
+
+/// A gRPC call shed at capacity (`method` is the gRPC method name: a fixed set).
+pub fn shed(method: &str) {
+    tracing::debug!(method, "call shed at capacity");
+    counter!(GRPC_SHED, "method" => method.to_owned()).increment(1);
+}
+
+/// One Cloud API send attempt: sent, retryable or failed.
+pub fn provider_attempt(outcome: &'static str) {
+    counter!(PROVIDER_ATTEMPTS, "outcome" => outcome).increment(1);
+}
+
+/// One probe of a Cloud API endpoint (`primary` or `backup`).
+pub fn provider_probe(endpoint: &'static str, took: Duration, healthy: bool) {
+    tracing::debug!(
+        endpoint,
+        took_ms = took.as_millis() as u64,
+        healthy,
+        "Cloud API probe"
+    );
+    histogram!(PROVIDER_PROBE, "endpoint" => endpoint).record(took.as_secs_f64());
+}
+
+/// Which Cloud API endpoint sends go to.
+pub fn provider_endpoint(on_backup: bool) {
+    gauge!(PROVIDER_ON_BACKUP).set(if on_backup { 1.0 } else { 0.0 });
+}

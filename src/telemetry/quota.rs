@@ -1,0 +1,35 @@
+//! Quota events: admissions, provider errors, the quota gauges.
+use metrics::{counter, gauge};
+
+use super::*;
+
+/// The answer to a send request.
+pub fn admission(tenant: &str, admission: &Admission) {
+    let (outcome, reason) = match admission {
+        Admission::Dispatched => ("dispatched", ""),
+        Admission::Queued { .. } => ("queued", ""),
+        Admission::Refused { reason, .. } => ("refused", reason.as_str()),
+    };
+    counter!(ADMISSIONS, "tenant" => tenant.to_owned(), "outcome" => outcome, "reason" => reason)
+        .increment(1);
+}
+
+/// The provider refused a dispatched send.
+pub fn provider_error(tenant: &str, code: u32) {
+    counter!(PROVIDER_ERRORS, "tenant" => tenant.to_owned(), "code" => code.to_string())
+        .increment(1);
+}
+
+/// Quota gauges of one portfolio, refreshed on every tick. Business numbers are few and come
+/// from the config, so they may be labels; customers never are.
+pub fn quota_gauges(tenant: &str, quotas: &Quotas, now: crate::clock::Timestamp) {
+    for n in quotas.snapshot(now).numbers {
+        gauge!(NUMBER_TOKENS, "tenant" => tenant.to_owned(), "number" => n.id.to_string())
+            .set(f64::from(n.tokens));
+    }
+    let (used, limit) = quotas.usage();
+    let labels = [("tenant", tenant.to_owned())];
+    gauge!(LIMIT_USAGE_RATIO, &labels).set(limit.map_or(0.0, |l| used as f64 / l as f64));
+    gauge!(BATCH_QUEUE_DEPTH, &labels).set(quotas.queued() as f64);
+    gauge!(BATCH_MODE, &labels).set(if quotas.batch_mode() { 1.0 } else { 0.0 });
+}

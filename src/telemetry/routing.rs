@@ -1,0 +1,140 @@
+//! Routing events: inbound messages, decisions, what the shard's effects mean, queue gauges,
+//! stream disconnects.
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+use super::*;
+
+/// One inbound message was handled (or refused).
+pub fn inbound(result: &Result<Reply, CoreError>, elapsed: Duration) {
+    match result {
+        Ok(Reply::Decision(d)) if d.duplicate => {
+            counter!(INBOUND_MESSAGES, "outcome" => "duplicate").increment(1);
+        }
+        Ok(Reply::Decision(d)) => {
+            counter!(INBOUND_MESSAGES, "outcome" => "routed").increment(1);
+            histogram!(DECISION_DURATION).record(elapsed.as_secs_f64());
+            tracing::debug!(
+                conversation = ?d.conversation,
+                target = d.target.as_str(),
+                reason = d.reason.as_str(),
+                "routed"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            counter!(INBOUND_MESSAGES, "outcome" => "rejected", "error_type" => error_type(e))
+                .increment(1);
+            tracing::debug!(error = %e, "inbound message rejected");
+        }
+    }
+}
+
+/// A routing decision of `tenant`: for inbound messages and escalations alike.
+pub fn decision(tenant: &str, d: &Decision) {
+    counter!(
+        ROUTING_DECISIONS,
+        "tenant" => tenant.to_owned(),
+        "target" => d.target.as_str(),
+        "reason" => d.reason.as_str()
+    )
+    .increment(1);
+}
+
+pub fn error_type(e: &CoreError) -> &'static str {
+    match e {
+        CoreError::InvalidArgument { .. } => "invalid_argument",
+        CoreError::NotFound { .. } => "not_found",
+        CoreError::FailedPrecondition(_) => "failed_precondition",
+        CoreError::ResourceExhausted(_) => "resource_exhausted",
+    }
+}
+
+/// Counts and logs what an effect means for operators.
+pub fn effect(e: &Effect) {
+    match e {
+        Effect::Assigned {
+            tenant,
+            agent,
+            conversation,
+            queue,
+            reason,
+            waited_ms,
+        } => {
+            counter!(ASSIGNMENTS, "tenant" => tenant.to_string(), "queue" => queue.to_string())
+                .increment(1);
+            tracing::debug!(%tenant, %agent, %conversation, %queue, reason = reason.as_str(), waited_ms, "assigned");
+        }
+        Effect::SlaBreached { tenant, queue } => {
+            counter!(SLA_BREACHES, "tenant" => tenant.to_string(), "queue" => queue.to_string())
+                .increment(1);
+        }
+        Effect::Escalated {
+            tenant,
+            conversation,
+            from,
+            to,
+            priority,
+        } => {
+            counter!(ESCALATIONS, "tenant" => tenant.to_string(), "from" => from.to_string(), "to" => to.to_string())
+                .increment(1);
+            tracing::info!(%tenant, %conversation, %from, %to, priority, "waited past max wait: escalated");
+        }
+        Effect::SendStatus {
+            tenant,
+            id,
+            state,
+            reason,
+            ..
+        } => {
+            counter!(SEND_STATUSES, "tenant" => tenant.to_string(), "state" => state.as_str())
+                .increment(1);
+            tracing::debug!(%tenant, %id, state = state.as_str(), reason = reason.map(|r| r.as_str()), "send status");
+        }
+        Effect::BatchMode { tenant, on } => {
+            gauge!(BATCH_MODE, "tenant" => tenant.to_string()).set(if *on { 1.0 } else { 0.0 });
+            tracing::info!(%tenant, on, "batch mode for low-priority sends");
+        }
+        Effect::SpamRateAlert { tenant, number } => {
+            counter!(SPAM_RATE_ALERTS, "tenant" => tenant.to_string(), "number" => number.to_string())
+                .increment(1);
+            tracing::warn!(%tenant, %number, "spam-rate error (131048): marketing paused on this number");
+        }
+        Effect::ShadowRefusal { tenant, rule } => {
+            counter!(SHADOW_REFUSALS, "tenant" => tenant.to_string(), "rule" => rule.as_str())
+                .increment(1);
+        }
+        Effect::Unassigned { .. }
+        | Effect::AgentMessage { .. }
+        | Effect::BotMessage { .. }
+        | Effect::Queued { .. }
+        | Effect::Dispatch { .. } => {}
+    }
+}
+
+/// Queue gauges, refreshed on every shard tick.
+pub fn queue_gauges(stats: &[QueueStatsView]) {
+    for s in stats {
+        let labels = [
+            ("tenant", s.tenant.to_string()),
+            ("queue", s.queue.to_string()),
+        ];
+        gauge!(QUEUE_DEPTH, &labels).set(f64::from(s.depth));
+        gauge!(QUEUE_AVAILABLE_AGENTS, &labels).set(f64::from(s.available_agents));
+        gauge!(QUEUE_ESTIMATED_WAIT, &labels).set(
+            s.estimated_wait_ms
+                .map_or(f64::INFINITY, |ms| ms as f64 / 1_000.0),
+        );
+        gauge!(QUEUE_SLA_ATTAINMENT, &labels).set(s.sla_attainment);
+    }
+}
+
+/// A stream subscriber fell behind and was disconnected.
+pub fn stream_disconnected(kind: &'static str) {
+    counter!(STREAM_DISCONNECTS, "kind" => kind).increment(1);
+    tracing::warn!(
+        kind,
+        "stream subscriber fell behind and was disconnected; it must resubscribe"
+    );
+}
