@@ -1,0 +1,386 @@
+//! One shard's task: it serves the shard's queue one request at a time (commands, ticks,
+//! subscriptions), hands the effects to the sender and to the live streams, and feeds the
+//! provider's answers back in.
+use super::*;
+
+type Subscribers<T> = Vec<mpsc::Sender<Result<T, Lagged>>>;
+
+pub(super) struct ShardTask {
+    pub(super) shard: Shard,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) sender: Arc<dyn Sender>,
+    /// The shard's own queue, for provider results of dispatched sends.
+    pub(super) feedback: mpsc::WeakSender<Request>,
+    pub(super) agents: HashMap<(TenantId, AgentId), Subscribers<AgentEvent>>,
+    pub(super) bots: HashMap<(TenantId, Arc<str>), Subscribers<BotEvent>>,
+    pub(super) statuses: HashMap<TenantId, Subscribers<SendStatusEvent>>,
+    /// Reused between commands so the hot path does not allocate a fresh vector.
+    pub(super) effects: Vec<Effect>,
+}
+
+impl ShardTask {
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        tick: Duration,
+        close_streams: CancellationToken,
+        stop: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut streams_open = true;
+        loop {
+            tokio::select! {
+                request = rx.recv() => match request {
+                    Some(request) => self.serve(request),
+                    None => break, // every Runtime handle is gone
+                },
+                _ = ticker.tick() => self.tick(),
+                () = stop.cancelled() => break,
+                _ = close_streams.cancelled(), if streams_open => {
+                    streams_open = false;
+                    self.agents.clear();
+                    self.bots.clear();
+                    self.statuses.clear();
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, request: Request) {
+        match request {
+            Request::Command { command, reply } => {
+                let now = self.clock.now();
+                let tenant = command.tenant().cloned();
+                let is_ingest = matches!(command, Command::Ingest(_));
+                if let Command::RestoreState { tenant, .. } = &command {
+                    // The tenant was taken over or handed over: its streams end, and their
+                    // subscribers reconnect (to whichever replica owns it now).
+                    self.agents.retain(|(t, _), _| t != tenant);
+                    self.bots.retain(|(t, _), _| t != tenant);
+                    self.statuses.remove(tenant);
+                }
+                if let Command::ProviderResult {
+                    tenant,
+                    outcome: ProviderOutcome::Failed { code },
+                    ..
+                } = &command
+                {
+                    telemetry::provider_error(tenant.as_str(), *code);
+                }
+                let watch = Stopwatch::start();
+                let result = self.shard.handle(now, command, &mut self.effects);
+                if is_ingest {
+                    telemetry::inbound(&result, watch.elapsed());
+                }
+                if let (Ok(Reply::Send { admission, .. }), Some(t)) = (&result, &tenant) {
+                    telemetry::admission(t.as_str(), admission);
+                }
+                if let (Ok(Reply::Decision(d)), Some(t)) = (&result, &tenant)
+                    && !d.duplicate
+                {
+                    telemetry::decision(t.as_str(), d);
+                }
+                self.deliver(now);
+                // The caller may have gone (deadline, cancelled): the command still happened.
+                let _ = reply.send(result);
+            }
+            Request::SubscribeAgent {
+                tenant,
+                agent,
+                tx,
+                reply,
+            } => {
+                let result = self.subscribe_agent(tenant, agent, tx);
+                let _ = reply.send(result);
+            }
+            Request::SubscribeBot {
+                tenant,
+                bot,
+                tx,
+                reply,
+            } => {
+                let result = self.subscribe_bot(tenant, bot, tx);
+                let _ = reply.send(result);
+            }
+            Request::SubscribeStatus { tenant, tx, reply } => {
+                let result = if self.shard.tenant(tenant.as_str()).is_some() {
+                    self.statuses.entry(tenant).or_default().push(tx);
+                    Ok(())
+                } else {
+                    Err(CoreError::NotFound {
+                        what: "tenant",
+                        id: tenant.to_string(),
+                    })
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.clock.now();
+        self.shard
+            .handle(now, Command::Tick, &mut self.effects)
+            .expect("a tick cannot fail");
+        self.deliver(now);
+        let ids: Vec<TenantId> = self.shard.tenant_ids().cloned().collect();
+        for tenant_name in ids {
+            let stats = self.shard.handle(
+                now,
+                Command::QueueStats {
+                    tenant: tenant_name.clone(),
+                    queue: None,
+                },
+                &mut self.effects,
+            );
+            if let Ok(Reply::QueueStats(stats)) = stats {
+                telemetry::queue_gauges(&stats);
+            }
+            if let Some(t) = self.shard.tenant(tenant_name.as_str()) {
+                telemetry::quota_gauges(tenant_name.as_str(), t.quotas(), now);
+            }
+        }
+    }
+
+    fn subscribe_agent(
+        &mut self,
+        tenant: TenantId,
+        agent: AgentId,
+        tx: mpsc::Sender<Result<AgentEvent, Lagged>>,
+    ) -> Result<(), CoreError> {
+        let now = self.clock.now();
+        let t = self
+            .shard
+            .tenant(tenant.as_str())
+            .ok_or_else(|| CoreError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            })?;
+        let view = t.desk().agent_view(&agent)?;
+        // The snapshot: what the agent has now, before any later event.
+        for conversation in view.conversations {
+            let conversation = t.view(conversation, now)?;
+            let queue = conversation
+                .queue
+                .clone()
+                .expect("an assigned conversation has a queue");
+            let event = AgentEvent::Assigned {
+                conversation: Box::new(conversation),
+                queue,
+                reason: Reason::AssignedAgent,
+                waited_ms: 0,
+            };
+            if tx.try_send(Ok(event)).is_err() {
+                return Err(CoreError::ResourceExhausted(
+                    "runtime.subscriber_buffer is smaller than the agent's live assignments".into(),
+                ));
+            }
+        }
+        self.agents.entry((tenant, agent)).or_default().push(tx);
+        Ok(())
+    }
+
+    fn subscribe_bot(
+        &mut self,
+        tenant: TenantId,
+        bot: String,
+        tx: mpsc::Sender<Result<BotEvent, Lagged>>,
+    ) -> Result<(), CoreError> {
+        let t = self
+            .shard
+            .tenant(tenant.as_str())
+            .ok_or_else(|| CoreError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            })?;
+        match t.bot() {
+            Some(name) if **name == *bot => {
+                let name = name.clone();
+                self.bots.entry((tenant, name)).or_default().push(tx);
+                Ok(())
+            }
+            _ => Err(CoreError::NotFound {
+                what: "bot",
+                id: bot,
+            }),
+        }
+    }
+
+    /// Hands a message to the sender on its own task; the outcome comes back as a command.
+    fn dispatch(&self, tenant: TenantId, send: Dispatch) {
+        let id = send.id;
+        let outcome = self.sender.send(&tenant, send);
+        let feedback = self.feedback.clone();
+        tokio::spawn(async move {
+            let outcome = outcome.await;
+            if outcome == ProviderOutcome::Handed {
+                return; // the provider's answer comes later (a status webhook)
+            }
+            let Some(shard) = feedback.upgrade() else {
+                return; // shutting down: the send's state stays `dispatched`
+            };
+            let (reply, _) = oneshot::channel();
+            let command = Command::ProviderResult {
+                tenant,
+                id,
+                outcome,
+            };
+            let _ = shard.send(Request::Command { command, reply }).await;
+        });
+    }
+
+    /// Carries the effects of the last command to telemetry and the live streams.
+    fn deliver(&mut self, now: Timestamp) {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
+            telemetry::effect(&effect);
+            match effect {
+                Effect::Assigned {
+                    tenant,
+                    agent,
+                    conversation,
+                    queue,
+                    reason,
+                    waited_ms,
+                } => {
+                    let key = (tenant, agent);
+                    if !self.agents.contains_key(&key) {
+                        continue;
+                    }
+                    let Some(view) = self
+                        .shard
+                        .tenant(key.0.as_str())
+                        .and_then(|t| t.view(conversation, now).ok())
+                    else {
+                        continue;
+                    };
+                    send_all(
+                        &mut self.agents,
+                        key,
+                        AgentEvent::Assigned {
+                            conversation: Box::new(view),
+                            queue,
+                            reason,
+                            waited_ms,
+                        },
+                        "agent",
+                    );
+                }
+                Effect::Unassigned {
+                    tenant,
+                    agent,
+                    conversation,
+                    reason,
+                } => send_all(
+                    &mut self.agents,
+                    (tenant, agent),
+                    AgentEvent::Unassigned {
+                        conversation,
+                        reason,
+                    },
+                    "agent",
+                ),
+                Effect::AgentMessage {
+                    tenant,
+                    agent,
+                    conversation,
+                    message,
+                } => send_all(
+                    &mut self.agents,
+                    (tenant, agent),
+                    AgentEvent::Message {
+                        conversation,
+                        message,
+                    },
+                    "agent",
+                ),
+                Effect::BotMessage {
+                    tenant,
+                    bot,
+                    conversation,
+                    message,
+                    reason,
+                    intent,
+                } => {
+                    let key = (tenant, bot);
+                    if !self.bots.contains_key(&key) {
+                        continue;
+                    }
+                    let context = self
+                        .shard
+                        .tenant(key.0.as_str())
+                        .and_then(|t| t.view(conversation, now).ok())
+                        .map(|v| v.context)
+                        .unwrap_or_default();
+                    send_all(
+                        &mut self.bots,
+                        key,
+                        BotEvent {
+                            conversation,
+                            message,
+                            reason,
+                            intent,
+                            context,
+                        },
+                        "bot",
+                    );
+                }
+                Effect::Dispatch { tenant, send } => self.dispatch(tenant, send),
+                Effect::SendStatus {
+                    tenant,
+                    id,
+                    state,
+                    reason,
+                    provider_code,
+                    idempotency_key,
+                } => {
+                    let event = SendStatusEvent {
+                        tenant: tenant.clone(),
+                        id,
+                        state,
+                        reason,
+                        provider_code,
+                        idempotency_key,
+                    };
+                    self.sender.status_changed(&event);
+                    send_all(&mut self.statuses, tenant, event, "status");
+                }
+                Effect::Queued { .. }
+                | Effect::SlaBreached { .. }
+                | Effect::Escalated { .. }
+                | Effect::BatchMode { .. }
+                | Effect::ShadowRefusal { .. }
+                | Effect::SpamRateAlert { .. } => {}
+            }
+        }
+        self.effects = effects;
+    }
+}
+
+/// Sends `event` to every subscriber of `key`. A subscriber with one free slot left gets
+/// `Lagged` in it and is dropped; a closed one is dropped.
+fn send_all<K: std::hash::Hash + Eq, T: Clone>(
+    subscribers: &mut HashMap<K, Subscribers<T>>,
+    key: K,
+    event: T,
+    kind: &'static str,
+) {
+    let Some(list) = subscribers.get_mut(&key) else {
+        return;
+    };
+    list.retain(|tx| {
+        if tx.is_closed() {
+            return false;
+        }
+        if tx.capacity() <= 1 {
+            let _ = tx.try_send(Err(Lagged));
+            telemetry::stream_disconnected(kind);
+            return false;
+        }
+        tx.try_send(Ok(event.clone())).is_ok()
+    });
+    if list.is_empty() {
+        subscribers.remove(&key);
+    }
+}
