@@ -8,6 +8,9 @@
 //! 4. the Kafka input drains what is in flight and commits;
 //! 5. the shards stop; the Kafka producer flushes what they produced last.
 //!
+//! Three named phases: [`start`] sets every stage going, [`Running::serve`] waits for the
+//! shutdown, [`Running::stop`] stops them in the order above, one token a stage ([`Stops`]).
+//!
 //! Taking listeners (not addresses) lets tests bind `127.0.0.1:0` and read the port.
 use std::future::Future;
 use std::net::SocketAddr;
@@ -146,119 +149,93 @@ pub async fn run_with(
     grpc: TcpListener,
     metrics: TcpListener,
     shutdown: impl Future<Output = ()>,
+    parts: Parts,
+) -> Result<(), ServeError> {
+    start(config, grpc, metrics, parts)
+        .await?
+        .serve(shutdown)
+        .await
+}
+
+/// One token a stage, cancelled in the order of [`Running::stop`] (module docs).
+#[derive(Default)]
+struct Stops {
+    /// The Kafka input: finishes its record, writes its final cut, leaves the group.
+    kafka: CancellationToken,
+    /// Live agent, bot and status streams end (they would hold the server open for ever).
+    streams: CancellationToken,
+    /// SIGHUP reloads: they hold a runtime handle.
+    reloads: CancellationToken,
+    /// The gRPC server stops accepting and drains its calls.
+    grpc: CancellationToken,
+    /// The shard tasks.
+    shards: CancellationToken,
+    /// The producer's retry task.
+    outbox: CancellationToken,
+    /// The owners follower and the readiness watchdog.
+    owners: CancellationToken,
+    /// `/metrics` and `/ready`.
+    metrics: CancellationToken,
+}
+
+/// Everything [`start`] set going, for [`Running::serve`] and [`Running::stop`].
+struct Running {
+    stops: Stops,
+    grace: Duration,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    kafka_task: Option<tokio::task::JoinHandle<()>>,
+    shard_tasks: Vec<tokio::task::JoinHandle<()>>,
+    outbox: Option<Arc<crate::kafka::outbox::Outbox>>,
+    metrics_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    health: tonic_health::server::HealthReporter,
+    ready: tokio::sync::watch::Sender<Option<String>>,
+    follow_readiness: tokio::task::JoinHandle<()>,
+}
+
+/// Phase 1: the shards, the Kafka outputs and input (in Kafka mode), health, `/metrics`
+/// and the gRPC server, all started.
+async fn start(
+    config: Config,
+    grpc: TcpListener,
+    metrics: TcpListener,
     Parts {
         clock,
         sender,
         config_path,
         reloads,
     }: Parts,
-) -> Result<(), ServeError> {
+) -> Result<Running, ServeError> {
     let prometheus = telemetry::install();
+    let stops = Stops::default();
     // Kafka mode: one outbox for every record produced; sends leave through the dispatch
     // topic, and statuses through the status topic.
-    let stop_outbox = CancellationToken::new();
-    let (sender, outbox) = if config.kafka.brokers.is_empty() {
-        (sender, None)
-    } else {
-        let k = &config.kafka;
-        if k.create_topics {
-            crate::kafka::create_topics(k).await?;
-        }
-        crate::kafka::check_record_limits(k).await?;
-        let outbox = crate::kafka::outbox::Outbox::start(
-            &crate::kafka::client_config(k),
-            crate::kafka::outbox::Settings::for_config(k),
-            stop_outbox.clone(),
-        )?;
-        let sink: Arc<dyn Sender> = Arc::new(crate::kafka::sink::KafkaSink {
-            outbox: outbox.clone(),
-            dispatch_topic: k.dispatch_topic.clone(),
-            status_topic: k.status_topic.clone(),
-        });
-        (sink, Some(outbox))
+    let (sender, outbox) = match kafka_outputs(&config, &stops).await? {
+        None => (sender, None),
+        Some((sink, outbox)) => (sink, Some(outbox)),
     };
-    let close_streams = CancellationToken::new();
-    let stop_shards = CancellationToken::new();
     let (runtime, shard_tasks) = Runtime::start(
         &config,
         clock,
         sender,
-        close_streams.clone(),
-        stop_shards.clone(),
+        stops.streams.clone(),
+        stops.shards.clone(),
     );
     let reloader = Arc::new(Reloader::new(runtime.clone(), config_path));
-    // Stopped at shutdown: it holds a runtime handle, and shards stop only when none is left.
-    let stop_reloads = CancellationToken::new();
-    if let Some(mut requests) = reloads {
-        let reloader = reloader.clone();
-        let stop = stop_reloads.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    request = requests.recv() => {
-                        if request.is_none() {
-                            break;
-                        }
-                        if let Err(e) = reloader.reload("SIGHUP").await {
-                            tracing::error!(error = %e, "reload refused");
-                        }
-                    }
-                    () = stop.cancelled() => break,
-                }
-            }
-        });
+    if let Some(requests) = reloads {
+        follow_reloads(reloader.clone(), requests, stops.reloads.clone());
     }
-    // Kafka input, when brokers are configured (else the gRPC API is the only intake).
-    let stop_kafka = CancellationToken::new();
-    let stop_owners = CancellationToken::new();
     // Readiness: None while serving, else why not (the Kafka watchdog, then shutdown, set
     // it); gRPC health and /ready report it.
     let (ready, readiness) = tokio::sync::watch::channel::<Option<String>>(None);
-    let (kafka_task, api) = if let Some(outbox) = &outbox {
-        let partitions = crate::kafka::partition_count(&config.kafka).await?;
-        let advertise = advertise_addr(&config, grpc.local_addr()?);
-        let ownership = crate::kafka::ownership::Ownership::new(partitions, advertise.clone());
-        crate::kafka::owners::follow(&config.kafka, ownership.clone(), stop_owners.clone())?;
-        let k = &config.kafka;
-        let watchdog = Arc::new(crate::kafka::health::Watchdog::new(
-            Duration::from_millis(k.stall_timeout_ms),
-            Duration::from_millis(k.snapshot_failure_timeout_ms),
-        ));
-        tokio::spawn(watchdog.clone().run(
-            outbox.acks().clone(),
-            ready.clone(),
-            Duration::from_secs(1),
-            stop_owners.clone(),
-        ));
-        let input = crate::kafka::KafkaInput::new(
-            &config,
-            runtime.clone(),
-            outbox.clone(),
-            ownership.clone(),
-            watchdog,
-        )?;
-        tracing::info!(brokers = %config.kafka.brokers, partitions, advertise, "kafka input on");
-        let task = tokio::spawn(input.run(stop_kafka.clone()));
-        // gRPC serves the tenants of the partitions this replica owns, forwards the rest, and
-        // writes admitted sends to the sends topic.
-        let forwarder = crate::grpc::forward::Forwarder::new(
-            ownership.clone(),
-            config.tenants.iter().map(|t| t.id.clone()),
-            config.kafka.unavailable_retry_ms,
-        );
-        let journal = crate::kafka::sink::SendsJournal {
-            outbox: outbox.clone(),
-            topic: config.kafka.sends_topic.clone(),
-            timeout: Duration::from_millis(config.kafka.produce_timeout_ms),
-        };
-        let api = Api::new(runtime.gated(ownership), reloader)
-            .forwarding(Arc::new(forwarder))
-            .journaling(Arc::new(journal));
-        (Some(task), api)
-    } else {
-        (None, Api::new(runtime, reloader))
+    // Kafka input, when brokers are configured (else the gRPC API is the only intake).
+    let (kafka_task, api) = match &outbox {
+        Some(outbox) => {
+            let (task, api) =
+                kafka_intake(&config, &grpc, runtime, reloader, outbox, &ready, &stops).await?;
+            (Some(task), api)
+        }
+        None => (None, Api::new(runtime, reloader)),
     };
-
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {
         health
@@ -266,38 +243,14 @@ pub async fn run_with(
             .await;
     }
     telemetry::ready(true);
-    // gRPC health follows readiness: every service and the server as a whole.
-    let follow_readiness = {
-        let (health, mut readiness) = (health.clone(), readiness.clone());
-        tokio::spawn(async move {
-            while readiness.changed().await.is_ok() {
-                let serving = readiness.borrow_and_update().is_none();
-                telemetry::ready(serving);
-                let status = if serving {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                health.set_service_status("", status).await;
-                for name in SERVICES {
-                    health.set_service_status(*name, status).await;
-                }
-            }
-        })
-    };
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-
+    let follow_readiness = follow_readiness(health.clone(), readiness.clone());
     let tls = config.tls.read()?;
-    let stop_metrics = CancellationToken::new();
     let metrics_task = match &tls {
         None => tokio::spawn(telemetry::serve(
             metrics,
             prometheus,
             readiness.clone(),
-            stop_metrics.clone().cancelled_owned(),
+            stops.metrics.clone().cancelled_owned(),
         )),
         Some((cert, key)) => {
             let listener = crate::tls::TlsListener::new(metrics, config.tls.acceptor(cert, key)?)?;
@@ -305,11 +258,164 @@ pub async fn run_with(
                 listener,
                 prometheus,
                 readiness.clone(),
-                stop_metrics.clone().cancelled_owned(),
+                stops.metrics.clone().cancelled_owned(),
             ))
         }
     };
+    let server = grpc_server(&config, tls.as_ref(), api, health_service, grpc, &stops)?;
+    Ok(Running {
+        grace: Duration::from_millis(config.runtime.shutdown_grace_ms),
+        stops,
+        server: tokio::spawn(server),
+        kafka_task,
+        shard_tasks,
+        outbox,
+        metrics_task,
+        health,
+        ready,
+        follow_readiness,
+    })
+}
 
+/// Kafka mode's outputs: the topics (created when missing, their size limits checked), the
+/// outbox and the sink the shards send through. None without brokers.
+async fn kafka_outputs(
+    config: &Config,
+    stops: &Stops,
+) -> Result<Option<(Arc<dyn Sender>, Arc<crate::kafka::outbox::Outbox>)>, ServeError> {
+    let k = &config.kafka;
+    if k.brokers.is_empty() {
+        return Ok(None);
+    }
+    if k.create_topics {
+        crate::kafka::create_topics(k).await?;
+    }
+    crate::kafka::check_record_limits(k).await?;
+    let outbox = crate::kafka::outbox::Outbox::start(
+        &crate::kafka::client_config(k),
+        crate::kafka::outbox::Settings::for_config(k),
+        stops.outbox.clone(),
+    )?;
+    let sink: Arc<dyn Sender> = Arc::new(crate::kafka::sink::KafkaSink {
+        outbox: outbox.clone(),
+        dispatch_topic: k.dispatch_topic.clone(),
+        status_topic: k.status_topic.clone(),
+    });
+    Ok(Some((sink, outbox)))
+}
+
+/// Kafka mode's intake: ownership (and the owners' announcements), the readiness watchdog,
+/// the input task, and the API that serves owned tenants, forwards the others and journals
+/// admitted sends.
+async fn kafka_intake(
+    config: &Config,
+    grpc: &TcpListener,
+    runtime: Runtime,
+    reloader: Arc<Reloader>,
+    outbox: &Arc<crate::kafka::outbox::Outbox>,
+    ready: &tokio::sync::watch::Sender<Option<String>>,
+    stops: &Stops,
+) -> Result<(tokio::task::JoinHandle<()>, Api), ServeError> {
+    let k = &config.kafka;
+    let partitions = crate::kafka::partition_count(k).await?;
+    let advertise = advertise_addr(config, grpc.local_addr()?);
+    let ownership = crate::kafka::ownership::Ownership::new(partitions, advertise.clone());
+    crate::kafka::owners::follow(k, ownership.clone(), stops.owners.clone())?;
+    let watchdog = Arc::new(crate::kafka::health::Watchdog::new(
+        Duration::from_millis(k.stall_timeout_ms),
+        Duration::from_millis(k.snapshot_failure_timeout_ms),
+    ));
+    tokio::spawn(watchdog.clone().run(
+        outbox.acks().clone(),
+        ready.clone(),
+        Duration::from_secs(1),
+        stops.owners.clone(),
+    ));
+    let input = crate::kafka::KafkaInput::new(
+        config,
+        runtime.clone(),
+        outbox.clone(),
+        ownership.clone(),
+        watchdog,
+    )?;
+    tracing::info!(brokers = %k.brokers, partitions, advertise, "kafka input on");
+    let task = tokio::spawn(input.run(stops.kafka.clone()));
+    // gRPC serves the tenants of the partitions this replica owns, forwards the rest, and
+    // writes admitted sends to the sends topic.
+    let forwarder = crate::grpc::forward::Forwarder::new(
+        ownership.clone(),
+        config.tenants.iter().map(|t| t.id.clone()),
+        k.unavailable_retry_ms,
+    );
+    let journal = crate::kafka::sink::SendsJournal {
+        outbox: outbox.clone(),
+        topic: k.sends_topic.clone(),
+        timeout: Duration::from_millis(k.produce_timeout_ms),
+    };
+    let api = Api::new(runtime.gated(ownership), reloader)
+        .forwarding(Arc::new(forwarder))
+        .journaling(Arc::new(journal));
+    Ok((task, api))
+}
+
+/// Reloads the config on each request (SIGHUP, from `main`) until `stop`.
+fn follow_reloads(
+    reloader: Arc<Reloader>,
+    mut requests: tokio::sync::mpsc::Receiver<()>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    if request.is_none() {
+                        break;
+                    }
+                    if let Err(e) = reloader.reload("SIGHUP").await {
+                        tracing::error!(error = %e, "reload refused");
+                    }
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+    });
+}
+
+/// gRPC health follows readiness: every service and the server as a whole.
+fn follow_readiness(
+    health: tonic_health::server::HealthReporter,
+    mut readiness: tokio::sync::watch::Receiver<Option<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while readiness.changed().await.is_ok() {
+            let serving = readiness.borrow_and_update().is_none();
+            telemetry::ready(serving);
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            for name in SERVICES {
+                health.set_service_status(*name, status).await;
+            }
+        }
+    })
+}
+
+/// The gRPC server: the call gates, health, reflection and the seven services.
+fn grpc_server<H: tonic_health::pb::health_server::Health>(
+    config: &Config,
+    tls: Option<&crate::tls::Pem>,
+    api: Api,
+    health_service: tonic_health::pb::health_server::HealthServer<H>,
+    grpc: TcpListener,
+    stops: &Stops,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + use<H>, ServeError> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
     let keys = Arc::new(crate::auth::Keys::new(&config.auth));
     if keys.enabled() {
         tracing::info!(
@@ -321,17 +427,16 @@ pub async fn run_with(
             "auth off: no [[auth.tokens]] configured, so overrides, reload, conversation overrides and agent administration are open to any caller"
         );
     }
-    let stop_grpc = CancellationToken::new();
-    // Outermost: a call past the in-flight limit is refused before anything else is done.
     let mut builder = tonic::transport::Server::builder();
-    if let Some((cert, key)) = &tls {
+    if let Some((cert, key)) = tls {
         builder = builder.tls_config(
             tonic::transport::ServerTlsConfig::new()
                 .identity(tonic::transport::Identity::from_pem(cert, key)),
         )?;
         tracing::info!("TLS on for gRPC and /metrics");
     }
-    let server = builder
+    Ok(builder
+        // Outermost: a call past the in-flight limit is refused before anything else is done.
         .layer(crate::gate::GateLayer(crate::overload::InFlightLimit::new(
             config.runtime.max_in_flight_calls,
             config.runtime.overload_retry_ms,
@@ -352,79 +457,96 @@ pub async fn run_with(
         // delayed ACK (40 ms on Linux); the load-test harness found it at p90 under light load.
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            stop_grpc.clone().cancelled_owned(),
-        );
-    let mut server = tokio::spawn(server);
+            stops.grpc.clone().cancelled_owned(),
+        ))
+}
 
-    tokio::select! {
-        result = &mut server => {
-            // The server ended on its own: an error, reported below.
-            stop_kafka.cancel();
-            stop_outbox.cancel();
-            close_streams.cancel();
-            stop_metrics.cancel();
-            result.expect("the gRPC server task does not panic")?;
-            return Ok(());
+impl Running {
+    /// Phase 2: serves until `shutdown` resolves (then phase 3), or until the gRPC server
+    /// ends on its own (an error, returned after the other stages are told to stop).
+    async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        tokio::select! {
+            result = &mut self.server => {
+                let s = &self.stops;
+                for stop in [&s.kafka, &s.outbox, &s.streams, &s.metrics] {
+                    stop.cancel();
+                }
+                result.expect("the gRPC server task does not panic")?;
+                Ok(())
+            }
+            () = shutdown => self.stop().await,
         }
-        () = shutdown => {}
     }
 
-    tracing::info!("shutting down: reporting NOT_SERVING, closing streams, draining calls");
-    // Readiness no longer follows the watchdog: the replica is going away.
-    follow_readiness.abort();
-    ready.send_replace(Some("shutting down".into()));
-    telemetry::ready(false);
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    for name in SERVICES {
+    /// Phase 3: the ordered stop (module docs), each wait bounded by the grace period.
+    async fn stop(self) -> Result<(), ServeError> {
+        let Running {
+            stops,
+            grace,
+            mut server,
+            kafka_task,
+            shard_tasks,
+            outbox,
+            metrics_task,
+            health,
+            ready,
+            follow_readiness,
+        } = self;
+        tracing::info!("shutting down: reporting NOT_SERVING, closing streams, draining calls");
+        // Readiness no longer follows the watchdog: the replica is going away.
+        follow_readiness.abort();
+        ready.send_replace(Some("shutting down".into()));
+        telemetry::ready(false);
         health
-            .set_service_status(*name, ServingStatus::NotServing)
+            .set_service_status("", ServingStatus::NotServing)
             .await;
-    }
-    // Stop intake: the Kafka input finishes its record and commits.
-    stop_kafka.cancel();
-    close_streams.cancel();
-    stop_reloads.cancel();
-    stop_grpc.cancel();
-    let grace = Duration::from_millis(config.runtime.shutdown_grace_ms);
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result.expect("the gRPC server task does not panic")?,
-        Err(_) => {
-            tracing::warn!(
-                grace_ms = config.runtime.shutdown_grace_ms,
-                "grace period ran out with calls in flight; exiting anyway"
-            );
-            server.abort();
+        for name in SERVICES {
+            health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
         }
-    }
-    // No call is served any more: the shards stop. (Waiting for the last handle to drop is
-    // not enough: connection tasks of an aborted server may still hold one.) One still running
-    // after the grace period is a bug: say so, and fail.
-    if let Some(task) = kafka_task
-        && tokio::time::timeout(grace, task).await.is_err()
-    {
-        tracing::warn!("kafka input did not stop within the grace period");
-    }
-    stop_shards.cancel();
-    let mut stuck = 0;
-    for task in shard_tasks {
-        if tokio::time::timeout(grace, task).await.is_err() {
-            stuck += 1;
+        // Stop intake: the Kafka input finishes its record and commits.
+        for stop in [&stops.kafka, &stops.streams, &stops.reloads, &stops.grpc] {
+            stop.cancel();
         }
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result.expect("the gRPC server task does not panic")?,
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "grace period ran out with calls in flight; exiting anyway"
+                );
+                server.abort();
+            }
+        }
+        // No call is served any more: the shards stop. (Waiting for the last handle to drop is
+        // not enough: connection tasks of an aborted server may still hold one.) One still
+        // running after the grace period is a bug: say so, and fail.
+        if let Some(task) = kafka_task
+            && tokio::time::timeout(grace, task).await.is_err()
+        {
+            tracing::warn!("kafka input did not stop within the grace period");
+        }
+        stops.shards.cancel();
+        let mut stuck = 0;
+        for task in shard_tasks {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                stuck += 1;
+            }
+        }
+        // What the shards dispatched last is handed to the broker before the process ends.
+        if let Some(outbox) = outbox {
+            outbox.flush(grace);
+        }
+        for stop in [&stops.outbox, &stops.owners, &stops.metrics] {
+            stop.cancel();
+        }
+        let _ = metrics_task.await;
+        if stuck > 0 {
+            tracing::error!(stuck, "shards did not stop within the grace period");
+            return Err(ServeError::ShardsDidNotStop(stuck));
+        }
+        tracing::info!("stopped");
+        Ok(())
     }
-    // What the shards dispatched last is handed to the broker before the process ends.
-    if let Some(outbox) = outbox {
-        outbox.flush(grace);
-    }
-    stop_outbox.cancel();
-    stop_owners.cancel();
-    stop_metrics.cancel();
-    let _ = metrics_task.await;
-    if stuck > 0 {
-        tracing::error!(stuck, "shards did not stop within the grace period");
-        return Err(ServeError::ShardsDidNotStop(stuck));
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
