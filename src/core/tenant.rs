@@ -27,6 +27,7 @@ use crate::model::{
 
 mod routing;
 mod state;
+mod view;
 pub use state::{SavedConversation, SavedMessage, TenantState};
 
 use super::Map;
@@ -643,51 +644,6 @@ impl Tenant {
 
     fn agent_reply(&self, agent: &AgentId) -> Result<Reply, CoreError> {
         self.desk.agent_view(agent).map(Reply::Agent)
-    }
-
-    /// The conversation as the API shows it, with its context.
-    pub fn view(&self, id: ConversationId, now: Timestamp) -> Result<ConversationView, CoreError> {
-        let c = self.conversation(id)?;
-        let (state, queue, agent, priority) = match self.desk.location(id) {
-            Location::Assigned {
-                agent,
-                queue,
-                priority,
-            } => (
-                ConversationState::Assigned,
-                Some(queue),
-                Some(agent),
-                priority,
-            ),
-            Location::Waiting { queue, priority } => {
-                (ConversationState::Waiting, Some(queue), None, priority)
-            }
-            Location::Nowhere if c.with_bot => (ConversationState::Bot, None, None, c.priority),
-            Location::Nowhere => (ConversationState::Idle, None, None, c.priority),
-        };
-        Ok(ConversationView {
-            tenant: self.id.clone(),
-            id,
-            customer: c.customer.as_e164().to_owned(),
-            state,
-            queue: queue.map(|q| self.desk.queue_name(q).clone()),
-            agent,
-            priority,
-            automation_paused: c.paused,
-            route_override: c.route_override.clone(),
-            window_expires: c.window_expires,
-            window_open: c.window_expires.is_some_and(|e| now < e),
-            channels: c.channels.clone(),
-            context: c.context.iter().cloned().collect(),
-        })
-    }
-
-    /// Whether the customer-service window of the customer's conversation is open at `now`.
-    pub fn window_open(&self, id: ConversationId, now: Timestamp) -> bool {
-        self.conversations
-            .get(&id)
-            .and_then(|c| c.window_expires)
-            .is_some_and(|e| now < e)
     }
 }
 

@@ -12,19 +12,16 @@
 //!   periodic cuts) and then the offsets are committed.
 //! - **Handing over** (on revoke or shutdown) writes a final cut and empties the tenants.
 //!
-//! The rebalance callbacks (`InputContext`) run on librdkafka's polling thread inside the
+//! The rebalance callbacks (`rebalance::InputContext`) run on librdkafka's polling thread inside the
 //! input's `recv`, so everything here is blocking code (`blocking`).
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::health::Watchdog;
@@ -161,7 +158,7 @@ impl Handover {
         }
     }
 
-    fn inputs(&self) -> [&str; 3] {
+    pub(super) fn inputs(&self) -> [&str; 3] {
         [
             &self.config.inbound_topic,
             &self.config.webhooks_topic,
@@ -517,7 +514,7 @@ impl Handover {
 
     /// A takeover failed: the partition's input stays paused, readiness says why, and the
     /// takeover is tried again at each snapshot interval (`retry_takeovers`).
-    fn takeover_failed(&self, partition: i32, e: &HandoverError) {
+    pub(super) fn takeover_failed(&self, partition: i32, e: &HandoverError) {
         tracing::error!(partition, error = %e, "cannot take the partition over; its input waits and the takeover is tried again at each snapshot interval");
         self.ownership.failed(partition);
         lock(&self.failed).insert(partition);
@@ -525,7 +522,7 @@ impl Handover {
     }
 
     /// The partition is no longer this replica's: nothing to retry.
-    fn forget_failed(&self, partition: i32) {
+    pub(super) fn forget_failed(&self, partition: i32) {
         if lock(&self.failed).remove(&partition) {
             self.watchdog.takeover_cleared(partition);
         }
@@ -574,7 +571,7 @@ impl Handover {
         }
     }
 
-    fn gauges(&self) {
+    pub(super) fn gauges(&self) {
         let owned = self.ownership.owned();
         telemetry::kafka_partitions_owned(owned.len());
         let tenants: usize = owned.iter().map(|&p| self.tenants(p).len()).sum();
@@ -596,113 +593,5 @@ impl Handover {
                 self.ownership.take_dirty(*p) || old
             })
             .collect()
-    }
-}
-
-/// Restores assigned partitions before their input is read, snapshots revoked ones, counts
-/// rebalances and commits, reports consumer lag.
-pub(super) struct InputContext {
-    handover: Arc<Handover>,
-}
-
-impl InputContext {
-    pub(super) fn new(handover: Arc<Handover>) -> Self {
-        Self { handover }
-    }
-}
-
-impl ClientContext for InputContext {
-    fn stats(&self, statistics: Statistics) {
-        let mut total = 0;
-        for (topic, t) in &statistics.topics {
-            for (&partition, p) in &t.partitions {
-                // -1 is librdkafka's internal "unassigned" partition; lag -1 is "not known".
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    telemetry::kafka_lag(topic, partition, p.consumer_lag);
-                    if self.handover.ownership.is_owned(partition) {
-                        total += p.consumer_lag;
-                    }
-                }
-            }
-        }
-        self.handover.watchdog.lag(total);
-    }
-}
-
-impl ConsumerContext for InputContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        list: &mut TopicPartitionList,
-    ) {
-        let h = &self.handover;
-        let numbers: BTreeSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                telemetry::kafka_rebalance("assign");
-                let mut failed = TopicPartitionList::new();
-                for &p in &numbers {
-                    match blocking(|| h.take_over(p)) {
-                        Ok(inputs) => {
-                            for (topic, offset) in inputs {
-                                if let Some(mut e) = list.find_partition(&topic, p) {
-                                    let _ = e.set_offset(Offset::Offset(offset));
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            h.takeover_failed(p, &e);
-                            for topic in h.inputs() {
-                                let _ = failed.add_partition_offset(topic, p, Offset::Invalid);
-                            }
-                        }
-                    }
-                }
-                if let Err(e) = consumer.assign(list) {
-                    tracing::error!(error = %e, "assign failed");
-                }
-                if failed.count() > 0 {
-                    let _ = consumer.pause(&failed);
-                }
-                for &p in &numbers {
-                    let held = h.held_sends(p);
-                    if held.count() > 0 && consumer.pause(&held).is_ok() {
-                        tracing::info!(
-                            partition = p,
-                            "send requests wait until the earlier inbound messages are read"
-                        );
-                    }
-                }
-                h.gauges();
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                telemetry::kafka_rebalance("revoke");
-                let owned: Vec<i32> = numbers
-                    .iter()
-                    .copied()
-                    .filter(|&p| h.ownership.is_owned(p))
-                    .collect();
-                let cut = blocking(|| h.cut(consumer, &owned));
-                telemetry::kafka_handed_over(&owned, cut.as_ref().err());
-                blocking(|| h.release(&owned));
-                for p in &numbers {
-                    h.forget_failed(*p);
-                }
-                if let Err(e) = consumer.unassign() {
-                    tracing::warn!(error = %e, "unassign failed");
-                }
-                tracing::info!(partitions = ?owned, "partitions handed over");
-            }
-            other => {
-                tracing::error!(error = ?other, "rebalance error");
-                let owned = h.ownership.owned();
-                blocking(|| h.release(&owned));
-                for p in &numbers {
-                    h.forget_failed(*p);
-                }
-                let _ = consumer.unassign();
-            }
-        }
     }
 }

@@ -39,10 +39,11 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::handover::{Handover, InputContext, blocking};
+use super::handover::{Handover, blocking};
 use super::health::Watchdog;
 use super::outbox::{self, Outbox};
 use super::ownership::Ownership;
+use super::rebalance::InputContext;
 use super::state::StateStore;
 use crate::config::{Config, KafkaConfig};
 use crate::core::{Command, Inbound, Reply};

@@ -4,6 +4,7 @@
 //!   messages and statuses) and send requests (protobuf), hands each to the owning shard, and
 //!   stores its offset only once everything it caused is acknowledged by the broker;
 //! - [`handover`]: taking partitions over and handing them over (snapshots, replay, cuts);
+//!   [`rebalance`]: the consumer group's callbacks that trigger them;
 //! - [`health`]: readiness, from what the input, the outbox and the cuts report;
 //! - [`state`]: the snapshots on the state topic; [`ownership`], [`owners`] and
 //!   [`partition`]: which replica serves which tenant;
@@ -21,6 +22,7 @@ pub mod outbox;
 pub mod owners;
 pub mod ownership;
 pub mod partition;
+pub mod rebalance;
 pub mod sink;
 pub mod state;
 

@@ -1,0 +1,122 @@
+//! What admission counts with: each business number's throughput bucket (governor, on the
+//! shard's clock) and the rolling 24-hour set of customers reached.
+use super::*;
+
+#[derive(Debug)]
+pub(super) struct Number {
+    pub(super) id: Arc<str>,
+    pub(super) mps: u32,
+    pub(super) burst: u32,
+    pub(super) bucket: DirectLimiter,
+    /// Tokens left after the last check, and when: governor cannot be read without taking a
+    /// token, so the state shown to SREs is this plus the refill since.
+    pub(super) tokens_left: u32,
+    pub(super) tokens_at: Timestamp,
+    pub(super) backoff_until: Timestamp,
+    pub(super) marketing_paused_until: Timestamp,
+}
+
+impl Number {
+    pub(super) fn new(config: &NumberConfig, clock: &FakeRelativeClock) -> Self {
+        let burst = config.burst.unwrap_or(config.mps);
+        Number {
+            id: Arc::from(config.id.as_str()),
+            mps: config.mps,
+            burst,
+            bucket: bucket(config.mps, burst, clock),
+            tokens_left: burst,
+            tokens_at: Timestamp(0),
+            backoff_until: Timestamp(0),
+            marketing_paused_until: Timestamp(0),
+        }
+    }
+
+    /// Takes a token if there is one; the wait otherwise.
+    pub(super) fn take(
+        &mut self,
+        now: Timestamp,
+        clock: &FakeRelativeClock,
+    ) -> Result<(), Duration> {
+        self.tokens_at = now;
+        match self.bucket.check() {
+            Ok(snapshot) => {
+                self.tokens_left = snapshot.remaining_burst_capacity();
+                Ok(())
+            }
+            Err(not_until) => {
+                self.tokens_left = 0;
+                Err(not_until.wait_time_from(clock.now()))
+            }
+        }
+    }
+
+    /// Tokens available at `now` (refilled at `mps` since the last check, up to the burst).
+    pub(super) fn tokens(&self, now: Timestamp) -> u32 {
+        let refill = now.since(self.tokens_at).as_millis() as u64 * u64::from(self.mps) / 1_000;
+        (u64::from(self.tokens_left) + refill).min(u64::from(self.burst)) as u32
+    }
+}
+
+fn bucket(mps: u32, burst: u32, clock: &FakeRelativeClock) -> DirectLimiter {
+    RateLimiter::direct_with_clock(mps_quota(mps, burst), clock.clone())
+        .with_middleware::<governor::middleware::StateInformationMiddleware>()
+}
+
+/// Unique customers reached by business-initiated sends in the moving window.
+#[derive(Debug, Default)]
+pub(super) struct Reach {
+    /// Each counted customer and the time of their last counted send.
+    pub(super) last: Map<CustomerNumber, Timestamp>,
+    /// Every counted send in time order; an entry is stale when the customer's `last` is later.
+    pub(super) events: VecDeque<(Timestamp, CustomerNumber)>,
+}
+
+impl Reach {
+    /// Drops sends older than the window; true if a customer left the count.
+    pub(super) fn expire(&mut self, now: Timestamp, window_ms: u64) -> bool {
+        let mut left = false;
+        while let Some((at, _)) = self.events.front() {
+            if at.as_millis() + window_ms > now.as_millis() {
+                break;
+            }
+            let (at, customer) = self.events.pop_front().expect("front exists");
+            if self.last.get(&customer) == Some(&at) {
+                self.last.remove(&customer);
+                left = true;
+            }
+        }
+        left
+    }
+
+    /// Gives back capacity after a peak (a promotion's million customers leaving the window).
+    pub(super) fn shrink(&mut self) {
+        if self.last.len() < self.last.capacity() / 4 {
+            self.last.shrink_to_fit();
+        }
+        if self.events.len() < self.events.capacity() / 4 {
+            self.events.shrink_to_fit();
+        }
+    }
+
+    pub(super) fn counts(&self, customer: &CustomerNumber) -> bool {
+        self.last.contains_key(customer)
+    }
+
+    pub(super) fn count(&self) -> u64 {
+        self.last.len() as u64
+    }
+
+    pub(super) fn record(&mut self, customer: CustomerNumber, now: Timestamp) {
+        self.last.insert(customer.clone(), now);
+        self.events.push_back((now, customer));
+    }
+
+    /// When the `n`-th (0-based) counted customer leaves the window.
+    pub(super) fn nth_release(&self, n: usize, window_ms: u64) -> Option<Timestamp> {
+        self.events
+            .iter()
+            .filter(|(at, c)| self.last.get(c) == Some(at))
+            .nth(n)
+            .map(|(at, _)| Timestamp(at.as_millis() + window_ms))
+    }
+}
