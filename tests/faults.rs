@@ -58,19 +58,6 @@ fn write_config(name: &str, toml: &str) -> std::path::PathBuf {
     file
 }
 
-/// `GET path` on a replica's metrics listener: (status code, body); None: not answering.
-async fn http(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: suite\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.ok()?;
-    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
-}
-
 /// The gRPC health status of the whole server ("").
 async fn grpc_health(addr: &str) -> Option<i32> {
     use tonic_health::pb::HealthCheckRequest;

@@ -344,33 +344,15 @@ impl KafkaInput {
             m.partition(),
             m.offset(),
         );
-        let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
-        let mut headers = OwnedHeaders::new()
-            .insert(header("switchboard.original.topic", m.topic().as_bytes()))
-            .insert(header(
-                "switchboard.original.partition",
-                partition.as_bytes(),
-            ))
-            .insert(header("switchboard.original.offset", offset.as_bytes()))
-            .insert(header("switchboard.error.reason", dead.reason.as_bytes()))
-            .insert(header("switchboard.error", dead.error.as_bytes()));
-        if let Some(key) = m.key() {
-            headers = headers.insert(header("switchboard.original.key", key));
-        }
-        if let Some(item) = &dead.item {
-            headers = headers.insert(header("switchboard.error.item", item.as_bytes()));
-        }
-        // As much of the payload as the producer takes with the headers (see
-        // `outbox::Settings::dead_letter_payload`); the header names the original size.
-        let (payload, cut) = outbox::fit(payload, self.outbox.settings().dead_letter_payload());
-        if let Some(size) = cut {
-            headers = headers.insert(header(
-                outbox::TRUNCATED_HEADER,
-                size.to_string().as_bytes(),
-            ));
-        }
-        self.outbox
-            .produce(&self.config.dlq_topic, m.key(), payload, Some(headers));
+        let origin = outbox::Origin {
+            topic: m.topic(),
+            at: Some((m.partition(), m.offset())),
+            key: m.key(),
+            reason: dead.reason,
+            error: &dead.error,
+            item: dead.item.as_deref(),
+        };
+        self.outbox.dead_letter(&origin, payload);
     }
 
     async fn inbound(&self, payload: &[u8], partition: i32) -> Result<Output, Stopping> {

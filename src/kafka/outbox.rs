@@ -14,17 +14,17 @@
 //! - a *permanent* refusal (too large for the producer's or the broker's limit, or rejected
 //!   by the broker as invalid: [`permanent`]) is never retried as it was. A broker refuses
 //!   a whole batch for one invalid record, so a record refused with its batch is first
-//!   produced once more alone (a second producer that sends batches of one); refused
-//!   again, or too large by itself, the record goes to
-//!   the dead-letter topic in its place, under the same sequence number, with its original
-//!   topic, the error and as much of its payload as fits (`kafka.max_record_bytes` + 8 KiB;
-//!   `switchboard.payload.truncated`
-//!   names the original size when it was cut); a dead letter that is itself refused is sent
-//!   once more with its headers only, and if even that is refused it is dropped with an
-//!   error log line and `switchboard_kafka_outputs_refused_total{fate="dropped"}`.
+//!   produced once more alone (a second producer that sends batches of one). Refused again,
+//!   or too large by itself, the record is replaced on the dead-letter topic by a dead letter
+//!   ([`Origin`]) under the same sequence number. A dead letter that is itself refused is sent
+//!   again cut to [`Settings::dead_letter_payload`], then with its headers only, and if even
+//!   that is refused it is dropped with an error log line and
+//!   `switchboard_kafka_outputs_refused_total{fate="dropped"}`.
 //!
-//! The producer's `message.max.bytes` is `kafka.max_record_bytes` plus [`HEADROOM`] for
-//! headers, so a dead letter cut to `kafka.max_record_bytes` always fits.
+//! Every dead letter (of an input record or of a refused output) is built here, by
+//! [`Outbox::dead_letter`]: its origin and the error in headers, and as much of its payload as
+//! fits beside them (`switchboard.payload.truncated` names the original size when it was cut).
+//! The producer's `message.max.bytes` is `kafka.max_record_bytes` plus [`HEADROOM`].
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
@@ -162,6 +162,49 @@ pub fn permanent(e: &KafkaError) -> bool {
     )
 }
 
+/// Where a dead letter comes from and why: its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The topic the record was read from (an input) or meant for (a refused output).
+    pub topic: &'a str,
+    /// An input record's partition and offset.
+    pub at: Option<(i32, i64)>,
+    pub key: Option<&'a [u8]>,
+    /// A fixed reason (`switchboard.error.reason`) and the error's text.
+    pub reason: &'a str,
+    pub error: &'a str,
+    /// The message of a webhook payload it is about (its `wamid`).
+    pub item: Option<&'a str>,
+}
+
+impl Origin<'_> {
+    fn headers(&self) -> OwnedHeaders {
+        let mut headers =
+            OwnedHeaders::new().insert(header("switchboard.original.topic", self.topic.as_bytes()));
+        if let Some((partition, offset)) = self.at {
+            headers = headers
+                .insert(header(
+                    "switchboard.original.partition",
+                    partition.to_string().as_bytes(),
+                ))
+                .insert(header(
+                    "switchboard.original.offset",
+                    offset.to_string().as_bytes(),
+                ));
+        }
+        headers = headers
+            .insert(header("switchboard.error.reason", self.reason.as_bytes()))
+            .insert(header("switchboard.error", self.error.as_bytes()));
+        if let Some(key) = self.key {
+            headers = headers.insert(header("switchboard.original.key", key));
+        }
+        if let Some(item) = self.item {
+            headers = headers.insert(header("switchboard.error.item", item.as_bytes()));
+        }
+        headers
+    }
+}
+
 /// A record to produce again: retried as it is, or refused for good.
 struct Retry {
     seq: Seq,
@@ -245,7 +288,7 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// Where a record that can never be produced goes instead (`kafka.dlq_topic`).
     pub dlq_topic: String,
-    /// The largest payload produced (`kafka.max_record_bytes`); dead letters are cut to it.
+    /// The largest payload produced (`kafka.max_record_bytes`).
     pub max_payload: usize,
 }
 
@@ -409,24 +452,15 @@ impl Outbox {
         drop(refusals);
         if topic != self.settings.dlq_topic {
             telemetry::kafka_output_refused(topic, "dead_lettered", error);
-            let mut headers = OwnedHeaders::new()
-                .insert(header("switchboard.original.topic", topic.as_bytes()))
-                .insert(header("switchboard.error.reason", b"refused"))
-                .insert(header("switchboard.error", error.as_bytes()));
-            if let Some(key) = m.key() {
-                headers = headers.insert(header("switchboard.original.key", key));
-            }
-            let (payload, cut) = fit(payload, self.settings.dead_letter_payload());
-            if let Some(size) = cut {
-                headers = headers.insert(header(TRUNCATED_HEADER, size.to_string().as_bytes()));
-            }
-            self.send(
-                seq,
-                &self.settings.dlq_topic,
-                m.key(),
-                payload,
-                Some(headers),
-            );
+            let origin = Origin {
+                topic,
+                at: None,
+                key: m.key(),
+                reason: "refused",
+                error,
+                item: None,
+            };
+            self.send_dead_letter(seq, &origin, payload);
         } else if !payload.is_empty() {
             // As much as fits (the limit), or, if that was refused too, the headers alone.
             let keep = if payload.len() > self.settings.dead_letter_payload() {
@@ -453,6 +487,29 @@ impl Outbox {
             telemetry::kafka_output_refused(topic, "dropped", error);
             self.acks.ack(seq);
         }
+    }
+
+    /// Produces a dead letter of `payload` (an input record that cannot be handled) and
+    /// returns its sequence number, like [`Outbox::produce`].
+    pub fn dead_letter(&self, origin: &Origin<'_>, payload: &[u8]) -> Seq {
+        let seq = self.acks.issue();
+        self.send_dead_letter(seq, origin, payload);
+        seq
+    }
+
+    fn send_dead_letter(&self, seq: Seq, origin: &Origin<'_>, payload: &[u8]) {
+        let mut headers = origin.headers();
+        let (payload, cut) = fit(payload, self.settings.dead_letter_payload());
+        if let Some(size) = cut {
+            headers = headers.insert(header(TRUNCATED_HEADER, size.to_string().as_bytes()));
+        }
+        self.send(
+            seq,
+            &self.settings.dlq_topic,
+            origin.key,
+            payload,
+            Some(headers),
+        );
     }
 
     fn producer(&self) -> Arc<ThreadedProducer<AckContext>> {
@@ -565,15 +622,13 @@ impl Outbox {
                 0,
                 record.headers,
             );
-            let mut retry = Retry::new(seq, message, &e, true, 0);
-            if producer_is_dead(&e) {
-                retry.dead_producer = Some(
-                    self.producer
-                        .read()
-                        .expect("no panic holding the producer lock")
-                        .0,
-                );
-            }
+            // Its own refusal (nothing was batched yet), by the current main producer.
+            let generation = self
+                .producer
+                .read()
+                .expect("no panic while holding the producer lock")
+                .0;
+            let retry = Retry::new(seq, message, &e, false, generation);
             if retry.refused.is_none() {
                 tracing::debug!(error = %e, topic, "produce deferred");
             }

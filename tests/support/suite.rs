@@ -184,15 +184,22 @@ pub fn free_addr() -> String {
     listener.local_addr().expect("bound").to_string()
 }
 
+/// `GET path` on a replica's metrics listener: (status code, body); None: not answering.
+pub async fn http(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: suite\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
 /// The replica's `switchboard_kafka_partitions_owned` (None: not serving metrics yet).
 pub async fn partitions_owned(metrics: &str) -> Option<usize> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(metrics).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: suite\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.ok()?;
+    let (_, body) = http(metrics, "/metrics").await?;
     body.lines()
         .find_map(|l| l.strip_prefix("switchboard_kafka_partitions_owned "))
         .and_then(|v| v.trim().parse::<f64>().ok())
