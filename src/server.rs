@@ -412,10 +412,14 @@ fn grpc_server<H: tonic_health::pb::health_server::Health>(
     grpc: TcpListener,
     stops: &Stops,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + use<H>, ServeError> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: grpcurl speaks v1, Python's grpcio-reflection (and other
+    // older clients) only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
     let keys = Arc::new(crate::auth::Keys::new(&config.auth));
     if keys.enabled() {
         tracing::info!(
@@ -444,6 +448,7 @@ fn grpc_server<H: tonic_health::pb::health_server::Health>(
         .layer(crate::gate::GateLayer(keys))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(proto::inbound_server::InboundServer::new(api.clone()))
         .add_service(proto::agents_server::AgentsServer::new(api.clone()))
         .add_service(proto::bots_server::BotsServer::new(api.clone()))

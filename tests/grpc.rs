@@ -510,6 +510,32 @@ async fn health_reflection_and_metrics() {
     }
     assert!(names.iter().any(|n| n == "grpc.health.v1.Health"));
 
+    // The same through v1alpha, the only version Python's grpcio-reflection speaks.
+    {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new(ch.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = guard(responses.message()).await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("expected a service list (v1alpha), got {response:?}");
+        };
+        let alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for service in switchboard::server::SERVICES {
+            assert!(alpha.iter().any(|n| n == service), "{service} in {alpha:?}");
+        }
+        assert!(alpha.iter().any(|n| n == "grpc.health.v1.Health"));
+    }
+
     // Some traffic so every family has a sample, then scrape.
     let mut agents = AgentsClient::new(ch.clone());
     register(&mut agents, "ana", 1).await;
