@@ -18,6 +18,7 @@
 //!   error → status mapping; gRPC and Kafka both read requests through it.
 //! - [`grpc`]: the tonic services and forwarding, a thin adapter over the runtime; [`kafka`]:
 //!   the Kafka input, handover, readiness and outputs; [`cloud_api`]: the Cloud API sender.
+//! - [`webhook`]: Meta's webhooks over HTTP (signed), to the webhooks topic or the shards.
 //! - [`server`]: wires everything, serves until shutdown.
 pub mod auth;
 pub mod clock;
@@ -34,6 +35,7 @@ pub mod sender;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook;
 pub mod wire;
 
 pub mod proto {

@@ -33,6 +33,9 @@ struct ServeArgs {
     /// Prometheus /metrics listen address, host:port (overrides SWITCHBOARD_METRICS_ADDR).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Webhook endpoint listen address, host:port (overrides SWITCHBOARD_WEBHOOK_ADDR).
+    #[arg(long)]
+    webhook_addr: Option<SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,6 +213,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(a) = args.metrics_addr {
         config.metrics_addr = a;
     }
+    if let Some(a) = args.webhook_addr {
+        config.webhook_addr = a;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -229,9 +235,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             grpc.local_addr()?,
             metrics.local_addr()?,
         );
+        let webhook = match config.webhook.enabled() {
+            true => Some(server::bind_webhook(&config).await?),
+            false => None,
+        };
+        if let Some(listener) = &webhook {
+            println!(
+                "  webhooks: http://{}{}",
+                listener.local_addr()?,
+                switchboard::webhook::PATH
+            );
+        }
         let parts = server::Parts {
             config_path: path,
             reloads: Some(reload_signal()),
+            webhook,
             ..server::Parts::for_config(&config)?
         };
         if config.cloud_api.enabled {

@@ -86,6 +86,11 @@ pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, TcpListener)
     Ok((grpc, metrics))
 }
 
+/// The webhook endpoint's listener, on `webhook_addr`.
+pub async fn bind_webhook(config: &Config) -> std::io::Result<TcpListener> {
+    bind_one(config.webhook_addr, "webhooks", "SWITCHBOARD_WEBHOOK_ADDR").await
+}
+
 async fn bind_one(addr: SocketAddr, what: &str, env: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(
@@ -115,6 +120,8 @@ pub struct Parts {
     /// The file the config came from; None: the embedded demo (nothing to reload).
     pub config_path: Option<PathBuf>,
     pub reloads: Option<tokio::sync::mpsc::Receiver<()>>,
+    /// The webhook endpoint's listener (None: bound on `webhook_addr` when the endpoint is on).
+    pub webhook: Option<TcpListener>,
 }
 
 impl Parts {
@@ -140,6 +147,7 @@ impl Default for Parts {
             sender: Arc::new(LogSender),
             config_path: None,
             reloads: None,
+            webhook: None,
         }
     }
 }
@@ -176,6 +184,8 @@ struct Stops {
     owners: CancellationToken,
     /// `/metrics` and `/ready`.
     metrics: CancellationToken,
+    /// The webhook endpoint stops accepting and answers the posts in flight.
+    webhook: CancellationToken,
 }
 
 /// Everything [`start`] set going, for [`Running::serve`] and [`Running::stop`].
@@ -187,6 +197,7 @@ struct Running {
     shard_tasks: Vec<tokio::task::JoinHandle<()>>,
     outbox: Option<Arc<crate::kafka::outbox::Outbox>>,
     metrics_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    webhook_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     health: tonic_health::server::HealthReporter,
     ready: tokio::sync::watch::Sender<Option<String>>,
     follow_readiness: tokio::task::JoinHandle<()>,
@@ -203,6 +214,7 @@ async fn start(
         sender,
         config_path,
         reloads,
+        webhook,
     }: Parts,
 ) -> Result<Running, ServeError> {
     let prometheus = telemetry::install();
@@ -224,6 +236,16 @@ async fn start(
     if let Some(requests) = reloads {
         follow_reloads(reloader.clone(), requests, stops.reloads.clone());
     }
+    // The webhook endpoint writes to the webhooks topic in Kafka mode, else to the shards.
+    let intake = match &outbox {
+        Some(outbox) => crate::webhook::Intake::Kafka {
+            outbox: outbox.clone(),
+            topic: config.kafka.webhooks_topic.clone(),
+            ack_timeout: Duration::from_millis(config.webhook.ack_timeout_ms),
+        },
+        None => crate::webhook::Intake::Shards(runtime.clone()),
+    };
+    let endpoint = crate::webhook::Endpoint::new(&config, intake);
     // Readiness: None while serving, else why not (the Kafka watchdog, then shutdown, set
     // it); gRPC health and /ready report it.
     let (ready, readiness) = tokio::sync::watch::channel::<Option<String>>(None);
@@ -262,6 +284,37 @@ async fn start(
             ))
         }
     };
+    let webhook_task = match endpoint {
+        None => {
+            tracing::info!(
+                "webhook endpoint off: no app secret configured (set \
+                 SWITCHBOARD_WEBHOOK__APP_SECRET and SWITCHBOARD_WEBHOOK__VERIFY_TOKEN, or \
+                 [[webhook.apps]])"
+            );
+            None
+        }
+        Some(endpoint) => {
+            let listener = match webhook {
+                Some(listener) => listener,
+                None => bind_webhook(&config).await?,
+            };
+            tracing::info!(
+                addr = %listener.local_addr()?,
+                path = crate::webhook::PATH,
+                apps = config.webhook.resolved.len(),
+                "webhook endpoint on"
+            );
+            let (endpoint, stop) = (Arc::new(endpoint), stops.webhook.clone().cancelled_owned());
+            Some(match &tls {
+                None => tokio::spawn(crate::webhook::serve(listener, endpoint, stop)),
+                Some((cert, key)) => {
+                    let listener =
+                        crate::tls::TlsListener::new(listener, config.tls.acceptor(cert, key)?)?;
+                    tokio::spawn(crate::webhook::serve(listener, endpoint, stop))
+                }
+            })
+        }
+    };
     let server = grpc_server(&config, tls.as_ref(), api, health_service, grpc, &stops)?;
     Ok(Running {
         grace: Duration::from_millis(config.runtime.shutdown_grace_ms),
@@ -271,6 +324,7 @@ async fn start(
         shard_tasks,
         outbox,
         metrics_task,
+        webhook_task,
         health,
         ready,
         follow_readiness,
@@ -473,7 +527,7 @@ impl Running {
         tokio::select! {
             result = &mut self.server => {
                 let s = &self.stops;
-                for stop in [&s.kafka, &s.outbox, &s.streams, &s.metrics] {
+                for stop in [&s.kafka, &s.webhook, &s.outbox, &s.streams, &s.metrics] {
                     stop.cancel();
                 }
                 result.expect("the gRPC server task does not panic")?;
@@ -493,6 +547,7 @@ impl Running {
             shard_tasks,
             outbox,
             metrics_task,
+            webhook_task,
             health,
             ready,
             follow_readiness,
@@ -511,7 +566,13 @@ impl Running {
                 .await;
         }
         // Stop intake: the Kafka input finishes its record and commits.
-        for stop in [&stops.kafka, &stops.streams, &stops.reloads, &stops.grpc] {
+        for stop in [
+            &stops.kafka,
+            &stops.webhook,
+            &stops.streams,
+            &stops.reloads,
+            &stops.grpc,
+        ] {
             stop.cancel();
         }
         match tokio::time::timeout(grace, &mut server).await {
@@ -523,6 +584,12 @@ impl Running {
                 );
                 server.abort();
             }
+        }
+        // Posts in flight are answered (in Kafka mode after their acknowledgement).
+        if let Some(task) = webhook_task
+            && tokio::time::timeout(grace, task).await.is_err()
+        {
+            tracing::warn!("webhook endpoint did not stop within the grace period");
         }
         // No call is served any more: the shards stop. (Waiting for the last handle to drop is
         // not enough: connection tasks of an aborted server may still hold one.) One still

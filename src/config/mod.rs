@@ -7,7 +7,7 @@
 //! names the field and says what to do. Nothing else in the program re-checks these rules.
 //!
 //! Config is a leaf: it imports no component. Each component's section lives in a module of
-//! its own here ([`auth`], [`cloud_api`], [`kafka`], [`runtime`], [`tls`]) and the component
+//! its own here ([`auth`], [`cloud_api`], [`kafka`], [`runtime`], [`tls`], [`webhook`]) and the component
 //! imports it; the domain enums a config names (`Category`, `Rule`, `MessagingLimit`,
 //! `IntentMode`) live in `model`, shared by config and components alike.
 pub mod auth;
@@ -15,6 +15,7 @@ pub mod cloud_api;
 pub mod kafka;
 pub mod runtime;
 pub mod tls;
+pub mod webhook;
 
 pub use crate::model::{Category, IntentMode, MessagingLimit, Rule, Unlimited};
 pub use kafka::{KafkaConfig, MAX_RECORD_BYTES};
@@ -65,6 +66,10 @@ pub struct Config {
     /// Prometheus `/metrics` listen address (`SWITCHBOARD_METRICS_ADDR`).
     #[serde(default = "defaults::metrics_addr")]
     pub metrics_addr: SocketAddr,
+    /// Meta's webhooks listen address (`SWITCHBOARD_WEBHOOK_ADDR`); served only when an app
+    /// secret is configured (`[webhook]`).
+    #[serde(default = "defaults::webhook_addr")]
+    pub webhook_addr: SocketAddr,
     #[serde(default)]
     pub runtime: RuntimeConfig,
     #[serde(default)]
@@ -81,9 +86,12 @@ pub struct Config {
     /// The WhatsApp Cloud API sender (off: the embedded sender logs and acknowledges).
     #[serde(default)]
     pub cloud_api: cloud_api::CloudApiConfig,
-    /// TLS for gRPC and /metrics (off without a certificate).
+    /// TLS for gRPC, /metrics and the webhook endpoint (off without a certificate).
     #[serde(default)]
     pub tls: tls::TlsConfig,
+    /// The webhook endpoint (off until an app secret is configured).
+    #[serde(default)]
+    pub webhook: webhook::WebhookConfig,
 }
 
 /// Limits that bound input size and memory. Apply to every tenant.
@@ -359,6 +367,9 @@ mod defaults {
     pub fn metrics_addr() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9464))
     }
+    pub fn webhook_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
     pub fn priority() -> u32 {
         10
     }
@@ -409,9 +420,13 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment
+        let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config
+            .webhook
+            .resolve()
+            .map_err(|(field, problem)| invalid(field, problem))?;
         config.validate()?;
         Ok(config)
     }
@@ -433,6 +448,7 @@ impl Config {
                  turn one of them off",
             ));
         }
+        self.validate_webhook()?;
         let rt = &self.runtime;
         positive("runtime.shards", rt.shards as u64)?;
         positive("runtime.max_in_flight_calls", rt.max_in_flight_calls as u64)?;
@@ -482,6 +498,34 @@ impl Config {
                 ));
             }
             t.validate(&at)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The webhook apps name configured tenants, and a post fits in a Kafka record.
+    fn validate_webhook(&self) -> Result<(), ConfigError> {
+        let w = &self.webhook;
+        for (i, app) in w.apps.iter().enumerate() {
+            for (j, tenant) in app.tenants.iter().enumerate() {
+                if !self.tenants.iter().any(|t| &t.id == tenant) {
+                    return Err(invalid(
+                        format!("webhook.apps[{i}].tenants[{j}]"),
+                        format!("tenant {tenant:?} is not configured; name one of [[tenants]]"),
+                    ));
+                }
+            }
+        }
+        if !self.kafka.brokers.is_empty() && w.max_body_bytes > self.kafka.max_record_bytes {
+            return Err(invalid(
+                "webhook.max_body_bytes",
+                format!(
+                    "{} is above kafka.max_record_bytes ({}): a post the endpoint accepts must \
+                     fit in one record; lower it or raise kafka.max_record_bytes",
+                    w.max_body_bytes, self.kafka.max_record_bytes
+                ),
+            ));
         }
         Ok(())
     }

@@ -51,10 +51,9 @@ use crate::model::TenantId;
 use crate::proto;
 use crate::runtime::{CallError, Runtime};
 use crate::telemetry;
-use crate::wire::webhook::{self, NumberDirectory, parse_callback};
+use crate::wire::webhook::{self, Item, NumberDirectory};
 
-/// The header naming the tenant a copied webhook payload is for.
-const TENANT_HEADER: &str = "switchboard.tenant";
+use super::TENANT_HEADER;
 
 /// What handling one record produces.
 enum Output {
@@ -392,73 +391,58 @@ impl KafkaInput {
                 ))]);
             }
         };
-        let mut outputs = Vec::with_capacity(batch.messages.len());
         let mut elsewhere = BTreeSet::new();
         // Handled here: the tenant lives on this partition (and is the copy's, for a copy).
-        let mut here = |tenant: &str| {
-            if copy_for.as_deref().is_some_and(|c| c != tenant) {
+        let here = |tenant: &TenantId| {
+            if copy_for.as_deref().is_some_and(|c| c != tenant.as_str()) {
                 false
-            } else if self.misplaced(tenant, partition) {
-                elsewhere.insert(tenant.to_owned());
+            } else if self.misplaced(tenant.as_str(), partition) {
+                elsewhere.insert(tenant.to_string());
                 false
             } else {
                 true
             }
         };
-        for m in &batch.messages {
-            let output = match self.numbers.inbound(m) {
-                Ok(inbound) if !here(inbound.tenant.as_str()) => continue,
-                Ok(inbound) => self.route(inbound).await?,
-                Err(e) => Output::Dead(DeadLetter::new(e.reason(), e.to_string())),
-            };
-            outputs.push(match output {
-                Output::Dead(dead) => Output::Dead(DeadLetter {
-                    item: Some(m.id.clone()),
-                    ..dead
-                }),
-                routed => routed,
-            });
-        }
-        for s in &batch.statuses {
-            let Some(outcome) = s.outcome() else {
-                telemetry::kafka_status("ignored");
-                continue;
-            };
-            let tenant = match self.numbers.find(&s.from) {
-                Ok((tenant, _)) if !here(tenant.as_str()) => continue,
-                Ok((tenant, _)) => tenant.clone(),
-                Err(e) => {
-                    outputs.push(Output::Dead(DeadLetter {
-                        reason: e.reason(),
-                        error: e.to_string(),
-                        item: Some(s.id.clone()),
-                    }));
-                    continue;
+        let items = self.numbers.plan(&batch, here);
+        let mut outputs = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item::Route(inbound) => {
+                    let wamid = inbound.provider_message_id.clone();
+                    outputs.push(match self.route(inbound).await? {
+                        Output::Dead(dead) => Output::Dead(DeadLetter {
+                            item: Some(wamid),
+                            ..dead
+                        }),
+                        routed => routed,
+                    });
                 }
-            };
-            // Not one of ours (sent by another system from the same number), or the
-            // callback names a send of another tenant.
-            let Some((named, id)) = s.callback_data.as_deref().and_then(parse_callback) else {
-                telemetry::kafka_status("unmatched");
-                continue;
-            };
-            if named != tenant.as_str() {
-                telemetry::kafka_status("unmatched");
-                continue;
-            }
-            let command = Command::ProviderResult {
-                tenant,
-                id,
-                outcome,
-            };
-            match self.runtime.call(command).await {
-                Ok(_) => telemetry::kafka_status("matched"),
-                // A send this replica does not know (yet): nothing to react to.
-                Err(CallError::Core(_)) => telemetry::kafka_status("unmatched"),
-                Err(CallError::Unavailable) => return Err(Stopping),
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook status not fed back");
-                    telemetry::kafka_status("unmatched");
+                Item::Dead { wamid, error } => outputs.push(Output::Dead(DeadLetter {
+                    reason: error.reason(),
+                    error: error.to_string(),
+                    item: Some(wamid),
+                })),
+                Item::Skip(why) => telemetry::kafka_status(why),
+                Item::Status {
+                    tenant,
+                    id,
+                    outcome,
+                } => {
+                    let command = Command::ProviderResult {
+                        tenant,
+                        id,
+                        outcome,
+                    };
+                    match self.runtime.call(command).await {
+                        Ok(_) => telemetry::kafka_status("matched"),
+                        // A send this replica does not know (yet): nothing to react to.
+                        Err(CallError::Core(_)) => telemetry::kafka_status("unmatched"),
+                        Err(CallError::Unavailable) => return Err(Stopping),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "webhook status not fed back");
+                            telemetry::kafka_status("unmatched");
+                        }
+                    }
                 }
             }
         }

@@ -37,6 +37,11 @@ use crate::config::KafkaConfig;
 
 pub use input::KafkaInput;
 
+/// The header naming the one tenant a webhook payload record is for, when the payload names
+/// several (the webhook endpoint writes one record per tenant; the input copies a payload to
+/// each tenant's partition): the input handles that tenant's items only.
+pub const TENANT_HEADER: &str = "switchboard.tenant";
+
 /// The settings every client shares: brokers, then the operator's raw librdkafka options.
 pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     let mut common = ClientConfig::new();

@@ -572,6 +572,24 @@ impl Outbox {
 
     /// Why the record `seq` was refused for good (it was dead-lettered or dropped in its
     /// place), if it was and that is recent (the last few thousand refusals are kept).
+    /// Waits, at most `timeout`, until every record up to `seq` is acknowledged; an error
+    /// says why not (refused for good — then dead-lettered in its place —, the producer
+    /// stopped, or no acknowledgement in time).
+    pub async fn settled(&self, seq: Seq, timeout: Duration) -> Result<(), String> {
+        let mut acked = self.acks.watch();
+        match tokio::time::timeout(timeout, acked.wait_for(|&t| t >= seq)).await {
+            Ok(Ok(_)) => match self.refusal(seq) {
+                None => Ok(()),
+                Some(why) => Err(format!("refused by the broker: {why}")),
+            },
+            Ok(Err(_)) => Err("the producer stopped".into()),
+            Err(_) => Err(format!(
+                "not acknowledged within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
     pub fn refusal(&self, seq: Seq) -> Option<String> {
         lock(&self.refusals).get(&seq).cloned()
     }

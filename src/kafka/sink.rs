@@ -34,19 +34,7 @@ impl crate::sender::Journal for SendsJournal {
                 &request.encode_to_vec(),
                 None,
             );
-            let mut acked = self.outbox.acks().watch();
-            match tokio::time::timeout(self.timeout, acked.wait_for(|&t| t >= seq)).await {
-                // Acknowledged, or refused for good and dead-lettered in its place.
-                Ok(Ok(_)) => match self.outbox.refusal(seq) {
-                    None => Ok(()),
-                    Some(why) => Err(format!("refused by the broker: {why}")),
-                },
-                Ok(Err(_)) => Err("the producer stopped".into()),
-                Err(_) => Err(format!(
-                    "not acknowledged within {} ms",
-                    self.timeout.as_millis()
-                )),
-            }
+            self.outbox.settled(seq, self.timeout).await
         })
     }
 }

@@ -1,5 +1,5 @@
-//! Edge events: refused gRPC calls (auth, overload) and the Cloud API sender's attempts,
-//! probes and failover.
+//! Edge events: refused gRPC calls (auth, overload), the webhook endpoint's requests, and the
+//! Cloud API sender's attempts, probes and failover.
 use metrics::{counter, gauge, histogram};
 
 use super::*;
@@ -38,4 +38,20 @@ pub fn provider_probe(endpoint: &'static str, took: Duration, healthy: bool) {
 /// Which Cloud API endpoint sends go to.
 pub fn provider_endpoint(on_backup: bool) {
     gauge!(PROVIDER_ON_BACKUP).set(if on_backup { 1.0 } else { 0.0 });
+}
+
+/// One request to the webhook endpoint: `result` is a fixed name (see `WEBHOOK_REQUESTS`),
+/// `app` a configured app name or `none`; `detail` says why for the log (never a secret).
+pub fn webhook_request(result: &'static str, app: &str, detail: &str) {
+    match result {
+        "accepted" | "verified" => tracing::debug!(result, app, "webhook request"),
+        "unreadable" => tracing::warn!(result, app, detail, "webhook stored as a dead letter"),
+        _ => tracing::warn!(result, app, detail, "webhook request refused"),
+    }
+    counter!(WEBHOOK_REQUESTS, "result" => result, "app" => app.to_owned()).increment(1);
+}
+
+/// How long a signed POST took to answer.
+pub fn webhook_answered(took: Duration) {
+    histogram!(WEBHOOK_DURATION).record(took.as_secs_f64());
 }

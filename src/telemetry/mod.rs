@@ -51,6 +51,8 @@ pub const GRPC_SHED: &str = "switchboard_grpc_shed_total";
 pub const PROVIDER_ATTEMPTS: &str = "switchboard_provider_attempts_total";
 pub const PROVIDER_PROBE: &str = "switchboard_provider_probe_seconds";
 pub const PROVIDER_ON_BACKUP: &str = "switchboard_provider_on_backup";
+pub const WEBHOOK_REQUESTS: &str = "switchboard_webhook_requests_total";
+pub const WEBHOOK_DURATION: &str = "switchboard_webhook_request_duration_seconds";
 
 pub const KAFKA_RECORDS_IN: &str = "switchboard_kafka_records_in_total";
 pub const KAFKA_RECORDS_OUT: &str = "switchboard_kafka_records_out_total";
@@ -138,6 +140,18 @@ pub struct Metric {
 
 /// Every metric family switchboard exports.
 pub const METRICS: &[Metric] = &[
+    Metric {
+        name: WEBHOOK_REQUESTS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Requests to the webhook endpoint by result: accepted (stored or handed to the shards, 200), unreadable (signed but not a webhook of a known number: 200 and a dead letter), bad_signature and missing_signature (401), too_large (413), unavailable (not acknowledged in time: 503, Meta retries), verified and verify_refused (the GET handshake), app (the app the signature matched; `none` when it matched none).",
+    },
+    Metric {
+        name: WEBHOOK_DURATION,
+        kind: Kind::Histogram,
+        unit: Some(metrics::Unit::Seconds),
+        help: "Time to answer a signed webhook POST (in Kafka mode: until the broker acknowledged it).",
+    },
     Metric {
         name: PROVIDER_ATTEMPTS,
         kind: Kind::Counter,

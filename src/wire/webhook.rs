@@ -307,6 +307,84 @@ impl NumberDirectory {
     }
 }
 
+/// One thing a payload asks of the shards: a message to route, a status to feed back, or why
+/// an item cannot be either. The Kafka input and the webhook endpoint (without Kafka) both
+/// act on these.
+#[derive(Debug)]
+pub enum Item {
+    Route(Inbound),
+    /// The provider's answer about one of the tenant's sends.
+    Status {
+        tenant: TenantId,
+        id: crate::core::quota::SendId,
+        outcome: ProviderOutcome,
+    },
+    /// A status with nothing to react to (`"ignored"`: a state switchboard does not track;
+    /// `"unmatched"`: not one of this tenant's sends), counted by that name.
+    Skip(&'static str),
+    /// A message or status (its `wamid`) naming a number no tenant has.
+    Dead {
+        wamid: String,
+        error: WebhookError,
+    },
+}
+
+impl NumberDirectory {
+    /// The items of `batch` for the tenants `here` accepts, in payload order (messages, then
+    /// statuses); the tenants it refused are left out.
+    pub fn plan(&self, batch: &WebhookBatch, mut here: impl FnMut(&TenantId) -> bool) -> Vec<Item> {
+        let mut items = Vec::with_capacity(batch.messages.len() + batch.statuses.len());
+        for m in &batch.messages {
+            match self.inbound(m) {
+                Ok(inbound) if here(&inbound.tenant) => items.push(Item::Route(inbound)),
+                Ok(_) => {}
+                Err(error) => items.push(Item::Dead {
+                    wamid: m.id.clone(),
+                    error,
+                }),
+            }
+        }
+        for s in &batch.statuses {
+            let tenant = match self.find(&s.from) {
+                Ok((tenant, _)) if here(tenant) => tenant,
+                Ok(_) => continue,
+                Err(error) => {
+                    items.push(Item::Dead {
+                        wamid: s.id.clone(),
+                        error,
+                    });
+                    continue;
+                }
+            };
+            let Some(outcome) = s.outcome() else {
+                items.push(Item::Skip("ignored"));
+                continue;
+            };
+            // Not one of ours (sent by another system from the same number), or the callback
+            // names a send of another tenant.
+            items.push(match s.callback_data.as_deref().and_then(parse_callback) {
+                Some((named, id)) if named == tenant.as_str() => Item::Status {
+                    tenant: tenant.clone(),
+                    id,
+                    outcome,
+                },
+                _ => Item::Skip("unmatched"),
+            });
+        }
+        items
+    }
+
+    /// Every configured tenant `batch` names (through its business numbers), in order.
+    pub fn tenants(&self, batch: &WebhookBatch) -> std::collections::BTreeSet<TenantId> {
+        let to = batch.messages.iter().map(|m| &m.to);
+        let from = batch.statuses.iter().map(|s| &s.from);
+        to.chain(from)
+            .filter_map(|n| self.find(n).ok())
+            .map(|(tenant, _)| tenant.clone())
+            .collect()
+    }
+}
+
 /// Marks callback data as switchboard's own (other systems may send from the same number).
 const CALLBACK_PREFIX: &str = "sb1:";
 
