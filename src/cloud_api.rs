@@ -211,11 +211,17 @@ impl CloudApiSender {
         }
     }
 
-    async fn attempt(&self, url: &str, body: &serde_json::Value) -> Attempt {
+    /// One POST with `tenant`'s token: what it came to, and the message id of a 2xx.
+    async fn attempt(
+        &self,
+        tenant: &TenantId,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> (Attempt, String) {
         let answer = self
             .client
             .post(url)
-            .bearer_auth(self.config.token.expose())
+            .bearer_auth(self.config.token_for(tenant.as_str()).expose())
             .json(body)
             .send()
             .await;
@@ -223,15 +229,26 @@ impl CloudApiSender {
             Ok(r) => {
                 let status = r.status().as_u16();
                 let text = r.text().await.unwrap_or_default();
-                classify(status, &text)
+                let attempt = classify(status, &text);
+                let id = match attempt {
+                    Attempt::Sent => message_id(&text),
+                    _ => String::new(),
+                };
+                (attempt, id)
             }
             // No answer: a timeout, no connection, a connection dropped mid-request.
-            Err(_) => Attempt::Retry { code: TIMEOUT_CODE },
+            Err(_) => (Attempt::Retry { code: TIMEOUT_CODE }, String::new()),
         }
     }
 
     /// Posts `m`, retrying what is retryable; the final outcome.
     pub async fn deliver(&self, tenant: &TenantId, m: &Dispatch) -> ProviderOutcome {
+        self.deliver_all(tenant, m).await.outcome
+    }
+
+    /// Posts `m`, retrying what is retryable: the final outcome, the provider's message id
+    /// (sent) and the attempts made.
+    pub async fn deliver_all(&self, tenant: &TenantId, m: &Dispatch) -> Delivery {
         let body = Self::body(&self.config, tenant, m);
         let mut tries = 0;
         loop {
@@ -241,18 +258,23 @@ impl CloudApiSender {
                 self.config.api_version,
                 m.from
             );
-            let outcome = self.attempt(&url, &body).await;
+            let (outcome, message_id) = self.attempt(tenant, &url, &body).await;
             crate::telemetry::provider_attempt(match outcome {
                 Attempt::Sent => "sent",
                 Attempt::Retry { .. } => "retryable",
                 Attempt::Fail { .. } => "failed",
             });
+            let done = |outcome| Delivery {
+                outcome,
+                message_id,
+                attempts: tries + 1,
+            };
             match outcome {
-                Attempt::Sent => return ProviderOutcome::Sent,
-                Attempt::Fail { code } => return ProviderOutcome::Failed { code },
+                Attempt::Sent => return done(ProviderOutcome::Sent),
+                Attempt::Fail { code } => return done(ProviderOutcome::Failed { code }),
                 Attempt::Retry { code } if tries >= self.config.max_retries => {
                     tracing::warn!(send = %m.id, to = %m.to, code, tries, "send failed after its retries");
-                    return ProviderOutcome::Failed { code };
+                    return done(ProviderOutcome::Failed { code });
                 }
                 Attempt::Retry { code } => {
                     tries += 1;
@@ -263,6 +285,24 @@ impl CloudApiSender {
             }
         }
     }
+}
+
+/// A send's final answer (see [`CloudApiSender::deliver_all`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub outcome: ProviderOutcome,
+    /// The Cloud API's `wamid` for a sent message; empty otherwise.
+    pub message_id: String,
+    /// HTTP attempts made, retries included.
+    pub attempts: u32,
+}
+
+/// The message id of a 2xx answer (`messages[0].id`); empty if it has none.
+fn message_id(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/messages/0/id")?.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Exponential backoff with full jitter: a wait in [0, min(max, base × 2^(attempt-1))],
@@ -288,6 +328,14 @@ impl Sender for Arc<CloudApiSender> {
     }
 }
 
+/// The token probes carry: the shared one, else the first tenant's.
+fn probe_token(config: &CloudApiConfig) -> &Secret {
+    match config.tenant_tokens.values().next() {
+        Some(own) if config.token.expose().is_empty() => own,
+        _ => &config.token,
+    }
+}
+
 /// One probe of `base`: (how long it took, healthy). A probe gives up at the threshold:
 /// slower is as bad as no answer.
 async fn probe(
@@ -306,7 +354,10 @@ async fn probe(
     let started = crate::clock::Stopwatch::start();
     let answer = tokio::time::timeout(
         slow,
-        client.get(&url).bearer_auth(config.token.expose()).send(),
+        client
+            .get(&url)
+            .bearer_auth(probe_token(config).expose())
+            .send(),
     )
     .await;
     let took = started.elapsed();

@@ -18,13 +18,15 @@
 //!   error → status mapping; gRPC and Kafka both read requests through it.
 //! - [`grpc`]: the tonic services and forwarding, a thin adapter over the runtime; [`kafka`]:
 //!   the Kafka input, handover, readiness and outputs; [`cloud_api`]: the Cloud API sender.
-//! - [`webhook`]: Meta's webhooks over HTTP (signed), to the webhooks topic or the shards.
+//! - [`webhook`]: Meta's webhooks over HTTP (signed), to the webhooks topic or the shards;
+//!   [`egress`]: the dispatch topic through the Cloud API, answers to the outcomes topic.
 //! - [`server`]: wires everything, serves until shutdown.
 pub mod auth;
 pub mod clock;
 pub mod cloud_api;
 pub mod config;
 pub mod core;
+pub mod egress;
 pub mod gate;
 pub mod grpc;
 pub mod kafka;

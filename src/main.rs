@@ -42,6 +42,9 @@ struct ServeArgs {
 enum Cmd {
     /// Run the service (the default).
     Serve(ServeArgs),
+    /// Run the egress: send the Kafka dispatch topic through the WhatsApp Cloud API and put
+    /// the answers on the outcomes topic (Kafka mode; needs [cloud_api] on).
+    Egress(ServeArgs),
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -90,6 +93,10 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Serve(mut args)) => {
             args.config = args.config.or(cli.serve.config);
             serve(args)
+        }
+        Some(Cmd::Egress(mut args)) => {
+            args.config = args.config.or(cli.serve.config);
+            egress(args)
         }
         Some(Cmd::Config(ConfigCmd::Check)) => {
             let c = Config::load(cli.serve.config.as_deref())?;
@@ -199,7 +206,8 @@ async fn health(
         .with_context(|| format!("no answer within {timeout:?}"))?
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The config `args` name, with their listen addresses applied; logging set up.
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -216,6 +224,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(a) = args.webhook_addr {
         config.webhook_addr = a;
     }
+    Ok(config)
+}
+
+fn egress(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(async move {
+            let metrics = server::bind_metrics(&config).await?;
+            println!(
+                "switchboard {} egress: {} -> {} -> {}\n  metrics: http://{}/metrics",
+                env!("CARGO_PKG_VERSION"),
+                config.kafka.dispatch_topic,
+                config.cloud_api.base_url,
+                config.kafka.outcomes_topic,
+                metrics.local_addr()?,
+            );
+            server::run_egress(config, metrics, shutdown_signal()).await?;
+            Ok(())
+        })
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -252,7 +286,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             webhook,
             ..server::Parts::for_config(&config)?
         };
-        if config.cloud_api.enabled {
+        if config.cloud_api.enabled && config.kafka.brokers.is_empty() {
             println!(
                 "  sends:   the WhatsApp Cloud API at {}",
                 config.cloud_api.base_url

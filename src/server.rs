@@ -49,6 +49,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("the Cloud API sender: {0}")]
     CloudApi(#[from] reqwest::Error),
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressError),
 }
 
 /// The fully qualified names of switchboard's own services (health reports each of them).
@@ -84,6 +86,11 @@ pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, TcpListener)
     let grpc = bind_one(config.grpc_addr, "gRPC", "SWITCHBOARD_GRPC_ADDR").await?;
     let metrics = bind_one(config.metrics_addr, "metrics", "SWITCHBOARD_METRICS_ADDR").await?;
     Ok((grpc, metrics))
+}
+
+/// The metrics listener alone (the egress serves no gRPC).
+pub async fn bind_metrics(config: &Config) -> std::io::Result<TcpListener> {
+    bind_one(config.metrics_addr, "metrics", "SWITCHBOARD_METRICS_ADDR").await
 }
 
 /// The webhook endpoint's listener, on `webhook_addr`.
@@ -128,6 +135,10 @@ impl Parts {
     /// The default parts, with the sender the config asks for (`[cloud_api]`).
     pub fn for_config(config: &Config) -> Result<Self, ServeError> {
         let mut parts = Self::default();
+        // In Kafka mode sends go to the dispatch topic; `switchboard egress` sends them.
+        if !config.kafka.brokers.is_empty() {
+            return Ok(parts);
+        }
         if let Some(sender) = crate::cloud_api::CloudApiSender::from_config(config)? {
             tracing::info!(
                 base_url = %config.cloud_api.base_url,
@@ -621,4 +632,33 @@ impl Running {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// `switchboard egress`: the dispatch topic to the Cloud API (see `egress`), with `/metrics`,
+/// `/ready` and `/live` on `metrics`, until `shutdown`; then it drains and commits.
+pub async fn run_egress(
+    config: Config,
+    metrics: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let prometheus = telemetry::install();
+    let (outbox_stop, stop) = (CancellationToken::new(), CancellationToken::new());
+    let egress = Arc::new(crate::egress::Egress::new(&config, outbox_stop.clone())?);
+    let (_ready, readiness) = tokio::sync::watch::channel::<Option<String>>(None);
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = tokio::spawn(telemetry::serve(
+        metrics,
+        prometheus,
+        readiness,
+        metrics_stop.clone().cancelled_owned(),
+    ));
+    let task = tokio::spawn(egress.run(stop.clone()));
+    shutdown.await;
+    tracing::info!("egress shutting down: draining the sends in flight");
+    stop.cancel();
+    let _ = task.await;
+    outbox_stop.cancel();
+    metrics_stop.cancel();
+    let _ = metrics_task.await;
+    Ok(())
 }

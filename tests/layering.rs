@@ -15,7 +15,8 @@
 //!    runtime because it converts the runtime's events and call errors too; nothing below
 //!    it needs a conversion;
 //! 8. `grpc`, `kafka`, `cloud_api`: the edges (none uses another);
-//! 9. `webhook`: the HTTP edge, which writes through Kafka's outbox (or to the shards);
+//! 9. `webhook`, `egress`: the edges with Meta, built on Kafka's outbox and consumer and the
+//!    Cloud API sender;
 //! 10. `server`: the wiring; 11. `main` and `quota_cli` (the binary).
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("kafka", 8),
     ("cloud_api", 8),
     ("webhook", 9),
+    ("egress", 9),
     ("server", 10),
     ("main", 11),
     ("quota_cli", 11),

@@ -3,44 +3,19 @@
 //! (the customer's window opens), statuses reach the quotas (a 130429 backs the number off),
 //! unsigned or wrongly signed posts are refused with nothing applied, and the verification GET
 //! answers the challenge. (Kafka mode is in tests/kafka.rs and the real-broker suite.)
-use hmac::{Hmac, Mac};
 use switchboard::config::Config;
 use switchboard::config::cloud_api::Secret;
 use switchboard::proto::{self, outbound_client::OutboundClient, quotas_client::QuotasClient};
 use switchboard::server::Parts;
 
 mod common;
+#[path = "support/meta.rs"]
+mod meta;
 use common::{Server, guard, http_get};
+use meta::{sign, status, text_message};
 
 const SECRET: &str = "app-secret-for-tests";
 const VERIFY: &str = "verify-token-for-tests";
-
-/// Meta's sample text message webhook (Cloud API docs, "Messages" webhook), to the demo
-/// tenant's business number.
-fn text_message(wamid: &str, from: &str, body: &str) -> String {
-    format!(
-        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"34910000001","phone_number_id":"106540352242922"}},"contacts":[{{"profile":{{"name":"Sheena Nelson"}},"wa_id":"{from}"}}],"messages":[{{"from":"{from}","id":"{wamid}","timestamp":"1749416383","type":"text","text":{{"body":"{body}"}}}}]}},"field":"messages"}}]}}]}}"#
-    )
-}
-
-/// Meta's sample status webhook: `status` of the message `wamid`, with the callback data the
-/// send carried and, for a failure, the error code.
-fn status(wamid: &str, status: &str, callback: &str, error: Option<u32>) -> String {
-    let errors = error.map_or(String::new(), |code| {
-        format!(
-            r#","errors":[{{"code":{code},"title":"Rate limit hit","message":"Rate limit hit","error_data":{{"details":"Message failed to send because there were too many messages sent from this phone number in a short period of time"}}}}]"#
-        )
-    });
-    format!(
-        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"34910000001","phone_number_id":"106540352242922"}},"statuses":[{{"id":"{wamid}","status":"{status}","timestamp":"1750263773","recipient_id":"34612345678","biz_opaque_callback_data":"{callback}"{errors}}}]}},"field":"messages"}}]}}]}}"#
-    )
-}
-
-fn sign(secret: &str, body: &str) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 async fn server() -> (Server, String) {
     let mut config = Config::load(None).unwrap();

@@ -231,6 +231,7 @@ async fn serve(config: Option<PathBuf>, kind: Kind, kafka: Option<Kafka>) -> any
             (&mut c.sends_topic, "sends"),
             (&mut c.dispatch_topic, "dispatch"),
             (&mut c.status_topic, "status"),
+            (&mut c.outcomes_topic, "outcomes"),
             (&mut c.dlq_topic, "dlq"),
             (&mut c.state_topic, "state"),
             (&mut c.owners_topic, "owners"),

@@ -33,7 +33,13 @@ pub struct CloudApiConfig {
     pub backup_url: Option<String>,
     pub api_version: String,
     /// The system-user access token. Prefer `SWITCHBOARD_CLOUD_API__TOKEN` to the file.
+    /// Tenants with a token of their own (`tenants`) use theirs.
     pub token: Secret,
+    /// Per-tenant access tokens (each WhatsApp Business Account has its own).
+    pub tenants: Vec<TenantToken>,
+    /// The per-tenant tokens, read from where they were given (by `resolve`).
+    #[serde(skip)]
+    pub tenant_tokens: std::collections::BTreeMap<String, Secret>,
     /// Template language code sent with template messages.
     pub template_language: String,
     pub timeout_ms: u64,
@@ -55,6 +61,8 @@ impl Default for CloudApiConfig {
             backup_url: None,
             api_version: "v21.0".into(),
             token: Secret::default(),
+            tenants: Vec::new(),
+            tenant_tokens: Default::default(),
             template_language: "es".into(),
             timeout_ms: 10_000,
             max_retries: 3,
@@ -68,17 +76,70 @@ impl Default for CloudApiConfig {
     }
 }
 
+/// One `[[cloud_api.tenants]]` entry: a tenant's own access token, from an environment
+/// variable or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantToken {
+    pub tenant: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
 impl CloudApiConfig {
-    /// Checks the section; the error names the field.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// The token `tenant`'s sends carry: its own, else the shared one.
+    pub fn token_for(&self, tenant: &str) -> &Secret {
+        self.tenant_tokens.get(tenant).unwrap_or(&self.token)
+    }
+
+    /// Reads the per-tenant tokens into `tenant_tokens`; the error names the field.
+    pub fn resolve(&mut self) -> Result<(), (String, String)> {
+        let mut tokens = std::collections::BTreeMap::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let at = format!("cloud_api.tenants[{i}]");
+            let token = super::webhook::read_secret(
+                &format!("{at}.token"),
+                t.token_env.as_deref(),
+                t.token_file.as_deref(),
+            )?
+            .ok_or((
+                format!("{at}.token_env"),
+                "is missing: give the tenant's access token in an environment variable \
+                 (token_env) or a file (token_file)"
+                    .to_owned(),
+            ))?;
+            if tokens.insert(t.tenant.clone(), token).is_some() {
+                return Err((
+                    format!("{at}.tenant"),
+                    format!("tenant {:?} has two tokens; keep one", t.tenant),
+                ));
+            }
+        }
+        self.tenant_tokens = tokens;
+        Ok(())
+    }
+
+    /// Checks the section; the error names the field. `tenants`: every configured tenant.
+    pub fn validate<'a>(
+        &self,
+        mut tenants: impl Iterator<Item = &'a str>,
+    ) -> Result<(), (String, String)> {
         if !self.enabled {
             return Ok(());
         }
         let bad = |f: &str, p: &str| Err((format!("cloud_api.{f}"), p.to_owned()));
-        if self.token.expose().trim().is_empty() {
+        if self.token.expose().trim().is_empty()
+            && let Some(t) = tenants.find(|t| !self.tenant_tokens.contains_key(*t))
+        {
             return bad(
                 "token",
-                "is empty; set SWITCHBOARD_CLOUD_API__TOKEN to the system user's access token",
+                &format!(
+                    "is empty and tenant {t:?} has no token of its own; set \
+                     SWITCHBOARD_CLOUD_API__TOKEN to the system user's access token, or give \
+                     the tenant one under [[cloud_api.tenants]]"
+                ),
             );
         }
         for (field, url) in [

@@ -24,6 +24,9 @@ pub struct KafkaConfig {
     pub dispatch_topic: String,
     /// Every status change of every send (`switchboard.v1.SendStatus`), keyed by tenant.
     pub status_topic: String,
+    /// The egress's answers about dispatches (`switchboard.v1.SendOutcome`), keyed by tenant:
+    /// an input of the tenant's owner, like the webhooks topic.
+    pub outcomes_topic: String,
     /// Records that could not be handled, with their origin and the error in headers.
     pub dlq_topic: String,
     /// Snapshots of each partition's tenants (see `kafka::state`).
@@ -103,6 +106,7 @@ impl Default for KafkaConfig {
             sends_topic: "switchboard.sends".into(),
             dispatch_topic: "switchboard.dispatch".into(),
             status_topic: "switchboard.status".into(),
+            outcomes_topic: "switchboard.outcomes".into(),
             dlq_topic: "switchboard.dlq".into(),
             state_topic: "switchboard.state".into(),
             owners_topic: "switchboard.owners".into(),
@@ -146,6 +150,7 @@ impl KafkaConfig {
             ("kafka.sends_topic", &k.sends_topic),
             ("kafka.dispatch_topic", &k.dispatch_topic),
             ("kafka.status_topic", &k.status_topic),
+            ("kafka.outcomes_topic", &k.outcomes_topic),
             ("kafka.dlq_topic", &k.dlq_topic),
             ("kafka.state_topic", &k.state_topic),
             ("kafka.owners_topic", &k.owners_topic),

@@ -12,6 +12,7 @@
 //! `IntentMode`) live in `model`, shared by config and components alike.
 pub mod auth;
 pub mod cloud_api;
+pub mod egress;
 pub mod kafka;
 pub mod runtime;
 pub mod tls;
@@ -92,6 +93,9 @@ pub struct Config {
     /// The webhook endpoint (off until an app secret is configured).
     #[serde(default)]
     pub webhook: webhook::WebhookConfig,
+    /// `switchboard egress`: the dispatch topic to the Cloud API.
+    #[serde(default)]
+    pub egress: egress::EgressConfig,
 }
 
 /// Limits that bound input size and memory. Apply to every tenant.
@@ -426,6 +430,7 @@ impl Config {
         config
             .webhook
             .resolve()
+            .and_then(|()| config.cloud_api.resolve())
             .map_err(|(field, problem)| invalid(field, problem))?;
         config.validate()?;
         Ok(config)
@@ -436,18 +441,12 @@ impl Config {
             .validate()
             .map_err(|(field, problem)| invalid(field, problem))?;
         self.cloud_api
-            .validate()
+            .validate(self.tenants.iter().map(|t| t.id.as_str()))
             .map_err(|(field, problem)| invalid(field, problem))?;
         self.tls
             .validate()
+            .and_then(|()| self.egress.validate())
             .map_err(|(field, problem)| invalid(field, problem))?;
-        if self.cloud_api.enabled && !self.kafka.brokers.is_empty() {
-            return Err(invalid(
-                "cloud_api.enabled",
-                "is on with Kafka: in Kafka mode sends go to the dispatch topic for an egress; \
-                 turn one of them off",
-            ));
-        }
         self.validate_webhook()?;
         let rt = &self.runtime;
         positive("runtime.shards", rt.shards as u64)?;

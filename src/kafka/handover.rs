@@ -44,7 +44,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs blocking work (Kafka reads and writes, waiting for the shards) from wherever the
 /// input is: a rebalance callback on a tokio worker (the consumer polls inside `recv`), or the
 /// input loop itself. It needs tokio's multi-thread runtime there.
-pub(super) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => {
             panic!("the Kafka input needs tokio's multi-thread runtime")
@@ -158,11 +158,12 @@ impl Handover {
         }
     }
 
-    pub(super) fn inputs(&self) -> [&str; 3] {
+    pub(super) fn inputs(&self) -> [&str; 4] {
         [
             &self.config.inbound_topic,
             &self.config.webhooks_topic,
             &self.config.sends_topic,
+            &self.config.outcomes_topic,
         ]
     }
 

@@ -6,7 +6,9 @@
 //!   like any inbound message; its statuses are the provider's answers about our dispatches,
 //!   found again through `biz_opaque_callback_data` (see `wire::webhook`) and fed to the quota reactions;
 //! - `kafka.sends_topic`: protobuf `switchboard.v1.SendRequest`, admitted like a gRPC `Send`;
-//!   what follows (a dispatch, status changes) leaves through the sink.
+//!   what follows (a dispatch, status changes) leaves through the sink;
+//! - `kafka.outcomes_topic`: protobuf `switchboard.v1.SendOutcome`, the egress's answers about
+//!   dispatches, applied like status webhooks (a second answer for a send changes nothing).
 //!
 //! A record that cannot be handled (undecodable, invalid, unknown tenant or number, oversize)
 //! goes to `kafka.dlq_topic` with its original topic, partition, offset and key and the error in
@@ -127,24 +129,10 @@ impl KafkaInput {
             tenants_of,
             watchdog,
         ));
-        let mut settings = super::client_config(k);
-        settings
-            .set("group.id", &k.group_id)
-            // Offsets are committed at cuts only (module docs).
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // Partition p of every input topic to the same replica (they share tenants).
-            .set("partition.assignment.strategy", "range");
-        // Failover speed (see `KafkaConfig::session_timeout_ms`); the operator's raw options win.
-        for (key, value) in [
-            ("session.timeout.ms", k.session_timeout_ms),
-            ("heartbeat.interval.ms", k.heartbeat_interval_ms),
-        ] {
-            if !k.options.contains_key(key) {
-                settings.set(key, value.to_string());
-            }
-        }
+        let mut settings = super::consumer_config(k, &k.group_id);
+        // Offsets are committed at cuts only (module docs); partition p of every input topic
+        // goes to the same replica (they share tenants).
+        settings.set("partition.assignment.strategy", "range");
         if k.statistics_interval_ms > 0 {
             settings.set(
                 "statistics.interval.ms",
@@ -153,7 +141,12 @@ impl KafkaInput {
         }
         let context = InputContext::new(handover.clone());
         let consumer: StreamConsumer<InputContext> = settings.create_with_context(context)?;
-        consumer.subscribe(&[&k.inbound_topic, &k.webhooks_topic, &k.sends_topic])?;
+        consumer.subscribe(&[
+            &k.inbound_topic,
+            &k.webhooks_topic,
+            &k.sends_topic,
+            &k.outcomes_topic,
+        ])?;
         Ok(Self {
             config: k.clone(),
             consumer,
@@ -289,6 +282,11 @@ impl KafkaInput {
                     .map(|v| String::from_utf8_lossy(v).into_owned())
             });
             self.webhook(payload, m.partition(), copy_for).await?
+        } else if m.topic() == self.config.outcomes_topic {
+            self.outcome(payload, m.partition())
+                .await?
+                .into_iter()
+                .collect()
         } else if m.topic() == self.config.sends_topic {
             self.send_request(payload, m.partition())
                 .await?
@@ -450,6 +448,38 @@ impl KafkaInput {
             outputs.extend(elsewhere.into_iter().map(|tenant| Output::Move { tenant }));
         }
         Ok(outputs)
+    }
+
+    /// Applies the egress's answer about a dispatch, as a status webhook is applied.
+    async fn outcome(&self, payload: &[u8], partition: i32) -> Result<Option<Output>, Stopping> {
+        let outcome = proto::SendOutcome::decode(payload)
+            .map_err(|e| format!("not a switchboard.v1.SendOutcome: {e}"))
+            .and_then(|o| crate::wire::outcome_in(&o).map_err(|e| e.to_string()));
+        let (tenant, id, outcome) = match outcome {
+            Ok(o) => o,
+            Err(e) => return Ok(Some(Output::Dead(DeadLetter::new("undecodable", e)))),
+        };
+        if self.misplaced(tenant.as_str(), partition) {
+            return Ok(Some(Output::Move {
+                tenant: tenant.to_string(),
+            }));
+        }
+        let command = Command::ProviderResult {
+            tenant,
+            id,
+            outcome,
+        };
+        match self.runtime.call(command).await {
+            Ok(_) => telemetry::kafka_outcome("applied"),
+            // A send this replica does not know (forgotten, or of an unknown tenant).
+            Err(CallError::Core(_)) => telemetry::kafka_outcome("unknown_send"),
+            Err(CallError::Unavailable) => return Err(Stopping),
+            Err(e) => {
+                tracing::warn!(error = %e, "send outcome not applied");
+                telemetry::kafka_outcome("unknown_send");
+            }
+        }
+        Ok(None)
     }
 
     /// Admits a send request; returns a dead letter if it cannot be read or admitted.

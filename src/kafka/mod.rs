@@ -52,6 +52,27 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     common
 }
 
+/// A consumer in `group` that stores and commits its offsets itself, reading from the start
+/// of a partition it has none for, with the failover settings (see
+/// `KafkaConfig::session_timeout_ms`; the operator's raw options win).
+pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut settings = client_config(k);
+    settings
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in [
+        ("session.timeout.ms", k.session_timeout_ms),
+        ("heartbeat.interval.ms", k.heartbeat_interval_ms),
+    ] {
+        if !k.options.contains_key(key) {
+            settings.set(key, value.to_string());
+        }
+    }
+    settings
+}
+
 /// How a topic is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicKind {
@@ -64,7 +85,7 @@ pub enum TopicKind {
 }
 
 /// Every topic switchboard reads or writes.
-pub fn topics(k: &KafkaConfig) -> [(&str, TopicKind); 9] {
+pub fn topics(k: &KafkaConfig) -> [(&str, TopicKind); 10] {
     use TopicKind::*;
     [
         (&k.inbound_topic, Plain),
@@ -73,6 +94,7 @@ pub fn topics(k: &KafkaConfig) -> [(&str, TopicKind); 9] {
         (&k.routed_topic, Plain),
         (&k.dispatch_topic, Plain),
         (&k.status_topic, Plain),
+        (&k.outcomes_topic, Plain),
         (&k.dlq_topic, Plain),
         (&k.state_topic, State),
         (&k.owners_topic, Owners),
@@ -219,6 +241,7 @@ pub async fn check_record_limits(k: &KafkaConfig) -> Result<(), TopicError> {
         &k.routed_topic,
         &k.dispatch_topic,
         &k.status_topic,
+        &k.outcomes_topic,
         &k.dlq_topic,
         &k.sends_topic,
         &k.inbound_topic,

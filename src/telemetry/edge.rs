@@ -55,3 +55,13 @@ pub fn webhook_request(result: &'static str, app: &str, detail: &str) {
 pub fn webhook_answered(took: Duration) {
     histogram!(WEBHOOK_DURATION).record(took.as_secs_f64());
 }
+
+/// A dispatch the egress handled: sent, failed, skipped or undecodable.
+pub fn egress_dispatch(result: &'static str) {
+    counter!(EGRESS_DISPATCHES, "result" => result).increment(1);
+}
+
+/// Dispatches being sent now.
+pub fn egress_in_flight(n: usize) {
+    gauge!(EGRESS_IN_FLIGHT).set(n as f64);
+}

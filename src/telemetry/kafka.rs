@@ -116,6 +116,11 @@ pub fn kafka_status(outcome: &'static str) {
     counter!(KAFKA_STATUSES, "outcome" => outcome).increment(1);
 }
 
+/// An answer of the egress read from the outcomes topic: applied or unknown_send.
+pub fn kafka_outcome(result: &'static str) {
+    counter!(KAFKA_OUTCOMES, "result" => result).increment(1);
+}
+
 /// A record refused for good (see `kafka::outbox`): `fate` is what became of it.
 pub fn kafka_output_refused(topic: &str, fate: &'static str, error: &str) {
     if fate == "dropped" {

@@ -51,6 +51,8 @@ pub const GRPC_SHED: &str = "switchboard_grpc_shed_total";
 pub const PROVIDER_ATTEMPTS: &str = "switchboard_provider_attempts_total";
 pub const PROVIDER_PROBE: &str = "switchboard_provider_probe_seconds";
 pub const PROVIDER_ON_BACKUP: &str = "switchboard_provider_on_backup";
+pub const EGRESS_DISPATCHES: &str = "switchboard_egress_dispatches_total";
+pub const EGRESS_IN_FLIGHT: &str = "switchboard_egress_in_flight";
 pub const WEBHOOK_REQUESTS: &str = "switchboard_webhook_requests_total";
 pub const WEBHOOK_DURATION: &str = "switchboard_webhook_request_duration_seconds";
 
@@ -70,6 +72,7 @@ pub const KAFKA_COMMITS: &str = "switchboard_kafka_commits_total";
 pub const KAFKA_REBALANCES: &str = "switchboard_kafka_rebalances_total";
 pub const KAFKA_CONSUMER_LAG: &str = "switchboard_kafka_consumer_lag";
 pub const KAFKA_STATUSES: &str = "switchboard_kafka_webhook_statuses_total";
+pub const KAFKA_OUTCOMES: &str = "switchboard_kafka_outcomes_total";
 pub const KAFKA_PARTITIONS_OWNED: &str = "switchboard_kafka_partitions_owned";
 pub const KAFKA_TENANTS_OWNED: &str = "switchboard_kafka_tenants_owned";
 pub const KAFKA_OUTPUTS_REFUSED: &str = "switchboard_kafka_outputs_refused_total";
@@ -140,6 +143,18 @@ pub struct Metric {
 
 /// Every metric family switchboard exports.
 pub const METRICS: &[Metric] = &[
+    Metric {
+        name: EGRESS_DISPATCHES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Dispatches the egress handled, by result: sent, failed (a Cloud API error, given to the owner), skipped (answered before a crash: not sent again), undecodable (dead-lettered).",
+    },
+    Metric {
+        name: EGRESS_IN_FLIGHT,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Dispatches the egress is sending now (all partitions).",
+    },
     Metric {
         name: WEBHOOK_REQUESTS,
         kind: Kind::Counter,
@@ -409,6 +424,12 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Gauge,
         unit: None,
         help: "1 while the replica reports SERVING (gRPC health and /ready), 0 while NOT_SERVING.",
+    },
+    Metric {
+        name: KAFKA_OUTCOMES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "The egress's answers read from the outcomes topic: applied (to a send the owner knows), unknown_send.",
     },
     Metric {
         name: KAFKA_STATUSES,

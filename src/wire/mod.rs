@@ -13,8 +13,8 @@ use tonic::Status;
 
 use crate::config::{Category, Rule};
 use crate::core::quota::{
-    Admission, AuditEntry, Change, OverrideView, QuotaSnapshot, Refusal, SendId, SendPriority,
-    SendState, SendView,
+    Admission, AuditEntry, Change, OverrideView, ProviderOutcome, QuotaSnapshot, Refusal, SendId,
+    SendPriority, SendState, SendView,
 };
 use crate::core::{
     AgentView, ContextMessage, ConversationState, ConversationView, CoreError, Decision, Direction,
@@ -672,4 +672,47 @@ pub fn dispatch_in(d: &proto::Dispatch) -> Result<crate::core::quota::Dispatch, 
         counted: d.counted,
         at: crate::clock::Timestamp(d.dispatched_at_ms.max(0) as u64),
     })
+}
+
+/// The egress's answer about a dispatch, for the outcomes topic. `at`: where the dispatch was
+/// read (partition, offset).
+pub fn outcome_out(
+    d: &proto::Dispatch,
+    outcome: ProviderOutcome,
+    provider_message_id: String,
+    at: (i32, i64),
+    attempts: u32,
+) -> proto::SendOutcome {
+    let (state, error_code) = match outcome {
+        ProviderOutcome::Failed { code } => (proto::SendState::Failed, code),
+        _ => (proto::SendState::Sent, 0),
+    };
+    proto::SendOutcome {
+        tenant: d.tenant.clone(),
+        send_id: d.send_id.clone(),
+        state: state as i32,
+        provider_message_id,
+        error_code,
+        dispatch_partition: at.0,
+        dispatch_offset: at.1,
+        attempts,
+    }
+}
+
+/// An outcome read back by the tenant's owner: the tenant, the send and what to apply.
+pub fn outcome_in(o: &proto::SendOutcome) -> Result<(TenantId, SendId, ProviderOutcome), Invalid> {
+    let outcome = match proto::SendState::try_from(o.state) {
+        Ok(proto::SendState::Sent) => ProviderOutcome::Sent,
+        Ok(proto::SendState::Failed) => ProviderOutcome::Failed { code: o.error_code },
+        _ => {
+            return Err(invalid(
+                "state",
+                format!(
+                    "{} is not an outcome; use SEND_STATE_SENT or SEND_STATE_FAILED",
+                    o.state
+                ),
+            ));
+        }
+    };
+    Ok((tenant(&o.tenant)?, send_id(&o.send_id)?, outcome))
 }
