@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// One scripted answer: HTTP status and body.
 pub type Answer = (u16, String);
@@ -14,6 +16,8 @@ pub struct Graph {
     script: Mutex<VecDeque<Answer>>,
     refused_tokens: Mutex<HashSet<String>>,
     pub posts: Mutex<Vec<Post>>,
+    /// How long each answer waits (a slow provider keeps sends in flight).
+    pub delay_ms: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +39,11 @@ impl Graph {
             .lock()
             .unwrap()
             .insert(format!("Bearer {token}"));
+    }
+
+    pub fn slow_down(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn posts(&self) -> Vec<Post> {
@@ -101,6 +110,8 @@ pub async fn start() -> (Arc<Graph>, String) {
                             )
                         })
                     };
+                    let delay = g.delay_ms.load(Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                     (StatusCode::from_u16(status).unwrap(), body)
                 },
             ),

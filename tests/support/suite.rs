@@ -98,10 +98,18 @@ impl Process {
     }
 
     pub fn start_on(config_file: &std::path::Path, grpc: &str, metrics: &str) -> Process {
+        Self::run(
+            config_file,
+            &["serve", "--grpc-addr", grpc, "--metrics-addr", metrics],
+        )
+    }
+
+    /// `switchboard <args> --config <config_file>`, e.g. `egress --metrics-addr ...`.
+    pub fn run(config_file: &std::path::Path, args: &[&str]) -> Process {
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--config"])
+            .args(args)
+            .arg("--config")
             .arg(config_file)
-            .args(["--grpc-addr", grpc, "--metrics-addr", metrics])
             .env(
                 "RUST_LOG",
                 std::env::var("SUITE_LOG").unwrap_or("warn".into()),
