@@ -97,6 +97,7 @@ impl Admitter {
             to: self.customers[self.i].clone(),
             category: Category::Utility,
             content: "order_update".into(),
+            template: None,
             priority: None,
             idempotency_key: self.key.clone(),
             valid_for_ms: None,

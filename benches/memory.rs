@@ -72,6 +72,7 @@ fn outbound() {
                     to,
                     category: Category::Utility,
                     content: "t".into(),
+                    template: None,
                     priority: None,
                     idempotency_key: format!("k{now}"),
                     valid_for_ms: None,

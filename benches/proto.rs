@@ -38,6 +38,7 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
         to: "+34612345678".into(),
         category: proto::Category::Utility as i32,
         content: "order_shipped:48213".into(),
+        template: None,
         priority: 0,
         idempotency_key: "order-48213-shipped".into(),
         valid_for_ms: 0,

@@ -73,6 +73,7 @@ fn loaded(config: &Config) -> (Shard, Timestamp) {
             to: format!("+34{:09}", 700_000_000 + i),
             category: Category::Utility,
             content: "order_shipped".into(),
+            template: None,
             priority: None,
             idempotency_key: format!("k{i}"),
             valid_for_ms: None,

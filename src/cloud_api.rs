@@ -2,6 +2,10 @@
 //! `/{version}/{phone-number-id}/messages` with the configured bearer token, and turns the
 //! answer into the provider outcome the quotas react to.
 //!
+//! - **Bodies** ([`CloudApiSender::body`]): a session send is a text message; a template send
+//!   names its template, its language and its components with their parameters, exactly as
+//!   the Graph API takes them (a send by name only goes in `template_language`). Each carries
+//!   `biz_opaque_callback_data`, by which status webhooks find the send.
 //! - **Answers**: 200 with a message id: sent. A Cloud API error body (`error.code`): that
 //!   code — 130429 (the number backs off), 131056 (the pair backs off), 131047 (the window is
 //!   closed: template required), 131048 (marketing paused, alert), 131057 (the number is held
@@ -26,8 +30,9 @@ use std::time::Duration;
 use crate::config::Category;
 pub use crate::config::cloud_api::{CloudApiConfig, Secret};
 use crate::core::quota::{Dispatch, ProviderOutcome};
-use crate::model::TenantId;
+use crate::model::{ComponentKind, TemplateComponent, TemplateParameter, TenantId};
 use crate::sender::{SendFuture, Sender};
+use serde_json::{Value, json};
 
 /// The code given to a send that timed out or could not connect after its retries.
 pub const TIMEOUT_CODE: u32 = 408;
@@ -187,7 +192,9 @@ impl CloudApiSender {
         }
     }
 
-    /// The Graph API body for `m` (text inside the window, else a template by name).
+    /// The Graph API body for `m`: a session message as text; a template with its language
+    /// and components, or (a template send by name only) the named template in
+    /// `template_language`.
     pub fn body(config: &CloudApiConfig, tenant: &TenantId, m: &Dispatch) -> serde_json::Value {
         let to = m.to.as_e164().trim_start_matches('+');
         let callback = crate::wire::webhook::callback_data(tenant, m.id);
@@ -205,7 +212,10 @@ impl CloudApiSender {
                 "recipient_type": "individual",
                 "to": to,
                 "type": "template",
-                "template": { "name": &*m.content, "language": { "code": config.template_language } },
+                "template": match m.template.as_deref() {
+                    Some(t) => template_json(&t.name, &t.language, &t.components),
+                    None => template_json(&m.content, &config.template_language, &[]),
+                },
                 "biz_opaque_callback_data": callback,
             }),
         }
@@ -303,6 +313,59 @@ fn message_id(body: &str) -> String {
         .ok()
         .and_then(|v| v.pointer("/messages/0/id")?.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// The Graph API's `template` object: no `components` key when there are none.
+fn template_json(name: &str, language: &str, components: &[TemplateComponent]) -> Value {
+    let mut template = json!({ "name": name, "language": { "code": language } });
+    if !components.is_empty() {
+        template["components"] = components.iter().map(component_json).collect();
+    }
+    template
+}
+
+fn component_json(c: &TemplateComponent) -> Value {
+    let parameters: Vec<Value> = c.parameters.iter().map(parameter_json).collect();
+    match c.kind {
+        ComponentKind::Header => json!({ "type": "header", "parameters": parameters }),
+        ComponentKind::Body => json!({ "type": "body", "parameters": parameters }),
+        // The index goes as a string, as Meta's reference shows it.
+        ComponentKind::Button { sub_type, index } => json!({
+            "type": "button",
+            "sub_type": sub_type.as_str(),
+            "index": index.to_string(),
+            "parameters": parameters,
+        }),
+    }
+}
+
+/// A parameter object: its type, and its value under a key of the same name
+/// (`{"type": "text", "text": "Ana"}`).
+fn parameter_json(p: &TemplateParameter) -> Value {
+    let value = match p {
+        TemplateParameter::Text(v)
+        | TemplateParameter::Payload(v)
+        | TemplateParameter::CouponCode(v) => json!(v),
+        TemplateParameter::Currency {
+            fallback_value,
+            code,
+            amount_1000,
+        } => json!({ "fallback_value": fallback_value, "code": code, "amount_1000": amount_1000 }),
+        TemplateParameter::DateTime { fallback_value } => {
+            json!({ "fallback_value": fallback_value })
+        }
+        TemplateParameter::Image { link } | TemplateParameter::Video { link } => {
+            json!({ "link": link })
+        }
+        TemplateParameter::Document { link, filename } => match filename {
+            Some(filename) => json!({ "link": link, "filename": filename }),
+            None => json!({ "link": link }),
+        },
+    };
+    let mut object = serde_json::Map::new();
+    object.insert("type".into(), json!(p.kind()));
+    object.insert(p.kind().into(), value);
+    Value::Object(object)
 }
 
 /// Exponential backoff with full jitter: a wait in [0, min(max, base × 2^(attempt-1))],
@@ -475,6 +538,123 @@ mod tests {
         let waits: std::collections::HashSet<Duration> =
             (0..50).map(|s| backoff(&config, 5, s)).collect();
         assert!(waits.len() > 10, "jittered: {waits:?}");
+    }
+
+    /// A dispatch of `category` to +34612345678 as send 7 of tenant "acme".
+    fn dispatch(
+        category: Category,
+        content: &str,
+        template: Option<crate::model::Template>,
+    ) -> Dispatch {
+        Dispatch {
+            id: crate::core::quota::SendId(7),
+            from: "106540352242922".into(),
+            to: crate::core::identity::normalize("+34612345678", phonenumber::country::Id::ES)
+                .unwrap(),
+            category,
+            content: content.into(),
+            template: template.map(Arc::new),
+            idempotency_key: "k7".into(),
+            counted: true,
+            at: crate::clock::Timestamp(1_700_000_000_000),
+        }
+    }
+
+    /// The README's order-update template is rendered through the whole service in
+    /// `tests/cloud_api.rs`; here the other parameter kinds and the sends without components.
+    #[test]
+    fn templates_are_rendered_exactly_as_the_graph_api_takes_them() {
+        use crate::model::{
+            ButtonSubType, ComponentKind, Template, TemplateComponent, TemplateParameter as P,
+        };
+        let config = CloudApiConfig::default();
+        let tenant = TenantId::new("acme");
+        let template = Template {
+            name: "receipt".into(),
+            language: "pt_BR".into(),
+            components: vec![
+                TemplateComponent {
+                    kind: ComponentKind::Header,
+                    parameters: vec![P::Document {
+                        link: "https://example.com/r.pdf".into(),
+                        filename: Some("recibo.pdf".into()),
+                    }],
+                },
+                TemplateComponent {
+                    kind: ComponentKind::Button {
+                        sub_type: ButtonSubType::Url,
+                        index: 1,
+                    },
+                    parameters: vec![P::Text("r/42".into())],
+                },
+                TemplateComponent {
+                    kind: ComponentKind::Button {
+                        sub_type: ButtonSubType::CopyCode,
+                        index: 2,
+                    },
+                    parameters: vec![P::CouponCode("25OFF".into())],
+                },
+            ],
+        };
+        let body = CloudApiSender::body(
+            &config,
+            &tenant,
+            &dispatch(Category::Marketing, "receipt", Some(template)),
+        );
+        assert_eq!(
+            body,
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "34612345678",
+                "type": "template",
+                "template": {
+                    "name": "receipt",
+                    "language": { "code": "pt_BR" },
+                    "components": [
+                        { "type": "header", "parameters": [{ "type": "document",
+                            "document": { "link": "https://example.com/r.pdf", "filename": "recibo.pdf" } }] },
+                        { "type": "button", "sub_type": "url", "index": "1",
+                          "parameters": [{ "type": "text", "text": "r/42" }] },
+                        { "type": "button", "sub_type": "copy_code", "index": "2",
+                          "parameters": [{ "type": "coupon_code", "coupon_code": "25OFF" }] }
+                    ]
+                },
+                "biz_opaque_callback_data": "sb1:acme:s-7"
+            })
+        );
+        // No components: no `components` key. By name only: in `template_language`.
+        let bare = Template {
+            name: "hello_world".into(),
+            language: "en".into(),
+            components: Vec::new(),
+        };
+        let body = CloudApiSender::body(
+            &config,
+            &tenant,
+            &dispatch(Category::Utility, "hello_world", Some(bare)),
+        );
+        assert_eq!(
+            body["template"],
+            json!({ "name": "hello_world", "language": { "code": "en" } })
+        );
+        let body = CloudApiSender::body(
+            &config,
+            &tenant,
+            &dispatch(Category::Utility, "order_shipped", None),
+        );
+        assert_eq!(
+            body["template"],
+            json!({ "name": "order_shipped", "language": { "code": "es" } })
+        );
+        // A session message is text.
+        let body =
+            CloudApiSender::body(&config, &tenant, &dispatch(Category::Session, "hola", None));
+        assert_eq!(
+            (&body["type"], &body["text"]),
+            (&json!("text"), &json!({ "body": "hola" }))
+        );
+        assert!(body.get("template").is_none());
     }
 
     #[test]

@@ -200,6 +200,111 @@ pub enum Category {
     Session,
 }
 
+/// An approved message template with the values of its variables: what a template send
+/// (marketing, utility, authentication) carries to the provider. The wire layer checks it on
+/// `Send` (Meta's rules for names and language codes, which parameter goes where); the core
+/// only carries it, and the Cloud API sender renders it as the Graph API's `template` object.
+/// It is serialized with the queued sends of a snapshot, in this crate's own shape (not Meta's
+/// JSON, so a change on Meta's side never breaks a saved state).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Template {
+    /// The name it was approved under ("order_update").
+    pub name: String,
+    /// The language and locale code it was approved in ("en_US").
+    pub language: String,
+    /// The values of its variables, by component, in the order the sender gave them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<TemplateComponent>,
+}
+
+/// The values for one component of a template.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct TemplateComponent {
+    pub kind: ComponentKind,
+    pub parameters: Vec<TemplateParameter>,
+}
+
+/// Which part of the template a component fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    Header,
+    Body,
+    /// One button, by its 0-based position in the template.
+    Button {
+        sub_type: ButtonSubType,
+        index: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ButtonSubType {
+    /// Takes a payload, echoed back when the customer taps it.
+    QuickReply,
+    /// Takes a text: the variable part of the button's URL.
+    Url,
+    /// Takes a coupon code, copied when the customer taps it.
+    CopyCode,
+}
+
+impl ButtonSubType {
+    /// As the Cloud API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ButtonSubType::QuickReply => "quick_reply",
+            ButtonSubType::Url => "url",
+            ButtonSubType::CopyCode => "copy_code",
+        }
+    }
+}
+
+/// One variable's value.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateParameter {
+    Text(String),
+    /// An amount of money: `amount_1000` is the amount times 1000, `code` ISO 4217.
+    Currency {
+        fallback_value: String,
+        code: String,
+        amount_1000: i64,
+    },
+    DateTime {
+        fallback_value: String,
+    },
+    Image {
+        link: String,
+    },
+    Document {
+        link: String,
+        /// None: WhatsApp's default file name.
+        #[serde(default)]
+        filename: Option<String>,
+    },
+    Video {
+        link: String,
+    },
+    Payload(String),
+    CouponCode(String),
+}
+
+impl TemplateParameter {
+    /// Its type as the Cloud API names it (the `type` of a parameter object).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TemplateParameter::Text(_) => "text",
+            TemplateParameter::Currency { .. } => "currency",
+            TemplateParameter::DateTime { .. } => "date_time",
+            TemplateParameter::Image { .. } => "image",
+            TemplateParameter::Document { .. } => "document",
+            TemplateParameter::Video { .. } => "video",
+            TemplateParameter::Payload(_) => "payload",
+            TemplateParameter::CouponCode(_) => "coupon_code",
+        }
+    }
+}
+
 /// An admission rule, for shadow mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

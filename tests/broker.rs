@@ -349,6 +349,7 @@ async fn cloud_api_webhooks_route_messages_and_feed_statuses_back() {
         to: "+34612345678".into(),
         category: proto::Category::Utility as i32,
         content: "order_shipped".into(),
+        template: None,
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,
@@ -410,7 +411,7 @@ async fn cloud_api_webhooks_route_messages_and_feed_statuses_back() {
     let status = reader(&brokers, &["switchboard.status"]);
     let mut last: HashMap<String, proto::SendStatus> = HashMap::new();
     while last.get(&dispatched[0].send_id).map(|s| s.state()) != Some(proto::SendState::Failed)
-        || last.get(&dispatched[1].send_id).map(|s| s.state()) != Some(proto::SendState::Sent)
+        || last.get(&dispatched[1].send_id).map(|s| s.state()) != Some(proto::SendState::Read)
     {
         let m = common::guard(status.recv()).await.unwrap();
         let s = proto::SendStatus::decode(m.payload().unwrap()).unwrap();
@@ -561,6 +562,7 @@ async fn kill_9_mid_promotion_keeps_the_daily_count_the_windows_and_sends_once()
                 to: format!("+3465100{i:04}"),
                 category: proto::Category::Marketing as i32,
                 content: "promo_black_friday".into(),
+                template: None,
                 priority: 0,
                 idempotency_key: key.clone(),
                 valid_for_ms: 0,

@@ -125,6 +125,7 @@ fn dispatch(id: u64, category: Category, content: &str) -> Dispatch {
             .unwrap(),
         category,
         content: content.into(),
+        template: None,
         idempotency_key: format!("k{id}").into(),
         counted: true,
         at: Timestamp::from_millis(1_700_000_000_000),
@@ -283,10 +284,9 @@ async fn sends_fail_over_after_three_slow_probes_and_fail_back_when_the_primary_
     );
 }
 
-/// Through the whole service: the quotas react to what the Graph API answered.
-#[tokio::test]
-async fn the_service_reacts_to_the_graph_apis_errors() {
-    let (graph, url) = graph().await;
+/// The service with tenant "acme" (number 106540352242922) sending through the Graph API
+/// at `url`, with the sender the config asks for, as the service builds it.
+async fn service(url: &str) -> Server {
     let mut config = Config::from_toml_str(
         r#"
         [[tenants]]
@@ -305,10 +305,117 @@ async fn the_service_reacts_to_the_graph_apis_errors() {
         "#,
     )
     .unwrap();
-    config.cloud_api = self::config(&url);
-    // The sender the config asks for, as the service builds it.
+    config.cloud_api = self::config(url);
     let parts = Parts::for_config(&config).unwrap();
-    let server = Server::start(config, parts).await;
+    Server::start(config, parts).await
+}
+
+/// Through the whole service: a template send with its language and components reaches the
+/// Graph API as exactly the JSON the Cloud API documents.
+#[tokio::test]
+async fn a_template_send_reaches_the_graph_api_as_the_cloud_api_documents_it() {
+    use proto::template_parameter::Value;
+    let (graph, url) = graph().await;
+    let server = service(&url).await;
+    let component = |kind: proto::ComponentType, values: Vec<Value>| proto::TemplateComponent {
+        r#type: kind as i32,
+        parameters: values
+            .into_iter()
+            .map(|v| proto::TemplateParameter { value: Some(v) })
+            .collect(),
+        ..Default::default()
+    };
+    let template = proto::Template {
+        name: "order_update".into(),
+        language: "en_US".into(),
+        components: vec![
+            component(
+                proto::ComponentType::Header,
+                vec![Value::Image(proto::MediaLink {
+                    link: "https://cdn.example.com/order.jpg".into(),
+                })],
+            ),
+            component(
+                proto::ComponentType::Body,
+                vec![
+                    Value::Text("Ana".into()),
+                    Value::Currency(proto::Currency {
+                        fallback_value: "$10.99".into(),
+                        code: "USD".into(),
+                        amount_1000: 10_990,
+                    }),
+                    Value::DateTime(proto::DateTime {
+                        fallback_value: "May 1".into(),
+                    }),
+                ],
+            ),
+            proto::TemplateComponent {
+                sub_type: proto::ButtonSubType::QuickReply as i32,
+                index: 0,
+                ..component(
+                    proto::ComponentType::Button,
+                    vec![Value::Payload("STOP".into())],
+                )
+            },
+        ],
+    };
+    let answer = OutboundClient::new(server.channel().await)
+        .send(proto::SendRequest {
+            tenant: "acme".into(),
+            from: "106540352242922".into(),
+            to: "+34612345678".into(),
+            category: proto::Category::Utility as i32,
+            template: Some(template),
+            idempotency_key: "order-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.admission(), proto::Admission::Dispatched);
+    guard(async {
+        while graph.posts() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let body = graph.posts.lock().unwrap()[0].2.clone();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "34612345678",
+            "type": "template",
+            "template": {
+                "name": "order_update",
+                "language": { "code": "en_US" },
+                "components": [
+                    { "type": "header", "parameters": [
+                        { "type": "image", "image": { "link": "https://cdn.example.com/order.jpg" } }
+                    ] },
+                    { "type": "body", "parameters": [
+                        { "type": "text", "text": "Ana" },
+                        { "type": "currency", "currency":
+                            { "fallback_value": "$10.99", "code": "USD", "amount_1000": 10990 } },
+                        { "type": "date_time", "date_time": { "fallback_value": "May 1" } }
+                    ] },
+                    { "type": "button", "sub_type": "quick_reply", "index": "0", "parameters": [
+                        { "type": "payload", "payload": "STOP" }
+                    ] }
+                ]
+            },
+            "biz_opaque_callback_data": format!("sb1:acme:{}", answer.send_id),
+        })
+    );
+    server.stop().await;
+}
+
+/// Through the whole service: the quotas react to what the Graph API answered.
+#[tokio::test]
+async fn the_service_reacts_to_the_graph_apis_errors() {
+    let (graph, url) = graph().await;
+    let server = service(&url).await;
     let mut out = OutboundClient::new(server.channel().await);
     let send = |key: &str, to: &str, category: proto::Category| proto::SendRequest {
         tenant: "acme".into(),
@@ -316,6 +423,7 @@ async fn the_service_reacts_to_the_graph_apis_errors() {
         to: to.into(),
         category: category as i32,
         content: "promo".into(),
+        template: None,
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,

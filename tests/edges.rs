@@ -2,8 +2,8 @@
 //! service and `switchboard egress` as their own processes, a local mock of the Graph API,
 //! Meta's payloads signed and posted over HTTP.
 //!
-//! - `Outbound.Send` → dispatch topic → egress → the mock gets the Cloud API's JSON with the
-//!   tenant's own token → `SENT` on the status stream → a signed `delivered` status webhook →
+//! - `Outbound.Send` of a template (name, language, a body parameter) → dispatch topic →
+//!   egress → the mock gets exactly the Cloud API's JSON for it, with the tenant's own token → `SENT` on the status stream → a signed `delivered` status webhook →
 //!   `DELIVERED`; a 130429 from the mock backs the number off (`Quotas.Get`); a tenant whose
 //!   token is refused leaves another tenant's sends flowing.
 //! - kill -9 of the egress in the middle of 2,000 dispatches: every dispatch reaches the mock
@@ -98,7 +98,7 @@ fn dir(name: &str) -> std::path::PathBuf {
 
 /// The service (gRPC, metrics, webhooks) and the egress, each its own process.
 struct Deployment {
-    service: Process,
+    _service: Process,
     egress: Option<Process>,
     grpc: String,
     webhooks: String,
@@ -108,7 +108,7 @@ struct Deployment {
 impl Deployment {
     fn start(config: std::path::PathBuf) -> Self {
         let (grpc, metrics, webhooks) = (free_addr(), free_addr(), free_addr());
-        let service = Process::run(
+        let _service = Process::run(
             &config,
             &[
                 "serve",
@@ -121,7 +121,7 @@ impl Deployment {
             ],
         );
         let mut d = Self {
-            service,
+            _service,
             egress: None,
             grpc,
             webhooks,
@@ -162,29 +162,50 @@ impl Deployment {
             .header("X-Hub-Signature-256", meta::sign(SECRET, body))
             .body(body.to_owned())
             .send();
-        guard(answer).await.expect("the endpoint answers").status().as_u16()
+        guard(answer)
+            .await
+            .expect("the endpoint answers")
+            .status()
+            .as_u16()
     }
 }
 
+/// A utility template with its language and a body parameter (the customer's name).
 fn template(tenant: &str, from: &str, key: &str, to: &str) -> proto::SendRequest {
+    let body = proto::TemplateComponent {
+        r#type: proto::ComponentType::Body as i32,
+        parameters: vec![proto::TemplateParameter {
+            value: Some(proto::template_parameter::Value::Text("Ana".into())),
+        }],
+        ..Default::default()
+    };
     proto::SendRequest {
         tenant: tenant.into(),
         from: from.into(),
         to: to.into(),
         category: proto::Category::Utility as i32,
-        content: "order_update".into(),
+        template: Some(proto::Template {
+            name: "order_update".into(),
+            language: "pt_BR".into(),
+            components: vec![body],
+        }),
         idempotency_key: key.into(),
         ..Default::default()
     }
 }
 
 /// Sends `request`, retrying while the tenant's partition is not served yet (start-up).
-async fn send(outbound: &mut OutboundClient<Channel>, request: proto::SendRequest) -> proto::SendResponse {
+async fn send(
+    outbound: &mut OutboundClient<Channel>,
+    request: proto::SendRequest,
+) -> proto::SendResponse {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         match outbound.send(request.clone()).await {
             Ok(r) => return r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline => {
+            Err(s)
+                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             Err(s) => panic!("send refused: {s:?}"),
@@ -227,8 +248,16 @@ async fn meta_in_meta_out_through_the_webhook_endpoint_and_the_egress() {
     let mut outbound = OutboundClient::new(channel.clone());
 
     // Sent through the egress with acme's token; SENT on the status stream.
-    let sent = send(&mut outbound, template("acme", "106540352242922", "e-1", "+34611000001")).await;
-    assert_eq!(sent.admission, proto::Admission::Dispatched as i32, "{sent:?}");
+    let sent = send(
+        &mut outbound,
+        template("acme", "106540352242922", "e-1", "+34611000001"),
+    )
+    .await;
+    assert_eq!(
+        sent.admission,
+        proto::Admission::Dispatched as i32,
+        "{sent:?}"
+    );
     let mut stream = outbound
         .stream_status(proto::StatusStreamRequest {
             tenant: "acme".into(),
@@ -253,7 +282,11 @@ async fn meta_in_meta_out_through_the_webhook_endpoint_and_the_egress() {
             "recipient_type": "individual",
             "to": "34611000001",
             "type": "template",
-            "template": {"name": "order_update", "language": {"code": "es"}},
+            "template": {
+                "name": "order_update",
+                "language": {"code": "pt_BR"},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}],
+            },
             "biz_opaque_callback_data": callback,
         })
     );
@@ -286,7 +319,11 @@ async fn meta_in_meta_out_through_the_webhook_endpoint_and_the_egress() {
 
     // 130429 from the Graph API: the number backs off.
     graph.script([graph::error(400, 130429)]);
-    let limited = send(&mut outbound, template("acme", "106540352242922", "e-2", "+34611000002")).await;
+    let limited = send(
+        &mut outbound,
+        template("acme", "106540352242922", "e-2", "+34611000002"),
+    )
+    .await;
     let s = status_until(&mut outbound, "acme", &limited.send_id, |s| {
         s.state == proto::SendState::Failed as i32
     })
@@ -303,14 +340,25 @@ async fn meta_in_meta_out_through_the_webhook_endpoint_and_the_egress() {
 
     // beta's token is refused: beta's send fails (190), acme's go on.
     graph.refuse_token("beta-token");
-    let beta = send(&mut outbound, template("beta", "106540352242999", "e-3", "+34611000003")).await;
+    let beta = send(
+        &mut outbound,
+        template("beta", "106540352242999", "e-3", "+34611000003"),
+    )
+    .await;
     let s = status_until(&mut outbound, "beta", &beta.send_id, |s| {
         s.state != proto::SendState::Dispatched as i32
     })
     .await;
-    assert_eq!((s.state, s.provider_code), (proto::SendState::Failed as i32, 190));
+    assert_eq!(
+        (s.state, s.provider_code),
+        (proto::SendState::Failed as i32, 190)
+    );
     tokio::time::sleep(Duration::from_millis(1_100)).await; // acme's number backs off 1 s
-    let acme = send(&mut outbound, template("acme", "106540352242922", "e-4", "+34611000004")).await;
+    let acme = send(
+        &mut outbound,
+        template("acme", "106540352242922", "e-4", "+34611000004"),
+    )
+    .await;
     let s = status_until(&mut outbound, "acme", &acme.send_id, |s| {
         s.state != proto::SendState::Dispatched as i32
     })
@@ -331,7 +379,11 @@ async fn a_killed_egress_sends_every_dispatch_and_resends_within_its_bound() {
     let mut outbound = OutboundClient::new(d.channel().await);
     // The service serves both tenants before the burst goes in through the sends topic.
     for (tenant, number) in [("acme", "106540352242922"), ("beta", "106540352242999")] {
-        let r = send(&mut outbound, template(tenant, number, &format!("warm-{tenant}"), "+34611999999")).await;
+        let r = send(
+            &mut outbound,
+            template(tenant, number, &format!("warm-{tenant}"), "+34611999999"),
+        )
+        .await;
         assert_eq!(r.admission, proto::Admission::Dispatched as i32, "{r:?}");
     }
     let records: Vec<(String, Vec<u8>)> = (0..SENDS)
@@ -352,7 +404,10 @@ async fn a_killed_egress_sends_every_dispatch_and_resends_within_its_bound() {
     let distinct = |graph: &graph::Graph| {
         let mut seen: HashMap<String, usize> = HashMap::new();
         for p in graph.posts() {
-            let key = p.body["biz_opaque_callback_data"].as_str().unwrap_or("").to_owned();
+            let key = p.body["biz_opaque_callback_data"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
             *seen.entry(key).or_default() += 1;
         }
         seen

@@ -140,6 +140,7 @@ async fn session_send(
             to: to.into(),
             category: proto::Category::Session as i32,
             content: "su pedido sale hoy".into(),
+            template: None,
             priority: 0,
             idempotency_key: key.into(),
             valid_for_ms: 0,

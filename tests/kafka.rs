@@ -276,6 +276,7 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
         to: "+34612345678".into(),
         category: proto::Category::Utility as i32,
         content: "order_shipped".into(),
+        template: None,
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,
@@ -283,7 +284,23 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
     send("switchboard.sends", request("order-1").encode_to_vec()).await;
     // No idempotency key: a dead letter that names the field, and the partition moves on.
     send("switchboard.sends", request("").encode_to_vec()).await;
-    send("switchboard.sends", request("order-2").encode_to_vec()).await;
+    // The second names its template with a language and a body parameter.
+    let order_2 = proto::SendRequest {
+        content: String::new(),
+        template: Some(proto::Template {
+            name: "order_shipped".into(),
+            language: "en_US".into(),
+            components: vec![proto::TemplateComponent {
+                r#type: proto::ComponentType::Body as i32,
+                parameters: vec![proto::TemplateParameter {
+                    value: Some(proto::template_parameter::Value::Text("48213".into())),
+                }],
+                ..Default::default()
+            }],
+        }),
+        ..request("order-2")
+    };
+    send("switchboard.sends", order_2.encode_to_vec()).await;
 
     let dispatch = reader(&brokers, "switchboard.dispatch");
     let mut dispatched = Vec::new();
@@ -304,6 +321,12 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
     assert_eq!(
         dispatched[0].callback_data,
         format!("sb1:acme:{}", dispatched[0].send_id)
+    );
+    // The egress gets the template as it was asked for (the first: by name only).
+    assert_eq!(dispatched[0].template, None);
+    assert_eq!(
+        (dispatched[1].content.as_str(), &dispatched[1].template),
+        ("order_shipped", &order_2.template)
     );
 
     let dlq = reader(&brokers, "switchboard.dlq");
@@ -349,7 +372,7 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
         || last
             .get(&second.send_id)
             .map(|s: &proto::SendStatus| s.state())
-            != Some(proto::SendState::Sent)
+            != Some(proto::SendState::Delivered)
     {
         let m = guard(status.recv()).await.unwrap();
         let s = proto::SendStatus::decode(m.payload().unwrap()).unwrap();
@@ -359,7 +382,7 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
     let failed = &last[&first.send_id];
     assert_eq!(failed.provider_code, 131047);
     assert_eq!(failed.reason(), proto::RefusalReason::TemplateRequired);
-    // accepted + dispatched for each, then failed and sent.
+    // accepted + dispatched for each, then failed and delivered.
     assert_eq!(events, 6);
 
     // The Kafka families are exported (produce retries only once a delivery has failed).
@@ -479,6 +502,7 @@ async fn two_replicas_forward_calls_and_agent_streams_to_the_tenants_owner() {
         to: "+34612345678".into(),
         category: proto::Category::Marketing as i32,
         content: "promo".into(),
+        template: None,
         priority: 0,
         idempotency_key: "fwd-1".into(),
         valid_for_ms: 0,
@@ -720,6 +744,7 @@ async fn the_dashboard_and_the_alert_rules_query_only_exported_metrics() {
         to: "+34612000003".into(),
         category: proto::Category::Marketing as i32,
         content: "promo".into(),
+        template: None,
         priority: 0,
         idempotency_key: "dash-send".into(),
         valid_for_ms: 0,

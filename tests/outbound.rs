@@ -83,9 +83,19 @@ fn send(
         to: to.into(),
         category: category as i32,
         content: "order_update".into(),
+        template: None,
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,
+    }
+}
+
+/// A template without variables.
+fn template(name: &str, language: &str) -> proto::Template {
+    proto::Template {
+        name: name.into(),
+        language: language.into(),
+        components: Vec::new(),
     }
 }
 
@@ -480,6 +490,33 @@ async fn retries_are_idempotent_and_bad_requests_name_the_field() {
             send("nobody", "A", &customer(1), proto::Category::Utility, "x4"),
             Code::NotFound,
             "tenant",
+        ),
+        // Templates: a session message carries text, a template send needs one (or a name in
+        // content, the older form), and a template's fields are checked.
+        (
+            proto::SendRequest {
+                template: Some(template("order_update", "es")),
+                ..send("bulk", "A", &customer(1), proto::Category::Session, "x5")
+            },
+            Code::InvalidArgument,
+            "template: is set on a session send",
+        ),
+        (
+            proto::SendRequest {
+                content: String::new(),
+                ..send("bulk", "A", &customer(1), proto::Category::Utility, "x6")
+            },
+            Code::InvalidArgument,
+            "template: is required for a utility send",
+        ),
+        (
+            proto::SendRequest {
+                content: String::new(),
+                template: Some(template("order_update", "es-ES")),
+                ..send("bulk", "A", &customer(1), proto::Category::Utility, "x7")
+            },
+            Code::InvalidArgument,
+            "template.language:",
         ),
     ];
     for (request, code, needle) in cases {

@@ -78,6 +78,7 @@ fn send(i: usize) -> proto::SendRequest {
         to: format!("+346{i:08}"),
         category: proto::Category::Utility as i32,
         content: "promo".into(),
+        template: None,
         priority: 0,
         idempotency_key: format!("k{i}"),
         valid_for_ms: 0,

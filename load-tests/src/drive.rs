@@ -311,6 +311,7 @@ impl SendRequests {
             to,
             category: self.category as i32,
             content: self.spec.content.clone(),
+            template: None,
             priority: self.priority as i32,
             idempotency_key: key,
             valid_for_ms: 0,

@@ -123,8 +123,11 @@ pub struct Outbound {
     pub from: String,
     pub to: String,
     pub category: crate::config::Category,
-    /// The text (session message) or the template name and parameters.
+    /// The text (session message) or the template's name.
     pub content: String,
+    /// A template send's template (None: a session message, or a template sent by name only,
+    /// in the sender's default language).
+    pub template: Option<Arc<crate::model::Template>>,
     /// None: by category (`quotas.low_priority`).
     pub priority: Option<quota::SendPriority>,
     pub idempotency_key: String,

@@ -31,7 +31,7 @@ use governor::{Quota, RateLimiter};
 
 use crate::clock::Timestamp;
 use crate::config::{Category, NumberConfig, QuotaConfig, Rule};
-use crate::model::{CustomerNumber, TenantId};
+use crate::model::{CustomerNumber, Template, TenantId};
 
 use super::{Effect, Map, identity};
 
@@ -73,6 +73,7 @@ struct Send {
     number: u16,
     to: CustomerNumber,
     content: Arc<str>,
+    template: Option<Arc<Template>>,
     /// Whether the send needs a new messaging-limit slot (business-initiated, new customer)
     /// as of when it was admitted or queued.
     business_initiated: bool,
@@ -186,6 +187,7 @@ pub struct SendRequest {
     pub to: CustomerNumber,
     pub category: Category,
     pub content: String,
+    pub template: Option<Arc<Template>>,
     pub priority: Option<SendPriority>,
     pub idempotency_key: String,
     pub valid_for_ms: Option<u64>,
@@ -377,6 +379,7 @@ impl Quotas {
             number,
             to: r.to,
             content: Arc::from(r.content),
+            template: r.template,
             business_initiated: !r.window_open,
         };
         let answer = if r.category == Category::Session
@@ -562,6 +565,7 @@ impl Quotas {
                 to: send.to.clone(),
                 category: send.view.category,
                 content: send.content.clone(),
+                template: send.template.clone(),
                 idempotency_key: send.view.idempotency_key.clone(),
                 counted: send.business_initiated,
                 at: now,

@@ -42,6 +42,8 @@ struct Sim {
     now: Timestamp,
     effects: Vec<Effect>,
     keys: u64,
+    /// The template the next sends carry (None: sent by name).
+    template: Option<std::sync::Arc<crate::model::Template>>,
 }
 
 impl Sim {
@@ -51,6 +53,7 @@ impl Sim {
             now: Timestamp(1_700_000_000_000),
             effects: Vec::new(),
             keys: 0,
+            template: None,
         }
     }
 
@@ -90,6 +93,7 @@ impl Sim {
                 to: to.into(),
                 category,
                 content: "promo_template".into(),
+                template: self.template.clone(),
                 priority,
                 idempotency_key: key.into(),
                 valid_for_ms,
@@ -217,6 +221,7 @@ fn inbound_messages_eat_outbound_headroom() {
             to: customer(100),
             category: Category::Utility,
             content: "x".into(),
+            template: None,
             priority: None,
             idempotency_key: "other".into(),
             valid_for_ms: None,
@@ -540,6 +545,137 @@ fn provider_errors_get_their_reactions() {
         Admission::Dispatched,
         "no back-off from a late report"
     );
+}
+
+#[test]
+fn delivered_and_read_move_a_send_forward_and_never_back() {
+    use ProviderOutcome::{Delivered, Failed, Handed, Read, Sent};
+    let mut s = Sim::new(UNLIMITED, 1000);
+    // What the last command emitted: the status events, in order.
+    let statuses = |s: &Sim| -> Vec<SendState> {
+        s.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SendStatus { state, .. } => Some(*state),
+                _ => None,
+            })
+            .collect()
+    };
+    // In order: each report is a state of its own, with its event.
+    let (id, _) = s.send_with(&customer(1), Category::Utility, None, None);
+    for (outcome, state) in [
+        (Sent, SendState::Sent),
+        (Delivered, SendState::Delivered),
+        (Read, SendState::Read),
+    ] {
+        s.provider(id, outcome);
+        assert_eq!(statuses(&s), [state]);
+        assert_eq!(s.state(id), state);
+    }
+    // Repeated and late reports (Meta retries webhooks): nothing changes, nothing is emitted;
+    // a failure after delivery is ignored too.
+    for outcome in [Read, Delivered, Sent, Failed { code: 131026 }, Handed] {
+        s.provider(id, outcome);
+        assert_eq!(statuses(&s), [], "{outcome:?}");
+        assert_eq!(s.state(id), SendState::Read);
+    }
+    // Out of order: read before delivered, skipping sent; the late ones change nothing.
+    let (id, _) = s.send_with(&customer(2), Category::Utility, None, None);
+    s.provider(id, Read);
+    assert_eq!(statuses(&s), [SendState::Read]);
+    s.provider(id, Delivered);
+    s.provider(id, Sent);
+    assert_eq!((statuses(&s), s.state(id)), (vec![], SendState::Read));
+    // Handed to the egress, then delivered straight from dispatched; a later sent is late,
+    // a read is not.
+    let (id, _) = s.send_with(&customer(3), Category::Utility, None, None);
+    s.provider(id, Handed);
+    assert_eq!(statuses(&s), []);
+    s.provider(id, Delivered);
+    assert_eq!(statuses(&s), [SendState::Delivered]);
+    s.provider(id, Sent);
+    assert_eq!(statuses(&s), []);
+    s.provider(id, Read);
+    assert_eq!(statuses(&s), [SendState::Read]);
+    // Failed after sent still fails, and a failed send is never delivered back to life.
+    let (id, _) = s.send_with(&customer(4), Category::Utility, None, None);
+    s.provider(id, Sent);
+    s.provider(id, Failed { code: 131026 });
+    assert_eq!(statuses(&s), [SendState::Failed]);
+    for outcome in [Delivered, Read, Sent] {
+        s.provider(id, outcome);
+        assert_eq!(statuses(&s), [], "{outcome:?}");
+    }
+    assert_eq!(s.state(id), SendState::Failed);
+    // A refused send is not on the path at all.
+    s.inbound(&customer(5), None);
+    let (id, a) = s.send_with(&customer(6), Category::Session, None, None);
+    assert_eq!(refused(a).map(|r| r.0), Some(Refusal::TemplateRequired));
+    s.provider(id, Delivered);
+    assert_eq!((statuses(&s), s.state(id)), (vec![], SendState::Refused));
+}
+
+#[test]
+fn a_queued_template_send_keeps_its_template_through_a_snapshot() {
+    use crate::model::{ComponentKind, Template, TemplateComponent, TemplateParameter};
+    let quotas = "messaging_limit = 10\nreserve = 0.1";
+    let mut s = Sim::new(quotas, 1000);
+    for i in 0..8 {
+        s.send(&customer(i), Category::Utility);
+    }
+    // Batch mode (8 of 10): the marketing send waits in the queue with its template.
+    let template = std::sync::Arc::new(Template {
+        name: "promo_template".into(),
+        language: "pt_BR".into(),
+        components: vec![TemplateComponent {
+            kind: ComponentKind::Body,
+            parameters: vec![TemplateParameter::Text("Ana".into())],
+        }],
+    });
+    s.template = Some(template.clone());
+    let (id, a) = s.send_with(&customer(20), Category::Marketing, None, Some(2 * DAY));
+    assert!(matches!(a, Admission::Queued { .. }), "{a:?}");
+    let json = serde_json::to_string(&s.quotas().state(s.now)).expect("serializes");
+    assert_eq!(
+        json.matches(r#""template":"#).count(),
+        1,
+        "only the template send carries the key: {json}"
+    );
+    // Restored into a fresh shard (a restart, a handover), the wave releases it, template and
+    // all; and a state saved before sends had templates (no key) still restores.
+    let without: serde_json::Value = {
+        let mut v: serde_json::Value = serde_json::from_str(&json).expect("json");
+        for send in v["sends"].as_array_mut().expect("sends").iter_mut() {
+            if let Some(send) = send.as_object_mut() {
+                send.remove("template");
+            }
+        }
+        v
+    };
+    for (saved, expected) in [(json, Some(template)), (without.to_string(), None)] {
+        let mut fresh = Sim::new(quotas, 1000);
+        fresh.now = s.now;
+        let restored = serde_json::from_str(&saved).expect("deserializes");
+        let tenant = fresh.shard.tenant_mut(T).expect("configured");
+        tenant
+            .quotas_mut()
+            .restore(restored)
+            .expect("fits the config");
+        fresh.tick();
+        let released: Vec<&quota::Dispatch> = fresh
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Dispatch { send, .. } => Some(send),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(released.len(), 1);
+        assert_eq!(
+            (released[0].id, &*released[0].content, &released[0].template),
+            (id, "promo_template", &expected)
+        );
+    }
 }
 
 #[test]

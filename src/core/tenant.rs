@@ -514,6 +514,7 @@ impl Tenant {
             to,
             category: o.category,
             content: o.content,
+            template: o.template,
             priority: o.priority,
             idempotency_key: o.idempotency_key,
             valid_for_ms: o.valid_for_ms,

@@ -6,7 +6,9 @@
 //!
 //! A request that cannot be read is an [`Invalid`]: the field and what is wrong with it.
 //! [`webhook`] reads Meta's Cloud API webhook JSON (and makes the callback data a dispatch
-//! carries, by which a status webhook finds its send).
+//! carries, by which a status webhook finds its send); [`template`] reads and checks the
+//! templates a send carries.
+pub mod template;
 pub mod webhook;
 
 use tonic::Status;
@@ -215,6 +217,8 @@ pub fn send_state_out(s: SendState) -> proto::SendState {
         SendState::Failed => P::Failed,
         SendState::Expired => P::Expired,
         SendState::Refused => P::Refused,
+        SendState::Delivered => P::Delivered,
+        SendState::Read => P::Read,
     }
 }
 
@@ -509,21 +513,30 @@ pub fn unexpected(reply: Reply) -> Status {
     Status::internal("internal error: unexpected reply")
 }
 
-/// The core's inbound message from the API's (also what the Kafka input decodes).
-/// A send request as the shard takes it (shared with the Kafka sends topic).
+/// A send request as the shard takes it (shared with the Kafka sends topic). Its template is
+/// checked here (see [`template::send_template`]).
 pub fn send_in(r: proto::SendRequest) -> Result<Outbound, Invalid> {
+    let (tenant, from, to) = (
+        tenant(&r.tenant)?,
+        required("from", &r.from)?.to_owned(),
+        required("to", &r.to)?.to_owned(),
+    );
+    let category = category_in(r.category)?;
+    let (content, template) = template::send_template(category, r.content, r.template)?;
     Ok(Outbound {
-        tenant: tenant(&r.tenant)?,
-        from: required("from", &r.from)?.to_owned(),
-        to: required("to", &r.to)?.to_owned(),
-        category: category_in(r.category)?,
-        content: r.content,
+        tenant,
+        from,
+        to,
+        category,
+        content,
+        template,
         priority: send_priority(r.priority)?,
         idempotency_key: required("idempotency_key", &r.idempotency_key)?.to_owned(),
         valid_for_ms: (r.valid_for_ms > 0).then_some(r.valid_for_ms),
     })
 }
 
+/// The core's inbound message from the API's (also what the Kafka input decodes).
 pub fn inbound_in(m: proto::InboundMessage) -> Result<Inbound, Invalid> {
     Ok(Inbound {
         tenant: tenant(&m.tenant)?,
@@ -649,6 +662,7 @@ pub fn dispatch_out(
         idempotency_key: m.idempotency_key.to_string(),
         counted: m.counted,
         dispatched_at_ms: i64::try_from(m.at.as_millis()).unwrap_or(i64::MAX),
+        template: m.template.as_deref().map(template::template_out),
     }
 }
 
@@ -662,12 +676,19 @@ pub fn dispatch_in(d: &proto::Dispatch) -> Result<crate::core::quota::Dispatch, 
         return Err(format!("dispatch {id}: `to` is not an E.164 number"));
     }
     let category = category_in(d.category).map_err(|e| format!("dispatch {id}: {e}"))?;
+    let template = d
+        .template
+        .clone()
+        .map(template::template_in)
+        .transpose()
+        .map_err(|e| format!("dispatch {id}: {e}"))?;
     Ok(crate::core::quota::Dispatch {
         id,
         from: std::sync::Arc::from(d.from.as_str()),
         to: crate::model::CustomerNumber::from_valid_e164(&d.to),
         category,
         content: std::sync::Arc::from(d.content.as_str()),
+        template: template.map(std::sync::Arc::new),
         idempotency_key: std::sync::Arc::from(d.idempotency_key.as_str()),
         counted: d.counted,
         at: crate::clock::Timestamp(d.dispatched_at_ms.max(0) as u64),

@@ -80,12 +80,15 @@ pub struct WebhookStatus {
 }
 
 impl WebhookStatus {
-    /// What the status says about the send: `sent`, `delivered` and `read` mean the provider
-    /// took it; `failed` carries the first error code (0 when Meta gave none). Other statuses
-    /// (e.g. `deleted`) say nothing the quotas react to.
+    /// What the status says about the send: `sent` (the provider took it), `delivered` (it
+    /// reached the device), `read` (the customer opened it), each its own state; `failed`
+    /// carries the first error code (0 when Meta gave none). Other statuses (e.g. `deleted`)
+    /// say nothing the quotas react to.
     pub fn outcome(&self) -> Option<ProviderOutcome> {
         match self.status.as_str() {
-            "sent" | "delivered" | "read" => Some(ProviderOutcome::Sent),
+            "sent" => Some(ProviderOutcome::Sent),
+            "delivered" => Some(ProviderOutcome::Delivered),
+            "read" => Some(ProviderOutcome::Read),
             "failed" => Some(ProviderOutcome::Failed {
                 code: self.error_codes.first().copied().unwrap_or(0),
             }),
@@ -460,7 +463,28 @@ mod tests {
             b.statuses[0].outcome(),
             Some(ProviderOutcome::Failed { code: 131047 })
         );
-        assert_eq!(b.statuses[1].outcome(), Some(ProviderOutcome::Sent));
+        assert_eq!(b.statuses[1].outcome(), Some(ProviderOutcome::Read));
+    }
+
+    #[test]
+    fn sent_delivered_and_read_are_outcomes_of_their_own() {
+        let status = |status: &str| {
+            let payload = format!(
+                r#"{{"object": "whatsapp_business_account", "entry": [{{"changes": [{{"field": "messages", "value": {{
+                "messaging_product": "whatsapp",
+                "metadata": {{"display_phone_number": "34910000001", "phone_number_id": "106540352242922"}},
+                "statuses": [{{"id": "wamid.OUT", "status": "{status}", "timestamp": "1749416400",
+                  "recipient_id": "34612345678", "biz_opaque_callback_data": "sb1:demo:s-7",
+                  "conversation": {{"id": "c1", "origin": {{"type": "utility"}}}},
+                  "pricing": {{"billable": true, "pricing_model": "PMP", "category": "utility"}}}}]
+                }}}}]}}]}}"#
+            );
+            parse(payload.as_bytes()).unwrap().statuses[0].outcome()
+        };
+        assert_eq!(status("sent"), Some(ProviderOutcome::Sent));
+        assert_eq!(status("delivered"), Some(ProviderOutcome::Delivered));
+        assert_eq!(status("read"), Some(ProviderOutcome::Read));
+        assert_eq!(status("deleted"), None, "says nothing about our send");
     }
 
     #[test]

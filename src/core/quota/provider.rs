@@ -1,5 +1,13 @@
-//! The provider's answers fed back into the quotas: sent and delivered confirm a send; the
-//! Cloud API's errors back off the number or the pair, close the window or pause marketing.
+//! The provider's answers fed back into the quotas: sent, delivered and read move a send
+//! forward; the Cloud API's errors back off the number or the pair, close the window or pause
+//! marketing.
+//!
+//! Status webhooks come in any order and may repeat (Meta retries them), so a send only ever
+//! moves forward along Dispatched → Sent → Delivered → Read: a `read` before its `delivered`
+//! is taken (and the `delivered` then changes nothing), a repeated or late report changes
+//! nothing and emits nothing. A failure is taken while the send is dispatched or sent (the API
+//! may accept a message and a webhook report it failed later); once delivered it reached the
+//! customer, and a failure reported after that is ignored.
 use super::*;
 
 impl Quotas {
@@ -12,19 +20,28 @@ impl Quotas {
         out: &mut Vec<Effect>,
     ) -> Option<CustomerNumber> {
         let send = self.log.get_mut(id)?;
-        // A status webhook may report a failure after the API accepted the message ("sent",
-        // then "failed"); anything else after the first answer is a late or repeated report.
-        let failed = match (outcome, send.view.state) {
-            (ProviderOutcome::Sent, SendState::Dispatched) => None,
-            (ProviderOutcome::Failed { code }, SendState::Dispatched | SendState::Sent) => {
-                Some(code)
-            }
-            _ => return None,
+        let reached = match outcome {
+            ProviderOutcome::Sent => SendState::Sent,
+            ProviderOutcome::Delivered => SendState::Delivered,
+            ProviderOutcome::Read => SendState::Read,
+            ProviderOutcome::Failed { .. } => SendState::Failed,
+            ProviderOutcome::Handed => return None, // stays dispatched until a report
         };
+        let was = send.view.state;
+        let forward = match reached {
+            SendState::Failed => matches!(was, SendState::Dispatched | SendState::Sent),
+            // Only along the path: a failed or expired send is never "delivered" back to life.
+            _ => matches!(
+                (was.delivery_progress(), reached.delivery_progress()),
+                (Some(from), Some(to)) if from < to
+            ),
+        };
+        if !forward {
+            return None; // a late, repeated or out-of-order report
+        }
         let mut closed_window = None;
-        match failed {
-            None => send.view.state = SendState::Sent,
-            Some(code) => {
+        match outcome {
+            ProviderOutcome::Failed { code } => {
                 send.view.state = SendState::Failed;
                 send.view.provider_code = Some(code);
                 let number = &mut self.numbers[send.number as usize];
@@ -62,6 +79,7 @@ impl Quotas {
                     _ => Refusal::ProviderError,
                 });
             }
+            _ => send.view.state = reached,
         }
         let send = self.log.get(id).expect("updated above");
         self.status(send, out);

@@ -37,6 +37,9 @@ pub struct SavedSend {
     pub view: SendView,
     pub to: String,
     pub content: String,
+    /// A template send's template (absent from states saved before templates had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Arc<crate::model::Template>>,
     pub business_initiated: bool,
 }
 
@@ -135,6 +138,7 @@ impl Quotas {
                     number,
                     to: d.to.clone(),
                     content: d.content.clone(),
+                    template: d.template.clone(),
                     business_initiated: d.counted,
                 };
                 self.log.push(send, self.config.max_tracked_sends);
@@ -195,6 +199,7 @@ impl Quotas {
                         view: s.view.clone(),
                         to: s.to.as_e164().to_owned(),
                         content: s.content.to_string(),
+                        template: s.template.clone(),
                         business_initiated: s.business_initiated,
                     })
                 })
@@ -276,6 +281,7 @@ impl Quotas {
                         number,
                         to: customer(&s.to)?,
                         content: Arc::from(s.content.as_str()),
+                        template: s.template.clone(),
                         business_initiated: s.business_initiated,
                     })
                 }

@@ -84,17 +84,24 @@ pub enum Admission {
     },
 }
 
-/// Where a send is in its life.
+/// Where a send is in its life. After dispatch the provider's reports move it forward
+/// along Dispatched → Sent → Delivered → Read (skipping is fine, going back never), or to
+/// Failed from Dispatched or Sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SendState {
     /// Admitted (an event only: a send's lasting state is queued or dispatched).
     Accepted,
     Queued,
     Dispatched,
+    /// The provider took it.
     Sent,
     Failed,
     Expired,
     Refused,
+    /// It reached the customer's device.
+    Delivered,
+    /// The customer opened it.
+    Read,
 }
 
 impl SendState {
@@ -107,6 +114,19 @@ impl SendState {
             SendState::Failed => "failed",
             SendState::Expired => "expired",
             SendState::Refused => "refused",
+            SendState::Delivered => "delivered",
+            SendState::Read => "read",
+        }
+    }
+
+    /// How far along the provider's reports a dispatched send is (None: not on that path).
+    pub fn delivery_progress(self) -> Option<u8> {
+        match self {
+            SendState::Dispatched => Some(0),
+            SendState::Sent => Some(1),
+            SendState::Delivered => Some(2),
+            SendState::Read => Some(3),
+            _ => None,
         }
     }
 }
@@ -118,7 +138,11 @@ pub struct Dispatch {
     pub from: Arc<str>,
     pub to: CustomerNumber,
     pub category: Category,
+    /// The session message's text, or the template's name.
     pub content: Arc<str>,
+    /// The template with its language and parameters; None on a session message, and on a
+    /// template sent by name only (the sender's default language, no parameters).
+    pub template: Option<Arc<crate::model::Template>>,
     pub idempotency_key: Arc<str>,
     /// Counted in the messaging limit (business-initiated): the customer's 24 hours restart.
     pub counted: bool,
@@ -126,17 +150,20 @@ pub struct Dispatch {
     pub at: Timestamp,
 }
 
-/// What the provider answered for a dispatched send.
+/// What the provider answered for a dispatched send, or reported about it later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderOutcome {
+    /// The provider took it (the API's answer, or a `sent` status webhook).
     Sent,
+    /// A `delivered` status webhook: it reached the customer's device.
+    Delivered,
+    /// A `read` status webhook: the customer opened it.
+    Read,
     /// Handed to an egress that reports later (the Kafka dispatch topic; the provider's
     /// answer comes back as a status webhook): the send stays dispatched until then.
     Handed,
     /// A Cloud API error code (130429, 131056, 131047, 131048, 131057, ...).
-    Failed {
-        code: u32,
-    },
+    Failed { code: u32 },
 }
 
 /// A send as status queries show it.
