@@ -47,6 +47,11 @@ fn config(brokers: &str, graph: &str, dir: &std::path::Path) -> std::path::PathB
         replication_factor = 1
         topic_partitions = {PARTITIONS}
         snapshot_interval_ms = 500
+        # One record per batch: Tansu 0.6.0 answers a fetch from inside a stored batch with
+        # the next batch (see suite::producer), so the restarted egress would skip the rest
+        # of the batch its commit points into. Apache Kafka does not need this.
+        [kafka.options]
+        "batch.num.messages" = "1"
         [egress]
         max_in_flight = {MAX_IN_FLIGHT}
         commit_interval_ms = 200
@@ -422,11 +427,16 @@ async fn a_killed_egress_sends_every_dispatch_and_resends_within_its_bound() {
     let at_kill = graph.posts().len();
     d.start_egress();
     let seen = guard_long(async {
+        let mut last = 0;
         loop {
             let seen = distinct(&graph);
             if seen.len() >= SENDS + 2 {
                 return seen;
             }
+            if seen.len() / 500 != last / 500 {
+                println!("{} of {} dispatches at the mock", seen.len(), SENDS + 2);
+            }
+            last = seen.len();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
