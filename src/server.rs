@@ -407,11 +407,14 @@ async fn kafka_intake(
     let task = tokio::spawn(input.run(stops.kafka.clone()));
     // gRPC serves the tenants of the partitions this replica owns, forwards the rest, and
     // writes admitted sends to the sends topic.
-    let forwarder = crate::grpc::forward::Forwarder::new(
+    let mut forwarder = crate::grpc::forward::Forwarder::new(
         ownership.clone(),
         config.tenants.iter().map(|t| t.id.clone()),
         k.unavailable_retry_ms,
     );
+    if let Some(tls) = config.tls.client()? {
+        forwarder = forwarder.with_tls(tls);
+    }
     let journal = crate::kafka::sink::SendsJournal {
         outbox: outbox.clone(),
         topic: k.sends_topic.clone(),

@@ -55,6 +55,29 @@ impl TlsConfig {
         Ok(Some((read("cert_file", cert)?, read("key_file", key)?)))
     }
 
+    /// What forwarded calls check the other replicas with (Kafka mode), when TLS is on: the
+    /// CA of `ca_file`, else of `cert_file`, and `server_name` when set.
+    pub fn client(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, TlsError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let (field, path) = match &self.ca_file {
+            Some(ca) => ("ca_file", ca),
+            None => ("cert_file", self.cert_file.as_ref().expect("enabled")),
+        };
+        let ca = std::fs::read(path).map_err(|source| TlsError::Read {
+            field,
+            path: path.clone(),
+            source,
+        })?;
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        if let Some(name) = &self.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(Some(tls))
+    }
+
     /// The rustls server config for `/metrics`.
     pub fn acceptor(&self, cert: &[u8], key: &[u8]) -> Result<TlsAcceptor, TlsError> {
         let path = |p: &Option<PathBuf>| p.clone().unwrap_or_default();

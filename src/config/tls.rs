@@ -11,6 +11,13 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
+    /// Kafka mode: the CA (PEM) other replicas' certificates are checked against when a call
+    /// is forwarded to them over https. Default: `cert_file` itself (replicas sharing one
+    /// certificate).
+    pub ca_file: Option<PathBuf>,
+    /// The name forwarded calls expect in the other replicas' certificates. Default: the
+    /// host of the owner's `kafka.advertise_addr`.
+    pub server_name: Option<String>,
 }
 
 impl TlsConfig {

@@ -21,6 +21,8 @@ pub struct Forwarder {
     channels: Mutex<HashMap<String, Channel>>,
     /// The retry hint on UNAVAILABLE answers, in ms.
     retry_ms: u64,
+    /// With `[tls]` on: calls go to the owner over https, checked with this.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Forwarder {
@@ -34,7 +36,14 @@ impl Forwarder {
             configured: tenants.into_iter().collect(),
             channels: Mutex::default(),
             retry_ms,
+            tls: None,
         }
+    }
+
+    /// Forwards over https, checking the owners' certificates with `tls`.
+    pub fn with_tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// `status` with the retry hint.
@@ -100,9 +109,16 @@ impl Forwarder {
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Status::internal(format!("owner address {address:?} is not usable: {e}")))?
+        let unusable = |e: &dyn std::fmt::Display| {
+            Status::internal(format!("owner address {address:?} is not usable: {e}"))
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|e| unusable(&e))?
             .connect_timeout(Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| unusable(&e))?;
+        }
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
