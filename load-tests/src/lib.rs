@@ -3,9 +3,11 @@
 //! from the scheduled time, so a stalled target shows up as the queueing it causes, no
 //! coordinated omission), scenario files (`scenario`) and the report (`report`, `plot`). The
 //! rest drives a run: `drive` (load models, simulated customers, services and agents over
-//! gRPC), `kafka` (the Kafka target and its anchor pipe), `servers` (the processes a run
-//! starts), `usage` (CPU and peak RSS).
+//! gRPC), `kafka` (the Kafka target and its anchor pipe), `edges` (the webhook endpoint and
+//! the egress against their anchors), `servers` (the processes a run starts), `usage` (CPU and
+//! peak RSS).
 pub mod drive;
+pub mod edges;
 pub mod kafka;
 pub mod latency;
 pub mod plot;

@@ -54,12 +54,46 @@ enum Cmd {
         #[arg(long)]
         pipe: bool,
         #[arg(long)]
+        hmac_anchor: bool,
+        #[arg(long)]
+        egress: bool,
+        #[arg(long)]
         kafka: Option<String>,
         #[arg(long, default_value = "switchboard")]
         topic_prefix: String,
         #[arg(long)]
         pin: Option<usize>,
     },
+    /// The webhook endpoint and the egress against their anchors (PERFORMANCE.md), through
+    /// Kafka: signed POSTs/s against a bare HMAC handler, Cloud API sends/s against a bare
+    /// HTTP client loop on the same mock Graph API.
+    Edges(EdgesArgs),
+}
+
+#[derive(clap::Args)]
+struct EdgesArgs {
+    /// Kafka brokers, or `tansu` to start a Tansu broker here for the run.
+    #[arg(long, default_value = "tansu")]
+    kafka: String,
+    /// Webhook clients posting at once (closed loop), for the endpoint and its anchor.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Dispatch records the egress sends per round.
+    #[arg(long, default_value_t = 20_000)]
+    dispatches: usize,
+    /// Partitions of the dispatch topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// `egress.max_in_flight`; the anchor keeps partitions × this many posts in flight.
+    #[arg(long, default_value_t = 128)]
+    max_in_flight: usize,
+    /// Rounds (each: both anchors, then both edges); medians and spreads printed.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 #[derive(clap::Args)]
@@ -140,6 +174,8 @@ fn main() -> anyhow::Result<()> {
             config,
             echo,
             pipe,
+            hmac_anchor,
+            egress,
             kafka,
             topic_prefix,
             pin,
@@ -147,17 +183,27 @@ fn main() -> anyhow::Result<()> {
             if let Some(cpu) = pin {
                 pin_to(cpu)?;
             }
+            // The served process logs to stderr when RUST_LOG asks for it.
+            if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+                tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
             let kafka = kafka.map(|brokers| Kafka {
                 brokers,
                 prefix: topic_prefix,
             });
-            let kind = match (echo, pipe) {
-                (true, _) => Kind::Echo,
-                (_, true) => Kind::Pipe,
+            let kind = match (echo, pipe, hmac_anchor, egress) {
+                (true, ..) => Kind::Echo,
+                (_, true, ..) => Kind::Pipe,
+                (_, _, true, _) => Kind::HmacAnchor,
+                (.., true) => Kind::Egress,
                 _ => Kind::Switchboard,
             };
             runtime.block_on(serve(config, kind, kafka))
         }
+        Some(Cmd::Edges(args)) => runtime.block_on(edges(args)),
         None => {
             if cli.run.pin {
                 pin_to(0)?;
@@ -203,6 +249,9 @@ async fn serve(config: Option<PathBuf>, kind: Kind, kafka: Option<Kafka>) -> any
         )
         .await;
     }
+    if kind == Kind::HmacAnchor {
+        return switchboard_load::edges::serve_hmac_anchor(stdin_closed).await;
+    }
     if kind == Kind::Echo {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("serving {} -", listener.local_addr()?);
@@ -239,9 +288,138 @@ async fn serve(config: Option<PathBuf>, kind: Kind, kafka: Option<Kafka>) -> any
             *topic = k.topic(name);
         }
     }
+    if kind == Kind::Egress {
+        config.egress.group_id = format!("{}.egress", config.kafka.group_id);
+        let metrics = switchboard::server::bind_metrics(&config).await?;
+        println!("serving - {}", metrics.local_addr()?);
+        switchboard::server::run_egress(config, metrics, stdin_closed).await?;
+        return Ok(());
+    }
     let (grpc, metrics) = switchboard::server::bind(&config).await?;
-    println!("serving {} {}", grpc.local_addr()?, metrics.local_addr()?);
-    switchboard::server::run(config, grpc, metrics, stdin_closed).await?;
+    let mut parts = switchboard::server::Parts::for_config(&config)?;
+    if config.webhook.enabled() {
+        config.webhook_addr = "127.0.0.1:0".parse()?;
+        let webhook = switchboard::server::bind_webhook(&config).await?;
+        println!(
+            "serving {} {} {}",
+            grpc.local_addr()?,
+            metrics.local_addr()?,
+            webhook.local_addr()?
+        );
+        parts.webhook = Some(webhook);
+    } else {
+        println!("serving {} {}", grpc.local_addr()?, metrics.local_addr()?);
+    }
+    switchboard::server::run_with(config, grpc, metrics, stdin_closed, parts).await?;
+    Ok(())
+}
+
+/// `switchboard-load edges` (see `edges`): each round measures the webhook anchor, the
+/// endpoint, the egress anchor and the egress, and prints the ratios.
+async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
+    use switchboard_load::edges;
+    let tansu = (args.kafka == "tansu").then(tansu::Tansu::memory);
+    let brokers = tansu
+        .as_ref()
+        .map_or_else(|| args.kafka.clone(), tansu::Tansu::brokers);
+    let (graph, graph_url) = edges::start_graph().await?;
+    let in_flight = args.partitions as usize * args.max_in_flight;
+    let mut ratios = (Vec::new(), Vec::new());
+    for round in 1..=args.repeat {
+        let kafka = Kafka {
+            brokers: brokers.clone(),
+            prefix: format!(
+                "edges{}",
+                std::time::SystemTime::UNIX_EPOCH.elapsed()?.as_millis()
+            ),
+        };
+        // The webhook endpoint against a bare handler with the same HMAC.
+        let anchor = Child::start(Kind::HmacAnchor, None, None, false).await?;
+        let url = format!("http://{}/webhooks/whatsapp", anchor.grpc);
+        let (anchor_rate, anchor_failed) =
+            edges::post_webhooks(&url, args.workers, args.warmup, args.duration).await?;
+        anchor.stop().await;
+        let env = [
+            ("SWITCHBOARD_WEBHOOK__APP_SECRET", edges::SECRET),
+            ("SWITCHBOARD_WEBHOOK__VERIFY_TOKEN", "load"),
+            ("SWITCHBOARD_KAFKA__TOPIC_PARTITIONS", "4"),
+        ];
+        let service = Child::start_with(Kind::Switchboard, None, Some(&kafka), false, &env).await?;
+        let url = format!(
+            "http://{}/webhooks/whatsapp",
+            service
+                .addresses
+                .get(2)
+                .context("the service printed no webhook address")?
+        );
+        let (rate, failed) =
+            edges::post_webhooks(&url, args.workers, args.warmup, args.duration).await?;
+        service.stop().await;
+        println!(
+            "round {round}: webhook endpoint {rate:.0}/s ({failed} not 200) vs the bare HMAC handler {anchor_rate:.0}/s ({anchor_failed} not 200): {:.2}x",
+            rate / anchor_rate
+        );
+        ratios.0.push(rate / anchor_rate);
+
+        // The egress against a bare client loop on the same mock.
+        let anchor_rate =
+            edges::post_bodies(&graph, &graph_url, in_flight, args.warmup, args.duration).await?;
+        let dispatch = kafka.topic("dispatch");
+        switchboard_load::kafka::create_topics(
+            &kafka.brokers,
+            &[&dispatch, &kafka.topic("outcomes"), &kafka.topic("dlq")],
+            args.partitions,
+        )
+        .await?;
+        let producer = switchboard_load::kafka::producer(&kafka.brokers)?;
+        let records: Vec<(String, Vec<u8>)> = (0..args.dispatches)
+            .map(|i| edges::dispatch(i, 16))
+            .collect();
+        for chunk in records.chunks(1_000) {
+            let pending: Vec<_> = chunk
+                .iter()
+                .map(|(key, payload)| {
+                    let record = rdkafka::producer::FutureRecord::to(&dispatch)
+                        .key(key)
+                        .payload(payload);
+                    producer.send(record, Duration::from_secs(30))
+                })
+                .collect();
+            for p in pending {
+                p.await.map_err(|(e, _)| e)?;
+            }
+        }
+        let base = graph.posts.load(std::sync::atomic::Ordering::Relaxed);
+        let max_in_flight = args.max_in_flight.to_string();
+        let env = [
+            ("SWITCHBOARD_CLOUD_API__ENABLED", "true"),
+            ("SWITCHBOARD_CLOUD_API__BASE_URL", graph_url.as_str()),
+            ("SWITCHBOARD_CLOUD_API__TOKEN", "load-test-token"),
+            ("SWITCHBOARD_EGRESS__MAX_IN_FLIGHT", max_in_flight.as_str()),
+        ];
+        let egress = Child::start_with(Kind::Egress, None, Some(&kafka), false, &env).await?;
+        let rate = edges::egress_rate(&graph, base, args.dispatches as u64).await?;
+        egress.stop().await;
+        println!(
+            "round {round}: egress {rate:.0} sends/s vs a bare client loop ({in_flight} in flight) {anchor_rate:.0}/s: {:.2}x",
+            rate / anchor_rate
+        );
+        ratios.1.push(rate / anchor_rate);
+    }
+    for (what, r) in [
+        ("webhook endpoint", &mut ratios.0),
+        ("egress", &mut ratios.1),
+    ] {
+        r.sort_by(f64::total_cmp);
+        println!(
+            "{what}: median {:.2}x of its anchor (spread {:.2}-{:.2}, {} rounds)",
+            r[r.len() / 2],
+            r[0],
+            r[r.len() - 1],
+            r.len()
+        );
+    }
+    drop(tansu);
     Ok(())
 }
 

@@ -15,6 +15,10 @@ pub enum Kind {
     Echo,
     /// The Kafka anchor: a raw consume→produce pipe.
     Pipe,
+    /// The webhook anchor: a bare HTTP handler checking the same HMAC.
+    HmacAnchor,
+    /// `switchboard egress` (the dispatch topic to the Cloud API).
+    Egress,
 }
 
 /// The broker and the run's topic prefix (each run gets its own topics).
@@ -35,6 +39,8 @@ pub struct Child {
     process: tokio::process::Child,
     pub pid: u32,
     pub grpc: String,
+    /// Every address the child printed (gRPC, metrics, then the webhook endpoint if on).
+    pub addresses: Vec<String>,
 }
 
 impl Child {
@@ -44,8 +50,20 @@ impl Child {
         kafka: Option<&Kafka>,
         pin: bool,
     ) -> anyhow::Result<Child> {
+        Self::start_with(kind, config, kafka, pin, &[]).await
+    }
+
+    /// [`Child::start`] with environment variables for the child (config overrides).
+    pub async fn start_with(
+        kind: Kind,
+        config: Option<&Path>,
+        kafka: Option<&Kafka>,
+        pin: bool,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Child> {
         let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
         cmd.arg("serve");
+        cmd.envs(env.iter().copied());
         match kind {
             Kind::Switchboard => {}
             Kind::Echo => {
@@ -53,6 +71,12 @@ impl Child {
             }
             Kind::Pipe => {
                 cmd.arg("--pipe");
+            }
+            Kind::HmacAnchor => {
+                cmd.arg("--hmac-anchor");
+            }
+            Kind::Egress => {
+                cmd.arg("--egress");
             }
         }
         if let Some(c) = config {
@@ -75,14 +99,22 @@ impl Child {
             .await
             .context("the server did not start within 120 s")??
             .context("the server exited before serving (its error is above)")?;
-        let grpc = line
+        let addresses: Vec<String> = line
             .strip_prefix("serving ")
-            .and_then(|l| l.split_whitespace().next())
-            .with_context(|| format!("unexpected first line from the server: {line:?}"))?
-            .to_owned();
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .with_context(|| format!("unexpected first line from the server: {line:?}"))?;
+        let grpc = addresses
+            .first()
+            .with_context(|| format!("no address in the server's first line: {line:?}"))?
+            .clone();
         // Keep reading its stdout so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Child { process, pid, grpc })
+        Ok(Child {
+            process,
+            pid,
+            grpc,
+            addresses,
+        })
     }
 
     pub async fn stop(mut self) {

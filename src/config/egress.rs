@@ -24,7 +24,7 @@ impl Default for EgressConfig {
     fn default() -> Self {
         Self {
             group_id: "switchboard-egress".into(),
-            max_in_flight: 32,
+            max_in_flight: 128,
             commit_interval_ms: 500,
             dedup_lookback: 1_000,
             drain_ms: 15_000,
