@@ -22,11 +22,14 @@ mod common;
 mod graph;
 #[path = "support/meta.rs"]
 mod meta;
+#[path = "support/sends.rs"]
+mod sends;
 #[path = "support/suite.rs"]
 mod suite;
 #[path = "support/tansu.rs"]
 mod tansu;
 use common::guard;
+use sends::{send, status_until};
 use suite::{Process, free_addr};
 use tansu::Tansu;
 
@@ -196,50 +199,6 @@ fn template(tenant: &str, from: &str, key: &str, to: &str) -> proto::SendRequest
         }),
         idempotency_key: key.into(),
         ..Default::default()
-    }
-}
-
-/// Sends `request`, retrying while the tenant's partition is not served yet (start-up).
-async fn send(
-    outbound: &mut OutboundClient<Channel>,
-    request: proto::SendRequest,
-) -> proto::SendResponse {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        match outbound.send(request.clone()).await {
-            Ok(r) => return r.into_inner(),
-            Err(s)
-                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(s) => panic!("send refused: {s:?}"),
-        }
-    }
-}
-
-/// Polls the send's status until `done` holds (bounded); the last status.
-async fn status_until(
-    outbound: &mut OutboundClient<Channel>,
-    tenant: &str,
-    send_id: &str,
-    done: impl Fn(&proto::SendStatus) -> bool,
-) -> proto::SendStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = outbound
-            .get_status(proto::SendRef {
-                tenant: tenant.into(),
-                send_id: send_id.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if done(&s) || std::time::Instant::now() > deadline {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

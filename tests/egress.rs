@@ -18,7 +18,10 @@ mod common;
 mod graph;
 #[path = "support/meta.rs"]
 mod meta;
+#[path = "support/sends.rs"]
+mod sends;
 use common::{Server, guard};
+use sends::{send, status_until};
 
 const CONFIG: &str = r#"
     [kafka]
@@ -75,33 +78,6 @@ fn template(tenant: &str, from: &str, key: &str) -> proto::SendRequest {
     }
 }
 
-/// Polls the send's status until `done` holds (bounded by the guard); the last status.
-async fn status_until(
-    outbound: &mut OutboundClient<tonic::transport::Channel>,
-    tenant: &str,
-    send_id: &str,
-    done: impl Fn(&proto::SendStatus) -> bool,
-) -> proto::SendStatus {
-    guard(async {
-        loop {
-            let s = outbound
-                .get_status(proto::SendRef {
-                    tenant: tenant.into(),
-                    send_id: send_id.into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if done(&s) {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_reach_the_graph_api_and_answers_come_back() {
     // SAFETY: set before any thread of this test reads the environment (the config load).
@@ -139,21 +115,7 @@ async fn sends_reach_the_graph_api_and_answers_come_back() {
 
     // A template send of acme (once the replica owns the partition): to the Graph API with
     // acme's token, then SENT.
-    let sent = guard(async {
-        loop {
-            match outbound
-                .send(template("acme", "106540352242922", "a-1"))
-                .await
-            {
-                Ok(r) => return r.into_inner(),
-                Err(s) if s.code() == tonic::Code::Unavailable => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(s) => panic!("{s:?}"),
-            }
-        }
-    })
-    .await;
+    let sent = send(&mut outbound, template("acme", "106540352242922", "a-1")).await;
     assert_eq!(
         sent.admission,
         proto::Admission::Dispatched as i32,
