@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(message) = switchboard::proto::InboundMessage::decode(data) else {
         return;
     };
-    if let Ok(inbound) = switchboard::grpc::inbound_in(message) {
+    if let Ok(inbound) = switchboard::wire::inbound_in(message) {
         shared::handle(switchboard::core::Command::Ingest(inbound));
     }
 });

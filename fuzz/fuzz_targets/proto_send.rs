@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = switchboard::proto::SendRequest::decode(data) else {
         return;
     };
-    if let Ok(send) = switchboard::grpc::send_in(request) {
+    if let Ok(send) = switchboard::wire::send_in(request) {
         shared::handle(switchboard::core::Command::Send(send));
     }
 });

@@ -503,7 +503,8 @@ impl Config {
 }
 
 impl Config {
-    /// The webhook apps name configured tenants, and a post fits in a Kafka record.
+    /// The webhook apps name configured tenants, and (with the endpoint on) a post fits in a
+    /// Kafka record.
     fn validate_webhook(&self) -> Result<(), ConfigError> {
         let w = &self.webhook;
         for (i, app) in w.apps.iter().enumerate() {
@@ -516,7 +517,10 @@ impl Config {
                 }
             }
         }
-        if !self.kafka.brokers.is_empty() && w.max_body_bytes > self.kafka.max_record_bytes {
+        if w.enabled()
+            && !self.kafka.brokers.is_empty()
+            && w.max_body_bytes > self.kafka.max_record_bytes
+        {
             return Err(invalid(
                 "webhook.max_body_bytes",
                 format!(
@@ -724,6 +728,26 @@ mod tests {
         );
         assert!(c.metrics_addr.ip().is_loopback());
         assert_eq!(c.tenants[0].id, "demo");
+    }
+
+    #[test]
+    fn the_webhook_limit_is_checked_only_with_the_endpoint_on() {
+        let small = format!("[kafka]\nbrokers = \"b:9092\"\nmax_record_bytes = 4096\n{MINIMAL}");
+        let c = Config::from_toml_str(&small).expect("no endpoint: nothing to check");
+        assert!(!c.webhook.enabled());
+        let on = format!("[webhook]\napp_secret = \"s\"\nverify_token = \"v\"\n{small}");
+        let e = err(&on);
+        assert!(e.contains("webhook.max_body_bytes"), "{e}");
+        let half = format!("[webhook]\napp_secret = \"s\"\n{MINIMAL}");
+        assert!(err(&half).contains("webhook.verify_token"));
+        let app = format!(
+            "[[webhook.apps]]\nname = \"a\"\napp_secret_env = \"SWITCHBOARD_TEST_UNSET_SECRET\"\nverify_token_env = \"SWITCHBOARD_TEST_UNSET_SECRET\"\n{MINIMAL}"
+        );
+        let e = err(&app);
+        assert!(
+            e.contains("webhook.apps[0].app_secret") && e.contains("not set"),
+            "{e}"
+        );
     }
 
     #[test]
