@@ -2,7 +2,8 @@
 //! dispatch topic → the egress → a mock Graph API (with the tenant's own token) → the outcomes
 //! topic → `SENT` on the send's status; a signed status webhook posted to the endpoint goes
 //! through the webhooks topic to the quotas; a 130429 answer backs the number off; a tenant
-//! whose token is refused does not stop another's sends. (The same on Tansu, with the release
+//! whose token is refused does not stop another's sends; a signed post that is not a webhook
+//! is answered 200 and kept on the dead-letter topic with its reason. (The same on Tansu, with the release
 //! binary and a kill -9 of the egress, is in tests/edges.rs.)
 use std::time::Duration;
 
@@ -212,6 +213,48 @@ async fn sends_reach_the_graph_api_and_answers_come_back() {
     })
     .await;
     assert_eq!(s.state, proto::SendState::Sent as i32, "{s:?}");
+
+    // A signed post that is not a webhook: 200 (a retry cannot fix it), and the payload on
+    // the dead-letter topic with the reason, once the broker has it.
+    let junk = "not json at all";
+    let answer = guard(
+        reqwest::Client::new()
+            .post(&endpoint)
+            .header("X-Hub-Signature-256", meta::sign(SECRET, junk))
+            .body(junk)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let dlq: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "egress-test-dlq")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    rdkafka::consumer::Consumer::subscribe(&dlq, &["switchboard.dlq"]).unwrap();
+    let dead = guard(async {
+        use rdkafka::message::{Headers, Message};
+        loop {
+            let m = dlq.recv().await.expect("a dead letter");
+            if m.payload() == Some(junk.as_bytes()) {
+                let headers = m.headers().expect("headers");
+                return headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect::<std::collections::HashMap<_, _>>();
+            }
+        }
+    })
+    .await;
+    assert_eq!(dead["switchboard.error.reason"], "malformed", "{dead:?}");
+    assert_eq!(dead["switchboard.original.topic"], "switchboard.webhooks");
 
     stop.cancel();
     guard(egress_task).await.unwrap();
