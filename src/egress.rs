@@ -63,6 +63,8 @@ struct Track {
     /// Offsets being sent, and those finished behind the first of them (true once their
     /// outcome is acknowledged).
     pending: BTreeMap<i64, bool>,
+    /// The entries of `pending` not finished (kept, not counted, at every send's end).
+    sending: usize,
     /// Past the last finished offset with nothing pending before it.
     finished_to: Option<i64>,
     /// Finished offsets not committed yet (counted against `max_in_flight` with `pending`).
@@ -86,7 +88,14 @@ impl Track {
     }
 
     fn in_flight(&self) -> usize {
-        self.pending.values().filter(|done| !**done).count()
+        self.sending
+    }
+
+    /// `offset` is being sent.
+    fn start(&mut self, offset: i64) {
+        if self.pending.insert(offset, false).is_none() {
+            self.sending += 1;
+        }
     }
 
     /// Read and not committed: what a crash now could send again.
@@ -96,8 +105,11 @@ impl Track {
 
     /// `offset` finished: it and the finished ones behind it leave `pending`.
     fn finish(&mut self, offset: i64) {
-        if let Some(done) = self.pending.get_mut(&offset) {
+        if let Some(done) = self.pending.get_mut(&offset)
+            && !*done
+        {
             *done = true;
+            self.sending -= 1;
         }
         while let Some(entry) = self.pending.first_entry() {
             if !*entry.get() {
@@ -373,11 +385,11 @@ impl Egress {
                     };
                     if track.answered.remove(&offset) {
                         telemetry::egress_dispatch("skipped");
-                        track.pending.insert(offset, false);
+                        track.start(offset);
                         track.finish(offset);
                         continue;
                     }
-                    track.pending.insert(offset, false);
+                    track.start(offset);
                     starts.push((partition, offset, payload));
                 }
                 let waiting = track.waiting.len();

@@ -37,7 +37,7 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
 };
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry;
@@ -59,6 +59,13 @@ struct AckState {
     through: Seq,
     /// Acknowledged above the watermark (out of order: another partition was faster).
     early: BTreeSet<Seq>,
+    /// Tasks waiting for a record ([`Acks::settled`]), by the record they wait for: each is
+    /// woken once, when the watermark passes it (a `watch` would wake every waiter at every
+    /// acknowledgement: hundreds of webhook posts or egress sends, thousands of times a
+    /// second).
+    waiters: BTreeMap<Seq, Vec<oneshot::Sender<()>>>,
+    /// Threads in [`Acks::wait_blocking`] (the condition variable is signalled only then).
+    blocked: usize,
 }
 
 impl Acks {
@@ -83,7 +90,7 @@ impl Acks {
     }
 
     pub(crate) fn ack(&self, seq: Seq) {
-        let through = {
+        let (through, ready, blocked) = {
             let mut s = self.lock();
             if seq != s.through + 1 {
                 s.early.insert(seq);
@@ -94,10 +101,37 @@ impl Acks {
                 s.early.pop_first();
                 s.through += 1;
             }
-            s.through
+            let next = s.through + 1;
+            let later = s.waiters.split_off(&next);
+            let ready = std::mem::replace(&mut s.waiters, later);
+            (s.through, ready, s.blocked > 0)
         };
-        self.changed.notify_all();
+        for waiter in ready.into_values().flatten() {
+            let _ = waiter.send(());
+        }
+        if blocked {
+            self.changed.notify_all();
+        }
         self.through.send_replace(through);
+    }
+
+    /// Resolves when `seq` is acknowledged; an error if the acknowledgements stopped (the
+    /// outbox was dropped).
+    pub fn settled(&self, seq: Seq) -> impl std::future::Future<Output = Result<(), ()>> {
+        let waiting = {
+            let mut s = self.lock();
+            (s.through < seq).then(|| {
+                let (tx, rx) = oneshot::channel();
+                s.waiters.entry(seq).or_default().push(tx);
+                rx
+            })
+        };
+        async move {
+            match waiting {
+                None => Ok(()),
+                Some(rx) => rx.await.map_err(|_| ()),
+            }
+        }
     }
 
     /// The last sequence number handed out.
@@ -117,11 +151,13 @@ impl Acks {
     /// Waits (blocking the thread) until `seq` is acknowledged or `timeout` passes; for
     /// librdkafka's rebalance callback, which cannot await. True if acknowledged.
     pub fn wait_blocking(&self, seq: Seq, timeout: Duration) -> bool {
-        let guard = self.lock();
-        let (guard, _) = self
+        let mut guard = self.lock();
+        guard.blocked += 1;
+        let (mut guard, _) = self
             .changed
             .wait_timeout_while(guard, timeout, |s| s.through < seq)
             .expect("no panic while holding the ack lock");
+        guard.blocked -= 1;
         guard.through >= seq
     }
 }
@@ -576,9 +612,8 @@ impl Outbox {
     /// says why not (refused for good — then dead-lettered in its place —, the producer
     /// stopped, or no acknowledgement in time).
     pub async fn settled(&self, seq: Seq, timeout: Duration) -> Result<(), String> {
-        let mut acked = self.acks.watch();
-        match tokio::time::timeout(timeout, acked.wait_for(|&t| t >= seq)).await {
-            Ok(Ok(_)) => match self.refusal(seq) {
+        match tokio::time::timeout(timeout, self.acks.settled(seq)).await {
+            Ok(Ok(())) => match self.refusal(seq) {
                 None => Ok(()),
                 Some(why) => Err(format!("refused by the broker: {why}")),
             },
@@ -705,6 +740,32 @@ mod tests {
         acks.ack(4);
         assert_eq!(acks.through(), 5);
         assert!(acks.wait_blocking(5, Duration::from_millis(1)));
+    }
+
+    /// A waiter is woken when the watermark passes its record, not before, whatever the
+    /// order of the acknowledgements; one already passed resolves at once.
+    #[tokio::test]
+    async fn a_waiter_resolves_exactly_when_the_watermark_passes_its_record() {
+        use std::future::Future;
+        use std::pin::pin;
+        use std::task::{Context, Poll, Waker};
+        let acks = Acks::new();
+        (0..3).for_each(|_| {
+            acks.issue();
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut two = pin!(acks.settled(2));
+        let mut three = pin!(acks.settled(3));
+        assert!(two.as_mut().poll(&mut cx).is_pending());
+        acks.ack(2);
+        assert!(two.as_mut().poll(&mut cx).is_pending(), "1 is still out");
+        acks.ack(1);
+        assert_eq!(two.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        assert!(three.as_mut().poll(&mut cx).is_pending());
+        acks.ack(3);
+        assert_eq!(three.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        assert_eq!(acks.settled(1).await, Ok(()), "already passed");
+        assert!(acks.lock().waiters.is_empty(), "no waiter left behind");
     }
 
     /// Every kind of output, each refused for good in both ways a broker or producer can
