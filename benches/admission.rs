@@ -102,6 +102,8 @@ impl Admitter {
             idempotency_key: self.key.clone(),
             valid_for_ms: None,
             window_open: false,
+            tag: None,
+            send_at: None,
         };
         let answer = self
             .quotas

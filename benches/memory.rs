@@ -77,6 +77,8 @@ fn outbound() {
                     idempotency_key: format!("k{now}"),
                     valid_for_ms: None,
                     window_open: false,
+                    tag: None,
+                    send_at: None,
                 },
                 &mut effects,
             )

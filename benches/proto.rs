@@ -42,6 +42,7 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
         priority: 0,
         idempotency_key: "order-48213-shipped".into(),
         valid_for_ms: 0,
+        ..Default::default()
     };
     let response = proto::SendResponse {
         send_id: "s-1048576".into(),

@@ -77,6 +77,8 @@ fn loaded(config: &Config) -> (Shard, Timestamp) {
             priority: None,
             idempotency_key: format!("k{i}"),
             valid_for_ms: None,
+            tag: None,
+            send_at: None,
         };
         shard
             .handle(Timestamp(now), Command::Send(send), &mut effects)

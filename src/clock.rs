@@ -5,6 +5,9 @@
 //! the time and passes it in, so tests can drive simulated time to the millisecond.
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Local time in a tenant's time zone: its quiet hours.
+pub mod quiet;
+
 /// Milliseconds since the Unix epoch. Millisecond resolution is what the platform rules need
 /// (the 24-hour window, SLA targets) and keeps arithmetic exact.
 #[derive(

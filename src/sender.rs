@@ -31,12 +31,20 @@ pub struct SendStatusEvent {
 /// Where an admitted send request is written so that it survives a crash (Kafka mode: the
 /// sends topic, which the owner replays after the last snapshot; its idempotency key makes
 /// the replay a no-op when the send is already in the state). The gRPC API appends each
-/// send it admits before it answers.
+/// send it admits, and each cancel that cancelled something, before it answers.
 pub trait Journal: Send + Sync {
     fn append<'a>(
         &'a self,
-        request: &'a crate::proto::SendRequest,
+        record: Journaled<'a>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+/// What the journal keeps: admitted sends, and cancels (replayed after them, so a crash right
+/// after a cancel's answer cannot bring the send back).
+#[derive(Clone, Copy)]
+pub enum Journaled<'a> {
+    Send(&'a crate::proto::SendRequest),
+    Cancel(&'a crate::proto::CancelRequest),
 }
 
 pub type SendFuture = Pin<Box<dyn Future<Output = ProviderOutcome> + Send>>;

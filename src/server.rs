@@ -525,6 +525,7 @@ fn grpc_server<H: tonic_health::pb::health_server::Health>(
         ))
         .add_service(proto::queues_server::QueuesServer::new(api.clone()))
         .add_service(proto::outbound_server::OutboundServer::new(api.clone()))
+        .add_service(proto::customers_server::CustomersServer::new(api.clone()))
         .add_service(proto::quotas_server::QuotasServer::new(api))
         // TCP_NODELAY: without it an answer written in two segments waits for the client's
         // delayed ACK (40 ms on Linux); the load-test harness found it at p90 under light load.

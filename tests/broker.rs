@@ -353,6 +353,7 @@ async fn cloud_api_webhooks_route_messages_and_feed_statuses_back() {
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,
+        ..Default::default()
     };
     let sends = ["a", "b"]
         .map(|k| ("t0".to_owned(), request(k).encode_to_vec()))
@@ -566,6 +567,7 @@ async fn kill_9_mid_promotion_keeps_the_daily_count_the_windows_and_sends_once()
                 priority: 0,
                 idempotency_key: key.clone(),
                 valid_for_ms: 0,
+                ..Default::default()
             })
             .await
             .expect("admitted by the running replica")

@@ -427,6 +427,7 @@ async fn the_service_reacts_to_the_graph_apis_errors() {
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,
+        ..Default::default()
     };
     let status_of = |key: &'static str| proto::SendRef {
         tenant: "acme".into(),

@@ -144,6 +144,7 @@ async fn session_send(
             priority: 0,
             idempotency_key: key.into(),
             valid_for_ms: 0,
+            ..Default::default()
         })
         .await
         .expect("a session send is answered")

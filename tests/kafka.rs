@@ -280,6 +280,7 @@ async fn send_requests_dispatch_through_topics_and_status_webhooks_feed_back() {
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,
+        ..Default::default()
     };
     send("switchboard.sends", request("order-1").encode_to_vec()).await;
     // No idempotency key: a dead letter that names the field, and the partition moves on.
@@ -506,6 +507,7 @@ async fn two_replicas_forward_calls_and_agent_streams_to_the_tenants_owner() {
         priority: 0,
         idempotency_key: "fwd-1".into(),
         valid_for_ms: 0,
+        ..Default::default()
     };
     let sent = OutboundClient::new(ch_a.clone())
         .send(request)
@@ -748,6 +750,7 @@ async fn the_dashboard_and_the_alert_rules_query_only_exported_metrics() {
         priority: 0,
         idempotency_key: "dash-send".into(),
         valid_for_ms: 0,
+        ..Default::default()
     };
     send(&producer, "switchboard.sends", marketing.encode_to_vec()).await;
     let dispatch = reader(&brokers, "switchboard.dispatch");

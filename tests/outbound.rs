@@ -87,6 +87,7 @@ fn send(
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,
+        ..Default::default()
     }
 }
 

@@ -82,6 +82,7 @@ fn send(i: usize) -> proto::SendRequest {
         priority: 0,
         idempotency_key: format!("k{i}"),
         valid_for_ms: 0,
+        ..Default::default()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cloud_api;
 pub mod egress;
 pub mod kafka;
+pub mod lifecycle;
 pub mod runtime;
 pub mod tls;
 pub mod webhook;
@@ -222,6 +223,20 @@ pub struct QuotaConfig {
     /// Rules evaluated in shadow mode: would-be refusals are counted, not enforced. Any of
     /// "throughput", "pair", "messaging_limit", "window".
     pub shadow: Vec<Rule>,
+    /// How far ahead `send_at_ms` may schedule a send.
+    pub max_schedule_ahead_secs: u64,
+    /// Most sends waiting for their scheduled time, per portfolio; past it a scheduled send
+    /// is refused `QUEUE_FULL`.
+    pub max_scheduled_sends: usize,
+    /// Opt-out and opt-in keywords.
+    pub consent: lifecycle::ConsentConfig,
+    /// Business-initiated low-priority sends per customer per moving 24 hours.
+    pub frequency_cap: lifecycle::FrequencyCapConfig,
+    /// How long low-priority sends to a customer wait after Meta's per-user marketing limit
+    /// (error 131049).
+    pub customer_hold_secs: u64,
+    /// Hours when low-priority sends wait; none by default.
+    pub quiet_hours: Option<lifecycle::QuietHoursConfig>,
 }
 
 impl Default for QuotaConfig {
@@ -242,6 +257,12 @@ impl Default for QuotaConfig {
             max_queued_sends: 1_000_000,
             max_audit_entries: 10_000,
             shadow: Vec::new(),
+            max_schedule_ahead_secs: lifecycle::defaults::MAX_SCHEDULE_AHEAD_SECS,
+            max_scheduled_sends: lifecycle::defaults::MAX_SCHEDULED_SENDS,
+            consent: lifecycle::ConsentConfig::default(),
+            frequency_cap: lifecycle::FrequencyCapConfig::default(),
+            customer_hold_secs: lifecycle::defaults::CUSTOMER_HOLD_SECS,
+            quiet_hours: None,
         }
     }
 }
@@ -359,7 +380,13 @@ impl QuotaConfig {
                 "cannot hold \"session\": replies in an open window are never batched",
             ));
         }
-        Ok(())
+        lifecycle::validate(
+            at,
+            &self.consent,
+            self.quiet_hours.as_ref(),
+            self.max_schedule_ahead_secs,
+            self.max_scheduled_sends,
+        )
     }
 }
 

@@ -133,6 +133,19 @@ pub struct Outbound {
     pub idempotency_key: String,
     /// How long the send may wait in a batch queue; None: `quotas.default_validity_secs`.
     pub valid_for_ms: Option<u64>,
+    /// The caller's label ("collections"): what cancel-by-match looks for.
+    pub tag: Option<String>,
+    /// Send at this time, not now (None: now).
+    pub send_at: Option<Timestamp>,
+}
+
+/// Which sends a cancel names, as the API gives them (the customer not parsed yet).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancel {
+    Id(quota::SendId),
+    Key(String),
+    /// Every queued or scheduled send to the customer carrying the tag.
+    Match { customer: String, tag: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +255,13 @@ pub enum Effect {
     BatchMode { tenant: TenantId, on: bool },
     /// The provider reported a spam-rate error (131048): marketing from the number is paused.
     SpamRateAlert { tenant: TenantId, number: Arc<str> },
+    /// Meta's per-user marketing limit (131049): a customer's low-priority sends are held.
+    CustomerHeld { tenant: TenantId },
+    /// A customer's consent changed (keyword or API).
+    Consent {
+        tenant: TenantId,
+        state: quota::ConsentState,
+    },
     /// A waiting conversation passed its queue's maximum wait and moved or rose in priority.
     Escalated {
         tenant: TenantId,
@@ -329,6 +349,25 @@ pub enum Command {
         queue: Option<String>,
     },
     Send(Outbound),
+    /// Cancels waiting sends (`Reply::Cancelled` with how many).
+    Cancel {
+        tenant: TenantId,
+        target: Cancel,
+    },
+    /// A customer's consent (`Reply::Consent`, None: never set).
+    GetConsent {
+        tenant: TenantId,
+        customer: String,
+    },
+    /// Sets a customer's consent (audited).
+    SetConsent {
+        tenant: TenantId,
+        customer: String,
+        state: quota::ConsentState,
+        source: String,
+        actor: String,
+        reason: String,
+    },
     GetSend {
         tenant: TenantId,
         id: quota::SendId,
@@ -401,6 +440,9 @@ impl Command {
             Ingest(m) => Some(&m.tenant),
             Send(o) => Some(&o.tenant),
             GetSend { tenant, .. }
+            | Cancel { tenant, .. }
+            | GetConsent { tenant, .. }
+            | SetConsent { tenant, .. }
             | GetSendByKey { tenant, .. }
             | ProviderResult { tenant, .. }
             | GetQuota { tenant }
@@ -496,6 +538,9 @@ pub enum Reply {
         admission: quota::Admission,
     },
     SendView(quota::SendView),
+    /// How many sends a cancel cancelled.
+    Cancelled(u32),
+    Consent(Option<quota::ConsentView>),
     Quota(Box<quota::QuotaSnapshot>),
     Override(quota::OverrideView),
     Audit(Vec<quota::AuditEntry>),

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 mod batch;
 mod controls;
+mod lifecycle;
 mod counts;
 use counts::{Number, Reach};
 mod provider;
@@ -47,6 +48,7 @@ mod types;
 pub use controls::{
     AuditEntry, Change, NumberSnapshot, OverrideView, PlanRequest, PlanResult, QuotaSnapshot,
 };
+pub use lifecycle::{CancelError, CancelTarget, ConsentState, ConsentView};
 pub use state::{QuotaState, RestoreError};
 pub use types::*;
 
@@ -82,12 +84,17 @@ struct Send {
 /// Sends remembered for status queries and idempotency, in id order. Ids are sequential, so
 /// the log is a ring indexed by id (no hashing), and forgetting the oldest is a pop. An entry
 /// is None only while a batch wave has it out.
+///
+/// A send still waiting (queued, or scheduled weeks ahead) is never forgotten: when the ring
+/// passes it, it moves to `held` until it leaves its queue (swept by `Quotas::sweep`).
 #[derive(Debug)]
 struct SendLog {
     /// The id of `sends[0]`.
     first: u64,
     sends: VecDeque<Option<Send>>,
     by_key: Map<u128, SendId>,
+    /// Waiting sends older than `first`.
+    held: Map<u64, Send>,
 }
 
 impl SendLog {
@@ -96,6 +103,7 @@ impl SendLog {
             first,
             sends: VecDeque::new(),
             by_key: Map::default(),
+            held: Map::default(),
         }
     }
 
@@ -105,23 +113,46 @@ impl SendLog {
     }
 
     fn get(&self, id: SendId) -> Option<&Send> {
-        self.sends.get(self.index(id)?)?.as_ref()
+        match self.index(id) {
+            Some(i) => self.sends.get(i)?.as_ref(),
+            None => self.held.get(&id.0),
+        }
     }
 
     fn get_mut(&mut self, id: SendId) -> Option<&mut Send> {
-        let i = self.index(id)?;
-        self.sends.get_mut(i)?.as_mut()
+        match self.index(id) {
+            Some(i) => self.sends.get_mut(i)?.as_mut(),
+            None => self.held.get_mut(&id.0),
+        }
     }
 
     fn take(&mut self, id: SendId) -> Option<Send> {
-        let i = self.index(id)?;
-        self.sends.get_mut(i)?.take()
+        match self.index(id) {
+            Some(i) => self.sends.get_mut(i)?.take(),
+            None => self.held.remove(&id.0),
+        }
     }
 
     fn put(&mut self, send: Send) {
-        if let Some(i) = self.index(send.view.id) {
-            self.sends[i] = Some(send);
+        match self.index(send.view.id) {
+            Some(i) => self.sends[i] = Some(send),
+            None if send.view.id.0 < self.first && send.view.waiting() => {
+                self.held.insert(send.view.id.0, send);
+            }
+            None => {}
         }
+    }
+
+    /// Forgets held sends that stopped waiting (dispatched, cancelled, expired).
+    fn sweep(&mut self) {
+        let by_key = &mut self.by_key;
+        self.held.retain(|_, s| {
+            let keep = s.view.waiting();
+            if !keep && by_key.get(&s.key_fp) == Some(&s.view.id) {
+                by_key.remove(&s.key_fp);
+            }
+            keep
+        });
     }
 
     fn by_key(&self, key: &str) -> Option<SendId> {
@@ -134,10 +165,14 @@ impl SendLog {
         self.by_key.insert(send.key_fp, send.view.id);
         self.sends.push_back(Some(send));
         while self.sends.len() > max {
-            if let Some(Some(old)) = self.sends.pop_front()
-                && self.by_key.get(&old.key_fp) == Some(&old.view.id)
-            {
-                self.by_key.remove(&old.key_fp);
+            match self.sends.pop_front() {
+                Some(Some(old)) if old.view.waiting() => {
+                    self.held.insert(old.view.id.0, old);
+                }
+                Some(Some(old)) if self.by_key.get(&old.key_fp) == Some(&old.view.id) => {
+                    self.by_key.remove(&old.key_fp);
+                }
+                _ => {}
             }
             self.first += 1;
         }
@@ -178,6 +213,8 @@ pub struct Quotas {
     shadow_hits: Vec<Rule>,
     log: SendLog,
     next_send: u64,
+    /// The send-lifecycle rules' state: scheduled sends, consent, frequency counts, holds.
+    life: lifecycle::Lifecycle,
 }
 
 /// What a send request says, once its recipient is known.
@@ -193,6 +230,10 @@ pub struct SendRequest {
     pub valid_for_ms: Option<u64>,
     /// Whether the customer's service window is open now.
     pub window_open: bool,
+    /// The caller's label, for cancel-by-match.
+    pub tag: Option<String>,
+    /// Held until then (at most `quotas.max_schedule_ahead_secs` ahead; not in the past).
+    pub send_at: Option<Timestamp>,
 }
 
 /// Why a send request is malformed (the shard turns it into INVALID_ARGUMENT).
@@ -248,6 +289,7 @@ impl Quotas {
             shadow_hits: Vec::new(),
             log: SendLog::new(1),
             next_send: 1,
+            life: lifecycle::Lifecycle::new(config),
         }
     }
 
@@ -332,7 +374,8 @@ impl Quotas {
         Ok(number)
     }
 
-    /// Admits, queues or refuses a send. A repeated idempotency key returns the first answer.
+    /// Admits, queues, schedules or refuses a send. A repeated idempotency key returns the
+    /// first answer.
     pub fn send(
         &mut self,
         now: Timestamp,
@@ -345,6 +388,7 @@ impl Quotas {
             return Ok((id, first.view.first_answer));
         }
         let number = self.check_request(&r)?;
+        let send_at = self.check_schedule(now, r.send_at)?;
         self.sync_clock(now);
         self.reach.expire(now, self.window_ms);
         let priority = r
@@ -361,6 +405,8 @@ impl Quotas {
             .unwrap_or(self.config.default_validity_secs * 1_000);
         let key_fp = identity::fingerprint(&r.idempotency_key);
         let key: Arc<str> = Arc::from(r.idempotency_key.as_str());
+        // A scheduled send's validity counts from its time.
+        let starts = send_at.unwrap_or(now);
         let mut send = Send {
             key_fp,
             view: SendView {
@@ -374,7 +420,9 @@ impl Quotas {
                 provider_code: None,
                 first_answer: Admission::Dispatched,
                 created: now,
-                valid_until: Timestamp(now.as_millis().saturating_add(valid_for)),
+                valid_until: Timestamp(starts.as_millis().saturating_add(valid_for)),
+                tag: r.tag.filter(|t| !t.is_empty()).map(Arc::from),
+                send_at,
             },
             number,
             to: r.to,
@@ -382,20 +430,46 @@ impl Quotas {
             template: r.template,
             business_initiated: !r.window_open,
         };
-        let answer = if r.category == Category::Session
-            && !r.window_open
+        let answer = match send_at {
+            Some(at) => self.schedule(&send, at),
+            None => self.first_admission(now, &mut send, r.window_open),
+        };
+        send.view.first_answer = answer;
+        self.flush_shadow(out);
+        self.settle(now, &mut send, answer, true, out);
+        self.log.push(send, self.config.max_tracked_sends);
+        self.update_batch_mode(out);
+        Ok((id, answer))
+    }
+
+    /// The window rule, then the admission rules, for a send that was not queued before.
+    fn first_admission(&mut self, now: Timestamp, send: &mut Send, window_open: bool) -> Admission {
+        if send.view.category == Category::Session
+            && !window_open
             && !self.shadowed_rule(Rule::Window)
         {
             refuse(Refusal::TemplateRequired, None)
         } else {
-            self.admit(now, &mut send, true)
-        };
-        send.view.first_answer = answer;
-        self.flush_shadow(out);
+            self.admit(now, send, true)
+        }
+    }
+
+    /// Puts a send where its answer says (dispatched, queued, scheduled, refused) and tells
+    /// the status stream (`accepted` first, unless it was accepted before: a scheduled send
+    /// coming due).
+    fn settle(
+        &mut self,
+        now: Timestamp,
+        send: &mut Send,
+        answer: Admission,
+        accepted: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let id = send.view.id;
         match answer {
             Admission::Dispatched => {
                 send.view.state = SendState::Dispatched;
-                self.dispatch_effect(now, &send, out);
+                self.dispatch_effect(now, send, out);
             }
             Admission::Queued { .. } => {
                 send.view.state = SendState::Queued;
@@ -406,18 +480,19 @@ impl Quotas {
                 }
                 self.next_expiry = self.next_expiry.min(send.view.valid_until);
             }
+            Admission::Scheduled { at } => {
+                send.view.state = SendState::Scheduled;
+                self.life.scheduled.insert((at, id));
+            }
             Admission::Refused { reason, .. } => {
                 send.view.state = SendState::Refused;
                 send.view.reason = Some(reason);
             }
         }
-        if send.view.state != SendState::Refused {
-            self.status_as(&send, SendState::Accepted, out);
+        if accepted && send.view.state != SendState::Refused {
+            self.status_as(send, SendState::Accepted, out);
         }
-        self.status(&send, out);
-        self.log.push(send, self.config.max_tracked_sends);
-        self.update_batch_mode(out);
-        Ok((id, answer))
+        self.status(send, out);
     }
 
     /// The admission rules for a send that is not queued yet (`fresh`) or is being released
@@ -437,10 +512,23 @@ impl Quotas {
                 Some(number.marketing_paused_until.as_millis() - now.as_millis()),
             );
         }
+        if send.view.category == Category::Marketing && self.life.opted_out(&send.to) {
+            return refuse(Refusal::OptedOut, None);
+        }
         // A free-form reply must go while the window is open (it is checked only on request),
         // so it is never batched, whatever priority the caller gave it.
         let low =
             send.view.priority == SendPriority::Low && send.view.category != Category::Session;
+        // Quiet hours, Meta's per-user marketing hold (131049), the frequency cap: the send
+        // waits in the batch queue, or is refused with the exact retry-after when it could
+        // not go before its validity ends (quiet hours: it waits and expires).
+        if low && let Some(wait) = self.life.wait(now, send, &self.config) {
+            let retry = wait.until.as_millis().saturating_sub(now.as_millis());
+            if fresh && (wait.quiet || wait.until < send.view.valid_until) {
+                return self.queue_until(now, send, wait.until);
+            }
+            return refuse(wait.reason, Some(retry));
+        }
         let needs_slot = send.business_initiated && !self.reach.counts(&send.to);
         if fresh && low && self.batch_mode {
             return self.queue_or_refuse(now, send);
@@ -491,6 +579,9 @@ impl Quotas {
         // slot or not.
         if send.business_initiated {
             self.reach.record(send.to.clone(), now);
+            if low {
+                self.life.counted(&send.to, now);
+            }
         }
         Admission::Dispatched
     }
@@ -544,6 +635,8 @@ impl Quotas {
         self.pair_backoff.retain(|_, until| *until > now);
         self.reach.expire(now, self.window_ms);
         self.reach.shrink();
+        self.log.sweep();
+        self.life.sweep(now, self.window_ms);
     }
 
     /// Tracked pair buckets (for memory accounting and tests).

@@ -97,6 +97,8 @@ impl Sim {
                 priority,
                 idempotency_key: key.into(),
                 valid_for_ms,
+                tag: None,
+                send_at: None,
             }))
             .unwrap()
         {
@@ -225,6 +227,8 @@ fn inbound_messages_eat_outbound_headroom() {
             priority: None,
             idempotency_key: "other".into(),
             valid_for_ms: None,
+            tag: None,
+            send_at: None,
         }))
         .unwrap();
     assert!(matches!(

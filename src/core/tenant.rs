@@ -34,9 +34,9 @@ use super::Map;
 use super::classify::Classifier;
 use super::desk::{Desk, Location, Placed, QueueIx};
 use super::identity::{self, Dedup};
-use super::quota::{Quotas, SendRequest};
+use super::quota::{self, Quotas, SendRequest};
 use super::{
-    Command, ContextMessage, ConversationState, ConversationView, CoreError, Decision, Direction,
+    Cancel, Command, ContextMessage, ConversationState, ConversationView, CoreError, Decision, Direction,
     Effect, Inbound, Outbound, Reason, Reply, RouteOverride, Target, TransferTarget,
 };
 
@@ -294,6 +294,43 @@ impl Tenant {
                 Ok(Reply::QueueStats(stats))
             }
             Command::Send(o) => self.send(now, o, out),
+            Command::Cancel { target, .. } => {
+                let target = match target {
+                    Cancel::Id(id) => quota::CancelTarget::Id(id),
+                    Cancel::Key(key) => quota::CancelTarget::Key(key),
+                    Cancel::Match { customer, tag } => quota::CancelTarget::Match {
+                        customer: self.customer_number(&customer)?,
+                        tag,
+                    },
+                };
+                let cancelled = self.quotas.cancel(&target, out).map_err(|e| match e {
+                    quota::CancelError::NotFound(id) => CoreError::NotFound { what: "send", id },
+                    dispatched => CoreError::FailedPrecondition(dispatched.to_string()),
+                })?;
+                Ok(Reply::Cancelled(cancelled))
+            }
+            Command::GetConsent { customer, .. } => {
+                let customer = self.customer_number(&customer)?;
+                Ok(Reply::Consent(self.quotas.consent(&customer).cloned()))
+            }
+            Command::SetConsent {
+                customer,
+                state,
+                source,
+                actor,
+                reason,
+                ..
+            } => {
+                let customer = self.customer_number(&customer)?;
+                let view = quota::ConsentView {
+                    state,
+                    source: Arc::from(source),
+                    actor: Arc::from(actor),
+                    at: now,
+                };
+                self.quotas.set_consent(&customer, view, &reason, out);
+                Ok(Reply::Consent(self.quotas.consent(&customer).cloned()))
+            }
             Command::GetSend { id, .. } => self
                 .quotas
                 .view(id)
@@ -463,6 +500,12 @@ impl Tenant {
             self.quotas.inbound(now, number);
         }
         let intent = self.classifier.classify(&m.text);
+        // "BAJA", "STOP": the customer's consent changes; the message is still routed (a
+        // person may want to see it).
+        if let Some(c) = self.conversations.get(&id) {
+            let customer = c.customer.clone();
+            self.quotas.consent_keyword(now, &customer, &m.text, out);
+        }
         let provider_message_id: Arc<str> = Arc::from(m.provider_message_id);
         let message = ContextMessage {
             direction: Direction::Inbound,
@@ -492,19 +535,24 @@ impl Tenant {
 
     /// Outbound: the recipient is identified like an inbound customer, its window looked up,
     /// and the quotas decide.
+    /// A customer's number as the API gives it: a known customer's without parsing.
+    fn customer_number(&self, given: &str) -> Result<CustomerNumber, CoreError> {
+        match identity::looks_e164(given)
+            .then(|| self.by_customer.get_key_value(given))
+            .flatten()
+        {
+            Some((known, _)) => Ok(known.clone()),
+            None => identity::normalize(given, self.region).map_err(|p| invalid("to", p)),
+        }
+    }
+
     fn send(
         &mut self,
         now: Timestamp,
         o: Outbound,
         out: &mut Vec<Effect>,
     ) -> Result<Reply, CoreError> {
-        let to = match identity::looks_e164(&o.to)
-            .then(|| self.by_customer.get_key_value(o.to.as_str()))
-            .flatten()
-        {
-            Some((known, _)) => known.clone(),
-            None => identity::normalize(&o.to, self.region).map_err(|p| invalid("to", p))?,
-        };
+        let to = self.customer_number(&o.to)?;
         let window_open = self
             .by_customer
             .get(&to)
@@ -519,6 +567,8 @@ impl Tenant {
             idempotency_key: o.idempotency_key,
             valid_for_ms: o.valid_for_ms,
             window_open,
+            tag: o.tag,
+            send_at: o.send_at,
         };
         let (id, admission) = self
             .quotas
@@ -554,7 +604,15 @@ impl Tenant {
     /// conversations nobody handles that saw no activity for the retention period are dropped.
     pub(super) fn tick(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
         self.desk.tick(now, out);
-        self.quotas.tick(now, out);
+        let (by_customer, conversations) = (&self.by_customer, &self.conversations);
+        let window_open = |c: &CustomerNumber| {
+            by_customer
+                .get(c)
+                .and_then(|id| conversations.get(id))
+                .and_then(|c| c.window_expires)
+                .is_some_and(|e| now < e)
+        };
+        self.quotas.tick(now, &window_open, out);
         if now < self.next_sweep {
             return;
         }

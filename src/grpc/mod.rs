@@ -117,6 +117,7 @@ macro_rules! service {
 mod agents;
 mod bots;
 mod conversations;
+mod customers;
 mod inbound;
 mod outbound;
 mod queues;

@@ -1,5 +1,6 @@
 //! `switchboard.v1.Outbound`: sends under the quotas, their status, and the status stream.
 use super::*;
+use crate::sender::Journaled;
 
 service!(proto::outbound_server::Outbound, proto::outbound_client::OutboundClient<Channel> {
     unary send(&self, request: proto::SendRequest) -> proto::SendResponse {
@@ -11,7 +12,7 @@ service!(proto::outbound_server::Outbound, proto::outbound_client::OutboundClien
                 // before the next snapshot loses no queued send (Kafka mode).
                 if let Some(journal) = &self.journal
                     && !matches!(admission, Admission::Refused { .. })
-                    && let Err(e) = journal.append(&r).await
+                    && let Err(e) = journal.append(Journaled::Send(&r)).await
                 {
                     tracing::warn!(error = %e, "admitted send not journaled; a crash before the next snapshot would lose it if queued");
                 }
@@ -37,6 +38,28 @@ service!(proto::outbound_server::Outbound, proto::outbound_client::OutboundClien
         };
         match self.call(command).await? {
             Reply::SendView(v) => Ok(Response::new(send_view_out(&tenant, &v))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    unary cancel(&self, request: proto::CancelRequest) -> proto::CancelResponse {
+        let r = request.into_inner();
+        let command = crate::wire::lifecycle::cancel_in(r.clone())?;
+        match self.call(command).await? {
+            Reply::Cancelled(cancelled) => {
+                // Written down before the answer (Kafka mode): replayed after the send it
+                // cancels, so a crash now cannot bring the send back.
+                if let Some(journal) = &self.journal
+                    && cancelled > 0
+                    && let Err(e) = journal.append(Journaled::Cancel(&r)).await
+                {
+                    tracing::warn!(error = %e, "cancel not journaled");
+                    return Err(Status::unavailable(format!(
+                        "cancelled here but not journaled ({e}); retry the cancel"
+                    )));
+                }
+                Ok(Response::new(crate::wire::lifecycle::cancel_out(cancelled)))
+            }
             other => Err(unexpected(other)),
         }
     }

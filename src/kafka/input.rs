@@ -288,10 +288,17 @@ impl KafkaInput {
                 .into_iter()
                 .collect()
         } else if m.topic() == self.config.sends_topic {
-            self.send_request(payload, m.partition())
-                .await?
-                .into_iter()
-                .collect()
+            let cancel = m.headers().is_some_and(|h| {
+                h.iter().any(|h| {
+                    h.key == super::KIND_HEADER && h.value == Some(super::KIND_CANCEL.as_bytes())
+                })
+            });
+            let output = if cancel {
+                self.cancel_request(payload, m.partition()).await?
+            } else {
+                self.send_request(payload, m.partition()).await?
+            };
+            output.into_iter().collect()
         } else {
             vec![self.inbound(payload, m.partition()).await?]
         };
@@ -513,6 +520,43 @@ impl KafkaInput {
         }
         match self.runtime.call(Command::Send(send)).await {
             // Dispatched, queued or refused: the status topic says which (through the sink).
+            Ok(_) => Ok(None),
+            Err(CallError::Core(e)) => Ok(Some(Output::Dead(DeadLetter::new(
+                telemetry::error_type(&e),
+                e.to_string(),
+            )))),
+            Err(CallError::Unavailable) => Err(Stopping),
+            Err(e) => Ok(Some(Output::Dead(DeadLetter::new(
+                "internal",
+                e.to_string(),
+            )))),
+        }
+    }
+
+    /// Applies a cancel (journaled by the gRPC `Cancel`, or another service's); a dead letter
+    /// if it cannot be read or done.
+    async fn cancel_request(
+        &self,
+        payload: &[u8],
+        partition: i32,
+    ) -> Result<Option<Output>, Stopping> {
+        let command = match proto::CancelRequest::decode(payload) {
+            Err(e) => Err(DeadLetter::new(
+                "undecodable",
+                format!("not a switchboard.v1.CancelRequest: {e}"),
+            )),
+            Ok(r) => crate::wire::lifecycle::cancel_in(r)
+                .map_err(|e| DeadLetter::new("invalid", e.to_string())),
+        };
+        let command = match command {
+            Ok(c) => c,
+            Err(dead) => return Ok(Some(Output::Dead(dead))),
+        };
+        let tenant = command.tenant().map(|t| t.to_string()).unwrap_or_default();
+        if self.misplaced(&tenant, partition) {
+            return Ok(Some(Output::Move { tenant }));
+        }
+        match self.runtime.call(command).await {
             Ok(_) => Ok(None),
             Err(CallError::Core(e)) => Ok(Some(Output::Dead(DeadLetter::new(
                 telemetry::error_type(&e),

@@ -42,6 +42,12 @@ pub use input::KafkaInput;
 /// each tenant's partition): the input handles that tenant's items only.
 pub const TENANT_HEADER: &str = "switchboard.tenant";
 
+/// The header saying what a record of the sends topic holds: absent, a `SendRequest`;
+/// [`KIND_CANCEL`], a `CancelRequest` (journaled by the gRPC `Cancel`, or written by a
+/// service that cancels through Kafka).
+pub const KIND_HEADER: &str = "switchboard.kind";
+pub const KIND_CANCEL: &str = "cancel";
+
 /// The settings every client shares: brokers, then the operator's raw librdkafka options.
 pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     let mut common = ClientConfig::new();

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use prost::Message as _;
+use rdkafka::message::{Header, OwnedHeaders};
 
 use super::outbox::Outbox;
 use crate::core::quota::{Dispatch, ProviderOutcome};
 use crate::model::TenantId;
-use crate::proto;
 use crate::sender::{SendFuture, SendStatusEvent, Sender};
 use crate::wire::webhook::callback_data;
 
@@ -25,15 +25,24 @@ pub struct SendsJournal {
 impl crate::sender::Journal for SendsJournal {
     fn append<'a>(
         &'a self,
-        request: &'a proto::SendRequest,
+        record: crate::sender::Journaled<'a>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        use crate::sender::Journaled;
         Box::pin(async move {
-            let seq = self.outbox.produce(
-                &self.topic,
-                Some(request.tenant.as_bytes()),
-                &request.encode_to_vec(),
-                None,
-            );
+            let (tenant, payload, headers) = match record {
+                Journaled::Send(r) => (&r.tenant, r.encode_to_vec(), None),
+                Journaled::Cancel(r) => (
+                    &r.tenant,
+                    r.encode_to_vec(),
+                    Some(OwnedHeaders::new().insert(Header {
+                        key: super::KIND_HEADER,
+                        value: Some(super::KIND_CANCEL),
+                    })),
+                ),
+            };
+            let seq = self
+                .outbox
+                .produce(&self.topic, Some(tenant.as_bytes()), &payload, headers);
             self.outbox.settled(seq, self.timeout).await
         })
     }

@@ -351,7 +351,9 @@ impl ShardTask {
                 | Effect::Escalated { .. }
                 | Effect::BatchMode { .. }
                 | Effect::ShadowRefusal { .. }
-                | Effect::SpamRateAlert { .. } => {}
+                | Effect::SpamRateAlert { .. }
+                | Effect::CustomerHeld { .. }
+                | Effect::Consent { .. } => {}
             }
         }
         self.effects = effects;

@@ -41,6 +41,9 @@ pub const ADMISSIONS: &str = "switchboard_admissions_total";
 pub const SEND_STATUSES: &str = "switchboard_send_status_total";
 pub const PROVIDER_ERRORS: &str = "switchboard_provider_errors_total";
 pub const SPAM_RATE_ALERTS: &str = "switchboard_spam_rate_alerts_total";
+pub const CUSTOMER_HOLDS: &str = "switchboard_customer_marketing_holds_total";
+pub const CONSENT_CHANGES: &str = "switchboard_consent_changes_total";
+pub const SCHEDULED_SENDS: &str = "switchboard_scheduled_sends";
 pub const BATCH_MODE: &str = "switchboard_batch_mode";
 pub const SHADOW_REFUSALS: &str = "switchboard_shadow_refusals_total";
 pub const NUMBER_TOKENS: &str = "switchboard_number_tokens";
@@ -280,6 +283,24 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Spam-rate errors (131048): marketing from the number is paused. Alert on any.",
+    },
+    Metric {
+        name: CUSTOMER_HOLDS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Meta's per-user marketing limit (131049): one customer's low-priority sends held for quotas.customer_hold_secs.",
+    },
+    Metric {
+        name: CONSENT_CHANGES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Customers' consent set, by state (opted_in, opted_out): keywords and SetConsent.",
+    },
+    Metric {
+        name: SCHEDULED_SENDS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Sends waiting for their send_at_ms, per tenant.",
     },
     Metric {
         name: BATCH_MODE,

@@ -8,6 +8,7 @@ pub fn admission(tenant: &str, admission: &Admission) {
     let (outcome, reason) = match admission {
         Admission::Dispatched => ("dispatched", ""),
         Admission::Queued { .. } => ("queued", ""),
+        Admission::Scheduled { .. } => ("scheduled", ""),
         Admission::Refused { reason, .. } => ("refused", reason.as_str()),
     };
     counter!(ADMISSIONS, "tenant" => tenant.to_owned(), "outcome" => outcome, "reason" => reason)
@@ -31,5 +32,6 @@ pub fn quota_gauges(tenant: &str, quotas: &Quotas, now: crate::clock::Timestamp)
     let labels = [("tenant", tenant.to_owned())];
     gauge!(LIMIT_USAGE_RATIO, &labels).set(limit.map_or(0.0, |l| used as f64 / l as f64));
     gauge!(BATCH_QUEUE_DEPTH, &labels).set(quotas.queued() as f64);
+    gauge!(SCHEDULED_SENDS, &labels).set(quotas.scheduled() as f64);
     gauge!(BATCH_MODE, &labels).set(if quotas.batch_mode() { 1.0 } else { 0.0 });
 }

@@ -101,6 +101,17 @@ pub fn effect(e: &Effect) {
                 .increment(1);
             tracing::warn!(%tenant, %number, "spam-rate error (131048): marketing paused on this number");
         }
+        Effect::CustomerHeld { tenant } => {
+            counter!(CUSTOMER_HOLDS, "tenant" => tenant.to_string()).increment(1);
+            tracing::info!(%tenant, "per-user marketing limit (131049): the customer's low-priority sends wait");
+        }
+        Effect::Consent { tenant, state } => {
+            let state = match state {
+                crate::core::quota::ConsentState::OptedIn => "opted_in",
+                crate::core::quota::ConsentState::OptedOut => "opted_out",
+            };
+            counter!(CONSENT_CHANGES, "tenant" => tenant.to_string(), "state" => state).increment(1);
+        }
         Effect::ShadowRefusal { tenant, rule } => {
             counter!(SHADOW_REFUSALS, "tenant" => tenant.to_string(), "rule" => rule.as_str())
                 .increment(1);

@@ -8,6 +8,7 @@
 //! [`webhook`] reads Meta's Cloud API webhook JSON (and makes the callback data a dispatch
 //! carries, by which a status webhook finds its send); [`template`] reads and checks the
 //! templates a send carries.
+pub mod lifecycle;
 pub mod template;
 pub mod webhook;
 
@@ -204,6 +205,8 @@ pub fn refusal_out(r: Refusal) -> proto::RefusalReason {
         Refusal::MarketingPaused => P::MarketingPaused,
         Refusal::QueueFull => P::QueueFull,
         Refusal::ProviderError => P::ProviderError,
+        Refusal::OptedOut => P::OptedOut,
+        Refusal::FrequencyCap => P::FrequencyCap,
     }
 }
 
@@ -219,6 +222,8 @@ pub fn send_state_out(s: SendState) -> proto::SendState {
         SendState::Refused => P::Refused,
         SendState::Delivered => P::Delivered,
         SendState::Read => P::Read,
+        SendState::Scheduled => P::Scheduled,
+        SendState::Cancelled => P::Cancelled,
     }
 }
 
@@ -236,6 +241,13 @@ pub fn refusal_detail(r: Refusal) -> &'static str {
         Refusal::MarketingPaused => "marketing from this number is paused after a spam-rate error",
         Refusal::QueueFull => "the batch queue is full: retry later",
         Refusal::ProviderError => "the provider refused the send",
+        Refusal::OptedOut => {
+            "the customer opted out of marketing: send utility or authentication messages only"
+        }
+        Refusal::FrequencyCap => {
+            "the customer's frequency cap (quotas.frequency_cap) or Meta's per-user marketing \
+             limit (131049) is reached: retry after retry_after_ms"
+        }
     }
 }
 
@@ -253,6 +265,11 @@ pub fn send_response_out(id: SendId, a: Admission) -> proto::SendResponse {
             r.set_admission(proto::Admission::Queued);
             r.detail = "near the messaging limit: queued for a paced batch".into();
             r.estimated_release_at_ms = estimated_release.map_or(0, |t| t.as_millis() as i64);
+        }
+        Admission::Scheduled { at } => {
+            r.set_admission(proto::Admission::Scheduled);
+            r.detail = "scheduled: admitted at its time by the same rules as any send".into();
+            r.estimated_release_at_ms = at.as_millis() as i64;
         }
         Admission::Refused {
             reason,
@@ -533,6 +550,8 @@ pub fn send_in(r: proto::SendRequest) -> Result<Outbound, Invalid> {
         priority: send_priority(r.priority)?,
         idempotency_key: required("idempotency_key", &r.idempotency_key)?.to_owned(),
         valid_for_ms: (r.valid_for_ms > 0).then_some(r.valid_for_ms),
+        tag: lifecycle::tag_in(r.tag)?,
+        send_at: lifecycle::send_at_in(r.send_at_ms)?,
     })
 }
 

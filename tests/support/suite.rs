@@ -160,6 +160,7 @@ pub fn send_request(
         priority: 0,
         idempotency_key: key.into(),
         valid_for_ms: 0,
+        ..Default::default()
     };
     (tenant.into(), request.encode_to_vec())
 }
@@ -591,6 +592,7 @@ pub async fn forwarding_checks(grpc_a: &str, grpc_b: &str, tenant: &str) -> Stri
             priority: 0,
             idempotency_key: format!("{tenant}-grpc-1"),
             valid_for_ms: 0,
+            ..Default::default()
         })
         .await
         .expect("a forwarded send");

@@ -36,14 +36,22 @@ impl Quotas {
             .map(|t| t.max(now))
     }
 
-    /// One batch wave: expired sends leave the queue; then sends that cost no new slot go
+    /// One batch wave: scheduled sends that came due are admitted; expired sends leave the queue; then sends that cost no new slot go
     /// first, then sends to new customers while the low-priority budget and the buckets allow,
     /// at most `batch_wave` in all.
-    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+    /// Scheduled sends whose time came are admitted first; `window_open` says whether a
+    /// customer's service window is open now.
+    pub fn tick(
+        &mut self,
+        now: Timestamp,
+        window_open: &dyn Fn(&CustomerNumber) -> bool,
+        out: &mut Vec<Effect>,
+    ) {
         self.expire_overrides(now);
         self.sync_clock(now);
         self.reach.expire(now, self.window_ms);
         self.update_batch_mode(out);
+        self.release_scheduled(now, window_open, out);
         if now >= self.next_expiry {
             self.expire_queued(now, out);
         }

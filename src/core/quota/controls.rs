@@ -52,7 +52,8 @@ pub struct OverrideView {
 pub struct AuditEntry {
     pub at: Timestamp,
     pub actor: Arc<str>,
-    /// `override_set`, `override_cleared`, `override_expired`, `config_reloaded`.
+    /// `override_set`, `override_cleared`, `override_expired`, `config_reloaded`,
+    /// `consent_set`.
     pub action: &'static str,
     pub target: String,
     pub before: String,
@@ -440,6 +441,7 @@ impl Quotas {
 
     /// Puts effective settings in force: buckets whose rate changed start anew (full).
     pub(super) fn apply(&mut self, config: QuotaConfig, numbers: Vec<NumberConfig>) {
+        self.life.configure(&config);
         self.config = config;
         for (i, n) in numbers.iter().enumerate() {
             match self.numbers.get_mut(i) {
@@ -460,7 +462,7 @@ impl Quotas {
         }
     }
 
-    fn record(&mut self, entry: AuditEntry) {
+    pub(super) fn record(&mut self, entry: AuditEntry) {
         tracing::info!(
             tenant = %self.tenant,
             actor = %entry.actor,

@@ -67,6 +67,17 @@ impl Quotas {
                         closed_window = Some(send.to.clone());
                         Refusal::TemplateRequired
                     }
+                    // Meta's per-user marketing limit: that customer's low-priority sends
+                    // wait (see `lifecycle`); the number is not held.
+                    131049 => {
+                        let until = now
+                            .saturating_add(Duration::from_secs(self.config.customer_hold_secs));
+                        self.life.holds.insert(send.to.clone(), until);
+                        out.push(Effect::CustomerHeld {
+                            tenant: self.tenant.clone(),
+                        });
+                        Refusal::FrequencyCap
+                    }
                     131048 => {
                         number.marketing_paused_until = now
                             .saturating_add(Duration::from_secs(self.config.marketing_pause_secs));

@@ -8,6 +8,7 @@
 //! which can let one burst more through in the first second (the platform's own throughput
 //! limit then answers 130429, and the number backs off).
 use super::*;
+use super::lifecycle::ConsentView;
 use crate::core::identity;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,22 @@ pub struct QuotaState {
     pub next_override: u64,
     pub audit: Vec<SavedAudit>,
     pub batch_mode: bool,
+    /// Scheduled sends: (due, send id), in due order. (Absent from states saved before
+    /// scheduling existed, as are the fields below.)
+    #[serde(default)]
+    pub scheduled: Vec<(Timestamp, u64)>,
+    /// Waiting sends the log's ring has passed (see `SendLog`).
+    #[serde(default)]
+    pub held_sends: Vec<SavedSend>,
+    /// Customers' consent (E.164, consent), sorted by number.
+    #[serde(default)]
+    pub consent: Vec<(String, ConsentView)>,
+    /// The frequency cap's counts: (E.164, times of the last 24 hours), sorted by number.
+    #[serde(default)]
+    pub capped: Vec<(String, Vec<Timestamp>)>,
+    /// Customers held after a 131049: (E.164, until), sorted by number.
+    #[serde(default)]
+    pub holds: Vec<(String, Timestamp)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,12 +121,13 @@ impl Quotas {
                 let Some(send) = self.log.get_mut(id) else {
                     return Ok(());
                 };
-                if send.view.state != SendState::Queued {
+                if !send.view.waiting() {
                     return Ok(()); // already dispatched (or later) in the saved state
                 }
                 send.view.state = SendState::Dispatched;
                 self.queue_free.retain(|&q| q != id);
                 self.queue_new.retain(|&q| q != id);
+                self.life.scheduled.retain(|&(_, q)| q != id);
             }
             None => {
                 if d.id.0 < self.log.first + self.log.sends.len() as u64 {
@@ -131,6 +149,8 @@ impl Quotas {
                     first_answer: Admission::Dispatched,
                     created: d.at,
                     valid_until: d.at,
+                    tag: None,
+                    send_at: None,
                 };
                 let send = Send {
                     view,
@@ -158,7 +178,27 @@ const ACTIONS: &[&str] = &[
     "override_cleared",
     "override_expired",
     "config_reloaded",
+    "consent_set",
 ];
+
+fn saved(s: &Send) -> SavedSend {
+    SavedSend {
+        view: s.view.clone(),
+        to: s.to.as_e164().to_owned(),
+        content: s.content.to_string(),
+        template: s.template.clone(),
+        business_initiated: s.business_initiated,
+    }
+}
+
+/// Per-customer entries as saved: by number, so equal states save equal.
+fn sorted<'a, T>(entries: impl Iterator<Item = (&'a CustomerNumber, T)>) -> Vec<(String, T)> {
+    let mut v: Vec<(String, T)> = entries
+        .map(|(c, t)| (c.as_e164().to_owned(), t))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
 
 fn customer(e164: &str) -> Result<CustomerNumber, RestoreError> {
     if identity::looks_e164(e164) {
@@ -194,15 +234,7 @@ impl Quotas {
                 .log
                 .sends
                 .iter()
-                .map(|s| {
-                    s.as_ref().map(|s| SavedSend {
-                        view: s.view.clone(),
-                        to: s.to.as_e164().to_owned(),
-                        content: s.content.to_string(),
-                        template: s.template.clone(),
-                        business_initiated: s.business_initiated,
-                    })
-                })
+                .map(|s| s.as_ref().map(saved))
                 .collect(),
             queue_free: self.queue_free.iter().map(|id| id.0).collect(),
             queue_new: self.queue_new.iter().map(|id| id.0).collect(),
@@ -244,6 +276,25 @@ impl Quotas {
                 })
                 .collect(),
             batch_mode: self.batch_mode,
+            scheduled: self
+                .life
+                .scheduled
+                .iter()
+                .map(|&(at, id)| (at, id.0))
+                .collect(),
+            held_sends: {
+                let mut held: Vec<SavedSend> = self.log.held.values().map(saved).collect();
+                held.sort_by_key(|s| s.view.id);
+                held
+            },
+            consent: sorted(self.life.consent.iter().map(|(c, v)| (c, v.clone()))),
+            capped: sorted(
+                self.life
+                    .capped
+                    .iter()
+                    .map(|(c, t)| (c, t.iter().copied().collect())),
+            ),
+            holds: sorted(self.life.holds.iter().map(|(c, &until)| (c, until))),
         }
     }
 
@@ -266,30 +317,48 @@ impl Quotas {
             reach.last.insert(c.clone(), at);
             reach.events.push_back((at, c));
         }
+        let restored = |s: &SavedSend| -> Result<Send, RestoreError> {
+            let number = number(&s.view.from)?;
+            Ok(Send {
+                view: SendView {
+                    from: self.numbers[number as usize].id.clone(),
+                    ..s.view.clone()
+                },
+                key_fp: identity::fingerprint(&s.view.idempotency_key),
+                number,
+                to: customer(&s.to)?,
+                content: Arc::from(s.content.as_str()),
+                template: s.template.clone(),
+                business_initiated: s.business_initiated,
+            })
+        };
         let mut log = SendLog::new(state.first_send);
+        for s in &state.held_sends {
+            let send = restored(s)?;
+            log.by_key.insert(send.key_fp, send.view.id);
+            log.held.insert(send.view.id.0, send);
+        }
         for saved in &state.sends {
-            let send = match saved {
-                None => None,
-                Some(s) => {
-                    let number = number(&s.view.from)?;
-                    Some(Send {
-                        view: SendView {
-                            from: self.numbers[number as usize].id.clone(),
-                            ..s.view.clone()
-                        },
-                        key_fp: identity::fingerprint(&s.view.idempotency_key),
-                        number,
-                        to: customer(&s.to)?,
-                        content: Arc::from(s.content.as_str()),
-                        template: s.template.clone(),
-                        business_initiated: s.business_initiated,
-                    })
-                }
-            };
+            let send = saved.as_ref().map(restored).transpose()?;
             if let Some(s) = &send {
                 log.by_key.insert(s.key_fp, s.view.id);
             }
             log.sends.push_back(send);
+        }
+        let mut life = lifecycle::Lifecycle::new(&self.config);
+        life.scheduled = state
+            .scheduled
+            .iter()
+            .map(|&(at, id)| (at, SendId(id)))
+            .collect();
+        for (c, view) in &state.consent {
+            life.consent.insert(customer(c)?, view.clone());
+        }
+        for (c, times) in &state.capped {
+            life.capped.insert(customer(c)?, times.iter().copied().collect());
+        }
+        for (c, until) in &state.holds {
+            life.holds.insert(customer(c)?, *until);
         }
         let mut pair_backoff = Map::default();
         for (n, c, until) in &state.pair_backoff {
@@ -323,6 +392,8 @@ impl Quotas {
         self.apply(config, numbers);
         self.reach = reach;
         self.log = log;
+        life.configure(&self.config);
+        self.life = life;
         self.pair_backoff = pair_backoff;
         for (i, backoff_until, paused_until) in backoffs {
             let n = &mut self.numbers[i as usize];

@@ -51,6 +51,10 @@ pub enum Refusal {
     QueueFull,
     /// The provider refused it with another error.
     ProviderError,
+    /// Marketing to a customer who opted out.
+    OptedOut,
+    /// The customer's frequency cap (or Meta's per-user marketing limit, 131049) is reached.
+    FrequencyCap,
 }
 
 impl Refusal {
@@ -64,6 +68,8 @@ impl Refusal {
             Refusal::MarketingPaused => "marketing_paused",
             Refusal::QueueFull => "queue_full",
             Refusal::ProviderError => "provider_error",
+            Refusal::OptedOut => "opted_out",
+            Refusal::FrequencyCap => "frequency_cap",
         }
     }
 }
@@ -77,6 +83,8 @@ pub enum Admission {
     Queued {
         estimated_release: Option<Timestamp>,
     },
+    /// Held until its `send_at` time, then admitted by the same rules as any send.
+    Scheduled { at: Timestamp },
     /// Not sent; retry after this long, if retrying can help.
     Refused {
         reason: Refusal,
@@ -102,6 +110,10 @@ pub enum SendState {
     Delivered,
     /// The customer opened it.
     Read,
+    /// Waiting for its `send_at` time.
+    Scheduled,
+    /// Cancelled while queued or scheduled: never dispatched.
+    Cancelled,
 }
 
 impl SendState {
@@ -116,6 +128,8 @@ impl SendState {
             SendState::Refused => "refused",
             SendState::Delivered => "delivered",
             SendState::Read => "read",
+            SendState::Scheduled => "scheduled",
+            SendState::Cancelled => "cancelled",
         }
     }
 
@@ -180,4 +194,17 @@ pub struct SendView {
     pub first_answer: Admission,
     pub created: Timestamp,
     pub valid_until: Timestamp,
+    /// The caller's label ("collections", "campaign-nov"): what cancel-by-match looks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Arc<str>>,
+    /// When a scheduled send is due (None: sent at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<Timestamp>,
+}
+
+impl SendView {
+    /// Queued or scheduled: not dispatched yet, and still may be.
+    pub fn waiting(&self) -> bool {
+        matches!(self.state, SendState::Queued | SendState::Scheduled)
+    }
 }
