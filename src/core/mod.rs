@@ -13,6 +13,8 @@
 pub mod classify;
 pub mod desk;
 pub mod identity;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod quota;
 #[cfg(test)]
 mod quota_tests;
@@ -145,7 +147,10 @@ pub enum Cancel {
     Id(quota::SendId),
     Key(String),
     /// Every queued or scheduled send to the customer carrying the tag.
-    Match { customer: String, tag: String },
+    Match {
+        customer: String,
+        tag: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

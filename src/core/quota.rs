@@ -39,8 +39,8 @@ use serde::{Deserialize, Serialize};
 
 mod batch;
 mod controls;
-mod lifecycle;
 mod counts;
+mod lifecycle;
 use counts::{Number, Reach};
 mod provider;
 mod state;

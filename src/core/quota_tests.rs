@@ -6,11 +6,11 @@ use super::*;
 use crate::config::{Category, Config};
 use crate::model::{Channel, TenantId};
 
-const T: &str = "shop";
-const NUMBER: &str = "+34910000001";
-const SEC: u64 = 1_000;
-const HOUR: u64 = 3_600 * SEC;
-const DAY: u64 = 24 * HOUR;
+pub(super) const T: &str = "shop";
+pub(super) const NUMBER: &str = "+34910000001";
+pub(super) const SEC: u64 = 1_000;
+pub(super) const HOUR: u64 = 3_600 * SEC;
+pub(super) const DAY: u64 = 24 * HOUR;
 
 fn config(quotas: &str, mps: u32) -> Config {
     Config::from_toml_str(&format!(
@@ -37,36 +37,41 @@ fn config(quotas: &str, mps: u32) -> Config {
     .expect("test config is valid")
 }
 
-struct Sim {
-    shard: Shard,
-    now: Timestamp,
-    effects: Vec<Effect>,
-    keys: u64,
+pub(super) struct Sim {
+    pub(super) shard: Shard,
+    pub(super) now: Timestamp,
+    pub(super) effects: Vec<Effect>,
+    pub(super) keys: u64,
+    /// What the shard was built from (a handover rebuilds it).
+    pub(super) quota_config: String,
+    pub(super) mps: u32,
     /// The template the next sends carry (None: sent by name).
     template: Option<std::sync::Arc<crate::model::Template>>,
 }
 
 impl Sim {
-    fn new(quotas: &str, mps: u32) -> Self {
+    pub(super) fn new(quotas: &str, mps: u32) -> Self {
         Self {
             shard: Shard::new(&config(quotas, mps), |_| true),
             now: Timestamp(1_700_000_000_000),
             effects: Vec::new(),
             keys: 0,
+            quota_config: quotas.to_owned(),
+            mps,
             template: None,
         }
     }
 
-    fn advance(&mut self, ms: u64) {
+    pub(super) fn advance(&mut self, ms: u64) {
         self.now = Timestamp(self.now.as_millis() + ms);
     }
 
-    fn run(&mut self, c: Command) -> Result<Reply, CoreError> {
+    pub(super) fn run(&mut self, c: Command) -> Result<Reply, CoreError> {
         self.effects.clear();
         self.shard.handle(self.now, c, &mut self.effects)
     }
 
-    fn send_with(
+    pub(super) fn send_with(
         &mut self,
         to: &str,
         category: Category,
@@ -78,7 +83,7 @@ impl Sim {
         self.send_key(to, category, priority, valid_for_ms, &key)
     }
 
-    fn send_key(
+    pub(super) fn send_key(
         &mut self,
         to: &str,
         category: Category,
@@ -107,11 +112,11 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, to: &str, category: Category) -> Admission {
+    pub(super) fn send(&mut self, to: &str, category: Category) -> Admission {
         self.send_with(to, category, None, None).1
     }
 
-    fn inbound(&mut self, from: &str, business_number: Option<&str>) {
+    pub(super) fn inbound(&mut self, from: &str, business_number: Option<&str>) {
         self.keys += 1;
         self.run(Command::Ingest(Inbound {
             tenant: TenantId::new(T),
@@ -124,11 +129,11 @@ impl Sim {
         .unwrap();
     }
 
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         self.run(Command::Tick).unwrap();
     }
 
-    fn provider(&mut self, id: SendId, outcome: ProviderOutcome) {
+    pub(super) fn provider(&mut self, id: SendId, outcome: ProviderOutcome) {
         self.run(Command::ProviderResult {
             tenant: TenantId::new(T),
             id,
@@ -137,7 +142,7 @@ impl Sim {
         .unwrap();
     }
 
-    fn state(&mut self, id: SendId) -> SendState {
+    pub(super) fn state(&mut self, id: SendId) -> SendState {
         match self
             .run(Command::GetSend {
                 tenant: TenantId::new(T),
@@ -150,11 +155,11 @@ impl Sim {
         }
     }
 
-    fn quotas(&self) -> &quota::Quotas {
+    pub(super) fn quotas(&self) -> &quota::Quotas {
         self.shard.tenant(T).unwrap().quotas()
     }
 
-    fn dispatched(&self) -> usize {
+    pub(super) fn dispatched(&self) -> usize {
         self.effects
             .iter()
             .filter(|e| matches!(e, Effect::Dispatch { .. }))
@@ -162,11 +167,11 @@ impl Sim {
     }
 }
 
-fn customer(i: u64) -> String {
+pub(super) fn customer(i: u64) -> String {
     format!("+346{i:08}")
 }
 
-fn refused(a: Admission) -> Option<(Refusal, Option<u64>)> {
+pub(super) fn refused(a: Admission) -> Option<(Refusal, Option<u64>)> {
     match a {
         Admission::Refused {
             reason,

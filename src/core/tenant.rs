@@ -36,8 +36,8 @@ use super::desk::{Desk, Location, Placed, QueueIx};
 use super::identity::{self, Dedup};
 use super::quota::{self, Quotas, SendRequest};
 use super::{
-    Cancel, Command, ContextMessage, ConversationState, ConversationView, CoreError, Decision, Direction,
-    Effect, Inbound, Outbound, Reason, Reply, RouteOverride, Target, TransferTarget,
+    Cancel, Command, ContextMessage, ConversationState, ConversationView, CoreError, Decision,
+    Direction, Effect, Inbound, Outbound, Reason, Reply, RouteOverride, Target, TransferTarget,
 };
 
 /// Longest provider message id accepted (WhatsApp ids are about 60 bytes).

@@ -16,7 +16,10 @@ service!(proto::customers_server::Customers, proto::customers_client::CustomersC
 
 impl Api {
     async fn consent(&self, command: Command) -> Result<Response<proto::Consent>, Status> {
-        let tenant = command.tenant().cloned().expect("a consent command names its tenant");
+        let tenant = command
+            .tenant()
+            .cloned()
+            .expect("a consent command names its tenant");
         match self.call(command).await? {
             Reply::Consent(view) => Ok(Response::new(consent_out(&tenant, view.as_ref()))),
             other => Err(unexpected(other)),

@@ -110,7 +110,8 @@ pub fn effect(e: &Effect) {
                 crate::core::quota::ConsentState::OptedIn => "opted_in",
                 crate::core::quota::ConsentState::OptedOut => "opted_out",
             };
-            counter!(CONSENT_CHANGES, "tenant" => tenant.to_string(), "state" => state).increment(1);
+            counter!(CONSENT_CHANGES, "tenant" => tenant.to_string(), "state" => state)
+                .increment(1);
         }
         Effect::ShadowRefusal { tenant, rule } => {
             counter!(SHADOW_REFUSALS, "tenant" => tenant.to_string(), "rule" => rule.as_str())

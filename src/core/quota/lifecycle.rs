@@ -338,8 +338,7 @@ impl Quotas {
             .log
             .get(id)
             .ok_or_else(|| CancelError::NotFound(named.to_owned()))?;
-        if send.view.state.delivery_progress().is_some() || send.view.state == SendState::Failed
-        {
+        if send.view.state.delivery_progress().is_some() || send.view.state == SendState::Failed {
             return Err(CancelError::Dispatched {
                 id,
                 state: send.view.state.as_str(),
@@ -435,9 +434,8 @@ impl Quotas {
             state,
         });
         if state == ConsentState::OptedOut {
-            let marketing = self.waiting_where(|s| {
-                &s.to == customer && s.view.category == Category::Marketing
-            });
+            let marketing =
+                self.waiting_where(|s| &s.to == customer && s.view.category == Category::Marketing);
             self.cancel_ids(&marketing, out);
         }
     }

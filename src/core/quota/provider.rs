@@ -70,8 +70,8 @@ impl Quotas {
                     // Meta's per-user marketing limit: that customer's low-priority sends
                     // wait (see `lifecycle`); the number is not held.
                     131049 => {
-                        let until = now
-                            .saturating_add(Duration::from_secs(self.config.customer_hold_secs));
+                        let until =
+                            now.saturating_add(Duration::from_secs(self.config.customer_hold_secs));
                         self.life.holds.insert(send.to.clone(), until);
                         out.push(Effect::CustomerHeld {
                             tenant: self.tenant.clone(),

@@ -7,8 +7,8 @@
 //! overrides applied on top. Bucket tokens are not in it either: a restored bucket starts full,
 //! which can let one burst more through in the first second (the platform's own throughput
 //! limit then answers 130429, and the number backs off).
-use super::*;
 use super::lifecycle::ConsentView;
+use super::*;
 use crate::core::identity;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,9 +193,7 @@ fn saved(s: &Send) -> SavedSend {
 
 /// Per-customer entries as saved: by number, so equal states save equal.
 fn sorted<'a, T>(entries: impl Iterator<Item = (&'a CustomerNumber, T)>) -> Vec<(String, T)> {
-    let mut v: Vec<(String, T)> = entries
-        .map(|(c, t)| (c.as_e164().to_owned(), t))
-        .collect();
+    let mut v: Vec<(String, T)> = entries.map(|(c, t)| (c.as_e164().to_owned(), t)).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -355,7 +353,8 @@ impl Quotas {
             life.consent.insert(customer(c)?, view.clone());
         }
         for (c, times) in &state.capped {
-            life.capped.insert(customer(c)?, times.iter().copied().collect());
+            life.capped
+                .insert(customer(c)?, times.iter().copied().collect());
         }
         for (c, until) in &state.holds {
             life.holds.insert(customer(c)?, *until);
