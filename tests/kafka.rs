@@ -914,3 +914,224 @@ async fn an_output_that_keeps_failing_turns_readiness_off_until_it_recovers() {
     drop((routed, producer));
     drop(cluster);
 }
+
+/// The send lifecycle across a kill -9 of the tenant's owner (the binary as two child
+/// processes on the mock cluster, 4 partitions): reminders scheduled a minute ahead, one of
+/// them cancelled by match, a customer opted out by "BAJA" on the inbound topic. The survivor
+/// shows the same: the scheduled ones still scheduled, the cancelled one cancelled, the
+/// customer opted out; at their time only the uncancelled reminders are dispatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
+    use proto::customers_client::CustomersClient;
+    use proto::outbound_client::OutboundClient;
+    let cluster = MockCluster::new(1).unwrap();
+    for (topic, kind) in switchboard::kafka::topics(&switchboard::config::KafkaConfig::default()) {
+        let partitions = if kind == switchboard::kafka::TopicKind::Owners {
+            1
+        } else {
+            4
+        };
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let tenants = suite::one_tenant_per_partition(4);
+    let tenant = tenants[0].clone();
+    let dir = std::env::temp_dir().join(format!("switchboard-lifecycle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchboard.toml");
+    std::fs::write(&file, suite::replicas_toml(&brokers, &tenants, false)).unwrap();
+    let addrs = [
+        (suite::free_addr(), suite::free_addr()),
+        (suite::free_addr(), suite::free_addr()),
+    ];
+    let a = suite::Process::start_on(&file, &addrs[0].0, &addrs[0].1);
+    let b = suite::Process::start_on(&file, &addrs[1].0, &addrs[1].1);
+    let metrics = [addrs[0].1.as_str(), addrs[1].1.as_str()];
+    suite::wait_owned(&metrics, "the tenants split", |o| {
+        o.iter().all(|&n| n >= 1) && o.iter().sum::<usize>() == 4
+    })
+    .await;
+    let channel = |addr: &str| {
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy()
+    };
+
+    // Through replica A (forwarded to the owner when that is B): three reminders a minute
+    // ahead, tagged; the first customer pays.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let due = now + 60_000;
+    let mut out = OutboundClient::new(channel(&addrs[0].0));
+    let mut owner = None;
+    for i in 0..3 {
+        let answer = out
+            .send(proto::SendRequest {
+                tenant: tenant.clone(),
+                from: format!("{tenant}-n"),
+                to: format!("+3461100000{i}"),
+                category: proto::Category::Utility as i32,
+                content: "payment_reminder".into(),
+                idempotency_key: format!("reminder-{i}"),
+                tag: "collections".into(),
+                send_at_ms: due,
+                ..Default::default()
+            })
+            .await
+            .expect("scheduled");
+        owner = Some(
+            answer
+                .metadata()
+                .get(switchboard::grpc::SERVED_BY_HEADER)
+                .map_or(addrs[0].0.clone(), |v| v.to_str().unwrap().to_owned()),
+        );
+        assert_eq!(answer.into_inner().admission(), proto::Admission::Scheduled);
+    }
+    let cancelled = out
+        .cancel(proto::CancelRequest {
+            tenant: tenant.clone(),
+            customer: "+34611000000".into(),
+            tag: "collections".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("cancelled")
+        .into_inner()
+        .cancelled;
+    assert_eq!(cancelled, 1);
+    // "BAJA" from a customer, on the inbound topic.
+    let input = suite::producer(&brokers);
+    let baja = proto::InboundMessage {
+        tenant: tenant.clone(),
+        customer: "+34611000009".into(),
+        channel: proto::Channel::Whatsapp as i32,
+        provider_message_id: "wamid.baja".into(),
+        text: "BAJA".into(),
+        ..Default::default()
+    };
+    suite::produce_all(
+        &input,
+        "switchboard.inbound",
+        vec![(tenant.clone(), baja.encode_to_vec())],
+    )
+    .await;
+    let consent_of = |addr: &str| {
+        let mut customers = CustomersClient::new(channel(addr));
+        let tenant = tenant.clone();
+        async move {
+            customers
+                .get_consent(proto::ConsentRef {
+                    tenant,
+                    customer: "+34611000009".into(),
+                })
+                .await
+                .map(|c| c.into_inner().state())
+        }
+    };
+    // Bounded waits stop a broken test from hanging; nothing asserts how fast.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while consent_of(&addrs[0].0).await.ok() != Some(proto::ConsentState::OptedOut) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the opt-out was applied");
+
+    // kill -9 the owner; the other replica takes everything over.
+    let owner = owner.expect("three sends answered");
+    let (survivor, survivor_metrics, _alive) = if owner == addrs[0].0 {
+        a.kill();
+        (addrs[1].0.clone(), addrs[1].1.clone(), b)
+    } else {
+        b.kill();
+        (addrs[0].0.clone(), addrs[0].1.clone(), a)
+    };
+    suite::wait_owned(
+        &[survivor_metrics.as_str()],
+        "the survivor takes everything",
+        |o| o[0] == 4,
+    )
+    .await;
+    let mut out = OutboundClient::new(channel(&survivor));
+    let state = |out: &mut OutboundClient<tonic::transport::Channel>, key: &str| {
+        let request = proto::SendRef {
+            tenant: tenant.clone(),
+            idempotency_key: key.into(),
+            ..Default::default()
+        };
+        let mut out = out.clone();
+        async move {
+            out.get_status(request)
+                .await
+                .map(|s| s.into_inner().state())
+        }
+    };
+    assert_eq!(
+        state(&mut out, "reminder-0").await.unwrap(),
+        proto::SendState::Cancelled
+    );
+    for key in ["reminder-1", "reminder-2"] {
+        assert_eq!(
+            state(&mut out, key).await.unwrap(),
+            proto::SendState::Scheduled
+        );
+    }
+    // From the snapshot, or from the inbound topic read again after it (the input replays
+    // what the last snapshot does not hold once it owns the partition).
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while consent_of(&survivor).await.ok() != Some(proto::ConsentState::OptedOut) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the survivor knows the customer opted out");
+    let promo = out
+        .send(proto::SendRequest {
+            tenant: tenant.clone(),
+            from: format!("{tenant}-n"),
+            to: "+34611000009".into(),
+            category: proto::Category::Marketing as i32,
+            content: "promo".into(),
+            idempotency_key: "promo-baja".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(promo.reason(), proto::RefusalReason::OptedOut);
+
+    // At their time: the two reminders, never the cancelled one.
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let mut dispatched = 0;
+            for key in ["reminder-1", "reminder-2"] {
+                if state(&mut out, key).await.unwrap() == proto::SendState::Dispatched {
+                    dispatched += 1;
+                }
+            }
+            if dispatched == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .expect("the reminders were dispatched at their time");
+    assert_eq!(
+        state(&mut out, "reminder-0").await.unwrap(),
+        proto::SendState::Cancelled
+    );
+    let dispatches = reader(&brokers, "switchboard.dispatch");
+    let mut keys = Vec::new();
+    while keys.len() < 2 {
+        let m = guard(dispatches.recv()).await.expect("a dispatch");
+        let d = proto::Dispatch::decode(m.payload().unwrap_or_default()).unwrap();
+        keys.push(d.idempotency_key);
+    }
+    keys.sort();
+    assert_eq!(keys, ["reminder-1", "reminder-2"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(cluster);
+}

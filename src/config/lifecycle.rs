@@ -125,3 +125,50 @@ pub fn validate(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// One tenant, its quotas table open.
+    fn tenant() -> String {
+        format!("{}\n[tenants.quotas]\n", crate::config::tests::MINIMAL)
+    }
+
+    fn err(quotas: &str) -> String {
+        Config::from_toml_str(&format!("{}{quotas}", tenant()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_cap_one_push_a_day_and_know_baja() {
+        let c = Config::from_toml_str(&tenant()).unwrap();
+        let q = &c.tenants[0].quotas;
+        assert_eq!(q.frequency_cap.without_opt_in, 1);
+        assert!(q.consent.opt_out_keywords.iter().any(|w| w == "baja"));
+        assert!(q.quiet_hours.is_none());
+        assert_eq!(q.max_schedule_ahead_secs, 35 * 24 * 3_600);
+    }
+
+    #[test]
+    fn bad_lifecycle_settings_name_the_key_and_the_fix() {
+        let e =
+            err(r#"quiet_hours = { time_zone = "Europe/Madird", start = "21:00", end = "09:00" }"#);
+        assert!(e.contains("tenants[0].quotas.quiet_hours"), "{e}");
+        assert!(e.contains("Europe/Madrid"), "{e}");
+        let e = err(r#"quiet_hours = { time_zone = "UTC", start = "25:00", end = "09:00" }"#);
+        assert!(e.contains("00 to 23"), "{e}");
+        let e = err(r#"consent = { opt_out_keywords = ["baja", " "] }"#);
+        assert!(e.contains("consent.opt_out_keywords[1]"), "{e}");
+        let e = err(r#"consent = { opt_out_keywords = ["alta"] }"#);
+        assert!(e.contains("both opts out and opts in"), "{e}");
+        let e = err("max_schedule_ahead_secs = 0");
+        assert!(
+            e.contains("tenants[0].quotas.max_schedule_ahead_secs"),
+            "{e}"
+        );
+        let e = err("frequency_cap = { per_day = 3 }");
+        assert!(e.contains("per_day"), "{e}");
+    }
+}

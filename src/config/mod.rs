@@ -728,10 +728,11 @@ fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// One tenant with one queue: the least a valid config holds.
+    pub(crate) const MINIMAL: &str = r#"
         [[tenants]]
         id = "t"
         default_region = "ES"

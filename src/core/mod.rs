@@ -414,7 +414,7 @@ pub enum Command {
     ReloadQuotas {
         tenant: TenantId,
         numbers: Vec<crate::config::NumberConfig>,
-        quotas: crate::config::QuotaConfig,
+        quotas: Box<crate::config::QuotaConfig>,
         actor: String,
     },
     /// The tenant's state as plain data, to save (see `tenant::TenantState`).
@@ -664,7 +664,7 @@ impl Shard {
                     out,
                 )?;
                 if let Some(config) = self.configs.get_mut(&tenant) {
-                    (config.numbers, config.quotas) = (numbers, quotas);
+                    (config.numbers, config.quotas) = (numbers, *quotas);
                 }
                 Ok(reply)
             }

@@ -1271,7 +1271,7 @@ fn a_reload_changes_the_base_and_a_bad_one_keeps_the_old_limits() {
     s.run(Command::ReloadQuotas {
         tenant: TenantId::new(T),
         numbers: numbers.clone(),
-        quotas,
+        quotas: Box::new(quotas),
         actor: "reload".into(),
     })
     .unwrap();
@@ -1283,7 +1283,7 @@ fn a_reload_changes_the_base_and_a_bad_one_keeps_the_old_limits() {
         .run(Command::ReloadQuotas {
             tenant: TenantId::new(T),
             numbers: numbers[1..].to_vec(),
-            quotas: base.quotas.clone(),
+            quotas: Box::new(base.quotas.clone()),
             actor: "reload".into(),
         })
         .unwrap_err();

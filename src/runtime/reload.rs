@@ -45,7 +45,7 @@ impl Reloader {
                 .call(Command::ReloadQuotas {
                     tenant: tenant.clone(),
                     numbers: t.numbers.clone(),
-                    quotas: t.quotas.clone(),
+                    quotas: Box::new(t.quotas.clone()),
                     actor: actor.to_owned(),
                 })
                 .await
