@@ -45,6 +45,8 @@ pub trait Journal: Send + Sync {
 pub enum Journaled<'a> {
     Send(&'a crate::proto::SendRequest),
     Cancel(&'a crate::proto::CancelRequest),
+    /// With its time filled in, so a replay sets the same consent.
+    Consent(&'a crate::proto::SetConsentRequest),
 }
 
 pub type SendFuture = Pin<Box<dyn Future<Output = ProviderOutcome> + Send>>;

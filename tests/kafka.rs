@@ -967,20 +967,32 @@ async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
     let mut out = OutboundClient::new(channel(&addrs[0].0));
     let mut owner = None;
     for i in 0..3 {
-        let answer = out
-            .send(proto::SendRequest {
-                tenant: tenant.clone(),
-                from: format!("{tenant}-n"),
-                to: format!("+3461100000{i}"),
-                category: proto::Category::Utility as i32,
-                content: "payment_reminder".into(),
-                idempotency_key: format!("reminder-{i}"),
-                tag: "collections".into(),
-                send_at_ms: due,
-                ..Default::default()
-            })
-            .await
-            .expect("scheduled");
+        let request = proto::SendRequest {
+            tenant: tenant.clone(),
+            from: format!("{tenant}-n"),
+            to: format!("+3461100000{i}"),
+            category: proto::Category::Utility as i32,
+            content: "payment_reminder".into(),
+            idempotency_key: format!("reminder-{i}"),
+            tag: "collections".into(),
+            send_at_ms: due,
+            ..Default::default()
+        };
+        // Just after the split the owners may not be announced yet: UNAVAILABLE, retry (as
+        // the answer's pushback says).
+        let answer = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match out.send(request.clone()).await {
+                    Err(s) if s.code() == tonic::Code::Unavailable => {
+                        tokio::time::sleep(Duration::from_millis(500)).await
+                    }
+                    other => break other,
+                }
+            }
+        })
+        .await
+        .expect("the owner was announced")
+        .expect("scheduled");
         owner = Some(
             answer
                 .metadata()
@@ -1017,18 +1029,35 @@ async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
         vec![(tenant.clone(), baja.encode_to_vec())],
     )
     .await;
-    let consent_of = |addr: &str| {
+    // And another customer opted out through the API (a CRM): journaled with its time.
+    let set = CustomersClient::new(channel(&addrs[0].0))
+        .set_consent(proto::SetConsentRequest {
+            tenant: tenant.clone(),
+            customer: "+34611000008".into(),
+            state: proto::ConsentState::OptedOut as i32,
+            source: "crm".into(),
+            actor: "ana".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("consent set")
+        .into_inner();
+    let consent_in = |addr: &str, customer: &'static str| {
         let mut customers = CustomersClient::new(channel(addr));
         let tenant = tenant.clone();
         async move {
             customers
                 .get_consent(proto::ConsentRef {
                     tenant,
-                    customer: "+34611000009".into(),
+                    customer: customer.into(),
                 })
                 .await
-                .map(|c| c.into_inner().state())
+                .map(|c| c.into_inner())
         }
+    };
+    let consent_of = |addr: &str| {
+        let read = consent_in(addr, "+34611000009");
+        async move { read.await.map(|c| c.state()) }
     };
     // Bounded waits stop a broken test from hanging; nothing asserts how fast.
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -1087,6 +1116,22 @@ async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
     })
     .await
     .expect("the survivor knows the customer opted out");
+    let crm = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let c = consent_in(&survivor, "+34611000008").await.unwrap();
+            if c.state() != proto::ConsentState::None {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the survivor knows the consent set through the API");
+    assert_eq!(
+        (crm.state(), crm.source.as_str(), crm.at_ms),
+        (proto::ConsentState::OptedOut, "crm", set.at_ms),
+        "the API's consent, at the time it was set"
+    );
     let promo = out
         .send(proto::SendRequest {
             tenant: tenant.clone(),

@@ -232,6 +232,7 @@ async fn a_crm_schedules_cancels_by_match_sets_consent_and_meets_the_cap() {
             source: "crm".into(),
             actor: "ana".into(),
             reason: "asked by phone".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -315,6 +315,7 @@ impl SendRequests {
             priority: self.priority as i32,
             idempotency_key: key,
             valid_for_ms: 0,
+            ..Default::default()
         }
     }
 }

@@ -471,6 +471,15 @@ impl proto::outbound_server::Outbound for Echo {
         ))
     }
 
+    async fn cancel(
+        &self,
+        _request: tonic::Request<proto::CancelRequest>,
+    ) -> Result<tonic::Response<proto::CancelResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the echo anchor only answers Send",
+        ))
+    }
+
     type StreamStatusStream = tokio_stream::Empty<Result<proto::SendStatus, tonic::Status>>;
 
     async fn stream_status(

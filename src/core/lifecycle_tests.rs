@@ -380,6 +380,7 @@ fn consent_set_through_the_api_is_audited() {
             source: "crm".into(),
             actor: "ana@crm".into(),
             reason: "asked by phone".into(),
+            at: None,
         })
         .unwrap();
     match reply {
@@ -404,6 +405,38 @@ fn consent_set_through_the_api_is_audited() {
         .iter()
         .find(|e| e.action == "consent_set")
         .expect("audited");
+    // The journal read again after a crash sets the same consent at the same time: nothing
+    // changes, nothing is audited twice.
+    let again = |s: &mut Sim, at: Timestamp| {
+        s.run(Command::SetConsent {
+            tenant: TenantId::new(T),
+            customer: customer(3),
+            state: ConsentState::OptedOut,
+            source: "crm".into(),
+            actor: "ana@crm".into(),
+            reason: "asked by phone".into(),
+            at: Some(at),
+        })
+    };
+    let set_at = s.now;
+    s.advance(HOUR);
+    again(&mut s, set_at).unwrap();
+    let audited = |s: &mut Sim| match s
+        .run(Command::ListAudit {
+            tenant: TenantId::new(T),
+            limit: 10,
+        })
+        .unwrap()
+    {
+        Reply::Audit(a) => a.iter().filter(|e| e.action == "consent_set").count(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(audited(&mut s), 1);
+    let future = Timestamp(s.now.as_millis() + 1);
+    assert!(matches!(
+        again(&mut s, future),
+        Err(CoreError::InvalidArgument { field: "at_ms", .. })
+    ));
     assert_eq!(&*entry.actor, "ana@crm");
     assert!(
         !entry.target.contains(&customer(3)),
@@ -466,6 +499,7 @@ fn opted_in_customers_have_their_own_cap() {
         source: "web-form".into(),
         actor: "crm".into(),
         reason: String::new(),
+        at: None,
     })
     .unwrap();
     for _ in 0..2 {

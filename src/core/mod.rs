@@ -372,6 +372,8 @@ pub enum Command {
         source: String,
         actor: String,
         reason: String,
+        /// When it was given or withdrawn (None: now).
+        at: Option<Timestamp>,
     },
     GetSend {
         tenant: TenantId,

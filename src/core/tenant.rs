@@ -319,14 +319,22 @@ impl Tenant {
                 source,
                 actor,
                 reason,
+                at,
                 ..
             } => {
                 let customer = self.customer_number(&customer)?;
+                let at = at.unwrap_or(now);
+                if at > now {
+                    return Err(invalid(
+                        "at_ms",
+                        "is in the future; give when the customer said it, or 0 for now",
+                    ));
+                }
                 let view = quota::ConsentView {
                     state,
                     source: Arc::from(source),
                     actor: Arc::from(actor),
-                    at: now,
+                    at,
                 };
                 self.quotas.set_consent(&customer, view, &reason, out);
                 Ok(Reply::Consent(self.quotas.consent(&customer).cloned()))

@@ -288,15 +288,14 @@ impl KafkaInput {
                 .into_iter()
                 .collect()
         } else if m.topic() == self.config.sends_topic {
-            let cancel = m.headers().is_some_and(|h| {
-                h.iter().any(|h| {
-                    h.key == super::KIND_HEADER && h.value == Some(super::KIND_CANCEL.as_bytes())
-                })
+            let kind = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == super::KIND_HEADER)
+                    .and_then(|h| h.value)
             });
-            let output = if cancel {
-                self.cancel_request(payload, m.partition()).await?
-            } else {
-                self.send_request(payload, m.partition()).await?
+            let output = match kind {
+                None => self.send_request(payload, m.partition()).await?,
+                Some(kind) => self.journaled(kind, payload, m.partition()).await?,
             };
             output.into_iter().collect()
         } else {
@@ -533,20 +532,40 @@ impl KafkaInput {
         }
     }
 
-    /// Applies a cancel (journaled by the gRPC `Cancel`, or another service's); a dead letter
-    /// if it cannot be read or done.
-    async fn cancel_request(
+    /// Applies a cancel or a consent of the sends topic (journaled by the gRPC `Cancel` and
+    /// `SetConsent`, or another service's); a dead letter if it cannot be read or done.
+    async fn journaled(
         &self,
+        kind: &[u8],
         payload: &[u8],
         partition: i32,
     ) -> Result<Option<Output>, Stopping> {
-        let command = match proto::CancelRequest::decode(payload) {
-            Err(e) => Err(DeadLetter::new(
-                "undecodable",
-                format!("not a switchboard.v1.CancelRequest: {e}"),
-            )),
-            Ok(r) => crate::wire::lifecycle::cancel_in(r)
-                .map_err(|e| DeadLetter::new("invalid", e.to_string())),
+        use crate::wire::lifecycle::{cancel_in, set_consent_in};
+        fn read<M: prost::Message + Default>(
+            payload: &[u8],
+            name: &str,
+            convert: impl FnOnce(M) -> Result<Command, crate::wire::Invalid>,
+        ) -> Result<Command, DeadLetter> {
+            let message = M::decode(payload).map_err(|e| {
+                DeadLetter::new("undecodable", format!("not a switchboard.v1.{name}: {e}"))
+            })?;
+            convert(message).map_err(|e| DeadLetter::new("invalid", e.to_string()))
+        }
+        let command = if kind == super::KIND_CANCEL.as_bytes() {
+            read(payload, "CancelRequest", cancel_in)
+        } else if kind == super::KIND_CONSENT.as_bytes() {
+            read(payload, "SetConsentRequest", set_consent_in)
+        } else {
+            Err(DeadLetter::new(
+                "invalid",
+                format!(
+                    "unknown {} header {:?}: use \"{}\" or \"{}\", or none for a SendRequest",
+                    super::KIND_HEADER,
+                    String::from_utf8_lossy(kind),
+                    super::KIND_CANCEL,
+                    super::KIND_CONSENT
+                ),
+            ))
         };
         let command = match command {
             Ok(c) => c,

@@ -44,9 +44,11 @@ pub const TENANT_HEADER: &str = "switchboard.tenant";
 
 /// The header saying what a record of the sends topic holds: absent, a `SendRequest`;
 /// [`KIND_CANCEL`], a `CancelRequest` (journaled by the gRPC `Cancel`, or written by a
-/// service that cancels through Kafka).
+/// service that cancels through Kafka); [`KIND_CONSENT`], a `SetConsentRequest`.
 pub const KIND_HEADER: &str = "switchboard.kind";
 pub const KIND_CANCEL: &str = "cancel";
+/// A `SetConsentRequest` (journaled by the gRPC `SetConsent`, its time filled in).
+pub const KIND_CONSENT: &str = "consent";
 
 /// The settings every client shares: brokers, then the operator's raw librdkafka options.
 pub fn client_config(k: &KafkaConfig) -> ClientConfig {

@@ -29,16 +29,16 @@ impl crate::sender::Journal for SendsJournal {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         use crate::sender::Journaled;
         Box::pin(async move {
+            let kind = |kind: &str| {
+                Some(OwnedHeaders::new().insert(Header {
+                    key: super::KIND_HEADER,
+                    value: Some(kind),
+                }))
+            };
             let (tenant, payload, headers) = match record {
                 Journaled::Send(r) => (&r.tenant, r.encode_to_vec(), None),
-                Journaled::Cancel(r) => (
-                    &r.tenant,
-                    r.encode_to_vec(),
-                    Some(OwnedHeaders::new().insert(Header {
-                        key: super::KIND_HEADER,
-                        value: Some(super::KIND_CANCEL),
-                    })),
-                ),
+                Journaled::Cancel(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_CANCEL)),
+                Journaled::Consent(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_CONSENT)),
             };
             let seq = self
                 .outbox

@@ -90,6 +90,16 @@ pub fn set_consent_in(r: proto::SetConsentRequest) -> Result<Command, Invalid> {
         source: required("source", &r.source)?.to_owned(),
         actor: required("actor", &r.actor)?.to_owned(),
         reason: r.reason,
+        at: match r.at_ms {
+            0 => None,
+            ms if ms < 0 => {
+                return Err(invalid(
+                    "at_ms",
+                    format!("is {ms}; give milliseconds since the epoch, or 0 for now"),
+                ));
+            }
+            ms => Some(Timestamp::from_millis(ms as u64)),
+        },
     })
 }
 

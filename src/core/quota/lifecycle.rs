@@ -400,7 +400,8 @@ impl Quotas {
         Some(state)
     }
 
-    /// Sets a customer's consent through the API (audited).
+    /// Sets a customer's consent through the API (audited). The same state, source and time
+    /// again (a retry, a journal read again after a crash) changes nothing.
     pub fn set_consent(
         &mut self,
         customer: &CustomerNumber,
@@ -408,6 +409,14 @@ impl Quotas {
         reason: &str,
         out: &mut Vec<Effect>,
     ) {
+        if self
+            .life
+            .consent
+            .get(customer)
+            .is_some_and(|c| (c.state, &c.source, c.at) == (view.state, &view.source, view.at))
+        {
+            return;
+        }
         let before = self
             .life
             .consent
