@@ -168,6 +168,11 @@ pub struct TenantConfig {
     /// The portfolio's quotas (platform rules: shared/design/WHATSAPP.md).
     #[serde(default)]
     pub quotas: QuotaConfig,
+    /// A conversation with the bot stays with it (reason `WITH_BOT`) until the bot escalates,
+    /// a friction intent appears, or it has been idle this long; 0: every message is routed
+    /// afresh.
+    #[serde(default = "defaults::bot_idle_secs")]
+    pub bot_idle_secs: u64,
 }
 
 /// One business phone number of a portfolio.
@@ -403,6 +408,10 @@ mod defaults {
     }
     pub fn priority() -> u32 {
         10
+    }
+    /// Ten minutes: a customer answering the bot's question is still in its dialogue.
+    pub fn bot_idle_secs() -> u64 {
+        600
     }
     pub fn escalation_priority() -> u32 {
         50

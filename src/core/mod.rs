@@ -57,6 +57,7 @@ pub enum Reason {
     Transferred,
     CapacityReduced,
     Dequeued,
+    WithBot,
 }
 
 impl Reason {
@@ -81,6 +82,7 @@ impl Reason {
             Reason::Transferred => "transferred",
             Reason::CapacityReduced => "capacity_reduced",
             Reason::Dequeued => "dequeued",
+            Reason::WithBot => "with_bot",
         }
     }
 }

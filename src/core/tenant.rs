@@ -9,9 +9,11 @@
 //! 1. automation paused or a route override → a human (`AUTOMATION_PAUSED`, `ROUTE_OVERRIDE`);
 //! 2. already with an agent → that agent (`ASSIGNED_AGENT`);
 //! 3. already waiting in a queue → keeps its place (`ALREADY_QUEUED`; friction raises priority);
-//! 4. friction intent (mode `human`) → its queue at its priority (`FRICTION`);
-//! 5. simple intent (mode `bot`) → the bot (`SIMPLE_INTENT`; `NO_BOT` queues it without a bot);
-//! 6. otherwise (mode `auto`, or no intent) → the queue if its estimated wait is within the SLA
+//! 4. mid-dialogue with the bot, no friction, idle under `bot_idle_secs` → the bot again
+//!    (`WITH_BOT`; the bot ends it by escalating);
+//! 5. friction intent (mode `human`) → its queue at its priority (`FRICTION`);
+//! 6. simple intent (mode `bot`) → the bot (`SIMPLE_INTENT`; `NO_BOT` queues it without a bot);
+//! 7. otherwise (mode `auto`, or no intent) → the queue if its estimated wait is within the SLA
 //!    target (`SLA_OK`), else the bot (`SLA_SATURATED`), else queued anyway
 //!    (`SLA_SATURATED_NO_BOT`).
 use std::collections::VecDeque;
@@ -86,6 +88,8 @@ pub struct Tenant {
     id: TenantId,
     region: country::Id,
     bot: Option<Arc<str>>,
+    /// A conversation with the bot stays there while its idle time is under this (0: off).
+    bot_idle_ms: u64,
     default_queue: QueueIx,
     escalation_queue: QueueIx,
     default_priority: Priority,
@@ -133,6 +137,7 @@ impl Tenant {
                 .parse()
                 .expect("validated by Config::validate"),
             bot: config.bot.as_deref().map(Arc::from),
+            bot_idle_ms: config.bot_idle_secs * 1_000,
             default_queue,
             escalation_queue: config
                 .escalation_queue
@@ -534,9 +539,12 @@ impl Tenant {
             conv.channels.push(m.channel);
         }
         conv.push_context(message.clone(), keep);
+        let idle_ms = now
+            .as_millis()
+            .saturating_sub(conv.last_activity.as_millis());
         conv.last_activity = now;
 
-        let decision = self.route(now, id, intent, message, out);
+        let decision = self.route(now, id, intent, idle_ms, message, out);
         self.dedup.insert(&provider_message_id, now);
         Ok(decision)
     }

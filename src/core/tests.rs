@@ -1203,3 +1203,47 @@ fn a_restored_tenant_keeps_its_conversations_windows_and_seen_ids() {
     assert_eq!(fresh.view(held).agent, Some(AgentId::new("ana")));
     assert_eq!(fresh.view(waits).state, ConversationState::Waiting);
 }
+
+/// A customer mid-dialogue with the bot stays with it (`WITH_BOT`) while an agent is free,
+/// until friction appears, the bot escalates, or the dialogue was idle for `bot_idle_secs`
+/// (600 by default) to the millisecond.
+#[test]
+fn a_conversation_with_the_bot_stays_there_until_friction_escalation_or_idle() {
+    let mut s = Sim::new(true);
+    let d = s.msg(&customer(1), "What are your opening hours?");
+    assert_eq!((d.target, d.reason), (Target::Bot, Reason::SimpleIntent));
+    s.agent("ana", 5, &["support", "claims"]);
+    // An agent is free now (SLA_OK would take it), but the customer is answering the bot.
+    s.advance(599_999);
+    let d = s.msg(&customer(1), "el sábado");
+    assert_eq!((d.target, d.reason), (Target::Bot, Reason::WithBot));
+    assert!(matches!(
+        &s.effects[..],
+        [Effect::BotMessage {
+            reason: Reason::WithBot,
+            ..
+        }]
+    ));
+    // Idle for exactly bot_idle_secs: routed afresh, to the free agent.
+    s.advance(600_000);
+    let d = s.msg(&customer(1), "hola otra vez");
+    assert_eq!((d.target, d.reason), (Target::Agent, Reason::SlaOk));
+
+    // Friction ends the dialogue at once.
+    let d = s.msg(&customer(2), "opening hours");
+    assert_eq!(d.reason, Reason::SimpleIntent);
+    let d = s.msg(&customer(2), "quiero una devolución");
+    assert_eq!((d.target, d.reason), (Target::Agent, Reason::Friction));
+
+    // So does the bot's escalation.
+    let d = s.msg(&customer(3), "opening hours");
+    s.run(Command::Escalate {
+        tenant: TenantId::new(T),
+        conversation: conv(&d),
+        queue: Some("support".into()),
+        note: "needs a person".into(),
+    })
+    .unwrap();
+    let d = s.msg(&customer(3), "gracias");
+    assert_eq!(d.reason, Reason::AssignedAgent);
+}

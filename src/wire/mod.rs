@@ -343,6 +343,7 @@ pub fn reason_out(r: Reason) -> proto::Reason {
         Reason::Transferred => P::Transferred,
         Reason::CapacityReduced => P::CapacityReduced,
         Reason::Dequeued => P::Dequeued,
+        Reason::WithBot => P::WithBot,
     }
 }
 

@@ -5,12 +5,14 @@
 use super::*;
 
 impl Tenant {
-    /// The routing decision for a message just added to conversation `id` (module docs).
+    /// The routing decision for a message just added to conversation `id` (module docs),
+    /// which had been idle `idle_ms` before it.
     pub(super) fn route(
         &mut self,
         now: Timestamp,
         id: ConversationId,
         intent: Option<usize>,
+        idle_ms: u64,
         message: ContextMessage,
         out: &mut Vec<Effect>,
     ) -> Decision {
@@ -65,10 +67,21 @@ impl Tenant {
         }
         let mode = intent.map_or(IntentMode::Auto, |i| i.mode);
         let queue = intent.and_then(|i| i.queue).unwrap_or(self.default_queue);
+        // 4. Mid-dialogue with the bot: it keeps the conversation unless the customer shows
+        // friction or the dialogue went idle (the bot escalates through `Escalate`).
+        let sticky = self.conversations[&id].with_bot && idle_ms < self.bot_idle_ms;
+        if sticky
+            && mode != IntentMode::Human
+            && let Some(bot) = self.bot.clone()
+        {
+            let mut d = self.send_to_bot(now, id, bot, Reason::WithBot, message, &intent_name, out);
+            d.intent = intent_name;
+            return d;
+        }
         let mut d = match mode {
-            // 4. Friction: a human, at the intent's priority.
+            // 5. Friction: a human, at the intent's priority.
             IntentMode::Human => self.enqueue(now, id, queue, priority, Reason::Friction, out),
-            // 5. Simple intents: the bot, if there is one.
+            // 6. Simple intents: the bot, if there is one.
             IntentMode::Bot => match self.bot.clone() {
                 Some(bot) => self.send_to_bot(
                     now,
@@ -81,7 +94,7 @@ impl Tenant {
                 ),
                 None => self.enqueue(now, id, queue, priority, Reason::NoBot, out),
             },
-            // 6. By SLA load.
+            // 7. By SLA load.
             IntentMode::Auto => {
                 let sla = self.desk.sla_target_ms(queue);
                 let within = self
