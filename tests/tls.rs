@@ -105,7 +105,6 @@ fn half_a_tls_config_names_the_missing_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_calls_go_over_https_under_tls() {
     use switchboard::grpc::SERVED_BY_HEADER;
-    use switchboard::kafka::TopicKind;
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
@@ -115,11 +114,7 @@ async fn forwarded_calls_go_over_https_under_tls() {
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, &key_pem).unwrap();
 
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    for (topic, kind) in switchboard::kafka::topics(&switchboard::config::KafkaConfig::default()) {
-        let partitions = if kind == TopicKind::Owners { 1 } else { 2 };
-        cluster.create_topic(topic, partitions, 1).unwrap();
-    }
+    let cluster = suite::mock_cluster(2);
     let tenants = suite::one_tenant_per_partition(2);
     let toml = suite::replicas_toml(&cluster.bootstrap_servers(), &tenants, false);
     let mut config = Config::from_toml_str(&toml).unwrap();

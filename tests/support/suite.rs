@@ -73,6 +73,24 @@ pub async fn produce_all(producer: &FutureProducer, topic: &str, records: Vec<(S
 }
 
 /// A consumer of `topics` from the start, in a group of its own.
+/// librdkafka's in-process mock cluster (one broker) with every topic the service uses, each
+/// with `partitions` partitions (the owners topic with one).
+pub fn mock_cluster(
+    partitions: i32,
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    use switchboard::kafka::TopicKind;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("a mock cluster");
+    for (topic, kind) in switchboard::kafka::topics(&switchboard::config::KafkaConfig::default()) {
+        let n = if kind == TopicKind::Owners {
+            1
+        } else {
+            partitions
+        };
+        cluster.create_topic(topic, n, 1).expect("a mock topic");
+    }
+    cluster
+}
+
 pub fn reader(brokers: &str, topics: &[&str]) -> StreamConsumer {
     static READERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
