@@ -31,7 +31,7 @@ pub struct SendStatusEvent {
 /// Where an admitted send request is written so that it survives a crash (Kafka mode: the
 /// sends topic, which the owner replays after the last snapshot; its idempotency key makes
 /// the replay a no-op when the send is already in the state). The gRPC API appends each
-/// send it admits, and each cancel that cancelled something, before it answers.
+/// send it admits, each cancel and each consent it sets, before it answers.
 pub trait Journal: Send + Sync {
     fn append<'a>(
         &'a self,

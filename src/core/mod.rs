@@ -547,8 +547,12 @@ pub enum Reply {
         admission: quota::Admission,
     },
     SendView(quota::SendView),
-    /// How many sends a cancel cancelled.
-    Cancelled(u32),
+    /// How many sends a cancel cancelled, and the idempotency key of the send it named (by id
+    /// or key): what the journal writes, since ids are not kept across a replay.
+    Cancelled {
+        cancelled: u32,
+        key: Option<Arc<str>>,
+    },
     Consent(Option<quota::ConsentView>),
     Quota(Box<quota::QuotaSnapshot>),
     Override(quota::OverrideView),

@@ -308,11 +308,16 @@ impl Tenant {
                         tag,
                     },
                 };
-                let cancelled = self.quotas.cancel(&target, out).map_err(|e| match e {
-                    quota::CancelError::NotFound(id) => CoreError::NotFound { what: "send", id },
-                    dispatched => CoreError::FailedPrecondition(dispatched.to_string()),
-                })?;
-                Ok(Reply::Cancelled(cancelled))
+                let (cancelled, key) =
+                    self.quotas
+                        .cancel_keyed(&target, out)
+                        .map_err(|e| match e {
+                            quota::CancelError::NotFound(id) => {
+                                CoreError::NotFound { what: "send", id }
+                            }
+                            dispatched => CoreError::FailedPrecondition(dispatched.to_string()),
+                        })?;
+                Ok(Reply::Cancelled { cancelled, key })
             }
             Command::GetConsent { customer, .. } => {
                 let customer = self.customer_number(&customer)?;

@@ -46,11 +46,21 @@ service!(proto::outbound_server::Outbound, proto::outbound_client::OutboundClien
         let r = request.into_inner();
         let command = crate::wire::lifecycle::cancel_in(r.clone())?;
         match self.call(command).await? {
-            Reply::Cancelled(cancelled) => {
+            Reply::Cancelled { cancelled, key } => {
+                // By its idempotency key: a send's id is not kept when the journal is read
+                // again after a crash (refused sends take ids and are not journaled).
+                let r = match key {
+                    Some(key) => proto::CancelRequest {
+                        tenant: r.tenant,
+                        idempotency_key: key.to_string(),
+                        ..Default::default()
+                    },
+                    None => r,
+                };
                 // Written down before the answer (Kafka mode): replayed after the send it
-                // cancels, so a crash now cannot bring the send back.
+                // cancels, so a crash now cannot bring the send back. Also when it cancelled
+                // nothing now: it may be the retry of a cancel whose journaling failed.
                 if let Some(journal) = &self.journal
-                    && cancelled > 0
                     && let Err(e) = journal.append(Journaled::Cancel(&r)).await
                 {
                     tracing::warn!(error = %e, "cancel not journaled");

@@ -316,6 +316,15 @@ impl Quotas {
         target: &CancelTarget,
         out: &mut Vec<Effect>,
     ) -> Result<u32, CancelError> {
+        self.cancel_keyed(target, out).map(|(n, _)| n)
+    }
+
+    /// [`Quotas::cancel`], and the idempotency key of the send named by id or key.
+    pub fn cancel_keyed(
+        &mut self,
+        target: &CancelTarget,
+        out: &mut Vec<Effect>,
+    ) -> Result<(u32, Option<Arc<str>>), CancelError> {
         let ids: Vec<SendId> = match target {
             CancelTarget::Id(id) => vec![self.cancellable(*id, &id.to_string())?],
             CancelTarget::Key(key) => {
@@ -329,7 +338,14 @@ impl Quotas {
                 &s.to == customer && s.view.tag.as_deref() == Some(tag.as_str())
             }),
         };
-        Ok(self.cancel_ids(&ids, out))
+        let key = match target {
+            CancelTarget::Match { .. } => None,
+            _ => ids
+                .first()
+                .and_then(|&id| self.log.get(id))
+                .map(|s| s.view.idempotency_key.clone()),
+        };
+        Ok((self.cancel_ids(&ids, out), key))
     }
 
     /// `id` if it exists and was not dispatched (it may be waiting or not).
