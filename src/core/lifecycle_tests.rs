@@ -309,30 +309,41 @@ fn marketing_in_quiet_hours_waits_until_they_end_across_both_dst_changes() {
 fn a_scheduled_reminder_due_in_quiet_hours_waits_and_one_past_its_validity_expires() {
     const QUIET: &str = r#"messaging_limit = "unlimited"
         quiet_hours = { time_zone = "Europe/Madrid", start = "21:00", end = "09:00" }"#;
-    let mut s = Sim::new(QUIET, 1_000);
-    s.now = Timestamp(1_806_177_600_000 - 2 * HOUR); // 19:00 CET
-    let due = Timestamp(1_806_177_600_000); // 21:00 CET, quiet
-    let mut r = Req::new(&customer(1), Category::Marketing);
-    r.send_at = Some(due);
-    let (waits, _) = s.request(r);
-    let mut r = Req::new(&customer(2), Category::Marketing);
-    r.send_at = Some(due);
-    r.valid_for_ms = Some(HOUR);
-    let (expires, _) = s.request(r);
-    s.at(due);
-    s.tick();
-    assert_eq!(s.dispatched(), 0);
-    assert_eq!(s.state(waits), SendState::Queued);
-    s.at(Timestamp(due.as_millis() + HOUR));
-    s.tick();
-    assert_eq!(
-        s.state(expires),
-        SendState::Expired,
-        "validity counts from its time"
-    );
-    s.at(Timestamp(1_806_217_200_000));
-    s.tick();
-    assert_eq!(s.dispatched_ids(), vec![waits]);
+    // Due at 21:00 on both nights the clocks change (instants as in the test above).
+    for (due, ends) in [
+        // 2027-03-27 21:00 CET = 20:00Z; the quiet ends 2027-03-28 09:00 CEST = 07:00Z.
+        (1_806_177_600_000, 1_806_217_200_000),
+        // 2027-10-30 21:00 CEST = 19:00Z; the quiet ends 2027-10-31 09:00 CET = 08:00Z.
+        (1_824_922_800_000, 1_824_969_600_000_u64),
+    ] {
+        let mut s = Sim::new(QUIET, 1_000);
+        s.now = Timestamp(due - 2 * HOUR); // 19:00 local: not quiet yet
+        let due = Timestamp(due);
+        let mut r = Req::new(&customer(1), Category::Marketing);
+        r.send_at = Some(due);
+        let (waits, _) = s.request(r);
+        let mut r = Req::new(&customer(2), Category::Marketing);
+        r.send_at = Some(due);
+        r.valid_for_ms = Some(HOUR);
+        let (expires, _) = s.request(r);
+        s.at(due);
+        s.tick();
+        assert_eq!(s.dispatched(), 0);
+        assert_eq!(s.state(waits), SendState::Queued);
+        s.at(Timestamp(due.as_millis() + HOUR));
+        s.tick();
+        assert_eq!(
+            s.state(expires),
+            SendState::Expired,
+            "validity counts from its time"
+        );
+        s.at(Timestamp(ends - 1));
+        s.tick();
+        assert_eq!(s.state(waits), SendState::Queued, "1 ms before the end");
+        s.at(Timestamp(ends));
+        s.tick();
+        assert_eq!(s.dispatched_ids(), vec![waits]);
+    }
 }
 
 #[test]
@@ -346,6 +357,15 @@ fn baja_opts_the_customer_out_cancels_their_waiting_marketing_and_is_still_route
     let mut r = Req::new(&c, Category::Utility);
     r.send_at = Some(later);
     let (invoice, _) = s.request(r);
+    // And one in the batch queue: over the frequency cap, it waits (two days' validity).
+    assert_eq!(
+        s.request(Req::new(&c, Category::Marketing)).1,
+        Admission::Dispatched
+    );
+    let mut r = Req::new(&c, Category::Marketing);
+    r.valid_for_ms = Some(2 * DAY);
+    let (queued, answer) = s.request(r);
+    assert!(matches!(answer, Admission::Queued { .. }));
 
     let reply = s.say(&c, "¡Baja!");
     assert!(matches!(reply, Reply::Decision(_)), "the message is routed");
@@ -359,8 +379,14 @@ fn baja_opts_the_customer_out_cancels_their_waiting_marketing_and_is_still_route
     assert_eq!(
         s.state(promo),
         SendState::Cancelled,
-        "waiting marketing cancelled"
+        "scheduled marketing cancelled"
     );
+    assert_eq!(
+        s.state(queued),
+        SendState::Cancelled,
+        "queued marketing cancelled"
+    );
+    assert_eq!(s.quotas().queued(), 0);
     assert_eq!(s.state(invoice), SendState::Scheduled, "utility untouched");
     let (_, answer) = s.request(Req::new(&c, Category::Marketing));
     assert_eq!(refused(answer), Some((Refusal::OptedOut, None)));
@@ -375,7 +401,8 @@ fn baja_opts_the_customer_out_cancels_their_waiting_marketing_and_is_still_route
             .consent(&crate::model::CustomerNumber::from_valid_e164(&customer(8))),
         None
     );
-    // START opts back in.
+    // START opts back in (a minute later: the pair limit allows two sends per 6 s).
+    s.advance(60_000);
     s.say(&c, "START");
     let (_, answer) = s.request(Req::new(&c, Category::Marketing));
     assert_eq!(answer, Admission::Dispatched);
