@@ -394,6 +394,16 @@ fn baja_opts_the_customer_out_cancels_their_waiting_marketing_and_is_still_route
         s.request(Req::new(&c, Category::Utility)).1,
         Admission::Dispatched
     );
+    // A phrase keyword, however spaced, capitalised and accented.
+    s.say(&customer(11), "  No  MÁS   mensajes!! ");
+    assert_eq!(
+        s.quotas()
+            .consent(&crate::model::CustomerNumber::from_valid_e164(&customer(
+                11
+            )))
+            .map(|c| (c.state, c.source.to_string())),
+        Some((ConsentState::OptedOut, "keyword:no mas mensajes".to_owned()))
+    );
     // A longer sentence with the word in it is not an opt-out.
     s.say(&customer(8), "no quiero darme de baja todavía");
     assert_eq!(

@@ -84,6 +84,8 @@ pub(super) struct Lifecycle {
     quiet: Option<QuietHours>,
     opt_out: Set<String>,
     opt_in: Set<String>,
+    /// The longest keyword, in bytes (normalised).
+    longest: usize,
 }
 
 /// The moving window of the frequency cap.
@@ -110,6 +112,7 @@ impl Lifecycle {
             quiet: None,
             opt_out: Set::default(),
             opt_in: Set::default(),
+            longest: 0,
         };
         life.configure(config);
         life
@@ -120,6 +123,13 @@ impl Lifecycle {
         let words = |w: &[String]| w.iter().map(|w| normalize_keyword(w)).collect();
         self.opt_out = words(&config.consent.opt_out_keywords);
         self.opt_in = words(&config.consent.opt_in_keywords);
+        self.longest = self
+            .opt_out
+            .iter()
+            .chain(&self.opt_in)
+            .map(String::len)
+            .max()
+            .unwrap_or(0);
         self.quiet = config
             .quiet_hours
             .as_ref()
@@ -203,6 +213,17 @@ impl Lifecycle {
 
     /// The consent a text means, if it is one of the keywords.
     pub fn keyword(&self, text: &str) -> Option<(ConsentState, String)> {
+        // Every inbound message comes here: most are sentences far longer than any keyword,
+        // told apart without building the normalised text. Folding keeps or halves a
+        // character's bytes, and words are joined by one space, so a text's normalised
+        // length is at least half its words' bytes plus the spaces between them.
+        let words = text.trim_matches(|c: char| !c.is_alphanumeric());
+        let (bytes, count) = words
+            .split_whitespace()
+            .fold((0usize, 0usize), |(b, n), w| (b + w.len(), n + 1));
+        if bytes / 2 + count.saturating_sub(1) > self.longest {
+            return None;
+        }
         let word = normalize_keyword(text);
         if self.opt_out.contains(&word) {
             Some((ConsentState::OptedOut, word))
