@@ -19,6 +19,9 @@ pub struct Classifier {
     /// so on ASCII text they are the answer and on other text each hit is confirmed by
     /// `exact`.
     keywords: RegexSet,
+    /// The same keywords, then the configured expressions, in one set: on ASCII text (most
+    /// messages) one pass on the DFA answers everything.
+    everything: RegexSet,
     /// Each keyword's intent, the keyword with Unicode word boundaries, and whether a hit on
     /// ASCII text needs it too (an end of the keyword is not an ASCII letter, digit or `_`).
     exact: Vec<(usize, Regex, bool)>,
@@ -47,7 +50,9 @@ impl Classifier {
                 patterns.push((i, Regex::new(&format!("(?i:{p})"))?));
             }
         }
+        let expressions = patterns.iter().map(|(_, p): &(usize, Regex)| p.as_str());
         Ok(Self {
+            everything: RegexSet::new(keywords.iter().map(String::as_str).chain(expressions))?,
             keywords: RegexSet::new(&keywords)?,
             exact,
             patterns,
@@ -65,6 +70,18 @@ impl Classifier {
         }
         let folded = fold(text);
         let ascii = folded.is_ascii();
+        if ascii {
+            let intent = |k: usize| match self.exact.get(k) {
+                Some(&(i, ref exact, always)) => (!always || exact.is_match(&folded)).then_some(i),
+                None => Some(self.patterns[k - self.exact.len()].0),
+            };
+            return self
+                .everything
+                .matches(&folded)
+                .into_iter()
+                .filter_map(intent)
+                .reduce(|b, i| self.better(b, i));
+        }
         let keywords = self
             .keywords
             .matches(&folded)
@@ -77,13 +94,16 @@ impl Classifier {
             .iter()
             .filter(|(_, p)| p.is_match(&folded))
             .map(|&(i, _)| i);
-        keywords
-            .chain(patterns)
-            .reduce(|b, i| match self.priority[b].cmp(&self.priority[i]) {
-                std::cmp::Ordering::Greater => b,
-                std::cmp::Ordering::Less => i,
-                std::cmp::Ordering::Equal => b.min(i),
-            })
+        keywords.chain(patterns).reduce(|b, i| self.better(b, i))
+    }
+
+    /// Of two matching intents: the higher priority, then the first configured.
+    fn better(&self, b: usize, i: usize) -> usize {
+        match self.priority[b].cmp(&self.priority[i]) {
+            std::cmp::Ordering::Greater => b,
+            std::cmp::Ordering::Less => i,
+            std::cmp::Ordering::Equal => b.min(i),
+        }
     }
 }
 
