@@ -9,11 +9,15 @@
 //!   a conversation with its window, one message of context, and the message id remembered
 //!   for de-duplication.
 //!
+//! - lifecycle: an opt-in on record for each customer (set through the API), then a marketing
+//!   send to each, counted in the per-customer frequency cap; after 24 hours the counts are
+//!   swept and the consents kept.
+//!
 //! Run: `cargo bench --bench memory`. Linux only (reads /proc/self/statm).
 use switchboard::clock::Timestamp;
 use switchboard::config::{Category, Config};
 use switchboard::core::identity::normalize;
-use switchboard::core::quota::{Quotas, SendRequest};
+use switchboard::core::quota::{ConsentState, ConsentView, Quotas, SendRequest};
 use switchboard::core::{Command, Inbound, Shard};
 use switchboard::model::{Channel, TenantId};
 
@@ -51,6 +55,35 @@ fn config() -> Config {
     .expect("valid")
 }
 
+/// A business-initiated send of `category` to `to`, its effects dropped.
+fn send(
+    q: &mut Quotas,
+    now: Timestamp,
+    to: switchboard::model::CustomerNumber,
+    category: Category,
+    effects: &mut Vec<switchboard::core::Effect>,
+) {
+    q.send(
+        now,
+        SendRequest {
+            from: "N".into(),
+            to,
+            category,
+            content: "t".into(),
+            template: None,
+            priority: None,
+            idempotency_key: format!("k{}", now.as_millis()),
+            valid_for_ms: None,
+            window_open: false,
+            tag: None,
+            send_at: None,
+        },
+        effects,
+    )
+    .expect("valid");
+    effects.clear();
+}
+
 fn outbound() {
     let c = config();
     let t = &c.tenants[0];
@@ -65,25 +98,7 @@ fn outbound() {
                 phonenumber::country::Id::ES,
             )
             .expect("valid");
-            q.send(
-                Timestamp(*now),
-                SendRequest {
-                    from: "N".into(),
-                    to,
-                    category: Category::Utility,
-                    content: "t".into(),
-                    template: None,
-                    priority: None,
-                    idempotency_key: format!("k{now}"),
-                    valid_for_ms: None,
-                    window_open: false,
-                    tag: None,
-                    send_at: None,
-                },
-                &mut effects,
-            )
-            .expect("valid");
-            effects.clear();
+            send(q, Timestamp(*now), to, Category::Utility, &mut effects);
         }
     };
     let before = rss();
@@ -112,6 +127,74 @@ fn outbound() {
     println!(
         "outbound, a second {N} customers after that: RSS {:+.1} MB over the first peak (memory reused)",
         (again as f64 - peak as f64) / 1e6
+    );
+}
+
+fn lifecycle() {
+    let c = config();
+    let t = &c.tenants[0];
+    let mut q = Quotas::new(TenantId::new("m"), &t.numbers, &t.quotas, DAY, 1_000);
+    let mut effects = Vec::new();
+    let mut now = 1_700_000_000_000u64;
+    let customer = |i: u64| {
+        normalize(
+            &format!("+34{:09}", 700_000_000 + i),
+            phonenumber::country::Id::ES,
+        )
+        .expect("valid")
+    };
+    let (source, actor): (std::sync::Arc<str>, std::sync::Arc<str>) =
+        ("crm".into(), "bench".into());
+    let before = rss();
+    for i in 0..N {
+        now += 1;
+        let view = ConsentView {
+            state: ConsentState::OptedIn,
+            source: source.clone(),
+            actor: actor.clone(),
+            at: Timestamp(now),
+        };
+        q.set_consent(&customer(i), view, "", &mut effects);
+        effects.clear();
+    }
+    let consented = rss();
+    println!(
+        "lifecycle: {} consents on record: RSS +{:.1} MB, {:.0} bytes per customer",
+        q.consents(),
+        (consented - before) as f64 / 1e6,
+        (consented - before) as f64 / N as f64
+    );
+    for i in 0..N {
+        now += 1;
+        send(
+            &mut q,
+            Timestamp(now),
+            customer(i),
+            Category::Marketing,
+            &mut effects,
+        );
+    }
+    let peak = rss();
+    assert_eq!(
+        q.capped_customers() as u64,
+        N,
+        "every customer counted in the cap"
+    );
+    println!(
+        "lifecycle: then a marketing send to each ({} counted in the frequency cap, {} in the messaging limit): RSS +{:.1} MB, {:.0} bytes per customer with consent, cap count, limit count and pair bucket",
+        q.capped_customers(),
+        q.usage().0,
+        (peak - before) as f64 / 1e6,
+        (peak - before) as f64 / N as f64
+    );
+    now += DAY + 1;
+    q.sweep(Timestamp(now));
+    let after = rss();
+    println!(
+        "lifecycle after 24 hours and a sweep: {} capped, {} consents kept; RSS {:+.1} MB from the peak",
+        q.capped_customers(),
+        q.consents(),
+        (after as f64 - peak as f64) / 1e6,
     );
 }
 
@@ -166,5 +249,6 @@ fn inbound() {
 fn main() {
     // `cargo bench` passes --bench; this binary takes no options.
     outbound();
+    lifecycle();
     inbound();
 }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use switchboard::config::{self, Config};
 use switchboard::server;
 
-mod quota_cli;
+mod cli;
 
 /// Message router and rate limiter for WhatsApp Business traffic in contact centers.
 ///
@@ -50,7 +50,11 @@ enum Cmd {
     Config(ConfigCmd),
     /// Read and tune the running service's quotas (list, get, override, clear, audit, plan,
     /// reload).
-    Quota(Box<quota_cli::QuotaArgs>),
+    Quota(Box<cli::quota::QuotaArgs>),
+    /// A send's status; cancel waiting sends (by id, idempotency key, or customer and tag).
+    Sends(Box<cli::sends::SendsArgs>),
+    /// Read or set a customer's consent to marketing (audited).
+    Consent(Box<cli::consent::ConsentArgs>),
     /// Print the SHA-256 of a bearer token read from stdin, for `[[auth.tokens]] sha256`.
     #[command(subcommand)]
     Auth(AuthCmd),
@@ -171,12 +175,19 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Some(Cmd::Quota(args)) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the tokio runtime")?
-            .block_on(quota_cli::run(*args)),
+        Some(Cmd::Quota(args)) => client(cli::quota::run(*args)),
+        Some(Cmd::Sends(args)) => client(cli::sends::run(*args)),
+        Some(Cmd::Consent(args)) => client(cli::consent::run(*args)),
     }
+}
+
+/// Runs one command-line call to the service on a small runtime of its own.
+fn client(call: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(call)
 }
 
 /// Ok when the service at `addr` answers SERVING to a grpc.health.v1 check within `timeout`.
@@ -188,7 +199,7 @@ async fn health(
 ) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     let check = async {
-        let channel = quota_cli::endpoint(addr, ca, domain)?
+        let channel = cli::endpoint(addr, ca, domain)?
             .connect()
             .await
             .context("cannot connect")?;

@@ -17,7 +17,7 @@
 //! 8. `grpc`, `kafka`, `cloud_api`: the edges (none uses another);
 //! 9. `webhook`, `egress`: the edges with Meta, built on Kafka's outbox and consumer and the
 //!    Cloud API sender;
-//! 10. `server`: the wiring; 11. `main` and `quota_cli` (the binary).
+//! 10. `server`: the wiring; 11. `main` and `cli` (the binary).
 use std::path::{Path, PathBuf};
 
 const LAYERS: &[(&str, u8)] = &[
@@ -41,7 +41,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("egress", 9),
     ("server", 10),
     ("main", 11),
-    ("quota_cli", 11),
+    ("cli", 11),
 ];
 
 fn layer(module: &str) -> Option<u8> {

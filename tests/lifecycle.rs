@@ -45,6 +45,12 @@ impl Drop for Binary {
 
 /// The binary on a config file, and a channel to its gRPC address (as it prints it).
 async fn start() -> (Binary, Channel, tempdir::Dir) {
+    let (binary, channel, _, dir) = start_at().await;
+    (binary, channel, dir)
+}
+
+/// The same, and the gRPC address.
+async fn start_at() -> (Binary, Channel, String, tempdir::Dir) {
     let dir = tempdir::Dir::new();
     let path = dir.path().join("switchboard.toml");
     std::fs::write(&path, CONFIG).unwrap();
@@ -80,7 +86,7 @@ async fn start() -> (Binary, Channel, tempdir::Dir) {
         .connect()
         .await
         .unwrap();
-    (Binary(child), channel, dir)
+    (Binary(child), channel, grpc, dir)
 }
 
 /// A tiny temporary directory (no dependency for it).
@@ -287,5 +293,116 @@ async fn a_crm_schedules_cancels_by_match_sets_consent_and_meets_the_cap() {
         (86_400_000 - 60_000..=86_400_000).contains(&second.retry_after_ms),
         "{}",
         second.retry_after_ms
+    );
+}
+
+/// `switchboard <args>` against the service at `addr`: (succeeded, stdout, stderr).
+async fn cli(addr: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("SWITCHBOARD_GRPC_ADDR", addr);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_operators_commands_cancel_by_match_and_set_consent() {
+    let (_binary, channel, addr, _dir) = start_at().await;
+    let mut out = OutboundClient::new(channel);
+    let who = customer(900);
+    let due = now_ms() + 3_600_000;
+    let mut ids = Vec::new();
+    for (key, tag) in [
+        ("r1", "collections"),
+        ("r2", "collections"),
+        ("news", "campaign-nov"),
+    ] {
+        let mut r = request(&who, proto::Category::Utility, key);
+        r.tag = tag.into();
+        r.send_at_ms = due;
+        let answer = out.send(r).await.unwrap().into_inner();
+        assert_eq!(
+            answer.admission(),
+            proto::Admission::Scheduled,
+            "{answer:?}"
+        );
+        ids.push(answer.send_id);
+    }
+
+    // Nothing named: a clear error, nothing cancelled.
+    let (ok, _, err) = cli(&addr, &["sends", "cancel", "crm"]).await;
+    assert!(!ok);
+    assert!(err.contains("--customer with --tag"), "{err}");
+    let (ok, stdout, err) = cli(
+        &addr,
+        &[
+            "sends",
+            "cancel",
+            "crm",
+            "--customer",
+            &who,
+            "--tag",
+            "collections",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(stdout.trim(), "2 cancelled");
+    let (ok, stdout, err) = cli(&addr, &["sends", "status", "crm", "--key", "r1"]).await;
+    assert!(ok, "{err}");
+    assert!(stdout.contains("SEND_STATE_CANCELLED"), "{stdout}");
+    assert_eq!(state(&mut out, &ids[1]).await, proto::SendState::Cancelled);
+    assert_eq!(state(&mut out, &ids[2]).await, proto::SendState::Scheduled);
+    // One by id: the other tag's send.
+    let (ok, stdout, err) = cli(&addr, &["sends", "cancel", "crm", "--id", &ids[2]]).await;
+    assert!(ok, "{err}");
+    assert_eq!(stdout.trim(), "1 cancelled");
+
+    let (ok, stdout, err) = cli(&addr, &["consent", "get", "crm", &who]).await;
+    assert!(ok, "{err}");
+    assert_eq!(stdout.trim(), "CONSENT_STATE_NONE");
+    let (ok, stdout, err) = cli(
+        &addr,
+        &[
+            "consent",
+            "set",
+            "crm",
+            &who,
+            "opted-out",
+            "--source",
+            "phone-call",
+            "--actor",
+            "ops-ana",
+            "--reason",
+            "asked by phone",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        stdout.starts_with("CONSENT_STATE_OPTED_OUT since "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("source phone-call, set by ops-ana"),
+        "{stdout}"
+    );
+    let (ok, stdout, err) = cli(&addr, &["consent", "get", "crm", &who]).await;
+    assert!(ok, "{err}");
+    assert!(stdout.contains("CONSENT_STATE_OPTED_OUT"), "{stdout}");
+    let refused = out
+        .send(request(&who, proto::Category::Marketing, "promo"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        refused.reason(),
+        proto::RefusalReason::OptedOut,
+        "{refused:?}"
     );
 }

@@ -3,7 +3,7 @@
 //! the millisecond, and all of it through a save and restore (a handover).
 use proptest::prelude::*;
 
-use super::quota::{Admission, ConsentState, ProviderOutcome, Refusal, SendId, SendState};
+use super::quota::{Admission, ConsentState, Hold, ProviderOutcome, Refusal, SendId, SendState};
 use super::quota_tests::{DAY, HOUR, NUMBER, Sim, T, customer, refused};
 use super::*;
 use crate::config::Category;
@@ -127,11 +127,16 @@ fn scheduled_at(a: Admission) -> Timestamp {
     }
 }
 
-fn queued_until(a: Admission) -> Timestamp {
+/// When a send queued by the lifecycle rule `hold` goes.
+fn queued_until(a: Admission, hold: Hold) -> Timestamp {
     match a {
         Admission::Queued {
             estimated_release: Some(t),
-        } => t,
+            held,
+        } => {
+            assert_eq!(held, Some(hold));
+            t
+        }
         other => panic!("not queued with an estimate: {other:?}"),
     }
 }
@@ -291,7 +296,7 @@ fn marketing_in_quiet_hours_waits_until_they_end_across_both_dst_changes() {
         let mut s = Sim::new(QUIET, 1_000);
         s.now = Timestamp(at);
         let (id, answer) = s.request(Req::new(&customer(1), Category::Marketing));
-        assert_eq!(queued_until(answer), Timestamp(ends));
+        assert_eq!(queued_until(answer, Hold::QuietHours), Timestamp(ends));
         let (utility, answer) = s.request(Req::new(&customer(2), Category::Utility));
         assert_eq!(answer, Admission::Dispatched, "only low priority waits");
         assert_ne!(utility, id);
@@ -517,7 +522,10 @@ fn the_frequency_cap_holds_a_second_push_to_the_millisecond() {
         Some((Refusal::FrequencyCap, Some(23 * HOUR)))
     );
     let (second, answer) = s.request(Req::new(&c, Category::Marketing));
-    assert_eq!(queued_until(answer), Timestamp(first.as_millis() + DAY));
+    assert_eq!(
+        queued_until(answer, Hold::FrequencyCap),
+        Timestamp(first.as_millis() + DAY)
+    );
     assert_eq!(
         s.request(Req::new(&customer(6), Category::Marketing)).1,
         Admission::Dispatched,
@@ -593,6 +601,13 @@ fn meta_per_user_limit_131049_holds_that_customer_only() {
     assert_eq!(
         refused(s.request(short).1),
         Some((Refusal::FrequencyCap, Some(DAY)))
+    );
+    let mut long = Req::new(&a, Category::Marketing);
+    long.valid_for_ms = Some(2 * DAY);
+    let held_from = s.now;
+    assert_eq!(
+        queued_until(s.request(long).1, Hold::CustomerHold),
+        Timestamp(held_from.as_millis() + DAY)
     );
     assert_eq!(
         s.request(Req::new(&b, Category::Marketing)).1,

@@ -48,7 +48,7 @@ mod types;
 pub use controls::{
     AuditEntry, Change, NumberSnapshot, OverrideView, PlanRequest, PlanResult, QuotaSnapshot,
 };
-pub use lifecycle::{CancelError, CancelTarget, ConsentState, ConsentView};
+pub use lifecycle::{CancelError, CancelTarget, ConsentState, ConsentView, Hold};
 pub use state::{QuotaState, RestoreError};
 pub use types::*;
 
@@ -524,10 +524,11 @@ impl Quotas {
         // not go before its validity ends (quiet hours: it waits and expires).
         if low && let Some(wait) = self.life.wait(now, send, &self.config) {
             let retry = wait.until.as_millis().saturating_sub(now.as_millis());
-            if fresh && (wait.quiet || wait.until < send.view.valid_until) {
-                return self.queue_until(now, send, wait.until);
+            if fresh && (wait.hold == Hold::QuietHours || wait.until < send.view.valid_until) {
+                return self.queue_until(now, send, wait.until, Some(wait.hold));
             }
-            return refuse(wait.reason, Some(retry));
+            // Every hold ends by itself: the caller may retry then.
+            return refuse(Refusal::FrequencyCap, Some(retry));
         }
         let needs_slot = send.business_initiated && !self.reach.counts(&send.to);
         if fresh && low && self.batch_mode {

@@ -264,7 +264,7 @@ pub const METRICS: &[Metric] = &[
         name: ADMISSIONS,
         kind: Kind::Counter,
         unit: None,
-        help: "Outbound send requests by tenant, outcome (dispatched, queued, refused) and reason.",
+        help: "Outbound send requests by tenant, outcome (dispatched, queued, scheduled, refused) and reason (a refusal's; for queued, the lifecycle rule that holds it: quiet_hours, customer_hold, frequency_cap).",
     },
     Metric {
         name: SEND_STATUSES,

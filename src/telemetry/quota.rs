@@ -7,7 +7,7 @@ use super::*;
 pub fn admission(tenant: &str, admission: &Admission) {
     let (outcome, reason) = match admission {
         Admission::Dispatched => ("dispatched", ""),
-        Admission::Queued { .. } => ("queued", ""),
+        Admission::Queued { held, .. } => ("queued", held.map_or("", |h| h.as_str())),
         Admission::Scheduled { .. } => ("scheduled", ""),
         Admission::Refused { reason, .. } => ("refused", reason.as_str()),
     };

@@ -261,7 +261,9 @@ pub fn send_response_out(id: SendId, a: Admission) -> proto::SendResponse {
             r.set_admission(proto::Admission::Dispatched);
             r.detail = "dispatched".into();
         }
-        Admission::Queued { estimated_release } => {
+        Admission::Queued {
+            estimated_release, ..
+        } => {
             r.set_admission(proto::Admission::Queued);
             r.detail = "near the messaging limit: queued for a paced batch".into();
             r.estimated_release_at_ms = estimated_release.map_or(0, |t| t.as_millis() as i64);

@@ -10,6 +10,7 @@ impl Quotas {
         }
         Admission::Queued {
             estimated_release: self.estimate_release(now, send),
+            held: None,
         }
     }
 

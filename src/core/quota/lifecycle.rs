@@ -62,12 +62,31 @@ pub enum CancelError {
     Dispatched { id: SendId, state: &'static str },
 }
 
+/// Which rule holds a low-priority send back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hold {
+    /// The tenant's quiet hours: it waits even past its validity (and then expires).
+    QuietHours,
+    /// Meta's per-user marketing limit (131049) held the customer.
+    CustomerHold,
+    /// The per-customer frequency cap.
+    FrequencyCap,
+}
+
+impl Hold {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::QuietHours => "quiet_hours",
+            Hold::CustomerHold => "customer_hold",
+            Hold::FrequencyCap => "frequency_cap",
+        }
+    }
+}
+
 /// Why a low-priority send waits, and until when.
 pub(super) struct Wait {
     pub until: Timestamp,
-    pub reason: Refusal,
-    /// Quiet hours: it waits even past its validity (and then expires).
-    pub quiet: bool,
+    pub hold: Hold,
 }
 
 /// The lifecycle rules' state of one portfolio.
@@ -153,22 +172,18 @@ impl Lifecycle {
     /// that hold it).
     pub fn wait(&self, now: Timestamp, send: &Send, config: &QuotaConfig) -> Option<Wait> {
         let mut wait: Option<Wait> = None;
-        let mut hold = |until: Timestamp, reason: Refusal, quiet: bool| {
+        let mut hold = |until: Timestamp, hold: Hold| {
             if wait.as_ref().is_none_or(|w| until > w.until) {
-                wait = Some(Wait {
-                    until,
-                    reason,
-                    quiet,
-                });
+                wait = Some(Wait { until, hold });
             }
         };
         if let Some(until) = self.quiet.as_ref().and_then(|q| q.quiet_until(now)) {
-            hold(until, Refusal::FrequencyCap, true);
+            hold(until, Hold::QuietHours);
         }
         if let Some(&until) = self.holds.get(&send.to)
             && until > now
         {
-            hold(until, Refusal::FrequencyCap, false);
+            hold(until, Hold::CustomerHold);
         }
         let cap = self.cap(&send.to, config) as usize;
         if send.business_initiated
@@ -182,7 +197,7 @@ impl Lifecycle {
             if live.len() >= cap {
                 // It fits once all but cap - 1 of them are out of the 24 hours.
                 let frees = live[live.len() - cap].as_millis() + DAY_MS;
-                hold(Timestamp(frees), Refusal::FrequencyCap, false);
+                hold(Timestamp(frees), Hold::FrequencyCap);
             }
         }
         wait
@@ -277,10 +292,19 @@ impl Quotas {
     }
 
     /// Queues `send` (if the queue has room) to wait at least until `until`.
-    pub(super) fn queue_until(&self, now: Timestamp, send: &Send, until: Timestamp) -> Admission {
+    pub(super) fn queue_until(
+        &self,
+        now: Timestamp,
+        send: &Send,
+        until: Timestamp,
+        held: Option<Hold>,
+    ) -> Admission {
         match self.queue_or_refuse(now, send) {
-            Admission::Queued { estimated_release } => Admission::Queued {
+            Admission::Queued {
+                estimated_release, ..
+            } => Admission::Queued {
                 estimated_release: Some(estimated_release.map_or(until, |e| e.max(until))),
+                held,
             },
             other => other,
         }
@@ -322,7 +346,7 @@ impl Quotas {
             {
                 let until = Timestamp(now.as_millis() + retry_after_ms.unwrap_or(0));
                 if until < send.view.valid_until {
-                    answer = self.queue_until(now, &send, until);
+                    answer = self.queue_until(now, &send, until, None);
                 }
             }
             self.flush_shadow(out);
@@ -488,6 +512,17 @@ impl Quotas {
 
     pub fn consent(&self, customer: &CustomerNumber) -> Option<&ConsentView> {
         self.life.consent.get(customer)
+    }
+
+    /// Customers with a consent on record (kept until changed: forgetting an opt-out would
+    /// send marketing to someone who refused it).
+    pub fn consents(&self) -> usize {
+        self.life.consent.len()
+    }
+
+    /// Customers with a frequency count or a 131049 hold in the last 24 hours (swept).
+    pub fn capped_customers(&self) -> usize {
+        self.life.capped.len() + self.life.holds.len()
     }
 
     /// Sends waiting for their time.

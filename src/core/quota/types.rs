@@ -82,6 +82,8 @@ pub enum Admission {
     /// Waiting for a batch wave; None: no estimate (nothing frees a slot in view).
     Queued {
         estimated_release: Option<Timestamp>,
+        /// The lifecycle rule that holds it past the batch queue's own release, if one does.
+        held: Option<Hold>,
     },
     /// Held until its `send_at` time, then admitted by the same rules as any send.
     Scheduled { at: Timestamp },

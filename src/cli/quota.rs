@@ -1,27 +1,17 @@
-//! `switchboard quota ...`: the SRE's command line for the running service's quotas. Each
-//! subcommand is one call to the `switchboard.v1.Quotas` gRPC service, printed for people.
-use std::time::{Duration, UNIX_EPOCH};
+//! `switchboard quota ...`: the SRE's command line for the running service's quotas (the
+//! `switchboard.v1.Quotas` service).
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use switchboard::proto::{self, quotas_client::QuotasClient};
-use tonic::transport::Channel;
+
+use super::{Remote, now_ms, time};
 
 #[derive(Args, Debug)]
 pub struct QuotaArgs {
-    /// The service's gRPC address (host:port).
-    #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
-    addr: String,
-    /// Bearer token for the calls that change quotas (needed when the service has
-    /// `[[auth.tokens]]`; role sre). Prefer the environment variable: a flag shows in `ps`.
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The service uses TLS: trust this CA certificate (PEM); --addr then takes https.
-    #[arg(long)]
-    ca: Option<std::path::PathBuf>,
-    /// With --ca: the name the service's certificate is for.
-    #[arg(long, default_value = "localhost")]
-    domain: String,
+    #[command(flatten)]
+    remote: Remote,
     #[command(subcommand)]
     command: QuotaCmd,
 }
@@ -117,51 +107,9 @@ struct OverrideArgs {
     actor: String,
 }
 
-/// The service's gRPC endpoint: `addr` (host:port or a URL), over TLS trusting `ca` for
-/// `domain` when a CA is given (also for `switchboard health`).
-pub fn endpoint(
-    addr: &str,
-    ca: Option<&std::path::Path>,
-    domain: &str,
-) -> anyhow::Result<tonic::transport::Endpoint> {
-    let scheme = if ca.is_some() { "https" } else { "http" };
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("{scheme}://{addr}")
-    };
-    let endpoint = Channel::from_shared(url).context("bad --addr")?;
-    let Some(ca) = ca else {
-        return Ok(endpoint);
-    };
-    let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
-    Ok(endpoint.tls_config(
-        tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
-            .domain_name(domain),
-    )?)
-}
-
 pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
-    let endpoint = endpoint(&args.addr, args.ca.as_deref(), &args.domain)?;
-    let url = endpoint.uri().to_string();
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach switchboard at {url}; is it running? (--addr)"))?;
-    let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = args
-        .token
-        .as_deref()
-        .map(|t| format!("Bearer {}", t.trim()).parse())
-        .transpose()
-        .context("the token has characters a header cannot carry")?;
-    let mut client =
-        QuotasClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-            if let Some(b) = &bearer {
-                request.metadata_mut().insert("authorization", b.clone());
-            }
-            Ok(request)
-        });
+    let (channel, bearer) = args.remote.connect().await?;
+    let mut client = QuotasClient::with_interceptor(channel, bearer);
     match args.command {
         QuotaCmd::List => {
             let list = client.list(proto::ListQuotasRequest {}).await?.into_inner();
@@ -385,14 +333,4 @@ fn print_plan(p: &proto::CampaignPlan) {
     } else {
         println!("the release does not finish within 30 days");
     }
-}
-
-fn now_ms() -> i64 {
-    use switchboard::clock::Clock as _;
-    switchboard::clock::SystemClock.now().as_millis() as i64
-}
-
-fn time(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -1,0 +1,102 @@
+//! The operators' command line: `switchboard quota ...`, `switchboard sends ...` and
+//! `switchboard consent ...`. Each subcommand is one gRPC call to the running service,
+//! printed for people; what they share is how to reach it ([`Remote`]).
+pub mod consent;
+pub mod quota;
+pub mod sends;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+
+/// Where the service is and how to call it.
+#[derive(Args, Debug)]
+pub struct Remote {
+    /// The service's gRPC address (host:port).
+    #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Bearer token for the calls that need one (when the service has `[[auth.tokens]]`).
+    /// Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The service uses TLS: trust this CA certificate (PEM); --addr then takes https.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// With --ca: the name the service's certificate is for.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+}
+
+/// Puts `authorization: Bearer <token>` on a call when a token was given.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(b) = &self.0 {
+            request.metadata_mut().insert("authorization", b.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl Remote {
+    /// Connects, with a message that says what to check when the service cannot be reached.
+    pub async fn connect(&self) -> anyhow::Result<(Channel, Bearer)> {
+        let endpoint = endpoint(&self.addr, self.ca.as_deref(), &self.domain)?;
+        let url = endpoint.uri().to_string();
+        let channel = endpoint.connect().await.with_context(|| {
+            format!("cannot reach switchboard at {url}; is it running? (--addr)")
+        })?;
+        let bearer = self
+            .token
+            .as_deref()
+            .map(|t| format!("Bearer {}", t.trim()).parse())
+            .transpose()
+            .context("the token has characters a header cannot carry")?;
+        Ok((channel, Bearer(bearer)))
+    }
+}
+
+/// The service's gRPC endpoint: `addr` (host:port or a URL), over TLS trusting `ca` for
+/// `domain` when a CA is given (also for `switchboard health`).
+pub fn endpoint(
+    addr: &str,
+    ca: Option<&std::path::Path>,
+    domain: &str,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    let endpoint = Channel::from_shared(url).context("bad --addr")?;
+    let Some(ca) = ca else {
+        return Ok(endpoint);
+    };
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+    Ok(endpoint.tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name(domain),
+    )?)
+}
+
+/// Now, in ms since the epoch.
+fn now_ms() -> i64 {
+    use switchboard::clock::Clock as _;
+    switchboard::clock::SystemClock.now().as_millis() as i64
+}
+
+/// A time in ms since the epoch as RFC 3339 (UTC, seconds).
+fn time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
