@@ -64,6 +64,7 @@ fn payload(i: usize) -> (&'static str, Vec<u8>) {
                se actualiza desde el martes; ¿me podéis decir cuándo llega, por favor?"
             .into(),
         business_number: String::new(),
+        ..Default::default()
     };
     let bytes = m.encode_to_vec();
     debug_assert!((180..=260).contains(&bytes.len()), "{} bytes", bytes.len());

@@ -215,6 +215,9 @@ fn inbound() {
                     provider_message_id: format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQz{i:010}"),
                     text: "hola, una pregunta".into(),
                     business_number: None,
+                    email: None,
+                    visitor_id: None,
+                    profile_name: None,
                 }),
                 &mut effects,
             )

@@ -17,6 +17,7 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
             .into(),
         text: "Hola, ¿cuál es el horario de la tienda de Gran Vía este sábado?".into(),
         business_number: String::new(),
+        ..Default::default()
     };
     let decision = proto::RoutingDecision {
         conversation_id: "c-48213".into(),

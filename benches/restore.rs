@@ -63,6 +63,9 @@ fn loaded(config: &Config) -> (Shard, Timestamp) {
             provider_message_id: format!("wamid.{i}"),
             text: "hola, ¿dónde está mi pedido?".into(),
             business_number: None,
+            email: None,
+            visitor_id: None,
+            profile_name: None,
         };
         shard
             .handle(Timestamp(now), Command::Ingest(inbound), &mut effects)

@@ -73,6 +73,7 @@ fn encoded(
                 provider_message_id: format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQzRUIw{i:010}"),
                 text: TEXTS[text(i)].into(),
                 business_number: String::new(),
+                ..Default::default()
             };
             Bytes::from(m.encode_to_vec())
         })
@@ -97,6 +98,9 @@ fn decode(bytes: &Bytes) -> Inbound {
         provider_message_id: m.provider_message_id,
         text: m.text,
         business_number: None,
+        email: None,
+        visitor_id: None,
+        profile_name: None,
     }
 }
 

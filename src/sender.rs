@@ -47,6 +47,9 @@ pub enum Journaled<'a> {
     Cancel(&'a crate::proto::CancelRequest),
     /// With its time filled in, so a replay sets the same consent.
     Consent(&'a crate::proto::SetConsentRequest),
+    Link(&'a crate::proto::LinkRequest),
+    /// With its time filled in, like a consent.
+    Profile(&'a crate::proto::UpdateProfileRequest),
 }
 
 pub type SendFuture = Pin<Box<dyn Future<Output = ProviderOutcome> + Send>>;

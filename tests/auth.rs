@@ -137,6 +137,7 @@ async fn protected_calls_need_a_token_with_their_role_and_the_audit_names_its_pr
             provider_message_id: "wamid.auth-1".into(),
             text: "hola".into(),
             business_number: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

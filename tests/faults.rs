@@ -410,6 +410,7 @@ async fn oversized_and_refused_records_are_dead_lettered_and_the_input_goes_on()
         provider_message_id: "huge".into(),
         text: "a".repeat(two_mb),
         business_number: String::new(),
+        ..Default::default()
     };
     produce_all(
         &big,

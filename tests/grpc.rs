@@ -70,6 +70,7 @@ fn message(customer: &str, id: &str, text: &str) -> proto::InboundMessage {
         provider_message_id: id.into(),
         text: text.into(),
         business_number: String::new(),
+        ..Default::default()
     }
 }
 

@@ -50,6 +50,7 @@ fn inbound(i: usize, customer: &str) -> Vec<u8> {
         provider_message_id: format!("k{i}"),
         text: "hola".into(),
         business_number: String::new(),
+        ..Default::default()
     }
     .encode_to_vec()
 }
@@ -551,6 +552,7 @@ async fn two_replicas_forward_calls_and_agent_streams_to_the_tenants_owner() {
             provider_message_id: "wamid.FWD".into(),
             text: "quiero devolver el pedido".into(),
             business_number: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -703,6 +705,7 @@ async fn the_dashboard_and_the_alert_rules_query_only_exported_metrics() {
         provider_message_id: "dash-1".into(),
         text: "quiero devolver el pedido".into(),
         business_number: String::new(),
+        ..Default::default()
     };
     guard(async {
         while let Err(e) = grpc_inbound.ingest(message.clone()).await {

@@ -301,6 +301,7 @@ async fn free_form_outside_the_window_is_refused_but_a_reply_inside_goes() {
             provider_message_id: "wamid.in1".into(),
             text: "hola".into(),
             business_number: "A".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -379,6 +380,7 @@ async fn each_provider_error_gets_its_reaction() {
             provider_message_id: "wamid.in4".into(),
             text: "hola".into(),
             business_number: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

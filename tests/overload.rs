@@ -29,6 +29,7 @@ fn message(n: u64) -> proto::InboundMessage {
         provider_message_id: format!("overload.{n}"),
         text: "hola, ¿dónde está mi pedido?".into(),
         business_number: String::new(),
+        ..Default::default()
     }
 }
 

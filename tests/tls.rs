@@ -44,6 +44,7 @@ async fn grpc_and_metrics_serve_tls_with_the_configured_certificate() {
             provider_message_id: "wamid.tls-1".into(),
             text: "hola, ¿dónde está mi pedido?".into(),
             business_number: String::new(),
+            ..Default::default()
         })
         .await
         .expect("routed over TLS")

@@ -194,6 +194,7 @@ pub fn inbound_message(tenant: &str, n: u64, m: Message) -> proto::InboundMessag
         provider_message_id: format!("load.{n}"),
         text: m.text,
         business_number: String::new(),
+        ..Default::default()
     }
 }
 
@@ -206,6 +207,7 @@ pub fn dirty_message(n: u64, m: DirtyMessage) -> proto::InboundMessage {
         provider_message_id: format!("load-dirty.{n}"),
         text: m.text,
         business_number: String::new(),
+        ..Default::default()
     }
 }
 

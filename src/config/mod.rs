@@ -122,6 +122,9 @@ pub struct Limits {
     pub window_secs: u64,
     /// How often expired conversations and message ids are swept.
     pub sweep_interval_secs: u64,
+    /// Most profile conflicts kept per tenant for review (`Customers.ListConflicts`); past it
+    /// the oldest are forgotten first.
+    pub max_conflicts: usize,
 }
 
 impl Default for Limits {
@@ -135,6 +138,7 @@ impl Default for Limits {
             max_conversations: 2_000_000,
             window_secs: 24 * 3_600,
             sweep_interval_secs: 60,
+            max_conflicts: 10_000,
         }
     }
 }
@@ -501,6 +505,7 @@ impl Config {
         positive("limits.max_conversations", l.max_conversations as u64)?;
         positive("limits.window_secs", l.window_secs)?;
         positive("limits.sweep_interval_secs", l.sweep_interval_secs)?;
+        positive("limits.max_conflicts", l.max_conflicts as u64)?;
         if l.conversation_retention_secs < l.window_secs {
             return Err(invalid(
                 "limits.conversation_retention_secs",

@@ -75,6 +75,9 @@ impl Sim {
             provider_message_id: format!("in-{}", self.keys),
             text: text.into(),
             business_number: None,
+            email: None,
+            visitor_id: None,
+            profile_name: None,
         }))
         .unwrap()
     }

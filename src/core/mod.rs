@@ -11,6 +11,9 @@
 //! Inside: `identity` (numbers, dedup), `classify` (intents), `desk` (agents, queues,
 //! assignment, estimates) and `tenant` (conversations and the routing decision).
 pub mod classify;
+pub mod customer;
+#[cfg(test)]
+mod customer_tests;
 pub mod desk;
 pub mod identity;
 #[cfg(test)]
@@ -58,6 +61,8 @@ pub enum Reason {
     CapacityReduced,
     Dequeued,
     WithBot,
+    /// Linked into another conversation of the same customer (`Customers.Link`).
+    Linked,
 }
 
 impl Reason {
@@ -83,6 +88,7 @@ impl Reason {
             Reason::CapacityReduced => "capacity_reduced",
             Reason::Dequeued => "dequeued",
             Reason::WithBot => "with_bot",
+            Reason::Linked => "linked",
         }
     }
 }
@@ -118,6 +124,12 @@ pub struct Inbound {
     /// The business number the customer wrote to, if known: its throughput bucket counts the
     /// message (the platform counts inbound and outbound together).
     pub business_number: Option<String>,
+    /// Other identities: either may stand instead of `customer` (empty) on channels other
+    /// than WhatsApp; given with it, they are learnt as the same customer's.
+    pub email: Option<String>,
+    pub visitor_id: Option<String>,
+    /// The name the channel shows for the customer (WhatsApp's `contacts[].profile.name`).
+    pub profile_name: Option<String>,
 }
 
 /// A request to send a message from a business number.
@@ -377,6 +389,34 @@ pub enum Command {
         /// When it was given or withdrawn (None: now).
         at: Option<Timestamp>,
     },
+    /// Joins two identities into one customer (`Reply::Linked`), audited.
+    Link {
+        tenant: TenantId,
+        a: tenant::IdentityRef,
+        b: tenant::IdentityRef,
+        source: String,
+        actor: String,
+        reason: String,
+    },
+    /// The customer an identity names (`Reply::Customer`).
+    GetCustomer {
+        tenant: TenantId,
+        identity: tenant::IdentityRef,
+    },
+    /// Sets profile attributes (`Reply::Customer`); a new identity becomes a new customer.
+    UpdateProfile {
+        tenant: TenantId,
+        identity: tenant::IdentityRef,
+        values: Vec<(customer::Field, String)>,
+        source: String,
+        /// When the values were true (None: now).
+        at: Option<Timestamp>,
+    },
+    /// Disagreements between profile sources, newest first (`Reply::Conflicts`).
+    ListConflicts {
+        tenant: TenantId,
+        limit: usize,
+    },
     GetSend {
         tenant: TenantId,
         id: quota::SendId,
@@ -452,6 +492,10 @@ impl Command {
             | Cancel { tenant, .. }
             | GetConsent { tenant, .. }
             | SetConsent { tenant, .. }
+            | Link { tenant, .. }
+            | GetCustomer { tenant, .. }
+            | UpdateProfile { tenant, .. }
+            | ListConflicts { tenant, .. }
             | GetSendByKey { tenant, .. }
             | ProviderResult { tenant, .. }
             | GetQuota { tenant }
@@ -493,8 +537,10 @@ pub enum ConversationState {
 pub struct ConversationView {
     pub tenant: TenantId,
     pub id: ConversationId,
-    /// E.164, for the agent who answers; never logged.
+    /// The first phone, E.164, for the agent who answers (empty: none); never logged.
     pub customer: String,
+    /// Every identity of the customer, the first phone first.
+    pub identities: Vec<customer::Identity>,
     pub state: ConversationState,
     pub queue: Option<QueueName>,
     pub agent: Option<AgentId>,
@@ -554,6 +600,9 @@ pub enum Reply {
         key: Option<Arc<str>>,
     },
     Consent(Option<quota::ConsentView>),
+    Customer(tenant::CustomerView),
+    Linked(tenant::LinkView),
+    Conflicts(Vec<(customer::Conflict, Vec<customer::Identity>)>),
     Quota(Box<quota::QuotaSnapshot>),
     Override(quota::OverrideView),
     Audit(Vec<quota::AuditEntry>),

@@ -125,6 +125,9 @@ impl Sim {
             provider_message_id: format!("in-{}", self.keys),
             text: "hola".into(),
             business_number: business_number.map(Into::into),
+            email: None,
+            visitor_id: None,
+            profile_name: None,
         }))
         .unwrap();
     }
@@ -252,6 +255,9 @@ fn inbound_messages_eat_outbound_headroom() {
             provider_message_id: "in-bad".into(),
             text: "hola".into(),
             business_number: Some("+1999".into()),
+            email: None,
+            visitor_id: None,
+            profile_name: None,
         }))
         .unwrap_err();
     assert!(matches!(

@@ -27,13 +27,16 @@ use crate::model::{
     AgentId, Channel, ConversationId, CustomerNumber, Priority, QueueName, TenantId,
 };
 
+mod customers;
 mod routing;
 mod state;
 mod view;
+pub use customers::{CustomerView, IdentityRef, LinkView, Other};
 pub use state::{SavedConversation, SavedMessage, TenantState};
 
 use super::Map;
 use super::classify::Classifier;
+use super::customer::{self, Conflict, Identity};
 use super::desk::{Desk, Location, Placed, QueueIx};
 use super::identity::{self, Dedup};
 use super::quota::{self, Quotas, SendRequest};
@@ -59,8 +62,11 @@ struct Intent {
 
 #[derive(Debug)]
 struct Conversation {
-    customer: CustomerNumber,
-    /// When the customer-service window closes; None: never opened.
+    /// The customer's first phone number (None: known by e-mail or visitor id only).
+    customer: Option<CustomerNumber>,
+    /// Everything else the customer is known by, and their profile (None: nothing more).
+    known: Option<Box<customers::Known>>,
+    /// When the first phone's customer-service window closes; None: never opened.
     window_expires: Option<Timestamp>,
     channels: Vec<Channel>,
     context: VecDeque<ContextMessage>,
@@ -98,7 +104,12 @@ pub struct Tenant {
     classifier: Classifier,
     limits: Arc<Limits>,
     conversations: Map<ConversationId, Conversation>,
+    /// Every phone number a conversation's customer is known by.
     by_customer: Map<CustomerNumber, ConversationId>,
+    /// E-mail addresses and visitor ids.
+    by_alias: Map<Identity, ConversationId>,
+    /// Disagreements between profile sources, oldest first (at most `limits.max_conflicts`).
+    conflicts: VecDeque<Conflict>,
     next_conversation: u64,
     dedup: Dedup,
     desk: Desk,
@@ -152,6 +163,8 @@ impl Tenant {
             limits,
             conversations: Map::default(),
             by_customer: Map::default(),
+            by_alias: Map::default(),
+            conflicts: VecDeque::new(),
             next_conversation: 1,
             desk,
             quotas,
@@ -319,6 +332,31 @@ impl Tenant {
                         })?;
                 Ok(Reply::Cancelled { cancelled, key })
             }
+            Command::Link {
+                a,
+                b,
+                source,
+                actor,
+                reason,
+                ..
+            } => self
+                .link(now, &a, &b, &source, &actor, &reason, out)
+                .map(Reply::Linked),
+            Command::GetCustomer { identity, .. } => {
+                self.customer_view(&identity).map(Reply::Customer)
+            }
+            Command::UpdateProfile {
+                identity,
+                values,
+                source,
+                at,
+                ..
+            } => self
+                .update_profile(now, &identity, values, &source, at)
+                .map(Reply::Customer),
+            Command::ListConflicts { limit, .. } => {
+                Ok(Reply::Conflicts(self.list_conflicts(limit)))
+            }
             Command::GetConsent { customer, .. } => {
                 let customer = self.customer_number(&customer)?;
                 Ok(Reply::Consent(self.quotas.consent(&customer).cloned()))
@@ -476,19 +514,7 @@ impl Tenant {
                 format!("{number:?} is not a business number of this tenant"),
             ));
         }
-        // Known customers in E.164 skip parsing: the map holds only validated numbers.
-        let known = identity::looks_e164(&m.customer)
-            .then(|| self.by_customer.get(m.customer.as_str()).copied())
-            .flatten();
-        let (customer, existing) = match known {
-            Some(id) => (None, Some(id)),
-            None => {
-                let c = identity::normalize(&m.customer, self.region)
-                    .map_err(|problem| invalid("customer", problem))?;
-                let existing = self.by_customer.get(&c).copied();
-                (Some(c), existing)
-            }
-        };
+        let (who, existing) = self.inbound_identity(&m)?;
         if self.dedup.contains(&m.provider_message_id) {
             // A retried webhook is not a new message: it takes no token either.
             return Ok(Decision {
@@ -511,8 +537,22 @@ impl Tenant {
         }
         let id = match existing {
             Some(id) => id,
-            None => self.open_conversation(customer.expect("parsed when not known"), now),
+            None => self.open_for(who.clone(), now),
         };
+        if m.email.is_some() || m.visitor_id.is_some() {
+            self.learn_aliases(id, &m);
+        }
+        if let Some(name) = m.profile_name.as_deref().map(str::trim)
+            && !name.is_empty()
+            && name.len() <= customer::MAX_ATTRIBUTE_BYTES
+        {
+            let attr = customer::Attr {
+                value: Arc::from(name),
+                source: Arc::from(m.channel.as_str()),
+                at: now,
+            };
+            self.set_attribute(id, customer::Field::Name, attr);
+        }
 
         if let Some(number) = &m.business_number {
             self.quotas.inbound(now, number);
@@ -520,9 +560,8 @@ impl Tenant {
         let intent = self.classifier.classify(&m.text);
         // "BAJA", "STOP": the customer's consent changes; the message is still routed (a
         // person may want to see it).
-        if let Some(c) = self.conversations.get(&id) {
-            let customer = c.customer.clone();
-            self.quotas.consent_keyword(now, &customer, &m.text, out);
+        if let Identity::Phone(phone) = &who {
+            self.quotas.consent_keyword(now, phone, &m.text, out);
         }
         let provider_message_id: Arc<str> = Arc::from(m.provider_message_id);
         let message = ContextMessage {
@@ -536,9 +575,12 @@ impl Tenant {
         let window = self.limits.window_secs * 1_000;
         let keep = self.limits.context_messages;
         let conv = self.conversations.get_mut(&id).expect("opened above");
-        if m.channel == Channel::WhatsApp {
-            // A customer's WhatsApp message opens the window, or resets it to a full 24 hours.
-            conv.window_expires = Some(Timestamp(now.as_millis() + window));
+        if m.channel == Channel::WhatsApp
+            && let Identity::Phone(phone) = &who
+        {
+            // A customer's WhatsApp message opens its number's window, or resets it to a full
+            // 24 hours.
+            Self::open_window(conv, phone, Timestamp(now.as_millis() + window));
         }
         if !conv.channels.contains(&m.channel) {
             conv.channels.push(m.channel);
@@ -577,7 +619,8 @@ impl Tenant {
         let window_open = self
             .by_customer
             .get(&to)
-            .is_some_and(|id| self.window_open(*id, now));
+            .and_then(|id| Self::window_for(&self.conversations[id], &to))
+            .is_some_and(|e| now < e);
         let request = SendRequest {
             from: o.from,
             to,
@@ -598,14 +641,21 @@ impl Tenant {
         Ok(Reply::Send { id, admission })
     }
 
-    fn open_conversation(&mut self, customer: CustomerNumber, now: Timestamp) -> ConversationId {
+    fn open_conversation(
+        &mut self,
+        customer: Option<CustomerNumber>,
+        now: Timestamp,
+    ) -> ConversationId {
         let id = ConversationId(self.next_conversation);
         self.next_conversation += 1;
-        self.by_customer.insert(customer.clone(), id);
+        if let Some(c) = &customer {
+            self.by_customer.insert(c.clone(), id);
+        }
         self.conversations.insert(
             id,
             Conversation {
                 customer,
+                known: None,
                 window_expires: None,
                 channels: Vec::with_capacity(1),
                 // Most conversations are one or two messages: grow from one, not from four.
@@ -630,7 +680,7 @@ impl Tenant {
             by_customer
                 .get(c)
                 .and_then(|id| conversations.get(id))
-                .and_then(|c| c.window_expires)
+                .and_then(|conv| Self::window_for(conv, c))
                 .is_some_and(|e| now < e)
         };
         self.quotas.tick(now, &window_open, out);
@@ -644,15 +694,18 @@ impl Tenant {
         self.quotas.sweep(now);
         let retention = self.limits.conversation_retention_secs * 1_000;
         let desk = &self.desk;
-        let by_customer = &mut self.by_customer;
+        let (by_customer, by_alias) = (&mut self.by_customer, &mut self.by_alias);
         self.conversations.retain(|id, c| {
             let keep = now.as_millis() < c.last_activity.as_millis() + retention
                 || desk.location(*id) != Location::Nowhere;
             if !keep {
-                by_customer.remove(&c.customer);
+                Self::unindex(by_customer, by_alias, c);
             }
             keep
         });
+        let conversations = &self.conversations;
+        self.conflicts
+            .retain(|c| conversations.contains_key(&c.conversation));
         // Give back capacity after a peak.
         if self.conversations.len() < self.conversations.capacity() / 4 {
             self.conversations.shrink_to_fit();

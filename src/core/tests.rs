@@ -5,13 +5,13 @@ use super::*;
 use crate::config::Config;
 use crate::model::{AgentId, Channel, ConversationId, Presence, TenantId};
 
-const T: &str = "acme";
-const SEC: u64 = 1_000;
-const HOUR: u64 = 3_600 * SEC;
+pub(super) const T: &str = "acme";
+pub(super) const SEC: u64 = 1_000;
+pub(super) const HOUR: u64 = 3_600 * SEC;
 
 /// Two agents' worth of queues: `support` (SLA 60 s, max wait 300 s, handle 120 s, falls back
 /// to `supervisors`), `claims` (no fallback, boost 25), and intents in both languages.
-fn config(bot: bool) -> Config {
+pub(super) fn config(bot: bool) -> Config {
     let bot = if bot { "bot = \"faq-bot\"" } else { "" };
     Config::from_toml_str(&format!(
         r#"
@@ -60,15 +60,15 @@ fn config(bot: bool) -> Config {
     .expect("test config is valid")
 }
 
-struct Sim {
-    shard: Shard,
-    now: Timestamp,
-    effects: Vec<Effect>,
-    next_msg: u64,
+pub(super) struct Sim {
+    pub shard: Shard,
+    pub now: Timestamp,
+    pub effects: Vec<Effect>,
+    pub next_msg: u64,
 }
 
 impl Sim {
-    fn new(bot: bool) -> Self {
+    pub(super) fn new(bot: bool) -> Self {
         Self {
             shard: Shard::new(&config(bot), |_| true),
             now: Timestamp(1_700_000_000_000),
@@ -77,11 +77,11 @@ impl Sim {
         }
     }
 
-    fn advance(&mut self, ms: u64) {
+    pub(super) fn advance(&mut self, ms: u64) {
         self.now = Timestamp(self.now.as_millis() + ms);
     }
 
-    fn run(&mut self, command: Command) -> Result<Reply, CoreError> {
+    pub(super) fn run(&mut self, command: Command) -> Result<Reply, CoreError> {
         self.effects.clear();
         let r = self.shard.handle(self.now, command, &mut self.effects);
         let desk = self.shard.tenant(T).unwrap().desk();
@@ -89,37 +89,30 @@ impl Sim {
         r
     }
 
-    fn msg_on(&mut self, customer: &str, channel: Channel, text: &str) -> Decision {
+    pub(super) fn msg_on(&mut self, customer: &str, channel: Channel, text: &str) -> Decision {
         self.next_msg += 1;
         let id = format!("wamid.{}", self.next_msg);
         self.ingest(customer, channel, &id, text).unwrap()
     }
 
-    fn msg(&mut self, customer: &str, text: &str) -> Decision {
+    pub(super) fn msg(&mut self, customer: &str, text: &str) -> Decision {
         self.msg_on(customer, Channel::WhatsApp, text)
     }
 
-    fn ingest(
+    pub(super) fn ingest(
         &mut self,
         customer: &str,
         channel: Channel,
         id: &str,
         text: &str,
     ) -> Result<Decision, CoreError> {
-        match self.run(Command::Ingest(Inbound {
-            tenant: TenantId::new(T),
-            customer: customer.into(),
-            channel,
-            provider_message_id: id.into(),
-            text: text.into(),
-            business_number: None,
-        }))? {
+        match self.run(Command::Ingest(inbound(customer, channel, id, text)))? {
             Reply::Decision(d) => Ok(d),
             other => panic!("unexpected reply {other:?}"),
         }
     }
 
-    fn agent(&mut self, id: &str, capacity: u32, queues: &[&str]) {
+    pub(super) fn agent(&mut self, id: &str, capacity: u32, queues: &[&str]) {
         self.run(Command::RegisterAgent {
             tenant: TenantId::new(T),
             agent: AgentId::new(id),
@@ -139,7 +132,7 @@ impl Sim {
         .unwrap();
     }
 
-    fn complete(&mut self, agent: &str, c: ConversationId) -> Result<Reply, CoreError> {
+    pub(super) fn complete(&mut self, agent: &str, c: ConversationId) -> Result<Reply, CoreError> {
         self.run(Command::Complete {
             tenant: TenantId::new(T),
             agent: AgentId::new(agent),
@@ -147,7 +140,7 @@ impl Sim {
         })
     }
 
-    fn view(&mut self, c: ConversationId) -> ConversationView {
+    pub(super) fn view(&mut self, c: ConversationId) -> ConversationView {
         match self
             .run(Command::GetConversation {
                 tenant: TenantId::new(T),
@@ -173,11 +166,11 @@ impl Sim {
         }
     }
 
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         self.run(Command::Tick).unwrap();
     }
 
-    fn assigned_to(&self, agent: &str) -> Vec<ConversationId> {
+    pub(super) fn assigned_to(&self, agent: &str) -> Vec<ConversationId> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -192,7 +185,51 @@ impl Sim {
     }
 }
 
-fn customer(i: u64) -> String {
+/// The tenant's state saved, through JSON, and restored into a fresh shard (through the
+/// commands the runtime uses), checked to be an exact round trip: the fresh shard and what was
+/// saved.
+pub(super) fn handover(s: &mut Sim) -> (Sim, TenantState) {
+    let save = || Command::SaveState {
+        tenant: TenantId::new(T),
+    };
+    let Ok(Reply::State(saved)) = s.run(save()) else {
+        panic!("a state");
+    };
+    let json = serde_json::to_string(&saved).expect("serializes");
+    let mut fresh = Sim::new(true);
+    (fresh.now, fresh.next_msg) = (s.now, s.next_msg);
+    let restore = Command::RestoreState {
+        tenant: TenantId::new(T),
+        state: Some(serde_json::from_str(&json).expect("deserializes")),
+    };
+    assert!(matches!(fresh.run(restore), Ok(Reply::Done)));
+    let Ok(Reply::State(again)) = fresh.run(save()) else {
+        panic!("a state");
+    };
+    assert_eq!(
+        serde_json::to_string(&again).unwrap(),
+        json,
+        "an exact round trip"
+    );
+    (fresh, *saved)
+}
+
+/// A message from `customer` (a phone; empty for one known otherwise) to tenant `T`.
+pub(super) fn inbound(customer: &str, channel: Channel, id: &str, text: &str) -> Inbound {
+    Inbound {
+        tenant: TenantId::new(T),
+        customer: customer.into(),
+        channel,
+        provider_message_id: id.into(),
+        text: text.into(),
+        business_number: None,
+        email: None,
+        visitor_id: None,
+        profile_name: None,
+    }
+}
+
+pub(super) fn customer(i: u64) -> String {
     format!("+3461234{i:04}")
 }
 
@@ -997,6 +1034,9 @@ proptest! {
                     provider_message_id: format!("m{}", s.now.as_millis()),
                     text: ["hola", "devolución", "horario", "fraude"][text as usize].into(),
                     business_number: None,
+                    email: None,
+                    visitor_id: None,
+                    profile_name: None,
                 }),
                 Op::Register { agent, capacity, queues } => Command::RegisterAgent {
                     tenant: tenant.clone(),
@@ -1147,25 +1187,7 @@ fn a_restored_tenant_keeps_its_conversations_windows_and_seen_ids() {
     .unwrap();
     s.advance(HOUR);
 
-    // Through the commands the runtime uses.
-    let save = || Command::SaveState {
-        tenant: TenantId::new(T),
-    };
-    let Ok(Reply::State(saved)) = s.run(save()) else {
-        panic!("a state");
-    };
-    let json = serde_json::to_string(&saved).expect("serializes");
-    let mut fresh = Sim::new(true);
-    (fresh.now, fresh.next_msg) = (s.now, s.next_msg);
-    let restore = Command::RestoreState {
-        tenant: TenantId::new(T),
-        state: Some(serde_json::from_str(&json).expect("deserializes")),
-    };
-    assert!(matches!(fresh.run(restore), Ok(Reply::Done)));
-    let Ok(Reply::State(again)) = fresh.run(save()) else {
-        panic!("a state");
-    };
-    assert!(again == saved, "an exact round trip");
+    let (mut fresh, saved) = handover(&mut s);
     assert!(!saved.desk.agents.is_empty() && !saved.desk.placements.is_empty());
     for c in [first, held, waits] {
         assert_eq!(fresh.view(c), s.view(c), "the desk survived: {c:?}");

@@ -1,6 +1,11 @@
-//! `switchboard.v1.Customers`: a customer's consent to marketing, read and set.
+//! `switchboard.v1.Customers`: who a customer is (identities, links, profile, conflicts) and
+//! their consent to marketing.
 use super::*;
 use crate::sender::Journaled;
+use crate::wire::customers::{
+    conflicts_out, customer_out, get_customer_in, link_in, link_out, list_conflicts_in,
+    update_profile_in,
+};
 use crate::wire::lifecycle::{consent_out, get_consent_in, set_consent_in};
 
 service!(proto::customers_server::Customers, proto::customers_client::CustomersClient<Channel> {
@@ -25,9 +30,74 @@ service!(proto::customers_server::Customers, proto::customers_client::CustomersC
         }
         Ok(Response::new(consent))
     }
+
+    unary link(&self, request: proto::LinkRequest) -> proto::LinkResponse {
+        let r = request.into_inner();
+        let linked = match self.call(link_in(r.clone())?).await? {
+            Reply::Linked(v) => link_out(&v),
+            other => return Err(unexpected(other)),
+        };
+        self.journal_change(Journaled::Link(&r), "link").await?;
+        Ok(Response::new(linked))
+    }
+
+    unary get(&self, request: proto::CustomerRef) -> proto::Customer {
+        let command = get_customer_in(request.into_inner())?;
+        Ok(Response::new(self.customer(command).await?))
+    }
+
+    unary update_profile(&self, request: proto::UpdateProfileRequest) -> proto::Customer {
+        let mut r = request.into_inner();
+        let customer = self.customer(update_profile_in(r.clone())?).await?;
+        if r.at_ms == 0 {
+            // "Now" was the shard's time: the replay must set the values at that time too,
+            // which the profile shows (a value set now is the most recent).
+            let p = customer.profile.clone().unwrap_or_default();
+            r.at_ms = [(&r.name, p.name), (&r.email, p.email), (&r.language, p.language)]
+                .into_iter()
+                .filter(|(given, _)| !given.is_empty())
+                .filter_map(|(_, held)| held.map(|v| v.at_ms))
+                .max()
+                .unwrap_or_default();
+        }
+        self.journal_change(Journaled::Profile(&r), "profile update").await?;
+        Ok(Response::new(customer))
+    }
+
+    unary list_conflicts(&self, request: proto::ListConflictsRequest) -> proto::ListConflictsResponse {
+        match self.call(list_conflicts_in(request.into_inner())?).await? {
+            Reply::Conflicts(list) => Ok(Response::new(conflicts_out(&list))),
+            other => Err(unexpected(other)),
+        }
+    }
 });
 
 impl Api {
+    /// Writes a change down before its answer (Kafka mode), so a crash before the next
+    /// snapshot does not lose it.
+    async fn journal_change(&self, record: Journaled<'_>, what: &str) -> Result<(), Status> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        journal.append(record).await.map_err(|e| {
+            tracing::warn!(error = %e, "{what} not journaled");
+            Status::unavailable(format!(
+                "{what} done here but not journaled ({e}); retry (the same request is safe)"
+            ))
+        })
+    }
+
+    async fn customer(&self, command: Command) -> Result<proto::Customer, Status> {
+        let tenant = command
+            .tenant()
+            .cloned()
+            .expect("a customer command names its tenant");
+        match self.call(command).await? {
+            Reply::Customer(view) => Ok(customer_out(&tenant, &view)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn consent(&self, command: Command) -> Result<proto::Consent, Status> {
         let tenant = command
             .tenant()

@@ -540,6 +540,7 @@ impl KafkaInput {
         payload: &[u8],
         partition: i32,
     ) -> Result<Option<Output>, Stopping> {
+        use crate::wire::customers::{link_in, update_profile_in};
         use crate::wire::lifecycle::{cancel_in, set_consent_in};
         fn read<M: prost::Message + Default>(
             payload: &[u8],
@@ -555,15 +556,21 @@ impl KafkaInput {
             read(payload, "CancelRequest", cancel_in)
         } else if kind == super::KIND_CONSENT.as_bytes() {
             read(payload, "SetConsentRequest", set_consent_in)
+        } else if kind == super::KIND_LINK.as_bytes() {
+            read(payload, "LinkRequest", link_in)
+        } else if kind == super::KIND_PROFILE.as_bytes() {
+            read(payload, "UpdateProfileRequest", update_profile_in)
         } else {
             Err(DeadLetter::new(
                 "invalid",
                 format!(
-                    "unknown {} header {:?}: use \"{}\" or \"{}\", or none for a SendRequest",
+                    "unknown {} header {:?}: use {:?}, {:?}, {:?} or {:?}, or none for a SendRequest",
                     super::KIND_HEADER,
                     String::from_utf8_lossy(kind),
                     super::KIND_CANCEL,
-                    super::KIND_CONSENT
+                    super::KIND_CONSENT,
+                    super::KIND_LINK,
+                    super::KIND_PROFILE,
                 ),
             ))
         };

@@ -49,6 +49,11 @@ pub const KIND_HEADER: &str = "switchboard.kind";
 pub const KIND_CANCEL: &str = "cancel";
 /// A `SetConsentRequest` (journaled by the gRPC `SetConsent`, its time filled in).
 pub const KIND_CONSENT: &str = "consent";
+/// A `LinkRequest` (journaled by the gRPC `Customers.Link`).
+pub const KIND_LINK: &str = "link";
+/// An `UpdateProfileRequest` (journaled by the gRPC `Customers.UpdateProfile`, its time filled
+/// in).
+pub const KIND_PROFILE: &str = "profile";
 
 /// The settings every client shares: brokers, then the operator's raw librdkafka options.
 pub fn client_config(k: &KafkaConfig) -> ClientConfig {

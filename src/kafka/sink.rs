@@ -39,6 +39,8 @@ impl crate::sender::Journal for SendsJournal {
                 Journaled::Send(r) => (&r.tenant, r.encode_to_vec(), None),
                 Journaled::Cancel(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_CANCEL)),
                 Journaled::Consent(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_CONSENT)),
+                Journaled::Link(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_LINK)),
+                Journaled::Profile(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_PROFILE)),
             };
             let seq = self
                 .outbox

@@ -320,6 +320,9 @@ mod tests {
             provider_message_id: format!("m{i}"),
             text: "hola".into(),
             business_number: None,
+            email: None,
+            visitor_id: None,
+            profile_name: None,
         })
     }
 

@@ -90,17 +90,20 @@ pub fn set_consent_in(r: proto::SetConsentRequest) -> Result<Command, Invalid> {
         source: required("source", &r.source)?.to_owned(),
         actor: required("actor", &r.actor)?.to_owned(),
         reason: r.reason,
-        at: match r.at_ms {
-            0 => None,
-            ms if ms < 0 => {
-                return Err(invalid(
-                    "at_ms",
-                    format!("is {ms}; give milliseconds since the epoch, or 0 for now"),
-                ));
-            }
-            ms => Some(Timestamp::from_millis(ms as u64)),
-        },
+        at: at_in(r.at_ms)?,
     })
+}
+
+/// When something was true, as `at_ms` gives it: 0 is now.
+pub fn at_in(ms: i64) -> Result<Option<Timestamp>, Invalid> {
+    match ms {
+        0 => Ok(None),
+        ms if ms < 0 => Err(invalid(
+            "at_ms",
+            format!("is {ms}; give milliseconds since the epoch, or 0 for now"),
+        )),
+        ms => Ok(Some(Timestamp::from_millis(ms as u64))),
+    }
 }
 
 pub fn consent_out(tenant: &TenantId, view: Option<&ConsentView>) -> proto::Consent {

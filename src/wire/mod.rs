@@ -8,6 +8,7 @@
 //! [`webhook`] reads Meta's Cloud API webhook JSON (and makes the callback data a dispatch
 //! carries, by which a status webhook finds its send); [`template`] reads and checks the
 //! templates a send carries.
+pub mod customers;
 pub mod lifecycle;
 pub mod template;
 pub mod webhook;
@@ -346,6 +347,7 @@ pub fn reason_out(r: Reason) -> proto::Reason {
         Reason::CapacityReduced => P::CapacityReduced,
         Reason::Dequeued => P::Dequeued,
         Reason::WithBot => P::WithBot,
+        Reason::Linked => P::Linked,
     }
 }
 
@@ -452,6 +454,7 @@ pub fn conversation_out(v: &ConversationView) -> proto::Conversation {
         window_expires_at_ms: v.window_expires.map_or(0, |t| t.as_millis() as i64),
         channels: v.channels.iter().map(|c| channel_out(*c) as i32).collect(),
         context: v.context.iter().map(message_out).collect(),
+        identities: v.identities.iter().map(customers::identity_out).collect(),
     }
 }
 
@@ -567,6 +570,9 @@ pub fn inbound_in(m: proto::InboundMessage) -> Result<Inbound, Invalid> {
         provider_message_id: m.provider_message_id,
         text: m.text,
         business_number: (!m.business_number.is_empty()).then_some(m.business_number),
+        email: (!m.email.is_empty()).then_some(m.email),
+        visitor_id: (!m.visitor_id.is_empty()).then_some(m.visitor_id),
+        profile_name: (!m.profile_name.is_empty()).then_some(m.profile_name),
     })
 }
 

@@ -61,6 +61,8 @@ pub struct WebhookMessage {
     pub text: String,
     /// The message this one replies to, if any.
     pub reply_to: Option<String>,
+    /// The sender's WhatsApp profile name (`contacts[].profile.name` for their `wa_id`).
+    pub profile_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,9 +129,25 @@ struct Change {
 struct Value {
     metadata: Metadata,
     #[serde(default)]
+    contacts: Vec<RawContact>,
+    #[serde(default)]
     messages: Vec<RawMessage>,
     #[serde(default)]
     statuses: Vec<RawStatus>,
+}
+
+#[derive(Deserialize)]
+struct RawContact {
+    #[serde(default)]
+    wa_id: String,
+    #[serde(default)]
+    profile: Option<RawProfile>,
+}
+
+#[derive(Deserialize)]
+struct RawProfile {
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -217,8 +235,13 @@ pub fn parse(bytes: &[u8]) -> Result<WebhookBatch, WebhookError> {
             phone_number_id: change.value.metadata.phone_number_id,
             display_phone_number: change.value.metadata.display_phone_number,
         };
+        let contacts = change.value.contacts;
         for m in change.value.messages {
             let text = message_text(&m);
+            let profile_name = contacts
+                .iter()
+                .find(|c| c.wa_id == m.from)
+                .and_then(|c| c.profile.as_ref()?.name.clone());
             batch.messages.push(WebhookMessage {
                 to: number.clone(),
                 from: m.from,
@@ -227,6 +250,7 @@ pub fn parse(bytes: &[u8]) -> Result<WebhookBatch, WebhookError> {
                 kind: m.kind,
                 text,
                 reply_to: m.context.and_then(|c| c.id),
+                profile_name,
             });
         }
         for s in change.value.statuses {
@@ -306,6 +330,9 @@ impl NumberDirectory {
             provider_message_id: m.id.clone(),
             text: m.text.clone(),
             business_number: Some(number.clone()),
+            email: None,
+            visitor_id: None,
+            profile_name: m.profile_name.clone(),
         })
     }
 }

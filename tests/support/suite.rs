@@ -26,6 +26,7 @@ pub fn inbound(id: &str, tenant: &str, customer: &str) -> Vec<u8> {
         provider_message_id: id.into(),
         text: "hola, ¿dónde está mi pedido?".into(),
         business_number: String::new(),
+        ..Default::default()
     }
     .encode_to_vec()
 }
@@ -651,6 +652,7 @@ pub async fn forwarding_checks(grpc_a: &str, grpc_b: &str, tenant: &str) -> Stri
             provider_message_id: format!("{tenant}-grpc-in-1"),
             text: "quiero devolver el pedido".into(),
             business_number: String::new(),
+            ..Default::default()
         })
         .await
         .expect("routed by the owner")

@@ -163,6 +163,29 @@ impl Desk {
         was
     }
 
+    /// Takes a conversation off the desk wherever it is (it was linked into another): a
+    /// waiting one leaves its queue, an assigned one frees its agent, who takes the next
+    /// waiting conversation. Returns the agent who had it.
+    pub fn withdraw(
+        &mut self,
+        now: Timestamp,
+        conversation: ConversationId,
+        out: &mut Vec<Effect>,
+    ) -> Option<AgentId> {
+        match self.placements.get(&conversation) {
+            Some(Placement::Assigned(_)) => {
+                let was = self.unassign(conversation);
+                self.fill_agent(now, &was.agent, out);
+                Some(was.agent)
+            }
+            Some(Placement::Waiting(_)) => {
+                self.remove_waiting(conversation);
+                None
+            }
+            None => None,
+        }
+    }
+
     /// The agent finished the conversation: its handle time feeds the queue's average and the
     /// agent takes the next waiting conversation.
     pub fn complete(

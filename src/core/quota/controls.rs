@@ -53,7 +53,7 @@ pub struct AuditEntry {
     pub at: Timestamp,
     pub actor: Arc<str>,
     /// `override_set`, `override_cleared`, `override_expired`, `config_reloaded`,
-    /// `consent_set`.
+    /// `consent_set`, `customer_linked`.
     pub action: &'static str,
     pub target: String,
     pub before: String,
@@ -460,6 +460,12 @@ impl Quotas {
                 }
             }
         }
+    }
+
+    /// Adds an entry about something outside the quotas (a customer link) to the tenant's
+    /// audit log.
+    pub fn add_audit(&mut self, entry: AuditEntry) {
+        self.record(entry);
     }
 
     pub(super) fn record(&mut self, entry: AuditEntry) {

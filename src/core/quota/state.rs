@@ -95,6 +95,8 @@ pub enum RestoreError {
     UnknownNumber(String),
     #[error("{0:?} in the saved state is not an E.164 number")]
     BadNumber(String),
+    #[error("{0:?} in the saved state is not a valid customer identity")]
+    BadIdentity(String),
     #[error("the saved overrides no longer fit the configured limits: {0}")]
     Overrides(String),
     #[error("queue {0:?} of a saved conversation is no longer configured")]
@@ -179,6 +181,7 @@ const ACTIONS: &[&str] = &[
     "override_expired",
     "config_reloaded",
     "consent_set",
+    "customer_linked",
 ];
 
 fn saved(s: &Send) -> SavedSend {

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::core::customer::{Attr, Field, Profile};
 use crate::core::quota::{QuotaState, RestoreError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,12 +20,37 @@ pub struct TenantState {
     /// Agents, assignments and queues (absent in snapshots taken before it was saved).
     #[serde(default)]
     pub desk: crate::core::desk::DeskState,
+    /// Profile disagreements kept for review, oldest first.
+    #[serde(default)]
+    pub conflicts: Vec<SavedConflict>,
+}
+
+/// An identity besides a conversation's first phone (`kind`: phone, email, visitor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedIdentity {
+    pub kind: String,
+    pub value: String,
+    pub window_expires: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedConflict {
+    pub conversation: u64,
+    pub field: Field,
+    pub kept: Attr,
+    pub other: Attr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedConversation {
     pub id: u64,
+    /// The first phone, E.164; empty for a customer known by e-mail or visitor id only.
     pub customer: String,
+    /// Everything else the customer is known by (links, e-mail, visitor ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<SavedIdentity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
     pub window_expires: Option<Timestamp>,
     pub channels: Vec<Channel>,
     pub context: Vec<SavedMessage>,
@@ -58,7 +84,25 @@ impl Tenant {
                 let c = &self.conversations[id];
                 SavedConversation {
                     id: id.0,
-                    customer: c.customer.as_e164().to_owned(),
+                    customer: c
+                        .customer
+                        .as_ref()
+                        .map_or(String::new(), |p| p.as_e164().to_owned()),
+                    others: c
+                        .known
+                        .iter()
+                        .flat_map(|k| &k.others)
+                        .map(|o| SavedIdentity {
+                            kind: o.identity.kind().to_owned(),
+                            value: o.identity.value().to_owned(),
+                            window_expires: o.window_expires,
+                        })
+                        .collect(),
+                    profile: c
+                        .known
+                        .as_ref()
+                        .map(|k| k.profile.clone())
+                        .filter(|p| !p.is_empty()),
                     window_expires: c.window_expires,
                     channels: c.channels.clone(),
                     context: c
@@ -95,6 +139,16 @@ impl Tenant {
                 .map(|(at, fp)| (at, format!("{fp:032x}")))
                 .collect(),
             desk: self.desk.state(),
+            conflicts: self
+                .conflicts
+                .iter()
+                .map(|c| SavedConflict {
+                    conversation: c.conversation.0,
+                    field: c.field,
+                    kept: c.kept.clone(),
+                    other: c.other.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -103,11 +157,37 @@ impl Tenant {
     pub fn restore(&mut self, state: TenantState) -> Result<(), RestoreError> {
         let mut conversations = Map::default();
         let mut by_customer = Map::default();
+        let mut by_alias = Map::default();
         for c in state.conversations {
-            if !identity::looks_e164(&c.customer) {
-                return Err(RestoreError::BadNumber(c.customer));
+            let id = ConversationId(c.id);
+            let customer = match c.customer.as_str() {
+                "" => None,
+                e164 if identity::looks_e164(e164) => {
+                    let phone = CustomerNumber::from_valid_e164(e164);
+                    by_customer.insert(phone.clone(), id);
+                    Some(phone)
+                }
+                _ => return Err(RestoreError::BadNumber(c.customer)),
+            };
+            let mut others = Vec::with_capacity(c.others.len());
+            for o in c.others {
+                let identity = Identity::restore(&o.kind, &o.value)
+                    .ok_or_else(|| RestoreError::BadIdentity(format!("{}:{}", o.kind, o.value)))?;
+                match &identity {
+                    Identity::Phone(p) => by_customer.insert(p.clone(), id),
+                    alias => by_alias.insert(alias.clone(), id),
+                };
+                others.push(Other {
+                    identity,
+                    window_expires: o.window_expires,
+                });
             }
-            let customer = CustomerNumber::from_valid_e164(&c.customer);
+            let known = (!others.is_empty() || c.profile.is_some()).then(|| {
+                Box::new(customers::Known {
+                    others,
+                    profile: c.profile.unwrap_or_default(),
+                })
+            });
             let last_queue = match &c.last_queue {
                 Some(name) => Some(
                     self.desk
@@ -123,12 +203,11 @@ impl Tenant {
                 Some((_, name)) => Some(RouteOverride::Queue(QueueName::new(&name))),
                 None => None,
             };
-            let id = ConversationId(c.id);
-            by_customer.insert(customer.clone(), id);
             conversations.insert(
                 id,
                 Conversation {
                     customer,
+                    known,
                     window_expires: c.window_expires,
                     channels: c.channels,
                     context: c
@@ -168,6 +247,17 @@ impl Tenant {
         self.quotas.restore(state.quota)?;
         self.conversations = conversations;
         self.by_customer = by_customer;
+        self.by_alias = by_alias;
+        self.conflicts = state
+            .conflicts
+            .into_iter()
+            .map(|c| Conflict {
+                conversation: ConversationId(c.conversation),
+                field: c.field,
+                kept: c.kept,
+                other: c.other,
+            })
+            .collect();
         self.next_conversation = state.next_conversation;
         self.dedup.restore(seen);
         Ok(())

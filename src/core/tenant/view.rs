@@ -25,7 +25,11 @@ impl Tenant {
         Ok(ConversationView {
             tenant: self.id.clone(),
             id,
-            customer: c.customer.as_e164().to_owned(),
+            customer: c
+                .customer
+                .as_ref()
+                .map_or(String::new(), |p| p.as_e164().to_owned()),
+            identities: Self::identities(c),
             state,
             queue: queue.map(|q| self.desk.queue_name(q).clone()),
             agent,
@@ -37,6 +41,15 @@ impl Tenant {
             channels: c.channels.clone(),
             context: c.context.iter().cloned().collect(),
         })
+    }
+
+    /// Whether the customer-service window for messages to `phone` (E.164) is open at `now`:
+    /// each of a customer's numbers has its own.
+    pub fn window_open_for(&self, phone: &str, now: Timestamp) -> bool {
+        self.by_customer
+            .get_key_value(phone)
+            .and_then(|(p, id)| Self::window_for(&self.conversations[id], p))
+            .is_some_and(|e| now < e)
     }
 
     /// Whether the customer-service window of the customer's conversation is open at `now`.
