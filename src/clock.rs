@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Local time in a tenant's time zone: its quiet hours.
+pub mod hours;
 pub mod quiet;
 
 /// Milliseconds since the Unix epoch. Millisecond resolution is what the platform rules need

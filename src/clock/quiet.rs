@@ -34,15 +34,11 @@ impl QuietHours {
     /// start and end is an error. Errors are a sentence saying what is wrong and what to write
     /// instead (they reach an operator at config load).
     pub fn new(time_zone: &str, start: &str, end: &str) -> Result<Self, String> {
-        let zone = TimeZone::get(time_zone)
-            .ok()
-            .filter(|zone| !zone.is_unknown())
-            .ok_or_else(|| {
-                format!(
-                    "unknown time zone {time_zone:?}: use an IANA name such as \"Europe/Madrid\""
-                )
-            })?;
-        let (start_time, end_time) = (parse_hhmm("start", start)?, parse_hhmm("end", end)?);
+        let zone = zone(time_zone)?;
+        let (start_time, end_time) = (
+            parse_hhmm("quiet hours start", start)?,
+            parse_hhmm("quiet hours end", end)?,
+        );
         if start_time == end_time {
             return Err(format!(
                 "quiet hours start and end are both {start:?}, which is no interval: write two \
@@ -99,11 +95,22 @@ impl QuietHours {
     }
 }
 
-/// "HH:MM", two digits each, 00:00 to 23:59; `which` ("start" or "end") names it in the error.
-fn parse_hhmm(which: &str, text: &str) -> Result<Time, String> {
+/// The IANA zone `name` from the bundled database, or a sentence saying what to write.
+pub(super) fn zone(name: &str) -> Result<TimeZone, String> {
+    TimeZone::get(name)
+        .ok()
+        .filter(|zone| !zone.is_unknown())
+        .ok_or_else(|| {
+            format!("unknown time zone {name:?}: use an IANA name such as \"Europe/Madrid\"")
+        })
+}
+
+/// "HH:MM", two digits each, 00:00 to 23:59; `which` ("quiet hours start") names it in the
+/// error.
+pub(super) fn parse_hhmm(which: &str, text: &str) -> Result<Time, String> {
     let bad = |problem: &str| {
         format!(
-            "quiet hours {which} {text:?}: {problem}; write HH:MM in 24-hour time, such as \
+            "{which} {text:?}: {problem}; write HH:MM in 24-hour time, such as \
              \"21:00\" or \"09:00\""
         )
     };

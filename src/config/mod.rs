@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod cloud_api;
 pub mod egress;
+pub mod hours;
 pub mod kafka;
 pub mod lifecycle;
 pub mod runtime;
@@ -293,6 +294,12 @@ pub struct QueueConfig {
     /// Priority added to a conversation that waited past `max_wait_secs` (no fallback).
     #[serde(default = "defaults::max_wait_boost")]
     pub max_wait_priority_boost: u32,
+    /// When the queue is open (absent: always). See `config::hours`.
+    #[serde(default)]
+    pub hours: Option<hours::HoursConfig>,
+    /// Where its messages go while it is closed (absent: the bot, or friction waits in it).
+    #[serde(default)]
+    pub after_hours_queue: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -637,6 +644,7 @@ impl TenantConfig {
             }
         }
         self.check_fallback_cycles(at)?;
+        hours::validate(at, &self.queues)?;
         self.validate_outbound(at)?;
         let mut intent_names = HashSet::new();
         for (j, intent) in self.intents.iter().enumerate() {

@@ -17,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
 use crate::clock::Timestamp;
+use crate::clock::hours::BusinessHours;
 use crate::config::QueueConfig;
 use crate::model::{AgentId, ConversationId, Presence, Priority, QueueName, TenantId};
 
@@ -89,12 +90,25 @@ struct Queue {
     by_priority: std::collections::BTreeMap<Reverse<Priority>, usize>,
     /// Agents serving this queue, in registration order.
     members: Vec<AgentId>,
+    /// When it is open (None: always); its SLA and max-wait clocks stop while it is closed.
+    hours: Option<BusinessHours>,
+    /// Where its messages go while it is closed.
+    after_hours: Option<QueueIx>,
     assignments: u64,
     met_sla: u64,
     breaches: u64,
 }
 
 impl Queue {
+    /// How long a conversation waiting since `since` has waited by the queue's clock: the time
+    /// it was open.
+    fn waited_ms(&self, since: Timestamp, now: Timestamp) -> u64 {
+        match &self.hours {
+            Some(h) => h.open_ms_between(since, now),
+            None => now.since(since).as_millis() as u64,
+        }
+    }
+
     fn add(&mut self, key: WaitKey) {
         if self.waiting.insert(key) {
             *self.by_priority.entry(key.priority).or_default() += 1;
@@ -230,6 +244,11 @@ impl Desk {
                 waiting: BTreeSet::new(),
                 by_priority: std::collections::BTreeMap::new(),
                 members: Vec::new(),
+                hours: q
+                    .hours
+                    .as_ref()
+                    .map(|h| h.build().expect("validated by Config::validate")),
+                after_hours: q.after_hours_queue.as_deref().map(|a| by_name[a]),
                 assignments: 0,
                 met_sla: 0,
                 breaches: 0,
@@ -285,22 +304,51 @@ impl Desk {
     }
 
     /// Where a waiting conversation stands: position and estimated wait.
-    pub fn waiting_status(&self, conversation: ConversationId) -> Option<Placed> {
+    pub fn waiting_status(&self, conversation: ConversationId, now: Timestamp) -> Option<Placed> {
         let Some(Placement::Waiting(w)) = self.placements.get(&conversation) else {
             return None;
         };
         let ahead = self.queues[w.queue].ahead_of(&w.key);
         Some(Placed::Waiting {
             position: ahead as u32,
-            estimated_wait_ms: self.wait_for(w.queue, ahead),
+            estimated_wait_ms: self.wait_from_opening(w.queue, ahead, now),
         })
     }
 
     /// The estimated wait of a conversation arriving now with `priority`: None when no agent
-    /// of the queue is online (unbounded).
+    /// of the queue is online (unbounded), unless the queue is closed (see
+    /// [`Desk::wait_from_opening`]).
     pub fn estimate(&self, q: QueueIx, priority: Priority, now: Timestamp) -> Option<u64> {
-        let _ = now; // a new arrival is the youngest at its priority whenever it comes
-        self.wait_for(q, self.queues[q].at_or_above(priority))
+        self.wait_from_opening(q, self.queues[q].at_or_above(priority), now)
+    }
+
+    /// When queue `q` next opens, if it is closed at `now`.
+    pub fn closed_until(&self, q: QueueIx, now: Timestamp) -> Option<Timestamp> {
+        self.queues[q].hours.as_ref()?.closed_until(now)
+    }
+
+    /// Where queue `q`'s messages go while it is closed, if it says.
+    pub fn after_hours(&self, q: QueueIx) -> Option<QueueIx> {
+        self.queues[q].after_hours
+    }
+
+    /// The wait with `ahead` before it, counted from the opening while the queue is closed:
+    /// the time until it opens plus the wait then by its online agents (none online yet: the
+    /// time until it opens).
+    pub(super) fn wait_from_opening(
+        &self,
+        q: QueueIx,
+        ahead: usize,
+        now: Timestamp,
+    ) -> Option<u64> {
+        let wait = self.wait_for(q, ahead);
+        match self.closed_until(q, now) {
+            Some(opens) => {
+                let closed = opens.as_millis().saturating_sub(now.as_millis());
+                Some(closed + wait.unwrap_or(0))
+            }
+            None => wait,
+        }
     }
 
     /// Wait of the conversation with `ahead` conversations before it: none while free capacity
@@ -364,7 +412,7 @@ impl Desk {
             avoid,
         );
         self.try_assign_queue(now, q, out);
-        self.placed(conversation, reason, Some(ahead), out)
+        self.placed(now, conversation, reason, Some(ahead), out)
     }
 
     /// Moves a waiting conversation to queue `q` (keeping its age), at least at `priority`.
@@ -393,7 +441,7 @@ impl Desk {
             None,
         );
         self.try_assign_queue(now, q, out);
-        self.placed(conversation, reason, None, out)
+        self.placed(now, conversation, reason, None, out)
     }
 
     /// Raises the priority of a waiting conversation (never lowers it).
@@ -462,11 +510,24 @@ impl Desk {
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
         let mut overdue = Vec::new();
         for (qi, queue) in self.queues.iter_mut().enumerate() {
+            // Its clocks stop while it is closed: nothing can breach then.
+            if queue
+                .hours
+                .as_ref()
+                .is_some_and(|h| h.closed_until(now).is_some())
+            {
+                continue;
+            }
             for key in &queue.waiting {
                 let Some(Placement::Waiting(w)) = self.placements.get_mut(&key.conversation) else {
                     unreachable!("every queue entry has its placement");
                 };
-                if !w.breached && now.since(key.since).as_millis() as u64 > queue.sla_target_ms {
+                // The open time is at most the wall time: counted only past the target.
+                let wall_ms = now.since(key.since).as_millis() as u64;
+                if !w.breached
+                    && wall_ms > queue.sla_target_ms
+                    && queue.waited_ms(key.since, now) > queue.sla_target_ms
+                {
                     w.breached = true;
                     queue.breaches += 1;
                     out.push(Effect::SlaBreached {
@@ -474,7 +535,10 @@ impl Desk {
                         queue: queue.name.clone(),
                     });
                 }
-                if !w.escalated && now.since(w.queue_since).as_millis() as u64 > queue.max_wait_ms {
+                if !w.escalated
+                    && now.since(w.queue_since).as_millis() as u64 > queue.max_wait_ms
+                    && queue.waited_ms(w.queue_since, now) > queue.max_wait_ms
+                {
                     overdue.push((qi, key.conversation));
                 }
             }

@@ -15,6 +15,8 @@ pub mod customer;
 #[cfg(test)]
 mod customer_tests;
 pub mod desk;
+#[cfg(test)]
+mod hours_tests;
 pub mod identity;
 #[cfg(test)]
 mod lifecycle_tests;
@@ -63,6 +65,8 @@ pub enum Reason {
     WithBot,
     /// Linked into another conversation of the same customer (`Customers.Link`).
     Linked,
+    /// Its queue is closed (business hours): the after-hours queue, or the bot.
+    OutsideHours,
 }
 
 impl Reason {
@@ -89,6 +93,7 @@ impl Reason {
             Reason::Dequeued => "dequeued",
             Reason::WithBot => "with_bot",
             Reason::Linked => "linked",
+            Reason::OutsideHours => "outside_hours",
         }
     }
 }

@@ -11,11 +11,17 @@
 //! 3. already waiting in a queue → keeps its place (`ALREADY_QUEUED`; friction raises priority);
 //! 4. mid-dialogue with the bot, no friction, idle under `bot_idle_secs` → the bot again
 //!    (`WITH_BOT`; the bot ends it by escalating);
-//! 5. friction intent (mode `human`) → its queue at its priority (`FRICTION`);
-//! 6. simple intent (mode `bot`) → the bot (`SIMPLE_INTENT`; `NO_BOT` queues it without a bot);
-//! 7. otherwise (mode `auto`, or no intent) → the queue if its estimated wait is within the SLA
+//! 5. the queue it would go to is closed (business hours) → its after-hours queue
+//!    (`OUTSIDE_HOURS`); else friction waits in it, its estimate counted from the opening
+//!    (`FRICTION`); else the bot (`OUTSIDE_HOURS`), else waits in it (`OUTSIDE_HOURS`);
+//! 6. friction intent (mode `human`) → its queue at its priority (`FRICTION`);
+//! 7. simple intent (mode `bot`) → the bot (`SIMPLE_INTENT`; `NO_BOT` queues it without a bot);
+//! 8. otherwise (mode `auto`, or no intent) → the queue if its estimated wait is within the SLA
 //!    target (`SLA_OK`), else the bot (`SLA_SATURATED`), else queued anyway
 //!    (`SLA_SATURATED_NO_BOT`).
+//!
+//! A customer is found by any of their identities (`customers`): a phone number, an e-mail
+//! address, a web-chat visitor id.
 use std::collections::VecDeque;
 use std::sync::Arc;
 

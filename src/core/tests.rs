@@ -69,8 +69,12 @@ pub(super) struct Sim {
 
 impl Sim {
     pub(super) fn new(bot: bool) -> Self {
+        Self::with(&config(bot))
+    }
+
+    pub(super) fn with(config: &Config) -> Self {
         Self {
-            shard: Shard::new(&config(bot), |_| true),
+            shard: Shard::new(config, |_| true),
             now: Timestamp(1_700_000_000_000),
             effects: Vec::new(),
             next_msg: 0,

@@ -348,6 +348,7 @@ pub fn reason_out(r: Reason) -> proto::Reason {
         Reason::Dequeued => P::Dequeued,
         Reason::WithBot => P::WithBot,
         Reason::Linked => P::Linked,
+        Reason::OutsideHours => P::OutsideHours,
     }
 }
 
@@ -369,6 +370,10 @@ pub fn detail(d: &Decision) -> String {
         Reason::NoBot => "simple intent but no bot is configured: queued for a person".into(),
         Reason::Duplicate => "this message id was already routed; nothing was done".into(),
         Reason::Escalated => format!("escalated to {queue}"),
+        Reason::OutsideHours if d.target == Target::Bot => {
+            format!("{queue} is closed (business hours): the bot answers")
+        }
+        Reason::OutsideHours => format!("outside business hours: {queue}"),
         other => other.as_str().replace('_', " "),
     }
 }

@@ -42,6 +42,7 @@ impl Desk {
     /// position if known exactly (a new arrival), else it is counted (capped).
     pub(super) fn placed(
         &self,
+        now: Timestamp,
         conversation: ConversationId,
         reason: Reason,
         ahead: Option<usize>,
@@ -59,10 +60,10 @@ impl Desk {
                 match ahead {
                     Some(ahead) => Placed::Waiting {
                         position: u32::try_from(ahead).unwrap_or(u32::MAX),
-                        estimated_wait_ms: self.wait_for(w.queue, ahead),
+                        estimated_wait_ms: self.wait_from_opening(w.queue, ahead, now),
                     },
                     None => self
-                        .waiting_status(conversation)
+                        .waiting_status(conversation, now)
                         .expect("the conversation is waiting"),
                 }
             }
@@ -180,7 +181,7 @@ impl Desk {
         };
         let queue = &mut self.queues[w.queue];
         queue.take(&w.key);
-        let waited_ms = now.since(w.key.since).as_millis() as u64;
+        let waited_ms = queue.waited_ms(w.key.since, now);
         queue.assignments += 1;
         if waited_ms <= queue.sla_target_ms {
             queue.met_sla += 1;

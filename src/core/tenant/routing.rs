@@ -57,7 +57,7 @@ impl Tenant {
                 }
                 let placed = self
                     .desk
-                    .waiting_status(id)
+                    .waiting_status(id, now)
                     .expect("the conversation is waiting");
                 let mut d = self.placed_decision(now, id, queue, placed, Reason::AlreadyQueued);
                 d.intent = intent_name;
@@ -78,10 +78,40 @@ impl Tenant {
             d.intent = intent_name;
             return d;
         }
+        // 5. Business hours: a closed queue's messages go to its after-hours queue, else (but
+        // friction, which waits in its queue) to the bot.
+        if self.desk.closed_until(queue, now).is_some() {
+            let mut d = match (self.desk.after_hours(queue), mode, self.bot.clone()) {
+                (Some(after), _, _) => {
+                    self.enqueue(now, id, after, priority, Reason::OutsideHours, out)
+                }
+                (None, IntentMode::Human, _) => {
+                    self.enqueue(now, id, queue, priority, Reason::Friction, out)
+                }
+                (None, _, Some(bot)) => {
+                    let mut d = self.send_to_bot(
+                        now,
+                        id,
+                        bot,
+                        Reason::OutsideHours,
+                        message,
+                        &intent_name,
+                        out,
+                    );
+                    d.queue = Some(self.desk.queue_name(queue).clone());
+                    d
+                }
+                (None, _, None) => {
+                    self.enqueue(now, id, queue, priority, Reason::OutsideHours, out)
+                }
+            };
+            d.intent = intent_name;
+            return d;
+        }
         let mut d = match mode {
-            // 5. Friction: a human, at the intent's priority.
+            // 6. Friction: a human, at the intent's priority.
             IntentMode::Human => self.enqueue(now, id, queue, priority, Reason::Friction, out),
-            // 6. Simple intents: the bot, if there is one.
+            // 7. Simple intents: the bot, if there is one.
             IntentMode::Bot => match self.bot.clone() {
                 Some(bot) => self.send_to_bot(
                     now,
@@ -94,7 +124,7 @@ impl Tenant {
                 ),
                 None => self.enqueue(now, id, queue, priority, Reason::NoBot, out),
             },
-            // 7. By SLA load.
+            // 8. By SLA load.
             IntentMode::Auto => {
                 let sla = self.desk.sla_target_ms(queue);
                 let within = self
@@ -189,7 +219,7 @@ impl Tenant {
                 };
                 match location {
                     Location::Waiting { queue: at, .. } if at == queue => {
-                        let placed = self.desk.waiting_status(id).expect("waiting");
+                        let placed = self.desk.waiting_status(id, now).expect("waiting");
                         self.placed_decision(now, id, queue, placed, reason)
                     }
                     Location::Waiting { .. } => {
