@@ -53,7 +53,10 @@ id_type!(
 
 /// One conversation per (tenant, customer), whatever the channel. Sequential per tenant so that
 /// replaying the same events gives the same ids.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct ConversationId(pub u64);
 
 impl fmt::Display for ConversationId {

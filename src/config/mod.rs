@@ -12,6 +12,7 @@
 //! `IntentMode`) live in `model`, shared by config and components alike.
 pub mod auth;
 pub mod cloud_api;
+pub mod customers;
 pub mod egress;
 pub mod hours;
 pub mod kafka;
@@ -178,6 +179,9 @@ pub struct TenantConfig {
     /// afresh.
     #[serde(default = "defaults::bot_idle_secs")]
     pub bot_idle_secs: u64,
+    /// Duplicate customer suggestions (`[tenants.duplicates]`).
+    #[serde(default)]
+    pub duplicates: customers::DuplicatesConfig,
 }
 
 /// One business phone number of a portfolio.
@@ -645,6 +649,7 @@ impl TenantConfig {
         }
         self.check_fallback_cycles(at)?;
         hours::validate(at, &self.queues)?;
+        self.duplicates.validate(at)?;
         self.validate_outbound(at)?;
         let mut intent_names = HashSet::new();
         for (j, intent) in self.intents.iter().enumerate() {

@@ -426,3 +426,52 @@ fn retention_forgets_a_customer_with_all_their_identities() {
     assert_ne!(again, id, "a new conversation");
     let _: ConversationId = again;
 }
+
+#[test]
+fn alike_names_from_webhooks_and_the_crm_are_suggested_as_duplicates_never_merged() {
+    let mut s = Sim::new(true);
+    let named = |s: &mut Sim, n: u64, name: &str| {
+        let id = format!("w{n}");
+        inbound(s, &customer(n), Channel::WhatsApp, &id, "hola", |m| {
+            m.profile_name = Some(name.into())
+        })
+        .unwrap()
+        .conversation
+        .unwrap()
+    };
+    let a = named(&mut s, 1, "María José Pérez");
+    let b = named(&mut s, 2, "Maria Jose Perez");
+    let c = named(&mut s, 3, "María Pérez");
+    let d = named(&mut s, 4, "Mario Gómez");
+    let suggest = |s: &mut Sim, who: Option<IdentityRef>| match s.run(Command::SuggestDuplicates {
+        tenant: TenantId::new(T),
+        identity: who,
+        limit: 10,
+    }) {
+        Ok(Reply::Duplicates(list)) => list,
+        other => panic!("{other:?}"),
+    };
+    let all = suggest(&mut s, None);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!((all[0].conversation, all[0].of), (a, b));
+    assert_eq!(all[0].similarity, 1.0);
+    assert_eq!(all[0].name.as_deref(), Some("María José Pérez"));
+    assert!(
+        suggest(&mut s, Some(phone(3))).is_empty(),
+        "María Pérez has no duplicate"
+    );
+    assert!(
+        suggest(&mut s, Some(phone(4))).is_empty(),
+        "nor has Mario Gómez"
+    );
+    let like_b = suggest(&mut s, Some(phone(2)));
+    assert_eq!(
+        like_b.iter().map(|x| x.conversation).collect::<Vec<_>>(),
+        [a]
+    );
+    assert_ne!(c, d);
+    // Nothing was merged; once linked, the pair is no longer suggested.
+    assert_eq!(s.view(a).identities.len(), 1);
+    link(&mut s, phone(1), phone(2));
+    assert!(suggest(&mut s, None).is_empty());
+}

@@ -15,6 +15,7 @@ pub mod customer;
 #[cfg(test)]
 mod customer_tests;
 pub mod desk;
+pub mod duplicates;
 #[cfg(test)]
 mod hours_tests;
 pub mod identity;
@@ -417,6 +418,13 @@ pub enum Command {
         /// When the values were true (None: now).
         at: Option<Timestamp>,
     },
+    /// Customers whose names are like `identity`'s, or (None) the suggestions found as names
+    /// were set, newest first (`Reply::Duplicates`).
+    SuggestDuplicates {
+        tenant: TenantId,
+        identity: Option<tenant::IdentityRef>,
+        limit: usize,
+    },
     /// Disagreements between profile sources, newest first (`Reply::Conflicts`).
     ListConflicts {
         tenant: TenantId,
@@ -501,6 +509,7 @@ impl Command {
             | GetCustomer { tenant, .. }
             | UpdateProfile { tenant, .. }
             | ListConflicts { tenant, .. }
+            | SuggestDuplicates { tenant, .. }
             | GetSendByKey { tenant, .. }
             | ProviderResult { tenant, .. }
             | GetQuota { tenant }
@@ -608,6 +617,7 @@ pub enum Reply {
     Customer(tenant::CustomerView),
     Linked(tenant::LinkView),
     Conflicts(Vec<(customer::Conflict, Vec<customer::Identity>)>),
+    Duplicates(Vec<tenant::DuplicateView>),
     Quota(Box<quota::QuotaSnapshot>),
     Override(quota::OverrideView),
     Audit(Vec<quota::AuditEntry>),

@@ -37,13 +37,14 @@ mod customers;
 mod routing;
 mod state;
 mod view;
-pub use customers::{CustomerView, IdentityRef, LinkView, Other};
+pub use customers::{CustomerView, DuplicateView, IdentityRef, LinkView, Other};
 pub use state::{SavedConversation, SavedMessage, TenantState};
 
 use super::Map;
 use super::classify::Classifier;
 use super::customer::{self, Conflict, Identity};
 use super::desk::{Desk, Location, Placed, QueueIx};
+use super::duplicates::Duplicates;
 use super::identity::{self, Dedup};
 use super::quota::{self, Quotas, SendRequest};
 use super::{
@@ -116,6 +117,7 @@ pub struct Tenant {
     by_alias: Map<Identity, ConversationId>,
     /// Disagreements between profile sources, oldest first (at most `limits.max_conflicts`).
     conflicts: VecDeque<Conflict>,
+    duplicates: Duplicates,
     next_conversation: u64,
     dedup: Dedup,
     desk: Desk,
@@ -171,6 +173,7 @@ impl Tenant {
             by_customer: Map::default(),
             by_alias: Map::default(),
             conflicts: VecDeque::new(),
+            duplicates: Duplicates::new(&config.duplicates),
             next_conversation: 1,
             desk,
             quotas,
@@ -363,6 +366,11 @@ impl Tenant {
             Command::ListConflicts { limit, .. } => {
                 Ok(Reply::Conflicts(self.list_conflicts(limit)))
             }
+            Command::SuggestDuplicates {
+                identity, limit, ..
+            } => self
+                .suggest_duplicates(identity.as_ref(), limit)
+                .map(Reply::Duplicates),
             Command::GetConsent { customer, .. } => {
                 let customer = self.customer_number(&customer)?;
                 Ok(Reply::Consent(self.quotas.consent(&customer).cloned()))
@@ -701,14 +709,17 @@ impl Tenant {
         let retention = self.limits.conversation_retention_secs * 1_000;
         let desk = &self.desk;
         let (by_customer, by_alias) = (&mut self.by_customer, &mut self.by_alias);
+        let duplicates = &mut self.duplicates;
         self.conversations.retain(|id, c| {
             let keep = now.as_millis() < c.last_activity.as_millis() + retention
                 || desk.location(*id) != Location::Nowhere;
             if !keep {
                 Self::unindex(by_customer, by_alias, c);
+                duplicates.forget(*id);
             }
             keep
         });
+        self.duplicates.sweep();
         let conversations = &self.conversations;
         self.conflicts
             .retain(|c| conversations.contains_key(&c.conversation));

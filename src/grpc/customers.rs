@@ -3,8 +3,8 @@
 use super::*;
 use crate::sender::Journaled;
 use crate::wire::customers::{
-    conflicts_out, customer_out, get_customer_in, link_in, link_out, list_conflicts_in,
-    update_profile_in,
+    conflicts_out, customer_out, duplicates_out, get_customer_in, link_in, link_out,
+    list_conflicts_in, suggest_duplicates_in, update_profile_in,
 };
 use crate::wire::lifecycle::{consent_out, get_consent_in, set_consent_in};
 
@@ -67,6 +67,13 @@ service!(proto::customers_server::Customers, proto::customers_client::CustomersC
     unary list_conflicts(&self, request: proto::ListConflictsRequest) -> proto::ListConflictsResponse {
         match self.call(list_conflicts_in(request.into_inner())?).await? {
             Reply::Conflicts(list) => Ok(Response::new(conflicts_out(&list))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    unary suggest_duplicates(&self, request: proto::SuggestDuplicatesRequest) -> proto::SuggestDuplicatesResponse {
+        match self.call(suggest_duplicates_in(request.into_inner())?).await? {
+            Reply::Duplicates(list) => Ok(Response::new(duplicates_out(&list))),
             other => Err(unexpected(other)),
         }
     }

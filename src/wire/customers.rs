@@ -1,15 +1,15 @@
 //! Customers' identities, links and profiles: proto ⇄ core.
 use crate::core::Command;
 use crate::core::customer::{Attr, Conflict, Field, Identity, Profile};
-use crate::core::tenant::{CustomerView, IdentityRef, LinkView};
+use crate::core::tenant::{CustomerView, DuplicateView, IdentityRef, LinkView};
 use crate::model::TenantId;
 use crate::proto;
 
 use super::lifecycle::at_in;
 use super::{Invalid, invalid, required, tenant};
 
-/// Conflicts listed when the request does not say how many.
-const DEFAULT_CONFLICTS: usize = 100;
+/// Conflicts or suggestions listed when the request does not say how many.
+const DEFAULT_LIMIT: usize = 100;
 
 pub fn identity_in(
     field: &'static str,
@@ -92,11 +92,43 @@ pub fn update_profile_in(r: proto::UpdateProfileRequest) -> Result<Command, Inva
 pub fn list_conflicts_in(r: proto::ListConflictsRequest) -> Result<Command, Invalid> {
     Ok(Command::ListConflicts {
         tenant: tenant(&r.tenant)?,
-        limit: match r.limit {
-            0 => DEFAULT_CONFLICTS,
-            n => n as usize,
-        },
+        limit: limit(r.limit),
     })
+}
+
+fn limit(given: u32) -> usize {
+    match given {
+        0 => DEFAULT_LIMIT,
+        n => n as usize,
+    }
+}
+
+pub fn suggest_duplicates_in(r: proto::SuggestDuplicatesRequest) -> Result<Command, Invalid> {
+    Ok(Command::SuggestDuplicates {
+        tenant: tenant(&r.tenant)?,
+        identity: r
+            .identity
+            .map(|i| identity_in("identity", Some(i)))
+            .transpose()?,
+        limit: limit(r.limit),
+    })
+}
+
+pub fn duplicates_out(list: &[DuplicateView]) -> proto::SuggestDuplicatesResponse {
+    let text = |n: &Option<std::sync::Arc<str>>| n.as_deref().unwrap_or_default().to_owned();
+    proto::SuggestDuplicatesResponse {
+        suggestions: list
+            .iter()
+            .map(|d| proto::DuplicateSuggestion {
+                conversation_id: d.conversation.to_string(),
+                identities: d.identities.iter().map(identity_out).collect(),
+                name: text(&d.name),
+                similarity: d.similarity,
+                of_conversation_id: d.of.to_string(),
+                of_name: text(&d.of_name),
+            })
+            .collect(),
+    }
 }
 
 fn value_out(a: &Attr) -> proto::ProfileValue {

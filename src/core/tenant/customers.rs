@@ -42,6 +42,17 @@ pub struct CustomerView {
     pub profile: Profile,
 }
 
+/// A customer suggested as a possible duplicate of another (`of`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateView {
+    pub conversation: ConversationId,
+    pub identities: Vec<Identity>,
+    pub name: Option<Arc<str>>,
+    pub similarity: f64,
+    pub of: ConversationId,
+    pub of_name: Option<Arc<str>>,
+}
+
 /// What a link did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkView {
@@ -290,7 +301,8 @@ impl Tenant {
         Ok(self.customer_of(id))
     }
 
-    /// One attribute from a source; a disagreement with another source is kept.
+    /// One attribute from a source; a disagreement with another source is kept. A new name
+    /// is looked up among similar names (duplicate suggestions).
     pub(super) fn set_attribute(&mut self, id: ConversationId, field: Field, attr: Attr) {
         let conv = self.conversations.get_mut(&id).expect("exists");
         let known = conv.known.get_or_insert_default();
@@ -302,6 +314,60 @@ impl Tenant {
                 other,
             });
         }
+        if field == Field::Name {
+            self.renamed(id);
+        }
+    }
+
+    /// The customer's name may have changed: the duplicate index learns it.
+    pub(super) fn renamed(&mut self, id: ConversationId) {
+        if let Some(name) = self.name_of(id) {
+            self.duplicates.named(id, &name);
+        }
+    }
+
+    fn name_of(&self, id: ConversationId) -> Option<Arc<str>> {
+        let known = self.conversations.get(&id)?.known.as_ref()?;
+        known.profile.name.as_ref().map(|a| a.value.clone())
+    }
+
+    /// Customers whose names are like `who`'s (most alike first), or the suggestions found as
+    /// names were set (newest first).
+    pub(super) fn suggest_duplicates(
+        &self,
+        who: Option<&IdentityRef>,
+        limit: usize,
+    ) -> Result<Vec<DuplicateView>, CoreError> {
+        let pairs: Vec<(ConversationId, ConversationId, f64)> = match who {
+            Some(who) => {
+                let of = self.customer_view(who)?.conversation;
+                self.duplicates
+                    .similar(of)
+                    .into_iter()
+                    .map(|(c, s)| (c, of, s))
+                    .collect()
+            }
+            None => self
+                .duplicates
+                .suggestions()
+                .map(|s| (s.a, s.b, s.similarity))
+                .collect(),
+        };
+        Ok(pairs
+            .into_iter()
+            .filter(|(c, of, _)| {
+                self.conversations.contains_key(c) && self.conversations.contains_key(of)
+            })
+            .take(limit)
+            .map(|(c, of, similarity)| DuplicateView {
+                conversation: c,
+                identities: Self::identities(&self.conversations[&c]),
+                name: self.name_of(c),
+                similarity,
+                of,
+                of_name: self.name_of(of),
+            })
+            .collect())
     }
 
     fn conflict(&mut self, c: Conflict) {
@@ -430,6 +496,7 @@ impl Tenant {
         }
         let g = self.conversations.remove(&gone).expect("exists");
         Self::unindex(&mut self.by_customer, &mut self.by_alias, &g);
+        self.duplicates.forget(gone);
         let keep_n = self.limits.context_messages;
         let k = self.conversations.get_mut(&keep).expect("exists");
         let mut context: Vec<ContextMessage> = k.context.drain(..).chain(g.context).collect();
@@ -487,6 +554,7 @@ impl Tenant {
                 c.conversation = keep;
             }
         }
+        self.renamed(keep);
         released
     }
 

@@ -23,6 +23,9 @@ pub struct TenantState {
     /// Profile disagreements kept for review, oldest first.
     #[serde(default)]
     pub conflicts: Vec<SavedConflict>,
+    /// Duplicate suggestions, oldest first (the name index is rebuilt from the profiles).
+    #[serde(default)]
+    pub duplicates: Vec<crate::core::duplicates::Suggestion>,
 }
 
 /// An identity besides a conversation's first phone (`kind`: phone, email, visitor).
@@ -149,6 +152,7 @@ impl Tenant {
                     other: c.other.clone(),
                 })
                 .collect(),
+            duplicates: self.duplicates.saved_suggestions().cloned().collect(),
         }
     }
 
@@ -248,6 +252,19 @@ impl Tenant {
         self.conversations = conversations;
         self.by_customer = by_customer;
         self.by_alias = by_alias;
+        // The name index, rebuilt in conversation order; the suggestions as they were.
+        let mut named: Vec<(ConversationId, Arc<str>)> = self
+            .conversations
+            .iter()
+            .filter_map(|(id, c)| {
+                Some((*id, c.known.as_ref()?.profile.name.as_ref()?.value.clone()))
+            })
+            .collect();
+        named.sort();
+        for (id, name) in named {
+            self.duplicates.restore_name(id, &name);
+        }
+        self.duplicates.restore_suggestions(state.duplicates);
         self.conflicts = state
             .conflicts
             .into_iter()

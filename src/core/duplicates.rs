@@ -1,0 +1,252 @@
+//! Duplicate customer suggestions: customers whose names are alike (normalised Levenshtein
+//! similarity of the folded names, `strsim`) are suggested as possibly the same person, for a
+//! person to link (`Customers.Link`); never merged automatically.
+//!
+//! Nothing scans every customer. A name is compared only when it is set or changes, and only
+//! with the names in its two *blocks*: the first three letters of its first and last words,
+//! and their last three letters ("maria jose perez" is in `mar…per` and `ria…rez`). Two names
+//! a few edits apart share one block unless the edits touch both the beginnings and the ends
+//! of both words. Each block keeps its most recent `max_candidates` names, which bounds the
+//! work per name (at most twice that many comparisons) and the index's memory.
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use crate::config::customers::DuplicatesConfig;
+use crate::model::ConversationId;
+
+use super::Map;
+use super::classify::fold;
+
+/// Two customers whose names are alike.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Suggestion {
+    /// The customer named earlier.
+    pub a: ConversationId,
+    /// The customer whose name, when set, was found like `a`'s.
+    pub b: ConversationId,
+    pub similarity: f64,
+}
+
+#[derive(Debug)]
+pub struct Duplicates {
+    config: DuplicatesConfig,
+    /// Each named customer's folded name.
+    names: Map<ConversationId, Box<str>>,
+    blocks: Map<u64, VecDeque<ConversationId>>,
+    /// Oldest first, at most `max_suggestions`.
+    suggestions: VecDeque<Suggestion>,
+}
+
+/// Lower-cased, accents removed, one space between words.
+pub fn fold_name(name: &str) -> String {
+    fold(name).split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The two blocks of a folded name.
+fn blocks(folded: &str) -> [u64; 2] {
+    let words: Vec<&str> = folded.split(' ').collect();
+    let (first, last) = (words[0], words[words.len() - 1]);
+    let head = |w: &str| w.chars().take(3).collect::<String>();
+    let tail = |w: &str| {
+        let n = w.chars().count();
+        w.chars().skip(n.saturating_sub(3)).collect::<String>()
+    };
+    let hash = |kind: char, a: String, b: String| {
+        foldhash::fast::FixedState::with_seed(0x5eed).hash_one((kind, a, b))
+    };
+    [
+        hash('h', head(first), head(last)),
+        hash('t', tail(first), tail(last)),
+    ]
+}
+
+impl Duplicates {
+    pub fn new(config: &DuplicatesConfig) -> Self {
+        Self {
+            config: config.clone(),
+            names: Map::default(),
+            blocks: Map::default(),
+            suggestions: VecDeque::new(),
+        }
+    }
+
+    /// Customer `id` is now called `name`: indexed, and compared with the names in its
+    /// blocks; the pairs alike enough are kept as suggestions. Returns how many were found.
+    pub fn named(&mut self, id: ConversationId, name: &str) -> usize {
+        if !self.config.enabled {
+            return 0;
+        }
+        let folded = fold_name(name);
+        if folded.is_empty() || self.names.get(&id).is_some_and(|n| **n == *folded) {
+            return 0;
+        }
+        let mut found: Vec<(ConversationId, f64)> = Vec::new();
+        for key in blocks(&folded) {
+            for &other in self.blocks.get(&key).into_iter().flatten() {
+                if other == id || found.iter().any(|(c, _)| *c == other) {
+                    continue;
+                }
+                let Some(theirs) = self.names.get(&other) else {
+                    continue; // forgotten since
+                };
+                let similarity = strsim::normalized_levenshtein(&folded, theirs);
+                if similarity >= self.config.min_similarity {
+                    found.push((other, similarity));
+                }
+            }
+        }
+        self.index(id, folded);
+        for &(other, similarity) in &found {
+            if self.suggestions.len() == self.config.max_suggestions {
+                self.suggestions.pop_front();
+            }
+            self.suggestions.push_back(Suggestion {
+                a: other,
+                b: id,
+                similarity,
+            });
+        }
+        found.len()
+    }
+
+    /// Indexes a folded name without comparing it (a restore rebuilds the index this way).
+    fn index(&mut self, id: ConversationId, folded: String) {
+        for key in blocks(&folded) {
+            let block = self.blocks.entry(key).or_default();
+            if !block.contains(&id) {
+                if block.len() == self.config.max_candidates {
+                    block.pop_front();
+                }
+                block.push_back(id);
+            }
+        }
+        self.names.insert(id, folded.into_boxed_str());
+    }
+
+    /// Puts back a customer's name from a snapshot: indexed, not compared (the suggestions
+    /// are restored as they were).
+    pub fn restore_name(&mut self, id: ConversationId, name: &str) {
+        let folded = fold_name(name);
+        if self.config.enabled && !folded.is_empty() {
+            self.index(id, folded);
+        }
+    }
+
+    /// The customers whose names are like `id`'s now, most alike first.
+    pub fn similar(&self, id: ConversationId) -> Vec<(ConversationId, f64)> {
+        let Some(name) = self.names.get(&id) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(ConversationId, f64)> = Vec::new();
+        for key in blocks(name) {
+            for &other in self.blocks.get(&key).into_iter().flatten() {
+                if other == id || found.iter().any(|(c, _)| *c == other) {
+                    continue;
+                }
+                if let Some(theirs) = self.names.get(&other) {
+                    let similarity = strsim::normalized_levenshtein(name, theirs);
+                    if similarity >= self.config.min_similarity {
+                        found.push((other, similarity));
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        found
+    }
+
+    /// The suggestions kept, newest first, between customers still known and not yet linked.
+    pub fn suggestions(&self) -> impl Iterator<Item = &Suggestion> {
+        self.suggestions.iter().rev().filter(|s| {
+            s.a != s.b && self.names.contains_key(&s.a) && self.names.contains_key(&s.b)
+        })
+    }
+
+    /// The customer is forgotten (or merged into another).
+    pub fn forget(&mut self, id: ConversationId) {
+        self.names.remove(&id);
+    }
+
+    /// Drops forgotten customers from the blocks, once enough were forgotten to be worth it.
+    pub fn sweep(&mut self) {
+        let entries: usize = self.blocks.values().map(VecDeque::len).sum();
+        if entries <= 2 * (2 * self.names.len()).max(1_024) {
+            return;
+        }
+        let names = &self.names;
+        self.blocks.retain(|_, block| {
+            block.retain(|id| names.contains_key(id));
+            !block.is_empty()
+        });
+        self.suggestions
+            .retain(|s| names.contains_key(&s.a) && names.contains_key(&s.b));
+    }
+
+    pub fn saved_suggestions(&self) -> impl Iterator<Item = &Suggestion> {
+        self.suggestions.iter()
+    }
+
+    /// Puts back suggestions saved in a snapshot (the names are indexed from the profiles).
+    pub fn restore_suggestions(&mut self, saved: Vec<Suggestion>) {
+        self.suggestions = saved.into();
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> Duplicates {
+        Duplicates::new(&DuplicatesConfig::default())
+    }
+
+    #[test]
+    fn alike_names_are_suggested_and_others_are_not() {
+        let mut d = index();
+        let c = ConversationId;
+        assert_eq!(d.named(c(1), "María José Pérez"), 0);
+        assert_eq!(
+            d.named(c(2), "Maria Jose Perez"),
+            1,
+            "accents aside, the same name"
+        );
+        assert_eq!(d.named(c(3), "María Pérez"), 0);
+        assert_eq!(d.named(c(4), "Mario Gómez"), 0);
+        assert_eq!(d.named(c(5), "Maria Jose Peres"), 2, "one edit from both");
+        let s: Vec<(u64, u64)> = d.suggestions().map(|s| (s.a.0, s.b.0)).collect();
+        assert_eq!(s, [(2, 5), (1, 5), (1, 2)], "newest first");
+        assert!(d.suggestions().all(|s| s.similarity >= 0.8));
+        // "María Pérez" and "Mario Gómez" are compared (the same `mar` block) and not alike.
+        assert!(strsim::normalized_levenshtein("maria perez", "mario gomez") < 0.8);
+        assert_eq!(d.similar(c(3)), vec![]);
+        let like_1: Vec<u64> = d.similar(c(1)).iter().map(|(c, _)| c.0).collect();
+        assert_eq!(like_1, [2, 5]);
+        // The same name again is no news; a forgotten customer is not suggested.
+        assert_eq!(d.named(c(2), "maria  jose perez"), 0);
+        d.forget(c(5));
+        assert_eq!(d.suggestions().count(), 1);
+    }
+
+    #[test]
+    fn each_block_keeps_its_most_recent_names_only() {
+        let mut d = Duplicates::new(&DuplicatesConfig {
+            max_candidates: 2,
+            ..DuplicatesConfig::default()
+        });
+        let c = ConversationId;
+        d.named(c(1), "Ana Ruiz");
+        d.named(c(2), "Ana Ruiz");
+        d.named(c(3), "Ana Ruiz");
+        // Ana 1 left both blocks: the fourth is compared with 2 and 3 only.
+        assert_eq!(d.named(c(4), "Ana Ruiz"), 2);
+        assert!(d.blocks.values().all(|b| b.len() <= 2));
+    }
+}
