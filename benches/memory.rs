@@ -14,6 +14,9 @@
 //!   swept and the consents kept.
 //!
 //! Run: `cargo bench --bench memory`. Linux only (reads /proc/self/statm).
+#[path = "support/names.rs"]
+mod names;
+
 use switchboard::clock::Timestamp;
 use switchboard::config::{Category, Config};
 use switchboard::core::identity::normalize;
@@ -198,7 +201,12 @@ fn lifecycle() {
     );
 }
 
-fn inbound() {
+fn inbound(profiles: bool) {
+    let label = if profiles {
+        "inbound with a profile name and a web-chat visitor id"
+    } else {
+        "inbound"
+    };
     let mut shard = Shard::new(&config(), |_| true);
     let mut effects = Vec::new();
     let mut now = 1_700_000_000_000u64;
@@ -216,8 +224,8 @@ fn inbound() {
                     text: "hola, una pregunta".into(),
                     business_number: None,
                     email: None,
-                    visitor_id: None,
-                    profile_name: None,
+                    visitor_id: profiles.then(|| format!("v-{i}")),
+                    profile_name: profiles.then(|| names::name(i as usize)),
                 }),
                 &mut effects,
             )
@@ -227,7 +235,7 @@ fn inbound() {
     let peak = rss();
     let t = shard.tenant("m").unwrap();
     println!(
-        "inbound: {} conversations with windows, {} ids remembered: RSS +{:.1} MB, {:.0} bytes per customer",
+        "{label}: {} conversations with windows, {} ids remembered: RSS +{:.1} MB, {:.0} bytes per customer",
         t.conversation_count(),
         t.remembered_message_ids(),
         (peak - before) as f64 / 1e6,
@@ -241,7 +249,7 @@ fn inbound() {
     let after = rss();
     let t = shard.tenant("m").unwrap();
     println!(
-        "inbound after retention and sweep: {} conversations, {} ids; RSS {:+.1} MB from the peak ({:.0}% of the growth given back to the OS)",
+        "{label} after retention and sweep: {} conversations, {} ids; RSS {:+.1} MB from the peak ({:.0}% of the growth given back to the OS)",
         t.conversation_count(),
         t.remembered_message_ids(),
         (after as f64 - peak as f64) / 1e6,
@@ -253,5 +261,6 @@ fn main() {
     // `cargo bench` passes --bench; this binary takes no options.
     outbound();
     lifecycle();
-    inbound();
+    inbound(false);
+    inbound(true);
 }

@@ -82,6 +82,7 @@ fn loaded(config: &Config) -> (Shard, Timestamp) {
             valid_for_ms: None,
             tag: None,
             send_at: None,
+            thread: None,
         };
         shard
             .handle(Timestamp(now), Command::Send(send), &mut effects)

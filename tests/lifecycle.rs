@@ -2,18 +2,18 @@
 //! match, scheduled sends, consent (API and keyword) and the frequency cap, as a CRM would
 //! drive them. Timeouts only stop a broken test from hanging; nothing asserts how fast
 //! anything is (the exact times are the core tests').
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+#[path = "support/binary.rs"]
+mod binary;
 
+use std::time::Duration;
+
+use binary::{Binary, cli, now_ms, tempdir};
 use switchboard::proto::{
     self, customers_client::CustomersClient, inbound_client::InboundClient,
     outbound_client::OutboundClient,
 };
 use tonic::Code;
 use tonic::transport::Channel;
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 const CONFIG: &str = r#"
 [runtime]
@@ -34,90 +34,10 @@ mps = 100
 messaging_limit = "unlimited"
 "#;
 
-struct Binary(Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The binary on a config file, and a channel to its gRPC address (as it prints it).
+/// The binary on the config above, and a channel to it.
 async fn start() -> (Binary, Channel, tempdir::Dir) {
-    let (binary, channel, _, dir) = start_at().await;
+    let (binary, channel, _, dir) = binary::start(CONFIG).await;
     (binary, channel, dir)
-}
-
-/// The same, and the gRPC address.
-async fn start_at() -> (Binary, Channel, String, tempdir::Dir) {
-    let dir = tempdir::Dir::new();
-    let path = dir.path().join("switchboard.toml");
-    std::fs::write(&path, CONFIG).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .env("SWITCHBOARD_GRPC_ADDR", "127.0.0.1:0")
-        .env("SWITCHBOARD_METRICS_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    // Read to the end in the background: a closed pipe would kill the binary at its next line.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim_start().starts_with("gRPC:")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(line.split_whitespace().last().map(str::to_owned));
-            }
-        }
-    });
-    let grpc = tokio::time::timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("the binary printed its address in time")
-        .expect("the binary is running")
-        .expect("a gRPC line");
-    let channel = Channel::from_shared(format!("http://{grpc}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (Binary(child), channel, grpc, dir)
-}
-
-/// A tiny temporary directory (no dependency for it).
-mod tempdir {
-    pub struct Dir(std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "switchboard-lifecycle-{}-{}",
-                std::process::id(),
-                super::now_ms()
-            ));
-            std::fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-        pub fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn customer(i: usize) -> String {
@@ -296,23 +216,9 @@ async fn a_crm_schedules_cancels_by_match_sets_consent_and_meets_the_cap() {
     );
 }
 
-/// `switchboard <args>` against the service at `addr`: (succeeded, stdout, stderr).
-async fn cli(addr: &str, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env("SWITCHBOARD_GRPC_ADDR", addr);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_operators_commands_cancel_by_match_and_set_consent() {
-    let (_binary, channel, addr, _dir) = start_at().await;
+    let (_binary, channel, addr, _dir) = binary::start(CONFIG).await;
     let mut out = OutboundClient::new(channel);
     let who = customer(900);
     let due = now_ms() + 3_600_000;

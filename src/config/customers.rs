@@ -25,7 +25,7 @@ impl Default for DuplicatesConfig {
         Self {
             enabled: true,
             min_similarity: 0.8,
-            max_candidates: 64,
+            max_candidates: 32,
             max_suggestions: 10_000,
         }
     }

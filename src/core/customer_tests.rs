@@ -3,7 +3,7 @@ use super::customer::{Field, Identity};
 use super::tenant::IdentityRef;
 use super::tests::{self, HOUR, SEC, Sim, T, customer};
 use super::*;
-use crate::model::{AgentId, Channel, ConversationId, CustomerNumber, TenantId};
+use crate::model::{AgentId, Channel, ConversationId, CustomerNumber, QueueName, TenantId};
 
 fn visitor_msg(s: &mut Sim, visitor: &str, text: &str) -> Result<Decision, CoreError> {
     s.next_msg += 1;
@@ -474,4 +474,103 @@ fn alike_names_from_webhooks_and_the_crm_are_suggested_as_duplicates_never_merge
     assert_eq!(s.view(a).identities.len(), 1);
     link(&mut s, phone(1), phone(2));
     assert!(suggest(&mut s, None).is_empty());
+}
+
+fn reply(
+    s: &mut Sim,
+    to: &str,
+    key: &str,
+    thread: Option<(ConversationId, &str)>,
+) -> Result<Reply, CoreError> {
+    s.run(Command::Send(Outbound {
+        tenant: TenantId::new(T),
+        from: "N".into(),
+        to: to.into(),
+        category: crate::config::Category::Session,
+        content: format!("reply {key}"),
+        template: None,
+        priority: None,
+        idempotency_key: key.into(),
+        valid_for_ms: None,
+        tag: None,
+        send_at: None,
+        thread: thread.map(|(conversation, author)| Thread {
+            conversation,
+            author: author.into(),
+        }),
+    }))
+}
+
+#[test]
+fn replies_notes_and_transfers_join_one_timeline_with_their_authors() {
+    let mut s = Sim::new(true);
+    let c = s
+        .msg(&customer(1), "hola, una pregunta")
+        .conversation
+        .unwrap();
+    s.advance(SEC);
+    reply(&mut s, &customer(1), "b1", Some((c, "bot:faq-bot"))).unwrap();
+    s.advance(SEC);
+    s.run(Command::Escalate {
+        tenant: TenantId::new(T),
+        conversation: c,
+        queue: Some("claims".into()),
+        note: "wants a refund".into(),
+        author: Some("bot:faq-bot".into()),
+    })
+    .unwrap();
+    s.agent("ana", 1, &["claims"]);
+    assert_eq!(s.assigned_to("ana"), vec![c]);
+    s.advance(SEC);
+    reply(&mut s, &customer(1), "a1", Some((c, "agent:ana"))).unwrap();
+    // A retry of the same send is the same reply, once.
+    reply(&mut s, &customer(1), "a1", Some((c, "agent:ana"))).unwrap();
+    s.advance(SEC);
+    s.run(Command::Transfer {
+        tenant: TenantId::new(T),
+        agent: AgentId::new("ana"),
+        conversation: c,
+        to: TransferTarget::Queue(QueueName::new("supervisors")),
+    })
+    .unwrap();
+    let timeline: Vec<(Direction, String, Option<String>)> = s
+        .view(c)
+        .context
+        .iter()
+        .map(|m| {
+            (
+                m.direction,
+                m.text.to_string(),
+                m.author.as_deref().map(str::to_owned),
+            )
+        })
+        .collect();
+    let who = |a: &str| Some(a.to_owned());
+    // The test config keeps 3 messages of context: the last three, in order.
+    assert_eq!(
+        timeline,
+        [
+            (Direction::Note, "wants a refund".into(), who("bot:faq-bot")),
+            (Direction::Outbound, "reply a1".into(), who("agent:ana")),
+            (
+                Direction::Note,
+                "transferred to queue supervisors".into(),
+                who("agent:ana")
+            ),
+        ]
+    );
+    // A reply naming another customer's conversation is refused, and nothing joins.
+    let other = s.msg(&customer(2), "hola").conversation.unwrap();
+    let e = reply(&mut s, &customer(1), "x", Some((other, "agent:ana"))).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CoreError::InvalidArgument {
+                field: "conversation_id",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(s.view(other).context.len(), 1);
 }

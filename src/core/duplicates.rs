@@ -42,6 +42,43 @@ pub fn fold_name(name: &str) -> String {
     fold(name).split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Normalised Levenshtein similarity (1 - distance / the longer length, in characters) when
+/// it is at least `min`. Most pairs are settled without the distance: equal names are 1, and
+/// two lower bounds of the distance (the length difference, and the letters one name has
+/// that the other lacks) rule out the rest cheaply.
+fn similarity(a: &str, b: &str, min: f64) -> Option<f64> {
+    if a == b {
+        return Some(1.0);
+    }
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    let longer = la.max(lb);
+    let allowed = ((1.0 - min) * longer as f64 + 1e-9).floor() as usize;
+    if la.abs_diff(lb) > allowed || letters_apart(a, b) > allowed {
+        return None;
+    }
+    let s = 1.0 - strsim::levenshtein(a, b) as f64 / longer as f64;
+    (s >= min).then_some(s)
+}
+
+/// A lower bound of the edit distance: of the letters (a-z, the rest counted together) one
+/// name has more of than the other, the larger total. Each edit changes it by at most one.
+fn letters_apart(a: &str, b: &str) -> usize {
+    let mut count = [0i32; 27];
+    let bucket = |c: char| match c {
+        'a'..='z' => c as usize - 'a' as usize,
+        _ => 26,
+    };
+    for c in a.chars() {
+        count[bucket(c)] += 1;
+    }
+    for c in b.chars() {
+        count[bucket(c)] -= 1;
+    }
+    let more: i32 = count.iter().filter(|n| **n > 0).sum();
+    let fewer: i32 = -count.iter().filter(|n| **n < 0).sum::<i32>();
+    more.max(fewer) as usize
+}
+
 /// The two blocks of a folded name.
 fn blocks(folded: &str) -> [u64; 2] {
     let words: Vec<&str> = folded.split(' ').collect();
@@ -89,8 +126,7 @@ impl Duplicates {
                 let Some(theirs) = self.names.get(&other) else {
                     continue; // forgotten since
                 };
-                let similarity = strsim::normalized_levenshtein(&folded, theirs);
-                if similarity >= self.config.min_similarity {
+                if let Some(similarity) = similarity(&folded, theirs, self.config.min_similarity) {
                     found.push((other, similarity));
                 }
             }
@@ -143,11 +179,10 @@ impl Duplicates {
                 if other == id || found.iter().any(|(c, _)| *c == other) {
                     continue;
                 }
-                if let Some(theirs) = self.names.get(&other) {
-                    let similarity = strsim::normalized_levenshtein(name, theirs);
-                    if similarity >= self.config.min_similarity {
-                        found.push((other, similarity));
-                    }
+                if let Some(theirs) = self.names.get(&other)
+                    && let Some(similarity) = similarity(name, theirs, self.config.min_similarity)
+                {
+                    found.push((other, similarity));
                 }
             }
         }
@@ -224,8 +259,30 @@ mod tests {
         let s: Vec<(u64, u64)> = d.suggestions().map(|s| (s.a.0, s.b.0)).collect();
         assert_eq!(s, [(2, 5), (1, 5), (1, 2)], "newest first");
         assert!(d.suggestions().all(|s| s.similarity >= 0.8));
-        // "María Pérez" and "Mario Gómez" are compared (the same `mar` block) and not alike.
+        // "María Pérez" and "Mario Gómez" are not alike (0.64), and none is compared when
+        // the lengths alone rule it out.
+        assert_eq!(similarity("maria perez", "mario gomez", 0.8), None);
         assert!(strsim::normalized_levenshtein("maria perez", "mario gomez") < 0.8);
+        assert_eq!(similarity("ana", "anastasia", 0.8), None);
+        assert_eq!(
+            similarity("pérez", "perez", 0.8),
+            Some(0.8),
+            "by characters, not bytes"
+        );
+        // The cheap bound never rules out a pair the distance would keep.
+        for (x, y) in [
+            ("maria jose perez", "maria jose peres"),
+            ("maria garcia lopez", "maria garcia lopes"),
+            ("ana ruiz", "ana ruis"),
+            ("carlos sanz gil", "carlos sanz gil"),
+        ] {
+            assert!(letters_apart(x, y) <= strsim::levenshtein(x, y));
+            assert_eq!(
+                similarity(x, y, 0.8),
+                Some(strsim::normalized_levenshtein(x, y)).filter(|s| *s >= 0.8)
+            );
+        }
+        assert_eq!(letters_apart("maria garcia lopez", "maria garcia ruiz"), 4);
         assert_eq!(d.similar(c(3)), vec![]);
         let like_1: Vec<u64> = d.similar(c(1)).iter().map(|(c, _)| c.0).collect();
         assert_eq!(like_1, [2, 5]);

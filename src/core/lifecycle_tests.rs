@@ -49,6 +49,7 @@ impl Sim {
             valid_for_ms: r.valid_for_ms,
             tag: r.tag.map(Into::into),
             send_at: r.send_at,
+            thread: None,
         }));
         match reply? {
             Reply::Send { id, admission } => Ok((id, admission)),

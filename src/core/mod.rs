@@ -159,6 +159,17 @@ pub struct Outbound {
     pub tag: Option<String>,
     /// Send at this time, not now (None: now).
     pub send_at: Option<Timestamp>,
+    /// The conversation this send answers, and who wrote it: it joins the conversation's
+    /// timeline once admitted.
+    pub thread: Option<Thread>,
+}
+
+/// A send that belongs to a conversation's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thread {
+    pub conversation: ConversationId,
+    /// "agent:ana", "bot:faq-bot", or what the caller says.
+    pub author: Arc<str>,
 }
 
 /// Which sends a cancel names, as the API gives them (the customer not parsed yet).
@@ -176,8 +187,10 @@ pub enum Cancel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Inbound,
-    /// A note added by switchboard or a person (escalation reason).
+    /// A note added by switchboard or a person (escalation reason, transfer).
     Note,
+    /// A reply sent to the customer by an agent or the bot (a send naming the conversation).
+    Outbound,
 }
 
 /// One message of a conversation's context. Text is shared, so handing it to a bot or an agent
@@ -190,6 +203,9 @@ pub struct ContextMessage {
     pub at: Timestamp,
     pub provider_message_id: Arc<str>,
     pub intent: Option<Arc<str>>,
+    /// Who wrote it, for notes and replies ("agent:ana", "bot:faq-bot"); None for the
+    /// customer's messages.
+    pub author: Option<Arc<str>>,
 }
 
 /// The answer to an inbound message or an escalation.
@@ -360,6 +376,8 @@ pub enum Command {
         conversation: ConversationId,
         queue: Option<String>,
         note: String,
+        /// Who escalates ("bot:faq-bot", "supervisor:eva"); None: "switchboard".
+        author: Option<String>,
     },
     GetConversation {
         tenant: TenantId,

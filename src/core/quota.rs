@@ -641,6 +641,12 @@ impl Quotas {
     }
 
     /// Tracked pair buckets (for memory accounting and tests).
+    /// How many sends were ever requested (a new send's id is the next one): a repeated
+    /// idempotency key does not change it.
+    pub fn sends_made(&self) -> u64 {
+        self.next_send - 1
+    }
+
     pub fn tracked_pairs(&self) -> usize {
         self.pairs.len()
     }

@@ -104,6 +104,7 @@ impl Sim {
                 valid_for_ms,
                 tag: None,
                 send_at: None,
+                thread: None,
             }))
             .unwrap()
         {
@@ -237,6 +238,7 @@ fn inbound_messages_eat_outbound_headroom() {
             valid_for_ms: None,
             tag: None,
             send_at: None,
+            thread: None,
         }))
         .unwrap();
     assert!(matches!(

@@ -263,17 +263,21 @@ impl Tenant {
                 ..
             } => {
                 self.conversation(conversation)?;
-                match to {
+                let text = match &to {
                     TransferTarget::Queue(q) => {
                         let q = self.queue_arg("queue", q.as_str())?;
                         self.desk
                             .transfer_to_queue(now, &agent, conversation, q, out)?;
+                        format!("transferred to queue {}", self.desk.queue_name(q))
                     }
                     TransferTarget::Agent(to) => {
                         self.desk
-                            .transfer_to_agent(now, &agent, conversation, &to, out)?;
+                            .transfer_to_agent(now, &agent, conversation, to, out)?;
+                        format!("transferred to agent {to}")
                     }
-                }
+                };
+                let author = format!("agent:{agent}");
+                self.note(conversation, now, &text, &author);
                 self.agent_reply(&agent)
             }
             Command::PauseAutomation { conversation, .. } => {
@@ -294,9 +298,17 @@ impl Tenant {
                 conversation,
                 queue,
                 note,
+                author,
                 ..
             } => self
-                .escalate(now, conversation, queue.as_deref(), &note, out)
+                .escalate(
+                    now,
+                    conversation,
+                    queue.as_deref(),
+                    &note,
+                    author.as_deref(),
+                    out,
+                )
                 .map(Reply::Decision),
             Command::GetConversation { conversation, .. } => {
                 self.view(conversation, now).map(Reply::Conversation)
@@ -585,6 +597,7 @@ impl Tenant {
             at: now,
             provider_message_id: provider_message_id.clone(),
             intent: intent.map(|i| self.intents[i].name.clone()),
+            author: None,
         };
         let window = self.limits.window_secs * 1_000;
         let keep = self.limits.context_messages;
@@ -630,11 +643,33 @@ impl Tenant {
         out: &mut Vec<Effect>,
     ) -> Result<Reply, CoreError> {
         let to = self.customer_number(&o.to)?;
+        if let Some(thread) = &o.thread {
+            let conv = self.conversation(thread.conversation)?;
+            if Self::window_for(conv, &to).is_none()
+                && conv.customer.as_ref() != Some(&to)
+                && !Self::identities(conv).contains(&Identity::Phone(to.clone()))
+            {
+                return Err(invalid(
+                    "conversation_id",
+                    format!(
+                        "conversation {} is not with the customer in `to`; name the \
+                         customer's conversation or leave it empty",
+                        thread.conversation
+                    ),
+                ));
+            }
+        }
+        let thread = o.thread.clone();
+        let text = match &o.template {
+            Some(t) => Arc::from(format!("[template {}]", t.name)),
+            None => Arc::from(o.content.as_str()),
+        };
         let window_open = self
             .by_customer
             .get(&to)
             .and_then(|id| Self::window_for(&self.conversations[id], &to))
             .is_some_and(|e| now < e);
+        let made_before = self.quotas.sends_made();
         let request = SendRequest {
             from: o.from,
             to,
@@ -652,6 +687,31 @@ impl Tenant {
             .quotas
             .send(now, request, out)
             .map_err(|b| invalid(b.field, b.problem))?;
+        // A reply joins the conversation's timeline once it is on its way (a refused one
+        // did not happen; a repeated idempotency key is the same send, added once).
+        if let Some(thread) = thread
+            && !matches!(admission, quota::Admission::Refused { .. })
+            && self.quotas.sends_made() > made_before
+        {
+            let keep = self.limits.context_messages;
+            let conv = self
+                .conversations
+                .get_mut(&thread.conversation)
+                .expect("checked above");
+            conv.push_context(
+                ContextMessage {
+                    direction: Direction::Outbound,
+                    channel: Channel::WhatsApp,
+                    text,
+                    at: now,
+                    provider_message_id: Arc::from(""),
+                    intent: None,
+                    author: Some(thread.author),
+                },
+                keep,
+            );
+            conv.last_activity = now;
+        }
         Ok(Reply::Send { id, admission })
     }
 

@@ -55,6 +55,11 @@ pub(super) fn config(bot: bool) -> Config {
         queue = "claims"
         priority = 80
         keywords = ["fraude"]
+        [[tenants.numbers]]
+        id = "N"
+        mps = 100
+        [tenants.quotas]
+        messaging_limit = "unlimited"
         "#
     ))
     .expect("test config is valid")
@@ -503,6 +508,7 @@ fn bot_escalates_with_context() {
             conversation: conv(&d),
             queue: None,
             note: "customer asked for a person".into(),
+            author: None,
         })
         .unwrap()
     {
@@ -523,6 +529,7 @@ fn bot_escalates_with_context() {
             conversation: conv(&d),
             queue: None,
             note: String::new(),
+            author: None,
         })
         .unwrap_err();
     assert!(matches!(err, CoreError::FailedPrecondition(_)));
@@ -1087,6 +1094,7 @@ proptest! {
                     conversation: ConversationId(u64::from(c) + 1),
                     queue: None,
                     note: String::new(),
+                    author: None,
                 },
                 Op::Advance { secs } => {
                     s.advance(u64::from(secs) * SEC + 1);
@@ -1268,6 +1276,7 @@ fn a_conversation_with_the_bot_stays_there_until_friction_escalation_or_idle() {
         conversation: conv(&d),
         queue: Some("support".into()),
         note: "needs a person".into(),
+        author: None,
     })
     .unwrap();
     let d = s.msg(&customer(3), "gracias");

@@ -59,6 +59,7 @@ service!(proto::conversations_server::Conversations, proto::conversations_client
             conversation: conversation_id(&r.conversation_id)?,
             queue: (!r.queue.is_empty()).then_some(r.queue),
             note: r.note,
+            author: (!r.author.trim().is_empty()).then_some(r.author),
         })
         .await
     }

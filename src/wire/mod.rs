@@ -22,7 +22,7 @@ use crate::core::quota::{
 };
 use crate::core::{
     AgentView, ContextMessage, ConversationState, ConversationView, CoreError, Decision, Direction,
-    Inbound, Outbound, QueueStatsView, Reason, Reply, RouteOverride, Target,
+    Inbound, Outbound, QueueStatsView, Reason, Reply, RouteOverride, Target, Thread,
 };
 use crate::model::{self, AgentId, ConversationId, Presence, QueueName, TenantId};
 use crate::proto;
@@ -416,12 +416,14 @@ pub fn message_out(m: &ContextMessage) -> proto::Message {
         direction: match m.direction {
             Direction::Inbound => proto::Direction::Inbound,
             Direction::Note => proto::Direction::Note,
+            Direction::Outbound => proto::Direction::Outbound,
         } as i32,
         channel: channel_out(m.channel) as i32,
         text: m.text.to_string(),
         at_ms: m.at.as_millis() as i64,
         provider_message_id: m.provider_message_id.to_string(),
         intent: m.intent.as_deref().unwrap_or_default().to_owned(),
+        author: m.author.as_deref().unwrap_or_default().to_owned(),
     }
 }
 
@@ -563,7 +565,28 @@ pub fn send_in(r: proto::SendRequest) -> Result<Outbound, Invalid> {
         valid_for_ms: (r.valid_for_ms > 0).then_some(r.valid_for_ms),
         tag: lifecycle::tag_in(r.tag)?,
         send_at: lifecycle::send_at_in(r.send_at_ms)?,
+        thread: thread_in(&r.conversation_id, r.author)?,
     })
+}
+
+/// The conversation a send answers, with its author (required with it, at most 128 bytes).
+fn thread_in(conversation: &str, author: String) -> Result<Option<Thread>, Invalid> {
+    if conversation.is_empty() {
+        return Ok(None);
+    }
+    let conversation = conversation_id(conversation)?;
+    let author = author.trim();
+    if author.is_empty() || author.len() > 128 {
+        return Err(invalid(
+            "author",
+            "is required with conversation_id (1 to 128 bytes): who wrote the reply, such as \
+             \"agent:ana\" or \"bot:faq-bot\"",
+        ));
+    }
+    Ok(Some(Thread {
+        conversation,
+        author: std::sync::Arc::from(author),
+    }))
 }
 
 /// The core's inbound message from the API's (also what the Kafka input decodes).

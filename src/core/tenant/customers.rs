@@ -306,6 +306,12 @@ impl Tenant {
     pub(super) fn set_attribute(&mut self, id: ConversationId, field: Field, attr: Attr) {
         let conv = self.conversations.get_mut(&id).expect("exists");
         let known = conv.known.get_or_insert_default();
+        let renamed = field == Field::Name
+            && known
+                .profile
+                .name
+                .as_ref()
+                .is_none_or(|held| held.value != attr.value);
         if let Some((kept, other)) = known.profile.set(field, attr) {
             self.conflict(Conflict {
                 conversation: id,
@@ -314,7 +320,7 @@ impl Tenant {
                 other,
             });
         }
-        if field == Field::Name {
+        if renamed {
             self.renamed(id);
         }
     }

@@ -344,6 +344,7 @@ impl Tenant {
         id: ConversationId,
         queue: Option<&str>,
         note: &str,
+        author: Option<&str>,
         out: &mut Vec<Effect>,
     ) -> Result<Decision, CoreError> {
         let queue = match queue.filter(|q| !q.is_empty()) {
@@ -368,26 +369,16 @@ impl Tenant {
             )));
         }
         let priority = conv.priority.max(self.escalation_priority);
-        let channel = conv.channels.last().copied().unwrap_or(Channel::WhatsApp);
-        let keep = self.limits.context_messages;
-        let conv = self.conversations.get_mut(&id).expect("checked above");
         let text = if note.trim().is_empty() {
             "escalated to a person"
         } else {
             note
         };
-        conv.push_context(
-            ContextMessage {
-                direction: Direction::Note,
-                channel,
-                text: Arc::from(text),
-                at: now,
-                provider_message_id: Arc::from(""),
-                intent: None,
-            },
-            keep,
-        );
-        conv.last_activity = now;
+        self.note(id, now, text, author.unwrap_or("switchboard"));
+        self.conversations
+            .get_mut(&id)
+            .expect("checked above")
+            .last_activity = now;
         let placed = match location {
             Location::Waiting { .. } => {
                 self.desk
@@ -399,6 +390,27 @@ impl Tenant {
         };
         self.placed(id, queue, priority);
         Ok(self.placed_decision(now, id, queue, placed, Reason::Escalated))
+    }
+
+    /// A note in the conversation's timeline (a transfer, say), written by `author`.
+    pub(super) fn note(&mut self, id: ConversationId, now: Timestamp, text: &str, author: &str) {
+        let keep = self.limits.context_messages;
+        let Some(conv) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let channel = conv.channels.last().copied().unwrap_or(Channel::WhatsApp);
+        conv.push_context(
+            ContextMessage {
+                direction: Direction::Note,
+                channel,
+                text: Arc::from(text),
+                at: now,
+                provider_message_id: Arc::from(""),
+                intent: None,
+                author: Some(Arc::from(author)),
+            },
+            keep,
+        );
     }
 
     pub(super) fn override_route(

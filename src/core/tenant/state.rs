@@ -69,6 +69,11 @@ pub struct SavedConversation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedMessage {
     pub note: bool,
+    /// A reply to the customer (absent in snapshots before it was saved).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outbound: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     pub channel: Channel,
     pub text: String,
     pub at: Timestamp,
@@ -113,6 +118,8 @@ impl Tenant {
                         .iter()
                         .map(|m| SavedMessage {
                             note: m.direction == Direction::Note,
+                            outbound: m.direction == Direction::Outbound,
+                            author: m.author.as_deref().map(str::to_owned),
                             channel: m.channel,
                             text: m.text.to_string(),
                             at: m.at,
@@ -218,16 +225,17 @@ impl Tenant {
                         .context
                         .into_iter()
                         .map(|m| ContextMessage {
-                            direction: if m.note {
-                                Direction::Note
-                            } else {
-                                Direction::Inbound
+                            direction: match (m.note, m.outbound) {
+                                (true, _) => Direction::Note,
+                                (_, true) => Direction::Outbound,
+                                _ => Direction::Inbound,
                             },
                             channel: m.channel,
                             text: Arc::from(m.text.as_str()),
                             at: m.at,
                             provider_message_id: Arc::from(m.provider_message_id.as_str()),
                             intent: m.intent.as_deref().map(Arc::from),
+                            author: m.author.as_deref().map(Arc::from),
                         })
                         .collect(),
                     paused: c.paused,
