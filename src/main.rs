@@ -88,6 +88,9 @@ enum ConfigCmd {
     Check,
     /// Print the embedded demo configuration, a starting point for your own file.
     Example,
+    /// Make the running service re-read its config file: routing rules (intents, queues,
+    /// the bot), quotas and numbers (also `kill -HUP`; `quota reload` does the same).
+    Reload(Box<cli::quota::ReloadArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -136,6 +139,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Cmd::Config(ConfigCmd::Reload(args))) => client(cli::quota::reload_command(*args)),
         Some(Cmd::Config(ConfigCmd::Example)) => {
             print!("{}", config::EMBEDDED_DEFAULT);
             Ok(())

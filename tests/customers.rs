@@ -1,7 +1,7 @@
 //! One customer, one timeline, through gRPC against the `switchboard` binary (issue 17): a
 //! web-chat visitor with no phone number, linking it to a WhatsApp customer, profiles with a
-//! conflict, duplicate suggestions, and a queue outside its business hours. Nothing asserts how
-//! fast anything is (the exact times are the core tests').
+//! conflict, duplicate suggestions, a queue outside its business hours, and the routing rules
+//! reloaded. Nothing asserts how fast anything is (the exact times are the core tests').
 #[path = "support/binary.rs"]
 mod binary;
 
@@ -68,7 +68,7 @@ fn identity(kind: Kind) -> Option<proto::Identity> {
 
 #[tokio::test]
 async fn identities_links_profiles_duplicates_and_hours_over_grpc() {
-    let (_binary, channel, _, _dir) = binary::start(&config()).await;
+    let (_binary, channel, addr, dir) = binary::start(&config()).await;
     let mut inbound = InboundClient::new(channel.clone());
     let mut customers = CustomersClient::new(channel.clone());
     let mut conversations = ConversationsClient::new(channel);
@@ -262,4 +262,61 @@ async fn identities_links_profiles_duplicates_and_hours_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+
+    // The routing rules reload: support opens (no holidays), a new intent and queue appear;
+    // the answer says what changed.
+    let reopened = config()
+        .lines()
+        .map(|l| {
+            if l.starts_with("hours =") {
+                "hours = { time_zone = \"UTC\", open = [\"mon-sun 00:00-24:00\"] }"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + r#"
+[[tenants.queues]]
+name = "vip"
+sla_target_secs = 10
+max_wait_secs = 60
+[[tenants.intents]]
+name = "urgent"
+mode = "human"
+queue = "vip"
+keywords = ["urgente"]
+"#;
+    std::fs::write(dir.path().join("switchboard.toml"), reopened).unwrap();
+    let (ok, stdout, stderr) = binary::cli(&addr, &["config", "reload"]).await;
+    assert!(ok, "{stderr}");
+    for change in [
+        "tenant crm: queue support: hours changed",
+        "tenant crm: queue vip: added",
+        "tenant crm: intent urgent: added",
+        "tenant crm: quotas and numbers reloaded",
+    ] {
+        assert!(stdout.contains(change), "{change:?} in {stdout}");
+    }
+    let open = inbound
+        .ingest(whatsapp("+34600000003", "", "wamid.3", "hola"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(open.reason(), proto::Reason::OutsideHours, "{open:?}");
+    let urgent = inbound
+        .ingest(whatsapp("+34600000004", "", "wamid.4", "es urgente"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(urgent.queue, "vip", "{urgent:?}");
+    // A file that removes a queue is refused whole, saying why.
+    std::fs::write(
+        dir.path().join("switchboard.toml"),
+        config().replace("name = \"sales\"", "name = \"sales2\""),
+    )
+    .unwrap();
+    let (ok, _, stderr) = binary::cli(&addr, &["config", "reload"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("restart"), "{stderr}");
 }

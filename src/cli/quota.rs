@@ -53,7 +53,8 @@ enum QuotaCmd {
         #[arg(long, value_parser = humantime::parse_duration)]
         start_in: Option<Duration>,
     },
-    /// Re-read the config file the service started with; an invalid file is refused.
+    /// Re-read the config file the service started with (routing rules, quotas, numbers; the
+    /// same as `switchboard config reload`); an invalid file is refused.
     Reload {
         #[arg(long, env = "USER", default_value = "cli")]
         actor: String,
@@ -197,15 +198,42 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
                 .into_inner();
             print_plan(&p);
         }
-        QuotaCmd::Reload { actor } => {
-            let r = client
-                .reload_config(proto::ReloadConfigRequest { actor })
-                .await?
-                .into_inner();
-            for note in r.notes {
-                println!("{note}");
-            }
-        }
+        QuotaCmd::Reload { actor } => reload(&mut client, actor).await?,
+    }
+    Ok(())
+}
+
+/// `switchboard config reload`.
+#[derive(Args, Debug)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    remote: Remote,
+    #[arg(long, env = "USER", default_value = "cli")]
+    actor: String,
+}
+
+pub async fn reload_command(args: ReloadArgs) -> anyhow::Result<()> {
+    let (channel, bearer) = args.remote.connect().await?;
+    reload(
+        &mut QuotasClient::with_interceptor(channel, bearer),
+        args.actor,
+    )
+    .await
+}
+
+/// Asks for a reload and prints what changed, a line a change.
+async fn reload(
+    client: &mut QuotasClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, super::Bearer>,
+    >,
+    actor: String,
+) -> anyhow::Result<()> {
+    let r = client
+        .reload_config(proto::ReloadConfigRequest { actor })
+        .await?
+        .into_inner();
+    for note in r.notes {
+        println!("{note}");
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod egress;
 pub mod hours;
 pub mod kafka;
 pub mod lifecycle;
+pub mod routing;
 pub mod runtime;
 pub mod tls;
 pub mod webhook;
@@ -281,7 +282,7 @@ impl Default for QuotaConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     pub name: String,
@@ -306,7 +307,7 @@ pub struct QueueConfig {
     pub after_hours_queue: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntentConfig {
     pub name: String,

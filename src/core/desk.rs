@@ -100,6 +100,27 @@ struct Queue {
 }
 
 impl Queue {
+    /// A queue with nothing waiting yet; its settings and links are set by
+    /// `Desk::reconfigure`.
+    fn new(q: &QueueConfig) -> Self {
+        Queue {
+            name: QueueName::new(&q.name),
+            sla_target_ms: 0,
+            max_wait_ms: 0,
+            fallback: None,
+            max_wait_boost: 0,
+            avg_handle_ms: (q.initial_handle_secs * 1_000) as f64,
+            waiting: BTreeSet::new(),
+            by_priority: std::collections::BTreeMap::new(),
+            members: Vec::new(),
+            hours: None,
+            after_hours: None,
+            assignments: 0,
+            met_sla: 0,
+            breaches: 0,
+        }
+    }
+
     /// How long a conversation waiting since `since` has waited by the queue's clock: the time
     /// it was open.
     fn waited_ms(&self, since: Timestamp, now: Timestamp) -> u64 {
@@ -232,35 +253,44 @@ impl Desk {
             .enumerate()
             .map(|(i, q)| (QueueName::new(&q.name), i))
             .collect();
-        let queues = queues
-            .iter()
-            .map(|q| Queue {
-                name: QueueName::new(&q.name),
-                sla_target_ms: q.sla_target_secs * 1_000,
-                max_wait_ms: q.max_wait_secs * 1_000,
-                fallback: q.fallback.as_deref().map(|f| by_name[f]),
-                max_wait_boost: q.max_wait_priority_boost,
-                avg_handle_ms: (q.initial_handle_secs * 1_000) as f64,
-                waiting: BTreeSet::new(),
-                by_priority: std::collections::BTreeMap::new(),
-                members: Vec::new(),
-                hours: q
-                    .hours
-                    .as_ref()
-                    .map(|h| h.build().expect("validated by Config::validate")),
-                after_hours: q.after_hours_queue.as_deref().map(|a| by_name[a]),
-                assignments: 0,
-                met_sla: 0,
-                breaches: 0,
-            })
-            .collect();
-        Self {
+        let mut desk = Self {
             tenant,
-            queues,
+            queues: queues.iter().map(Queue::new).collect(),
             by_name,
             agents: Map::default(),
             placements: Map::default(),
             seq: 0,
+        };
+        // Links between queues (fallback, after hours) once every queue has its index.
+        desk.reconfigure(queues);
+        desk
+    }
+
+    /// Takes reloaded, validated queue settings: each queue keeps its place in the list, its
+    /// waiting conversations and statistics; new queues are added at the end. Queues missing
+    /// from `queues` stay as they are (the caller refuses a reload that removes one).
+    pub fn reconfigure(&mut self, queues: &[QueueConfig]) {
+        for q in queues {
+            if !self.by_name.contains_key(q.name.as_str()) {
+                let ix = self.queues.len();
+                self.by_name.insert(QueueName::new(&q.name), ix);
+                self.queues.push(Queue::new(q));
+            }
+        }
+        for q in queues {
+            let ix = self.by_name[q.name.as_str()];
+            let fallback = q.fallback.as_deref().map(|f| self.by_name[f]);
+            let after_hours = q.after_hours_queue.as_deref().map(|a| self.by_name[a]);
+            let queue = &mut self.queues[ix];
+            queue.sla_target_ms = q.sla_target_secs * 1_000;
+            queue.max_wait_ms = q.max_wait_secs * 1_000;
+            queue.max_wait_boost = q.max_wait_priority_boost;
+            queue.fallback = fallback;
+            queue.after_hours = after_hours;
+            queue.hours = q
+                .hours
+                .as_ref()
+                .map(|h| h.build().expect("validated by Config::validate"));
         }
     }
 

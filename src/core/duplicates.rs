@@ -107,6 +107,12 @@ impl Duplicates {
         }
     }
 
+    /// Takes reloaded settings; the names indexed stay (blocks shrink to a smaller
+    /// `max_candidates` as names are added).
+    pub fn configure(&mut self, config: &DuplicatesConfig) {
+        self.config = config.clone();
+    }
+
     /// Customer `id` is now called `name`: indexed, and compared with the names in its
     /// blocks; the pairs alike enough are kept as suggestions. Returns how many were found.
     pub fn named(&mut self, id: ConversationId, name: &str) -> usize {

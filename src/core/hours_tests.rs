@@ -11,8 +11,12 @@ const MIN: u64 = 60 * SEC;
 /// `support` open 09:00-18:00 Monday to Friday in Madrid (SLA 60 s); `claims` the same hours
 /// with `night` as its after-hours queue (always open).
 fn config(bot: bool) -> Config {
+    Config::from_toml_str(&raw(bot)).expect("valid")
+}
+
+fn raw(bot: bool) -> String {
     let bot = if bot { "bot = \"faq-bot\"" } else { "" };
-    Config::from_toml_str(&format!(
+    format!(
         r#"
         [[tenants]]
         id = "{T}"
@@ -45,8 +49,7 @@ fn config(bot: bool) -> Config {
         queue = "claims"
         keywords = ["devolución"]
         "#
-    ))
-    .expect("valid")
+    )
 }
 
 /// Tuesday 2027-01-05 at `hh:mm` in Madrid (UTC+1 in winter).
@@ -145,4 +148,123 @@ fn sla_clocks_do_not_run_while_the_queue_is_closed() {
         .collect();
     assert_eq!(waited, vec![61 * SEC]);
     let _ = TenantId::new(T);
+}
+
+/// `config` with `edit` applied to its TOML text.
+fn edited(bot: bool, edit: impl Fn(String) -> String) -> crate::config::TenantConfig {
+    let text = edit(raw(bot));
+    Config::from_toml_str(&text)
+        .expect("valid")
+        .tenants
+        .remove(0)
+}
+
+fn reload(s: &mut Sim, config: crate::config::TenantConfig) -> Result<Vec<String>, CoreError> {
+    match s.run(Command::ReloadRouting {
+        tenant: TenantId::new(T),
+        config: Box::new(config),
+    })? {
+        Reply::Reloaded(changes) => Ok(changes),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_reload_changes_the_rules_and_waiting_conversations_keep_their_places() {
+    let mut s = sim(true);
+    s.now = tuesday(10, 0);
+    let first = s.msg(&customer(1), "reclamación").conversation.unwrap();
+    let second = s
+        .msg(&customer(2), "otra reclamación")
+        .conversation
+        .unwrap();
+    let new = edited(false, |t| {
+        t.replacen(
+            "sla_target_secs = 60\n        max_wait_secs = 3600\n        hours = {",
+            "sla_target_secs = 30\n        max_wait_secs = 3600\n        hours = {",
+            1,
+        )
+        .replacen(
+            r#"hours = { time_zone = "Europe/Madrid", open = ["mon-fri 09:00-18:00"] }"#,
+            "",
+            1,
+        ) + r#"
+        [[tenants.queues]]
+        name = "vip"
+        sla_target_secs = 10
+        max_wait_secs = 60
+        [[tenants.intents]]
+        name = "urgent"
+        mode = "human"
+        queue = "vip"
+        priority = 90
+        keywords = ["urgente"]
+        "#
+    });
+    let changes = reload(&mut s, new.clone()).unwrap();
+    assert!(
+        changes.contains(&"bot: faq-bot -> none".to_owned()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"queue support: sla_target_secs 60 -> 30, hours changed".to_owned()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"queue vip: added".to_owned()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"intent urgent: added".to_owned()),
+        "{changes:?}"
+    );
+    // Nothing changed again: nothing to say.
+    assert_eq!(reload(&mut s, new.clone()).unwrap(), Vec::<String>::new());
+
+    // The new intent and queue route; the bot is gone.
+    let d = s.msg(&customer(3), "es urgente");
+    assert_eq!(
+        (d.target, d.queue.clone()),
+        (Target::Queue, Some(QueueName::new("vip")))
+    );
+    // The waiting conversations kept their places: the first agent takes the first.
+    s.agent("ana", 1, &["support"]);
+    assert_eq!(s.assigned_to("ana"), vec![first]);
+    s.agent("bob", 1, &["support"]);
+    assert_eq!(s.assigned_to("bob"), vec![second]);
+
+    // A file without a queue the tenant has is refused whole.
+    let without_night = edited(false, |t| {
+        t.replace(
+            "[[tenants.queues]]\n        name = \"night\"\n        sla_target_secs = 600\n        max_wait_secs = 3600",
+            "",
+        )
+        .replace("after_hours_queue = \"night\"", "")
+    });
+    let e = reload(&mut s, without_night).unwrap_err();
+    assert!(
+        e.to_string().contains("\"night\"") && e.to_string().contains("restart"),
+        "{e}"
+    );
+    assert_eq!(
+        s.msg(&customer(4), "urgente").queue,
+        Some(QueueName::new("vip"))
+    );
+
+    // A takeover rebuilds the tenant from the reloaded rules (the shard keeps them).
+    let Ok(Reply::State(saved)) = s.run(Command::SaveState {
+        tenant: TenantId::new(T),
+    }) else {
+        panic!("a state");
+    };
+    s.run(Command::RestoreState {
+        tenant: TenantId::new(T),
+        state: Some(saved),
+    })
+    .expect("restores");
+    assert_eq!(
+        s.msg(&customer(5), "urgente").queue,
+        Some(QueueName::new("vip"))
+    );
+    assert_eq!(s.view(first).agent, Some(AgentId::new("ana")));
 }

@@ -485,6 +485,12 @@ pub enum Command {
         tenant: TenantId,
         plan: quota::PlanRequest,
     },
+    /// New routing rules (intents, queues, the bot) from a reloaded, validated config file
+    /// (`Reply::Reloaded` with what changed).
+    ReloadRouting {
+        tenant: TenantId,
+        config: Box<TenantConfig>,
+    },
     /// New base quotas and numbers from a reloaded, validated config file.
     ReloadQuotas {
         tenant: TenantId,
@@ -536,6 +542,7 @@ impl Command {
             | ListAudit { tenant, .. }
             | PlanCampaign { tenant, .. }
             | ReloadQuotas { tenant, .. }
+            | ReloadRouting { tenant, .. }
             | SaveState { tenant }
             | RestoreState { tenant, .. }
             | ReplayDispatch { tenant, .. } => Some(tenant),
@@ -636,6 +643,8 @@ pub enum Reply {
     Linked(tenant::LinkView),
     Conflicts(Vec<(customer::Conflict, Vec<customer::Identity>)>),
     Duplicates(Vec<tenant::DuplicateView>),
+    /// What a reload changed, one line a change.
+    Reloaded(Vec<String>),
     Quota(Box<quota::QuotaSnapshot>),
     Override(quota::OverrideView),
     Audit(Vec<quota::AuditEntry>),
@@ -735,6 +744,18 @@ impl Shard {
                 }
                 self.tenants.insert(tenant, fresh);
                 Ok(Reply::Done)
+            }
+            Command::ReloadRouting { tenant, config } => {
+                let t = self.tenants.get_mut(&tenant).ok_or_else(not_found)?;
+                let old = self.configs.get(&tenant).ok_or_else(not_found)?;
+                let changes = t.reload_routing(old, &config)?;
+                // What a restore rebuilds the tenant from: the new rules, the quotas as they
+                // were reloaded (ReloadQuotas keeps those).
+                let (numbers, quotas) = (old.numbers.clone(), old.quotas.clone());
+                let mut config = *config;
+                (config.numbers, config.quotas) = (numbers, quotas);
+                self.configs.insert(tenant, config);
+                Ok(Reply::Reloaded(changes))
             }
             Command::ReloadQuotas {
                 tenant,

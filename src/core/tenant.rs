@@ -100,15 +100,8 @@ impl Conversation {
 pub struct Tenant {
     id: TenantId,
     region: country::Id,
-    bot: Option<Arc<str>>,
-    /// A conversation with the bot stays there while its idle time is under this (0: off).
-    bot_idle_ms: u64,
-    default_queue: QueueIx,
-    escalation_queue: QueueIx,
-    default_priority: Priority,
-    escalation_priority: Priority,
-    intents: Vec<Intent>,
-    classifier: Classifier,
+    /// Intents, queues to route to, the bot: what a reload replaces.
+    rules: Rules,
     limits: Arc<Limits>,
     conversations: Map<ConversationId, Conversation>,
     /// Every phone number a conversation's customer is known by.
@@ -125,7 +118,76 @@ pub struct Tenant {
     next_sweep: Timestamp,
 }
 
+/// The routing rules a tenant takes from its config (and again on a reload).
+#[derive(Debug)]
+struct Rules {
+    bot: Option<Arc<str>>,
+    /// A conversation with the bot stays there while its idle time is under this (0: off).
+    bot_idle_ms: u64,
+    default_queue: QueueIx,
+    escalation_queue: QueueIx,
+    default_priority: Priority,
+    escalation_priority: Priority,
+    intents: Vec<Intent>,
+    classifier: Classifier,
+}
+
+impl Rules {
+    /// From a validated config, with the desk already holding its queues.
+    fn new(config: &TenantConfig, desk: &Desk) -> Self {
+        let queue = |name: &str| desk.queue_ix(name).expect("validated by Config::validate");
+        let default_queue = queue(&config.default_queue);
+        Self {
+            bot: config.bot.as_deref().map(Arc::from),
+            bot_idle_ms: config.bot_idle_secs * 1_000,
+            default_queue,
+            escalation_queue: config
+                .escalation_queue
+                .as_deref()
+                .map_or(default_queue, queue),
+            default_priority: config.default_priority,
+            escalation_priority: config.escalation_priority,
+            intents: config
+                .intents
+                .iter()
+                .map(|i| Intent {
+                    name: Arc::from(i.name.as_str()),
+                    mode: i.mode,
+                    queue: i.queue.as_deref().map(queue),
+                    priority: i.priority.unwrap_or(config.default_priority),
+                })
+                .collect(),
+            classifier: Classifier::new(&config.intents, config.default_priority)
+                .expect("validated by Config::validate"),
+        }
+    }
+}
+
 impl Tenant {
+    /// Takes reloaded routing rules (intents, queues, the bot, duplicate suggestions): waiting
+    /// and assigned conversations keep their places. Refused, changing nothing, when a queue
+    /// is gone from the file (its conversations would have nowhere to go: restart for that).
+    pub(super) fn reload_routing(
+        &mut self,
+        old: &TenantConfig,
+        new: &TenantConfig,
+    ) -> Result<Vec<String>, CoreError> {
+        let removed = crate::config::routing::removed_queues(old, new);
+        if !removed.is_empty() {
+            return Err(CoreError::FailedPrecondition(format!(
+                "tenant {}: queue(s) {removed:?} are gone from the file; removing a queue needs \
+                 a restart (its conversations would have nowhere to go); nothing of this \
+                 tenant's routing was changed",
+                self.id
+            )));
+        }
+        let changes = crate::config::routing::changes(old, new);
+        self.desk.reconfigure(&new.queues);
+        self.rules = Rules::new(new, &self.desk);
+        self.duplicates.configure(&new.duplicates);
+        Ok(changes)
+    }
+
     /// Builds a tenant from its validated configuration.
     /// `tick_ms` is how often the runtime ticks (batch waves are paced by it).
     pub fn new(config: &TenantConfig, limits: Arc<Limits>, tick_ms: u64) -> Self {
@@ -138,35 +200,13 @@ impl Tenant {
             tick_ms,
         );
         let desk = Desk::new(id.clone(), &config.queues);
-        let queue = |name: &str| desk.queue_ix(name).expect("validated by Config::validate");
-        let default_queue = queue(&config.default_queue);
-        let intents = config
-            .intents
-            .iter()
-            .map(|i| Intent {
-                name: Arc::from(i.name.as_str()),
-                mode: i.mode,
-                queue: i.queue.as_deref().map(queue),
-                priority: i.priority.unwrap_or(config.default_priority),
-            })
-            .collect();
+        let rules = Rules::new(config, &desk);
         Self {
             region: config
                 .default_region
                 .parse()
                 .expect("validated by Config::validate"),
-            bot: config.bot.as_deref().map(Arc::from),
-            bot_idle_ms: config.bot_idle_secs * 1_000,
-            default_queue,
-            escalation_queue: config
-                .escalation_queue
-                .as_deref()
-                .map_or(default_queue, queue),
-            default_priority: config.default_priority,
-            escalation_priority: config.escalation_priority,
-            intents,
-            classifier: Classifier::new(&config.intents, config.default_priority)
-                .expect("validated by Config::validate"),
+            rules,
             dedup: Dedup::new(limits.dedup_ttl_secs * 1_000, limits.dedup_max_ids),
             limits,
             conversations: Map::default(),
@@ -188,7 +228,7 @@ impl Tenant {
 
     /// The tenant's bot, if it has one.
     pub fn bot(&self) -> Option<&Arc<str>> {
-        self.bot.as_ref()
+        self.rules.bot.as_ref()
     }
 
     pub fn desk(&self) -> &Desk {
@@ -324,10 +364,10 @@ impl Tenant {
                                 what: "queue",
                                 id: name.clone(),
                             })?;
-                        vec![self.desk.stats(q, now, self.default_priority)]
+                        vec![self.desk.stats(q, now, self.rules.default_priority)]
                     }
                     None => (0..self.desk.queue_names().count())
-                        .map(|q| self.desk.stats(q, now, self.default_priority))
+                        .map(|q| self.desk.stats(q, now, self.rules.default_priority))
                         .collect(),
                 };
                 Ok(Reply::QueueStats(stats))
@@ -452,6 +492,9 @@ impl Tenant {
             Command::GetQuota { .. } => Ok(Reply::Quota(Box::new(self.quotas.snapshot(now)))),
             Command::SaveState { .. } => Ok(Reply::State(Box::new(self.state(now)))),
             Command::RestoreState { .. } => unreachable!("the shard rebuilds the tenant"),
+            Command::ReloadRouting { .. } => {
+                unreachable!("the shard reloads the routing, with the config it keeps")
+            }
             Command::ReplayDispatch { dispatch, .. } => self
                 .quotas
                 .replay_dispatch(&dispatch)
@@ -583,7 +626,7 @@ impl Tenant {
         if let Some(number) = &m.business_number {
             self.quotas.inbound(now, number);
         }
-        let intent = self.classifier.classify(&m.text);
+        let intent = self.rules.classifier.classify(&m.text);
         // "BAJA", "STOP": the customer's consent changes; the message is still routed (a
         // person may want to see it).
         if let Identity::Phone(phone) = &who {
@@ -596,7 +639,7 @@ impl Tenant {
             text: Arc::from(m.text),
             at: now,
             provider_message_id: provider_message_id.clone(),
-            intent: intent.map(|i| self.intents[i].name.clone()),
+            intent: intent.map(|i| self.rules.intents[i].name.clone()),
             author: None,
         };
         let window = self.limits.window_secs * 1_000;
@@ -738,7 +781,7 @@ impl Tenant {
                 route_override: None,
                 with_bot: false,
                 last_queue: None,
-                priority: self.default_priority,
+                priority: self.rules.default_priority,
                 last_activity: now,
             },
         );

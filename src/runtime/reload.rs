@@ -1,4 +1,5 @@
-//! Hot reload: the config file read again, each tenant handed its new quotas.
+//! Hot reload: the config file read again, each tenant handed its new routing rules (intents,
+//! queues, the bot) and quotas.
 use super::*;
 
 /// Re-reads the config file the service started with and hands each tenant its new quotas.
@@ -26,7 +27,7 @@ impl Reloader {
         Self { runtime, path }
     }
 
-    /// Applies the file's quotas and numbers; returns what it did, per tenant.
+    /// Applies the file's routing rules, quotas and numbers; returns what changed, per tenant.
     pub async fn reload(&self, actor: &str) -> Result<Vec<String>, ReloadError> {
         let path = self.path.as_deref().ok_or(ReloadError::NoFile)?;
         let config = Config::load(Some(path))?;
@@ -40,6 +41,26 @@ impl Reloader {
                     t.id
                 ));
                 continue;
+            }
+            let routing = self
+                .runtime
+                .call(Command::ReloadRouting {
+                    tenant: tenant.clone(),
+                    config: Box::new(t.clone()),
+                })
+                .await
+                .map_err(|error| ReloadError::Tenant {
+                    tenant: tenant.clone(),
+                    error,
+                })?;
+            match routing {
+                Reply::Reloaded(changes) if changes.is_empty() => {
+                    notes.push(format!("tenant {}: routing rules unchanged", t.id));
+                }
+                Reply::Reloaded(changes) => {
+                    notes.extend(changes.into_iter().map(|c| format!("tenant {}: {c}", t.id)))
+                }
+                _ => {}
             }
             self.runtime
                 .call(Command::ReloadQuotas {

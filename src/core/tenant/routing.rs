@@ -16,9 +16,9 @@ impl Tenant {
         message: ContextMessage,
         out: &mut Vec<Effect>,
     ) -> Decision {
-        let intent = intent.map(|i| &self.intents[i]);
+        let intent = intent.map(|i| &self.rules.intents[i]);
         let intent_name = intent.map(|i| i.name.clone());
-        let priority = intent.map_or(self.default_priority, |i| i.priority);
+        let priority = intent.map_or(self.rules.default_priority, |i| i.priority);
         let conv = &self.conversations[&id];
 
         // 1. People decided.
@@ -66,13 +66,15 @@ impl Tenant {
             Location::Nowhere => {}
         }
         let mode = intent.map_or(IntentMode::Auto, |i| i.mode);
-        let queue = intent.and_then(|i| i.queue).unwrap_or(self.default_queue);
+        let queue = intent
+            .and_then(|i| i.queue)
+            .unwrap_or(self.rules.default_queue);
         // 4. Mid-dialogue with the bot: it keeps the conversation unless the customer shows
         // friction or the dialogue went idle (the bot escalates through `Escalate`).
-        let sticky = self.conversations[&id].with_bot && idle_ms < self.bot_idle_ms;
+        let sticky = self.conversations[&id].with_bot && idle_ms < self.rules.bot_idle_ms;
         if sticky
             && mode != IntentMode::Human
-            && let Some(bot) = self.bot.clone()
+            && let Some(bot) = self.rules.bot.clone()
         {
             let mut d = self.send_to_bot(now, id, bot, Reason::WithBot, message, &intent_name, out);
             d.intent = intent_name;
@@ -81,7 +83,7 @@ impl Tenant {
         // 5. Business hours: a closed queue's messages go to its after-hours queue, else (but
         // friction, which waits in its queue) to the bot.
         if self.desk.closed_until(queue, now).is_some() {
-            let mut d = match (self.desk.after_hours(queue), mode, self.bot.clone()) {
+            let mut d = match (self.desk.after_hours(queue), mode, self.rules.bot.clone()) {
                 (Some(after), _, _) => {
                     self.enqueue(now, id, after, priority, Reason::OutsideHours, out)
                 }
@@ -112,7 +114,7 @@ impl Tenant {
             // 6. Friction: a human, at the intent's priority.
             IntentMode::Human => self.enqueue(now, id, queue, priority, Reason::Friction, out),
             // 7. Simple intents: the bot, if there is one.
-            IntentMode::Bot => match self.bot.clone() {
+            IntentMode::Bot => match self.rules.bot.clone() {
                 Some(bot) => self.send_to_bot(
                     now,
                     id,
@@ -131,7 +133,7 @@ impl Tenant {
                     .desk
                     .estimate(queue, priority, now)
                     .is_some_and(|wait| wait <= sla);
-                match (within, self.bot.clone()) {
+                match (within, self.rules.bot.clone()) {
                     (true, _) => self.enqueue(now, id, queue, priority, Reason::SlaOk, out),
                     (false, Some(bot)) => {
                         let mut d = self.send_to_bot(
@@ -168,7 +170,7 @@ impl Tenant {
         out: &mut Vec<Effect>,
     ) -> Decision {
         let conv = &self.conversations[&id];
-        let default = conv.last_queue.unwrap_or(self.escalation_queue);
+        let default = conv.last_queue.unwrap_or(self.rules.escalation_queue);
         let location = self.desk.location(id);
         if let Location::Assigned { agent, queue, .. } = location {
             if let Some(message) = message {
@@ -349,7 +351,7 @@ impl Tenant {
     ) -> Result<Decision, CoreError> {
         let queue = match queue.filter(|q| !q.is_empty()) {
             Some(name) => self.queue_arg("queue", name)?,
-            None => self.escalation_queue,
+            None => self.rules.escalation_queue,
         };
         if note.len() > self.limits.max_text_bytes {
             return Err(invalid(
@@ -368,7 +370,7 @@ impl Tenant {
                 agent.as_str()
             )));
         }
-        let priority = conv.priority.max(self.escalation_priority);
+        let priority = conv.priority.max(self.rules.escalation_priority);
         let text = if note.trim().is_empty() {
             "escalated to a person"
         } else {
