@@ -574,3 +574,38 @@ fn replies_notes_and_transfers_join_one_timeline_with_their_authors() {
     );
     assert_eq!(s.view(other).context.len(), 1);
 }
+
+#[test]
+fn bot_containment_is_counted_when_a_conversation_is_forgotten() {
+    let mut s = Sim::new(true);
+    // Answered by the bot only; answered by the bot, then taken by a person.
+    let contained = s.msg(&customer(1), "¿horario?").conversation.unwrap();
+    let handed = s.msg(&customer(2), "¿horario?").conversation.unwrap();
+    s.run(Command::Escalate {
+        tenant: TenantId::new(T),
+        conversation: handed,
+        queue: None,
+        note: String::new(),
+        author: Some("bot:faq-bot".into()),
+    })
+    .unwrap();
+    s.agent("ana", 1, &["supervisors"]);
+    s.complete("ana", handed).unwrap();
+    // A third never met the bot: not counted.
+    s.agent("bob", 1, &["claims"]);
+    let human = s.msg(&customer(3), "fraude").conversation.unwrap();
+    s.complete("bob", human).unwrap();
+    s.advance(4 * 24 * HOUR);
+    s.tick();
+    let mut ended: Vec<bool> = s
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::BotConversationEnded { contained, .. } => Some(*contained),
+            _ => None,
+        })
+        .collect();
+    ended.sort();
+    assert_eq!(ended, [false, true]);
+    assert_ne!(contained, handed);
+}

@@ -248,6 +248,9 @@ pub enum Effect {
         conversation: ConversationId,
         reason: Reason,
     },
+    /// A conversation the bot answered was forgotten (retention): `contained` when no person
+    /// ever took it (bot containment).
+    BotConversationEnded { tenant: TenantId, contained: bool },
     /// A customer message for the agent who has the conversation.
     AgentMessage {
         tenant: TenantId,

@@ -81,6 +81,10 @@ struct Conversation {
     route_override: Option<RouteOverride>,
     /// With the bot (and not on the desk).
     with_bot: bool,
+    /// The bot answered it at some point; a person took it at some point (queued or
+    /// assigned): when it is forgotten, the bot contained it if only the first is true.
+    served_by_bot: bool,
+    served_by_human: bool,
     /// The queue it was last routed to: where a human takes it when automation is paused.
     last_queue: Option<QueueIx>,
     priority: Priority,
@@ -780,6 +784,8 @@ impl Tenant {
                 paused: false,
                 route_override: None,
                 with_bot: false,
+                served_by_bot: false,
+                served_by_human: false,
                 last_queue: None,
                 priority: self.rules.default_priority,
                 last_activity: now,
@@ -813,12 +819,19 @@ impl Tenant {
         let desk = &self.desk;
         let (by_customer, by_alias) = (&mut self.by_customer, &mut self.by_alias);
         let duplicates = &mut self.duplicates;
+        let tenant = &self.id;
         self.conversations.retain(|id, c| {
             let keep = now.as_millis() < c.last_activity.as_millis() + retention
                 || desk.location(*id) != Location::Nowhere;
             if !keep {
                 Self::unindex(by_customer, by_alias, c);
                 duplicates.forget(*id);
+                if c.served_by_bot {
+                    out.push(Effect::BotConversationEnded {
+                        tenant: tenant.clone(),
+                        contained: !c.served_by_human,
+                    });
+                }
             }
             keep
         });

@@ -52,7 +52,6 @@ impl ShardTask {
             Request::Command { command, reply } => {
                 let now = self.clock.now();
                 let tenant = command.tenant().cloned();
-                let is_ingest = matches!(command, Command::Ingest(_));
                 if let Command::RestoreState { tenant, .. } = &command {
                     // The tenant was taken over or handed over: its streams end, and their
                     // subscribers reconnect (to whichever replica owns it now).
@@ -68,10 +67,14 @@ impl ShardTask {
                 {
                     telemetry::provider_error(tenant.as_str(), *code);
                 }
+                let channel = match &command {
+                    Command::Ingest(m) => Some(m.channel),
+                    _ => None,
+                };
                 let watch = Stopwatch::start();
                 let result = self.shard.handle(now, command, &mut self.effects);
-                if is_ingest {
-                    telemetry::inbound(&result, watch.elapsed());
+                if let Some(channel) = channel {
+                    telemetry::inbound(&result, watch.elapsed(), channel);
                 }
                 if let (Ok(Reply::Send { admission, .. }), Some(t)) = (&result, &tenant) {
                     telemetry::admission(t.as_str(), admission);
@@ -79,7 +82,7 @@ impl ShardTask {
                 if let (Ok(Reply::Decision(d)), Some(t)) = (&result, &tenant)
                     && !d.duplicate
                 {
-                    telemetry::decision(t.as_str(), d);
+                    telemetry::decision(t.as_str(), d, channel);
                 }
                 self.deliver(now);
                 // The caller may have gone (deadline, cancelled): the command still happened.
@@ -353,7 +356,8 @@ impl ShardTask {
                 | Effect::ShadowRefusal { .. }
                 | Effect::SpamRateAlert { .. }
                 | Effect::CustomerHeld { .. }
-                | Effect::Consent { .. } => {}
+                | Effect::Consent { .. }
+                | Effect::BotConversationEnded { .. } => {}
             }
         }
         self.effects = effects;

@@ -25,9 +25,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::core::quota::{Admission, Quotas};
 use crate::core::{CoreError, Decision, Effect, QueueStatsView, Reply};
+use crate::model::Channel;
 
 pub const INBOUND_MESSAGES: &str = "switchboard_inbound_messages_total";
 pub const ROUTING_DECISIONS: &str = "switchboard_routing_decisions_total";
+pub const BOT_CONVERSATIONS: &str = "switchboard_bot_conversations_total";
 pub const DECISION_DURATION: &str = "switchboard_routing_decision_duration_seconds";
 pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
 pub const QUEUE_AVAILABLE_AGENTS: &str = "switchboard_queue_available_agents";
@@ -204,13 +206,19 @@ pub const METRICS: &[Metric] = &[
         name: INBOUND_MESSAGES,
         kind: Kind::Counter,
         unit: None,
-        help: "Inbound customer messages by outcome (routed, duplicate, rejected) and error_type.",
+        help: "Inbound customer messages by channel, outcome (routed, duplicate, rejected) and error_type.",
     },
     Metric {
         name: ROUTING_DECISIONS,
         kind: Kind::Counter,
         unit: None,
-        help: "Routing decisions by tenant, target (agent, queue, bot) and reason.",
+        help: "Routing decisions by tenant, target (agent, queue, bot), reason and channel (none: escalations).",
+    },
+    Metric {
+        name: BOT_CONVERSATIONS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Conversations the bot answered, counted when forgotten after retention, by tenant and outcome: contained (no person took it) or handed_over.",
     },
     Metric {
         name: DECISION_DURATION,

@@ -6,14 +6,15 @@ use metrics::{counter, gauge, histogram};
 
 use super::*;
 
-/// One inbound message was handled (or refused).
-pub fn inbound(result: &Result<Reply, CoreError>, elapsed: Duration) {
+/// One inbound message on `channel` was handled (or refused).
+pub fn inbound(result: &Result<Reply, CoreError>, elapsed: Duration, channel: Channel) {
+    let channel = channel.as_str();
     match result {
         Ok(Reply::Decision(d)) if d.duplicate => {
-            counter!(INBOUND_MESSAGES, "outcome" => "duplicate").increment(1);
+            counter!(INBOUND_MESSAGES, "outcome" => "duplicate", "channel" => channel).increment(1);
         }
         Ok(Reply::Decision(d)) => {
-            counter!(INBOUND_MESSAGES, "outcome" => "routed").increment(1);
+            counter!(INBOUND_MESSAGES, "outcome" => "routed", "channel" => channel).increment(1);
             histogram!(DECISION_DURATION).record(elapsed.as_secs_f64());
             tracing::debug!(
                 conversation = ?d.conversation,
@@ -24,20 +25,22 @@ pub fn inbound(result: &Result<Reply, CoreError>, elapsed: Duration) {
         }
         Ok(_) => {}
         Err(e) => {
-            counter!(INBOUND_MESSAGES, "outcome" => "rejected", "error_type" => error_type(e))
+            counter!(INBOUND_MESSAGES, "outcome" => "rejected", "error_type" => error_type(e), "channel" => channel)
                 .increment(1);
             tracing::debug!(error = %e, "inbound message rejected");
         }
     }
 }
 
-/// A routing decision of `tenant`: for inbound messages and escalations alike.
-pub fn decision(tenant: &str, d: &Decision) {
+/// A routing decision of `tenant`: for inbound messages (on their channel) and escalations
+/// (channel `none`) alike.
+pub fn decision(tenant: &str, d: &Decision, channel: Option<Channel>) {
     counter!(
         ROUTING_DECISIONS,
         "tenant" => tenant.to_owned(),
         "target" => d.target.as_str(),
-        "reason" => d.reason.as_str()
+        "reason" => d.reason.as_str(),
+        "channel" => channel.map_or("none", Channel::as_str)
     )
     .increment(1);
 }
@@ -104,6 +107,15 @@ pub fn effect(e: &Effect) {
         Effect::CustomerHeld { tenant } => {
             counter!(CUSTOMER_HOLDS, "tenant" => tenant.to_string()).increment(1);
             tracing::info!(%tenant, "per-user marketing limit (131049): the customer's low-priority sends wait");
+        }
+        Effect::BotConversationEnded { tenant, contained } => {
+            let outcome = if *contained {
+                "contained"
+            } else {
+                "handed_over"
+            };
+            counter!(BOT_CONVERSATIONS, "tenant" => tenant.to_string(), "outcome" => outcome)
+                .increment(1);
         }
         Effect::Consent { tenant, state } => {
             let state = match state {

@@ -266,6 +266,7 @@ impl Tenant {
             .get_mut(&id)
             .expect("placed conversations exist");
         conv.with_bot = false;
+        conv.served_by_human = true;
         conv.last_queue = Some(queue);
         conv.priority = priority;
     }
@@ -281,10 +282,12 @@ impl Tenant {
         intent: &Option<Arc<str>>,
         out: &mut Vec<Effect>,
     ) -> Decision {
-        self.conversations
+        let conv = self
+            .conversations
             .get_mut(&id)
-            .expect("routed conversations exist")
-            .with_bot = true;
+            .expect("routed conversations exist");
+        conv.with_bot = true;
+        conv.served_by_bot = true;
         out.push(Effect::BotMessage {
             tenant: self.id.clone(),
             bot: bot.clone(),

@@ -61,6 +61,11 @@ pub struct SavedConversation {
     /// ("queue" | "agent", name)
     pub route_override: Option<(String, String)>,
     pub with_bot: bool,
+    /// For bot containment (absent in snapshots before they were saved: false).
+    #[serde(default)]
+    pub served_by_bot: bool,
+    #[serde(default)]
+    pub served_by_human: bool,
     pub last_queue: Option<String>,
     pub priority: Priority,
     pub last_activity: Timestamp,
@@ -133,6 +138,8 @@ impl Tenant {
                         RouteOverride::Agent(a) => ("agent".into(), a.to_string()),
                     }),
                     with_bot: c.with_bot,
+                    served_by_bot: c.served_by_bot,
+                    served_by_human: c.served_by_human,
                     last_queue: c.last_queue.map(|q| self.desk.queue_name(q).to_string()),
                     priority: c.priority,
                     last_activity: c.last_activity,
@@ -241,6 +248,8 @@ impl Tenant {
                     paused: c.paused,
                     route_override,
                     with_bot: c.with_bot,
+                    served_by_bot: c.served_by_bot,
+                    served_by_human: c.served_by_human,
                     last_queue,
                     priority: c.priority,
                     last_activity: c.last_activity,
