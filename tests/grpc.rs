@@ -565,10 +565,10 @@ async fn health_reflection_and_metrics() {
     ];
     let body = common::scrape_until(server.metrics, &families).await;
     assert!(body.contains(
-        r#"switchboard_inbound_messages_total{outcome="rejected",error_type="invalid_argument"}"#
+        r#"switchboard_inbound_messages_total{outcome="rejected",error_type="invalid_argument",channel="whatsapp"}"#
     ));
     assert!(body.contains(
-        r#"switchboard_routing_decisions_total{tenant="acme",target="agent",reason="sla_ok"}"#
+        r#"switchboard_routing_decisions_total{tenant="acme",target="agent",reason="sla_ok",channel="whatsapp"}"#
     ));
     assert!(
         !body.contains("+3461234"),

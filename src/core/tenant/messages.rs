@@ -1,0 +1,267 @@
+//! A tenant's messages in and out: an inbound message identified, de-duplicated, put in
+//! context and routed; a send checked and handed to the quotas (a reply joining its
+//! conversation's timeline).
+use super::*;
+
+impl Tenant {
+    pub(super) fn ingest(
+        &mut self,
+        now: Timestamp,
+        m: Inbound,
+        out: &mut Vec<Effect>,
+    ) -> Result<Decision, CoreError> {
+        // Validate everything before changing anything.
+        if m.text.trim().is_empty() {
+            return Err(invalid("text", "is empty; send the message text"));
+        }
+        if m.text.len() > self.limits.max_text_bytes {
+            return Err(invalid(
+                "text",
+                format!(
+                    "is {} bytes, over the limit of {} (limits.max_text_bytes); split the message",
+                    m.text.len(),
+                    self.limits.max_text_bytes
+                ),
+            ));
+        }
+        if m.provider_message_id.is_empty() {
+            return Err(invalid(
+                "provider_message_id",
+                "is empty; send the provider's message id so that retries are recognised",
+            ));
+        }
+        if m.provider_message_id.len() > MAX_PROVIDER_ID_BYTES {
+            return Err(invalid(
+                "provider_message_id",
+                format!("is longer than {MAX_PROVIDER_ID_BYTES} bytes"),
+            ));
+        }
+        if let Some(number) = &m.business_number
+            && self.quotas.numbers().all(|(id, _, _)| id != number)
+        {
+            return Err(invalid(
+                "business_number",
+                format!("{number:?} is not a business number of this tenant"),
+            ));
+        }
+        let (who, existing) = self.inbound_identity(&m)?;
+        if self.dedup.contains(&m.provider_message_id) {
+            // A retried webhook is not a new message: it takes no token either.
+            return Ok(Decision {
+                conversation: existing,
+                target: Target::None,
+                reason: Reason::Duplicate,
+                duplicate: true,
+                window_expires: existing.and_then(|id| self.decision(id, now).window_expires),
+                window_open: existing.is_some_and(|id| self.window_open(id, now)),
+                ..Decision::new(None)
+            });
+        }
+        if existing.is_none() && self.conversations.len() >= self.limits.max_conversations {
+            return Err(CoreError::ResourceExhausted(format!(
+                "tenant {:?} tracks {} conversations, its limit (limits.max_conversations); \
+                 retry later or raise the limit",
+                self.id.as_str(),
+                self.conversations.len()
+            )));
+        }
+        let id = match existing {
+            Some(id) => id,
+            None => self.open_for(who.clone(), now),
+        };
+        if m.email.is_some() || m.visitor_id.is_some() {
+            self.learn_aliases(id, &m);
+        }
+        if let Some(name) = m.profile_name.as_deref().map(str::trim)
+            && !name.is_empty()
+            && name.len() <= customer::MAX_ATTRIBUTE_BYTES
+        {
+            let attr = customer::Attr {
+                value: Arc::from(name),
+                source: channel_source(m.channel),
+                at: now,
+            };
+            self.set_attribute(id, customer::Field::Name, attr);
+        }
+
+        if let Some(number) = &m.business_number {
+            self.quotas.inbound(now, number);
+        }
+        let intent = self.rules.classifier.classify(&m.text);
+        // "BAJA", "STOP": the customer's consent changes; the message is still routed (a
+        // person may want to see it).
+        if let Identity::Phone(phone) = &who {
+            self.quotas.consent_keyword(now, phone, &m.text, out);
+        }
+        let provider_message_id: Arc<str> = Arc::from(m.provider_message_id);
+        let message = ContextMessage {
+            direction: Direction::Inbound,
+            channel: m.channel,
+            text: Arc::from(m.text),
+            at: now,
+            provider_message_id: provider_message_id.clone(),
+            intent: intent.map(|i| self.rules.intents[i].name.clone()),
+            author: None,
+        };
+        let window = self.limits.window_secs * 1_000;
+        let keep = self.limits.context_messages;
+        let conv = self.conversations.get_mut(&id).expect("opened above");
+        if m.channel == Channel::WhatsApp
+            && let Identity::Phone(phone) = &who
+        {
+            // A customer's WhatsApp message opens its number's window, or resets it to a full
+            // 24 hours.
+            Self::open_window(conv, phone, Timestamp(now.as_millis() + window));
+        }
+        if !conv.channels.contains(&m.channel) {
+            conv.channels.push(m.channel);
+        }
+        conv.push_context(message.clone(), keep);
+        let idle_ms = now
+            .as_millis()
+            .saturating_sub(conv.last_activity.as_millis());
+        conv.last_activity = now;
+
+        let decision = self.route(now, id, intent, idle_ms, message, out);
+        self.dedup.insert(&provider_message_id, now);
+        Ok(decision)
+    }
+
+    /// Outbound: the recipient is identified like an inbound customer, its window looked up,
+    /// and the quotas decide.
+    /// A customer's number as the API gives it: a known customer's without parsing.
+    pub(super) fn customer_number(&self, given: &str) -> Result<CustomerNumber, CoreError> {
+        match identity::looks_e164(given)
+            .then(|| self.by_customer.get_key_value(given))
+            .flatten()
+        {
+            Some((known, _)) => Ok(known.clone()),
+            None => identity::normalize(given, self.region).map_err(|p| invalid("to", p)),
+        }
+    }
+
+    pub(super) fn send(
+        &mut self,
+        now: Timestamp,
+        o: Outbound,
+        out: &mut Vec<Effect>,
+    ) -> Result<Reply, CoreError> {
+        let to = self.customer_number(&o.to)?;
+        if let Some(thread) = &o.thread {
+            let conv = self.conversation(thread.conversation)?;
+            if Self::window_for(conv, &to).is_none()
+                && conv.customer.as_ref() != Some(&to)
+                && !Self::identities(conv).contains(&Identity::Phone(to.clone()))
+            {
+                return Err(invalid(
+                    "conversation_id",
+                    format!(
+                        "conversation {} is not with the customer in `to`; name the \
+                         customer's conversation or leave it empty",
+                        thread.conversation
+                    ),
+                ));
+            }
+        }
+        let thread = o.thread.clone();
+        let text = match &o.template {
+            Some(t) => Arc::from(format!("[template {}]", t.name)),
+            None => Arc::from(o.content.as_str()),
+        };
+        let window_open = self
+            .by_customer
+            .get(&to)
+            .and_then(|id| Self::window_for(&self.conversations[id], &to))
+            .is_some_and(|e| now < e);
+        let made_before = self.quotas.sends_made();
+        let request = SendRequest {
+            from: o.from,
+            to,
+            category: o.category,
+            content: o.content,
+            template: o.template,
+            priority: o.priority,
+            idempotency_key: o.idempotency_key,
+            valid_for_ms: o.valid_for_ms,
+            window_open,
+            tag: o.tag,
+            send_at: o.send_at,
+        };
+        let (id, admission) = self
+            .quotas
+            .send(now, request, out)
+            .map_err(|b| invalid(b.field, b.problem))?;
+        // A reply joins the conversation's timeline once it is on its way (a refused one
+        // did not happen; a repeated idempotency key is the same send, added once).
+        if let Some(thread) = thread
+            && !matches!(admission, quota::Admission::Refused { .. })
+            && self.quotas.sends_made() > made_before
+        {
+            let keep = self.limits.context_messages;
+            let conv = self
+                .conversations
+                .get_mut(&thread.conversation)
+                .expect("checked above");
+            conv.push_context(
+                ContextMessage {
+                    direction: Direction::Outbound,
+                    channel: Channel::WhatsApp,
+                    text,
+                    at: now,
+                    provider_message_id: Arc::from(""),
+                    intent: None,
+                    author: Some(thread.author),
+                },
+                keep,
+            );
+            conv.last_activity = now;
+        }
+        Ok(Reply::Send { id, admission })
+    }
+
+    pub(super) fn open_conversation(
+        &mut self,
+        customer: Option<CustomerNumber>,
+        now: Timestamp,
+    ) -> ConversationId {
+        let id = ConversationId(self.next_conversation);
+        self.next_conversation += 1;
+        if let Some(c) = &customer {
+            self.by_customer.insert(c.clone(), id);
+        }
+        self.conversations.insert(
+            id,
+            Conversation {
+                customer,
+                known: None,
+                window_expires: None,
+                channels: Vec::with_capacity(1),
+                // Most conversations are one or two messages: grow from one, not from four.
+                context: VecDeque::with_capacity(1),
+                paused: false,
+                route_override: None,
+                with_bot: false,
+                served_by_bot: false,
+                served_by_human: false,
+                last_queue: None,
+                priority: self.rules.default_priority,
+                last_activity: now,
+            },
+        );
+        id
+    }
+}
+
+/// The profile source a channel's own values carry ("whatsapp"): one shared string, not one a
+/// customer.
+fn channel_source(channel: Channel) -> Arc<str> {
+    static SOURCES: std::sync::LazyLock<[Arc<str>; 3]> = std::sync::LazyLock::new(|| {
+        [Channel::WhatsApp, Channel::WebChat, Channel::Voice].map(|c| Arc::from(c.as_str()))
+    });
+    let i = match channel {
+        Channel::WhatsApp => 0,
+        Channel::WebChat => 1,
+        Channel::Voice => 2,
+    };
+    SOURCES[i].clone()
+}
