@@ -143,6 +143,7 @@ impl ShardTask {
             if let Some(t) = self.shard.tenant(tenant_name.as_str()) {
                 telemetry::quota_gauges(tenant_name.as_str(), t.quotas(), now);
             }
+            telemetry::tenant_series(tenant_name.as_str());
         }
     }
 

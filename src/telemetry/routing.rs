@@ -32,6 +32,15 @@ pub fn inbound(result: &Result<Reply, CoreError>, elapsed: Duration, channel: Ch
     }
 }
 
+/// Series a tenant has from its start, at 0 until something counts (a dashboard shows 0, not
+/// "no data"; a ratio has both its terms): bot containment's two outcomes.
+pub fn tenant_series(tenant: &str) {
+    for outcome in ["contained", "handed_over"] {
+        counter!(BOT_CONVERSATIONS, "tenant" => tenant.to_owned(), "outcome" => outcome)
+            .increment(0);
+    }
+}
+
 /// A routing decision of `tenant`: for inbound messages (on their channel) and escalations
 /// (channel `none`) alike.
 pub fn decision(tenant: &str, d: &Decision, channel: Option<Channel>) {
