@@ -209,7 +209,13 @@ async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
         .unwrap()
         .into_inner()
         .notes;
-    assert_eq!(notes, vec!["tenant promo: quotas and numbers reloaded"]);
+    assert_eq!(
+        notes,
+        vec![
+            "tenant promo: routing rules unchanged",
+            "tenant promo: quotas and numbers reloaded"
+        ]
+    );
     assert_eq!(get(&mut quotas).await.messaging_limit, 50);
 
     std::fs::write(
