@@ -1,4 +1,5 @@
-//! The send lifecycle across a kill -9 of the tenant's owner, on librdkafka's mock cluster
+//! The send lifecycle (and a customer link and profile) across a kill -9 of the tenant's
+//! owner, on librdkafka's mock cluster
 //! with the binary as two child processes. Its own test binary: cargo runs test binaries one
 //! after another, so its two replicas do not share the 2 cores with `tests/kafka.rs`'s
 //! two-replica tests (their sessions time out under that load). Every wait is bounded;
@@ -135,6 +136,32 @@ async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
         .await
         .expect("consent set")
         .into_inner();
+    // A web-chat visitor linked to a phone, and a name from the CRM: journaled too (issue 17).
+    let identity = |kind| Some(proto::Identity { kind: Some(kind) });
+    use proto::identity::Kind;
+    let linked = CustomersClient::new(channel(&addrs[0].0))
+        .link(proto::LinkRequest {
+            tenant: tenant.clone(),
+            a: identity(Kind::VisitorId("v-kill".into())),
+            b: identity(Kind::Phone("+34611000010".into())),
+            source: "web-chat form".into(),
+            actor: "faq-bot".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect("linked")
+        .into_inner();
+    let named = CustomersClient::new(channel(&addrs[0].0))
+        .update_profile(proto::UpdateProfileRequest {
+            tenant: tenant.clone(),
+            identity: identity(Kind::Phone("+34611000010".into())),
+            name: "Lucía Ruiz".into(),
+            source: "crm".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("profile set")
+        .into_inner();
     let consent_in = |addr: &str, customer: &'static str| {
         let mut customers = CustomersClient::new(channel(addr));
         let tenant = tenant.clone();
@@ -224,6 +251,55 @@ async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
         (crm.state(), crm.source.as_str(), crm.at_ms),
         (proto::ConsentState::OptedOut, "crm", set.at_ms),
         "the API's consent, at the time it was set"
+    );
+    // The link and the profile: the visitor finds the phone's customer, with its CRM name at
+    // the time it was set.
+    let customer = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let got = CustomersClient::new(channel(&survivor))
+                .get(proto::CustomerRef {
+                    tenant: tenant.clone(),
+                    identity: identity(Kind::VisitorId("v-kill".into())),
+                })
+                .await;
+            if let Ok(c) = got {
+                let c = c.into_inner();
+                if c.profile.as_ref().and_then(|p| p.name.as_ref()).is_some() {
+                    break c;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the survivor knows the link and the name");
+    let kinds: Vec<Option<Kind>> = customer.identities.iter().map(|i| i.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            Some(Kind::Phone("+34611000010".into())),
+            Some(Kind::VisitorId("v-kill".into()))
+        ]
+    );
+    // One customer: the phone finds the same conversation. Its id may differ from the one the
+    // link answered: ids made after the last snapshot are given again in replay order, and
+    // the journal (sends topic) and the inbound topic are read back in another interleaving
+    // than the one the owner saw (the BAJA message and this link both opened one here).
+    let by_phone = CustomersClient::new(channel(&survivor))
+        .get(proto::CustomerRef {
+            tenant: tenant.clone(),
+            identity: identity(Kind::Phone("+34611000010".into())),
+        })
+        .await
+        .expect("the phone's customer")
+        .into_inner();
+    assert_eq!(customer.conversation_id, by_phone.conversation_id);
+    assert!(!linked.conversation_id.is_empty());
+    let name = customer.profile.unwrap().name.unwrap();
+    assert_eq!(
+        name,
+        named.profile.unwrap().name.unwrap(),
+        "the CRM's name, at the time it was set"
     );
     let promo = out
         .send(proto::SendRequest {
