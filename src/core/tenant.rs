@@ -76,7 +76,7 @@ struct Conversation {
     known: Option<Box<customers::Known>>,
     /// When the first phone's customer-service window closes; None: never opened.
     window_expires: Option<Timestamp>,
-    channels: Vec<Channel>,
+    channels: Channels,
     context: VecDeque<ContextMessage>,
     paused: bool,
     route_override: Option<RouteOverride>,
@@ -90,6 +90,61 @@ struct Conversation {
     last_queue: Option<QueueIx>,
     priority: Priority,
     last_activity: Timestamp,
+}
+
+/// The channels a customer used, in first-use order, in one byte: two bits each (the
+/// channel's number plus one, 0 for none), at most the three there are. A `Vec` cost a
+/// conversation 24 bytes and an allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Channels(u8);
+
+impl Channels {
+    const ALL: [Channel; 3] = [Channel::WhatsApp, Channel::WebChat, Channel::Voice];
+
+    fn code(c: Channel) -> u8 {
+        match c {
+            Channel::WhatsApp => 1,
+            Channel::WebChat => 2,
+            Channel::Voice => 3,
+        }
+    }
+
+    fn iter(self) -> impl Iterator<Item = Channel> {
+        (0..3)
+            .map(move |i| (self.0 >> (2 * i)) & 3)
+            .take_while(|code| *code != 0)
+            .map(|code| Self::ALL[code as usize - 1])
+    }
+
+    fn contains(self, c: Channel) -> bool {
+        self.iter().any(|x| x == c)
+    }
+
+    /// Adds `c` after the others unless it is there already.
+    fn push(&mut self, c: Channel) {
+        if !self.contains(c) {
+            let n = self.iter().count();
+            self.0 |= Self::code(c) << (2 * n);
+        }
+    }
+
+    fn last(self) -> Option<Channel> {
+        self.iter().last()
+    }
+
+    fn to_vec(self) -> Vec<Channel> {
+        self.iter().collect()
+    }
+}
+
+impl FromIterator<Channel> for Channels {
+    fn from_iter<I: IntoIterator<Item = Channel>>(iter: I) -> Self {
+        let mut c = Channels::default();
+        for ch in iter {
+            c.push(ch);
+        }
+        c
+    }
 }
 
 impl Conversation {
@@ -697,5 +752,34 @@ fn conversation_not_found(id: ConversationId) -> CoreError {
     CoreError::NotFound {
         what: "conversation",
         id: id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_keep_their_first_use_order_in_one_byte() {
+        let mut c = Channels::default();
+        assert_eq!(c.to_vec(), []);
+        assert_eq!(c.last(), None);
+        for ch in [
+            Channel::WebChat,
+            Channel::WhatsApp,
+            Channel::WebChat,
+            Channel::Voice,
+        ] {
+            c.push(ch);
+        }
+        assert_eq!(
+            c.to_vec(),
+            [Channel::WebChat, Channel::WhatsApp, Channel::Voice]
+        );
+        assert_eq!(c.last(), Some(Channel::Voice));
+        assert!(c.contains(Channel::WhatsApp));
+        let again: Channels = c.to_vec().into_iter().collect();
+        assert_eq!(again, c);
+        assert_eq!(std::mem::size_of::<Channels>(), 1);
     }
 }

@@ -509,10 +509,8 @@ impl Tenant {
         context.sort_by_key(|m| m.at);
         let skip = context.len().saturating_sub(keep_n);
         k.context = context.into_iter().skip(skip).collect();
-        for ch in g.channels {
-            if !k.channels.contains(&ch) {
-                k.channels.push(ch);
-            }
+        for ch in g.channels.iter() {
+            k.channels.push(ch);
         }
         k.paused |= g.paused;
         if k.route_override.is_none() {

@@ -113,9 +113,7 @@ impl Tenant {
             // 24 hours.
             Self::open_window(conv, phone, Timestamp(now.as_millis() + window));
         }
-        if !conv.channels.contains(&m.channel) {
-            conv.channels.push(m.channel);
-        }
+        conv.channels.push(m.channel);
         conv.push_context(message.clone(), keep);
         let idle_ms = now
             .as_millis()
@@ -235,7 +233,7 @@ impl Tenant {
                 customer,
                 known: None,
                 window_expires: None,
-                channels: Vec::with_capacity(1),
+                channels: Channels::default(),
                 // Most conversations are one or two messages: grow from one, not from four.
                 context: VecDeque::with_capacity(1),
                 paused: false,

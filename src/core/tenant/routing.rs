@@ -403,7 +403,7 @@ impl Tenant {
         let Some(conv) = self.conversations.get_mut(&id) else {
             return;
         };
-        let channel = conv.channels.last().copied().unwrap_or(Channel::WhatsApp);
+        let channel = conv.channels.last().unwrap_or(Channel::WhatsApp);
         conv.push_context(
             ContextMessage {
                 direction: Direction::Note,

@@ -117,7 +117,7 @@ impl Tenant {
                         .map(|k| k.profile.clone())
                         .filter(|p| !p.is_empty()),
                     window_expires: c.window_expires,
-                    channels: c.channels.clone(),
+                    channels: c.channels.to_vec(),
                     context: c
                         .context
                         .iter()
@@ -227,7 +227,7 @@ impl Tenant {
                     customer,
                     known,
                     window_expires: c.window_expires,
-                    channels: c.channels,
+                    channels: c.channels.into_iter().collect(),
                     context: c
                         .context
                         .into_iter()

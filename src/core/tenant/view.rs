@@ -38,7 +38,7 @@ impl Tenant {
             route_override: c.route_override.clone(),
             window_expires: c.window_expires,
             window_open: c.window_expires.is_some_and(|e| now < e),
-            channels: c.channels.clone(),
+            channels: c.channels.to_vec(),
             context: c.context.iter().cloned().collect(),
         })
     }
