@@ -541,7 +541,7 @@ fn replies_notes_and_transfers_join_one_timeline_with_their_authors() {
             (
                 m.direction,
                 m.text.to_string(),
-                m.author.as_deref().map(str::to_owned),
+                m.author().map(|a| a.to_string()),
             )
         })
         .collect();

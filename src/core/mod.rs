@@ -202,10 +202,26 @@ pub struct ContextMessage {
     pub text: Arc<str>,
     pub at: Timestamp,
     pub provider_message_id: Arc<str>,
-    pub intent: Option<Arc<str>>,
-    /// Who wrote it, for notes and replies ("agent:ana", "bot:faq-bot"); None for the
-    /// customer's messages.
-    pub author: Option<Arc<str>>,
+    /// An inbound message's intent, or who wrote a note or a reply ("agent:ana",
+    /// "bot:faq-bot"): one field, read through [`ContextMessage::intent`] and
+    /// [`ContextMessage::author`], so a message is 64 bytes (one cache line).
+    pub label: Option<Arc<str>>,
+}
+
+impl ContextMessage {
+    /// The intent an inbound message was classified as.
+    pub fn intent(&self) -> Option<&Arc<str>> {
+        self.label
+            .as_ref()
+            .filter(|_| self.direction == Direction::Inbound)
+    }
+
+    /// Who wrote a note or a reply (None for the customer's messages).
+    pub fn author(&self) -> Option<&Arc<str>> {
+        self.label
+            .as_ref()
+            .filter(|_| self.direction != Direction::Inbound)
+    }
 }
 
 /// The answer to an inbound message or an escalation.

@@ -782,4 +782,9 @@ mod tests {
         assert_eq!(again, c);
         assert_eq!(std::mem::size_of::<Channels>(), 1);
     }
+
+    #[test]
+    fn a_context_message_fits_a_cache_line() {
+        assert_eq!(std::mem::size_of::<ContextMessage>(), 64);
+    }
 }

@@ -422,8 +422,8 @@ pub fn message_out(m: &ContextMessage) -> proto::Message {
         text: m.text.to_string(),
         at_ms: m.at.as_millis() as i64,
         provider_message_id: m.provider_message_id.to_string(),
-        intent: m.intent.as_deref().unwrap_or_default().to_owned(),
-        author: m.author.as_deref().unwrap_or_default().to_owned(),
+        intent: m.intent().map(|i| i.to_string()).unwrap_or_default(),
+        author: m.author().map(|a| a.to_string()).unwrap_or_default(),
     }
 }
 

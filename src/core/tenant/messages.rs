@@ -100,8 +100,7 @@ impl Tenant {
             text: Arc::from(m.text),
             at: now,
             provider_message_id: provider_message_id.clone(),
-            intent: intent.map(|i| self.rules.intents[i].name.clone()),
-            author: None,
+            label: intent.map(|i| self.rules.intents[i].name.clone()),
         };
         let window = self.limits.window_secs * 1_000;
         let keep = self.limits.context_messages;
@@ -207,8 +206,7 @@ impl Tenant {
                     text,
                     at: now,
                     provider_message_id: Arc::from(""),
-                    intent: None,
-                    author: Some(thread.author),
+                    label: Some(thread.author),
                 },
                 keep,
             );

@@ -411,8 +411,7 @@ impl Tenant {
                 text: Arc::from(text),
                 at: now,
                 provider_message_id: Arc::from(""),
-                intent: None,
-                author: Some(Arc::from(author)),
+                label: Some(Arc::from(author)),
             },
             keep,
         );

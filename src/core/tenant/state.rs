@@ -124,12 +124,12 @@ impl Tenant {
                         .map(|m| SavedMessage {
                             note: m.direction == Direction::Note,
                             outbound: m.direction == Direction::Outbound,
-                            author: m.author.as_deref().map(str::to_owned),
+                            author: m.author().map(|a| a.to_string()),
                             channel: m.channel,
                             text: m.text.to_string(),
                             at: m.at,
                             provider_message_id: m.provider_message_id.to_string(),
-                            intent: m.intent.as_deref().map(str::to_owned),
+                            intent: m.intent().map(|i| i.to_string()),
                         })
                         .collect(),
                     paused: c.paused,
@@ -241,8 +241,7 @@ impl Tenant {
                             text: Arc::from(m.text.as_str()),
                             at: m.at,
                             provider_message_id: Arc::from(m.provider_message_id.as_str()),
-                            intent: m.intent.as_deref().map(Arc::from),
-                            author: m.author.as_deref().map(Arc::from),
+                            label: m.intent.or(m.author).as_deref().map(Arc::from),
                         })
                         .collect(),
                     paused: c.paused,
