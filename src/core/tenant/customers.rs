@@ -325,6 +325,33 @@ impl Tenant {
         }
     }
 
+    /// The name a channel shows for the customer (WhatsApp's profile name), sent with every
+    /// message: the same name from the same channel only moves its time on (no allocation,
+    /// no comparison); anything else is set like any attribute.
+    pub(super) fn channel_name(
+        &mut self,
+        id: ConversationId,
+        name: &str,
+        channel: Channel,
+        now: Timestamp,
+    ) {
+        let source = channel.as_str();
+        let conv = self.conversations.get_mut(&id).expect("exists");
+        if let Some(held) = conv.known.as_mut().and_then(|k| k.profile.name.as_mut())
+            && &*held.value == name
+            && &*held.source == source
+        {
+            held.at = held.at.max(now);
+            return;
+        }
+        let attr = Attr {
+            value: Arc::from(name),
+            source: super::messages::channel_source(channel),
+            at: now,
+        };
+        self.set_attribute(id, Field::Name, attr);
+    }
+
     /// The customer's name may have changed: the duplicate index learns it.
     pub(super) fn renamed(&mut self, id: ConversationId) {
         if let Some(name) = self.name_of(id) {

@@ -76,12 +76,7 @@ impl Tenant {
             && !name.is_empty()
             && name.len() <= customer::MAX_ATTRIBUTE_BYTES
         {
-            let attr = customer::Attr {
-                value: Arc::from(name),
-                source: channel_source(m.channel),
-                at: now,
-            };
-            self.set_attribute(id, customer::Field::Name, attr);
+            self.channel_name(id, name, m.channel, now);
         }
 
         if let Some(number) = &m.business_number {
@@ -145,11 +140,9 @@ impl Tenant {
     ) -> Result<Reply, CoreError> {
         let to = self.customer_number(&o.to)?;
         if let Some(thread) = &o.thread {
-            let conv = self.conversation(thread.conversation)?;
-            if Self::window_for(conv, &to).is_none()
-                && conv.customer.as_ref() != Some(&to)
-                && !Self::identities(conv).contains(&Identity::Phone(to.clone()))
-            {
+            self.conversation(thread.conversation)?;
+            // The customer's numbers all find their conversation.
+            if self.by_customer.get(&to) != Some(&thread.conversation) {
                 return Err(invalid(
                     "conversation_id",
                     format!(
@@ -160,11 +153,14 @@ impl Tenant {
                 ));
             }
         }
-        let thread = o.thread.clone();
-        let text = match &o.template {
-            Some(t) => Arc::from(format!("[template {}]", t.name)),
-            None => Arc::from(o.content.as_str()),
-        };
+        // What the timeline shows of a reply (only a send naming its conversation has one).
+        let thread = o.thread.clone().map(|t| {
+            let text: Arc<str> = match &o.template {
+                Some(tpl) => Arc::from(format!("[template {}]", tpl.name)),
+                None => Arc::from(o.content.as_str()),
+            };
+            (t, text)
+        });
         let window_open = self
             .by_customer
             .get(&to)
@@ -190,7 +186,7 @@ impl Tenant {
             .map_err(|b| invalid(b.field, b.problem))?;
         // A reply joins the conversation's timeline once it is on its way (a refused one
         // did not happen; a repeated idempotency key is the same send, added once).
-        if let Some(thread) = thread
+        if let Some((thread, text)) = thread
             && !matches!(admission, quota::Admission::Refused { .. })
             && self.quotas.sends_made() > made_before
         {
@@ -250,7 +246,7 @@ impl Tenant {
 
 /// The profile source a channel's own values carry ("whatsapp"): one shared string, not one a
 /// customer.
-fn channel_source(channel: Channel) -> Arc<str> {
+pub(super) fn channel_source(channel: Channel) -> Arc<str> {
     static SOURCES: std::sync::LazyLock<[Arc<str>; 3]> = std::sync::LazyLock::new(|| {
         [Channel::WhatsApp, Channel::WebChat, Channel::Voice].map(|c| Arc::from(c.as_str()))
     });
