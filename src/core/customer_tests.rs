@@ -99,6 +99,22 @@ fn a_web_chat_visitor_without_a_phone_is_routed_and_whatsapp_needs_one() {
     );
     let e = inbound(&mut s, "", Channel::WebChat, "w2", "hola", |_| {}).unwrap_err();
     assert!(e.to_string().contains("email and visitor_id"), "{e}");
+    // A bad e-mail beside a good phone is refused too, and nothing is learnt.
+    let e = inbound(&mut s, &customer(7), Channel::WhatsApp, "w3", "hola", |m| {
+        m.email = Some("not-an-address".into())
+    })
+    .unwrap_err();
+    assert!(
+        matches!(e, CoreError::InvalidArgument { field: "email", .. }),
+        "{e}"
+    );
+    assert!(matches!(
+        s.run(Command::GetCustomer {
+            tenant: TenantId::new(T),
+            identity: phone(7),
+        }),
+        Err(CoreError::NotFound { .. })
+    ));
     let e = visitor_msg(&mut s, &"x".repeat(200), "hola").unwrap_err();
     assert!(matches!(
         e,

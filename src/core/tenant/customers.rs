@@ -10,6 +10,9 @@ use super::*;
 use crate::core::customer::{Attr, Conflict, Field, Identity, Profile};
 use crate::core::quota::AuditEntry;
 
+/// The e-mail and visitor id an inbound message carried, checked.
+pub(super) type Aliases = [Option<Identity>; 2];
+
 /// What a conversation's customer is known by besides its first phone, and their profile.
 #[derive(Debug, Default)]
 pub(super) struct Known {
@@ -104,20 +107,33 @@ impl Tenant {
     /// Who an inbound message is from: its phone (`customer`) when given, else its e-mail,
     /// else its visitor id; and their conversation if they have one. A known E.164 number is
     /// found without parsing. A WhatsApp message needs the phone.
+    /// The e-mail and visitor id it carries, each checked (a bad one is refused even beside
+    /// a phone number).
     pub(super) fn inbound_identity(
         &self,
         m: &Inbound,
-    ) -> Result<(Identity, Option<ConversationId>), CoreError> {
+    ) -> Result<(Identity, Option<ConversationId>, Aliases), CoreError> {
+        fn given(v: &Option<String>) -> Option<&str> {
+            v.as_deref().filter(|v| !v.trim().is_empty())
+        }
+        let aliases = [
+            given(&m.email)
+                .map(|e| Identity::email(e).map_err(|p| invalid("email", p)))
+                .transpose()?,
+            given(&m.visitor_id)
+                .map(|v| Identity::visitor(v).map_err(|p| invalid("visitor_id", p)))
+                .transpose()?,
+        ];
         if !m.customer.trim().is_empty() {
             if identity::looks_e164(&m.customer)
                 && let Some((known, id)) = self.by_customer.get_key_value(m.customer.as_str())
             {
-                return Ok((Identity::Phone(known.clone()), Some(*id)));
+                return Ok((Identity::Phone(known.clone()), Some(*id), aliases));
             }
             let phone = identity::normalize(&m.customer, self.region)
                 .map_err(|problem| invalid("customer", problem))?;
             let id = self.by_customer.get(&phone).copied();
-            return Ok((Identity::Phone(phone), id));
+            return Ok((Identity::Phone(phone), id, aliases));
         }
         if m.channel == Channel::WhatsApp {
             return Err(invalid(
@@ -126,22 +142,15 @@ impl Tenant {
                  visitor_id identify customers on other channels)",
             ));
         }
-        let who = match (&m.email, &m.visitor_id) {
-            (Some(e), _) if !e.trim().is_empty() => {
-                Identity::email(e).map_err(|p| invalid("email", p))?
-            }
-            (_, Some(v)) if !v.trim().is_empty() => {
-                Identity::visitor(v).map_err(|p| invalid("visitor_id", p))?
-            }
-            _ => {
-                return Err(invalid(
-                    "customer",
-                    "is empty and so are email and visitor_id; send at least one",
-                ));
-            }
+        // E-mail first when both are given; the other is learnt beside it.
+        let Some(who) = aliases.iter().flatten().next().cloned() else {
+            return Err(invalid(
+                "customer",
+                "is empty and so are email and visitor_id; send at least one",
+            ));
         };
         let id = self.find(&who);
-        Ok((who, id))
+        Ok((who, id, aliases))
     }
 
     /// A new conversation for `who`.
@@ -179,13 +188,7 @@ impl Tenant {
 
     /// Attaches the e-mail or visitor id an inbound message also carried to its conversation,
     /// when no conversation has it yet (one that has it is only joined by `Link`).
-    pub(super) fn learn_aliases(&mut self, id: ConversationId, m: &Inbound) {
-        let aliases = [
-            m.email.as_deref().and_then(|e| Identity::email(e).ok()),
-            m.visitor_id
-                .as_deref()
-                .and_then(|v| Identity::visitor(v).ok()),
-        ];
+    pub(super) fn learn_aliases(&mut self, id: ConversationId, aliases: Aliases) {
         for alias in aliases.into_iter().flatten() {
             if self.find(&alias).is_none() {
                 self.add_identity(id, alias);

@@ -44,7 +44,7 @@ impl Tenant {
                 format!("{number:?} is not a business number of this tenant"),
             ));
         }
-        let (who, existing) = self.inbound_identity(&m)?;
+        let (who, existing, aliases) = self.inbound_identity(&m)?;
         if self.dedup.contains(&m.provider_message_id) {
             // A retried webhook is not a new message: it takes no token either.
             return Ok(Decision {
@@ -69,8 +69,8 @@ impl Tenant {
             Some(id) => id,
             None => self.open_for(who.clone(), now),
         };
-        if m.email.is_some() || m.visitor_id.is_some() {
-            self.learn_aliases(id, &m);
+        if aliases.iter().any(Option::is_some) {
+            self.learn_aliases(id, aliases);
         }
         if let Some(name) = m.profile_name.as_deref().map(str::trim)
             && !name.is_empty()
