@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use phonenumber::{Mode, country};
 
-use super::Set;
+use super::{Set, e164};
 use crate::clock::Timestamp;
 use crate::model::CustomerNumber;
 
@@ -16,16 +16,33 @@ pub fn normalize(raw: &str, region: country::Id) -> Result<CustomerNumber, Strin
     if trimmed.is_empty() {
         return Err("is empty; send the customer's phone number, e.g. +34612345678".into());
     }
+    match e164::check(trimmed, region) {
+        Some(e164::Check::Valid) => return Ok(CustomerNumber::from_valid_e164(trimmed)),
+        Some(e164::Check::Invalid) => return Err(invalid_in(region)),
+        None => {}
+    }
+    normalize_slowly(trimmed, region)
+}
+
+/// `normalize` by `phonenumber` alone (national formats, and what the fast path declines).
+pub(crate) fn normalize_slowly(
+    trimmed: &str,
+    region: country::Id,
+) -> Result<CustomerNumber, String> {
     let parsed = phonenumber::parse(Some(region), trimmed)
         .map_err(|e| format!("is not a phone number ({e}); send E.164, e.g. +34612345678"))?;
     if !phonenumber::is_valid(&parsed) {
-        return Err(format!(
-            "is not a valid number in its region ({region:?} by default); send E.164 with the country code"
-        ));
+        return Err(invalid_in(region));
     }
     Ok(CustomerNumber::from_valid_e164(
         &parsed.format().mode(Mode::E164).to_string(),
     ))
+}
+
+fn invalid_in(region: country::Id) -> String {
+    format!(
+        "is not a valid number in its region ({region:?} by default); send E.164 with the country code"
+    )
 }
 
 /// True when `raw` already has the E.164 shape (`+` then 8–15 digits): such a string can be
@@ -45,7 +62,9 @@ pub fn looks_e164(raw: &str) -> bool {
 #[derive(Debug)]
 pub struct Dedup {
     seen: Set<u128>,
-    order: VecDeque<(Timestamp, u128)>,
+    /// When each was seen, oldest first; the fingerprint as two `u64`s, so an entry is 24
+    /// bytes, not the 32 a `u128`'s alignment makes it.
+    order: VecDeque<(Timestamp, [u64; 2])>,
     ttl_ms: u64,
     max: usize,
 }
@@ -61,6 +80,14 @@ pub fn fingerprint(id: &str) -> u128 {
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
+fn split(fp: u128) -> [u64; 2] {
+    [(fp >> 64) as u64, fp as u64]
+}
+
+fn join([hi, lo]: [u64; 2]) -> u128 {
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
 impl Dedup {
     pub fn new(ttl_ms: u64, max: usize) -> Self {
         Self {
@@ -73,13 +100,16 @@ impl Dedup {
 
     /// The ids seen, oldest first (for snapshots).
     pub fn entries(&self) -> impl Iterator<Item = (Timestamp, u128)> + '_ {
-        self.order.iter().copied()
+        self.order.iter().map(|&(at, fp)| (at, join(fp)))
     }
 
     /// Replaces the ids seen with saved ones, oldest first.
     pub fn restore(&mut self, entries: Vec<(Timestamp, u128)>) {
         self.seen = entries.iter().map(|&(_, fp)| fp).collect();
-        self.order = entries.into();
+        self.order = entries
+            .into_iter()
+            .map(|(at, fp)| (at, split(fp)))
+            .collect();
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -89,7 +119,7 @@ impl Dedup {
     pub fn insert(&mut self, id: &str, now: Timestamp) {
         let key = fingerprint(id);
         if self.seen.insert(key) {
-            self.order.push_back((now, key));
+            self.order.push_back((now, split(key)));
             while self.order.len() > self.max {
                 self.forget_oldest();
             }
@@ -112,7 +142,7 @@ impl Dedup {
 
     fn forget_oldest(&mut self) {
         if let Some((_, key)) = self.order.pop_front() {
-            self.seen.remove(&key);
+            self.seen.remove(&join(key));
         }
     }
 

@@ -16,6 +16,7 @@ pub mod customer;
 mod customer_tests;
 pub mod desk;
 pub mod duplicates;
+pub mod e164;
 #[cfg(test)]
 mod hours_tests;
 pub mod identity;
