@@ -130,6 +130,10 @@ pub struct Limits {
     pub max_conflicts: usize,
 }
 
+/// Most queues in one tenant: far above any desk, and a conversation keeps its last queue's
+/// index in two bytes.
+pub const MAX_QUEUES: usize = 1_000;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -610,6 +614,15 @@ impl TenantConfig {
             return Err(invalid(
                 format!("{at}.queues"),
                 "no queue; add at least one [[tenants.queues]] table",
+            ));
+        }
+        if self.queues.len() > MAX_QUEUES {
+            return Err(invalid(
+                format!("{at}.queues"),
+                format!(
+                    "{} queues; a tenant has at most {MAX_QUEUES} (split it into tenants)",
+                    self.queues.len()
+                ),
             ));
         }
         let mut names = HashSet::new();

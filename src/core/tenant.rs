@@ -36,9 +36,11 @@ use crate::model::{
 mod customers;
 mod messages;
 mod routing;
+mod slab;
 mod state;
 mod view;
 pub use customers::{CustomerView, DuplicateView, IdentityRef, LinkView, Other};
+use slab::Slab;
 pub use state::{SavedConversation, SavedMessage, TenantState};
 
 use super::Map;
@@ -79,7 +81,8 @@ struct Conversation {
     channels: Channels,
     context: VecDeque<ContextMessage>,
     paused: bool,
-    route_override: Option<RouteOverride>,
+    /// Boxed: rare, and 24 bytes inline in every conversation.
+    route_override: Option<Box<RouteOverride>>,
     /// With the bot (and not on the desk).
     with_bot: bool,
     /// The bot answered it at some point; a person took it at some point (queued or
@@ -87,7 +90,8 @@ struct Conversation {
     served_by_bot: bool,
     served_by_human: bool,
     /// The queue it was last routed to: where a human takes it when automation is paused.
-    last_queue: Option<QueueIx>,
+    /// A queue's index in two bytes (a desk has at most a few hundred queues).
+    last_queue: Option<u16>,
     priority: Priority,
     last_activity: Timestamp,
 }
@@ -148,9 +152,16 @@ impl FromIterator<Channel> for Channels {
 }
 
 impl Conversation {
+    /// Room grows 1, 2, 4, … up to `keep`: most conversations hold one or two messages, and
+    /// a `VecDeque`'s first push would make room for four (256 bytes).
     fn push_context(&mut self, message: ContextMessage, keep: usize) {
         if self.context.len() == keep {
             self.context.pop_front();
+        }
+        let (len, room) = (self.context.len(), self.context.capacity());
+        if len == room {
+            self.context
+                .reserve_exact(room.max(1).min(keep.saturating_sub(len)).max(1));
         }
         self.context.push_back(message);
     }
@@ -163,7 +174,7 @@ pub struct Tenant {
     /// Intents, queues to route to, the bot: what a reload replaces.
     rules: Rules,
     limits: Arc<Limits>,
-    conversations: Map<ConversationId, Conversation>,
+    conversations: Slab<Conversation>,
     /// Every phone number a conversation's customer is known by.
     by_customer: Map<CustomerNumber, ConversationId>,
     /// E-mail addresses and visitor ids.
@@ -269,7 +280,7 @@ impl Tenant {
             rules,
             dedup: Dedup::new(limits.dedup_ttl_secs * 1_000, limits.dedup_max_ids),
             limits,
-            conversations: Map::default(),
+            conversations: Slab::default(),
             by_customer: Map::default(),
             by_alias: Map::default(),
             conflicts: VecDeque::new(),

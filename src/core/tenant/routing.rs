@@ -170,7 +170,9 @@ impl Tenant {
         out: &mut Vec<Effect>,
     ) -> Decision {
         let conv = &self.conversations[&id];
-        let default = conv.last_queue.unwrap_or(self.rules.escalation_queue);
+        let default = conv
+            .last_queue
+            .map_or(self.rules.escalation_queue, QueueIx::from);
         let location = self.desk.location(id);
         if let Location::Assigned { agent, queue, .. } = location {
             if let Some(message) = message {
@@ -189,7 +191,7 @@ impl Tenant {
                 ..self.decision(id, now)
             };
         }
-        match conv.route_override.clone() {
+        match conv.route_override.as_deref().cloned() {
             Some(RouteOverride::Agent(agent)) if self.desk.agent_available(agent.as_str()) => {
                 let queue = match location {
                     Location::Waiting { queue, .. } => queue,
@@ -267,7 +269,7 @@ impl Tenant {
             .expect("placed conversations exist");
         conv.with_bot = false;
         conv.served_by_human = true;
-        conv.last_queue = Some(queue);
+        conv.last_queue = u16::try_from(queue).ok();
         conv.priority = priority;
     }
 
@@ -439,7 +441,7 @@ impl Tenant {
         let waiting = matches!(self.desk.location(id), Location::Waiting { .. });
         let conv = self.conversation_mut(id)?;
         let apply = to.is_some() && (conv.with_bot || waiting);
-        conv.route_override = to;
+        conv.route_override = to.map(Box::new);
         // Apply at once unless an agent has the conversation (it moves when they let it go)
         // or nobody handles it (it moves with the customer's next message).
         if apply {

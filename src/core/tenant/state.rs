@@ -133,14 +133,16 @@ impl Tenant {
                         })
                         .collect(),
                     paused: c.paused,
-                    route_override: c.route_override.as_ref().map(|o| match o {
+                    route_override: c.route_override.as_deref().map(|o| match o {
                         RouteOverride::Queue(q) => ("queue".into(), q.to_string()),
                         RouteOverride::Agent(a) => ("agent".into(), a.to_string()),
                     }),
                     with_bot: c.with_bot,
                     served_by_bot: c.served_by_bot,
                     served_by_human: c.served_by_human,
-                    last_queue: c.last_queue.map(|q| self.desk.queue_name(q).to_string()),
+                    last_queue: c
+                        .last_queue
+                        .map(|q| self.desk.queue_name(q.into()).to_string()),
                     priority: c.priority,
                     last_activity: c.last_activity,
                 }
@@ -173,7 +175,7 @@ impl Tenant {
     /// Puts a saved state into a tenant freshly built from its config. On error the tenant may
     /// be partly restored: discard it (the shard does).
     pub fn restore(&mut self, state: TenantState) -> Result<(), RestoreError> {
-        let mut conversations = Map::default();
+        let mut conversations = super::Slab::default();
         let mut by_customer = Map::default();
         let mut by_alias = Map::default();
         for c in state.conversations {
@@ -210,15 +212,16 @@ impl Tenant {
                 Some(name) => Some(
                     self.desk
                         .queue_ix(name)
+                        .and_then(|q| u16::try_from(q).ok())
                         .ok_or_else(|| RestoreError::UnknownQueue(name.clone()))?,
                 ),
                 None => None,
             };
             let route_override = match c.route_override {
                 Some((kind, name)) if kind == "agent" => {
-                    Some(RouteOverride::Agent(AgentId::new(&name)))
+                    Some(Box::new(RouteOverride::Agent(AgentId::new(&name))))
                 }
-                Some((_, name)) => Some(RouteOverride::Queue(QueueName::new(&name))),
+                Some((_, name)) => Some(Box::new(RouteOverride::Queue(QueueName::new(&name)))),
                 None => None,
             };
             conversations.insert(

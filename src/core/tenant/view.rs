@@ -35,7 +35,7 @@ impl Tenant {
             agent,
             priority,
             automation_paused: c.paused,
-            route_override: c.route_override.clone(),
+            route_override: c.route_override.as_deref().cloned(),
             window_expires: c.window_expires,
             window_open: c.window_expires.is_some_and(|e| now < e),
             channels: c.channels.to_vec(),
