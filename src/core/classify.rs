@@ -2,32 +2,28 @@
 //! expressions, matched against the text lower-cased with Spanish/Portuguese/French accents
 //! removed, so "DEVOLUCIÓN", "devolución" and "devolucion" are one keyword.
 //!
-//! A tenant's keywords compile into one `RegexSet` (one pass over the text whatever their
-//! number, on the `regex` crate's DFAs); its regular expressions are matched one by one, each
-//! skipping texts without its literal words. When several intents match, the highest priority
-//! wins, then the first configured.
-use regex::{Regex, RegexSet};
+//! A tenant's keywords compile into one Aho-Corasick automaton (one pass over the text
+//! whatever their number, reporting every occurrence of every keyword), each occurrence
+//! then checked for word boundaries exactly as `\b…\b` would; its regular expressions are
+//! matched one by one, each skipping texts without its literal words. When several intents
+//! match, the highest priority wins, then the first configured.
+use std::borrow::Cow;
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+use regex_syntax::is_word_character;
 
 use crate::config::IntentConfig;
 
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    /// Every keyword of every intent in one set, with ASCII word boundaries: a Unicode `\b`
-    /// keeps the `regex` crate off its DFAs on any non-ASCII text, such as "¿dónde…?" (its
-    /// PikeVM: 14 µs a message against 0.3 µs here). On folded text the ASCII boundaries
-    /// find every match the Unicode ones find (and, beside a non-ASCII letter, a few more),
-    /// so on ASCII text they are the answer and on other text each hit is confirmed by
-    /// `exact`.
-    keywords: RegexSet,
-    /// The same keywords, then the configured expressions, in one set: on ASCII text (most
-    /// messages) one pass on the DFA answers everything.
-    everything: RegexSet,
-    /// Each keyword's intent, the keyword with Unicode word boundaries, and whether a hit on
-    /// ASCII text needs it too (an end of the keyword is not an ASCII letter, digit or `_`).
-    exact: Vec<(usize, Regex, bool)>,
-    /// The configured expressions, each on its own with its intent. Not in a set, for the
-    /// same reason: a lone expression first looks for its literal words ("quiero") and is
-    /// done at once when they are absent.
+    /// Every keyword of every intent, folded, its words joined by one space: matched on the
+    /// folded text with each run of white space made one space. None: no keywords.
+    keywords: Option<AhoCorasick>,
+    /// Each keyword's intent, by the automaton's pattern number.
+    keyword_intent: Vec<usize>,
+    /// The configured expressions, each on its own with its intent: a lone expression first
+    /// looks for its literal words ("quiero") and is done at once when they are absent.
     patterns: Vec<(usize, Regex)>,
     /// Priority of each intent, to break ties between several matches.
     priority: Vec<u32>,
@@ -38,23 +34,30 @@ impl Classifier {
     /// `Config::validate`; an error here is still returned rather than panicking.
     pub fn new(intents: &[IntentConfig], default_priority: u32) -> Result<Self, regex::Error> {
         let mut keywords = Vec::new();
-        let mut exact = Vec::new();
+        let mut keyword_intent = Vec::new();
         let mut patterns = Vec::new();
         for (i, intent) in intents.iter().enumerate() {
             for kw in &intent.keywords {
-                let (ascii, unicode, always) = keyword_patterns(kw);
-                keywords.push(ascii);
-                exact.push((i, Regex::new(&unicode)?, always));
+                let words = fold(kw).split_whitespace().collect::<Vec<_>>().join(" ");
+                if !words.is_empty() {
+                    keywords.push(words);
+                    keyword_intent.push(i);
+                }
             }
             for p in &intent.patterns {
                 patterns.push((i, Regex::new(&format!("(?i:{p})"))?));
             }
         }
-        let expressions = patterns.iter().map(|(_, p): &(usize, Regex)| p.as_str());
+        let keywords = match keywords.is_empty() {
+            true => None,
+            false => Some(
+                AhoCorasick::new(&keywords)
+                    .map_err(|e| regex::Error::Syntax(format!("keywords: {e}")))?,
+            ),
+        };
         Ok(Self {
-            everything: RegexSet::new(keywords.iter().map(String::as_str).chain(expressions))?,
-            keywords: RegexSet::new(&keywords)?,
-            exact,
+            keywords,
+            keyword_intent,
             patterns,
             priority: intents
                 .iter()
@@ -65,30 +68,16 @@ impl Classifier {
 
     /// The index of the winning intent, if any matched.
     pub fn classify(&self, text: &str) -> Option<usize> {
-        if self.exact.is_empty() && self.patterns.is_empty() {
+        if self.keywords.is_none() && self.patterns.is_empty() {
             return None;
         }
         let folded = fold(text);
-        let ascii = folded.is_ascii();
-        if ascii {
-            let intent = |k: usize| match self.exact.get(k) {
-                Some(&(i, ref exact, always)) => (!always || exact.is_match(&folded)).then_some(i),
-                None => Some(self.patterns[k - self.exact.len()].0),
-            };
-            return self
-                .everything
-                .matches(&folded)
-                .into_iter()
-                .filter_map(intent)
-                .reduce(|b, i| self.better(b, i));
-        }
-        let keywords = self
-            .keywords
-            .matches(&folded)
-            .into_iter()
-            .map(|k| &self.exact[k])
-            .filter(|(_, exact, always)| (ascii && !always) || exact.is_match(&folded))
-            .map(|&(i, _, _)| i);
+        let spaced = one_space(&folded);
+        let keywords = self.keywords.iter().flat_map(|ac| {
+            ac.find_overlapping_iter(spaced.as_ref())
+                .filter(|m| whole_words(&spaced, m.start(), m.end()))
+                .map(|m| self.keyword_intent[m.pattern().as_usize()])
+        });
         let patterns = self
             .patterns
             .iter()
@@ -107,26 +96,30 @@ impl Classifier {
     }
 }
 
-/// A keyword matches as whole words; inner spaces match any run of white space. Two
-/// patterns: with ASCII word boundaries (`(?-u:\b)`) for the set, and with Unicode ones, the
-/// definition; and whether every hit needs the definition (an end of the keyword is not an
-/// ASCII word character: no boundary is written there in the set's pattern).
-fn keyword_patterns(keyword: &str) -> (String, String, bool) {
-    let folded = fold(keyword);
-    let words = folded
-        .split_whitespace()
-        .map(regex::escape)
-        .collect::<Vec<_>>()
-        .join(r"\s+");
-    let ascii_word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    let edge = |c| if ascii_word(c) { r"(?-u:\b)" } else { "" };
-    let (first, last) = (
-        folded.trim().chars().next(),
-        folded.trim().chars().next_back(),
-    );
-    let ascii = format!("{}{words}{}", edge(first), edge(last));
-    let always = !ascii_word(first) || !ascii_word(last);
-    (ascii, format!(r"\b{words}\b"), always)
+/// Whether `text[start..end]` has a word boundary (`\b`) at both ends: at each, a word
+/// character on exactly one side (the text's ends count as non-word).
+fn whole_words(text: &str, start: usize, end: usize) -> bool {
+    let word = |c: Option<char>| c.is_some_and(is_word_character);
+    let (before, inside, after) = (&text[..start], &text[start..end], &text[end..]);
+    word(before.chars().next_back()) != word(inside.chars().next())
+        && word(inside.chars().next_back()) != word(after.chars().next())
+}
+
+/// The text with each run of white space made one space (a keyword's words are joined by
+/// one); borrowed when it already is so (most messages).
+fn one_space(text: &str) -> Cow<'_, str> {
+    let mut previous_space = false;
+    let already = text.chars().all(|c| {
+        let ok = c == ' ' && !previous_space || !c.is_whitespace();
+        previous_space = c == ' ';
+        ok
+    });
+    if already {
+        return Cow::Borrowed(text);
+    }
+    // The text's ends count as non-word, as white space does: dropping it there changes
+    // no boundary.
+    Cow::Owned(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Lower-case and strip the accents of Latin letters used in Spanish, Portuguese and French.
@@ -251,6 +244,10 @@ mod tests {
             "return!",
             "_return",
             "a que  hora abren",
+            "a\tque\n hora",
+            "a\u{a0}que hora!",
+            "  pedido  ",
+            "mi\u{2003}pedido.",
             "¿a qué hora?",
             "¿ayuda?",
             "x¿ayuda?",

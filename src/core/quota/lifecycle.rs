@@ -121,6 +121,34 @@ pub fn normalize_keyword(text: &str) -> String {
         .to_owned()
 }
 
+/// Whether `words`, normalised, is surely longer than `longest` bytes: read only as far as
+/// it takes to tell (a sentence is told apart in its first few words).
+fn longer_than(words: &str, longest: usize) -> bool {
+    let (mut bytes, mut gaps, mut in_word) = (0usize, 0usize, false);
+    for b in words.bytes() {
+        if !b.is_ascii() {
+            // Folding keeps or halves a character's bytes: a lower bound, over the whole text.
+            let (bytes, count) = words
+                .split_whitespace()
+                .fold((0usize, 0usize), |(b, n), w| (b + w.len(), n + 1));
+            return bytes / 2 + count.saturating_sub(1) > longest;
+        }
+        // `char::is_whitespace` on ASCII: tab, line feed, vertical tab, form feed, return.
+        if matches!(b, b' ' | b'\t'..=b'\r') {
+            in_word = false;
+            continue;
+        }
+        gaps += usize::from(!in_word && bytes > 0);
+        in_word = true;
+        bytes += 1;
+        // ASCII folds byte for byte, and words are joined by one space.
+        if bytes + gaps > longest {
+            return true;
+        }
+    }
+    false
+}
+
 impl Lifecycle {
     pub fn new(config: &QuotaConfig) -> Self {
         let mut life = Self {
@@ -233,10 +261,7 @@ impl Lifecycle {
         // character's bytes, and words are joined by one space, so a text's normalised
         // length is at least half its words' bytes plus the spaces between them.
         let words = text.trim_matches(|c: char| !c.is_alphanumeric());
-        let (bytes, count) = words
-            .split_whitespace()
-            .fold((0usize, 0usize), |(b, n), w| (b + w.len(), n + 1));
-        if bytes / 2 + count.saturating_sub(1) > self.longest {
+        if longer_than(words, self.longest) {
             return None;
         }
         let word = normalize_keyword(text);
@@ -528,5 +553,54 @@ impl Quotas {
     /// Sends waiting for their time.
     pub fn scheduled(&self) -> usize {
         self.life.scheduled.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The early exit never hides a keyword: the answer is the one a full normalisation
+    /// gives, on keywords with punctuation, odd white space, accents and on sentences.
+    #[test]
+    fn the_length_check_agrees_with_normalising_every_text() {
+        let life = Lifecycle::new(&QuotaConfig::default());
+        let texts = [
+            "STOP",
+            "  stop!!  ",
+            "Stop.",
+            "¡BAJA!",
+            "darme de baja",
+            "darme\tde\n baja",
+            "darme\u{a0}de baja",
+            "DARME DE BAJA 🙏",
+            "No más mensajes",
+            "no  mas   mensajes por favor",
+            "start",
+            "SUSCRIBIR",
+            "stopp",
+            "please stop sending me these messages",
+            "hola, ¿cuál es el horario de la tienda?",
+            "unsubscribe",
+            "unsubscribe me",
+            "",
+            "!!!",
+        ];
+        for text in texts {
+            let word = normalize_keyword(text);
+            let full = if life.opt_out.contains(&word) {
+                Some(ConsentState::OptedOut)
+            } else if life.opt_in.contains(&word) {
+                Some(ConsentState::OptedIn)
+            } else {
+                None
+            };
+            assert_eq!(life.keyword(text).map(|(s, _)| s), full, "{text:?}");
+        }
+        assert!(life.keyword("darme\u{a0}de baja").is_some());
+        assert!(
+            life.keyword("please stop sending me these messages")
+                .is_none()
+        );
     }
 }
