@@ -789,6 +789,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_tenant_has_at_most_a_thousand_queues() {
+        let queues = |n: usize| {
+            (0..n)
+                .map(|i| format!("[[tenants.queues]]\nname = \"q{i}\"\nsla_target_secs = 60\nmax_wait_secs = 300\n"))
+                .collect::<String>()
+        };
+        let head = "[[tenants]]\nid = \"t\"\ndefault_region = \"ES\"\ndefault_queue = \"q0\"\n";
+        assert!(Config::from_toml_str(&format!("{head}{}", queues(MAX_QUEUES))).is_ok());
+        let e = err(&format!("{head}{}", queues(MAX_QUEUES + 1)));
+        assert!(
+            e.contains("tenants[0].queues") && e.contains("at most 1000"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn embedded_default_is_valid() {
         let c = Config::from_toml_str(EMBEDDED_DEFAULT).unwrap();
         assert!(
