@@ -254,7 +254,7 @@ impl Egress {
         }
         let sender = Arc::new(CloudApiSender::from_config(config)?.ok_or(EgressError::NoCloudApi)?);
         let outbox = Outbox::start(
-            &crate::kafka::client_config(k),
+            &crate::kafka::producer_config(k),
             crate::kafka::outbox::Settings::for_config(k),
             stop,
         )?;

@@ -357,7 +357,7 @@ async fn kafka_outputs(
     }
     crate::kafka::check_record_limits(k).await?;
     let outbox = crate::kafka::outbox::Outbox::start(
-        &crate::kafka::client_config(k),
+        &crate::kafka::producer_config(k),
         crate::kafka::outbox::Settings::for_config(k),
         stops.outbox.clone(),
     )?;

@@ -88,7 +88,19 @@ pub struct KafkaConfig {
     /// The retry hint (`grpc-retry-pushback-ms`) on UNAVAILABLE answers for a tenant whose
     /// partition is changing hands or whose owner cannot be reached.
     pub unavailable_retry_ms: u64,
-    /// Raw librdkafka options for consumer and producer (e.g. security settings).
+    /// Fetched input kept ready by librdkafka, at most this many KiB in all (its
+    /// `queued.max.messages.kbytes`; librdkafka's own default, 64 MiB, plus its per-partition
+    /// record count, lets a replica catching up on a backlog hold far more than it needs).
+    pub fetch_queue_kbytes: u64,
+    /// Fetched input records kept ready per partition, at most (`queued.min.messages`;
+    /// librdkafka's default is 100,000).
+    pub fetch_queue_records: u64,
+    /// Records produced and not yet acknowledged, at most this many KiB in the producer's
+    /// queue (`queue.buffering.max.kbytes`; librdkafka's default is 1 GiB). A full queue
+    /// makes the input wait, as `max_in_flight` does.
+    pub produce_queue_kbytes: u64,
+    /// Raw librdkafka options for consumer and producer (e.g. security settings); an entry
+    /// here overrides the settings above.
     pub options: std::collections::BTreeMap<String, String>,
 }
 
@@ -133,6 +145,9 @@ impl Default for KafkaConfig {
             stall_timeout_ms: 30_000,
             snapshot_failure_timeout_ms: 60_000,
             unavailable_retry_ms: 1_000,
+            fetch_queue_kbytes: 16 * 1024,
+            fetch_queue_records: 10_000,
+            produce_queue_kbytes: 64 * 1024,
             options: Default::default(),
         }
     }
@@ -208,6 +223,36 @@ impl KafkaConfig {
                 "kafka.state_retention_ms",
                 "must be at least 4 × kafka.snapshot_max_age_ms, or a snapshot could expire \
                  before the next one is written",
+            ));
+        }
+        // librdkafka's own ranges for the three.
+        for (field, value, most) in [
+            ("kafka.fetch_queue_kbytes", k.fetch_queue_kbytes, 2_097_151),
+            (
+                "kafka.fetch_queue_records",
+                k.fetch_queue_records,
+                10_000_000,
+            ),
+            (
+                "kafka.produce_queue_kbytes",
+                k.produce_queue_kbytes,
+                2_147_483_647,
+            ),
+        ] {
+            if !(1..=most).contains(&value) {
+                return Err(invalid(
+                    field,
+                    format!("{value} is outside 1..={most} (librdkafka's range); change it"),
+                ));
+            }
+        }
+        if k.fetch_queue_kbytes * 1024 < k.max_record_bytes as u64 {
+            return Err(invalid(
+                "kafka.fetch_queue_kbytes",
+                format!(
+                    "holds less than one record of kafka.max_record_bytes ({} bytes); raise it",
+                    k.max_record_bytes
+                ),
             ));
         }
         positive("kafka.topic_partitions", k.topic_partitions.max(0) as u64)?;

@@ -816,6 +816,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn librdkafka_queue_bounds_are_checked() {
+        let kafka = |extra: &str| format!("[kafka]\nbrokers = \"b:9092\"\n{extra}\n{MINIMAL}");
+        let c = Config::from_toml_str(&kafka("")).unwrap();
+        assert_eq!(
+            (
+                c.kafka.fetch_queue_kbytes,
+                c.kafka.fetch_queue_records,
+                c.kafka.produce_queue_kbytes
+            ),
+            (16_384, 10_000, 65_536)
+        );
+        assert!(err(&kafka("fetch_queue_records = 0")).contains("kafka.fetch_queue_records"));
+        assert!(err(&kafka("produce_queue_kbytes = 0")).contains("kafka.produce_queue_kbytes"));
+        let e = err(&kafka("fetch_queue_kbytes = 64\nmax_record_bytes = 262144"));
+        assert!(
+            e.contains("kafka.fetch_queue_kbytes") && e.contains("raise it"),
+            "{e}"
+        );
+        let settings = crate::kafka::consumer_config(&c.kafka, "g");
+        assert_eq!(settings.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(settings.get("queued.min.messages"), Some("10000"));
+        let producer = crate::kafka::producer_config(&c.kafka);
+        assert_eq!(producer.get("queue.buffering.max.kbytes"), Some("65536"));
+        // The operator's raw options win.
+        let raw = Config::from_toml_str(&kafka("[kafka.options]\n\"queued.min.messages\" = \"5\""))
+            .unwrap();
+        let settings = crate::kafka::consumer_config(&raw.kafka, "g");
+        assert_eq!(settings.get("queued.min.messages"), Some("5"));
+    }
+
+    #[test]
     fn the_webhook_limit_is_checked_only_with_the_endpoint_on() {
         let small = format!("[kafka]\nbrokers = \"b:9092\"\nmax_record_bytes = 4096\n{MINIMAL}");
         let c = Config::from_toml_str(&small).expect("no endpoint: nothing to check");

@@ -65,9 +65,23 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     common
 }
 
+/// The outbox's producer settings: the common ones and the bound of its queue (the
+/// operator's raw options win).
+pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
+    let mut settings = client_config(k);
+    if !k.options.contains_key("queue.buffering.max.kbytes") {
+        settings.set(
+            "queue.buffering.max.kbytes",
+            k.produce_queue_kbytes.to_string(),
+        );
+    }
+    settings
+}
+
 /// A consumer in `group` that stores and commits its offsets itself, reading from the start
 /// of a partition it has none for, with the failover settings (see
-/// `KafkaConfig::session_timeout_ms`; the operator's raw options win).
+/// `KafkaConfig::session_timeout_ms`) and the bounds of its fetch queue (the operator's raw
+/// options win).
 pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
     let mut settings = client_config(k);
     settings
@@ -78,6 +92,8 @@ pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
     for (key, value) in [
         ("session.timeout.ms", k.session_timeout_ms),
         ("heartbeat.interval.ms", k.heartbeat_interval_ms),
+        ("queued.max.messages.kbytes", k.fetch_queue_kbytes),
+        ("queued.min.messages", k.fetch_queue_records),
     ] {
         if !k.options.contains_key(key) {
             settings.set(key, value.to_string());
