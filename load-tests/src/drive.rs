@@ -19,6 +19,62 @@ pub type Call = Arc<
     dyn Fn(u64) -> Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>> + Send + Sync,
 >;
 
+/// HTTP/2 connections to the target; call `n` goes over connection `n mod N`. One connection
+/// caps a client near 26–29k calls/s however many cores it has (PERFORMANCE.md).
+#[derive(Clone)]
+pub struct Pool(Arc<[Channel]>);
+
+impl Pool {
+    /// `connections` (at least one) connections to `addr` (`host:port`).
+    pub async fn connect(addr: &str, connections: usize) -> Result<Self, tonic::transport::Error> {
+        let endpoint =
+            Channel::from_shared(format!("http://{addr}")).expect("host:port makes a valid URI");
+        let mut channels = Vec::with_capacity(connections.max(1));
+        for _ in 0..connections.max(1) {
+            channels.push(endpoint.connect().await?);
+        }
+        Ok(Self(channels.into()))
+    }
+
+    /// The connection for call `n`.
+    pub fn pick(&self, n: u64) -> Channel {
+        self.0[(n % self.0.len() as u64) as usize].clone()
+    }
+
+    /// The first connection (for observers: quota samples, statuses, agents).
+    pub fn first(&self) -> &Channel {
+        &self.0[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The tenants a stream's calls go to, in turn: call `n` to tenant `n mod T`.
+#[derive(Clone, Debug)]
+pub struct Tenants(Arc<[String]>);
+
+impl Tenants {
+    /// At least one tenant.
+    pub fn new(tenants: &[String]) -> Self {
+        assert!(!tenants.is_empty(), "at least one tenant");
+        Self(tenants.into())
+    }
+
+    pub fn of(&self, n: u64) -> &str {
+        &self.0[(n % self.0.len() as u64) as usize]
+    }
+
+    pub fn all(&self) -> &[String] {
+        &self.0
+    }
+}
+
 /// What every stream of a run shares: its start, warm-up, in-flight bound and progress bar.
 #[derive(Clone)]
 pub struct Ctx {
@@ -211,13 +267,14 @@ pub fn dirty_message(n: u64, m: DirtyMessage) -> proto::InboundMessage {
     }
 }
 
-/// Customers writing in: `Inbound.Ingest` of the scenario's messages.
-pub fn inbound(channel: &Channel, tenant: &str, messages: Messages, outcomes: &Shared) -> Call {
-    let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
+/// Customers writing in: `Inbound.Ingest` of the scenario's messages, spread over the tenants
+/// and the connections.
+pub fn inbound(pool: &Pool, tenants: &Tenants, messages: Messages, outcomes: &Shared) -> Call {
+    let (pool, tenants, outcomes) = (pool.clone(), tenants.clone(), outcomes.clone());
     let messages = Arc::new(messages);
     Arc::new(move |n| {
-        let request = inbound_message(&tenant, n, messages.nth(n));
-        let mut client = proto::inbound_client::InboundClient::new(channel.clone());
+        let request = inbound_message(tenants.of(n), n, messages.nth(n));
+        let mut client = proto::inbound_client::InboundClient::new(pool.pick(n));
         let outcomes = outcomes.clone();
         Box::pin(async move {
             let d = client.ingest(request).await?.into_inner();
@@ -233,13 +290,13 @@ pub fn inbound(channel: &Channel, tenant: &str, messages: Messages, outcomes: &S
 }
 
 /// Bad inbound messages: each answer is counted by flaw and status.
-pub fn dirty(channel: &Channel, tenant: &str, dirty: Dirty, outcomes: &Shared) -> Call {
-    let (channel, tenant, outcomes) = (channel.clone(), tenant.to_owned(), outcomes.clone());
+pub fn dirty(pool: &Pool, tenant: &str, dirty: Dirty, outcomes: &Shared) -> Call {
+    let (pool, tenant, outcomes) = (pool.clone(), tenant.to_owned(), outcomes.clone());
     Arc::new(move |n| {
         let m = dirty.nth(n, &tenant, false);
         let flaw = m.flaw;
         let request = dirty_message(n, m);
-        let mut client = proto::inbound_client::InboundClient::new(channel.clone());
+        let mut client = proto::inbound_client::InboundClient::new(pool.pick(n));
         let outcomes = outcomes.clone();
         Box::pin(async move {
             let result = client.ingest(request).await.map(|_| ());
@@ -262,7 +319,7 @@ pub fn dirty(channel: &Channel, tenant: &str, dirty: Dirty, outcomes: &Shared) -
 /// (sessions are sent no faster than customers write). Template sends are remembered in
 /// `outcomes` by key with their customer (for the limit check).
 pub struct SendRequests {
-    tenant: String,
+    tenants: Tenants,
     spec: Outbound,
     category: proto::Category,
     priority: proto::SendPriority,
@@ -271,7 +328,12 @@ pub struct SendRequests {
 }
 
 impl SendRequests {
-    pub fn new(tenant: &str, spec: Outbound, replies: Option<Messages>, outcomes: &Shared) -> Self {
+    pub fn new(
+        tenants: &Tenants,
+        spec: Outbound,
+        replies: Option<Messages>,
+        outcomes: &Shared,
+    ) -> Self {
         let category = match spec.category.as_str() {
             "marketing" => proto::Category::Marketing,
             "utility" => proto::Category::Utility,
@@ -285,7 +347,7 @@ impl SendRequests {
             Priority::High => proto::SendPriority::High,
         };
         Self {
-            tenant: tenant.to_owned(),
+            tenants: tenants.clone(),
             replies: replies.filter(|_| category == proto::Category::Session),
             spec,
             category,
@@ -308,7 +370,7 @@ impl SendRequests {
                 .insert(key.clone(), to.clone());
         }
         proto::SendRequest {
-            tenant: self.tenant.clone(),
+            tenant: self.tenants.of(n).to_owned(),
             from: self.spec.from[(n % self.spec.from.len() as u64) as usize].clone(),
             to,
             category: self.category as i32,
@@ -328,11 +390,11 @@ pub fn count_send(outcomes: &Shared, answer: String) {
 }
 
 /// A business service sending one category over gRPC (`Outbound.Send`).
-pub fn sends(channel: &Channel, requests: SendRequests, outcomes: &Shared) -> Call {
-    let (channel, outcomes) = (channel.clone(), outcomes.clone());
+pub fn sends(pool: &Pool, requests: SendRequests, outcomes: &Shared) -> Call {
+    let (pool, outcomes) = (pool.clone(), outcomes.clone());
     Arc::new(move |n| {
         let request = requests.nth(n);
-        let mut client = proto::outbound_client::OutboundClient::new(channel.clone());
+        let mut client = proto::outbound_client::OutboundClient::new(pool.pick(n));
         let outcomes = outcomes.clone();
         Box::pin(async move {
             let r = client.send(request).await?.into_inner();
@@ -535,4 +597,67 @@ pub async fn queue_stats(channel: Channel, tenant: &str) -> Vec<proto::QueueStat
         .await
         .map(|r| r.into_inner().queues)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::scenario::{InboundLoad, RateSpec, WeightedText};
+
+    /// Records the client address and the tenant of every message it is sent.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<(SocketAddr, String)>>>);
+
+    #[tonic::async_trait]
+    impl proto::inbound_server::Inbound for Recorder {
+        async fn ingest(
+            &self,
+            request: tonic::Request<proto::InboundMessage>,
+        ) -> Result<tonic::Response<proto::RoutingDecision>, tonic::Status> {
+            let peer = request.remote_addr().expect("a TCP peer");
+            let tenant = request.into_inner().tenant;
+            self.0.lock().unwrap().push((peer, tenant));
+            Ok(tonic::Response::new(proto::RoutingDecision::default()))
+        }
+    }
+
+    /// Calls go over every connection in turn and to every tenant in turn.
+    #[tokio::test]
+    async fn calls_are_spread_over_connections_and_tenants() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorder = Recorder::default();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(proto::inbound_server::InboundServer::new(recorder.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let pool = Pool::connect(&addr.to_string(), 3).await.unwrap();
+        assert_eq!(pool.len(), 3);
+        let tenants = Tenants::new(&["a".to_owned(), "b".to_owned()]);
+        let load = InboundLoad {
+            rate: RateSpec::Constant { per_sec: 1.0 },
+            customers: 10,
+            follow_up: 0.0,
+            web_chat: 0.0,
+            texts: vec![WeightedText {
+                text: "hola".into(),
+                weight: 1,
+            }],
+        };
+        let call = inbound(&pool, &tenants, Messages::new(&load, 1), &Shared::default());
+        for n in 0..12 {
+            call(n).await.unwrap();
+        }
+        let seen = recorder.0.lock().unwrap().clone();
+        let peers: HashSet<SocketAddr> = seen.iter().map(|(p, _)| *p).collect();
+        assert_eq!(peers.len(), 3, "three connections used: {seen:?}");
+        for (n, (_, tenant)) in seen.iter().enumerate() {
+            assert_eq!(tenant, tenants.of(n as u64), "call {n}");
+        }
+        assert_eq!(seen.iter().filter(|(_, t)| t == "b").count(), 6);
+        server.abort();
+    }
 }

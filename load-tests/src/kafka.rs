@@ -18,7 +18,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use switchboard::proto;
 use tokio::sync::oneshot;
 
-use crate::drive::{Call, SendRequests, Shared, count_send, dirty_message, inbound_message};
+use crate::drive::{
+    Call, SendRequests, Shared, Tenants, count_send, dirty_message, inbound_message,
+};
 use crate::scenario::{Dirty, Flaw, Messages};
 
 /// How long a record may take to come back before it counts as lost.
@@ -203,14 +205,20 @@ impl KafkaTarget {
     }
 
     /// Customers writing in, through the input topic.
-    pub fn inbound(self: &Arc<Self>, tenant: &str, messages: Messages, outcomes: &Shared) -> Call {
-        let (target, tenant, outcomes) = (self.clone(), tenant.to_owned(), outcomes.clone());
+    pub fn inbound(
+        self: &Arc<Self>,
+        tenants: &Tenants,
+        messages: Messages,
+        outcomes: &Shared,
+    ) -> Call {
+        let (target, tenants, outcomes) = (self.clone(), tenants.clone(), outcomes.clone());
         let messages = Arc::new(messages);
         Arc::new(move |n| {
-            let message = inbound_message(&tenant, n, messages.nth(n));
+            let tenant = tenants.of(n);
+            let message = inbound_message(tenant, n, messages.nth(n));
             let id = message.provider_message_id.clone();
             let payload = message.encode_to_vec();
-            let answer = target.produce(id, tenant.clone(), payload);
+            let answer = target.produce(id, tenant.to_owned(), payload);
             let outcomes = outcomes.clone();
             Box::pin(async move {
                 let key = match answer.await? {

@@ -83,6 +83,34 @@ pub struct Cost {
     pub server_peak_rss_mb: Option<f64>,
     /// The anchor server's CPU per message, when an anchor ran.
     pub anchor_server_cpu_s_per_msg: Option<f64>,
+    /// What the client itself used while it offered load.
+    pub client: Option<ClientLoad>,
+}
+
+/// The client's CPU over the time it offered load, against what its threads could give.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ClientLoad {
+    pub cpu_s: f64,
+    pub wall_s: f64,
+    /// The cores its work could use (worker threads, at most the cores it may run on).
+    pub threads: usize,
+    /// HTTP/2 connections to the target.
+    pub connections: usize,
+}
+
+impl ClientLoad {
+    /// Share of threads × wall time the client's CPU took (can pass 1 a little: the
+    /// runtime's blocking and timer threads).
+    pub fn busy(&self) -> f64 {
+        self.cpu_s / (self.threads.max(1) as f64 * self.wall_s.max(f64::MIN_POSITIVE))
+    }
+
+    /// At or above this share the client, not the server, set the pace.
+    pub const SATURATED: f64 = 0.85;
+
+    pub fn saturated(&self) -> bool {
+        self.busy() >= Self::SATURATED
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -326,6 +354,22 @@ impl Report {
             figure(c.server_cpu_s_per_msg, &|v| format!("{:.1} µs", v * 1e6)),
             figure(c.server_peak_rss_mb, &|v| format!("{v:.1} MB")),
         ));
+        if let Some(client) = c.client {
+            md.push_str(&format!(
+                "\nThe client used {:.0}% of its {} thread(s) × {:.1} s, over {} connection(s).\n",
+                client.busy() * 100.0,
+                client.threads,
+                client.wall_s,
+                client.connections
+            ));
+            if client.saturated() {
+                md.push_str(
+                    "\n**Warning: the client's own CPU was the limit.** The rates above measure \
+                     the harness, not the server: give it more `--threads` (and \
+                     `--connections`), or run it on another machine.\n",
+                );
+            }
+        }
         if let (Some(a), Some(s)) = (c.anchor_server_cpu_s_per_msg, c.server_cpu_s_per_msg) {
             md.push_str(&format!(
                 "\nThe anchor server used {:.1} µs of CPU per message: switchboard {:.2}× that.\n",
@@ -665,5 +709,43 @@ mod tests {
         );
         assert!(report.ratios.is_none());
         assert!(!report.markdown().contains("Against the anchor"));
+    }
+
+    /// The report warns when the client's CPU was near its threads × wall time, and only then.
+    #[test]
+    fn a_saturated_client_is_called_out() {
+        let mut report = Report::new(
+            "ingest",
+            Duration::from_secs(20),
+            Duration::from_secs(3),
+            vec![Measured::new(
+                "inbound",
+                30_000.0,
+                26_000.0,
+                &summary(2, 6, 12),
+                BTreeMap::new(),
+            )],
+        );
+        let load = |cpu_s| ClientLoad {
+            cpu_s,
+            wall_s: 20.0,
+            threads: 2,
+            connections: 4,
+        };
+        report.cost.client = Some(load(36.0));
+        assert_eq!(report.cost.client.unwrap().busy(), 0.9);
+        let md = report.markdown();
+        assert!(
+            md.contains("The client used 90% of its 2 thread(s) × 20.0 s, over 4 connection(s)."),
+            "{md}"
+        );
+        assert!(md.contains("the client's own CPU was the limit"), "{md}");
+        report.cost.client = Some(load(20.0));
+        let md = report.markdown();
+        assert!(
+            md.contains("The client used 50% of its 2 thread(s)"),
+            "{md}"
+        );
+        assert!(!md.contains("was the limit"), "{md}");
     }
 }
