@@ -88,6 +88,10 @@ pub struct KafkaConfig {
     /// The retry hint (`grpc-retry-pushback-ms`) on UNAVAILABLE answers for a tenant whose
     /// partition is changing hands or whose owner cannot be reached.
     pub unavailable_retry_ms: u64,
+    /// Most input records handled together: the ones the consumer already fetched, up to
+    /// the in-flight room; a run of inbound messages among them goes to the shards in one
+    /// hand-off per shard. 1: one record at a time.
+    pub input_batch: usize,
     /// Fetched input kept ready by librdkafka, at most this many KiB in all (its
     /// `queued.max.messages.kbytes`; librdkafka's own default, 64 MiB, plus its per-partition
     /// record count, lets a replica catching up on a backlog hold far more than it needs).
@@ -145,6 +149,7 @@ impl Default for KafkaConfig {
             stall_timeout_ms: 30_000,
             snapshot_failure_timeout_ms: 60_000,
             unavailable_retry_ms: 1_000,
+            input_batch: 256,
             fetch_queue_kbytes: 16 * 1024,
             fetch_queue_records: 10_000,
             produce_queue_kbytes: 64 * 1024,
@@ -223,6 +228,12 @@ impl KafkaConfig {
                 "kafka.state_retention_ms",
                 "must be at least 4 × kafka.snapshot_max_age_ms, or a snapshot could expire \
                  before the next one is written",
+            ));
+        }
+        if !(1..=10_000).contains(&k.input_batch) {
+            return Err(invalid(
+                "kafka.input_batch",
+                format!("{} is outside 1..=10000; change it", k.input_batch),
             ));
         }
         // librdkafka's own ranges for the three.

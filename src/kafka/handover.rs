@@ -128,6 +128,13 @@ pub(super) struct Handover {
     failed: Mutex<BTreeSet<i32>>,
     /// Readiness: what the input, the cuts and the takeovers report (see `health`).
     pub(super) watchdog: Arc<Watchdog>,
+    /// Records the input has read but not yet handled (it reads a few ahead, see
+    /// `input::ready_now`): the first offset of each (topic, partition). A cut taken meanwhile
+    /// (a revoke runs inside the consumer's poll) saves these positions, not the consumer's,
+    /// so the records are read again, by the new owner or after the new assignment.
+    held: Mutex<HashMap<(String, i32), i64>>,
+    /// Rebalances so far: the input drops what it holds when one ran while it held it.
+    rebalances: std::sync::atomic::AtomicU64,
 }
 
 impl Handover {
@@ -155,7 +162,31 @@ impl Handover {
             catching_up: Mutex::default(),
             failed: Mutex::default(),
             watchdog,
+            held: Mutex::default(),
+            rebalances: Default::default(),
         }
+    }
+
+    /// The input holds this record, read and not yet handled.
+    pub(super) fn hold(&self, topic: &str, partition: i32, offset: i64) {
+        lock(&self.held)
+            .entry((topic.to_owned(), partition))
+            .or_insert(offset);
+    }
+
+    /// The input holds nothing (what it held is handled, or dropped to be read again).
+    pub(super) fn unhold(&self) {
+        lock(&self.held).clear();
+    }
+
+    /// Counts a rebalance (called first in the consumer's rebalance callback).
+    pub(super) fn rebalancing(&self) {
+        self.rebalances
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn rebalances(&self) -> u64 {
+        self.rebalances.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(super) fn inputs(&self) -> [&str; 4] {
@@ -320,6 +351,7 @@ impl Handover {
             return Err(HandoverError::Unacknowledged(wait));
         }
         let positions = consumer.position()?;
+        let held = lock(&self.held).clone();
         let mut cuts = Vec::with_capacity(partitions.len());
         for &partition in partitions {
             let started = crate::clock::monotonic();
@@ -336,6 +368,11 @@ impl Handover {
                             Offset::Offset(o) => Some(o),
                             _ => None,
                         });
+                // A record read but not handled is not covered by this state.
+                let read = match held.get(&(topic.to_owned(), partition)) {
+                    Some(&first) => read.map(|o| o.min(first)).or(Some(first)),
+                    None => read,
+                };
                 if let Some(o) = read {
                     inputs.retain(|(t, _)| t != topic);
                     inputs.push((topic.to_owned(), o));

@@ -57,6 +57,19 @@ use crate::wire::webhook::{self, Item, NumberDirectory};
 
 use super::TENANT_HEADER;
 
+/// A record the consumer already holds, without waiting (None: none is ready now). The
+/// consumer's `recv` is cancellation safe: nothing is lost when it is not ready.
+fn ready_now<'a>(
+    consumer: &'a StreamConsumer<InputContext>,
+) -> Option<rdkafka::error::KafkaResult<BorrowedMessage<'a>>> {
+    let mut next = std::pin::pin!(consumer.recv());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(next.as_mut(), &mut cx) {
+        std::task::Poll::Ready(record) => Some(record),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// What handling one record produces.
 enum Output {
     Routed {
@@ -68,6 +81,12 @@ enum Output {
     Move {
         tenant: String,
     },
+}
+
+/// An inbound-topic record, checked: a message to route, or what becomes of it instead.
+enum Checked {
+    Route(Inbound),
+    Instead(Output),
 }
 
 /// Why a record (or one message of a webhook payload) went to the dead-letter topic.
@@ -228,18 +247,51 @@ impl KafkaInput {
                             }
                         }
                     };
-                    telemetry::kafka_record_in(message.topic());
-                    if self.handle(&message).await.is_err() {
-                        break; // stopping: this record is read again after restart
+                    // With it, the records already fetched, up to the in-flight room: handled
+                    // together, in order (one hand-off to the shards for a run of messages).
+                    let room = (self.config.max_in_flight as u64)
+                        .saturating_sub(acks.issued() - acks.through())
+                        .clamp(1, self.config.input_batch as u64) as usize;
+                    let rebalances = self.handover.rebalances();
+                    let hold = |m: &BorrowedMessage<'_>| self.handover.hold(m.topic(), m.partition(), m.offset());
+                    hold(&message);
+                    let mut records = vec![message];
+                    while records.len() < room {
+                        match ready_now(&self.consumer) {
+                            Some(Ok(m)) => {
+                                hold(&m);
+                                records.push(m);
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "kafka consume error; retrying");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    if self.handover.rebalances() != rebalances {
+                        // A rebalance ran while these were held: its cuts left them to be read
+                        // again (by their new owner, or here after the new assignment).
+                        self.handover.unhold();
+                        tracing::info!(records = records.len(), "records read during a rebalance are left to be read again");
+                        continue;
+                    }
+                    let handled = self.handle_all(&records).await;
+                    self.handover.unhold();
+                    if handled.is_err() {
+                        break; // stopping: these records are read again after restart
                     }
                     self.handover.watchdog.record_read();
-                    let partition = message.partition();
-                    self.handover.ownership.touch(partition);
-                    if self.handover.read_up_to(message.topic(), partition, message.offset()) {
-                        let mut sends = TopicPartitionList::new();
-                        let _ = sends.add_partition_offset(&self.config.sends_topic, partition, Offset::Invalid);
-                        if let Err(e) = self.consumer.resume(&sends) {
-                            tracing::error!(error = %e, partition, "send requests not resumed");
+                    for message in &records {
+                        telemetry::kafka_record_in(message.topic());
+                        let partition = message.partition();
+                        self.handover.ownership.touch(partition);
+                        if self.handover.read_up_to(message.topic(), partition, message.offset()) {
+                            let mut sends = TopicPartitionList::new();
+                            let _ = sends.add_partition_offset(&self.config.sends_topic, partition, Offset::Invalid);
+                            if let Err(e) = self.consumer.resume(&sends) {
+                                tracing::error!(error = %e, partition, "send requests not resumed");
+                            }
                         }
                     }
                 }
@@ -301,6 +353,63 @@ impl KafkaInput {
         } else {
             vec![self.inbound(payload, m.partition()).await?]
         };
+        self.emit(m, payload, outputs);
+        Ok(())
+    }
+
+    /// Handles ready records in order: runs of inbound messages go to the shards together
+    /// (one hand-off per shard for the run, `Runtime::call_many`), anything else one by one.
+    async fn handle_all(&self, records: &[BorrowedMessage<'_>]) -> Result<(), Stopping> {
+        let batched = |m: &BorrowedMessage<'_>| {
+            m.topic() == self.config.inbound_topic
+                && m.payload().unwrap_or_default().len() <= self.config.max_record_bytes
+        };
+        let mut at = 0;
+        while at < records.len() {
+            let run = records[at..].iter().take_while(|m| batched(m)).count();
+            if run > 1 {
+                self.inbound_run(&records[at..at + run]).await?;
+                at += run;
+            } else {
+                self.handle(&records[at]).await?;
+                at += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A run of inbound-topic records: decoded and checked one by one, routed together,
+    /// produced in order.
+    async fn inbound_run(&self, records: &[BorrowedMessage<'_>]) -> Result<(), Stopping> {
+        let mut outputs: Vec<Option<Output>> = Vec::with_capacity(records.len());
+        let (mut commands, mut routed) = (Vec::new(), Vec::new());
+        for (at, m) in records.iter().enumerate() {
+            match self.inbound_checked(m.payload().unwrap_or_default(), m.partition()) {
+                Checked::Route(inbound) => {
+                    routed.push((
+                        at,
+                        inbound.tenant.to_string(),
+                        inbound.provider_message_id.clone(),
+                    ));
+                    commands.push(Command::Ingest(inbound));
+                    outputs.push(None);
+                }
+                Checked::Instead(output) => outputs.push(Some(output)),
+            }
+        }
+        let replies = self.runtime.call_many(commands).await;
+        for ((at, tenant, id), reply) in routed.into_iter().zip(replies) {
+            outputs[at] = Some(routed_output(reply, tenant, id)?);
+        }
+        for (m, output) in records.iter().zip(outputs) {
+            let output = output.expect("every record has its output");
+            self.emit(m, m.payload().unwrap_or_default(), vec![output]);
+        }
+        Ok(())
+    }
+
+    /// Produces what handling `m` caused (without waiting).
+    fn emit(&self, m: &BorrowedMessage<'_>, payload: &[u8], outputs: Vec<Output>) {
         for output in outputs {
             match output {
                 Output::Routed { tenant, decision } => {
@@ -329,7 +438,6 @@ impl KafkaInput {
                 }
             }
         }
-        Ok(())
     }
 
     /// The tenant's partition, if it is configured here and is not `partition` (the record
@@ -359,21 +467,32 @@ impl KafkaInput {
     }
 
     async fn inbound(&self, payload: &[u8], partition: i32) -> Result<Output, Stopping> {
+        match self.inbound_checked(payload, partition) {
+            Checked::Route(inbound) => self.route(inbound).await,
+            Checked::Instead(output) => Ok(output),
+        }
+    }
+
+    /// An inbound-topic record as a message to route, or what becomes of it instead (dead
+    /// letter, move to its tenant's partition).
+    fn inbound_checked(&self, payload: &[u8], partition: i32) -> Checked {
         let message = match proto::InboundMessage::decode(payload) {
             Ok(m) => m,
             Err(e) => {
-                return Ok(Output::Dead(DeadLetter::new(
+                return Checked::Instead(Output::Dead(DeadLetter::new(
                     "undecodable",
                     format!("not a switchboard.v1.InboundMessage: {e}"),
                 )));
             }
         };
         match crate::wire::inbound_in(message) {
-            Ok(inbound) if self.misplaced(inbound.tenant.as_str(), partition) => Ok(Output::Move {
-                tenant: inbound.tenant.to_string(),
-            }),
-            Ok(inbound) => self.route(inbound).await,
-            Err(e) => Ok(Output::Dead(DeadLetter::new("invalid", e.to_string()))),
+            Ok(inbound) if self.misplaced(inbound.tenant.as_str(), partition) => {
+                Checked::Instead(Output::Move {
+                    tenant: inbound.tenant.to_string(),
+                })
+            }
+            Ok(inbound) => Checked::Route(inbound),
+            Err(e) => Checked::Instead(Output::Dead(DeadLetter::new("invalid", e.to_string()))),
         }
     }
 
@@ -599,23 +718,37 @@ impl KafkaInput {
     async fn route(&self, inbound: Inbound) -> Result<Output, Stopping> {
         let tenant = inbound.tenant.to_string();
         let id = inbound.provider_message_id.clone();
-        match self.runtime.call(Command::Ingest(inbound)).await {
-            Ok(Reply::Decision(d)) => {
-                let mut decision = crate::wire::decision_out(&d);
-                decision.provider_message_id = id;
-                Ok(Output::Routed { tenant, decision })
-            }
-            Ok(other) => Ok(Output::Dead(DeadLetter::new(
-                "internal",
-                format!("unexpected reply {other:?}"),
-            ))),
-            Err(CallError::Core(e)) => Ok(Output::Dead(DeadLetter::new(
-                telemetry::error_type(&e),
-                e.to_string(),
-            ))),
-            Err(CallError::Unavailable) => Err(Stopping),
-            Err(e) => Ok(Output::Dead(DeadLetter::new("internal", e.to_string()))),
+        routed_output(
+            self.runtime.call(Command::Ingest(inbound)).await,
+            tenant,
+            id,
+        )
+    }
+}
+
+/// What routing a message answered, as an output: the decision (with the message's id), or
+/// a dead letter; `Stopping` when the shards are gone.
+fn routed_output(
+    reply: Result<Reply, CallError>,
+    tenant: String,
+    id: String,
+) -> Result<Output, Stopping> {
+    match reply {
+        Ok(Reply::Decision(d)) => {
+            let mut decision = crate::wire::decision_out(&d);
+            decision.provider_message_id = id;
+            Ok(Output::Routed { tenant, decision })
         }
+        Ok(other) => Ok(Output::Dead(DeadLetter::new(
+            "internal",
+            format!("unexpected reply {other:?}"),
+        ))),
+        Err(CallError::Core(e)) => Ok(Output::Dead(DeadLetter::new(
+            telemetry::error_type(&e),
+            e.to_string(),
+        ))),
+        Err(CallError::Unavailable) => Err(Stopping),
+        Err(e) => Ok(Output::Dead(DeadLetter::new("internal", e.to_string()))),
     }
 }
 

@@ -52,6 +52,7 @@ impl ConsumerContext for InputContext {
         list: &mut TopicPartitionList,
     ) {
         let h = &self.handover;
+        h.rebalancing();
         let numbers: BTreeSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {

@@ -107,6 +107,11 @@ enum Request {
         command: Command,
         reply: oneshot::Sender<Result<Reply, CoreError>>,
     },
+    /// Several commands, run in order, answered together (one hand-off for all).
+    Batch {
+        commands: Vec<Command>,
+        reply: oneshot::Sender<Vec<Result<Reply, CoreError>>>,
+    },
     SubscribeAgent {
         tenant: TenantId,
         agent: AgentId,
@@ -218,6 +223,74 @@ impl Runtime {
             .await
     }
 
+    /// Runs commands on their tenants' shards, in order on each shard, with one hand-off per
+    /// shard instead of one per command; the answers come back in the commands' order. For
+    /// callers that already hold many commands (the Kafka input's ready records).
+    pub async fn call_many(&self, commands: Vec<Command>) -> Vec<Result<Reply, CallError>> {
+        let mut answers: Vec<Option<Result<Reply, CallError>>> =
+            (0..commands.len()).map(|_| None).collect();
+        // Per shard: its commands and where each answer goes.
+        let mut per_shard: Vec<(Vec<Command>, Vec<usize>)> =
+            (0..self.shards.len()).map(|_| Default::default()).collect();
+        for (at, command) in commands.into_iter().enumerate() {
+            let shard = command
+                .tenant()
+                .ok_or(CallError::Unavailable)
+                .and_then(|tenant| {
+                    if let Some(gate) = &self.gate {
+                        gate.check(tenant)?;
+                    }
+                    self.owner.get(tenant).copied().ok_or_else(|| {
+                        CallError::Core(CoreError::NotFound {
+                            what: "tenant",
+                            id: tenant.to_string(),
+                        })
+                    })
+                });
+            match shard {
+                Ok(i) => {
+                    per_shard[i].0.push(command);
+                    per_shard[i].1.push(at);
+                }
+                Err(e) => answers[at] = Some(Err(e)),
+            }
+        }
+        let mut waiting = Vec::new();
+        for (i, (commands, places)) in per_shard.into_iter().enumerate() {
+            if commands.is_empty() {
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let sent = self.shards[i]
+                .send(Request::Batch { commands, reply })
+                .await
+                .is_ok();
+            waiting.push((sent.then_some(answer), places));
+        }
+        for (answer, places) in waiting {
+            let replies = match answer {
+                Some(answer) => answer.await.ok(),
+                None => None,
+            };
+            match replies {
+                Some(replies) => {
+                    for (at, reply) in places.into_iter().zip(replies) {
+                        answers[at] = Some(reply.map_err(CallError::Core));
+                    }
+                }
+                None => {
+                    for at in places {
+                        answers[at] = Some(Err(CallError::Unavailable));
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(CallError::Unavailable)))
+            .collect()
+    }
+
     /// The agent's live assignments, then every later event for it.
     pub async fn subscribe_agent(
         &self,
@@ -324,6 +397,59 @@ mod tests {
             visitor_id: None,
             profile_name: None,
         })
+    }
+
+    /// Many commands over two shards answer in the commands' order, as one call each would,
+    /// an unknown tenant's in its place.
+    #[tokio::test]
+    async fn call_many_answers_in_order_across_shards() {
+        let two = format!(
+            "[runtime]\nshards = 2\n{}\n{}",
+            CONFIG.replace("[runtime]\n        subscriber_buffer = 4", ""),
+            CONFIG
+                .replace("[runtime]\n        subscriber_buffer = 4", "")
+                .replace("id = \"t\"", "id = \"u\"")
+        );
+        let config = Config::from_toml_str(&two).unwrap();
+        let start = || {
+            Runtime::start(
+                &config,
+                Arc::new(SystemClock),
+                Arc::new(crate::sender::LogSender),
+                CancellationToken::new(),
+                CancellationToken::new(),
+            )
+            .0
+        };
+        let (many, one) = (start(), start());
+        assert_eq!(many.shards.len(), 2);
+        let on = |tenant: &str, i: usize| {
+            let Command::Ingest(mut m) = ingest(i) else {
+                unreachable!()
+            };
+            m.tenant = TenantId::new(tenant);
+            Command::Ingest(m)
+        };
+        let commands = || (0..12).map(move |i| on(["t", "u", "nobody"][i % 3], i / 2));
+        let answers = many.call_many(commands().collect()).await;
+        assert_eq!(answers.len(), 12);
+        for (i, (answer, command)) in answers.into_iter().zip(commands()).enumerate() {
+            let alone = one.call(command).await;
+            match (answer, alone) {
+                (Ok(Reply::Decision(a)), Ok(Reply::Decision(b))) => {
+                    assert_eq!(
+                        (a.conversation, a.target),
+                        (b.conversation, b.target),
+                        "{i}"
+                    );
+                    assert_eq!(a.duplicate, b.duplicate, "{i}");
+                }
+                (Err(CallError::Core(CoreError::NotFound { id, .. })), Err(_)) => {
+                    assert_eq!((id.as_str(), i % 3), ("nobody", 2));
+                }
+                (a, b) => panic!("command {i}: {a:?} against {b:?}"),
+            }
+        }
     }
 
     #[tokio::test]

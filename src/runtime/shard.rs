@@ -50,43 +50,13 @@ impl ShardTask {
     fn serve(&mut self, request: Request) {
         match request {
             Request::Command { command, reply } => {
-                let now = self.clock.now();
-                let tenant = command.tenant().cloned();
-                if let Command::RestoreState { tenant, .. } = &command {
-                    // The tenant was taken over or handed over: its streams end, and their
-                    // subscribers reconnect (to whichever replica owns it now).
-                    self.agents.retain(|(t, _), _| t != tenant);
-                    self.bots.retain(|(t, _), _| t != tenant);
-                    self.statuses.remove(tenant);
-                }
-                if let Command::ProviderResult {
-                    tenant,
-                    outcome: ProviderOutcome::Failed { code },
-                    ..
-                } = &command
-                {
-                    telemetry::provider_error(tenant.as_str(), *code);
-                }
-                let channel = match &command {
-                    Command::Ingest(m) => Some(m.channel),
-                    _ => None,
-                };
-                let watch = Stopwatch::start();
-                let result = self.shard.handle(now, command, &mut self.effects);
-                if let Some(channel) = channel {
-                    telemetry::inbound(&result, watch.elapsed(), channel);
-                }
-                if let (Ok(Reply::Send { admission, .. }), Some(t)) = (&result, &tenant) {
-                    telemetry::admission(t.as_str(), admission);
-                }
-                if let (Ok(Reply::Decision(d)), Some(t)) = (&result, &tenant)
-                    && !d.duplicate
-                {
-                    telemetry::decision(t.as_str(), d, channel);
-                }
-                self.deliver(now);
+                let result = self.command(command);
                 // The caller may have gone (deadline, cancelled): the command still happened.
                 let _ = reply.send(result);
+            }
+            Request::Batch { commands, reply } => {
+                let results = commands.into_iter().map(|c| self.command(c)).collect();
+                let _ = reply.send(results);
             }
             Request::SubscribeAgent {
                 tenant,
@@ -119,6 +89,46 @@ impl ShardTask {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// Runs one command, counts it, and hands its effects on.
+    fn command(&mut self, command: Command) -> Result<Reply, CoreError> {
+        let now = self.clock.now();
+        let tenant = command.tenant().cloned();
+        if let Command::RestoreState { tenant, .. } = &command {
+            // The tenant was taken over or handed over: its streams end, and their
+            // subscribers reconnect (to whichever replica owns it now).
+            self.agents.retain(|(t, _), _| t != tenant);
+            self.bots.retain(|(t, _), _| t != tenant);
+            self.statuses.remove(tenant);
+        }
+        if let Command::ProviderResult {
+            tenant,
+            outcome: ProviderOutcome::Failed { code },
+            ..
+        } = &command
+        {
+            telemetry::provider_error(tenant.as_str(), *code);
+        }
+        let channel = match &command {
+            Command::Ingest(m) => Some(m.channel),
+            _ => None,
+        };
+        let watch = Stopwatch::start();
+        let result = self.shard.handle(now, command, &mut self.effects);
+        if let Some(channel) = channel {
+            telemetry::inbound(&result, watch.elapsed(), channel);
+        }
+        if let (Ok(Reply::Send { admission, .. }), Some(t)) = (&result, &tenant) {
+            telemetry::admission(t.as_str(), admission);
+        }
+        if let (Ok(Reply::Decision(d)), Some(t)) = (&result, &tenant)
+            && !d.duplicate
+        {
+            telemetry::decision(t.as_str(), d, channel);
+        }
+        self.deliver(now);
+        result
     }
 
     fn tick(&mut self) {
