@@ -834,16 +834,6 @@ pub(crate) mod tests {
             e.contains("kafka.fetch_queue_kbytes") && e.contains("raise it"),
             "{e}"
         );
-        let settings = crate::kafka::consumer_config(&c.kafka, "g");
-        assert_eq!(settings.get("queued.max.messages.kbytes"), Some("16384"));
-        assert_eq!(settings.get("queued.min.messages"), Some("10000"));
-        let producer = crate::kafka::producer_config(&c.kafka);
-        assert_eq!(producer.get("queue.buffering.max.kbytes"), Some("65536"));
-        // The operator's raw options win.
-        let raw = Config::from_toml_str(&kafka("[kafka.options]\n\"queued.min.messages\" = \"5\""))
-            .unwrap();
-        let settings = crate::kafka::consumer_config(&raw.kafka, "g");
-        assert_eq!(settings.get("queued.min.messages"), Some("5"));
     }
 
     #[test]

@@ -331,3 +331,36 @@ pub async fn check_record_limits(k: &KafkaConfig) -> Result<(), TopicError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The queue bounds reach librdkafka's settings; the operator's raw options win.
+    #[test]
+    fn queue_bounds_reach_the_clients_and_raw_options_win() {
+        let k = KafkaConfig {
+            brokers: "b:9092".into(),
+            ..Default::default()
+        };
+        let consumer = consumer_config(&k, "g");
+        assert_eq!(consumer.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(consumer.get("queued.min.messages"), Some("10000"));
+        assert_eq!(
+            producer_config(&k).get("queue.buffering.max.kbytes"),
+            Some("65536")
+        );
+        let mut raw = k.clone();
+        raw.options.insert("queued.min.messages".into(), "5".into());
+        raw.options
+            .insert("queue.buffering.max.kbytes".into(), "1024".into());
+        assert_eq!(
+            consumer_config(&raw, "g").get("queued.min.messages"),
+            Some("5")
+        );
+        assert_eq!(
+            producer_config(&raw).get("queue.buffering.max.kbytes"),
+            Some("1024")
+        );
+    }
+}
