@@ -132,7 +132,7 @@ pub(super) struct Handover {
     /// `input::ready_now`): the first offset of each (topic, partition). A cut taken meanwhile
     /// (a revoke runs inside the consumer's poll) saves these positions, not the consumer's,
     /// so the records are read again, by the new owner or after the new assignment.
-    held: Mutex<HashMap<(String, i32), i64>>,
+    held: Mutex<Vec<(String, i32, i64)>>,
     /// Rebalances so far: the input drops what it holds when one ran while it held it.
     rebalances: std::sync::atomic::AtomicU64,
 }
@@ -169,9 +169,11 @@ impl Handover {
 
     /// The input holds this record, read and not yet handled.
     pub(super) fn hold(&self, topic: &str, partition: i32, offset: i64) {
-        lock(&self.held)
-            .entry((topic.to_owned(), partition))
-            .or_insert(offset);
+        let mut held = lock(&self.held);
+        // A few (topic, partition) pairs at most: a scan, no allocation for a known one.
+        if !held.iter().any(|(t, p, _)| t == topic && *p == partition) {
+            held.push((topic.to_owned(), partition, offset));
+        }
     }
 
     /// The input holds nothing (what it held is handled, or dropped to be read again).
@@ -369,8 +371,12 @@ impl Handover {
                             _ => None,
                         });
                 // A record read but not handled is not covered by this state.
-                let read = match held.get(&(topic.to_owned(), partition)) {
-                    Some(&first) => read.map(|o| o.min(first)).or(Some(first)),
+                let first = held
+                    .iter()
+                    .find(|(t, p, _)| t == topic && *p == partition)
+                    .map(|&(_, _, o)| o);
+                let read = match first {
+                    Some(first) => read.map(|o| o.min(first)).or(Some(first)),
                     None => read,
                 };
                 if let Some(o) = read {

@@ -49,13 +49,15 @@ impl<V> Slab<V> {
 
     /// Adds or replaces the value of `id`.
     pub fn insert(&mut self, id: ConversationId, value: V) {
-        if let Some(v) = self.get_mut(&id) {
-            *v = value;
-            return;
+        use std::collections::hash_map::Entry;
+        match self.index.entry(id) {
+            Entry::Occupied(e) => self.values[*e.get() as usize].1 = value,
+            Entry::Vacant(e) => {
+                let at = u32::try_from(self.values.len()).expect("under 2³² conversations");
+                e.insert(at);
+                self.values.push((id, value));
+            }
         }
-        let at = u32::try_from(self.values.len()).expect("under 2³² conversations a tenant");
-        self.index.insert(id, at);
-        self.values.push((id, value));
     }
 
     pub fn remove(&mut self, id: &ConversationId) -> Option<V> {
@@ -67,17 +69,18 @@ impl<V> Slab<V> {
         Some(value)
     }
 
-    /// Keeps the values `keep` says to keep.
+    /// Keeps the values `keep` says to keep: one pass, and index updates only for what is
+    /// removed or moved into a hole (a sweep forgets a few of many).
     pub fn retain(&mut self, mut keep: impl FnMut(&ConversationId, &mut V) -> bool) {
-        self.values.retain_mut(|(id, v)| keep(id, v));
-        if self.index.len() != self.values.len() {
-            self.index.clear();
-            self.index.extend(
-                self.values
-                    .iter()
-                    .enumerate()
-                    .map(|(at, (id, _))| (*id, at as u32)),
-            );
+        let mut at = 0;
+        while at < self.values.len() {
+            let (id, v) = &mut self.values[at];
+            if keep(id, v) {
+                at += 1;
+            } else {
+                let id = *id;
+                self.remove(&id);
+            }
         }
     }
 
