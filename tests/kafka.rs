@@ -614,6 +614,9 @@ async fn a_takeover_reads_the_last_complete_snapshot_past_an_unfinished_one() {
                 ("acme".into(), b"{\"a\":1}".to_vec()),
                 ("globex".into(), b"{}".to_vec()),
             ],
+            None,
+            0,
+            Vec::new(),
         )
         .await
         .unwrap();
@@ -661,10 +664,82 @@ async fn a_takeover_reads_the_last_complete_snapshot_past_an_unfinished_one() {
     assert_eq!(
         snapshot.tenants,
         vec![
-            ("acme".to_owned(), b"{\"a\":1}".to_vec()),
-            ("globex".to_owned(), b"{}".to_vec())
+            ("acme".to_owned(), vec![b"{\"a\":1}".to_vec()]),
+            ("globex".to_owned(), vec![b"{}".to_vec()])
         ],
         "the chunks put back together, the unfinished cut's left out"
+    );
+    drop(cluster);
+}
+
+/// Incremental cuts: a takeover reads the newest cut and, for each tenant whose record there
+/// is a part, the cuts before it, until a whole record or `spread` cuts in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_reads_back_the_cuts_a_tenant_s_parts_need_and_no_more() {
+    use switchboard::kafka::state::StateStore;
+    let cluster = MockCluster::new(1).unwrap();
+    let k = switchboard::config::KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        ..Default::default()
+    };
+    cluster.create_topic(&k.state_topic, 1, 1).unwrap();
+    let store = StateStore::new(&k).unwrap();
+    let inputs = |o: i64| vec![("switchboard.inbound".to_owned(), o)];
+    let tenants = |round: u8| {
+        vec![
+            ("acme".to_owned(), vec![b'a', b'0' + round]),
+            ("globex".to_owned(), vec![b'g', b'0' + round]),
+        ]
+    };
+    // Round 0: both whole. Round 1: acme a part, globex whole. Rounds 2 and 3: both parts.
+    let parts = [
+        vec![],
+        vec!["acme"],
+        vec!["acme", "globex"],
+        vec!["acme", "globex"],
+    ];
+    for (round, parts) in parts.iter().enumerate() {
+        let parts = parts.iter().map(|p| p.to_string()).collect();
+        store
+            .write(
+                0,
+                1_000 + round as i64,
+                inputs(round as i64),
+                0,
+                tenants(round as u8),
+                Some(3),
+                round as u64,
+                parts,
+            )
+            .await
+            .unwrap();
+    }
+    let reader = StateStore::new(&k).unwrap();
+    let snapshot = tokio::task::spawn_blocking(move || reader.read(0))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(snapshot.manifest.round, 3);
+    assert_eq!(
+        snapshot.manifest.inputs,
+        inputs(3),
+        "positions of the newest cut"
+    );
+    assert_eq!(snapshot.cuts, 3, "spread 3: rounds 3, 2 and 1");
+    assert_eq!(
+        snapshot.tenants,
+        vec![
+            (
+                "acme".to_owned(),
+                vec![b"a3".to_vec(), b"a2".to_vec(), b"a1".to_vec()]
+            ),
+            (
+                "globex".to_owned(),
+                vec![b"g3".to_vec(), b"g2".to_vec(), b"g1".to_vec()]
+            ),
+        ],
+        "newest first; globex's round-1 record is whole, acme's reaches the spread"
     );
     drop(cluster);
 }

@@ -133,6 +133,10 @@ struct RunArgs {
     /// connection tops out near 26–29k calls/s whatever the machine.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Without a scenario: the distinct customers the calls come from (`ingest`) or go to
+    /// (`send`); default 100,000 and 1,000,000. The state a cut copies grows with it.
+    #[arg(long)]
+    customers: Option<u64>,
     /// The client's worker threads (default: one per core). The report warns when the
     /// client's own CPU was near threads × wall time: then it measured the client.
     #[arg(long)]
@@ -528,7 +532,7 @@ fn plan_from_flags(args: &RunArgs, rate: Rate) -> anyhow::Result<Plan> {
         "ingest" => {
             let load = InboundLoad {
                 rate: RateSpec::Constant { per_sec: 0.0 },
-                customers: 100_000,
+                customers: args.customers.unwrap_or(100_000),
                 follow_up: 0.0,
                 web_chat: 0.0,
                 texts: vec![WeightedText {
@@ -542,7 +546,7 @@ fn plan_from_flags(args: &RunArgs, rate: Rate) -> anyhow::Result<Plan> {
             category: "utility".into(),
             priority: Priority::ByCategory,
             rate,
-            customers: 1_000_000,
+            customers: args.customers.unwrap_or(1_000_000),
             from: args.from.clone(),
             content: "order_update".into(),
         }),

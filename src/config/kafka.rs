@@ -54,6 +54,11 @@ pub struct KafkaConfig {
     /// A partition without new input is snapshotted again after this long, so its snapshot
     /// stays well inside the state topic's retention.
     pub snapshot_max_age_ms: u64,
+    /// Cuts are incremental: each writes the conversations and message ids that changed since
+    /// the one before and one in `snapshot_spread` of the others, so every one is written at
+    /// least once in this many cuts in a row, and a takeover reads (at most) that many. 1:
+    /// every cut writes everything.
+    pub snapshot_spread: u32,
     /// Largest state record, in bytes: a tenant's snapshot is cut into chunks of this size
     /// (keep it under the broker's `message.max.bytes`).
     pub snapshot_chunk_bytes: usize,
@@ -133,6 +138,7 @@ impl Default for KafkaConfig {
             max_in_flight: 10_000,
             snapshot_interval_ms: 5_000,
             snapshot_max_age_ms: 3_600_000,
+            snapshot_spread: 12,
             snapshot_chunk_bytes: 900_000,
             state_retention_ms: 7 * 24 * 3_600_000,
             max_record_bytes: 256 * 1024,
@@ -223,11 +229,21 @@ impl KafkaConfig {
                 "is shorter than kafka.snapshot_interval_ms; raise it",
             ));
         }
-        if k.state_retention_ms < 4 * k.snapshot_max_age_ms {
+        if !(1..=1_000).contains(&k.snapshot_spread) {
+            return Err(invalid(
+                "kafka.snapshot_spread",
+                format!("{} is outside 1..=1000; change it", k.snapshot_spread),
+            ));
+        }
+        let spread = u64::from(k.snapshot_spread);
+        if k.state_retention_ms < (spread + 3) * k.snapshot_max_age_ms {
             return Err(invalid(
                 "kafka.state_retention_ms",
-                "must be at least 4 × kafka.snapshot_max_age_ms, or a snapshot could expire \
-                 before the next one is written",
+                format!(
+                    "must be at least (kafka.snapshot_spread + 3) × kafka.snapshot_max_age_ms \
+                     ({} ms), or a takeover could find the cuts it reads expired",
+                    (spread + 3) * k.snapshot_max_age_ms
+                ),
             ));
         }
         if !(1..=10_000).contains(&k.input_batch) {

@@ -67,6 +67,26 @@ pub struct Dedup {
     order: VecDeque<(Timestamp, [u64; 2])>,
     ttl_ms: u64,
     max: usize,
+    /// Ids ever added: the one at the back of `order` is number `pushed - 1`.
+    pushed: u64,
+    /// Where the last cut began (`pushed` then).
+    cut_mark: u64,
+    cut: Option<DedupCut>,
+}
+
+/// A cut of the ids seen being copied (see `tenant::slab` for cuts). Ids never change, so no
+/// copy on write: the ids added since the last cut, and of the older ones those whose
+/// fingerprint is `round` modulo `spread` (all of them for a cut that stands alone). An id
+/// forgotten before its turn is left out, as the live state forgot it.
+#[derive(Debug)]
+struct DedupCut {
+    since: u64,
+    upto: u64,
+    /// None: every id.
+    round: Option<(u64, u64)>,
+    /// The number of the next id to look at.
+    next: u64,
+    copies: Vec<(Timestamp, u128)>,
 }
 
 /// Fixed keys for the two halves of a fingerprint (arbitrary, distinct constants).
@@ -95,7 +115,49 @@ impl Dedup {
             order: VecDeque::new(),
             ttl_ms,
             max,
+            pushed: 0,
+            cut_mark: 0,
+            cut: None,
         }
+    }
+
+    /// Begins a cut (one at a time: the one before must be finished). `round`: (round,
+    /// spread), or None for every id.
+    pub fn begin_cut(&mut self, round: Option<(u64, u64)>) {
+        debug_assert!(self.cut.is_none(), "one cut at a time");
+        let first = self.pushed - self.order.len() as u64;
+        self.cut = Some(DedupCut {
+            since: self.cut_mark,
+            upto: self.pushed,
+            round,
+            next: first,
+            copies: Vec::new(),
+        });
+        self.cut_mark = self.pushed;
+    }
+
+    /// Looks at up to `budget` ids of the cut being taken; the finished cut's ids once done.
+    pub fn step(&mut self, budget: usize) -> Option<Vec<(Timestamp, u128)>> {
+        let cut = self.cut.as_mut()?;
+        let first = self.pushed - self.order.len() as u64;
+        cut.next = cut.next.max(first);
+        let mut looked = 0;
+        while looked < budget && cut.next < cut.upto {
+            let (at, fp) = self.order[(cut.next - first) as usize];
+            let owed = cut.next >= cut.since
+                || cut.round.is_none_or(|(round, spread)| {
+                    (fp[0] ^ fp[1]) % spread.max(1) == round % spread.max(1)
+                });
+            if owed {
+                cut.copies.push((at, join(fp)));
+            }
+            cut.next += 1;
+            looked += 1;
+        }
+        if cut.next < cut.upto {
+            return None;
+        }
+        self.cut.take().map(|c| c.copies)
     }
 
     /// The ids seen, oldest first (for snapshots).
@@ -110,6 +172,9 @@ impl Dedup {
             .into_iter()
             .map(|(at, fp)| (at, split(fp)))
             .collect();
+        self.pushed = self.order.len() as u64;
+        self.cut_mark = self.pushed;
+        self.cut = None;
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -120,6 +185,7 @@ impl Dedup {
         let key = fingerprint(id);
         if self.seen.insert(key) {
             self.order.push_back((now, split(key)));
+            self.pushed += 1;
             while self.order.len() > self.max {
                 self.forget_oldest();
             }

@@ -14,6 +14,8 @@ pub mod classify;
 pub mod customer;
 #[cfg(test)]
 mod customer_tests;
+#[cfg(test)]
+mod cut_tests;
 pub mod desk;
 pub mod duplicates;
 pub mod e164;
@@ -35,7 +37,7 @@ use crate::clock::Timestamp;
 use crate::config::{Config, TenantConfig};
 use crate::model::{AgentId, Channel, ConversationId, Presence, Priority, QueueName, TenantId};
 
-pub use tenant::{Tenant, TenantState};
+pub use tenant::{Tenant, TenantCut, TenantState};
 
 /// The core's hash maps and sets: foldhash (hashbrown's default hasher, randomly seeded per
 /// process) instead of SipHash, which showed as the largest single cost of a routing decision.
@@ -522,6 +524,13 @@ pub enum Command {
     SaveState {
         tenant: TenantId,
     },
+    /// Begins a cut taken without stopping (see `tenant::slab`): `round` = (round, spread)
+    /// for an incremental one, None for a whole one. The shard copies it a little at a time
+    /// ([`Shard::step_cuts`]) and the runtime answers with [`Reply::Cut`] when it is done.
+    BeginCut {
+        tenant: TenantId,
+        round: Option<(u64, u64)>,
+    },
     /// Rebuilds the tenant from its config and puts a saved state into it (a restart or a
     /// handover); None leaves it empty (its partition went to another replica). On error the
     /// tenant is left as it was.
@@ -564,6 +573,7 @@ impl Command {
             | ReloadQuotas { tenant, .. }
             | ReloadRouting { tenant, .. }
             | SaveState { tenant }
+            | BeginCut { tenant, .. }
             | RestoreState { tenant, .. }
             | ReplayDispatch { tenant, .. } => Some(tenant),
             RegisterAgent { tenant, .. }
@@ -670,6 +680,7 @@ pub enum Reply {
     Audit(Vec<quota::AuditEntry>),
     Plan(quota::PlanResult),
     State(Box<TenantState>),
+    Cut(Box<TenantCut>),
     Done,
 }
 
@@ -725,6 +736,20 @@ impl Shard {
 
     pub fn tenant_ids(&self) -> impl Iterator<Item = &TenantId> {
         self.tenants.keys()
+    }
+
+    /// True while a tenant's cut is being copied.
+    pub fn cutting(&self) -> bool {
+        self.tenants.values().any(Tenant::cutting)
+    }
+
+    /// Copies about `budget` more of each cut being taken; the cuts finished.
+    pub fn step_cuts(&mut self, budget: usize) -> Vec<(TenantId, TenantCut)> {
+        self.tenants
+            .iter_mut()
+            .filter(|(_, t)| t.cutting())
+            .filter_map(|(id, t)| Some((id.clone(), t.step_cut(budget)?)))
+            .collect()
     }
 
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {

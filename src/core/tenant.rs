@@ -41,7 +41,7 @@ mod state;
 mod view;
 pub use customers::{CustomerView, DuplicateView, IdentityRef, LinkView, Other};
 use slab::Slab;
-pub use state::{SavedConversation, SavedMessage, TenantState};
+pub use state::{SavedConversation, SavedMessage, TenantCut, TenantState};
 
 use super::Map;
 use super::classify::Classifier;
@@ -70,7 +70,7 @@ struct Intent {
     priority: Priority,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Conversation {
     /// The customer's first phone number (None: known by e-mail or visitor id only).
     customer: Option<CustomerNumber>,
@@ -187,6 +187,8 @@ pub struct Tenant {
     desk: Desk,
     quotas: Quotas,
     next_sweep: Timestamp,
+    /// A cut being taken (Kafka mode's snapshots; see `slab`).
+    cutting: Option<Box<state::Cutting>>,
 }
 
 /// The routing rules a tenant takes from its config (and again on a reload).
@@ -289,6 +291,7 @@ impl Tenant {
             desk,
             quotas,
             next_sweep: Timestamp(0),
+            cutting: None,
             id,
         }
     }
@@ -562,6 +565,16 @@ impl Tenant {
             }
             Command::GetQuota { .. } => Ok(Reply::Quota(Box::new(self.quotas.snapshot(now)))),
             Command::SaveState { .. } => Ok(Reply::State(Box::new(self.state(now)))),
+            Command::BeginCut { round, .. } => {
+                if self.cutting() {
+                    return Err(CoreError::FailedPrecondition(format!(
+                        "tenant {}: a cut is still being taken",
+                        self.id
+                    )));
+                }
+                self.begin_cut(now, round);
+                Ok(Reply::Done)
+            }
             Command::RestoreState { .. } => unreachable!("the shard rebuilds the tenant"),
             Command::ReloadRouting { .. } => {
                 unreachable!("the shard reloads the routing, with the config it keeps")

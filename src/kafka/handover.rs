@@ -25,7 +25,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::health::Watchdog;
-use super::outbox::Acks;
+use super::outbox::{Acks, Seq};
 use super::ownership::Ownership;
 use super::state::StateStore;
 use crate::clock::Clock as _;
@@ -33,7 +33,7 @@ use crate::config::KafkaConfig;
 use crate::core::{Command, Reply, TenantState};
 use crate::model::TenantId;
 use crate::proto;
-use crate::runtime::{CallError, Runtime};
+use crate::runtime::{Answer, CallError, Runtime};
 use crate::telemetry;
 
 /// The state behind each lock here is updated in place and never left half-done.
@@ -72,6 +72,16 @@ pub enum HandoverError {
     Stopping,
 }
 
+fn call_error(tenant: &TenantId, e: CallError) -> HandoverError {
+    match e {
+        CallError::Unavailable => HandoverError::Stopping,
+        e => HandoverError::Tenant {
+            tenant: tenant.to_string(),
+            error: e.to_string(),
+        },
+    }
+}
+
 /// (input topic, next offset to read) of one partition.
 type Positions = Vec<(String, i64)>;
 
@@ -79,8 +89,15 @@ type Positions = Vec<(String, i64)>;
 struct LastCut {
     at: Instant,
     inputs: Positions,
+    /// The dispatch-topic offset its replay starts from: every dispatch below it is in it.
+    dispatch: i64,
     /// Which ownership of the partition this is (a takeover starts a new one).
     epoch: u64,
+    /// The next cut's number.
+    round: u64,
+    /// The next cut must be whole: a cut taken since the last one written was lost, and with
+    /// it what had changed before it.
+    whole: bool,
 }
 
 /// A cut taken, to be written.
@@ -89,7 +106,12 @@ pub(super) struct Cut {
     epoch: u64,
     inputs: Positions,
     dispatch: i64,
-    states: Vec<(String, Box<TenantState>)>,
+    /// The last output produced before the cut: the snapshot is written once it and all
+    /// before it are acknowledged.
+    through: Seq,
+    round: u64,
+    /// Each tenant's cut, being copied by its shard.
+    states: Vec<(String, Answer)>,
     started: Instant,
 }
 
@@ -98,6 +120,7 @@ pub(super) struct Written {
     partition: i32,
     epoch: u64,
     inputs: Positions,
+    dispatch: i64,
     bytes: usize,
     started: Instant,
 }
@@ -206,15 +229,13 @@ impl Handover {
 
     /// A shard call from blocking code.
     fn call(&self, command: Command) -> Result<Reply, HandoverError> {
-        let tenant = command.tenant().map(|t| t.to_string()).unwrap_or_default();
-        match self.handle.block_on(self.runtime.call(command)) {
-            Ok(reply) => Ok(reply),
-            Err(CallError::Unavailable) => Err(HandoverError::Stopping),
-            Err(e) => Err(HandoverError::Tenant {
-                tenant,
-                error: e.to_string(),
-            }),
-        }
+        let tenant = command
+            .tenant()
+            .cloned()
+            .unwrap_or_else(|| TenantId::new(""));
+        self.handle
+            .block_on(self.runtime.call(command))
+            .map_err(|e| call_error(&tenant, e))
     }
 
     /// Takes `partition` over: restores its tenants from the last snapshot and the dispatches
@@ -222,24 +243,30 @@ impl Handover {
     pub(super) fn take_over(&self, partition: i32) -> Result<Positions, HandoverError> {
         let started = crate::clock::monotonic();
         let snapshot = self.store.read(partition)?;
-        let mut states: HashMap<String, Vec<u8>> = HashMap::new();
-        let (mut inputs, mut from, mut bytes) = (Vec::new(), None, 0);
+        let mut states: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        let (mut inputs, mut from, mut bytes, mut round) = (Vec::new(), None, 0, 0);
         if let Some(s) = snapshot {
             bytes = s.bytes;
             inputs = s.manifest.inputs;
             from = Some(s.manifest.dispatch);
+            round = s.manifest.round + 1;
             states.extend(s.tenants);
         }
         for tenant in self.tenants(partition) {
             let state = match states.remove(tenant.as_str()) {
-                Some(json) => Some(Box::new(
-                    serde_json::from_slice::<TenantState>(&json).map_err(|e| {
-                        HandoverError::Tenant {
-                            tenant: tenant.to_string(),
-                            error: format!("saved state unreadable: {e}"),
-                        }
-                    })?,
-                )),
+                Some(records) => {
+                    // Newest first as read; merged oldest first.
+                    let mut parts = Vec::with_capacity(records.len());
+                    for json in records.iter().rev() {
+                        parts.push(serde_json::from_slice::<TenantState>(json).map_err(|e| {
+                            HandoverError::Tenant {
+                                tenant: tenant.to_string(),
+                                error: format!("saved state unreadable: {e}"),
+                            }
+                        })?);
+                    }
+                    TenantState::merge(parts).map(Box::new)
+                }
                 None => None,
             };
             self.call(Command::RestoreState {
@@ -258,6 +285,7 @@ impl Handover {
         // after the state was taken.
         let topic = &self.config.dispatch_topic;
         let (low, high) = self.store.end_of(topic, partition)?;
+        let replayed_to = high;
         let mut dispatches = Vec::new();
         self.store
             .scan_topic(topic, partition, from.unwrap_or(low).max(low), high, |m| {
@@ -310,7 +338,10 @@ impl Handover {
             LastCut {
                 at: crate::clock::monotonic(),
                 inputs: inputs.clone(),
+                dispatch: replayed_to,
                 epoch,
+                round,
+                whole: false,
             },
         );
         self.ownership.ready(partition);
@@ -337,31 +368,45 @@ impl Handover {
         Ok(inputs)
     }
 
-    /// Takes a cut of `partitions` (blocking, short): once everything produced so far is
-    /// acknowledged (waiting at most `wait`), the input positions, the dispatch topic's end
-    /// and each tenant's state.
+    /// Takes a cut of `partitions` (blocking, short; the input waits meanwhile): the input
+    /// positions, where the dispatch replay starts, the last output so far and each tenant's
+    /// state. Nothing here waits for the broker: the snapshot is written once the outputs
+    /// before the cut are acknowledged (`write_cut`).
+    ///
+    /// The replay start is a lower bound, not the dispatch topic's end: the dispatches this
+    /// replica saw acknowledged (so produced before now, so in the state taken after), or the
+    /// last cut's start. A dispatch at or above it that is in the state anyway is replayed
+    /// harmlessly: replaying a dispatch the state already has changes nothing.
     pub(super) fn take_cut<C: ConsumerContext>(
         &self,
         consumer: &impl Consumer<C>,
         partitions: &[i32],
-        wait: Duration,
     ) -> Result<Vec<Cut>, HandoverError> {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        if !self.acks.wait_blocking(self.acks.issued(), wait) {
-            return Err(HandoverError::Unacknowledged(wait));
-        }
+        let paused = crate::clock::monotonic();
+        let through = self.acks.issued();
         let positions = consumer.position()?;
         let held = lock(&self.held).clone();
         let mut cuts = Vec::with_capacity(partitions.len());
         for &partition in partitions {
             let started = crate::clock::monotonic();
-            let (_, dispatch) = self.store.end_of(&self.config.dispatch_topic, partition)?;
-            let (mut inputs, epoch) = lock(&self.cuts)
-                .get(&partition)
-                .map(|c| (c.inputs.clone(), c.epoch))
+            let (mut inputs, epoch, last, round, whole) = lock(&self.cuts)
+                .get_mut(&partition)
+                .map(|c| {
+                    let taken = (c.inputs.clone(), c.epoch, c.dispatch, c.round, c.whole);
+                    // Numbered and whole-or-not now: a cut that is lost makes the next whole
+                    // (`lost`).
+                    c.round += 1;
+                    c.whole = false;
+                    taken
+                })
                 .unwrap_or_default();
+            let dispatch = self
+                .acks
+                .delivered_end(partition)
+                .map_or(last, |end| end.max(last));
             for topic in self.inputs() {
                 let read =
                     positions
@@ -384,58 +429,107 @@ impl Handover {
                     inputs.push((topic.to_owned(), o));
                 }
             }
+            // Each shard begins its tenants' cuts between two records and copies them while it
+            // goes on; the input does not wait for the copies.
+            let spread = u64::from(self.config.snapshot_spread);
+            let plan = (!whole).then_some((round, spread));
             let mut states = Vec::new();
             for tenant in self.tenants(partition) {
-                let Reply::State(state) = self.call(Command::SaveState {
+                let command = Command::BeginCut {
                     tenant: tenant.clone(),
-                })?
-                else {
-                    unreachable!("SaveState answers with a state");
+                    round: plan,
                 };
-                states.push((tenant.to_string(), state));
+                match self.handle.block_on(self.runtime.submit(command)) {
+                    Ok(answer) => states.push((tenant.to_string(), answer)),
+                    Err(e) => {
+                        self.lost(partition);
+                        return Err(call_error(tenant, e));
+                    }
+                }
             }
             cuts.push(Cut {
                 partition,
                 epoch,
                 inputs,
                 dispatch,
+                through,
+                round,
                 states,
                 started,
             });
         }
+        telemetry::kafka_cut_pause(paused.elapsed());
         Ok(cuts)
     }
 
-    /// Writes a cut's snapshot to the state topic (serializing off the async threads).
-    pub(super) async fn write_cut(&self, cut: Cut) -> Result<Written, HandoverError> {
+    /// Writes a cut's snapshot to the state topic (serializing off the async threads) once
+    /// every output produced before it is acknowledged (waiting at most `wait`): a snapshot
+    /// stands for its input offsets, so what those records caused must be on the broker.
+    pub(super) async fn write_cut(
+        &self,
+        cut: Cut,
+        wait: Duration,
+    ) -> Result<Written, HandoverError> {
         let Cut {
             partition,
             epoch,
             inputs,
             dispatch,
+            through,
+            round,
             states,
             started,
         } = cut;
-        let tenants = tokio::task::spawn_blocking(move || {
-            states
+        let mut cuts = Vec::with_capacity(states.len());
+        for (tenant, answer) in states {
+            match answer.get().await {
+                Ok(Reply::Cut(cut)) => cuts.push((tenant, cut)),
+                Ok(other) => unreachable!("BeginCut answers with a cut, not {other:?}"),
+                Err(e) => return Err(call_error(&crate::model::TenantId::new(&tenant), e)),
+            }
+        }
+        match tokio::time::timeout(wait, self.acks.settled(through)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => return Err(HandoverError::Stopping),
+            Err(_) => return Err(HandoverError::Unacknowledged(wait)),
+        }
+        let (tenants, parts) = tokio::task::spawn_blocking(move || {
+            let mut parts = Vec::new();
+            let tenants = cuts
                 .into_iter()
-                .map(|(t, state)| {
+                .map(|(t, cut)| {
+                    let state = cut.into_state();
+                    if state.removed.is_some() {
+                        parts.push(t.clone());
+                    }
                     let json = serde_json::to_vec(&state).expect("a tenant state serializes");
                     (t, json)
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (tenants, parts)
         })
         .await
         .expect("serializing does not panic");
         let bytes = tenants.iter().map(|(_, json)| json.len()).sum();
         let at = i64::try_from(crate::clock::SystemClock.now().as_millis()).unwrap_or(i64::MAX);
+        let spread = Some(self.config.snapshot_spread);
         self.store
-            .write(partition, at, inputs.clone(), dispatch, tenants)
+            .write(
+                partition,
+                at,
+                inputs.clone(),
+                dispatch,
+                tenants,
+                spread,
+                round,
+                parts,
+            )
             .await?;
         Ok(Written {
             partition,
             epoch,
             inputs,
+            dispatch,
             bytes,
             started,
         })
@@ -451,6 +545,7 @@ impl Handover {
                 Some(c) if c.epoch == written.epoch => {
                     c.at = crate::clock::monotonic();
                     c.inputs = written.inputs.clone();
+                    c.dispatch = written.dispatch;
                 }
                 _ => return,
             }
@@ -478,11 +573,25 @@ impl Handover {
     ) -> Result<(), HandoverError> {
         self.wait_written(partitions);
         let drain = Duration::from_millis(self.config.revoke_drain_ms);
-        for cut in self.take_cut(consumer, partitions, drain)? {
-            let written = self.handle.block_on(self.write_cut(cut))?;
-            self.commit(consumer, written);
+        let written = self.take_cut(consumer, partitions).and_then(|cuts| {
+            for cut in cuts {
+                let written = self.handle.block_on(self.write_cut(cut, drain))?;
+                self.commit(consumer, written);
+            }
+            Ok(())
+        });
+        if written.is_err() {
+            partitions.iter().for_each(|&p| self.lost(p));
         }
-        Ok(())
+        written
+    }
+
+    /// A cut of `partition` was taken and not written: what changed before it is in no
+    /// snapshot, so the next cut is whole.
+    pub(super) fn lost(&self, partition: i32) {
+        if let Some(c) = lock(&self.cuts).get_mut(&partition) {
+            c.whole = true;
+        }
     }
 
     /// Marks partitions as having a snapshot written in the background.

@@ -183,12 +183,9 @@ impl KafkaInput {
         let mut acked = self.outbox.acks().watch();
         let interval = Duration::from_millis(self.config.snapshot_interval_ms);
         let max_age = Duration::from_millis(self.config.snapshot_max_age_ms);
-        // A periodic cut waits this long at most for the outputs so far to be acknowledged
-        // (milliseconds when the broker is well), then gives way to the input and is tried
-        // at the next interval: a failing output must not starve the input.
-        let cut_wait = interval
-            .min(Duration::from_millis(self.config.revoke_drain_ms))
-            .div_f64(4.0);
+        // A periodic cut's snapshot waits this long at most, in the background, for the
+        // outputs before it to be acknowledged; then it is tried again at the next interval.
+        let cut_wait = Duration::from_millis(self.config.revoke_drain_ms);
         let mut cuts = tokio::time::interval(interval);
         cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -203,14 +200,14 @@ impl KafkaInput {
                     // Taken here, between records; written in the background (the input goes
                     // on), committed here when written.
                     let due = self.handover.due(max_age);
-                    match blocking(|| self.handover.take_cut(&self.consumer, &due, cut_wait)) {
+                    match blocking(|| self.handover.take_cut(&self.consumer, &due)) {
                         Ok(taken) => {
                             self.handover.writing(&due);
                             for cut in taken {
                                 let (handover, done) = (self.handover.clone(), done_tx.clone());
                                 tokio::spawn(async move {
                                     let partition = cut.partition;
-                                    let result = handover.write_cut(cut).await;
+                                    let result = handover.write_cut(cut, cut_wait).await;
                                     handover.written(partition);
                                     let _ = done.send((partition, result));
                                 });
@@ -219,7 +216,10 @@ impl KafkaInput {
                         Err(e) => {
                             tracing::warn!(error = %e, "snapshot not taken; retrying at the next interval");
                             self.handover.watchdog.cut_failed(&e.to_string());
-                            due.iter().for_each(|&p| self.handover.ownership.touch(p));
+                            for &p in &due {
+                                self.handover.ownership.touch(p);
+                                self.handover.lost(p);
+                            }
                         }
                     }
                 }
@@ -229,6 +229,7 @@ impl KafkaInput {
                         tracing::warn!(error = %e, partition, "snapshot not written; retrying at the next interval");
                         self.handover.watchdog.cut_failed(&e.to_string());
                         self.handover.ownership.touch(partition);
+                        self.handover.lost(partition);
                     }
                 },
                 changed = acked.changed(), if full => {

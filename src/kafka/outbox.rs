@@ -25,8 +25,8 @@
 //! [`Outbox::dead_letter`]: its origin and the error in headers, and as much of its payload as
 //! fits beside them (`switchboard.payload.truncated` names the original size when it was cut).
 //! The producer's `message.max.bytes` is `kafka.max_record_bytes` plus [`HEADROOM`].
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -45,12 +45,16 @@ use crate::telemetry;
 /// A sequence number of a produced record; 0 is "none".
 pub type Seq = u64;
 
-/// The acknowledgement watermark, readable from async code (`watch`) and from librdkafka's
-/// callbacks (`wait_blocking`).
+/// The acknowledgement watermark, readable from async code (`watch`, `settled`), and the
+/// dispatch topic's acknowledged ends.
 pub struct Acks {
     state: Mutex<AckState>,
-    changed: Condvar,
     through: watch::Sender<Seq>,
+    /// The topic whose acknowledged offsets are kept ([`Acks::delivered_end`]): the dispatch
+    /// topic (a cut's lower bound of what it replays; see `handover`).
+    tracked: String,
+    /// Per partition of `tracked`: one past the highest offset acknowledged so far.
+    ends: Mutex<HashMap<i32, i64>>,
 }
 
 #[derive(Default)]
@@ -64,17 +68,44 @@ struct AckState {
     /// acknowledgement: hundreds of webhook posts or egress sends, thousands of times a
     /// second).
     waiters: BTreeMap<Seq, Vec<oneshot::Sender<()>>>,
-    /// Threads in [`Acks::wait_blocking`] (the condition variable is signalled only then).
-    blocked: usize,
 }
 
 impl Acks {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::tracking("")
+    }
+
+    /// Acknowledgements that also keep the offsets acknowledged on `topic`.
+    pub(crate) fn tracking(topic: &str) -> Self {
         Self {
             state: Mutex::default(),
-            changed: Condvar::new(),
             through: watch::Sender::new(0),
+            tracked: topic.to_owned(),
+            ends: Mutex::default(),
         }
+    }
+
+    /// A record of `topic` was acknowledged at `partition`, `offset`.
+    fn delivered(&self, topic: &str, partition: i32, offset: i64) {
+        if topic == self.tracked && !topic.is_empty() {
+            let mut ends = self
+                .ends
+                .lock()
+                .expect("no panic while holding the ack lock");
+            let end = ends.entry(partition).or_insert(0);
+            *end = (*end).max(offset + 1);
+        }
+    }
+
+    /// One past the highest offset of the tracked topic's `partition` acknowledged so far:
+    /// every record below it was produced before now. None: nothing acknowledged there yet.
+    pub fn delivered_end(&self, partition: i32) -> Option<i64> {
+        self.ends
+            .lock()
+            .expect("no panic while holding the ack lock")
+            .get(&partition)
+            .copied()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
@@ -90,7 +121,7 @@ impl Acks {
     }
 
     pub(crate) fn ack(&self, seq: Seq) {
-        let (through, ready, blocked) = {
+        let (through, ready) = {
             let mut s = self.lock();
             if seq != s.through + 1 {
                 s.early.insert(seq);
@@ -104,13 +135,10 @@ impl Acks {
             let next = s.through + 1;
             let later = s.waiters.split_off(&next);
             let ready = std::mem::replace(&mut s.waiters, later);
-            (s.through, ready, s.blocked > 0)
+            (s.through, ready)
         };
         for waiter in ready.into_values().flatten() {
             let _ = waiter.send(());
-        }
-        if blocked {
-            self.changed.notify_all();
         }
         self.through.send_replace(through);
     }
@@ -146,19 +174,6 @@ impl Acks {
 
     pub fn watch(&self) -> watch::Receiver<Seq> {
         self.through.subscribe()
-    }
-
-    /// Waits (blocking the thread) until `seq` is acknowledged or `timeout` passes; for
-    /// librdkafka's rebalance callback, which cannot await. True if acknowledged.
-    pub fn wait_blocking(&self, seq: Seq, timeout: Duration) -> bool {
-        let mut guard = self.lock();
-        guard.blocked += 1;
-        let (mut guard, _) = self
-            .changed
-            .wait_timeout_while(guard, timeout, |s| s.through < seq)
-            .expect("no panic while holding the ack lock");
-        guard.blocked -= 1;
-        guard.through >= seq
     }
 }
 
@@ -301,6 +316,7 @@ impl ProducerContext for AckContext {
         match result {
             Ok(m) => {
                 telemetry::kafka_record_out(m.topic());
+                self.acks.delivered(m.topic(), m.partition(), m.offset());
                 self.acks.ack(seq as Seq);
             }
             Err((e, m)) => {
@@ -326,6 +342,9 @@ pub struct Settings {
     pub dlq_topic: String,
     /// The largest payload produced (`kafka.max_record_bytes`).
     pub max_payload: usize,
+    /// The topic whose acknowledged offsets [`Acks::delivered_end`] keeps
+    /// (`kafka.dispatch_topic`).
+    pub dispatch_topic: String,
 }
 
 impl Settings {
@@ -335,6 +354,7 @@ impl Settings {
             retry_backoff: Duration::from_millis(200),
             dlq_topic: k.dlq_topic.clone(),
             max_payload: k.max_record_bytes,
+            dispatch_topic: k.dispatch_topic.clone(),
         }
     }
 
@@ -379,7 +399,7 @@ impl Outbox {
         settings: Settings,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, rdkafka::error::KafkaError> {
-        let acks = Arc::new(Acks::new());
+        let acks = Arc::new(Acks::tracking(&settings.dispatch_topic));
         let (retries, mut pending) = mpsc::unbounded_channel();
         let context = |alone| AckContext {
             acks: acks.clone(),
@@ -730,7 +750,6 @@ mod tests {
         acks.ack(2);
         acks.ack(3);
         assert_eq!(acks.through(), 0);
-        assert!(!acks.wait_blocking(1, Duration::from_millis(1)));
         acks.ack(1);
         assert_eq!(acks.through(), 3);
         assert_eq!(*watch.borrow(), 3, "async waiters see it too");
@@ -739,7 +758,6 @@ mod tests {
         assert_eq!(acks.through(), 3, "4 is still out");
         acks.ack(4);
         assert_eq!(acks.through(), 5);
-        assert!(acks.wait_blocking(5, Duration::from_millis(1)));
     }
 
     /// A waiter is woken when the watermark passes its record, not before, whatever the
@@ -791,6 +809,7 @@ mod tests {
             retry_backoff: Duration::from_millis(50),
             dlq_topic: "dlq".into(),
             max_payload: 2_000,
+            dispatch_topic: "dispatch".into(),
         };
         let outbox = Outbox::start(&common, settings, stop.clone()).expect("an outbox");
         let acked = outbox.acks().watch();
@@ -824,6 +843,16 @@ mod tests {
         let good = outbox.produce("status", Some(b"acme"), b"status", None);
         wait(good).await;
         assert_eq!(outbox.acks().through(), outbox.acks().issued());
+        // The dispatch topic's acknowledged end is kept (a cut's replay starts below it); the
+        // refused dispatch never landed, so this one is its first record.
+        assert_eq!(
+            outbox.acks().delivered_end(0),
+            None,
+            "no dispatch acknowledged yet"
+        );
+        let dispatched = outbox.produce("dispatch", Some(b"acme"), b"dispatch", None);
+        wait(dispatched).await;
+        assert_eq!(outbox.acks().delivered_end(0), Some(1));
 
         for (topic, seq) in &too_large {
             let why = outbox

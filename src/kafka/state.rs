@@ -49,6 +49,20 @@ pub struct Manifest {
     pub inputs: Vec<(String, i64)>,
     /// The dispatch-topic offset to replay from (earlier dispatches are in the state).
     pub dispatch: i64,
+    /// Incremental cuts (`kafka.snapshot_spread`): a tenant's record may be a *part* that
+    /// needs the cuts before it, up to `spread` in all (see `TenantState::merge`). None: every
+    /// record is whole (and older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<u32>,
+    /// This cut's number among the partition's cuts.
+    #[serde(default)]
+    pub round: u64,
+    /// The offset of the complete manifest before this one, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<i64>,
+    /// The tenants whose record here is a part (the others' are whole).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
 }
 
 impl Manifest {
@@ -75,16 +89,21 @@ impl Manifest {
     }
 }
 
-/// A snapshot read back.
+/// A snapshot read back: the last complete cut and, for incremental cuts, the ones before it
+/// that its parts need.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The newest cut's manifest (the positions, the replay start).
     pub manifest: Manifest,
     /// The manifest's own offset.
     pub offset: i64,
-    /// Each tenant's state (JSON), in manifest order.
-    pub tenants: Vec<(String, Vec<u8>)>,
+    /// Each tenant's records (JSON), newest first: the newest cut's and, while they are
+    /// parts, those of the cuts before it (at most `spread` in all).
+    pub tenants: Vec<(String, Vec<Vec<u8>>)>,
     /// Bytes read (chunks).
     pub bytes: usize,
+    /// Cuts read.
+    pub cuts: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +186,8 @@ impl StateStore {
     }
 
     /// Writes the tenants' states and then the manifest to `partition`; returns the manifest.
+    /// `spread`, `round`: see [`Manifest`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn write(
         &self,
         partition: i32,
@@ -174,6 +195,9 @@ impl StateStore {
         inputs: Vec<(String, i64)>,
         dispatch: i64,
         tenants: Vec<(String, Vec<u8>)>,
+        spread: Option<u32>,
+        round: u64,
+        parts: Vec<String>,
     ) -> Result<Manifest, StateError> {
         let cut = self.next_cut(at_ms);
         let previous = Self::lock(&self.last)
@@ -208,6 +232,10 @@ impl StateStore {
             tenants: counts,
             inputs,
             dispatch,
+            spread,
+            round,
+            previous: (previous >= 0).then_some(previous),
+            parts,
         };
         let headers = OwnedHeaders::new()
             .insert(header(KIND, "manifest"))
@@ -255,33 +283,110 @@ impl StateStore {
         }
     }
 
-    /// Reads the last complete snapshot of `partition` (None: there is none). Blocking.
+    /// Reads the last complete snapshot of `partition` (None: there is none), with the cuts
+    /// before it that its parts need. Blocking.
     pub fn read(&self, partition: i32) -> Result<Option<Snapshot>, StateError> {
         let (low, high) = self
             .reader
             .fetch_watermarks(&self.topic, partition, self.timeout)?;
         let mut at = high - 1;
-        let (manifest_offset, body) = loop {
+        let newest = loop {
             if at < low {
                 return Ok(None);
             }
-            let (kind, previous, body) = self.read_at(partition, at, |m| {
+            let (kind, previous) = self.read_at(partition, at, |m| {
                 (
                     header_value(m, KIND).unwrap_or_default(),
                     header_value(m, PREVIOUS).and_then(|p| p.parse::<i64>().ok()),
-                    m.payload().unwrap_or_default().to_vec(),
                 )
             })?;
             match (kind.as_str(), previous) {
-                ("manifest", _) => break (at, body),
+                ("manifest", _) => break at,
                 (_, Some(previous)) if previous < at => at = previous,
                 _ => return Ok(None),
             }
         };
+        let (manifest, records, mut bytes) = self.read_cut(partition, newest, low)?;
+        let spread = manifest.spread.unwrap_or(1).max(1) as usize;
+        let mut wanting: Vec<&str> = manifest.parts.iter().map(String::as_str).collect();
+        let mut tenants: Vec<(String, Vec<Vec<u8>>)> = records
+            .into_iter()
+            .map(|(tenant, json)| (tenant, vec![json]))
+            .collect();
+        let (mut cuts, mut previous) = (1, manifest.previous);
+        while !wanting.is_empty() && cuts < spread {
+            let Some(offset) = previous else {
+                return Err(StateError::Corrupt {
+                    partition,
+                    problem: format!(
+                        "cut {}: tenant(s) {wanting:?} saved incrementally, but the cuts \
+                         before it are not listed",
+                        manifest.cut
+                    ),
+                });
+            };
+            let (older, records, read) = self.read_cut(partition, offset, low)?;
+            bytes += read;
+            for (tenant, json) in records {
+                if let Some(w) = wanting.iter().position(|t| *t == tenant) {
+                    if !older.parts.contains(&tenant) {
+                        wanting.swap_remove(w);
+                    }
+                    if let Some((_, list)) = tenants.iter_mut().find(|(t, _)| *t == tenant) {
+                        list.push(json);
+                    }
+                }
+            }
+            // A tenant the older cut does not have began after it (its first record is whole).
+            wanting.retain(|t| older.tenants.iter().any(|(o, _)| o == t));
+            cuts += 1;
+            previous = older.previous;
+        }
+        Self::lock(&self.last).insert(partition, newest);
+        Ok(Some(Snapshot {
+            manifest,
+            offset: newest,
+            tenants,
+            bytes,
+            cuts,
+        }))
+    }
+
+    /// Reads the manifest at `offset` of `partition` and its chunks: each tenant's record, in
+    /// manifest order, and the bytes read.
+    #[allow(clippy::type_complexity)]
+    fn read_cut(
+        &self,
+        partition: i32,
+        offset: i64,
+        low: i64,
+    ) -> Result<(Manifest, Vec<(String, Vec<u8>)>, usize), StateError> {
+        if offset < low {
+            return Err(StateError::Corrupt {
+                partition,
+                problem: format!(
+                    "the manifest at offset {offset} is gone (the partition starts at {low}): \
+                     the state topic's retention is shorter than kafka.snapshot_spread × \
+                     kafka.snapshot_max_age_ms; raise its retention.ms"
+                ),
+            });
+        }
+        let (kind, body) = self.read_at(partition, offset, |m| {
+            (
+                header_value(m, KIND).unwrap_or_default(),
+                m.payload().unwrap_or_default().to_vec(),
+            )
+        })?;
+        if kind != "manifest" {
+            return Err(StateError::Corrupt {
+                partition,
+                problem: format!("offset {offset} is a {kind:?} record, not a manifest"),
+            });
+        }
         let manifest: Manifest =
             serde_json::from_slice(&body).map_err(|e| StateError::Corrupt {
                 partition,
-                problem: format!("manifest at offset {manifest_offset}: {e}"),
+                problem: format!("manifest at offset {offset}: {e}"),
             })?;
         let first = manifest
             .chunks(low)
@@ -290,8 +395,8 @@ impl StateStore {
         let mut parts: HashMap<String, (u32, Vec<u8>)> = HashMap::new();
         let mut bytes = 0;
         // No chunks (no tenants): an empty range, nothing is read.
-        let from = first.unwrap_or(manifest_offset);
-        self.scan(partition, from, manifest_offset, |m| {
+        let from = first.unwrap_or(offset);
+        self.scan(partition, from, offset, |m| {
             if header_value(m, KIND).as_deref() == Some("chunk")
                 && header_value(m, CUT).as_deref() == Some(cut.as_str())
             {
@@ -318,13 +423,7 @@ impl StateStore {
                 }
             }
         }
-        Self::lock(&self.last).insert(partition, manifest_offset);
-        Ok(Some(Snapshot {
-            manifest,
-            offset: manifest_offset,
-            tenants,
-            bytes,
-        }))
+        Ok((manifest, tenants, bytes))
     }
 
     /// Calls `f` with the record at `offset` of `partition`.
@@ -456,6 +555,10 @@ mod tests {
             tenants: tenants.iter().map(|&(t, n)| (t.to_owned(), n)).collect(),
             inputs: vec![("switchboard.inbound".into(), 42)],
             dispatch: 3,
+            spread: None,
+            round: 0,
+            previous: None,
+            parts: Vec::new(),
         }
     }
 

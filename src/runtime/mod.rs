@@ -131,6 +131,15 @@ enum Request {
     },
 }
 
+/// The answer to a command handed over with [`Runtime::submit`].
+pub struct Answer(oneshot::Receiver<Result<Reply, CoreError>>);
+
+impl Answer {
+    pub async fn get(self) -> Result<Reply, CallError> {
+        Ok(self.0.await.map_err(|_| CallError::Unavailable)??)
+    }
+}
+
 /// A handle to the shards: cheap to clone, one per gRPC service. The shard tasks stop when the
 /// last handle is dropped.
 #[derive(Clone)]
@@ -179,6 +188,7 @@ impl Runtime {
                 bots: HashMap::new(),
                 statuses: HashMap::new(),
                 effects: Vec::new(),
+                cuts: HashMap::new(),
             };
             tasks.push(tokio::spawn(task.run(
                 rx,
@@ -348,6 +358,22 @@ impl Runtime {
     }
 
     /// Sends `request` to the tenant's shard and waits for its answer.
+    /// Hands `command` to its shard now (waiting only for room in the shard's queue) and
+    /// returns its answer to await later: for a caller that must not wait for the shard (the
+    /// Kafka input beginning a cut).
+    pub async fn submit(&self, command: Command) -> Result<Answer, CallError> {
+        let tenant = command.tenant().ok_or(CallError::Unavailable)?.clone();
+        if let Some(gate) = &self.gate {
+            gate.check(&tenant)?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.shard_of(&tenant)?
+            .send(Request::Command { command, reply })
+            .await
+            .map_err(|_| CallError::Unavailable)?;
+        Ok(Answer(answer))
+    }
+
     async fn ask<R>(
         &self,
         tenant: &TenantId,

@@ -16,7 +16,16 @@ pub(super) struct ShardTask {
     pub(super) statuses: HashMap<TenantId, Subscribers<SendStatusEvent>>,
     /// Reused between commands so the hot path does not allocate a fresh vector.
     pub(super) effects: Vec<Effect>,
+    /// Cuts being taken (`Command::BeginCut`): who waits for each tenant's.
+    pub(super) cuts: HashMap<TenantId, oneshot::Sender<Result<Reply, CoreError>>>,
 }
+
+/// How much of a cut a shard copies between two requests (conversations; see
+/// `core::tenant::slab`): a few hundred microseconds.
+const CUT_STEP: usize = 1_024;
+
+/// How much it copies at a time when no request waits.
+const CUT_STEP_IDLE: usize = 16 * CUT_STEP;
 
 impl ShardTask {
     pub(super) async fn run(
@@ -31,8 +40,12 @@ impl ShardTask {
         let mut streams_open = true;
         loop {
             tokio::select! {
+                biased;
                 request = rx.recv() => match request {
-                    Some(request) => self.serve(request),
+                    Some(request) => {
+                        self.serve(request);
+                        self.step_cuts(CUT_STEP);
+                    }
                     None => break, // every Runtime handle is gone
                 },
                 _ = ticker.tick() => self.tick(),
@@ -43,12 +56,43 @@ impl ShardTask {
                     self.bots.clear();
                     self.statuses.clear();
                 }
+                // Nothing else to do: copy more of the cuts being taken.
+                () = std::future::ready(()), if !self.cuts.is_empty() => {
+                    self.step_cuts(CUT_STEP_IDLE);
+                }
+            }
+        }
+    }
+
+    /// Copies more of the cuts being taken and answers those finished.
+    fn step_cuts(&mut self, budget: usize) {
+        if self.cuts.is_empty() {
+            return;
+        }
+        for (tenant, cut) in self.shard.step_cuts(budget) {
+            if let Some(reply) = self.cuts.remove(&tenant) {
+                let _ = reply.send(Ok(Reply::Cut(Box::new(cut))));
             }
         }
     }
 
     fn serve(&mut self, request: Request) {
         match request {
+            Request::Command {
+                command: command @ Command::BeginCut { .. },
+                reply,
+            } => {
+                let tenant = command.tenant().cloned();
+                match (self.command(command), tenant) {
+                    // Answered when the cut is copied (`step_cuts`).
+                    (Ok(_), Some(tenant)) => {
+                        self.cuts.insert(tenant, reply);
+                    }
+                    (result, _) => {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
             Request::Command { command, reply } => {
                 let result = self.command(command);
                 // The caller may have gone (deadline, cancelled): the command still happened.
@@ -101,6 +145,8 @@ impl ShardTask {
             self.agents.retain(|(t, _), _| t != tenant);
             self.bots.retain(|(t, _), _| t != tenant);
             self.statuses.remove(tenant);
+            // A cut being taken of the tenant it was ends unanswered (its caller hears so).
+            self.cuts.remove(tenant);
         }
         if let Command::ProviderResult {
             tenant,

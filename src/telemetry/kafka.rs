@@ -45,6 +45,11 @@ pub fn kafka_snapshot(partition: i32, elapsed: Duration, bytes: usize) {
     histogram!(KAFKA_SNAPSHOT_BYTES).record(bytes as f64);
 }
 
+/// The input stood still this long to take a cut.
+pub fn kafka_cut_pause(elapsed: Duration) {
+    histogram!(KAFKA_CUT_PAUSE).record(elapsed.as_secs_f64());
+}
+
 pub fn kafka_snapshot_age(age: Duration) {
     gauge!(KAFKA_SNAPSHOT_AGE).set(age.as_secs_f64());
 }

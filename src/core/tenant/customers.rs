@@ -14,7 +14,7 @@ use crate::core::quota::AuditEntry;
 pub(super) type Aliases = [Option<Identity>; 2];
 
 /// What a conversation's customer is known by besides its first phone, and their profile.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Known {
     pub others: Vec<Other>,
     pub profile: Profile,

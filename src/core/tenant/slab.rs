@@ -4,15 +4,78 @@
 //! up to ~180; here the spare room is in 12-byte index slots and the values' `Vec` only.
 //! A removal moves the last value into the hole (`swap_remove`): positions are not stable,
 //! ids are.
+//!
+//! **Cuts without stopping** (Kafka mode's snapshots): once `track`ed, the slab records which
+//! conversations changed or went since the last cut. A cut ([`Slab::begin_cut`]) owes a copy
+//! of each of those and of the `Slice` it names, each *as it was when the cut began*; the copies
+//! are taken a few at a time ([`Slab::step`]) while the shard goes on, and a conversation about
+//! to change (or go) before its turn is copied first (copy on write). So a cut costs the
+//! shard a flag, not a copy of every conversation.
 use std::ops::Index;
 
-use super::super::Map;
+use super::super::{Map, Set};
 use crate::model::ConversationId;
 
 #[derive(Debug)]
 pub(super) struct Slab<V> {
     index: Map<ConversationId, u32>,
     values: Vec<(ConversationId, V)>,
+    /// Change tracking for cuts; None until [`Slab::track`] (nothing reads it otherwise).
+    tracking: Option<Box<Tracking<V>>>,
+}
+
+/// Which untouched conversations a cut copies besides the changed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slice {
+    /// Every one: the cut stands alone.
+    All,
+    /// Those whose id is `round` modulo `spread`: over `spread` cuts in a row, every
+    /// conversation is copied at least once.
+    Round { round: u64, spread: u64 },
+}
+
+impl Slice {
+    fn covers(self, id: ConversationId) -> bool {
+        match self {
+            Slice::All => true,
+            Slice::Round { round, spread } => id.0 % spread.max(1) == round % spread.max(1),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Tracking<V> {
+    /// Changed (or new) since the current cut began.
+    changed: Set<ConversationId>,
+    /// Removed since the current cut began.
+    removed: Vec<ConversationId>,
+    cut: Option<Pending<V>>,
+}
+
+/// A cut being copied.
+#[derive(Debug)]
+struct Pending<V> {
+    slice: Slice,
+    /// Conversations created after the cut began have ids from here on: never in it.
+    new_from: ConversationId,
+    /// Changed before the cut began: owed whatever the slice.
+    owed: Set<ConversationId>,
+    /// The same, to copy in turn (popped as copied).
+    to_copy: Vec<ConversationId>,
+    /// Positions below this were scanned for the slice.
+    cursor: usize,
+    /// Copied already (never copied twice: a later copy could be newer than the cut).
+    done: Set<ConversationId>,
+    copies: Vec<(ConversationId, V)>,
+    removed: Vec<ConversationId>,
+}
+
+/// A finished cut's conversations: copies as they were when it began, and the ids removed
+/// since the cut before it.
+#[derive(Debug)]
+pub struct CutCopy<V> {
+    pub copies: Vec<(ConversationId, V)>,
+    pub removed: Vec<ConversationId>,
 }
 
 impl<V> Default for Slab<V> {
@@ -20,11 +83,12 @@ impl<V> Default for Slab<V> {
         Self {
             index: Map::default(),
             values: Vec::new(),
+            tracking: None,
         }
     }
 }
 
-impl<V> Slab<V> {
+impl<V: Clone> Slab<V> {
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -43,38 +107,58 @@ impl<V> Slab<V> {
     }
 
     pub fn get_mut(&mut self, id: &ConversationId) -> Option<&mut V> {
-        let at = *self.index.get(id)?;
-        Some(&mut self.values[at as usize].1)
+        let at = *self.index.get(id)? as usize;
+        self.changing(at);
+        Some(&mut self.values[at].1)
     }
 
     /// Adds or replaces the value of `id`.
     pub fn insert(&mut self, id: ConversationId, value: V) {
-        use std::collections::hash_map::Entry;
-        match self.index.entry(id) {
-            Entry::Occupied(e) => self.values[*e.get() as usize].1 = value,
-            Entry::Vacant(e) => {
+        match self.index.get(&id) {
+            Some(&at) => {
+                self.changing(at as usize);
+                self.values[at as usize].1 = value;
+            }
+            None => {
                 let at = u32::try_from(self.values.len()).expect("under 2³² conversations");
-                e.insert(at);
+                self.index.insert(id, at);
                 self.values.push((id, value));
+                if let Some(t) = &mut self.tracking {
+                    t.changed.insert(id);
+                }
             }
         }
     }
 
     pub fn remove(&mut self, id: &ConversationId) -> Option<V> {
-        let at = self.index.remove(id)? as usize;
+        let at = *self.index.get(id)? as usize;
+        self.preserve(at);
+        let last = self.values.len() - 1;
+        if let Some(cut) = self.tracking.as_ref().and_then(|t| t.cut.as_ref())
+            && at < cut.cursor
+            && last >= cut.cursor
+        {
+            // The last value moves below the scan: copy it now if the cut owes it.
+            self.preserve(last);
+        }
+        self.index.remove(id);
         let (_, value) = self.values.swap_remove(at);
         if let Some((moved, _)) = self.values.get(at) {
             self.index.insert(*moved, at as u32);
+        }
+        if let Some(t) = &mut self.tracking {
+            t.changed.remove(id);
+            t.removed.push(*id);
         }
         Some(value)
     }
 
     /// Keeps the values `keep` says to keep: one pass, and index updates only for what is
     /// removed or moved into a hole (a sweep forgets a few of many).
-    pub fn retain(&mut self, mut keep: impl FnMut(&ConversationId, &mut V) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&ConversationId, &V) -> bool) {
         let mut at = 0;
         while at < self.values.len() {
-            let (id, v) = &mut self.values[at];
+            let (id, v) = &self.values[at];
             if keep(id, v) {
                 at += 1;
             } else {
@@ -96,9 +180,120 @@ impl<V> Slab<V> {
     pub fn iter(&self) -> impl Iterator<Item = (&ConversationId, &V)> {
         self.values.iter().map(|(id, v)| (id, v))
     }
+
+    /// True once changes are recorded.
+    pub fn tracked(&self) -> bool {
+        self.tracking.is_some()
+    }
+
+    /// Records changes from now on, for cuts.
+    pub fn track(&mut self) {
+        self.tracking.get_or_insert_with(|| {
+            Box::new(Tracking {
+                changed: Set::default(),
+                removed: Vec::new(),
+                cut: None,
+            })
+        });
+    }
+
+    /// Begins a cut: it owes every conversation changed since the last one and those of
+    /// `slice`, as they are now (ids from `new_from` on are created later). Untracked until
+    /// now, the cut takes every conversation (nothing says what changed) and tracking starts.
+    /// One cut at a time: the one before must be finished ([`Slab::step`]).
+    pub fn begin_cut(&mut self, slice: Slice, new_from: ConversationId) {
+        debug_assert!(
+            self.tracking.as_ref().is_none_or(|t| t.cut.is_none()),
+            "one cut at a time"
+        );
+        let slice = if self.tracking.is_none() {
+            Slice::All
+        } else {
+            slice
+        };
+        self.track();
+        let t = self.tracking.as_mut().expect("tracking");
+        let owed = std::mem::take(&mut t.changed);
+        t.cut = Some(Pending {
+            slice,
+            new_from,
+            to_copy: owed.iter().copied().collect(),
+            owed,
+            cursor: 0,
+            done: Set::default(),
+            copies: Vec::new(),
+            removed: std::mem::take(&mut t.removed),
+        });
+    }
+
+    /// Copies up to about `budget` conversations of the cut being taken (scanning counts a
+    /// sixteenth of a copy); the finished cut once it owes nothing more.
+    pub fn step(&mut self, budget: usize) -> Option<CutCopy<V>> {
+        let Slab {
+            index,
+            values,
+            tracking,
+        } = self;
+        let cut = tracking.as_mut()?.cut.as_mut()?;
+        let mut spent = 0usize;
+        // What changed before the cut, wherever it is.
+        while spent < budget {
+            let Some(id) = cut.to_copy.pop() else {
+                break;
+            };
+            spent += 1;
+            if let Some(&at) = index.get(&id)
+                && cut.done.insert(id)
+            {
+                cut.copies.push(values[at as usize].clone());
+                spent += 16;
+            }
+        }
+        // The slice, by position.
+        while spent < budget && cut.cursor < values.len() {
+            let (id, v) = &values[cut.cursor];
+            if id.0 < cut.new_from.0 && cut.slice.covers(*id) && cut.done.insert(*id) {
+                cut.copies.push((*id, v.clone()));
+                spent += 16;
+            }
+            spent += 1;
+            cut.cursor += 1;
+        }
+        if !cut.to_copy.is_empty() || cut.cursor < values.len() {
+            return None;
+        }
+        let cut = tracking.as_mut()?.cut.take()?;
+        Some(CutCopy {
+            copies: cut.copies,
+            removed: cut.removed,
+        })
+    }
+
+    /// The value at `at` is about to change: recorded for the next cut, and copied first if
+    /// the cut being taken owes it.
+    fn changing(&mut self, at: usize) {
+        self.preserve(at);
+        if let Some(t) = &mut self.tracking {
+            t.changed.insert(self.values[at].0);
+        }
+    }
+
+    /// Copies the value at `at` into the cut being taken if the cut owes it and has not got
+    /// it yet.
+    fn preserve(&mut self, at: usize) {
+        let Some(cut) = self.tracking.as_mut().and_then(|t| t.cut.as_mut()) else {
+            return;
+        };
+        let (id, v) = &self.values[at];
+        let owed = cut.owed.contains(id)
+            || (at >= cut.cursor && id.0 < cut.new_from.0 && cut.slice.covers(*id));
+        if owed && cut.done.insert(*id) {
+            cut.copies.push((*id, v.clone()));
+        }
+    }
 }
 
-impl<V> Index<&ConversationId> for Slab<V> {
+impl<V: Clone> Index<&ConversationId> for Slab<V> {
     type Output = V;
 
     fn index(&self, id: &ConversationId) -> &V {
@@ -107,7 +302,7 @@ impl<V> Index<&ConversationId> for Slab<V> {
     }
 }
 
-impl<V> FromIterator<(ConversationId, V)> for Slab<V> {
+impl<V: Clone> FromIterator<(ConversationId, V)> for Slab<V> {
     fn from_iter<I: IntoIterator<Item = (ConversationId, V)>>(values: I) -> Self {
         let mut slab = Self::default();
         for (id, v) in values {
@@ -137,6 +332,62 @@ mod tests {
         s.insert(id(3), 33);
         assert_eq!(s.get(&id(3)), Some(&33));
         assert_eq!(s.len(), 4);
+    }
+
+    /// Copy on write while a cut is copied: values changed, removed, or moved under the scan
+    /// by a removal are saved as they were when the cut began; new ones are not in it.
+    #[test]
+    fn a_cut_saves_each_owed_value_as_it_was_when_it_began() {
+        let mut s: Slab<u64> = (0..10).map(|n| (id(n), n)).collect();
+        s.track();
+        *s.get_mut(&id(3)).unwrap() += 100; // changed before the cut: owed (odd, off slice)
+        s.remove(&id(5)); // removed before the cut: listed
+        // The slice: even ids. The last value is id 8 (9 moved into 5's hole).
+        s.begin_cut(
+            Slice::Round {
+                round: 0,
+                spread: 2,
+            },
+            id(10),
+        );
+        // One owed copy (3), then positions 0, 1 and 2 scanned (0 and 2 copied).
+        assert!(s.step(17 + 17 + 1 + 1).is_none());
+        // Removing id 1 (position 1, under the scan) moves the last value (id 8, unscanned
+        // and owed) there: it is copied before it moves.
+        s.remove(&id(1));
+        *s.get_mut(&id(8)).unwrap() = 800;
+        *s.get_mut(&id(6)).unwrap() = 600; // owed, not scanned yet: copied before it changes
+        s.insert(id(10), 10); // new: not in this cut
+        s.remove(&id(4)); // owed: copied before it goes
+        let cut = loop {
+            if let Some(cut) = s.step(2) {
+                break cut;
+            }
+        };
+        let mut copies = cut.copies.clone();
+        copies.sort();
+        let expect = [(0, 0), (2, 2), (3, 103), (4, 4), (6, 6), (8, 8)];
+        assert_eq!(copies, expect.map(|(i, v)| (id(i), v)).to_vec());
+        assert_eq!(cut.removed, vec![id(5)]);
+        // The next cut owes what changed during this one, and lists what went.
+        s.begin_cut(
+            Slice::Round {
+                round: 1,
+                spread: 2,
+            },
+            id(11),
+        );
+        let next = s.step(usize::MAX).expect("done");
+        let mut ids: Vec<u64> = next.copies.iter().map(|(i, _)| i.0).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [3, 6, 7, 8, 9, 10],
+            "changed (6, 8, 10), the odd slice (3, 7, 9)"
+        );
+        let mut gone: Vec<u64> = next.removed.iter().map(|i| i.0).collect();
+        gone.sort();
+        assert_eq!(gone, [1, 4]);
     }
 
     #[test]

@@ -26,6 +26,47 @@ pub struct TenantState {
     /// Duplicate suggestions, oldest first (the name index is rebuilt from the profiles).
     #[serde(default)]
     pub duplicates: Vec<crate::core::duplicates::Suggestion>,
+    /// None: the state is whole. Some: a *part* (an incremental cut, see `TenantState::merge`):
+    /// `conversations` and `seen` hold only what the cut copied, and these conversations are
+    /// gone since the cut before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<u64>>,
+}
+
+impl TenantState {
+    /// Puts consecutive cuts of one tenant together, oldest first: everything but the
+    /// conversations and ids seen from the newest; the conversations as the newest cut that
+    /// has each left them (minus those removed after); the ids seen, all of them, by time.
+    /// Whole when the oldest is whole, or when the parts are `spread` cuts in a row (each
+    /// conversation is in at least one of them: see `slab::Slice`).
+    pub fn merge(parts: Vec<TenantState>) -> Option<TenantState> {
+        let mut parts = parts.into_iter();
+        let mut merged = parts.next()?;
+        let mut conversations: Map<u64, SavedConversation> =
+            std::mem::take(&mut merged.conversations)
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
+        let mut seen = std::mem::take(&mut merged.seen);
+        for mut part in parts {
+            for id in part.removed.iter().flatten() {
+                conversations.remove(id);
+            }
+            let newer = std::mem::take(&mut part.conversations);
+            conversations.extend(newer.into_iter().map(|c| (c.id, c)));
+            seen.append(&mut part.seen);
+            merged = part;
+        }
+        let mut conversations: Vec<SavedConversation> = conversations.into_values().collect();
+        conversations.sort_by_key(|c| c.id);
+        // By time, each id once (copies of one id in several cuts are the same entry).
+        seen.sort();
+        seen.dedup();
+        merged.conversations = conversations;
+        merged.seen = seen;
+        merged.removed = None;
+        Some(merged)
+    }
 }
 
 /// An identity besides a conversation's first phone (`kind`: phone, email, visitor).
@@ -86,77 +127,144 @@ pub struct SavedMessage {
     pub intent: Option<String>,
 }
 
+/// A conversation as saved; `queue` names a queue index.
+fn saved_conversation(
+    id: ConversationId,
+    c: &Conversation,
+    queue: impl Fn(u16) -> String,
+) -> SavedConversation {
+    SavedConversation {
+        id: id.0,
+        customer: c
+            .customer
+            .as_ref()
+            .map_or(String::new(), |p| p.as_e164().to_owned()),
+        others: c
+            .known
+            .iter()
+            .flat_map(|k| &k.others)
+            .map(|o| SavedIdentity {
+                kind: o.identity.kind().to_owned(),
+                value: o.identity.value().to_owned(),
+                window_expires: o.window_expires,
+            })
+            .collect(),
+        profile: c
+            .known
+            .as_ref()
+            .map(|k| k.profile.clone())
+            .filter(|p| !p.is_empty()),
+        window_expires: c.window_expires,
+        channels: c.channels.to_vec(),
+        context: c
+            .context
+            .iter()
+            .map(|m| SavedMessage {
+                note: m.direction == Direction::Note,
+                outbound: m.direction == Direction::Outbound,
+                author: m.author().map(|a| a.to_string()),
+                channel: m.channel,
+                text: m.text.to_string(),
+                at: m.at,
+                provider_message_id: m.provider_message_id.to_string(),
+                intent: m.intent().map(|i| i.to_string()),
+            })
+            .collect(),
+        paused: c.paused,
+        route_override: c.route_override.as_deref().map(|o| match o {
+            RouteOverride::Queue(q) => ("queue".into(), q.to_string()),
+            RouteOverride::Agent(a) => ("agent".into(), a.to_string()),
+        }),
+        with_bot: c.with_bot,
+        served_by_bot: c.served_by_bot,
+        served_by_human: c.served_by_human,
+        last_queue: c.last_queue.map(queue),
+        priority: c.priority,
+        last_activity: c.last_activity,
+    }
+}
+
+fn hex(fp: u128) -> String {
+    format!("{fp:032x}")
+}
+
+/// A cut of one tenant, taken without stopping the shard (see `slab`): the small parts as
+/// they were when it began, the conversations and ids seen it copied since. Turned into a
+/// [`TenantState`] off the shard ([`TenantCut::into_state`]).
+#[derive(Debug, Clone)]
+pub struct TenantCut {
+    base: TenantState,
+    /// Every conversation and id seen is in it (it does not need the cuts before it).
+    whole: bool,
+    conversations: Vec<(ConversationId, Conversation)>,
+    removed: Vec<ConversationId>,
+    seen: Vec<(Timestamp, u128)>,
+    /// Queue names by index, for the conversations' last queue.
+    queues: Vec<String>,
+}
+
+/// Equal when they save equal (replies are compared in tests).
+impl PartialEq for TenantCut {
+    fn eq(&self, other: &Self) -> bool {
+        self.clone().into_state() == other.clone().into_state()
+    }
+}
+
+impl TenantCut {
+    pub fn into_state(self) -> TenantState {
+        let TenantCut {
+            mut base,
+            whole,
+            mut conversations,
+            removed,
+            seen,
+            queues,
+        } = self;
+        conversations.sort_by_key(|(id, _)| *id);
+        let queue = |q: u16| queues.get(q as usize).cloned().unwrap_or_default();
+        base.conversations = conversations
+            .iter()
+            .map(|(id, c)| saved_conversation(*id, c, queue))
+            .collect();
+        base.seen = seen.into_iter().map(|(at, fp)| (at, hex(fp))).collect();
+        base.removed = (!whole).then(|| removed.into_iter().map(|id| id.0).collect());
+        base
+    }
+}
+
+/// A cut being taken: what it took when it began, and the two copies as they finish.
+#[derive(Debug)]
+pub(super) struct Cutting {
+    base: TenantState,
+    whole: bool,
+    conversations: Option<super::slab::CutCopy<Conversation>>,
+    seen: Option<Vec<(Timestamp, u128)>>,
+}
+
 impl Tenant {
     /// The state to save (see the module docs for what is in it), conversations in id order.
     pub fn state(&self, now: Timestamp) -> TenantState {
         let mut ids: Vec<&ConversationId> = self.conversations.keys().collect();
         ids.sort();
+        let queue = |q: u16| self.desk.queue_name(q.into()).to_string();
         let conversations = ids
             .into_iter()
-            .map(|id| {
-                let c = &self.conversations[id];
-                SavedConversation {
-                    id: id.0,
-                    customer: c
-                        .customer
-                        .as_ref()
-                        .map_or(String::new(), |p| p.as_e164().to_owned()),
-                    others: c
-                        .known
-                        .iter()
-                        .flat_map(|k| &k.others)
-                        .map(|o| SavedIdentity {
-                            kind: o.identity.kind().to_owned(),
-                            value: o.identity.value().to_owned(),
-                            window_expires: o.window_expires,
-                        })
-                        .collect(),
-                    profile: c
-                        .known
-                        .as_ref()
-                        .map(|k| k.profile.clone())
-                        .filter(|p| !p.is_empty()),
-                    window_expires: c.window_expires,
-                    channels: c.channels.to_vec(),
-                    context: c
-                        .context
-                        .iter()
-                        .map(|m| SavedMessage {
-                            note: m.direction == Direction::Note,
-                            outbound: m.direction == Direction::Outbound,
-                            author: m.author().map(|a| a.to_string()),
-                            channel: m.channel,
-                            text: m.text.to_string(),
-                            at: m.at,
-                            provider_message_id: m.provider_message_id.to_string(),
-                            intent: m.intent().map(|i| i.to_string()),
-                        })
-                        .collect(),
-                    paused: c.paused,
-                    route_override: c.route_override.as_deref().map(|o| match o {
-                        RouteOverride::Queue(q) => ("queue".into(), q.to_string()),
-                        RouteOverride::Agent(a) => ("agent".into(), a.to_string()),
-                    }),
-                    with_bot: c.with_bot,
-                    served_by_bot: c.served_by_bot,
-                    served_by_human: c.served_by_human,
-                    last_queue: c
-                        .last_queue
-                        .map(|q| self.desk.queue_name(q.into()).to_string()),
-                    priority: c.priority,
-                    last_activity: c.last_activity,
-                }
-            })
+            .map(|id| saved_conversation(*id, &self.conversations[id], queue))
             .collect();
+        TenantState {
+            conversations,
+            seen: self.dedup.entries().map(|(at, fp)| (at, hex(fp))).collect(),
+            ..self.small_state(now)
+        }
+    }
+
+    /// Everything but the conversations and the ids seen.
+    fn small_state(&self, now: Timestamp) -> TenantState {
         TenantState {
             quota: self.quotas.state(now),
             next_conversation: self.next_conversation,
-            conversations,
-            seen: self
-                .dedup
-                .entries()
-                .map(|(at, fp)| (at, format!("{fp:032x}")))
-                .collect(),
+            conversations: Vec::new(),
+            seen: Vec::new(),
             desk: self.desk.state(),
             conflicts: self
                 .conflicts
@@ -169,7 +277,60 @@ impl Tenant {
                 })
                 .collect(),
             duplicates: self.duplicates.saved_suggestions().cloned().collect(),
+            removed: None,
         }
+    }
+
+    /// Begins a cut without stopping (see `slab`): `round` = (round, spread) for an
+    /// incremental one, None for a whole one. Finished by [`Tenant::step_cut`].
+    pub fn begin_cut(&mut self, now: Timestamp, round: Option<(u64, u64)>) {
+        // Changes are known only once tracked: the first cut is whole.
+        let round = round.filter(|_| self.conversations.tracked());
+        let slice = round.map_or(super::slab::Slice::All, |(round, spread)| {
+            super::slab::Slice::Round { round, spread }
+        });
+        self.conversations
+            .begin_cut(slice, ConversationId(self.next_conversation));
+        self.dedup.begin_cut(round);
+        self.cutting = Some(Box::new(Cutting {
+            base: self.small_state(now),
+            whole: round.is_none(),
+            conversations: None,
+            seen: None,
+        }));
+    }
+
+    pub fn cutting(&self) -> bool {
+        self.cutting.is_some()
+    }
+
+    /// Copies about `budget` more of the cut being taken; the cut once it is complete.
+    pub fn step_cut(&mut self, budget: usize) -> Option<TenantCut> {
+        let cutting = self.cutting.as_mut()?;
+        if cutting.conversations.is_none() {
+            cutting.conversations = self.conversations.step(budget);
+        }
+        if cutting.conversations.is_some() && cutting.seen.is_none() {
+            cutting.seen = self.dedup.step(budget);
+        }
+        if cutting.conversations.is_none() || cutting.seen.is_none() {
+            return None;
+        }
+        let Cutting {
+            base,
+            whole,
+            conversations,
+            seen,
+        } = *self.cutting.take()?;
+        let conversations = conversations.expect("finished");
+        Some(TenantCut {
+            base,
+            whole,
+            conversations: conversations.copies,
+            removed: conversations.removed,
+            seen: seen.expect("finished"),
+            queues: self.desk.queue_names().map(|q| q.to_string()).collect(),
+        })
     }
 
     /// Puts a saved state into a tenant freshly built from its config. On error the tenant may
@@ -296,6 +457,8 @@ impl Tenant {
             .collect();
         self.next_conversation = state.next_conversation;
         self.dedup.restore(seen);
+        // A restored tenant is cut incrementally from here on (Kafka mode).
+        self.conversations.track();
         Ok(())
     }
 }
