@@ -59,6 +59,8 @@ impl ShardTask {
                 // Nothing else to do: copy more of the cuts being taken.
                 () = std::future::ready(()), if !self.cuts.is_empty() => {
                     self.step_cuts(CUT_STEP_IDLE);
+                    // Always ready: let the worker's other tasks run between steps.
+                    tokio::task::yield_now().await;
                 }
             }
         }
