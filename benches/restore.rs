@@ -126,7 +126,16 @@ fn main() {
         json.len() as u64 / CUSTOMERS
     );
     let manifest = runtime
-        .block_on(store.write(0, 0, Vec::new(), 0, vec![("big".into(), json.clone())]))
+        .block_on(store.write(
+            0,
+            0,
+            Vec::new(),
+            0,
+            vec![("big".into(), json.clone())],
+            None,
+            0,
+            Vec::new(),
+        ))
         .expect("written");
 
     let mut rounds = Vec::new();
@@ -152,8 +161,8 @@ fn main() {
 
         let started = Instant::now();
         let snapshot = store.read(0).expect("read").expect("a snapshot");
-        let (_, bytes) = &snapshot.tenants[0];
-        let state: TenantState = serde_json::from_slice(bytes).expect("parses");
+        let (_, records) = &snapshot.tenants[0];
+        let state: TenantState = serde_json::from_slice(&records[0]).expect("parses");
         let mut fresh = Shard::new(&config, |_| true);
         fresh
             .handle(
