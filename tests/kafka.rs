@@ -591,6 +591,16 @@ async fn two_replicas_hand_their_tenants_over_when_one_is_killed_and_comes_back(
     drop(cluster);
 }
 
+/// Partition 0's snapshot as a new owner reads it (another store, as after a restart).
+async fn read_back(k: &switchboard::config::KafkaConfig) -> switchboard::kafka::state::Snapshot {
+    let reader = switchboard::kafka::state::StateStore::new(k).unwrap();
+    tokio::task::spawn_blocking(move || reader.read(0))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a snapshot")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_reads_the_last_complete_snapshot_past_an_unfinished_one() {
     use rdkafka::message::{Header, OwnedHeaders};
@@ -651,12 +661,7 @@ async fn a_takeover_reads_the_last_complete_snapshot_past_an_unfinished_one() {
     }
 
     // A new owner (another store, as after a restart) finds the complete one.
-    let reader = StateStore::new(&k).unwrap();
-    let snapshot = tokio::task::spawn_blocking(move || reader.read(0))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("a snapshot");
+    let snapshot = read_back(&k).await;
     assert_eq!(snapshot.offset, manifest_offset);
     assert_eq!(snapshot.manifest, complete);
     assert_eq!(snapshot.manifest.inputs, inputs);
@@ -714,12 +719,7 @@ async fn a_takeover_reads_back_the_cuts_a_tenant_s_parts_need_and_no_more() {
             .await
             .unwrap();
     }
-    let reader = StateStore::new(&k).unwrap();
-    let snapshot = tokio::task::spawn_blocking(move || reader.read(0))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("a snapshot");
+    let snapshot = read_back(&k).await;
     assert_eq!(snapshot.manifest.round, 3);
     assert_eq!(
         snapshot.manifest.inputs,
