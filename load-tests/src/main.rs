@@ -966,6 +966,16 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
             connections: pool.len(),
         }),
     };
+    // The server's cut pauses (Kafka mode; the histogram is empty otherwise).
+    let mut cut_pause = None;
+    if let Some(metrics) = child.as_ref().and_then(|c| c.addresses.get(1)) {
+        match usage::scrape(metrics).await {
+            Ok(text) => {
+                cut_pause = usage::Buckets::parse(&text, "switchboard_kafka_cut_pause_seconds")
+            }
+            Err(e) => eprintln!("could not read the server's metrics at {metrics}: {e:#}"),
+        }
+    }
     if let Some(c) = child {
         c.stop().await;
     }
@@ -1029,15 +1039,12 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
         report.dirty = Some(DirtyLine::new(dirty.offered, o.dirty));
     }
     if let Some((anchor_streams, _)) = &anchor_run {
-        report
-            .timelines
-            .insert("anchor".into(), anchor_streams[0].latencies.timeline());
+        report.add_timeline("anchor", anchor_streams[0].latencies.timeline());
     }
     for s in &streams {
-        report
-            .timelines
-            .insert(s.name.clone(), s.latencies.timeline());
+        report.add_timeline(&s.name, s.latencies.timeline());
     }
+    report.cut_pause = cut_pause;
     report.finish(report_dir)?;
     drop(via);
     drop(tansu);

@@ -72,7 +72,53 @@ pub struct Report {
     pub dirty: Option<DirtyLine>,
     /// Per stream, each second: completions and p99 (the plots).
     pub timelines: BTreeMap<String, Vec<Second>>,
+    /// Per stream, its slowest measured second against its median one.
+    pub steadiness: Vec<Steadiness>,
+    /// How long the server's Kafka input stood still at each cut
+    /// (`switchboard_kafka_cut_pause_seconds`), when it took any.
+    pub cut_pause: Option<crate::usage::Buckets>,
     pub limit_samples: Vec<LimitSample>,
+}
+
+/// A stream's completions per second over the whole seconds after the warm-up and before
+/// the end of the load: the slowest second against the median one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Steadiness {
+    pub stream: String,
+    pub seconds: usize,
+    pub median_per_s: f64,
+    pub slowest_per_s: u64,
+    /// The slowest second, counted from the start of the load.
+    pub slowest_at_s: u64,
+    /// slowest / median.
+    pub ratio: f64,
+}
+
+impl Steadiness {
+    /// None when no whole second was measured.
+    pub fn of(
+        stream: &str,
+        timeline: &[Second],
+        warmup: Duration,
+        duration: Duration,
+    ) -> Option<Self> {
+        let from = warmup.as_secs_f64().ceil() as u64;
+        let to = duration.as_secs_f64().floor() as u64;
+        let seconds: Vec<&Second> = timeline
+            .iter()
+            .filter(|s| s.second >= from && s.second < to)
+            .collect();
+        let (median, _, _) = spread(seconds.iter().map(|s| s.completed as f64).collect())?;
+        let slowest = seconds.iter().min_by_key(|s| s.completed)?;
+        Some(Self {
+            stream: stream.to_owned(),
+            seconds: seconds.len(),
+            median_per_s: median,
+            slowest_per_s: slowest.completed,
+            slowest_at_s: slowest.second,
+            ratio: slowest.completed as f64 / median.max(f64::MIN_POSITIVE),
+        })
+    }
 }
 
 /// CPU seconds per message (client and server) and the server's peak RSS, when measured.
@@ -262,8 +308,21 @@ impl Report {
             limit: None,
             dirty: None,
             timelines: BTreeMap::new(),
+            steadiness: Vec::new(),
+            cut_pause: None,
             limit_samples: Vec::new(),
         }
+    }
+
+    /// Adds a stream's per-second timeline and its steadiness.
+    pub fn add_timeline(&mut self, stream: &str, timeline: Vec<Second>) {
+        let (warmup, duration) = (
+            Duration::from_secs_f64(self.warmup_s),
+            Duration::from_secs_f64(self.duration_s),
+        );
+        self.steadiness
+            .extend(Steadiness::of(stream, &timeline, warmup, duration));
+        self.timelines.insert(stream.to_owned(), timeline);
     }
 
     /// Sets the routing outcomes and the share that overflowed to the bot.
@@ -434,6 +493,30 @@ impl Report {
                 l.batch_mode_s,
                 l.batch_mode_from_s.map_or("never".to_owned(), |t| format!("{t:.1} s")),
                 l.max_queued
+            ));
+        }
+        if !self.steadiness.is_empty() {
+            md.push_str("\n## Steadiness (completions per whole second after the warm-up)\n\n| stream | seconds | median/s | slowest/s | at | slowest / median |\n|---|---|---|---|---|---|\n");
+            for s in &self.steadiness {
+                md.push_str(&format!(
+                    "| {} | {} | {:.0} | {} | {} s | {:.2} |\n",
+                    s.stream, s.seconds, s.median_per_s, s.slowest_per_s, s.slowest_at_s, s.ratio
+                ));
+            }
+        }
+        if let Some(p) = &self.cut_pause {
+            let at_most = |q: f64| {
+                p.quantile_at_most(q)
+                    .map_or("over the last bucket".to_owned(), |s| {
+                        format!("≤ {:.1} ms", s * 1e3)
+                    })
+            };
+            md.push_str(&format!(
+                "\nThe server's Kafka input stood still for {} cut(s): p50 {}, p99 {}, the longest {}.\n",
+                p.count,
+                at_most(0.5),
+                at_most(0.99),
+                at_most(1.0)
             ));
         }
         if let Some(d) = &self.dirty {
@@ -747,5 +830,60 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("was the limit"), "{md}");
+    }
+
+    #[test]
+    fn steadiness_takes_the_whole_seconds_after_the_warm_up_and_before_the_end() {
+        let second = |second, completed| Second {
+            second,
+            completed,
+            p99_ms: 1.0,
+        };
+        // Warm-up 1.5 s, load 6 s: seconds 2, 3, 4 and 5 count; 0, 1 (warm-up) and 6
+        // (the drain after the load) do not, however slow.
+        let timeline: Vec<Second> = [
+            (0, 1),
+            (1, 50),
+            (2, 100),
+            (3, 70),
+            (4, 110),
+            (5, 90),
+            (6, 3),
+        ]
+        .into_iter()
+        .map(|(s, c)| second(s, c))
+        .collect();
+        let s = Steadiness::of(
+            "switchboard",
+            &timeline,
+            Duration::from_millis(1_500),
+            Duration::from_secs(6),
+        )
+        .expect("four seconds");
+        assert_eq!(s.seconds, 4);
+        assert_eq!(s.median_per_s, 95.0);
+        assert_eq!((s.slowest_per_s, s.slowest_at_s), (70, 3));
+        assert!((s.ratio - 70.0 / 95.0).abs() < 1e-12);
+        assert_eq!(
+            Steadiness::of(
+                "x",
+                &timeline[..1],
+                Duration::from_secs(1),
+                Duration::from_secs(6)
+            ),
+            None
+        );
+        let mut report = Report::new(
+            "r",
+            Duration::from_secs(6),
+            Duration::from_millis(1_500),
+            vec![],
+        );
+        report.add_timeline("switchboard", timeline);
+        assert!(
+            report
+                .markdown()
+                .contains("| switchboard | 4 | 95 | 70 | 3 s | 0.74 |")
+        );
     }
 }

@@ -41,6 +41,70 @@ pub fn parse(stat: &str, status: &str, ticks_per_sec: f64) -> Option<Usage> {
     })
 }
 
+/// A Prometheus histogram read from a server's exposition, summed over its label sets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Buckets {
+    pub count: u64,
+    /// Upper bounds (seconds) with their cumulative counts, ascending; `+Inf` left out.
+    pub bounds: Vec<(f64, u64)>,
+}
+
+impl Buckets {
+    /// The histogram `name` in the text exposition `text`, or None when it has no samples.
+    pub fn parse(text: &str, name: &str) -> Option<Buckets> {
+        let bucket = format!("{name}_bucket{{");
+        let mut bounds: Vec<(f64, u64)> = Vec::new();
+        let mut count = 0;
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            if series.starts_with(&bucket) {
+                let le = series
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())?;
+                if let Ok(le) = le.parse::<f64>() {
+                    if le.is_finite() {
+                        match bounds.iter_mut().find(|(b, _)| *b == le) {
+                            Some((_, n)) => *n += value as u64,
+                            None => bounds.push((le, value as u64)),
+                        }
+                    }
+                }
+            } else if series == format!("{name}_count")
+                || series.starts_with(&format!("{name}_count{{"))
+            {
+                count += value as u64;
+            }
+        }
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        (count > 0).then_some(Buckets { count, bounds })
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (None past the last finite bound).
+    pub fn quantile_at_most(&self, q: f64) -> Option<f64> {
+        let rank = (q * self.count as f64).ceil() as u64;
+        self.bounds
+            .iter()
+            .find(|(_, n)| *n >= rank)
+            .map(|(b, _)| *b)
+    }
+}
+
+/// The exposition served at `http://{addr}/metrics`.
+pub async fn scrape(addr: &str) -> anyhow::Result<String> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +125,28 @@ mod tests {
     fn this_process_can_be_read() {
         let u = of(None).expect("/proc/self on Linux");
         assert!(u.peak_rss_bytes > 0);
+    }
+
+    #[test]
+    fn a_histogram_is_summed_over_its_label_sets_and_its_quantile_bounded() {
+        let text = "# TYPE x_seconds histogram\n\
+                    x_seconds_bucket{le=\"0.001\"} 90\n\
+                    x_seconds_bucket{le=\"0.01\"} 97\n\
+                    x_seconds_bucket{le=\"+Inf\"} 100\n\
+                    x_seconds_sum 1.5\n\
+                    x_seconds_count 100\n\
+                    x_seconds_bucket{partition=\"1\",le=\"0.001\"} 0\n\
+                    x_seconds_bucket{partition=\"1\",le=\"0.01\"} 0\n\
+                    x_seconds_bucket{partition=\"1\",le=\"+Inf\"} 0\n\
+                    x_seconds_count{partition=\"1\"} 0\n\
+                    y_seconds_count 7\n";
+        let b = Buckets::parse(text, "x_seconds").expect("samples");
+        assert_eq!(b.count, 100);
+        assert_eq!(b.bounds, vec![(0.001, 90), (0.01, 97)]);
+        assert_eq!(b.quantile_at_most(0.9), Some(0.001));
+        assert_eq!(b.quantile_at_most(0.95), Some(0.01));
+        // The 99th is past the last finite bound.
+        assert_eq!(b.quantile_at_most(0.99), None);
+        assert_eq!(Buckets::parse(text, "z_seconds"), None);
     }
 }

@@ -59,6 +59,13 @@ pub struct KafkaConfig {
     /// least once in this many cuts in a row, and a takeover reads (at most) that many. 1:
     /// every cut writes everything.
     pub snapshot_spread: u32,
+    /// The most of a partition's time its cuts may take, in percent: after a cut that took
+    /// `t` to copy, encode and write (its wait for acknowledgements left out), the partition's
+    /// next cut waits at least `t × (100 / this − 1)` besides `snapshot_interval_ms`. Under a
+    /// backlog, where every conversation changes between cuts, this keeps the cuts from
+    /// taking the CPU and memory the input needs; what a new owner replays after a crash grows
+    /// as much. 100: cuts every `snapshot_interval_ms` whatever they cost.
+    pub snapshot_busy_percent: u32,
     /// Largest state record, in bytes: a tenant's snapshot is cut into chunks of this size
     /// (keep it under the broker's `message.max.bytes`).
     pub snapshot_chunk_bytes: usize,
@@ -139,6 +146,7 @@ impl Default for KafkaConfig {
             snapshot_interval_ms: 5_000,
             snapshot_max_age_ms: 3_600_000,
             snapshot_spread: 12,
+            snapshot_busy_percent: 10,
             snapshot_chunk_bytes: 900_000,
             state_retention_ms: 7 * 24 * 3_600_000,
             max_record_bytes: 256 * 1024,
@@ -233,6 +241,12 @@ impl KafkaConfig {
             return Err(invalid(
                 "kafka.snapshot_spread",
                 format!("{} is outside 1..=1000; change it", k.snapshot_spread),
+            ));
+        }
+        if !(1..=100).contains(&k.snapshot_busy_percent) {
+            return Err(invalid(
+                "kafka.snapshot_busy_percent",
+                format!("{} is outside 1..=100; change it", k.snapshot_busy_percent),
             ));
         }
         let spread = u64::from(k.snapshot_spread);

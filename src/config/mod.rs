@@ -837,6 +837,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_cuts_share_of_time_is_checked() {
+        let kafka = |extra: &str| format!("[kafka]\nbrokers = \"b:9092\"\n{extra}\n{MINIMAL}");
+        let c = Config::from_toml_str(&kafka("")).unwrap();
+        assert_eq!(c.kafka.snapshot_busy_percent, 10);
+        for bad in ["0", "101"] {
+            let e = err(&kafka(&format!("snapshot_busy_percent = {bad}")));
+            assert!(
+                e.contains("kafka.snapshot_busy_percent") && e.contains("1..=100"),
+                "{e}"
+            );
+        }
+        assert!(Config::from_toml_str(&kafka("snapshot_busy_percent = 100")).is_ok());
+    }
+
+    #[test]
     fn the_webhook_limit_is_checked_only_with_the_endpoint_on() {
         let small = format!("[kafka]\nbrokers = \"b:9092\"\nmax_record_bytes = 4096\n{MINIMAL}");
         let c = Config::from_toml_str(&small).expect("no endpoint: nothing to check");

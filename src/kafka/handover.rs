@@ -98,6 +98,15 @@ struct LastCut {
     /// The next cut must be whole: a cut taken since the last one written was lost, and with
     /// it what had changed before it.
     whole: bool,
+    /// No cut for new input before this (`kafka.snapshot_busy_percent`; see [`paced`]).
+    not_before: Instant,
+}
+
+/// How long after a cut that took `cost` (copying, encoding, writing) the next may begin, so
+/// that cuts take at most `busy_percent` of the time.
+pub(super) fn paced(cost: Duration, busy_percent: u32) -> Duration {
+    let busy = busy_percent.clamp(1, 100);
+    cost * (100 - busy) / busy
 }
 
 /// A cut taken, to be written.
@@ -123,6 +132,9 @@ pub(super) struct Written {
     dispatch: i64,
     bytes: usize,
     started: Instant,
+    /// Since `started`: when the shards had copied the cut, when its outputs were
+    /// acknowledged, when it was encoded (the debug log line).
+    phases: [Duration; 3],
 }
 
 /// Taking partitions over and handing them over: shared by the input loop and the rebalance
@@ -342,6 +354,7 @@ impl Handover {
                 epoch,
                 round,
                 whole: false,
+                not_before: crate::clock::monotonic(),
             },
         );
         self.ownership.ready(partition);
@@ -488,11 +501,13 @@ impl Handover {
                 Err(e) => return Err(call_error(&crate::model::TenantId::new(&tenant), e)),
             }
         }
+        let copied = started.elapsed();
         match tokio::time::timeout(wait, self.acks.settled(through)).await {
             Ok(Ok(())) => {}
             Ok(Err(())) => return Err(HandoverError::Stopping),
             Err(_) => return Err(HandoverError::Unacknowledged(wait)),
         }
+        let settled = started.elapsed();
         let (tenants, parts) = tokio::task::spawn_blocking(move || {
             let mut parts = Vec::new();
             let tenants = cuts
@@ -510,6 +525,7 @@ impl Handover {
         })
         .await
         .expect("serializing does not panic");
+        let phases = [copied, settled, started.elapsed()];
         let bytes = tenants.iter().map(|(_, json)| json.len()).sum();
         let at = i64::try_from(crate::clock::SystemClock.now().as_millis()).unwrap_or(i64::MAX);
         let spread = Some(self.config.snapshot_spread);
@@ -532,6 +548,7 @@ impl Handover {
             dispatch,
             bytes,
             started,
+            phases,
         })
     }
 
@@ -546,6 +563,10 @@ impl Handover {
                     c.at = crate::clock::monotonic();
                     c.inputs = written.inputs.clone();
                     c.dispatch = written.dispatch;
+                    // Its cost: all but the wait for the outputs' acknowledgements.
+                    let [copied, settled, _] = written.phases;
+                    let cost = written.started.elapsed().saturating_sub(settled - copied);
+                    c.not_before = c.at + paced(cost, self.config.snapshot_busy_percent);
                 }
                 _ => return,
             }
@@ -560,7 +581,12 @@ impl Handover {
             telemetry::kafka_commit(partition, committed.as_ref().err());
         }
         self.watchdog.cut_written();
-        telemetry::kafka_snapshot(partition, written.started.elapsed(), written.bytes);
+        telemetry::kafka_snapshot(
+            partition,
+            written.started.elapsed(),
+            written.phases,
+            written.bytes,
+        );
     }
 
     /// Snapshots `partitions` and commits their offsets, all before it returns (a revoke or
@@ -742,9 +768,32 @@ impl Handover {
             .into_iter()
             .filter(|p| !writing.contains(p))
             .filter(|p| {
-                let old = cuts.get(p).is_none_or(|c| c.at.elapsed() >= max_age);
-                self.ownership.take_dirty(*p) || old
+                let last = cuts.get(p);
+                let old = last.is_none_or(|c| c.at.elapsed() >= max_age);
+                // New input is cut at the pace the last cut's cost allows (left marked dirty
+                // until then).
+                let paced = last.is_some_and(|c| crate::clock::monotonic() < c.not_before);
+                (old || !paced) && (self.ownership.take_dirty(*p) | old)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_are_paced_to_their_share_of_the_time() {
+        let second = Duration::from_secs(1);
+        // A tenth of the time: a cut of 1 s waits 9 s more; a half: as long as it took.
+        assert_eq!(paced(second, 10), 9 * second);
+        assert_eq!(paced(second, 50), second);
+        // All the time: no wait beyond the interval.
+        assert_eq!(paced(second, 100), Duration::ZERO);
+        assert_eq!(
+            paced(Duration::from_millis(30), 1),
+            Duration::from_millis(2_970)
+        );
     }
 }

@@ -33,12 +33,17 @@ pub fn kafka_dead_letter(
     counter!(KAFKA_DEAD_LETTERS, "reason" => reason).increment(1);
 }
 
-/// A cut of `partition` is written and its offsets committed.
-pub fn kafka_snapshot(partition: i32, elapsed: Duration, bytes: usize) {
+/// A cut of `partition` is written and its offsets committed, `elapsed` after it was taken;
+/// `phases`: when the shards had copied it, its outputs were acknowledged, it was encoded.
+pub fn kafka_snapshot(partition: i32, elapsed: Duration, phases: [Duration; 3], bytes: usize) {
+    let ms = |d: Duration| d.as_millis() as u64;
     tracing::debug!(
         partition,
         bytes,
-        ms = elapsed.as_millis() as u64,
+        ms = ms(elapsed),
+        copied_ms = ms(phases[0]),
+        acknowledged_ms = ms(phases[1]),
+        encoded_ms = ms(phases[2]),
         "snapshot written"
     );
     histogram!(KAFKA_SNAPSHOT).record(elapsed.as_secs_f64());
