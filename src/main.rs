@@ -10,6 +10,10 @@ use switchboard::server;
 
 mod cli;
 
+/// mimalloc: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Message router and rate limiter for WhatsApp Business traffic in contact centers.
 ///
 /// With no subcommand it serves on the embedded demo configuration: no broker, no file needed.

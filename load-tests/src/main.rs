@@ -29,6 +29,10 @@ use tokio::io::AsyncBufReadExt;
 #[path = "../../tests/support/tansu.rs"]
 mod tansu;
 
+/// mimalloc: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

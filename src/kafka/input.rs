@@ -73,8 +73,9 @@ fn ready_now<'a>(
 /// What handling one record produces.
 enum Output {
     Routed {
-        tenant: String,
-        decision: proto::RoutingDecision,
+        tenant: TenantId,
+        /// The `RoutingDecision`, encoded.
+        decision: Vec<u8>,
     },
     Dead(DeadLetter),
     /// The record belongs on the tenant's partition: produce it there.
@@ -389,7 +390,7 @@ impl KafkaInput {
                 Checked::Route(inbound) => {
                     routed.push((
                         at,
-                        inbound.tenant.to_string(),
+                        inbound.tenant.clone(),
                         inbound.provider_message_id.clone(),
                     ));
                     commands.push(Command::Ingest(inbound));
@@ -416,8 +417,8 @@ impl KafkaInput {
                 Output::Routed { tenant, decision } => {
                     self.outbox.produce(
                         &self.config.routed_topic,
-                        Some(tenant.as_bytes()),
-                        &decision.encode_to_vec(),
+                        Some(tenant.as_str().as_bytes()),
+                        &decision,
                         None,
                     );
                 }
@@ -717,7 +718,7 @@ impl KafkaInput {
     }
 
     async fn route(&self, inbound: Inbound) -> Result<Output, Stopping> {
-        let tenant = inbound.tenant.to_string();
+        let tenant = inbound.tenant.clone();
         let id = inbound.provider_message_id.clone();
         routed_output(
             self.runtime.call(Command::Ingest(inbound)).await,
@@ -731,13 +732,13 @@ impl KafkaInput {
 /// a dead letter; `Stopping` when the shards are gone.
 fn routed_output(
     reply: Result<Reply, CallError>,
-    tenant: String,
+    tenant: TenantId,
     id: String,
 ) -> Result<Output, Stopping> {
     match reply {
         Ok(Reply::Decision(d)) => {
-            let mut decision = crate::wire::decision_out(&d);
-            decision.provider_message_id = id;
+            let mut decision = Vec::with_capacity(192);
+            crate::wire::encode::routing_decision(&d, &id, &mut decision);
             Ok(Output::Routed { tenant, decision })
         }
         Ok(other) => Ok(Output::Dead(DeadLetter::new(

@@ -9,6 +9,7 @@
 //! carries, by which a status webhook finds its send); [`template`] reads and checks the
 //! templates a send carries.
 pub mod customers;
+pub mod encode;
 pub mod lifecycle;
 pub mod template;
 pub mod webhook;
@@ -354,39 +355,59 @@ pub fn reason_out(r: Reason) -> proto::Reason {
 
 /// One sentence on why, for people reading logs or a support tool.
 pub fn detail(d: &Decision) -> String {
+    let mut out = String::new();
+    write_detail(d, &mut out).expect("a String takes any text");
+    out
+}
+
+/// [`detail`], written to `out`.
+pub fn write_detail(d: &Decision, out: &mut impl std::fmt::Write) -> std::fmt::Result {
     let queue = d.queue.as_ref().map_or("", QueueName::as_str);
     match d.reason {
-        Reason::AutomationPaused => "automation is paused: a person handles it".into(),
-        Reason::RouteOverride => "a supervisor fixed this conversation's route".into(),
-        Reason::AssignedAgent => "follow-up: the agent who has the conversation".into(),
-        Reason::AlreadyQueued => format!("already waiting in {queue}; keeps its place"),
-        Reason::Friction => format!("friction intent: a person in {queue}, ahead of routine"),
-        Reason::SimpleIntent => "simple intent: the bot answers".into(),
-        Reason::SlaOk => format!("{queue} can answer within its SLA target"),
-        Reason::SlaSaturated => format!("{queue} is over its SLA target: overflow to the bot"),
-        Reason::SlaSaturatedNoBot => {
-            format!("{queue} is over its SLA target and there is no bot: queued anyway")
+        Reason::AutomationPaused => out.write_str("automation is paused: a person handles it"),
+        Reason::RouteOverride => out.write_str("a supervisor fixed this conversation's route"),
+        Reason::AssignedAgent => out.write_str("follow-up: the agent who has the conversation"),
+        Reason::AlreadyQueued => write!(out, "already waiting in {queue}; keeps its place"),
+        Reason::Friction => write!(
+            out,
+            "friction intent: a person in {queue}, ahead of routine"
+        ),
+        Reason::SimpleIntent => out.write_str("simple intent: the bot answers"),
+        Reason::SlaOk => write!(out, "{queue} can answer within its SLA target"),
+        Reason::SlaSaturated => write!(out, "{queue} is over its SLA target: overflow to the bot"),
+        Reason::SlaSaturatedNoBot => write!(
+            out,
+            "{queue} is over its SLA target and there is no bot: queued anyway"
+        ),
+        Reason::NoBot => {
+            out.write_str("simple intent but no bot is configured: queued for a person")
         }
-        Reason::NoBot => "simple intent but no bot is configured: queued for a person".into(),
-        Reason::Duplicate => "this message id was already routed; nothing was done".into(),
-        Reason::Escalated => format!("escalated to {queue}"),
+        Reason::Duplicate => out.write_str("this message id was already routed; nothing was done"),
+        Reason::Escalated => write!(out, "escalated to {queue}"),
         Reason::OutsideHours if d.target == Target::Bot => {
-            format!("{queue} is closed (business hours): the bot answers")
+            write!(out, "{queue} is closed (business hours): the bot answers")
         }
-        Reason::OutsideHours => format!("outside business hours: {queue}"),
-        other => other.as_str().replace('_', " "),
+        Reason::OutsideHours => write!(out, "outside business hours: {queue}"),
+        other => other
+            .as_str()
+            .chars()
+            .try_for_each(|c| out.write_char(if c == '_' { ' ' } else { c })),
+    }
+}
+
+pub fn target_out(t: Target) -> proto::Target {
+    match t {
+        Target::Agent => proto::Target::Agent,
+        Target::Queue => proto::Target::Queue,
+        Target::Bot => proto::Target::Bot,
+        Target::None => proto::Target::None,
     }
 }
 
 pub fn decision_out(d: &Decision) -> proto::RoutingDecision {
     proto::RoutingDecision {
         conversation_id: d.conversation.map(|c| c.to_string()).unwrap_or_default(),
-        target: match d.target {
-            Target::Agent => proto::Target::Agent,
-            Target::Queue => proto::Target::Queue,
-            Target::Bot => proto::Target::Bot,
-            Target::None => proto::Target::None,
-        } as i32,
+        target: target_out(d.target) as i32,
         reason: reason_out(d.reason) as i32,
         detail: detail(d),
         intent: d.intent.as_deref().unwrap_or_default().to_owned(),
