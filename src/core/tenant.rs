@@ -747,7 +747,8 @@ impl Tenant {
 }
 
 impl Decision {
-    fn new(conversation: Option<ConversationId>) -> Self {
+    /// A decision with nothing decided yet (no target, no queue, no window).
+    pub(crate) fn new(conversation: Option<ConversationId>) -> Self {
         Decision {
             conversation,
             target: Target::None,

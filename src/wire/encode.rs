@@ -110,18 +110,8 @@ mod tests {
             queued.clone(),
             long_queue,
             Decision {
-                conversation: None,
-                target: Target::None,
-                reason: Reason::Duplicate,
-                intent: None,
-                queue: None,
-                agent: None,
-                bot: None,
-                position: 0,
-                estimated_wait_ms: None,
                 duplicate: true,
-                window_expires: None,
-                window_open: false,
+                ..Decision::new(None)
             },
             Decision {
                 target: Target::Agent,
