@@ -60,8 +60,9 @@ pub struct KafkaConfig {
     /// every cut writes everything.
     pub snapshot_spread: u32,
     /// The most of a partition's time its cuts may take, in percent: after a cut that took
-    /// `t` to copy, encode and write (its wait for acknowledgements left out), the partition's
-    /// next cut waits at least `t × (100 / this − 1)` besides `snapshot_interval_ms`. Under a
+    /// `t` to copy and encode (its waits for the broker left out), the partition's
+    /// next cut waits `t × (100 / this − 1)` (at most half of `stall_timeout_ms`) besides
+    /// `snapshot_interval_ms`. Under a
     /// backlog, where every conversation changes between cuts, this keeps the cuts from
     /// taking the CPU and memory the input needs; what a new owner replays after a crash grows
     /// as much. 100: cuts every `snapshot_interval_ms` whatever they cost.

@@ -563,10 +563,16 @@ impl Handover {
                     c.at = crate::clock::monotonic();
                     c.inputs = written.inputs.clone();
                     c.dispatch = written.dispatch;
-                    // Its cost: all but the wait for the outputs' acknowledgements.
-                    let [copied, settled, _] = written.phases;
-                    let cost = written.started.elapsed().saturating_sub(settled - copied);
-                    c.not_before = c.at + paced(cost, self.config.snapshot_busy_percent);
+                    // Its cost: the shards' copy and the encoding (not the waits for the
+                    // broker, which cost no CPU here and can be long while it is away).
+                    let [copied, settled, encoded] = written.phases;
+                    let cost = copied + encoded.saturating_sub(settled);
+                    // At most half the stall timeout: readiness counts committed lag with
+                    // nothing read as a stall, so a quiet partition's last input is committed
+                    // well before that.
+                    let stall = Duration::from_millis(self.config.stall_timeout_ms);
+                    let wait = paced(cost, self.config.snapshot_busy_percent).min(stall / 2);
+                    c.not_before = c.at + wait;
                 }
                 _ => return,
             }
