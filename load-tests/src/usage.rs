@@ -67,12 +67,12 @@ impl Buckets {
                     .split("le=\"")
                     .nth(1)
                     .and_then(|rest| rest.split('"').next())?;
-                if let Ok(le) = le.parse::<f64>() {
-                    if le.is_finite() {
-                        match bounds.iter_mut().find(|(b, _)| *b == le) {
-                            Some((_, n)) => *n += value as u64,
-                            None => bounds.push((le, value as u64)),
-                        }
+                if let Ok(le) = le.parse::<f64>()
+                    && le.is_finite()
+                {
+                    match bounds.iter_mut().find(|(b, _)| *b == le) {
+                        Some((_, n)) => *n += value as u64,
+                        None => bounds.push((le, value as u64)),
                     }
                 }
             } else if series == format!("{name}_count")
