@@ -102,7 +102,7 @@ struct LastCut {
     not_before: Instant,
 }
 
-/// How long after a cut that took `cost` (copying, encoding, writing) the next may begin, so
+/// How long after a cut that took `cost` (the shards' copy and the encoding) the next may begin, so
 /// that cuts take at most `busy_percent` of the time.
 pub(super) fn paced(cost: Duration, busy_percent: u32) -> Duration {
     let busy = busy_percent.clamp(1, 100);
