@@ -21,9 +21,6 @@ use common::guard;
 /// shows the same: the scheduled ones still scheduled, the cancelled one cancelled, the
 /// customer opted out; at their time only the uncancelled reminders are dispatched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "quarantined 2026-12-01: fails about 1 run in 3-4 (reminder-0 Scheduled, not Cancelled, \
-            on the survivor), at b9617ef as at HEAD: a cancel acknowledged before a kill -9 is \
-            sometimes lost by the takeover. A product bug to fix first; run it with --ignored"]
 async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
     use proto::customers_client::CustomersClient;
     use proto::outbound_client::OutboundClient;

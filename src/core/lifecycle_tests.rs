@@ -668,6 +668,42 @@ fn scheduled_cancelled_opted_out_and_capped_state_survive_a_handover() {
     assert_eq!(s.dispatched_ids(), vec![kept_id]);
 }
 
+/// A tenant taken over is held until what was journaled before is read: a reminder that
+/// fell due meanwhile waits for the cancel behind it, and goes (or not) once let go.
+#[test]
+fn a_held_tenant_lets_no_time_pass_until_it_is_let_go() {
+    let mut s = Sim::new(UNLIMITED, 1_000);
+    let due = Timestamp(s.now.as_millis() + HOUR);
+    let mut scheduled = Vec::new();
+    for i in 0..2 {
+        let mut r = Req::new(&customer(i), Category::Utility);
+        r.send_at = Some(due);
+        r.tag = Some("collections");
+        scheduled.push(s.request(r).0);
+    }
+    s.handover();
+    let hold = |held| Command::HoldTime {
+        tenant: TenantId::new(T),
+        held,
+    };
+    s.run(hold(true)).unwrap();
+    s.at(Timestamp(due.as_millis() + 60_000));
+    s.tick();
+    assert_eq!(s.dispatched(), 0, "nothing falls due while held");
+    // The journal's cancel, read during the catch-up.
+    assert_eq!(
+        s.cancel(Cancel::Match {
+            customer: customer(0),
+            tag: "collections".into()
+        }),
+        Ok(1)
+    );
+    s.run(hold(false)).unwrap();
+    s.tick();
+    assert_eq!(s.dispatched_ids(), vec![scheduled[1]]);
+    assert_eq!(s.state(scheduled[0]), SendState::Cancelled);
+}
+
 /// A waiting send is never forgotten by the send log, however many sends follow it.
 #[test]
 fn a_send_scheduled_weeks_ahead_outlives_the_send_log() {

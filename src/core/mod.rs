@@ -543,6 +543,14 @@ pub enum Command {
         tenant: TenantId,
         dispatch: Box<quota::Dispatch>,
     },
+    /// While held, time does not pass for the tenant: its ticks wait (nothing falls due, no
+    /// SLA breaches, no sweeps), until it is let go. Kafka mode holds a tenant taken over
+    /// until what was written before the takeover is read, so that a scheduled send cannot
+    /// go out before the cancel that was journaled for it. Not saved: a restore lets go.
+    HoldTime {
+        tenant: TenantId,
+        held: bool,
+    },
     /// Time passes: SLA breaches, max-wait escalation, batch waves, sweeps of expired state.
     Tick,
 }
@@ -575,6 +583,7 @@ impl Command {
             | SaveState { tenant }
             | BeginCut { tenant, .. }
             | RestoreState { tenant, .. }
+            | HoldTime { tenant, .. }
             | ReplayDispatch { tenant, .. } => Some(tenant),
             RegisterAgent { tenant, .. }
             | SetPresence { tenant, .. }

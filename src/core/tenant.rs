@@ -189,6 +189,8 @@ pub struct Tenant {
     next_sweep: Timestamp,
     /// A cut being taken (Kafka mode's snapshots; see `slab`).
     cutting: Option<Box<state::Cutting>>,
+    /// Time does not pass for it (`Command::HoldTime`).
+    held: bool,
 }
 
 /// The routing rules a tenant takes from its config (and again on a reload).
@@ -292,6 +294,7 @@ impl Tenant {
             quotas,
             next_sweep: Timestamp(0),
             cutting: None,
+            held: false,
             id,
         }
     }
@@ -624,12 +627,19 @@ impl Tenant {
                 self.tick(now, out);
                 Ok(Reply::Done)
             }
+            Command::HoldTime { held, .. } => {
+                self.held = held;
+                Ok(Reply::Done)
+            }
         }
     }
 
     /// Time passes on the desk; every `limits.sweep_interval_secs`, expired message ids and
     /// conversations nobody handles that saw no activity for the retention period are dropped.
     pub(super) fn tick(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        if self.held {
+            return;
+        }
         self.desk.tick(now, out);
         let (by_customer, conversations) = (&self.by_customer, &self.conversations);
         let window_open = |c: &CustomerNumber| {

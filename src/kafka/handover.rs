@@ -2,8 +2,10 @@
 //! partition or takes one away, and the cuts in between (see `input` for the whole story).
 //!
 //! - **Taking over** a partition (on assignment) reads its last snapshot from the state
-//!   topic, restores its tenants, replays the dispatch topic from the snapshot on, announces
-//!   the new owner, and only then lets its input be read, from the snapshot's offsets. A
+//!   topic, restores its tenants (their time held), replays the dispatch topic from the
+//!   snapshot on, announces the new owner, and only then lets its input be read, from the
+//!   snapshot's offsets. It serves the partition (and lets its tenants' time go) once what
+//!   was written to the inputs before the takeover is read (`catch_up`). A
 //!   takeover that fails leaves the partition's input paused, turns readiness off and is
 //!   tried again at every snapshot interval.
 //! - A **cut** of a partition (every `kafka.snapshot_interval_ms` if it changed, on revoke,
@@ -24,6 +26,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
+use super::catch_up::{CatchUp, Progress};
 use super::health::Watchdog;
 use super::outbox::{Acks, Seq};
 use super::ownership::Ownership;
@@ -155,9 +158,8 @@ pub(super) struct Handover {
     /// Partitions whose snapshot is being written in the background.
     writing: Mutex<HashSet<i32>>,
     written: std::sync::Condvar,
-    /// Partitions taken over whose send requests wait until the inbound messages and webhooks
-    /// that were already there are read: (topic, high watermark at the takeover) still ahead.
-    catching_up: Mutex<HashMap<i32, Vec<(String, i64)>>>,
+    /// Partitions taken over whose inputs written before the takeover are still being read.
+    catching_up: Mutex<HashMap<i32, CatchUp>>,
     /// Partitions whose takeover failed: their input is paused and the takeover is tried
     /// again at each snapshot interval (never run a tenant without its state).
     failed: Mutex<BTreeSet<i32>>,
@@ -281,10 +283,21 @@ impl Handover {
                 }
                 None => None,
             };
-            self.call(Command::RestoreState {
-                tenant: tenant.clone(),
-                state,
-            })?;
+            // Held from the restore on (one hand-off, so no tick comes between): nothing
+            // falls due before the dispatches and the journal since the snapshot are applied.
+            let replies = self.handle.block_on(self.runtime.call_many(vec![
+                Command::RestoreState {
+                    tenant: tenant.clone(),
+                    state,
+                },
+                Command::HoldTime {
+                    tenant: tenant.clone(),
+                    held: true,
+                },
+            ]));
+            for reply in replies {
+                reply.map_err(|e| call_error(tenant, e))?;
+            }
         }
         for tenant in states.keys() {
             tracing::warn!(
@@ -325,23 +338,27 @@ impl Handover {
                 dispatch: Box::new(dispatch),
             })?;
         }
-        // Windows opened and provider answers given before the takeover come first: send
-        // requests wait until the inbound and webhook records already there are read (the
-        // topics are read independently, and a replay can be long).
-        let mut ahead = Vec::new();
-        for topic in [&self.config.inbound_topic, &self.config.webhooks_topic] {
+        // What was written to the inputs before the takeover is read before the partition is
+        // served. Windows opened and provider answers given come first: send requests wait
+        // until the inbound and webhook records already there are read (the topics are read
+        // independently, and a replay can be long). Then the sends topic up to its end now:
+        // what the API acknowledged (a cancel, a consent) is in the state before it answers.
+        let unread = |topic: &String| -> Result<Option<i64>, HandoverError> {
             let (low, high) = self.store.end_of(topic, partition)?;
             let from = inputs
                 .iter()
                 .find(|(t, _)| t == topic)
                 .map_or(low, |&(_, o)| o.max(low));
-            if from < high {
-                ahead.push((topic.clone(), high));
+            Ok((from < high).then_some(high))
+        };
+        let mut first = Vec::new();
+        for topic in [&self.config.inbound_topic, &self.config.webhooks_topic] {
+            if let Some(high) = unread(topic)? {
+                first.push((topic.clone(), high));
             }
         }
-        if !ahead.is_empty() {
-            lock(&self.catching_up).insert(partition, ahead);
-        }
+        let journal = unread(&self.config.sends_topic)?;
+        let catching_up = !first.is_empty() || journal.is_some();
         let epoch = self
             .epochs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -357,7 +374,19 @@ impl Handover {
                 not_before: crate::clock::monotonic(),
             },
         );
-        self.ownership.ready(partition);
+        if catching_up {
+            self.ownership.catching_up(partition);
+            lock(&self.catching_up).insert(
+                partition,
+                CatchUp {
+                    first,
+                    journal,
+                    since: started,
+                },
+            );
+        } else {
+            self.let_go(partition)?;
+        }
         lock(&self.failed).remove(&partition);
         self.watchdog.takeover_cleared(partition);
         let me = self.ownership.me();
@@ -657,25 +686,85 @@ impl Handover {
     /// The send requests of `partition` that wait for its catch-up (see `take_over`).
     pub(super) fn held_sends(&self, partition: i32) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
-        if lock(&self.catching_up).contains_key(&partition) {
+        if lock(&self.catching_up)
+            .get(&partition)
+            .is_some_and(|c| !c.first.is_empty())
+        {
             let _ = list.add_partition_offset(&self.config.sends_topic, partition, Offset::Invalid);
         }
         list
     }
 
-    /// Notes that a record of `topic` at `offset` was read; true when that completes the
-    /// partition's catch-up (its send requests may be read now).
-    pub(super) fn read_up_to(&self, topic: &str, partition: i32, offset: i64) -> bool {
-        let mut catching_up = lock(&self.catching_up);
-        let Some(ahead) = catching_up.get_mut(&partition) else {
-            return false;
-        };
-        ahead.retain(|(t, high)| !(t == topic && offset + 1 >= *high));
-        if ahead.is_empty() {
-            catching_up.remove(&partition);
-            return true;
+    /// Notes that a record of `topic` at `offset` was read, and says what that did to the
+    /// partition's catch-up.
+    pub(super) fn read_up_to(&self, topic: &str, partition: i32, offset: i64) -> Progress {
+        self.progress(partition, |t| (t == topic).then_some(offset + 1))
+    }
+
+    /// The catch-ups the consumer's positions complete (records that are never handed to
+    /// the input, such as a transaction's markers, can end a topic). Blocking.
+    pub(super) fn check_positions<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+    ) -> Vec<(i32, Progress)> {
+        let partitions: Vec<i32> = lock(&self.catching_up).keys().copied().collect();
+        if partitions.is_empty() {
+            return Vec::new();
         }
-        false
+        let Ok(positions) = consumer.position() else {
+            return Vec::new();
+        };
+        partitions
+            .into_iter()
+            .map(|p| {
+                let at = |topic: &str| match positions.find_partition(topic, p)?.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (p, self.progress(p, at))
+            })
+            .filter(|(_, progress)| *progress != Progress::Reading)
+            .collect()
+    }
+
+    /// Advances `partition`'s catch-up with `read_to(topic)`: where reading that topic is
+    /// (the offset after the last record read), if known.
+    fn progress(&self, partition: i32, read_to: impl Fn(&str) -> Option<i64>) -> Progress {
+        lock(&self.catching_up)
+            .get_mut(&partition)
+            .map_or(Progress::Reading, |c| {
+                c.advance(&self.config.sends_topic, read_to)
+            })
+    }
+
+    /// Serves a partition whose catch-up is complete: its tenants are let go and it is
+    /// served here. Blocking.
+    pub(super) fn caught_up(&self, partition: i32) {
+        let Some(c) = lock(&self.catching_up).remove(&partition) else {
+            return;
+        };
+        match self.let_go(partition) {
+            Ok(()) => tracing::info!(
+                partition,
+                took_ms = c.since.elapsed().as_millis() as u64,
+                "partition caught up with what was written before its takeover; served here"
+            ),
+            // Only when the shards are stopping.
+            Err(e) => tracing::warn!(partition, error = %e, "partition not let go"),
+        }
+        self.gauges();
+    }
+
+    /// Lets the partition's tenants go (time passes for them again) and serves it here.
+    fn let_go(&self, partition: i32) -> Result<(), HandoverError> {
+        for tenant in self.tenants(partition) {
+            self.call(Command::HoldTime {
+                tenant: tenant.clone(),
+                held: false,
+            })?;
+        }
+        self.ownership.ready(partition);
+        Ok(())
     }
 
     /// Empties the tenants of partitions this replica no longer owns.

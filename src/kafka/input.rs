@@ -29,8 +29,10 @@
 //! **Taking over** a partition (on assignment) reads its last snapshot, restores its tenants,
 //! replays the dispatch topic from the snapshot on (the quota changelog: nothing dispatched
 //! is forgotten, counted or sent twice), and only then reads its input, from the snapshot's
-//! offsets. After a crash, the input since the last cut is read again: message-id
-//! de-duplication absorbs what was routed twice and idempotency keys what was admitted twice.
+//! offsets; it serves the partition once what was written to its inputs before the takeover
+//! is read (its tenants' time held until then; see `catch_up`). After a crash, the input
+//! since the last cut is read again: message-id de-duplication absorbs what was routed twice
+//! and idempotency keys what was admitted twice.
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::catch_up::Progress;
 use super::handover::{Handover, blocking};
 use super::health::Watchdog;
 use super::outbox::{self, Outbox};
@@ -198,6 +201,9 @@ impl KafkaInput {
                 () = stop.cancelled() => break,
                 _ = cuts.tick() => {
                     blocking(|| self.handover.retry_takeovers(&self.consumer));
+                    for (partition, progress) in blocking(|| self.handover.check_positions(&self.consumer)) {
+                        self.caught_up(partition, progress);
+                    }
                     // Taken here, between records; written in the background (the input goes
                     // on), committed here when written.
                     let due = self.handover.due(max_age);
@@ -288,18 +294,16 @@ impl KafkaInput {
                         telemetry::kafka_record_in(message.topic());
                         let partition = message.partition();
                         self.handover.ownership.touch(partition);
-                        if self.handover.read_up_to(message.topic(), partition, message.offset()) {
-                            let mut sends = TopicPartitionList::new();
-                            let _ = sends.add_partition_offset(&self.config.sends_topic, partition, Offset::Invalid);
-                            if let Err(e) = self.consumer.resume(&sends) {
-                                tracing::error!(error = %e, partition, "send requests not resumed");
-                            }
-                        }
+                        let progress = self.handover.read_up_to(message.topic(), partition, message.offset());
+                        self.caught_up(partition, progress);
                     }
                 }
             }
         }
-        let owned = self.handover.ownership.owned();
+        let (owned, taken) = (
+            self.handover.ownership.owned(),
+            self.handover.ownership.taken(),
+        );
         let last = self.outbox.acks().issued();
         if tokio::time::timeout(self.grace, acked.wait_for(|&t| t >= last))
             .await
@@ -309,11 +313,28 @@ impl KafkaInput {
         }
         let cut = blocking(|| self.handover.cut(&self.consumer, &owned));
         telemetry::kafka_handed_over(&owned, cut.as_ref().err());
-        blocking(|| self.handover.release(&owned));
+        blocking(|| self.handover.release(&taken));
         // Leave the group now, so its partitions go to another member at once instead of
         // after the session timeout.
         self.consumer.unsubscribe();
         tracing::info!("kafka input stopped");
+    }
+
+    /// Acts on a partition's catch-up progress (see `Handover::read_up_to`): reads its send
+    /// requests once the earlier inbound messages are read, serves it once everything
+    /// written before its takeover is.
+    fn caught_up(&self, partition: i32, progress: Progress) {
+        if progress == Progress::Reading {
+            return;
+        }
+        let mut sends = TopicPartitionList::new();
+        let _ = sends.add_partition_offset(&self.config.sends_topic, partition, Offset::Invalid);
+        if let Err(e) = self.consumer.resume(&sends) {
+            tracing::error!(error = %e, partition, "send requests not resumed");
+        }
+        if progress == Progress::CaughtUp {
+            blocking(|| self.handover.caught_up(partition));
+        }
     }
 
     /// Hands one record to the shards and produces what it caused (without waiting).

@@ -3,7 +3,8 @@
 //! - [`input`]: one consumer group reads inbound messages (protobuf), Cloud API webhooks (JSON:
 //!   messages and statuses) and send requests (protobuf), hands each to the owning shard, and
 //!   stores its offset only once everything it caused is acknowledged by the broker;
-//! - [`handover`]: taking partitions over and handing them over (snapshots, replay, cuts);
+//! - [`handover`]: taking partitions over and handing them over (snapshots, replay, cuts),
+//!   [`catch_up`]: what a partition taken over reads before it is served;
 //!   [`rebalance`]: the consumer group's callbacks that trigger them;
 //! - [`health`]: readiness, from what the input, the outbox and the cuts report;
 //! - [`state`]: the snapshots on the state topic; [`ownership`], [`owners`] and
@@ -15,6 +16,7 @@
 //! Topics are keyed by tenant, so a tenant's records stay in order on one partition and the
 //! consumer group spreads tenants over replicas. Missing topics are created at start-up
 //! (`kafka.create_topics`).
+pub mod catch_up;
 pub mod handover;
 pub mod health;
 pub mod input;

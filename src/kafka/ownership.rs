@@ -11,6 +11,9 @@ use crate::runtime::{CallError, Placement, Serves};
 #[derive(Default)]
 struct Inner {
     ready: HashSet<i32>,
+    /// Partitions restored here whose inputs written before the takeover are still being
+    /// read (see `handover::take_over`): not served until they are.
+    catching_up: HashSet<i32>,
     /// Partitions whose state failed to restore (their input is not read).
     failed: HashSet<i32>,
     /// Partitions with changes since their last snapshot.
@@ -55,10 +58,22 @@ impl Ownership {
         &self.me
     }
 
-    /// The partition's state is restored: its tenants are served here.
+    /// The partition's state is restored here and what was written to its inputs before is
+    /// being read: it is not served yet, and calls for it are not forwarded elsewhere.
+    pub fn catching_up(&self, partition: i32) {
+        let mut inner = self.write();
+        inner.failed.remove(&partition);
+        inner.catching_up.insert(partition);
+        if !self.me.is_empty() {
+            inner.owners.insert(partition, self.me.clone());
+        }
+    }
+
+    /// The partition's state is restored and caught up: its tenants are served here.
     pub fn ready(&self, partition: i32) {
         let mut inner = self.write();
         inner.failed.remove(&partition);
+        inner.catching_up.remove(&partition);
         inner.ready.insert(partition);
         if !self.me.is_empty() {
             inner.owners.insert(partition, self.me.clone());
@@ -73,6 +88,7 @@ impl Ownership {
     pub fn released(&self, partition: i32) {
         let mut inner = self.write();
         inner.ready.remove(&partition);
+        inner.catching_up.remove(&partition);
         inner.failed.remove(&partition);
         inner.dirty.remove(&partition);
         if inner.owners.get(&partition) == Some(&self.me) {
@@ -90,6 +106,20 @@ impl Ownership {
         self.read().ready.contains(&partition)
     }
 
+    /// Restored here: served, or still catching up.
+    pub fn is_taken(&self, partition: i32) -> bool {
+        let inner = self.read();
+        inner.ready.contains(&partition) || inner.catching_up.contains(&partition)
+    }
+
+    /// The partitions restored here (served or still catching up), in order.
+    pub fn taken(&self) -> Vec<i32> {
+        let inner = self.read();
+        let mut taken: Vec<i32> = inner.ready.union(&inner.catching_up).copied().collect();
+        taken.sort_unstable();
+        taken
+    }
+
     /// Marks the partition as changed since its last snapshot.
     pub fn touch(&self, partition: i32) {
         if !self.read().dirty.contains(&partition) {
@@ -105,7 +135,7 @@ impl Ownership {
     /// Another replica announced that it owns `partition` (see `owners`).
     pub fn announced(&self, partition: i32, address: String) {
         let mut inner = self.write();
-        if !inner.ready.contains(&partition) {
+        if !inner.ready.contains(&partition) && !inner.catching_up.contains(&partition) {
             inner.owners.insert(partition, address);
         }
     }
@@ -113,7 +143,7 @@ impl Ownership {
     /// The advertised address of the partition's owner, if known and not this replica.
     pub fn owner_of(&self, partition: i32) -> Option<String> {
         let inner = self.read();
-        if inner.ready.contains(&partition) {
+        if inner.ready.contains(&partition) || inner.catching_up.contains(&partition) {
             return None;
         }
         inner.owners.get(&partition).cloned()
@@ -131,6 +161,10 @@ impl Serves for Ownership {
         }
         let why = if inner.failed.contains(&partition) {
             "its state could not be restored here; see this replica's log".to_owned()
+        } else if inner.catching_up.contains(&partition) {
+            "it was just taken over here and what was written before (sends, cancels, \
+             consents, inbound messages) is still being read; retry shortly"
+                .to_owned()
         } else {
             match inner.owners.get(&partition) {
                 Some(owner) => format!("another replica owns it; call {owner}"),
@@ -192,5 +226,30 @@ mod tests {
         o.released(p);
         assert!(o.check(&acme).is_err());
         assert_eq!(o.owned(), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn a_partition_catching_up_is_not_served_nor_forwarded() {
+        let o = Ownership::new(12, "10.0.0.1:50051".into());
+        let acme = TenantId::new("acme");
+        let p = o.partition_of("acme");
+        // The dead owner's announcement is still the last one heard.
+        o.announced(p, "10.0.0.2:50051".into());
+        o.catching_up(p);
+        let Err(CallError::Elsewhere { why, .. }) = o.check(&acme) else {
+            panic!("not served while catching up");
+        };
+        assert!(why.contains("still being read"), "{why}");
+        assert_eq!(o.owner_of(p), None, "not forwarded to the old owner");
+        o.announced(p, "10.0.0.2:50051".into());
+        assert_eq!(o.owner_of(p), None, "a late announcement does not move it");
+        assert!(!o.is_owned(p) && o.is_taken(p));
+        assert_eq!((o.owned(), o.taken()), (vec![], vec![p]));
+
+        o.ready(p);
+        assert_eq!(o.check(&acme), Ok(()));
+        assert_eq!((o.owned(), o.taken()), (vec![p], vec![p]));
+        o.released(p);
+        assert!(!o.is_taken(p));
     }
 }

@@ -34,7 +34,7 @@ impl ClientContext for InputContext {
                 // -1 is librdkafka's internal "unassigned" partition; lag -1 is "not known".
                 if partition >= 0 && p.consumer_lag >= 0 {
                     telemetry::kafka_lag(topic, partition, p.consumer_lag);
-                    if self.handover.ownership.is_owned(partition) {
+                    if self.handover.ownership.is_taken(partition) {
                         total += p.consumer_lag;
                     }
                 }
@@ -101,7 +101,14 @@ impl ConsumerContext for InputContext {
                     .collect();
                 let cut = blocking(|| h.cut(consumer, &owned));
                 telemetry::kafka_handed_over(&owned, cut.as_ref().err());
-                blocking(|| h.release(&owned));
+                // Those still catching up are not cut (their last snapshot still holds), but
+                // emptied too.
+                let taken: Vec<i32> = numbers
+                    .iter()
+                    .copied()
+                    .filter(|&p| h.ownership.is_taken(p))
+                    .collect();
+                blocking(|| h.release(&taken));
                 for p in &numbers {
                     h.forget_failed(*p);
                 }
@@ -112,8 +119,8 @@ impl ConsumerContext for InputContext {
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error");
-                let owned = h.ownership.owned();
-                blocking(|| h.release(&owned));
+                let taken = h.ownership.taken();
+                blocking(|| h.release(&taken));
                 for p in &numbers {
                     h.forget_failed(*p);
                 }

@@ -455,7 +455,7 @@ pub const METRICS: &[Metric] = &[
         name: KAFKA_PARTITIONS_OWNED,
         kind: Kind::Gauge,
         unit: None,
-        help: "Input partitions assigned to this replica by the consumer group.",
+        help: "Input partitions this replica serves: assigned by the consumer group, restored and caught up with what was written before the takeover.",
     },
     Metric {
         name: KAFKA_TENANTS_OWNED,
