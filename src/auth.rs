@@ -26,6 +26,14 @@ pub const PROTECTED: &[(&str, &[Role])] = &[
     ("/switchboard.v1.Quotas/ClearOverride", &[Role::Sre]),
     ("/switchboard.v1.Quotas/ReloadConfig", &[Role::Sre]),
     (
+        "/switchboard.v1.Outbound/Pause",
+        &[Role::Sre, Role::Service],
+    ),
+    (
+        "/switchboard.v1.Outbound/Resume",
+        &[Role::Sre, Role::Service],
+    ),
+    (
         "/switchboard.v1.Conversations/OverrideRoute",
         &[Role::Supervisor],
     ),

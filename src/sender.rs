@@ -50,6 +50,9 @@ pub enum Journaled<'a> {
     Link(&'a crate::proto::LinkRequest),
     /// With its time filled in, like a consent.
     Profile(&'a crate::proto::UpdateProfileRequest),
+    /// With its start filled in, so a replay ends it at the same time.
+    Pause(&'a crate::proto::PauseRequest),
+    Resume(&'a crate::proto::ResumeRequest),
 }
 
 pub type SendFuture = Pin<Box<dyn Future<Output = ProviderOutcome> + Send>>;

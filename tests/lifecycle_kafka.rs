@@ -19,7 +19,8 @@ use common::guard;
 /// processes on the mock cluster, 4 partitions): reminders scheduled a minute ahead, one of
 /// them cancelled by match, a customer opted out by "BAJA" on the inbound topic. The survivor
 /// shows the same: the scheduled ones still scheduled, the cancelled one cancelled, the
-/// customer opted out; at their time only the uncancelled reminders are dispatched.
+/// customer opted out, a paused campaign still paused with its held send; at their time only
+/// the uncancelled reminders are dispatched, and the held send once resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
     use proto::customers_client::CustomersClient;
@@ -162,6 +163,34 @@ async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
         .await
         .expect("profile set")
         .into_inner();
+    // A campaign paused (issue 19) and a send it holds: journaled too.
+    let paused = out
+        .pause(proto::PauseRequest {
+            tenant: tenant.clone(),
+            tag: "spring-sale".into(),
+            expires_in_ms: 3_600_000,
+            reason: "complaints".into(),
+            actor: "sre-ana".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("paused")
+        .into_inner();
+    let sale = out
+        .send(proto::SendRequest {
+            tenant: tenant.clone(),
+            from: format!("{tenant}-n"),
+            to: "+34611000011".into(),
+            category: proto::Category::Utility as i32,
+            content: "spring_sale".into(),
+            idempotency_key: "sale-1".into(),
+            tag: "spring-sale".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("held")
+        .into_inner();
+    assert_eq!(sale.admission(), proto::Admission::Queued, "{sale:?}");
     let consent_in = |addr: &str, customer: &'static str| {
         let mut customers = CustomersClient::new(channel(addr));
         let tenant = tenant.clone();
@@ -227,6 +256,37 @@ async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
             proto::SendState::Scheduled
         );
     }
+    // The pause, with the send it holds, and its end unchanged.
+    let pauses = out
+        .list_paused(proto::ListPausedRequest {
+            tenant: tenant.clone(),
+        })
+        .await
+        .expect("pauses listed")
+        .into_inner()
+        .pauses;
+    assert_eq!(
+        pauses,
+        [proto::PauseInfo {
+            held: 1,
+            ..paused.clone()
+        }]
+    );
+    assert_eq!(
+        state(&mut out, "sale-1").await.unwrap(),
+        proto::SendState::Queued
+    );
+    let resumed = out
+        .resume(proto::ResumeRequest {
+            tenant: tenant.clone(),
+            tag: "spring-sale".into(),
+            reason: "template fixed".into(),
+            actor: "sre-ana".into(),
+        })
+        .await
+        .expect("resumed")
+        .into_inner();
+    assert_eq!((resumed.resumed, resumed.released), (true, 1));
     // From the snapshot, or from the inbound topic read again after it (the input replays
     // what the last snapshot does not hold once it owns the partition).
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -320,32 +380,32 @@ async fn scheduled_cancelled_and_opted_out_state_survive_a_kill_of_the_owner() {
     tokio::time::timeout(Duration::from_secs(120), async {
         loop {
             let mut dispatched = 0;
-            for key in ["reminder-1", "reminder-2"] {
+            for key in ["reminder-1", "reminder-2", "sale-1"] {
                 if state(&mut out, key).await.unwrap() == proto::SendState::Dispatched {
                     dispatched += 1;
                 }
             }
-            if dispatched == 2 {
+            if dispatched == 3 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
     .await
-    .expect("the reminders were dispatched at their time");
+    .expect("the reminders were dispatched at their time, and the resumed send");
     assert_eq!(
         state(&mut out, "reminder-0").await.unwrap(),
         proto::SendState::Cancelled
     );
     let dispatches = suite::reader(&brokers, &["switchboard.dispatch"]);
     let mut keys = Vec::new();
-    while keys.len() < 2 {
+    while keys.len() < 3 {
         let m = guard(dispatches.recv()).await.expect("a dispatch");
         let d = proto::Dispatch::decode(m.payload().unwrap_or_default()).unwrap();
         keys.push(d.idempotency_key);
     }
     keys.sort();
-    assert_eq!(keys, ["reminder-1", "reminder-2"]);
+    assert_eq!(keys, ["reminder-1", "reminder-2", "sale-1"]);
     let _ = std::fs::remove_dir_all(&dir);
     drop(alive); // before its broker
     drop(cluster);

@@ -472,6 +472,13 @@ impl proto::inbound_server::Inbound for Echo {
     }
 }
 
+/// The answer of the echo anchor's calls other than Send.
+fn echo_only<T>() -> Result<tonic::Response<T>, tonic::Status> {
+    Err(tonic::Status::unimplemented(
+        "the echo anchor only answers Send",
+    ))
+}
+
 #[tonic::async_trait]
 impl proto::outbound_server::Outbound for Echo {
     async fn send(
@@ -489,18 +496,35 @@ impl proto::outbound_server::Outbound for Echo {
         &self,
         _request: tonic::Request<proto::SendRef>,
     ) -> Result<tonic::Response<proto::SendStatus>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "the echo anchor only answers Send",
-        ))
+        echo_only()
     }
 
     async fn cancel(
         &self,
         _request: tonic::Request<proto::CancelRequest>,
     ) -> Result<tonic::Response<proto::CancelResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "the echo anchor only answers Send",
-        ))
+        echo_only()
+    }
+
+    async fn pause(
+        &self,
+        _request: tonic::Request<proto::PauseRequest>,
+    ) -> Result<tonic::Response<proto::PauseInfo>, tonic::Status> {
+        echo_only()
+    }
+
+    async fn resume(
+        &self,
+        _request: tonic::Request<proto::ResumeRequest>,
+    ) -> Result<tonic::Response<proto::ResumeResponse>, tonic::Status> {
+        echo_only()
+    }
+
+    async fn list_paused(
+        &self,
+        _request: tonic::Request<proto::ListPausedRequest>,
+    ) -> Result<tonic::Response<proto::ListPausedResponse>, tonic::Status> {
+        echo_only()
     }
 
     type StreamStatusStream = tokio_stream::Empty<Result<proto::SendStatus, tonic::Status>>;
@@ -509,9 +533,7 @@ impl proto::outbound_server::Outbound for Echo {
         &self,
         _request: tonic::Request<proto::StatusStreamRequest>,
     ) -> Result<tonic::Response<Self::StreamStatusStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "the echo anchor only answers Send",
-        ))
+        echo_only()
     }
 }
 

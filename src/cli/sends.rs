@@ -1,10 +1,13 @@
-//! `switchboard sends ...`: one send's status, and cancelling waiting sends (the
-//! `switchboard.v1.Outbound` service), for the operator who must stop a reminder by hand.
+//! `switchboard sends ...`: one send's status, cancelling waiting sends, and pausing and
+//! resuming a campaign by tag (the `switchboard.v1.Outbound` service), for the operator who
+//! must stop a reminder or a misbehaving promotion by hand.
+use std::time::Duration;
+
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use switchboard::proto::{self, outbound_client::OutboundClient};
 
-use super::Remote;
+use super::{Remote, time};
 
 #[derive(Args, Debug)]
 pub struct SendsArgs {
@@ -35,6 +38,35 @@ enum SendsCmd {
         #[arg(long, requires = "customer")]
         tag: Option<String>,
     },
+    /// Hold every send carrying a tag (queued, scheduled and new ones) until resumed or the
+    /// pause ends; pausing again extends it.
+    Pause {
+        tenant: String,
+        /// The tag the campaign's sends carry.
+        #[arg(long)]
+        tag: String,
+        /// How long the pause lasts at most, e.g. 30m, 2h (up to 31 days).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Why (it goes to the audit log).
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+    /// End a tag's pause: its held sends go out again, in order, within the quotas.
+    Resume {
+        tenant: String,
+        #[arg(long)]
+        tag: String,
+        /// Why (optional; it goes to the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+    /// The tenant's paused tags, with when each ends and the sends it holds.
+    ListPaused { tenant: String },
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +127,75 @@ pub async fn run(args: SendsArgs) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             println!("{} cancelled", r.cancelled);
+        }
+        SendsCmd::Pause {
+            tenant,
+            tag,
+            duration,
+            reason,
+            actor,
+        } => {
+            let p = client
+                .pause(proto::PauseRequest {
+                    tenant,
+                    tag,
+                    expires_in_ms: duration.as_millis() as u64,
+                    reason,
+                    actor,
+                    at_ms: 0,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "tag {} paused until {} ({} sends held)",
+                p.tag,
+                time(p.until_ms),
+                p.held
+            );
+        }
+        SendsCmd::Resume {
+            tenant,
+            tag,
+            reason,
+            actor,
+        } => {
+            let r = client
+                .resume(proto::ResumeRequest {
+                    tenant,
+                    tag: tag.clone(),
+                    reason,
+                    actor,
+                })
+                .await?
+                .into_inner();
+            if r.resumed {
+                println!(
+                    "tag {tag} resumed: {} held sends back in the queue",
+                    r.released
+                );
+            } else {
+                println!("tag {tag} was not paused: nothing changed");
+            }
+        }
+        SendsCmd::ListPaused { tenant } => {
+            let list = client
+                .list_paused(proto::ListPausedRequest { tenant })
+                .await?
+                .into_inner();
+            if list.pauses.is_empty() {
+                println!("no tag is paused");
+            }
+            for p in &list.pauses {
+                println!(
+                    "{}: paused since {} until {}, {} sends held, by {}: {}",
+                    p.tag,
+                    time(p.since_ms),
+                    time(p.until_ms),
+                    p.held,
+                    p.actor,
+                    p.reason
+                );
+            }
         }
     }
     Ok(())

@@ -10,16 +10,16 @@ use crate::config::Category;
 use crate::model::{Channel, TenantId};
 
 /// A send with a tag and a time (None: now).
-struct Req<'a> {
-    to: String,
-    category: Category,
-    tag: Option<&'a str>,
-    send_at: Option<Timestamp>,
-    valid_for_ms: Option<u64>,
+pub(super) struct Req<'a> {
+    pub(super) to: String,
+    pub(super) category: Category,
+    pub(super) tag: Option<&'a str>,
+    pub(super) send_at: Option<Timestamp>,
+    pub(super) valid_for_ms: Option<u64>,
 }
 
 impl<'a> Req<'a> {
-    fn new(to: &str, category: Category) -> Self {
+    pub(super) fn new(to: &str, category: Category) -> Self {
         Self {
             to: to.to_owned(),
             category,
@@ -31,7 +31,7 @@ impl<'a> Req<'a> {
 }
 
 impl Sim {
-    fn request(&mut self, r: Req<'_>) -> (SendId, Admission) {
+    pub(super) fn request(&mut self, r: Req<'_>) -> (SendId, Admission) {
         self.try_request(r).unwrap()
     }
 
@@ -67,7 +67,7 @@ impl Sim {
         }
     }
 
-    fn say(&mut self, from: &str, text: &str) -> Reply {
+    pub(super) fn say(&mut self, from: &str, text: &str) -> Reply {
         self.keys += 1;
         self.run(Command::Ingest(Inbound {
             tenant: TenantId::new(T),
@@ -83,12 +83,12 @@ impl Sim {
         .unwrap()
     }
 
-    fn at(&mut self, t: Timestamp) {
+    pub(super) fn at(&mut self, t: Timestamp) {
         assert!(t >= self.now, "time only moves forward");
         self.now = t;
     }
 
-    fn dispatched_ids(&self) -> Vec<SendId> {
+    pub(super) fn dispatched_ids(&self) -> Vec<SendId> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -99,7 +99,7 @@ impl Sim {
     }
 
     /// A save and a restore into a fresh shard (what a handover does).
-    fn handover(&mut self) {
+    pub(super) fn handover(&mut self) {
         let saved = match self
             .run(Command::SaveState {
                 tenant: TenantId::new(T),

@@ -24,6 +24,8 @@ mod hours_tests;
 pub mod identity;
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod pause_tests;
 pub mod quota;
 #[cfg(test)]
 mod quota_tests;
@@ -499,6 +501,25 @@ pub enum Command {
         id: u64,
         actor: String,
     },
+    /// Holds the sends tagged `tag` for `ttl_ms` from `at` (None: now); see `quota::pause`.
+    PauseTag {
+        tenant: TenantId,
+        tag: String,
+        ttl_ms: u64,
+        actor: String,
+        reason: String,
+        at: Option<Timestamp>,
+    },
+    /// Ends a tag's pause: its held sends go back to the queue, in order.
+    ResumeTag {
+        tenant: TenantId,
+        tag: String,
+        actor: String,
+        reason: String,
+    },
+    ListPaused {
+        tenant: TenantId,
+    },
     ListAudit {
         tenant: TenantId,
         limit: usize,
@@ -576,6 +597,9 @@ impl Command {
             | GetQuota { tenant }
             | SetOverride { tenant, .. }
             | ClearOverride { tenant, .. }
+            | PauseTag { tenant, .. }
+            | ResumeTag { tenant, .. }
+            | ListPaused { tenant }
             | ListAudit { tenant, .. }
             | PlanCampaign { tenant, .. }
             | ReloadQuotas { tenant, .. }
@@ -686,6 +710,13 @@ pub enum Reply {
     Reloaded(Vec<String>),
     Quota(Box<quota::QuotaSnapshot>),
     Override(quota::OverrideView),
+    Paused(quota::PauseView),
+    /// The pause ended (None: the tag was not paused) and the sends it released.
+    Resumed {
+        pause: Option<quota::PauseView>,
+        released: u32,
+    },
+    Pauses(Vec<quota::PauseView>),
     Audit(Vec<quota::AuditEntry>),
     Plan(quota::PlanResult),
     State(Box<TenantState>),

@@ -42,6 +42,7 @@ mod controls;
 mod counts;
 mod lifecycle;
 use counts::{Number, Reach};
+mod pause;
 mod provider;
 mod state;
 mod types;
@@ -49,6 +50,7 @@ pub use controls::{
     AuditEntry, Change, NumberSnapshot, OverrideView, PlanRequest, PlanResult, QuotaSnapshot,
 };
 pub use lifecycle::{CancelError, CancelTarget, ConsentState, ConsentView, Hold};
+pub use pause::PauseView;
 pub use state::{QuotaState, RestoreError};
 pub use types::*;
 
@@ -215,6 +217,9 @@ pub struct Quotas {
     next_send: u64,
     /// The send-lifecycle rules' state: scheduled sends, consent, frequency counts, holds.
     life: lifecycle::Lifecycle,
+    /// Paused tags (see `pause`), and the sends they hold, in arrival order.
+    pauses: Vec<PauseView>,
+    paused: VecDeque<SendId>,
 }
 
 /// What a send request says, once its recipient is known.
@@ -290,6 +295,8 @@ impl Quotas {
             log: SendLog::new(1),
             next_send: 1,
             life: lifecycle::Lifecycle::new(config),
+            pauses: Vec::new(),
+            paused: VecDeque::new(),
         }
     }
 
@@ -471,6 +478,14 @@ impl Quotas {
                 send.view.state = SendState::Dispatched;
                 self.dispatch_effect(now, send, out);
             }
+            Admission::Queued {
+                held: Some(Hold::Paused),
+                ..
+            } => {
+                send.view.state = SendState::Queued;
+                self.paused.push_back(id);
+                self.next_expiry = self.next_expiry.min(send.view.valid_until);
+            }
             Admission::Queued { .. } => {
                 send.view.state = SendState::Queued;
                 if send.business_initiated && !self.reach.counts(&send.to) {
@@ -498,6 +513,18 @@ impl Quotas {
     /// The admission rules for a send that is not queued yet (`fresh`) or is being released
     /// from the queue (`!fresh`: it may not queue again, it stays where it is).
     fn admit(&mut self, now: Timestamp, send: &mut Send, fresh: bool) -> Admission {
+        // A paused tag holds its sends (a free-form reply is refused: its window does not
+        // wait); opted-out marketing is refused whatever its tag.
+        if fresh
+            && let Some(until) = self.paused_until(send)
+            && !(send.view.category == Category::Marketing && self.life.opted_out(&send.to))
+        {
+            let retry = until.as_millis().saturating_sub(now.as_millis());
+            if send.view.category == Category::Session {
+                return refuse(Refusal::TagPaused, Some(retry));
+            }
+            return self.queue_until(now, send, until, Some(Hold::Paused));
+        }
         let n = send.number as usize;
         let number = &self.numbers[n];
         if number.backoff_until > now {
@@ -625,7 +652,7 @@ impl Quotas {
     }
 
     pub fn queued(&self) -> usize {
-        self.queue_free.len() + self.queue_new.len()
+        self.queue_free.len() + self.queue_new.len() + self.paused.len()
     }
 
     /// Sweeps idle pair buckets (governor's `retain_recent`) and expired pair back-offs.

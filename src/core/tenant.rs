@@ -603,6 +603,29 @@ impl Tenant {
                 .clear_override(now, id, &actor)
                 .map(Reply::Override)
                 .map_err(|b| invalid(b.field, b.problem)),
+            Command::PauseTag {
+                tag,
+                ttl_ms,
+                actor,
+                reason,
+                at,
+                ..
+            } => self
+                .quotas
+                .pause(now, at, &tag, ttl_ms, &actor, &reason)
+                .map(Reply::Paused)
+                .map_err(|b| invalid(b.field, b.problem)),
+            Command::ResumeTag {
+                tag, actor, reason, ..
+            } => {
+                let (pause, released) = self
+                    .quotas
+                    .resume(now, &tag, &actor, &reason)
+                    .map_err(|b| invalid(b.field, b.problem))?;
+                // Released sends go with the next batch waves (ticks).
+                Ok(Reply::Resumed { pause, released })
+            }
+            Command::ListPaused { .. } => Ok(Reply::Pauses(self.quotas.pauses())),
             Command::ListAudit { limit, .. } => Ok(Reply::Audit(self.quotas.audit(limit))),
             Command::PlanCampaign { plan, .. } => {
                 if plan.customers == 0 || plan.duration_ms == 0 || plan.interactions == 0 {

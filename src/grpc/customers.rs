@@ -80,20 +80,6 @@ service!(proto::customers_server::Customers, proto::customers_client::CustomersC
 });
 
 impl Api {
-    /// Writes a change down before its answer (Kafka mode), so a crash before the next
-    /// snapshot does not lose it.
-    async fn journal_change(&self, record: Journaled<'_>, what: &str) -> Result<(), Status> {
-        let Some(journal) = &self.journal else {
-            return Ok(());
-        };
-        journal.append(record).await.map_err(|e| {
-            tracing::warn!(error = %e, "{what} not journaled");
-            Status::unavailable(format!(
-                "{what} done here but not journaled ({e}); retry (the same request is safe)"
-            ))
-        })
-    }
-
     async fn customer(&self, command: Command) -> Result<proto::Customer, Status> {
         let tenant = command
             .tenant()

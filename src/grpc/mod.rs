@@ -176,6 +176,24 @@ impl Api {
         }
     }
 
+    /// Writes a change down before its answer (Kafka mode), so a crash before the next
+    /// snapshot does not lose it.
+    async fn journal_change(
+        &self,
+        record: crate::sender::Journaled<'_>,
+        what: &str,
+    ) -> Result<(), Status> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        journal.append(record).await.map_err(|e| {
+            tracing::warn!(error = %e, "{what} not journaled");
+            Status::unavailable(format!(
+                "{what} done here but not journaled ({e}); retry (the same request is safe)"
+            ))
+        })
+    }
+
     /// Forwards calls for tenants owned by other replicas (Kafka mode).
     pub fn forwarding(self, forwarder: Arc<forward::Forwarder>) -> Self {
         Self {

@@ -74,6 +74,58 @@ service!(proto::outbound_server::Outbound, proto::outbound_client::OutboundClien
         }
     }
 
+    unary pause(&self, request: proto::PauseRequest) -> proto::PauseInfo {
+        let actor = crate::auth::actor(&request, &request.get_ref().actor);
+        let mut r = request.into_inner();
+        let tenant = tenant(&r.tenant)?;
+        let ttl_ms = r.expires_in_ms;
+        let command = crate::wire::lifecycle::pause_in(r.clone(), actor.clone())?;
+        match self.call(command).await? {
+            Reply::Paused(p) => {
+                // Journaled with its start and actor, so a replay ends it at the same time.
+                r.at_ms = p.until.as_millis().saturating_sub(ttl_ms) as i64;
+                r.actor = actor;
+                self.journal_change(Journaled::Pause(&r), "pause").await?;
+                Ok(Response::new(crate::wire::lifecycle::pause_out(&tenant, &p)))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    unary resume(&self, request: proto::ResumeRequest) -> proto::ResumeResponse {
+        let actor = crate::auth::actor(&request, &request.get_ref().actor);
+        let mut r = request.into_inner();
+        let tenant = tenant(&r.tenant)?;
+        let command = crate::wire::lifecycle::resume_in(r.clone(), actor.clone())?;
+        match self.call(command).await? {
+            Reply::Resumed { pause, released } => {
+                // Also when nothing was paused: it may be the retry of a resume whose
+                // journaling failed.
+                r.actor = actor;
+                self.journal_change(Journaled::Resume(&r), "resume").await?;
+                Ok(Response::new(proto::ResumeResponse {
+                    resumed: pause.is_some(),
+                    released,
+                    pause: pause.map(|p| crate::wire::lifecycle::pause_out(&tenant, &p)),
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    unary list_paused(&self, request: proto::ListPausedRequest) -> proto::ListPausedResponse {
+        let tenant = tenant(&request.into_inner().tenant)?;
+        match self.call(Command::ListPaused { tenant: tenant.clone() }).await? {
+            Reply::Pauses(pauses) => Ok(Response::new(proto::ListPausedResponse {
+                pauses: pauses
+                    .iter()
+                    .map(|p| crate::wire::lifecycle::pause_out(&tenant, p))
+                    .collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
     type StreamStatusStream = EventStream<proto::SendStatus>;
 
     stream stream_status(&self, request: proto::StatusStreamRequest) -> Self::StreamStatusStream {

@@ -683,7 +683,7 @@ impl KafkaInput {
         partition: i32,
     ) -> Result<Option<Output>, Stopping> {
         use crate::wire::customers::{link_in, update_profile_in};
-        use crate::wire::lifecycle::{cancel_in, set_consent_in};
+        use crate::wire::lifecycle::{cancel_in, pause_in, resume_in, set_consent_in};
         fn read<M: prost::Message + Default>(
             payload: &[u8],
             name: &str,
@@ -702,17 +702,29 @@ impl KafkaInput {
             read(payload, "LinkRequest", link_in)
         } else if kind == super::KIND_PROFILE.as_bytes() {
             read(payload, "UpdateProfileRequest", update_profile_in)
+        } else if kind == super::KIND_PAUSE.as_bytes() {
+            read(payload, "PauseRequest", |r: proto::PauseRequest| {
+                let actor = r.actor.clone();
+                pause_in(r, actor)
+            })
+        } else if kind == super::KIND_RESUME.as_bytes() {
+            read(payload, "ResumeRequest", |r: proto::ResumeRequest| {
+                let actor = r.actor.clone();
+                resume_in(r, actor)
+            })
         } else {
             Err(DeadLetter::new(
                 "invalid",
                 format!(
-                    "unknown {} header {:?}: use {:?}, {:?}, {:?} or {:?}, or none for a SendRequest",
+                    "unknown {} header {:?}: use {:?}, {:?}, {:?}, {:?}, {:?} or {:?}, or none for a SendRequest",
                     super::KIND_HEADER,
                     String::from_utf8_lossy(kind),
                     super::KIND_CANCEL,
                     super::KIND_CONSENT,
                     super::KIND_LINK,
                     super::KIND_PROFILE,
+                    super::KIND_PAUSE,
+                    super::KIND_RESUME,
                 ),
             ))
         };

@@ -56,6 +56,10 @@ pub const KIND_LINK: &str = "link";
 /// An `UpdateProfileRequest` (journaled by the gRPC `Customers.UpdateProfile`, its time filled
 /// in).
 pub const KIND_PROFILE: &str = "profile";
+/// A `PauseRequest` (journaled by the gRPC `Outbound.Pause`, its start filled in).
+pub const KIND_PAUSE: &str = "pause";
+/// A `ResumeRequest` (journaled by the gRPC `Outbound.Resume`).
+pub const KIND_RESUME: &str = "resume";
 
 /// The settings every client shares: brokers, then the operator's raw librdkafka options.
 pub fn client_config(k: &KafkaConfig) -> ClientConfig {

@@ -41,6 +41,8 @@ impl crate::sender::Journal for SendsJournal {
                 Journaled::Consent(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_CONSENT)),
                 Journaled::Link(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_LINK)),
                 Journaled::Profile(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_PROFILE)),
+                Journaled::Pause(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_PAUSE)),
+                Journaled::Resume(r) => (&r.tenant, r.encode_to_vec(), kind(super::KIND_RESUME)),
             };
             let seq = self
                 .outbox

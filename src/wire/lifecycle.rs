@@ -1,6 +1,6 @@
 //! The send lifecycle's messages (tags, schedules, cancels, consent): proto ⇄ core.
 use crate::clock::Timestamp;
-use crate::core::quota::{ConsentState, ConsentView};
+use crate::core::quota::{ConsentState, ConsentView, PauseView};
 use crate::core::{Cancel, Command};
 use crate::model::TenantId;
 use crate::proto;
@@ -63,6 +63,39 @@ pub fn cancel_in(r: proto::CancelRequest) -> Result<Command, Invalid> {
 
 pub fn cancel_out(cancelled: u32) -> proto::CancelResponse {
     proto::CancelResponse { cancelled }
+}
+
+/// A pause request; `actor` is who asks (the token's principal, or the request's actor).
+pub fn pause_in(r: proto::PauseRequest, actor: String) -> Result<Command, Invalid> {
+    Ok(Command::PauseTag {
+        tenant: tenant(&r.tenant)?,
+        tag: required("tag", &r.tag)?.to_owned(),
+        ttl_ms: r.expires_in_ms,
+        actor,
+        reason: r.reason,
+        at: at_in(r.at_ms)?,
+    })
+}
+
+pub fn resume_in(r: proto::ResumeRequest, actor: String) -> Result<Command, Invalid> {
+    Ok(Command::ResumeTag {
+        tenant: tenant(&r.tenant)?,
+        tag: required("tag", &r.tag)?.to_owned(),
+        actor,
+        reason: r.reason,
+    })
+}
+
+pub fn pause_out(tenant: &TenantId, p: &PauseView) -> proto::PauseInfo {
+    proto::PauseInfo {
+        tenant: tenant.to_string(),
+        tag: p.tag.to_string(),
+        since_ms: p.since.as_millis() as i64,
+        until_ms: p.until.as_millis() as i64,
+        actor: p.actor.to_string(),
+        reason: p.reason.to_string(),
+        held: p.held,
+    }
 }
 
 pub fn get_consent_in(r: proto::ConsentRef) -> Result<Command, Invalid> {

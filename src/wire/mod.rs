@@ -18,8 +18,8 @@ use tonic::Status;
 
 use crate::config::{Category, Rule};
 use crate::core::quota::{
-    Admission, AuditEntry, Change, OverrideView, ProviderOutcome, QuotaSnapshot, Refusal, SendId,
-    SendPriority, SendState, SendView,
+    Admission, AuditEntry, Change, Hold, OverrideView, ProviderOutcome, QuotaSnapshot, Refusal,
+    SendId, SendPriority, SendState, SendView,
 };
 use crate::core::{
     AgentView, ContextMessage, ConversationState, ConversationView, CoreError, Decision, Direction,
@@ -209,6 +209,7 @@ pub fn refusal_out(r: Refusal) -> proto::RefusalReason {
         Refusal::ProviderError => P::ProviderError,
         Refusal::OptedOut => P::OptedOut,
         Refusal::FrequencyCap => P::FrequencyCap,
+        Refusal::TagPaused => P::TagPaused,
     }
 }
 
@@ -250,6 +251,10 @@ pub fn refusal_detail(r: Refusal) -> &'static str {
             "the customer's frequency cap (quotas.frequency_cap) or Meta's per-user marketing \
              limit (131049) is reached: retry after retry_after_ms"
         }
+        Refusal::TagPaused => {
+            "the send's tag is paused (Outbound.Pause) and a free-form message cannot wait: \
+             retry after retry_after_ms, when the pause ends, or resume the tag"
+        }
     }
 }
 
@@ -264,10 +269,29 @@ pub fn send_response_out(id: SendId, a: Admission) -> proto::SendResponse {
             r.detail = "dispatched".into();
         }
         Admission::Queued {
-            estimated_release, ..
+            estimated_release,
+            held,
         } => {
             r.set_admission(proto::Admission::Queued);
-            r.detail = "near the messaging limit: queued for a paced batch".into();
+            r.detail = match held {
+                None => "near the messaging limit: queued for a paced batch",
+                Some(Hold::Paused) => {
+                    "its tag is paused (Outbound.Pause): held until it is resumed or the pause \
+                     ends (estimated_release_at_ms), then sent within the quotas"
+                }
+                Some(Hold::QuietHours) => {
+                    "the tenant's quiet hours: held until they end (estimated_release_at_ms)"
+                }
+                Some(Hold::CustomerHold) => {
+                    "Meta's per-user marketing limit (131049) holds this customer: held until \
+                     it ends (estimated_release_at_ms)"
+                }
+                Some(Hold::FrequencyCap) => {
+                    "the customer's frequency cap is reached: held until it frees \
+                     (estimated_release_at_ms)"
+                }
+            }
+            .into();
             r.estimated_release_at_ms = estimated_release.map_or(0, |t| t.as_millis() as i64);
         }
         Admission::Scheduled { at } => {

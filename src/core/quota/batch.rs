@@ -49,6 +49,7 @@ impl Quotas {
         out: &mut Vec<Effect>,
     ) {
         self.expire_overrides(now);
+        self.expire_pauses(now);
         self.sync_clock(now);
         self.reach.expire(now, self.window_ms);
         self.update_batch_mode(out);
@@ -103,7 +104,7 @@ impl Quotas {
     /// Queued sends past their validity leave the queue with an `expired` status.
     pub(super) fn expire_queued(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
         let mut next = Timestamp(u64::MAX);
-        for queue in [&mut self.queue_free, &mut self.queue_new] {
+        for queue in [&mut self.queue_free, &mut self.queue_new, &mut self.paused] {
             queue.retain(|id| {
                 let Some(send) = self.log.get_mut(*id) else {
                     return false;

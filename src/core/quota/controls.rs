@@ -486,7 +486,7 @@ impl Quotas {
     }
 }
 
-fn bad(field: &'static str, problem: impl Into<String>) -> BadSend {
+pub(super) fn bad(field: &'static str, problem: impl Into<String>) -> BadSend {
     BadSend {
         field,
         problem: problem.into(),

@@ -71,6 +71,8 @@ pub enum Hold {
     CustomerHold,
     /// The per-customer frequency cap.
     FrequencyCap,
+    /// Its tag is paused (`Quotas::pause`).
+    Paused,
 }
 
 impl Hold {
@@ -79,6 +81,7 @@ impl Hold {
             Hold::QuietHours => "quiet_hours",
             Hold::CustomerHold => "customer_hold",
             Hold::FrequencyCap => "frequency_cap",
+            Hold::Paused => "paused",
         }
     }
 }
@@ -435,7 +438,10 @@ impl Quotas {
 
     /// The waiting sends (queued or scheduled) for which `pick` is true.
     fn waiting_where(&self, pick: impl Fn(&Send) -> bool) -> Vec<SendId> {
-        let queued = self.queue_free.iter().chain(&self.queue_new).copied();
+        let queued = (self.queue_free.iter())
+            .chain(&self.queue_new)
+            .chain(&self.paused)
+            .copied();
         let scheduled = self.life.scheduled.iter().map(|&(_, id)| id);
         queued
             .chain(scheduled)
@@ -461,6 +467,7 @@ impl Quotas {
         if !gone.is_empty() {
             self.queue_free.retain(|id| !gone.contains(id));
             self.queue_new.retain(|id| !gone.contains(id));
+            self.paused.retain(|id| !gone.contains(id));
             self.life.scheduled.retain(|(_, id)| !gone.contains(id));
         }
         gone.len() as u32

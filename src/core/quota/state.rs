@@ -46,6 +46,12 @@ pub struct QuotaState {
     /// Customers held after a 131049: (E.164, until), sorted by number.
     #[serde(default)]
     pub holds: Vec<(String, Timestamp)>,
+    /// Paused tags (absent from states saved before pauses existed, as is `paused`).
+    #[serde(default)]
+    pub pauses: Vec<PauseView>,
+    /// The sends the pauses hold, in arrival order.
+    #[serde(default)]
+    pub paused: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +135,7 @@ impl Quotas {
                 send.view.state = SendState::Dispatched;
                 self.queue_free.retain(|&q| q != id);
                 self.queue_new.retain(|&q| q != id);
+                self.paused.retain(|&q| q != id);
                 self.life.scheduled.retain(|&(_, q)| q != id);
             }
             None => {
@@ -182,6 +189,10 @@ const ACTIONS: &[&str] = &[
     "config_reloaded",
     "consent_set",
     "customer_linked",
+    "tag_paused",
+    "pause_extended",
+    "tag_resumed",
+    "pause_expired",
 ];
 
 fn saved(s: &Send) -> SavedSend {
@@ -296,6 +307,8 @@ impl Quotas {
                     .map(|(c, t)| (c, t.iter().copied().collect())),
             ),
             holds: sorted(self.life.holds.iter().map(|(c, &until)| (c, until))),
+            pauses: self.pauses.clone(),
+            paused: self.paused.iter().map(|id| id.0).collect(),
         }
     }
 
@@ -404,6 +417,8 @@ impl Quotas {
         }
         self.queue_free = state.queue_free.iter().map(|&id| SendId(id)).collect();
         self.queue_new = state.queue_new.iter().map(|&id| SendId(id)).collect();
+        self.pauses = state.pauses;
+        self.paused = state.paused.iter().map(|&id| SendId(id)).collect();
         self.next_expiry = Timestamp(0); // the next tick recomputes it
         self.next_send = state.next_send;
         self.batch_mode = state.batch_mode;

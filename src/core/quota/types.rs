@@ -55,6 +55,8 @@ pub enum Refusal {
     OptedOut,
     /// The customer's frequency cap (or Meta's per-user marketing limit, 131049) is reached.
     FrequencyCap,
+    /// A free-form send whose tag is paused (`Quotas::pause`).
+    TagPaused,
 }
 
 impl Refusal {
@@ -70,6 +72,7 @@ impl Refusal {
             Refusal::ProviderError => "provider_error",
             Refusal::OptedOut => "opted_out",
             Refusal::FrequencyCap => "frequency_cap",
+            Refusal::TagPaused => "tag_paused",
         }
     }
 }
