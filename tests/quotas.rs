@@ -299,6 +299,15 @@ async fn the_quota_command_line_talks_to_the_running_server() {
         "{out}"
     );
     assert!(out.contains("number P: 1000 mps"), "{out}");
+    // Nothing sent yet: no pace, an empty queue (issue 19's forecast; the exact times are
+    // the core tests').
+    assert!(
+        out.contains(
+            "forecast at 0 new customers/h: batch threshold not within 24 h at this pace, \
+             limit not within 24 h at this pace, queue drained now ("
+        ),
+        "{out}"
+    );
 
     let (ok, out, err) = cli(&[
         "override",

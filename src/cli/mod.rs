@@ -100,3 +100,42 @@ fn time(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+/// A time as RFC 3339 and relative to `now` (both in ms since the epoch): "in 47m
+/// (2026-12-01T18:00:00Z)", "3m ago (…)", "now (…)".
+fn when(ms: i64, now: i64) -> String {
+    let minutes = (ms - now) / 60_000;
+    let relative = match minutes {
+        0 => "now".to_owned(),
+        m if m > 0 => format!("in {}", span(m)),
+        m => format!("{} ago", span(-m)),
+    };
+    format!("{relative} ({})", time(ms))
+}
+
+/// Minutes as "47m", "3h 05m", "2d 4h".
+fn span(minutes: i64) -> String {
+    match minutes {
+        m if m < 60 => format!("{m}m"),
+        m if m < 24 * 60 => format!("{}h {:02}m", m / 60, m % 60),
+        m => format!("{}d {}h", m / (24 * 60), m % (24 * 60) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_times_and_from_now() {
+        let now = 1_764_608_400_000; // 2025-12-01T17:00:00Z
+        assert_eq!(
+            when(now + 47 * 60_000, now),
+            "in 47m (2025-12-01T17:47:00Z)"
+        );
+        assert_eq!(when(now - 3 * 60_000, now), "3m ago (2025-12-01T16:57:00Z)");
+        assert_eq!(when(now + 20_000, now), "now (2025-12-01T17:00:20Z)");
+        assert_eq!(span(185), "3h 05m");
+        assert_eq!(span(3 * 24 * 60 + 4 * 60 + 59), "3d 4h");
+    }
+}

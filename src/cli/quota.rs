@@ -318,6 +318,22 @@ fn print_quota(q: &proto::PortfolioQuota) {
         }
         println!("{line}");
     }
+    if let Some(f) = &q.forecast
+        && !q.unlimited
+    {
+        let now = super::now_ms();
+        let at = |ms: i64| match ms {
+            0 => "not within 24 h at this pace".to_owned(),
+            ms => super::when(ms, now),
+        };
+        println!(
+            "  forecast at {:.0} new customers/h: batch threshold {}, limit {}, queue drained {}",
+            f.new_customers_per_hour,
+            at(f.batch_threshold_at_ms),
+            at(f.limit_at_ms),
+            at(f.queue_drained_at_ms)
+        );
+    }
     for o in &q.overrides {
         println!(
             "  override {}: {} = {} until {} by {} ({})",

@@ -256,6 +256,9 @@ pub struct QuotaConfig {
     pub customer_hold_secs: u64,
     /// Hours when low-priority sends wait; none by default.
     pub quiet_hours: Option<lifecycle::QuietHoursConfig>,
+    /// The forecast's pace: new customers counted per second over this many last seconds
+    /// (60 to 86400).
+    pub forecast_window_secs: u64,
 }
 
 impl Default for QuotaConfig {
@@ -282,6 +285,7 @@ impl Default for QuotaConfig {
             frequency_cap: lifecycle::FrequencyCapConfig::default(),
             customer_hold_secs: lifecycle::defaults::CUSTOMER_HOLD_SECS,
             quiet_hours: None,
+            forecast_window_secs: 900,
         }
     }
 }
@@ -399,6 +403,15 @@ impl QuotaConfig {
             &format!("{at}.max_audit_entries"),
             self.max_audit_entries as u64,
         )?;
+        if !(60..=86_400).contains(&self.forecast_window_secs) {
+            return Err(invalid(
+                format!("{at}.forecast_window_secs"),
+                format!(
+                    "is {}; use 60 to 86400 (the forecast's pace is measured over it)",
+                    self.forecast_window_secs
+                ),
+            ));
+        }
         if self.low_priority.contains(&Category::Session) {
             return Err(invalid(
                 format!("{at}.low_priority"),

@@ -20,6 +20,8 @@ pub mod desk;
 pub mod duplicates;
 pub mod e164;
 #[cfg(test)]
+mod forecast_tests;
+#[cfg(test)]
 mod hours_tests;
 pub mod identity;
 #[cfg(test)]

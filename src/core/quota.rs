@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 mod batch;
 mod controls;
 mod counts;
+mod forecast;
 mod lifecycle;
 use counts::{Number, Reach};
 mod pause;
@@ -49,6 +50,7 @@ mod types;
 pub use controls::{
     AuditEntry, Change, NumberSnapshot, OverrideView, PlanRequest, PlanResult, QuotaSnapshot,
 };
+pub use forecast::Forecast;
 pub use lifecycle::{CancelError, CancelTarget, ConsentState, ConsentView, Hold};
 pub use pause::PauseView;
 pub use state::{QuotaState, RestoreError};
@@ -220,6 +222,8 @@ pub struct Quotas {
     /// Paused tags (see `pause`), and the sends they hold, in arrival order.
     pauses: Vec<PauseView>,
     paused: VecDeque<SendId>,
+    /// The last forecast ticks made, and when (see `forecast`).
+    forecast: Option<(Timestamp, Forecast)>,
 }
 
 /// What a send request says, once its recipient is known.
@@ -297,6 +301,7 @@ impl Quotas {
             life: lifecycle::Lifecycle::new(config),
             pauses: Vec::new(),
             paused: VecDeque::new(),
+            forecast: None,
         }
     }
 

@@ -51,6 +51,10 @@ pub const SHADOW_REFUSALS: &str = "switchboard_shadow_refusals_total";
 pub const NUMBER_TOKENS: &str = "switchboard_number_tokens";
 pub const BATCH_QUEUE_DEPTH: &str = "switchboard_batch_queue_depth";
 pub const LIMIT_USAGE_RATIO: &str = "switchboard_messaging_limit_usage_ratio";
+pub const LIMIT_FORECAST: &str = "switchboard_messaging_limit_forecast_seconds";
+pub const THRESHOLD_FORECAST: &str = "switchboard_batch_threshold_forecast_seconds";
+pub const DRAIN_FORECAST: &str = "switchboard_batch_queue_drain_forecast_seconds";
+pub const NEW_CUSTOMERS_PACE: &str = "switchboard_new_customers_per_hour";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 pub const GRPC_SHED: &str = "switchboard_grpc_shed_total";
 pub const PROVIDER_ATTEMPTS: &str = "switchboard_provider_attempts_total";
@@ -348,6 +352,30 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Gauge,
         unit: None,
         help: "Unique customers reached by business-initiated sends in the last 24 h over the messaging limit (0 when unlimited).",
+    },
+    Metric {
+        name: LIMIT_FORECAST,
+        kind: Kind::Gauge,
+        unit: Some(metrics::Unit::Seconds),
+        help: "Seconds until the messaging limit is reached at the current pace of new customers, counting the 24-hour expiries (0: reached; +Inf: not within 24 h at this pace, or unlimited).",
+    },
+    Metric {
+        name: THRESHOLD_FORECAST,
+        kind: Kind::Gauge,
+        unit: Some(metrics::Unit::Seconds),
+        help: "Seconds until the batch threshold is reached at the current pace (0: reached; +Inf: not within 24 h at this pace, or unlimited).",
+    },
+    Metric {
+        name: DRAIN_FORECAST,
+        kind: Kind::Gauge,
+        unit: Some(metrics::Unit::Seconds),
+        help: "Seconds until the batch queue has drained, by its waves and the slots the 24-hour expiries free (0: empty; +Inf: not known).",
+    },
+    Metric {
+        name: NEW_CUSTOMERS_PACE,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "New customers counted against the messaging limit per hour, over the last quotas.forecast_window_secs.",
     },
     Metric {
         name: STREAM_DISCONNECTS,

@@ -24,7 +24,7 @@ pub fn provider_error(tenant: &str, code: u32) {
 /// Quota gauges of one portfolio, refreshed on every tick. Business numbers are few and come
 /// from the config, so they may be labels; customers never are.
 pub fn quota_gauges(tenant: &str, quotas: &Quotas, now: crate::clock::Timestamp) {
-    for n in quotas.snapshot(now).numbers {
+    for n in quotas.number_snapshots(now) {
         gauge!(NUMBER_TOKENS, "tenant" => tenant.to_owned(), "number" => n.id.to_string())
             .set(f64::from(n.tokens));
     }
@@ -34,4 +34,15 @@ pub fn quota_gauges(tenant: &str, quotas: &Quotas, now: crate::clock::Timestamp)
     gauge!(BATCH_QUEUE_DEPTH, &labels).set(quotas.queued() as f64);
     gauge!(SCHEDULED_SENDS, &labels).set(quotas.scheduled() as f64);
     gauge!(BATCH_MODE, &labels).set(if quotas.batch_mode() { 1.0 } else { 0.0 });
+    if let Some(f) = quotas.last_forecast() {
+        let seconds = |at: Option<crate::clock::Timestamp>| {
+            at.map_or(f64::INFINITY, |t| {
+                t.as_millis().saturating_sub(now.as_millis()) as f64 / 1_000.0
+            })
+        };
+        gauge!(LIMIT_FORECAST, &labels).set(seconds(f.limit_at));
+        gauge!(THRESHOLD_FORECAST, &labels).set(seconds(f.threshold_at));
+        gauge!(DRAIN_FORECAST, &labels).set(seconds(f.drained_at));
+        gauge!(NEW_CUSTOMERS_PACE, &labels).set(f.per_hour);
+    }
 }

@@ -731,6 +731,12 @@ pub fn quota_out(q: &QuotaSnapshot) -> proto::PortfolioQuota {
             })
             .collect(),
         overrides: q.overrides.iter().map(override_out).collect(),
+        forecast: Some(proto::QuotaForecast {
+            new_customers_per_hour: q.forecast.per_hour,
+            batch_threshold_at_ms: millis(q.forecast.threshold_at),
+            limit_at_ms: millis(q.forecast.limit_at),
+            queue_drained_at_ms: millis(q.forecast.drained_at),
+        }),
     }
 }
 

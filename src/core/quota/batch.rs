@@ -52,6 +52,9 @@ impl Quotas {
         self.expire_pauses(now);
         self.sync_clock(now);
         self.reach.expire(now, self.window_ms);
+        let pace = self.config.forecast_window_secs * 1_000;
+        self.reach
+            .prune_new_slots(Timestamp(now.as_millis().saturating_sub(pace)));
         self.update_batch_mode(out);
         self.release_scheduled(now, window_open, out);
         if now >= self.next_expiry {
@@ -78,6 +81,7 @@ impl Quotas {
             }
         }
         self.update_batch_mode(out);
+        self.refresh_forecast(now);
     }
 
     /// Tries to dispatch a queued send; false leaves it queued (bucket, budget, back-off).

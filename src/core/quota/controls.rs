@@ -87,6 +87,7 @@ pub struct QuotaSnapshot {
     pub shadow: Vec<Rule>,
     pub numbers: Vec<NumberSnapshot>,
     pub overrides: Vec<OverrideView>,
+    pub forecast: super::Forecast,
 }
 
 /// A campaign to plan: `customers` new customers, each with `interactions` messages (the
@@ -124,6 +125,19 @@ pub struct PlanResult {
 }
 
 impl Quotas {
+    /// Each business number's bucket and holds now.
+    pub fn number_snapshots(&self, now: Timestamp) -> impl Iterator<Item = NumberSnapshot> + '_ {
+        self.numbers.iter().map(move |n| NumberSnapshot {
+            id: n.id.clone(),
+            mps: n.mps,
+            burst: n.burst,
+            tokens: n.tokens(now),
+            backoff_until: (n.backoff_until > now).then_some(n.backoff_until),
+            marketing_paused_until: (n.marketing_paused_until > now)
+                .then_some(n.marketing_paused_until),
+        })
+    }
+
     /// The state SREs read.
     pub fn snapshot(&self, now: Timestamp) -> QuotaSnapshot {
         let (used, limit) = self.usage();
@@ -137,20 +151,9 @@ impl Quotas {
             reserve: self.config.reserve,
             queued: self.queued() as u64,
             shadow: self.config.shadow.clone(),
-            numbers: self
-                .numbers
-                .iter()
-                .map(|n| NumberSnapshot {
-                    id: n.id.clone(),
-                    mps: n.mps,
-                    burst: n.burst,
-                    tokens: n.tokens(now),
-                    backoff_until: (n.backoff_until > now).then_some(n.backoff_until),
-                    marketing_paused_until: (n.marketing_paused_until > now)
-                        .then_some(n.marketing_paused_until),
-                })
-                .collect(),
+            numbers: self.number_snapshots(now).collect(),
             overrides: self.overrides.iter().map(|o| o.view.clone()).collect(),
+            forecast: self.forecast(now),
         }
     }
 

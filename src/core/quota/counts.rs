@@ -69,6 +69,9 @@ pub(super) struct Reach {
     pub(super) last: Map<CustomerNumber, Timestamp>,
     /// Every counted send in time order; an entry is stale when the customer's `last` is later.
     pub(super) events: VecDeque<(Timestamp, CustomerNumber)>,
+    /// When each new customer was counted (a slot taken), oldest first: the forecast's pace,
+    /// pruned to its window on ticks (`prune_new_slots`).
+    pub(super) new_slots: VecDeque<Timestamp>,
 }
 
 impl Reach {
@@ -96,6 +99,9 @@ impl Reach {
         if self.events.len() < self.events.capacity() / 4 {
             self.events.shrink_to_fit();
         }
+        if self.new_slots.len() < self.new_slots.capacity() / 4 {
+            self.new_slots.shrink_to_fit();
+        }
     }
 
     pub(super) fn counts(&self, customer: &CustomerNumber) -> bool {
@@ -107,8 +113,17 @@ impl Reach {
     }
 
     pub(super) fn record(&mut self, customer: CustomerNumber, now: Timestamp) {
-        self.last.insert(customer.clone(), now);
+        if self.last.insert(customer.clone(), now).is_none() {
+            self.new_slots.push_back(now);
+        }
         self.events.push_back((now, customer));
+    }
+
+    /// Forgets the slots taken at or before `before`.
+    pub(super) fn prune_new_slots(&mut self, before: Timestamp) {
+        while self.new_slots.front().is_some_and(|&t| t <= before) {
+            self.new_slots.pop_front();
+        }
     }
 
     /// When the `n`-th (0-based) counted customer leaves the window.

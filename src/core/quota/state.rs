@@ -52,6 +52,9 @@ pub struct QuotaState {
     /// The sends the pauses hold, in arrival order.
     #[serde(default)]
     pub paused: Vec<u64>,
+    /// When the new customers of the forecast's window were counted (its pace survives).
+    #[serde(default)]
+    pub new_slots: Vec<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,6 +312,7 @@ impl Quotas {
             holds: sorted(self.life.holds.iter().map(|(c, &until)| (c, until))),
             pauses: self.pauses.clone(),
             paused: self.paused.iter().map(|id| id.0).collect(),
+            new_slots: self.reach.new_slots.iter().copied().collect(),
         }
     }
 
@@ -331,6 +335,7 @@ impl Quotas {
             reach.last.insert(c.clone(), at);
             reach.events.push_back((at, c));
         }
+        reach.new_slots = state.new_slots.iter().copied().collect();
         let restored = |s: &SavedSend| -> Result<Send, RestoreError> {
             let number = number(&s.view.from)?;
             Ok(Send {
