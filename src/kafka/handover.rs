@@ -553,7 +553,14 @@ impl Handover {
             (tenants, parts)
         })
         .await
-        .expect("serializing does not panic");
+        .map_err(|e| {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            // Cancelled: the runtime shut down before this background snapshot was encoded. It
+            // is not written; the next owner reads the input since the last one again.
+            HandoverError::Stopping
+        })?;
         let phases = [copied, settled, started.elapsed()];
         let bytes = tenants.iter().map(|(_, json)| json.len()).sum();
         let at = i64::try_from(crate::clock::SystemClock.now().as_millis()).unwrap_or(i64::MAX);
@@ -852,14 +859,16 @@ impl Handover {
         telemetry::kafka_tenants_owned(tenants);
     }
 
-    /// The owned partitions due for a snapshot: changed since the last one, or too old.
+    /// The partitions taken here due for a snapshot: changed since the last one, or too old.
     pub(super) fn due(&self, max_age: Duration) -> Vec<i32> {
         let cuts = lock(&self.cuts);
         let oldest = cuts.values().map(|c| c.at.elapsed()).max();
         telemetry::kafka_snapshot_age(oldest.unwrap_or_default());
         let writing = lock(&self.writing);
+        // Partitions still catching up are cut too: their state is what was read so far, and
+        // a backlog read without cuts would all be read again after a crash.
         self.ownership
-            .owned()
+            .taken()
             .into_iter()
             .filter(|p| !writing.contains(p))
             .filter(|p| {

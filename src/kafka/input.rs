@@ -300,10 +300,7 @@ impl KafkaInput {
                 }
             }
         }
-        let (owned, taken) = (
-            self.handover.ownership.owned(),
-            self.handover.ownership.taken(),
-        );
+        let taken = self.handover.ownership.taken();
         let last = self.outbox.acks().issued();
         if tokio::time::timeout(self.grace, acked.wait_for(|&t| t >= last))
             .await
@@ -311,8 +308,8 @@ impl KafkaInput {
         {
             tracing::warn!("outputs not acknowledged within the grace period");
         }
-        let cut = blocking(|| self.handover.cut(&self.consumer, &owned));
-        telemetry::kafka_handed_over(&owned, cut.as_ref().err());
+        let cut = blocking(|| self.handover.cut(&self.consumer, &taken));
+        telemetry::kafka_handed_over(&taken, cut.as_ref().err());
         blocking(|| self.handover.release(&taken));
         // Leave the group now, so its partitions go to another member at once instead of
         // after the session timeout.

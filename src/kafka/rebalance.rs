@@ -94,20 +94,14 @@ impl ConsumerContext for InputContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 telemetry::kafka_rebalance("revoke");
-                let owned: Vec<i32> = numbers
-                    .iter()
-                    .copied()
-                    .filter(|&p| h.ownership.is_owned(p))
-                    .collect();
-                let cut = blocking(|| h.cut(consumer, &owned));
-                telemetry::kafka_handed_over(&owned, cut.as_ref().err());
-                // Those still catching up are not cut (their last snapshot still holds), but
-                // emptied too.
+                // Served or still catching up: their state is what was read so far.
                 let taken: Vec<i32> = numbers
                     .iter()
                     .copied()
                     .filter(|&p| h.ownership.is_taken(p))
                     .collect();
+                let cut = blocking(|| h.cut(consumer, &taken));
+                telemetry::kafka_handed_over(&taken, cut.as_ref().err());
                 blocking(|| h.release(&taken));
                 for p in &numbers {
                     h.forget_failed(*p);
@@ -115,7 +109,7 @@ impl ConsumerContext for InputContext {
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(error = %e, "unassign failed");
                 }
-                tracing::info!(partitions = ?owned, "partitions handed over");
+                tracing::info!(partitions = ?taken, "partitions handed over");
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error");
