@@ -43,6 +43,17 @@ impl Timestamp {
     }
 }
 
+/// RFC 3339 in UTC, to the second ("2026-12-01T18:00:00Z"): how the audit log writes times.
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = i64::try_from(self.0 / 1_000).unwrap_or(i64::MAX);
+        match jiff::Timestamp::from_second(seconds) {
+            Ok(t) => write!(f, "{t}"),
+            Err(_) => write!(f, "{} ms since the epoch", self.0),
+        }
+    }
+}
+
 /// A duration in whole milliseconds, saturating (config values are bounded, this never saturates
 /// in practice).
 pub fn duration_ms(d: Duration) -> u64 {
@@ -92,4 +103,17 @@ pub fn jitter_bits() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn a_timestamp_reads_as_utc_to_the_second() {
+        assert_eq!(
+            Timestamp(1_700_000_000_999).to_string(),
+            "2023-11-14T22:13:20Z"
+        );
+    }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use switchboard::config::{self, Config};
 use switchboard::server;
 
@@ -55,13 +55,17 @@ enum Cmd {
     /// Read and tune the running service's quotas (list, get, override, clear, audit, plan,
     /// reload).
     Quota(Box<cli::quota::QuotaArgs>),
-    /// A send's status; cancel waiting sends (by id, idempotency key, or customer and tag).
+    /// A send's status; cancel waiting sends (by id, idempotency key, or customer and tag);
+    /// pause and resume a campaign by tag.
     Sends(Box<cli::sends::SendsArgs>),
     /// Read or set a customer's consent to marketing (audited).
     Consent(Box<cli::consent::ConsentArgs>),
     /// Print the SHA-256 of a bearer token read from stdin, for `[[auth.tokens]] sha256`.
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// Print a completion script for a shell: `switchboard completions bash >
+    /// /etc/bash_completion.d/switchboard` (also zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Ask a running service for its gRPC health (grpc.health.v1): exit 0 when it serves, 1
     /// otherwise. For container health checks (no probe binary needed).
     Health {
@@ -183,19 +187,36 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Some(Cmd::Completions { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "switchboard", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(e).context("cannot write the completion script")
+                }
+                _ => Ok(()),
+            }
+        }
         Some(Cmd::Quota(args)) => client(cli::quota::run(*args)),
         Some(Cmd::Sends(args)) => client(cli::sends::run(*args)),
         Some(Cmd::Consent(args)) => client(cli::consent::run(*args)),
     }
 }
 
-/// Runs one command-line call to the service on a small runtime of its own.
+/// Runs one command-line call to the service on a small runtime of its own. A failure exits
+/// with a code that says whether the service refused the call or could not be reached
+/// (`cli::exit_code`).
 fn client(call: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
+    let done = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?
-        .block_on(call)
+        .block_on(call);
+    if let Err(e) = done {
+        eprintln!("Error: {e:#}");
+        std::process::exit(cli::exit_code(&e));
+    }
+    Ok(())
 }
 
 /// Ok when the service at `addr` answers SERVING to a grpc.health.v1 check within `timeout`.

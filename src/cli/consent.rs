@@ -43,7 +43,8 @@ enum State {
 }
 
 pub async fn run(args: ConsentArgs) -> anyhow::Result<()> {
-    let (channel, bearer) = args.remote.connect().await?;
+    let remote = args.remote;
+    let (channel, bearer) = remote.connect().await?;
     let mut client = CustomersClient::with_interceptor(channel, bearer);
     let consent = match args.command {
         ConsentCmd::Get { tenant, customer } => client
@@ -80,16 +81,17 @@ pub async fn run(args: ConsentArgs) -> anyhow::Result<()> {
                 .into_inner()
         }
     };
-    let state = proto::ConsentState::try_from(consent.state).map_or("?", |s| s.as_str_name());
-    if consent.at_ms == 0 {
-        println!("{state}");
-    } else {
-        println!(
-            "{state} since {} (source {}, set by {})",
-            time(consent.at_ms),
-            consent.source,
-            consent.actor
-        );
-    }
-    Ok(())
+    remote.show(&consent, |consent| {
+        let state = proto::ConsentState::try_from(consent.state).map_or("?", |s| s.as_str_name());
+        if consent.at_ms == 0 {
+            println!("{state}");
+        } else {
+            println!(
+                "{state} since {} (source {}, set by {})",
+                time(consent.at_ms),
+                consent.source,
+                consent.actor
+            );
+        }
+    })
 }

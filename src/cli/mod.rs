@@ -1,6 +1,7 @@
 //! The operators' command line: `switchboard quota ...`, `switchboard sends ...` and
 //! `switchboard consent ...`. Each subcommand is one gRPC call to the running service,
-//! printed for people; what they share is how to reach it ([`Remote`]).
+//! printed for people; what they share is how to reach it ([`Remote`], flags accepted before
+//! or after the subcommand) and what their exit code says ([`exit_code`]).
 pub mod consent;
 pub mod quota;
 pub mod sends;
@@ -12,22 +13,80 @@ use clap::Args;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
-/// Where the service is and how to call it.
+/// Where the service is and how to call it. Global: before or after the subcommand
+/// (`switchboard quota list --addr h:p` as well as `switchboard quota --addr h:p list`).
 #[derive(Args, Debug)]
 pub struct Remote {
     /// The service's gRPC address (host:port).
-    #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     addr: String,
     /// Bearer token for the calls that need one (when the service has `[[auth.tokens]]`).
     /// Prefer the environment variable: a flag shows in `ps`.
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The service uses TLS: trust this CA certificate (PEM); --addr then takes https.
-    #[arg(long)]
+    #[arg(long, global = true)]
     ca: Option<std::path::PathBuf>,
     /// With --ca: the name the service's certificate is for.
-    #[arg(long, default_value = "localhost")]
+    #[arg(long, global = true, default_value = "localhost")]
     domain: String,
+    /// How answers are printed: for people, or as JSON for scripts (one document per
+    /// command; enums by name, times in ms since the epoch).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+impl Remote {
+    /// Prints an answer as `--output` says: `text` for people, or the message as JSON.
+    pub fn show<T: serde::Serialize>(
+        &self,
+        answer: &T,
+        text: impl FnOnce(&T),
+    ) -> anyhow::Result<()> {
+        match self.output {
+            Output::Text => text(answer),
+            Output::Json => println!("{}", serde_json::to_string_pretty(answer)?),
+        }
+        Ok(())
+    }
+}
+
+/// The service could not be reached (exit code [`UNREACHABLE`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach switchboard at {url}; is it running? (--addr): {cause}")]
+pub struct Unreachable {
+    url: String,
+    cause: String,
+}
+
+/// Exit codes of the service commands, for scripts: 0 done; 2 a usage error (clap's);
+/// [`REFUSED`] the service answered with an error (invalid, not found, denied...);
+/// [`UNREACHABLE`] it could not be reached or did not answer (UNAVAILABLE, a deadline);
+/// 1 anything else.
+pub const REFUSED: i32 = 3;
+pub const UNREACHABLE: i32 = 4;
+
+/// The exit code for a command's error (see [`REFUSED`]).
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<Unreachable>().is_some() {
+        return UNREACHABLE;
+    }
+    match e.downcast_ref::<tonic::Status>().map(tonic::Status::code) {
+        Some(tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => UNREACHABLE,
+        Some(_) => REFUSED,
+        None => 1,
+    }
 }
 
 /// Puts `authorization: Bearer <token>` on a call when a token was given.
@@ -51,8 +110,15 @@ impl Remote {
     pub async fn connect(&self) -> anyhow::Result<(Channel, Bearer)> {
         let endpoint = endpoint(&self.addr, self.ca.as_deref(), &self.domain)?;
         let url = endpoint.uri().to_string();
-        let channel = endpoint.connect().await.with_context(|| {
-            format!("cannot reach switchboard at {url}; is it running? (--addr)")
+        let channel = endpoint.connect().await.map_err(|e| {
+            // The transport error's own text is terse ("transport error"): add its causes.
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                cause += &format!(": {s}");
+                source = s.source();
+            }
+            Unreachable { url, cause }
         })?;
         let bearer = self
             .token

@@ -109,18 +109,17 @@ struct OverrideArgs {
 }
 
 pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
-    let (channel, bearer) = args.remote.connect().await?;
+    let remote = args.remote;
+    let (channel, bearer) = remote.connect().await?;
     let mut client = QuotasClient::with_interceptor(channel, bearer);
     match args.command {
         QuotaCmd::List => {
             let list = client.list(proto::ListQuotasRequest {}).await?.into_inner();
-            for q in &list.tenants {
-                print_quota(q);
-            }
+            remote.show(&list, |l| l.tenants.iter().for_each(print_quota))?;
         }
         QuotaCmd::Get { tenant } => {
             let q = client.get(proto::QuotaRef { tenant }).await?.into_inner();
-            print_quota(&q);
+            remote.show(&q, print_quota)?;
         }
         QuotaCmd::Override(o) => {
             let change = override_change(&o)?;
@@ -134,13 +133,15 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!(
-                "override {} set: {} = {} until {}",
-                info.id,
-                info.target,
-                info.value,
-                time(info.expires_at_ms)
-            );
+            remote.show(&info, |info| {
+                println!(
+                    "override {} set: {} = {} until {}",
+                    info.id,
+                    info.target,
+                    info.value,
+                    time(info.expires_at_ms)
+                )
+            })?;
         }
         QuotaCmd::Clear {
             tenant,
@@ -155,28 +156,32 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!(
-                "override {} cleared ({} = {})",
-                info.id, info.target, info.value
-            );
+            remote.show(&info, |info| {
+                println!(
+                    "override {} cleared ({} = {})",
+                    info.id, info.target, info.value
+                )
+            })?;
         }
         QuotaCmd::Audit { tenant, limit } => {
             let audit = client
                 .list_audit(proto::ListAuditRequest { tenant, limit })
                 .await?
                 .into_inner();
-            for e in audit.entries {
-                println!(
-                    "{}  {:<16} {:<10} {}: {} -> {}  ({})",
-                    time(e.at_ms),
-                    e.action,
-                    e.actor,
-                    e.target,
-                    e.before,
-                    e.after,
-                    e.reason
-                );
-            }
+            remote.show(&audit, |audit| {
+                for e in &audit.entries {
+                    println!(
+                        "{}  {:<16} {:<10} {}: {} -> {}  ({})",
+                        time(e.at_ms),
+                        e.action,
+                        e.actor,
+                        e.target,
+                        e.before,
+                        e.after,
+                        e.reason
+                    );
+                }
+            })?;
         }
         QuotaCmd::Plan {
             tenant,
@@ -196,9 +201,9 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            print_plan(&p);
+            remote.show(&p, print_plan)?;
         }
-        QuotaCmd::Reload { actor } => reload(&mut client, actor).await?,
+        QuotaCmd::Reload { actor } => reload(&mut client, &remote, actor).await?,
     }
     Ok(())
 }
@@ -216,6 +221,7 @@ pub async fn reload_command(args: ReloadArgs) -> anyhow::Result<()> {
     let (channel, bearer) = args.remote.connect().await?;
     reload(
         &mut QuotasClient::with_interceptor(channel, bearer),
+        &args.remote,
         args.actor,
     )
     .await
@@ -226,16 +232,14 @@ async fn reload(
     client: &mut QuotasClient<
         tonic::service::interceptor::InterceptedService<tonic::transport::Channel, super::Bearer>,
     >,
+    remote: &Remote,
     actor: String,
 ) -> anyhow::Result<()> {
     let r = client
         .reload_config(proto::ReloadConfigRequest { actor })
         .await?
         .into_inner();
-    for note in r.notes {
-        println!("{note}");
-    }
-    Ok(())
+    remote.show(&r, |r| r.notes.iter().for_each(|note| println!("{note}")))
 }
 
 fn override_change(o: &OverrideArgs) -> anyhow::Result<proto::set_override_request::Change> {

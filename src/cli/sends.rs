@@ -80,7 +80,8 @@ struct Which {
 }
 
 pub async fn run(args: SendsArgs) -> anyhow::Result<()> {
-    let (channel, bearer) = args.remote.connect().await?;
+    let remote = args.remote;
+    let (channel, bearer) = remote.connect().await?;
     let mut client = OutboundClient::with_interceptor(channel, bearer);
     match args.command {
         SendsCmd::Status { tenant, which } => {
@@ -95,17 +96,19 @@ pub async fn run(args: SendsArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            let state = proto::SendState::try_from(s.state).map_or("?", |s| s.as_str_name());
-            let mut line = format!("send {} ({}): {state}", s.send_id, s.idempotency_key);
-            if s.reason != 0 {
-                let reason =
-                    proto::RefusalReason::try_from(s.reason).map_or("?", |r| r.as_str_name());
-                line += &format!(", {reason}");
-            }
-            if s.provider_code != 0 {
-                line += &format!(", provider code {}", s.provider_code);
-            }
-            println!("{line}");
+            remote.show(&s, |s| {
+                let state = proto::SendState::try_from(s.state).map_or("?", |s| s.as_str_name());
+                let mut line = format!("send {} ({}): {state}", s.send_id, s.idempotency_key);
+                if s.reason != 0 {
+                    let reason =
+                        proto::RefusalReason::try_from(s.reason).map_or("?", |r| r.as_str_name());
+                    line += &format!(", {reason}");
+                }
+                if s.provider_code != 0 {
+                    line += &format!(", provider code {}", s.provider_code);
+                }
+                println!("{line}");
+            })?;
         }
         SendsCmd::Cancel {
             tenant,
@@ -126,7 +129,7 @@ pub async fn run(args: SendsArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("{} cancelled", r.cancelled);
+            remote.show(&r, |r| println!("{} cancelled", r.cancelled))?;
         }
         SendsCmd::Pause {
             tenant,
@@ -146,12 +149,14 @@ pub async fn run(args: SendsArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!(
-                "tag {} paused until {} ({} sends held)",
-                p.tag,
-                time(p.until_ms),
-                p.held
-            );
+            remote.show(&p, |p| {
+                println!(
+                    "tag {} paused until {} ({} sends held)",
+                    p.tag,
+                    time(p.until_ms),
+                    p.held
+                )
+            })?;
         }
         SendsCmd::Resume {
             tenant,
@@ -168,34 +173,38 @@ pub async fn run(args: SendsArgs) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            if r.resumed {
-                println!(
-                    "tag {tag} resumed: {} held sends back in the queue",
-                    r.released
-                );
-            } else {
-                println!("tag {tag} was not paused: nothing changed");
-            }
+            remote.show(&r, |r| {
+                if r.resumed {
+                    println!(
+                        "tag {tag} resumed: {} held sends back in the queue",
+                        r.released
+                    );
+                } else {
+                    println!("tag {tag} was not paused: nothing changed");
+                }
+            })?;
         }
         SendsCmd::ListPaused { tenant } => {
             let list = client
                 .list_paused(proto::ListPausedRequest { tenant })
                 .await?
                 .into_inner();
-            if list.pauses.is_empty() {
-                println!("no tag is paused");
-            }
-            for p in &list.pauses {
-                println!(
-                    "{}: paused since {} until {}, {} sends held, by {}: {}",
-                    p.tag,
-                    time(p.since_ms),
-                    time(p.until_ms),
-                    p.held,
-                    p.actor,
-                    p.reason
-                );
-            }
+            remote.show(&list, |list| {
+                if list.pauses.is_empty() {
+                    println!("no tag is paused");
+                }
+                for p in &list.pauses {
+                    println!(
+                        "{}: paused since {} until {}, {} sends held, by {}: {}",
+                        p.tag,
+                        time(p.since_ms),
+                        time(p.until_ms),
+                        p.held,
+                        p.actor,
+                        p.reason
+                    );
+                }
+            })?;
         }
     }
     Ok(())

@@ -10,6 +10,7 @@
 //! templates a send carries.
 pub mod customers;
 pub mod encode;
+pub mod json;
 pub mod lifecycle;
 pub mod template;
 pub mod webhook;

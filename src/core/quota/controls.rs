@@ -214,7 +214,7 @@ impl Quotas {
             action: "override_set",
             target,
             before,
-            after: format!("{after} until {}", view.expires.as_millis()),
+            after: format!("{after} until {}", view.expires),
             reason: reason.to_owned(),
         });
         Ok(view)

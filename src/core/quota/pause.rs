@@ -74,7 +74,7 @@ impl Quotas {
                 return Ok(self.pause_view(tag).expect("active"));
             }
             Some(p) => {
-                let before = format!("paused until {}", p.until.as_millis());
+                let before = format!("paused until {}", p.until);
                 (p.until, p.actor, p.reason) = (until, Arc::from(actor), Arc::from(reason));
                 ("pause_extended", before)
             }
@@ -97,7 +97,7 @@ impl Quotas {
             action,
             target: format!("tag {tag}"),
             before,
-            after: format!("paused until {}", until.as_millis()),
+            after: format!("paused until {}", until),
             reason: reason.to_owned(),
         });
         Ok(self.pause_view(tag).expect("just set"))
@@ -179,7 +179,7 @@ impl Quotas {
             actor,
             action,
             target: format!("tag {}", view.tag),
-            before: format!("paused until {}", view.until.as_millis()),
+            before: format!("paused until {}", view.until),
             after: format!("sending ({released} held sends back in the queue)"),
             reason: reason.to_owned(),
         });
