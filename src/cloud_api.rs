@@ -15,7 +15,7 @@
 //!   `backoff_max_ms`), at most `max_retries` times: 5xx, timeouts and connection errors, and
 //!   131057 ("hold and retry"). Never: 130429, 131056, 131047, 131048 or any other 4xx — the
 //!   quotas react to those and the caller decides. The platform has no idempotency key, so a
-//!   retried timeout can deliver a message twice (at-least-once, said in the README).
+//!   retried timeout can deliver a message twice (at-least-once, said in docs/sends.md).
 //! - **Failover**: with `backup_url` set, both endpoints are probed every
 //!   `probe_interval_ms` (`GET /{version}/{phone-number-id}?fields=id`). After
 //!   `probe_failures` (3) consecutive probes of the primary slower than `probe_slow_ms`
@@ -560,7 +560,7 @@ mod tests {
         }
     }
 
-    /// The README's order-update template is rendered through the whole service in
+    /// The order-update template of docs/sends.md is rendered through the whole service in
     /// `tests/cloud_api.rs`; here the other parameter kinds and the sends without components.
     #[test]
     fn templates_are_rendered_exactly_as_the_graph_api_takes_them() {

@@ -1,7 +1,7 @@
 //! Configuration: a TOML file, overridden by `SWITCHBOARD_*` environment variables, validated
 //! once at start-up.
 //!
-//! Every field is documented here and in the README's config reference; every default is safe
+//! Every field is documented here and in `docs/configuration.md`; every default is safe
 //! (loopback listen addresses, bounded buffers and maps). Validation checks what serde cannot —
 //! references between tenants, queues and intents, regexes, regions, ranges — and every error
 //! names the field and says what to do. Nothing else in the program re-checks these rules.

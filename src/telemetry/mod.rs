@@ -1,5 +1,5 @@
 //! Telemetry: every metric name is defined here once, listed with its kind and help in
-//! [`METRICS`] (the describe call at start-up, the README test and the dashboard test read
+//! [`METRICS`] (the describe call at start-up, the docs test and the dashboard test read
 //! it), and emitted only through one function per event, grouped by area ([`routing`],
 //! [`quota`], [`kafka`], [`edge`]), which also writes the event's log line, so the two cannot
 //! drift.
@@ -149,7 +149,7 @@ pub enum Kind {
 }
 
 /// One metric family: its name (once, above), kind, unit and help text. The describe call at
-/// start-up, the README's reference (`tests/docs.rs`) and the dashboard test all read this
+/// start-up, the metrics reference in `docs/metrics.md` (`tests/docs.rs`) and the dashboard test all read this
 /// table.
 #[derive(Debug, Clone, Copy)]
 pub struct Metric {

@@ -436,7 +436,7 @@ mod tests {
     use super::*;
     use proto::template_parameter::Value;
 
-    /// The order-update template of the README: an image header, a body with text, currency
+    /// The order-update template of docs/sends.md: an image header, a body with text, currency
     /// and date, a quick-reply button.
     fn order_update_model() -> Template {
         let component = |kind, parameters| TemplateComponent { kind, parameters };
