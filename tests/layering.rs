@@ -2,7 +2,7 @@
 //! below. A module may use modules of lower layers and its own submodules, never a module of
 //! its own layer or a higher one; the failure names the file, the line and the rule broken.
 //!
-//! The order (ARCHITECTURE.md, "Layers, one way"; README, "Layout"), lowest first:
+//! The order (ARCHITECTURE.md, "Layers, one way"; docs/layout.md), lowest first:
 //!
 //! 0. `model`, `proto`: shared domain types and the generated API messages;
 //! 1. `clock`: the only reader of the time;

@@ -304,8 +304,8 @@ async fn the_quota_command_line_talks_to_the_running_server() {
     assert!(
         out.contains(
             "forecast at 0 new customers/h: batch threshold not within 24 h at this pace, \
-             limit not within 24 h at this pace, queue drained now ("
-        ),
+             limit not within 24 h at this pace, queue drained 20"
+        ) && out.contains("Z (now)\n"),
         "{out}"
     );
 

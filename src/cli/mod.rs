@@ -161,22 +161,21 @@ fn now_ms() -> i64 {
     switchboard::clock::SystemClock.now().as_millis() as i64
 }
 
-/// A time in ms since the epoch as RFC 3339 (UTC, seconds).
+/// A time in ms since the epoch as people read it: RFC 3339 in UTC to the second, and how far
+/// from now ("2026-12-01T18:47:00Z (in 47m)", "… (3m ago)", "… (now)").
 fn time(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
+    time_from(ms, now_ms())
 }
 
-/// A time as RFC 3339 and relative to `now` (both in ms since the epoch): "in 47m
-/// (2026-12-01T18:00:00Z)", "3m ago (…)", "now (…)".
-fn when(ms: i64, now: i64) -> String {
+fn time_from(ms: i64, now: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     let minutes = (ms - now) / 60_000;
     let relative = match minutes {
         0 => "now".to_owned(),
         m if m > 0 => format!("in {}", span(m)),
         m => format!("{} ago", span(-m)),
     };
-    format!("{relative} ({})", time(ms))
+    format!("{} ({relative})", humantime::format_rfc3339_seconds(t))
 }
 
 /// Minutes as "47m", "3h 05m", "2d 4h".
@@ -196,11 +195,14 @@ mod tests {
     fn times_read_as_times_and_from_now() {
         let now = 1_764_608_400_000; // 2025-12-01T17:00:00Z
         assert_eq!(
-            when(now + 47 * 60_000, now),
-            "in 47m (2025-12-01T17:47:00Z)"
+            time_from(now + 47 * 60_000, now),
+            "2025-12-01T17:47:00Z (in 47m)"
         );
-        assert_eq!(when(now - 3 * 60_000, now), "3m ago (2025-12-01T16:57:00Z)");
-        assert_eq!(when(now + 20_000, now), "now (2025-12-01T17:00:20Z)");
+        assert_eq!(
+            time_from(now - 3 * 60_000, now),
+            "2025-12-01T16:57:00Z (3m ago)"
+        );
+        assert_eq!(time_from(now + 20_000, now), "2025-12-01T17:00:20Z (now)");
         assert_eq!(span(185), "3h 05m");
         assert_eq!(span(3 * 24 * 60 + 4 * 60 + 59), "3d 4h");
     }

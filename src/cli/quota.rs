@@ -325,10 +325,9 @@ fn print_quota(q: &proto::PortfolioQuota) {
     if let Some(f) = &q.forecast
         && !q.unlimited
     {
-        let now = super::now_ms();
         let at = |ms: i64| match ms {
             0 => "not within 24 h at this pace".to_owned(),
-            ms => super::when(ms, now),
+            ms => time(ms),
         };
         println!(
             "  forecast at {:.0} new customers/h: batch threshold {}, limit {}, queue drained {}",
