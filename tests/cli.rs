@@ -8,22 +8,9 @@ use std::process::Command;
 
 use switchboard::proto::{self, outbound_client::OutboundClient};
 
-const CONFIG: &str = r#"
-[[tenants]]
-id = "crm"
-default_region = "ES"
-default_queue = "q"
-bot = "bot"
-[[tenants.queues]]
-name = "q"
-sla_target_secs = 60
-max_wait_secs = 600
-[[tenants.numbers]]
-id = "N"
-mps = 100
-[tenants.quotas]
-messaging_limit = 1000
-"#;
+fn config() -> String {
+    binary::crm_config("", "messaging_limit = 1000")
+}
 
 /// `switchboard <args>`: (exit code, stdout, stderr).
 async fn run(args: Vec<String>) -> (Option<i32>, String, String) {
@@ -49,7 +36,7 @@ fn args(words: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn flags_go_anywhere_reads_print_json_and_exit_codes_say_what_failed() {
-    let (_binary, channel, addr, _dir) = binary::start(CONFIG).await;
+    let (_binary, channel, addr, _dir) = binary::start(&config()).await;
     let sent = OutboundClient::new(channel)
         .send(proto::SendRequest {
             tenant: "crm".into(),

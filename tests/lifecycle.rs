@@ -15,28 +15,16 @@ use switchboard::proto::{
 use tonic::Code;
 use tonic::transport::Channel;
 
-const CONFIG: &str = r#"
-[runtime]
-tick_interval_ms = 50
-[[tenants]]
-id = "crm"
-default_region = "ES"
-default_queue = "q"
-bot = "bot"
-[[tenants.queues]]
-name = "q"
-sla_target_secs = 60
-max_wait_secs = 600
-[[tenants.numbers]]
-id = "N"
-mps = 100
-[tenants.quotas]
-messaging_limit = "unlimited"
-"#;
+fn config() -> String {
+    binary::crm_config(
+        "[runtime]\ntick_interval_ms = 50",
+        "messaging_limit = \"unlimited\"",
+    )
+}
 
 /// The binary on the config above, and a channel to it.
 async fn start() -> (Binary, Channel, tempdir::Dir) {
-    let (binary, channel, _, dir) = binary::start(CONFIG).await;
+    let (binary, channel, _, dir) = binary::start(&config()).await;
     (binary, channel, dir)
 }
 
@@ -218,7 +206,7 @@ async fn a_crm_schedules_cancels_by_match_sets_consent_and_meets_the_cap() {
 
 #[tokio::test]
 async fn the_operators_commands_cancel_by_match_and_set_consent() {
-    let (_binary, channel, addr, _dir) = binary::start(CONFIG).await;
+    let (_binary, channel, addr, _dir) = binary::start(&config()).await;
     let mut out = OutboundClient::new(channel);
     let who = customer(900);
     let due = now_ms() + 3_600_000;
@@ -317,7 +305,7 @@ async fn the_operators_commands_cancel_by_match_and_set_consent() {
 /// while other tags flow, and resumes them; the gRPC API refuses a pause without a reason.
 #[tokio::test]
 async fn a_campaign_paused_by_tag_is_held_and_resumed_by_the_operators_commands() {
-    let (_binary, channel, addr, _dir) = binary::start(CONFIG).await;
+    let (_binary, channel, addr, _dir) = binary::start(&config()).await;
     let mut out = OutboundClient::new(channel);
     let (ok, stdout, err) = cli(
         &addr,

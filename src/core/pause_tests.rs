@@ -259,8 +259,8 @@ fn a_pause_needs_a_tag_a_reason_an_actor_and_an_end() {
         other => panic!("{other:?}"),
     };
     assert_eq!(invalid(s.pause(" ", HOUR)), "tag");
-    assert_eq!(invalid(s.pause("promo", 0)), "ttl_ms");
-    assert_eq!(invalid(s.pause("promo", 32 * 24 * HOUR)), "ttl_ms");
+    assert_eq!(invalid(s.pause("promo", 0)), "expires_in_ms");
+    assert_eq!(invalid(s.pause("promo", 32 * 24 * HOUR)), "expires_in_ms");
     let no_reason = s.run(Command::PauseTag {
         tenant: TenantId::new(T),
         tag: "promo".into(),

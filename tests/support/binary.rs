@@ -12,6 +12,29 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 pub struct Binary(Child);
 
+/// A config with one tenant, `crm` (business number `N` at 100 mps, queue `q`, a bot), with
+/// `quotas` as its `[tenants.quotas]` and `head` before it (a `[runtime]` section, or "").
+pub fn crm_config(head: &str, quotas: &str) -> String {
+    format!(
+        r#"{head}
+[[tenants]]
+id = "crm"
+default_region = "ES"
+default_queue = "q"
+bot = "bot"
+[[tenants.queues]]
+name = "q"
+sla_target_secs = 60
+max_wait_secs = 600
+[[tenants.numbers]]
+id = "N"
+mps = 100
+[tenants.quotas]
+{quotas}
+"#
+    )
+}
+
 impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.0.kill();

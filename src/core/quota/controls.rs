@@ -167,23 +167,7 @@ impl Quotas {
         actor: &str,
         ttl_ms: u64,
     ) -> Result<OverrideView, BadSend> {
-        if reason.trim().is_empty() {
-            return Err(bad(
-                "reason",
-                "is required: say why (it goes to the audit log)",
-            ));
-        }
-        if actor.trim().is_empty() {
-            return Err(bad("actor", "is required: who makes the change"));
-        }
-        if ttl_ms == 0 || ttl_ms > MAX_OVERRIDE_MS {
-            return Err(bad(
-                "expires_in_ms",
-                format!(
-                    "must be from 1 to {MAX_OVERRIDE_MS} (31 days): overrides end by themselves"
-                ),
-            ));
-        }
+        time_boxed(reason, actor, ttl_ms)?;
         if let Change::NumberRate { number, .. } = &change
             && !self.by_number.contains_key(number.as_str())
         {
@@ -487,6 +471,27 @@ impl Quotas {
             self.audit.pop_front();
         }
     }
+}
+
+/// What every SRE control needs (an override, a pause): why, who, and an end (at most
+/// [`MAX_OVERRIDE_MS`] away, in the request's `expires_in_ms`).
+pub(super) fn time_boxed(reason: &str, actor: &str, ttl_ms: u64) -> Result<(), BadSend> {
+    if reason.trim().is_empty() {
+        return Err(bad(
+            "reason",
+            "is required: say why (it goes to the audit log)",
+        ));
+    }
+    if actor.trim().is_empty() {
+        return Err(bad("actor", "is required: who makes the change"));
+    }
+    if ttl_ms == 0 || ttl_ms > MAX_OVERRIDE_MS {
+        return Err(bad(
+            "expires_in_ms",
+            format!("must be from 1 to {MAX_OVERRIDE_MS} (31 days): it ends by itself"),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn bad(field: &'static str, problem: impl Into<String>) -> BadSend {

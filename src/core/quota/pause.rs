@@ -12,7 +12,7 @@
 //!   the batch queues in their order; the next waves release them within the quotas.
 //! - Every pause, extension and resume is audited with its actor and reason.
 use super::*;
-use controls::{MAX_OVERRIDE_MS, bad};
+use controls::{bad, time_boxed};
 
 /// An active pause of one tag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,24 +49,7 @@ impl Quotas {
                 "is required: the tag the campaign's sends carry",
             ));
         }
-        if reason.trim().is_empty() {
-            return Err(bad(
-                "reason",
-                "is required: say why (it goes to the audit log)",
-            ));
-        }
-        if actor.trim().is_empty() {
-            return Err(bad("actor", "is required: who pauses"));
-        }
-        if ttl_ms == 0 || ttl_ms > MAX_OVERRIDE_MS {
-            return Err(bad(
-                "ttl_ms",
-                format!(
-                    "must be from 1 to {MAX_OVERRIDE_MS} (31 days): a pause ends by itself \
-                     unless extended"
-                ),
-            ));
-        }
+        time_boxed(reason, actor, ttl_ms)?;
         let at = at.unwrap_or(now);
         let until = Timestamp(at.as_millis().saturating_add(ttl_ms));
         let (action, before) = match self.pauses.iter_mut().find(|p| &*p.tag == tag) {
