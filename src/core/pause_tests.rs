@@ -224,6 +224,18 @@ fn a_pause_ends_by_itself_at_its_time_and_pausing_again_extends_it() {
     );
     // Resuming it again changes nothing (a retry, a replay).
     assert_eq!(s.resume("promo"), (None, 0));
+    // Nor does the journal's pause read again after it ended (a replay after a crash).
+    let replayed = s.run(Command::PauseTag {
+        tenant: TenantId::new(T),
+        tag: "promo".into(),
+        ttl_ms: HOUR,
+        actor: "sre-ana".into(),
+        reason: "wrong template in the promo".into(),
+        at: Some(first.since),
+    });
+    assert!(matches!(replayed, Ok(Reply::Paused(_))), "{replayed:?}");
+    assert!(s.paused().is_empty());
+    assert_eq!(s.audit_actions().len(), 3, "no entry for it");
 }
 
 #[test]

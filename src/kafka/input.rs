@@ -202,7 +202,7 @@ impl KafkaInput {
                 _ = cuts.tick() => {
                     blocking(|| self.handover.retry_takeovers(&self.consumer));
                     for (partition, progress) in blocking(|| self.handover.check_positions(&self.consumer)) {
-                        self.caught_up(partition, progress);
+                        self.on_progress(partition, progress);
                     }
                     // Taken here, between records; written in the background (the input goes
                     // on), committed here when written.
@@ -295,7 +295,7 @@ impl KafkaInput {
                         let partition = message.partition();
                         self.handover.ownership.touch(partition);
                         let progress = self.handover.read_up_to(message.topic(), partition, message.offset());
-                        self.caught_up(partition, progress);
+                        self.on_progress(partition, progress);
                     }
                 }
             }
@@ -320,7 +320,7 @@ impl KafkaInput {
     /// Acts on a partition's catch-up progress (see `Handover::read_up_to`): reads its send
     /// requests once the earlier inbound messages are read, serves it once everything
     /// written before its takeover is.
-    fn caught_up(&self, partition: i32, progress: Progress) {
+    fn on_progress(&self, partition: i32, progress: Progress) {
         if progress == Progress::Reading {
             return;
         }

@@ -31,8 +31,8 @@ pub struct PauseView {
 impl Quotas {
     /// Pauses the sends tagged `tag` for `ttl_ms` from `at` (None: now; a journal replayed
     /// gives the time it was asked); pausing again extends the pause to that end. The same
-    /// pause again changes nothing. Refused (nothing changes) without a tag, reason or actor,
-    /// or past the longest pause.
+    /// pause again, or one already over (a journal replayed after it ended), changes nothing.
+    /// Refused (nothing changes) without a tag, reason or actor, or past the longest pause.
     pub fn pause(
         &mut self,
         now: Timestamp,
@@ -52,6 +52,16 @@ impl Quotas {
         time_boxed(reason, actor, ttl_ms)?;
         let at = at.unwrap_or(now);
         let until = Timestamp(at.as_millis().saturating_add(ttl_ms));
+        if until <= now {
+            return Ok(PauseView {
+                tag: Arc::from(tag),
+                since: at,
+                until,
+                actor: Arc::from(actor),
+                reason: Arc::from(reason),
+                held: 0,
+            });
+        }
         let (action, before) = match self.pauses.iter_mut().find(|p| &*p.tag == tag) {
             Some(p) if p.until == until => {
                 return Ok(self.pause_view(tag).expect("active"));
