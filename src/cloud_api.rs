@@ -309,9 +309,21 @@ pub struct Delivery {
 
 /// The message id of a 2xx answer (`messages[0].id`); empty if it has none.
 fn message_id(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
+    // Only the id is read: the rest of the answer is skipped, not built as a `Value`.
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow, default)]
+        messages: Vec<Message<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_str::<Answer<'_>>(body)
         .ok()
-        .and_then(|v| v.pointer("/messages/0/id")?.as_str().map(str::to_owned))
+        .and_then(|a| a.messages.into_iter().next())
+        .map(|m| m.id.into_owned())
         .unwrap_or_default()
 }
 
@@ -470,6 +482,23 @@ async fn probe_primary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_id_is_read_from_meta_s_answer_or_left_empty() {
+        // Meta's documented answer to a send.
+        let sent = r#"{"messaging_product":"whatsapp","contacts":[{"input":"+16505551234","wa_id":"16505551234"}],"messages":[{"id":"wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI3N0EzM0U4QzY0MjA4NkIwMDAA","message_status":"accepted"}]}"#;
+        assert_eq!(
+            message_id(sent),
+            "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI3N0EzM0U4QzY0MjA4NkIwMDAA"
+        );
+        assert_eq!(
+            message_id(r#"{"messages":[{"id":"wamid.a\/b"}]}"#),
+            "wamid.a/b"
+        );
+        assert_eq!(message_id(r#"{"messages":[]}"#), "");
+        assert_eq!(message_id(r#"{"success":true}"#), "");
+        assert_eq!(message_id("not json"), "");
+    }
 
     #[test]
     fn answers_are_classified_retryable_or_final() {

@@ -63,6 +63,8 @@ struct App {
     verify_token: Secret,
     /// None: every tenant.
     tenants: Option<BTreeSet<TenantId>>,
+    /// Its count of stored posts.
+    accepted: std::sync::OnceLock<metrics::Counter>,
 }
 
 impl App {
@@ -99,6 +101,7 @@ impl Endpoint {
                 verify_token: a.verify_token.clone(),
                 tenants: (!a.tenants.is_empty())
                     .then(|| a.tenants.iter().map(TenantId::new).collect()),
+                accepted: std::sync::OnceLock::new(),
             })
             .collect();
         Some(Self {
@@ -253,7 +256,7 @@ impl Endpoint {
         };
         match stored {
             Ok(()) => {
-                telemetry::webhook_request("accepted", &app.name, "");
+                telemetry::webhook_accepted(&app.name, &app.accepted);
                 (StatusCode::OK, "stored\n".into())
             }
             Err(why) => unavailable(app, &why),

@@ -184,7 +184,6 @@ impl KafkaInput {
 
     /// Consumes until `stop`, then snapshots what it owns, commits and leaves the group.
     pub async fn run(self, stop: CancellationToken) {
-        let mut acked = self.outbox.acks().watch();
         let interval = Duration::from_millis(self.config.snapshot_interval_ms);
         let max_age = Duration::from_millis(self.config.snapshot_max_age_ms);
         // A periodic cut's snapshot waits this long at most, in the background, for the
@@ -193,6 +192,7 @@ impl KafkaInput {
         let mut cuts = tokio::time::interval(interval);
         cuts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut read = telemetry::TopicRecords::read();
         loop {
             let acks = self.outbox.acks();
             let full = acks.issued() - acks.through() >= self.config.max_in_flight as u64;
@@ -239,8 +239,9 @@ impl KafkaInput {
                         self.handover.lost(partition);
                     }
                 },
-                changed = acked.changed(), if full => {
-                    if changed.is_err() {
+                // Full: room comes back with the next acknowledgement.
+                settled = acks.settled(acks.through() + 1), if full => {
+                    if settled.is_err() {
                         break;
                     }
                 }
@@ -291,7 +292,7 @@ impl KafkaInput {
                     }
                     self.handover.watchdog.record_read();
                     for message in &records {
-                        telemetry::kafka_record_in(message.topic());
+                        read.add(message.topic(), 1);
                         let partition = message.partition();
                         self.handover.ownership.touch(partition);
                         let progress = self.handover.read_up_to(message.topic(), partition, message.offset());
@@ -302,7 +303,7 @@ impl KafkaInput {
         }
         let taken = self.handover.ownership.taken();
         let last = self.outbox.acks().issued();
-        if tokio::time::timeout(self.grace, acked.wait_for(|&t| t >= last))
+        if tokio::time::timeout(self.grace, self.outbox.acks().settled(last))
             .await
             .is_err()
         {

@@ -37,7 +37,7 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
 };
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry;
@@ -45,11 +45,10 @@ use crate::telemetry;
 /// A sequence number of a produced record; 0 is "none".
 pub type Seq = u64;
 
-/// The acknowledgement watermark, readable from async code (`watch`, `settled`), and the
-/// dispatch topic's acknowledged ends.
+/// The acknowledgement watermark, awaited from async code (`settled`), and the dispatch
+/// topic's acknowledged ends.
 pub struct Acks {
     state: Mutex<AckState>,
-    through: watch::Sender<Seq>,
     /// The topic whose acknowledged offsets are kept ([`Acks::delivered_end`]): the dispatch
     /// topic (a cut's lower bound of what it replays; see `handover`).
     tracked: String,
@@ -64,9 +63,8 @@ struct AckState {
     /// Acknowledged above the watermark (out of order: another partition was faster).
     early: BTreeSet<Seq>,
     /// Tasks waiting for a record ([`Acks::settled`]), by the record they wait for: each is
-    /// woken once, when the watermark passes it (a `watch` would wake every waiter at every
-    /// acknowledgement: hundreds of webhook posts or egress sends, thousands of times a
-    /// second).
+    /// woken once, when the watermark passes it. (A `watch` woke every waiter at every
+    /// acknowledgement, and took its locks at each one even with nobody waiting.)
     waiters: BTreeMap<Seq, Vec<oneshot::Sender<()>>>,
 }
 
@@ -80,7 +78,6 @@ impl Acks {
     pub(crate) fn tracking(topic: &str) -> Self {
         Self {
             state: Mutex::default(),
-            through: watch::Sender::new(0),
             tracked: topic.to_owned(),
             ends: Mutex::default(),
         }
@@ -121,7 +118,7 @@ impl Acks {
     }
 
     pub(crate) fn ack(&self, seq: Seq) {
-        let (through, ready) = {
+        let ready = {
             let mut s = self.lock();
             if seq != s.through + 1 {
                 s.early.insert(seq);
@@ -133,14 +130,18 @@ impl Acks {
                 s.through += 1;
             }
             let next = s.through + 1;
+            if s.waiters
+                .first_key_value()
+                .is_none_or(|(&first, _)| first >= next)
+            {
+                return;
+            }
             let later = s.waiters.split_off(&next);
-            let ready = std::mem::replace(&mut s.waiters, later);
-            (s.through, ready)
+            std::mem::replace(&mut s.waiters, later)
         };
         for waiter in ready.into_values().flatten() {
             let _ = waiter.send(());
         }
-        self.through.send_replace(through);
     }
 
     /// Resolves when `seq` is acknowledged; an error if the acknowledgements stopped (the
@@ -170,10 +171,6 @@ impl Acks {
     /// Every record up to this one is acknowledged.
     pub fn through(&self) -> Seq {
         self.lock().through
-    }
-
-    pub fn watch(&self) -> watch::Receiver<Seq> {
-        self.through.subscribe()
     }
 }
 
@@ -305,6 +302,7 @@ struct AckContext {
     alone: bool,
     /// Which main producer this is (see `Outbox::renew`).
     generation: u64,
+    written: Mutex<telemetry::TopicRecords>,
 }
 
 impl ClientContext for AckContext {}
@@ -315,7 +313,10 @@ impl ProducerContext for AckContext {
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
             Ok(m) => {
-                telemetry::kafka_record_out(m.topic());
+                self.written
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .add(m.topic(), 1);
                 self.acks.delivered(m.topic(), m.partition(), m.offset());
                 self.acks.ack(seq as Seq);
             }
@@ -406,6 +407,7 @@ impl Outbox {
             retries: retries.clone(),
             alone,
             generation: 0,
+            written: Mutex::new(telemetry::TopicRecords::written()),
         };
         let config = common
             .clone()
@@ -591,6 +593,7 @@ impl Outbox {
             retries: self.retries.clone(),
             alone: false,
             generation: generation + 1,
+            written: Mutex::new(telemetry::TopicRecords::written()),
         };
         let fresh = match self.config.create_with_context(context) {
             Ok(p) => Arc::new(p),
@@ -744,7 +747,6 @@ mod tests {
         let seqs: Vec<Seq> = (0..5).map(|_| acks.issue()).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
         assert_eq!(acks.issued(), 5);
-        let watch = acks.watch();
 
         // Another partition was faster: 2 and 3 are acknowledged before 1.
         acks.ack(2);
@@ -752,7 +754,6 @@ mod tests {
         assert_eq!(acks.through(), 0);
         acks.ack(1);
         assert_eq!(acks.through(), 3);
-        assert_eq!(*watch.borrow(), 3, "async waiters see it too");
 
         acks.ack(5);
         assert_eq!(acks.through(), 3, "4 is still out");
@@ -812,11 +813,10 @@ mod tests {
             dispatch_topic: "dispatch".into(),
         };
         let outbox = Outbox::start(&common, settings, stop.clone()).expect("an outbox");
-        let acked = outbox.acks().watch();
         let wait = |seq: Seq| {
-            let mut acked = acked.clone();
+            let settled = outbox.acks().settled(seq);
             async move {
-                tokio::time::timeout(Duration::from_secs(30), acked.wait_for(|&t| t >= seq))
+                tokio::time::timeout(Duration::from_secs(30), settled)
                     .await
                     .expect("the watermark passes every record (test guard)")
                     .expect("the outbox runs");

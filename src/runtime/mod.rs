@@ -189,6 +189,7 @@ impl Runtime {
                 statuses: HashMap::new(),
                 effects: Vec::new(),
                 cuts: HashMap::new(),
+                series: Default::default(),
             };
             tasks.push(tokio::spawn(task.run(
                 rx,

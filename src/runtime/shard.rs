@@ -18,6 +18,8 @@ pub(super) struct ShardTask {
     pub(super) effects: Vec<Effect>,
     /// Cuts being taken (`Command::BeginCut`): who waits for each tenant's.
     pub(super) cuts: HashMap<TenantId, oneshot::Sender<Result<Reply, CoreError>>>,
+    /// Handles to the per-message metrics.
+    pub(super) series: telemetry::RoutingSeries,
 }
 
 /// How much of a cut a shard copies between two requests (conversations; see
@@ -165,7 +167,7 @@ impl ShardTask {
         let watch = Stopwatch::start();
         let result = self.shard.handle(now, command, &mut self.effects);
         if let Some(channel) = channel {
-            telemetry::inbound(&result, watch.elapsed(), channel);
+            self.series.inbound(&result, watch.elapsed(), channel);
         }
         if let (Ok(Reply::Send { admission, .. }), Some(t)) = (&result, &tenant) {
             telemetry::admission(t.as_str(), admission);
@@ -173,7 +175,7 @@ impl ShardTask {
         if let (Ok(Reply::Decision(d)), Some(t)) = (&result, &tenant)
             && !d.duplicate
         {
-            telemetry::decision(t.as_str(), d, channel);
+            self.series.decision(t, d, channel);
         }
         self.deliver(now);
         result

@@ -51,6 +51,15 @@ pub fn webhook_request(result: &'static str, app: &str, detail: &str) {
     counter!(WEBHOOK_REQUESTS, "result" => result, "app" => app.to_owned()).increment(1);
 }
 
+/// A signed post stored: `webhook_request("accepted", ..)` with the counter's handle kept by
+/// the caller (one per app, made at first use), as every stored post counts.
+pub fn webhook_accepted(app: &str, handle: &std::sync::OnceLock<metrics::Counter>) {
+    tracing::debug!(result = "accepted", app, "webhook request");
+    handle
+        .get_or_init(|| counter!(WEBHOOK_REQUESTS, "result" => "accepted", "app" => app.to_owned()))
+        .increment(1);
+}
+
 /// How long a signed POST took to answer.
 pub fn webhook_answered(took: Duration) {
     histogram!(WEBHOOK_DURATION).record(took.as_secs_f64());

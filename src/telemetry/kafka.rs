@@ -7,12 +7,41 @@ use metrics::{counter, gauge, histogram};
 
 use super::*;
 
-pub fn kafka_record_in(topic: &str) {
-    counter!(KAFKA_RECORDS_IN, "topic" => topic.to_owned()).increment(1);
+/// Records read or written, per topic: handles looked up once per topic (see
+/// `RoutingSeries`: a labelled `counter!` allocates and searches the registry each time).
+/// Made at first use, after the recorder is installed.
+pub struct TopicRecords {
+    name: &'static str,
+    topics: Vec<(Box<str>, metrics::Counter)>,
 }
 
-pub fn kafka_record_out(topic: &str) {
-    counter!(KAFKA_RECORDS_OUT, "topic" => topic.to_owned()).increment(1);
+impl TopicRecords {
+    /// Records the Kafka input read.
+    pub fn read() -> Self {
+        Self {
+            name: KAFKA_RECORDS_IN,
+            topics: Vec::new(),
+        }
+    }
+
+    /// Records the broker acknowledged.
+    pub fn written() -> Self {
+        Self {
+            name: KAFKA_RECORDS_OUT,
+            topics: Vec::new(),
+        }
+    }
+
+    /// `n` more records of `topic` (a handful of topics: a scan).
+    pub fn add(&mut self, topic: &str, n: u64) {
+        if let Some((_, c)) = self.topics.iter().find(|(t, _)| &**t == topic) {
+            c.increment(n);
+            return;
+        }
+        let c = counter!(self.name, "topic" => topic.to_owned());
+        c.increment(n);
+        self.topics.push((topic.into(), c));
+    }
 }
 
 /// A record's delivery failed in a way another try can fix; it is produced again.
