@@ -84,7 +84,13 @@ async fn graph() -> (Arc<Graph>, String) {
                         .push((format!("/{version}/{number}/messages"), auth, json));
                     let (status, body, delay) = g.script.lock().unwrap().pop_front().unwrap_or_else(ok);
                     tokio::time::sleep(delay).await;
-                    (StatusCode::from_u16(status).unwrap(), body)
+                    // A scripted redirect points back at this very path.
+                    let mut answer = HeaderMap::new();
+                    if (300..400).contains(&status) {
+                        let here = format!("/{version}/{number}/messages");
+                        answer.insert("location", here.parse().unwrap());
+                    }
+                    (StatusCode::from_u16(status).unwrap(), answer, body)
                 },
             ),
         )
@@ -181,6 +187,16 @@ async fn each_answer_gets_its_outcome_and_only_what_is_retryable_is_retried() {
         assert_eq!(outcome, ProviderOutcome::Failed { code }, "{code}");
         assert_eq!(graph.posts(), n + 1, "{code} is not retried");
     }
+
+    // A redirect is an answer, not followed (followed, the post would reach the mock twice
+    // and be sent): failed with its HTTP status.
+    graph.script([(307, String::new(), Duration::ZERO)]);
+    let n = graph.posts();
+    let outcome = sender
+        .deliver(&tenant, &dispatch(11, Category::Utility, "t"))
+        .await;
+    assert_eq!(outcome, ProviderOutcome::Failed { code: 307 });
+    assert_eq!(graph.posts(), n + 1, "the redirect is not followed");
 
     // Retryable: 131057 (hold and retry), 5xx, a timeout; retried until sent.
     graph.script([error(400, 131057), ok()]);
