@@ -109,8 +109,10 @@ pub struct KafkaConfig {
     /// `queued.max.messages.kbytes`; librdkafka's own default, 64 MiB, plus its per-partition
     /// record count, lets a replica catching up on a backlog hold far more than it needs).
     pub fetch_queue_kbytes: u64,
-    /// Fetched input records kept ready per partition, at most (`queued.min.messages`;
-    /// librdkafka's default is 100,000).
+    /// Fetched input records librdkafka tries to keep ready per partition
+    /// (`queued.min.messages`, its default too). The memory bound is `fetch_queue_kbytes`:
+    /// 10,000 here held a busy partition to one broker round trip per 10,000 records, and the
+    /// Kafka path to 0.58× the raw pipe's rate (0.97× with 100,000; `load-tests/RESULTS.md`).
     pub fetch_queue_records: u64,
     /// Records produced and not yet acknowledged, at most this many KiB in the producer's
     /// queue (`queue.buffering.max.kbytes`; librdkafka's default is 1 GiB). A full queue
@@ -166,7 +168,7 @@ impl Default for KafkaConfig {
             unavailable_retry_ms: 1_000,
             input_batch: 256,
             fetch_queue_kbytes: 16 * 1024,
-            fetch_queue_records: 10_000,
+            fetch_queue_records: 100_000,
             produce_queue_kbytes: 64 * 1024,
             options: Default::default(),
         }

@@ -838,7 +838,7 @@ pub(crate) mod tests {
                 c.kafka.fetch_queue_records,
                 c.kafka.produce_queue_kbytes
             ),
-            (16_384, 10_000, 65_536)
+            (16_384, 100_000, 65_536)
         );
         assert!(err(&kafka("fetch_queue_records = 0")).contains("kafka.fetch_queue_records"));
         assert!(err(&kafka("produce_queue_kbytes = 0")).contains("kafka.produce_queue_kbytes"));

@@ -351,7 +351,7 @@ mod tests {
         };
         let consumer = consumer_config(&k, "g");
         assert_eq!(consumer.get("queued.max.messages.kbytes"), Some("16384"));
-        assert_eq!(consumer.get("queued.min.messages"), Some("10000"));
+        assert_eq!(consumer.get("queued.min.messages"), Some("100000"));
         assert_eq!(
             producer_config(&k).get("queue.buffering.max.kbytes"),
             Some("65536")
