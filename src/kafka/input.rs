@@ -239,8 +239,10 @@ impl KafkaInput {
                         self.handover.lost(partition);
                     }
                 },
-                // Full: room comes back with the next acknowledgement.
-                settled = acks.settled(acks.through() + 1), if full => {
+                // Full: room comes back with the next acknowledgement. (In an async block:
+                // select! evaluates a disabled branch's expression too, and `settled` registers
+                // its waiter when called.)
+                settled = async { acks.settled(acks.through() + 1).await }, if full => {
                     if settled.is_err() {
                         break;
                     }
@@ -292,7 +294,7 @@ impl KafkaInput {
                     }
                     self.handover.watchdog.record_read();
                     for message in &records {
-                        read.add(message.topic(), 1);
+                        read.count(message.topic());
                         let partition = message.partition();
                         self.handover.ownership.touch(partition);
                         let progress = self.handover.read_up_to(message.topic(), partition, message.offset());

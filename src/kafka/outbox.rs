@@ -316,7 +316,7 @@ impl ProducerContext for AckContext {
                 self.written
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .add(m.topic(), 1);
+                    .count(m.topic());
                 self.acks.delivered(m.topic(), m.partition(), m.offset());
                 self.acks.ack(seq as Seq);
             }

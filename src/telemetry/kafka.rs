@@ -32,14 +32,14 @@ impl TopicRecords {
         }
     }
 
-    /// `n` more records of `topic` (a handful of topics: a scan).
-    pub fn add(&mut self, topic: &str, n: u64) {
+    /// One more record of `topic` (a handful of topics: a scan).
+    pub fn count(&mut self, topic: &str) {
         if let Some((_, c)) = self.topics.iter().find(|(t, _)| &**t == topic) {
-            c.increment(n);
+            c.increment(1);
             return;
         }
         let c = counter!(self.name, "topic" => topic.to_owned());
-        c.increment(n);
+        c.increment(1);
         self.topics.push((topic.into(), c));
     }
 }

@@ -70,12 +70,9 @@ impl RoutingSeries {
     /// A routing decision of `tenant`: for inbound messages (on their channel) and
     /// escalations (channel `none`) alike.
     pub fn decision(&mut self, tenant: &TenantId, d: &Decision, channel: Option<Channel>) {
-        if !self.decisions.contains_key(tenant.as_str()) {
-            self.decisions.insert(tenant.clone(), HashMap::new());
-        }
         self.decisions
-            .get_mut(tenant.as_str())
-            .expect("inserted above")
+            .entry(tenant.clone())
+            .or_default()
             .entry((d.target, d.reason, channel))
             .or_insert_with(|| {
                 counter!(

@@ -52,15 +52,16 @@ impl Quotas {
         time_boxed(reason, actor, ttl_ms)?;
         let at = at.unwrap_or(now);
         let until = Timestamp(at.as_millis().saturating_add(ttl_ms));
+        let view = PauseView {
+            tag: Arc::from(tag),
+            since: at,
+            until,
+            actor: Arc::from(actor),
+            reason: Arc::from(reason),
+            held: 0,
+        };
         if until <= now {
-            return Ok(PauseView {
-                tag: Arc::from(tag),
-                since: at,
-                until,
-                actor: Arc::from(actor),
-                reason: Arc::from(reason),
-                held: 0,
-            });
+            return Ok(view);
         }
         let (action, before) = match self.pauses.iter_mut().find(|p| &*p.tag == tag) {
             Some(p) if p.until == until => {
@@ -68,18 +69,11 @@ impl Quotas {
             }
             Some(p) => {
                 let before = format!("paused until {}", p.until);
-                (p.until, p.actor, p.reason) = (until, Arc::from(actor), Arc::from(reason));
+                (p.until, p.actor, p.reason) = (until, view.actor, view.reason);
                 ("pause_extended", before)
             }
             None => {
-                self.pauses.push(PauseView {
-                    tag: Arc::from(tag),
-                    since: at,
-                    until,
-                    actor: Arc::from(actor),
-                    reason: Arc::from(reason),
-                    held: 0,
-                });
+                self.pauses.push(view);
                 self.hold_queued(tag);
                 ("tag_paused", "sending".to_owned())
             }
