@@ -226,12 +226,24 @@ pub async fn http(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
-/// The replica's `switchboard_kafka_partitions_owned` (None: not serving metrics yet).
-pub async fn partitions_owned(metrics: &str) -> Option<usize> {
+/// One series' value on a replica's metrics listener, e.g. `name{label="v"}` (None: not
+/// serving metrics yet, or no such series).
+pub async fn series(metrics: &str, series: &str) -> Option<f64> {
     let (_, body) = http(metrics, "/metrics").await?;
     body.lines()
-        .find_map(|l| l.strip_prefix("switchboard_kafka_partitions_owned "))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
+/// A counter's value on a replica (0 until it is served: counters start at zero).
+pub async fn counter(metrics: &str, name: &str) -> f64 {
+    series(metrics, name).await.unwrap_or(0.0)
+}
+
+/// The replica's `switchboard_kafka_partitions_owned` (None: not serving metrics yet).
+pub async fn partitions_owned(metrics: &str) -> Option<usize> {
+    series(metrics, "switchboard_kafka_partitions_owned")
+        .await
         .map(|v| v as usize)
 }
 
