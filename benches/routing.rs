@@ -242,7 +242,7 @@ fn route_new_customer(c: &mut Criterion) {
                 // (`limits.sweep_interval_secs`). A shard sweeps a minute's messages at
                 // once, thousands; time is compressed here (a second a message), so the
                 // tick comes every 10,000 messages, not every 60.
-                if new.now % 10_000_000 == 0 {
+                if new.now.is_multiple_of(10_000_000) {
                     new.tick();
                 }
             }

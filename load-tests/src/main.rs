@@ -993,11 +993,12 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
         }),
     };
     // The server's cut pauses (Kafka mode; the histogram is empty otherwise).
-    let mut cut_pause = None;
+    let (mut cut_pause, mut cuts_written) = (None, None);
     if let Some(metrics) = child.as_ref().and_then(|c| c.addresses.get(1)) {
         match usage::scrape(metrics).await {
             Ok(text) => {
-                cut_pause = usage::Buckets::parse(&text, "switchboard_kafka_cut_pause_seconds")
+                cut_pause = usage::Buckets::parse(&text, "switchboard_kafka_cut_pause_seconds");
+                cuts_written = usage::Buckets::parse(&text, "switchboard_kafka_snapshot_seconds");
             }
             Err(e) => eprintln!("could not read the server's metrics at {metrics}: {e:#}"),
         }
@@ -1071,6 +1072,7 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
         report.add_timeline(&s.name, s.latencies.timeline());
     }
     report.cut_pause = cut_pause;
+    report.cuts_written = cuts_written;
     report.finish(report_dir)?;
     drop(via);
     drop(tansu);

@@ -77,6 +77,9 @@ pub struct Report {
     /// How long the server's Kafka input stood still at each cut
     /// (`switchboard_kafka_cut_pause_seconds`), when it took any.
     pub cut_pause: Option<crate::usage::Buckets>,
+    /// The cuts the server wrote and committed, and how long each took from being taken
+    /// (`switchboard_kafka_snapshot_seconds`), when it wrote any.
+    pub cuts_written: Option<crate::usage::Buckets>,
     pub limit_samples: Vec<LimitSample>,
 }
 
@@ -310,6 +313,7 @@ impl Report {
             timelines: BTreeMap::new(),
             steadiness: Vec::new(),
             cut_pause: None,
+            cuts_written: None,
             limit_samples: Vec::new(),
         }
     }
@@ -519,6 +523,18 @@ impl Report {
                 at_most(1.0)
             ));
         }
+        if let Some(w) = &self.cuts_written {
+            let at_most = |q: f64| {
+                w.quantile_at_most(q)
+                    .map_or("over the last bucket".to_owned(), |s| format!("≤ {s} s"))
+            };
+            md.push_str(&format!(
+                "It wrote and committed {} cut(s), each from being taken: p50 {}, the longest {}.\n",
+                w.count,
+                at_most(0.5),
+                at_most(1.0)
+            ));
+        }
         if let Some(d) = &self.dirty {
             md.push_str(&format!(
                 "\n## Dirty input\n\n{} bad records sent: **{} refused or dead-lettered, {} accepted, {} lost**.\n\n| flaw → outcome | records |\n|---|---|\n",
@@ -713,6 +729,14 @@ mod tests {
             ]),
         ));
         report.cost.server_cpu_s_per_msg = Some(0.000_012);
+        report.cut_pause = Some(crate::usage::Buckets {
+            count: 4,
+            bounds: vec![(0.001, 3), (0.005, 4)],
+        });
+        report.cuts_written = Some(crate::usage::Buckets {
+            count: 3,
+            bounds: vec![(1.0, 2), (5.0, 3)],
+        });
         assert_eq!(report.overflow_to_bot, Some(0.3));
         let limit = report.limit.unwrap();
         assert_eq!(
@@ -736,6 +760,8 @@ mod tests {
             "| 250 | 80% | 240 | 96.0% | **0** | 240 | 2.0 s | 2.0 s | 7 |",
             "10 bad records sent: **9 refused or dead-lettered, 0 accepted, 1 lost**",
             "| not measured | 12.0 µs | not measured |",
+            "stood still for 4 cut(s): p50 ≤ 1.0 ms, p99 ≤ 5.0 ms, the longest ≤ 5.0 ms",
+            "It wrote and committed 3 cut(s), each from being taken: p50 ≤ 1 s, the longest ≤ 5 s.",
         ] {
             assert!(md.contains(expected), "{expected:?} in\n{md}");
         }

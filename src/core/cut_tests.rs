@@ -77,7 +77,17 @@ fn incremental_cuts_copied_while_messages_arrive_put_together_the_state_each_beg
         let cut = loop {
             if let Some((t, cut)) = s.shard.step_cuts(5).pop() {
                 assert_eq!(t, tenant());
-                break cut.into_state();
+                assert_eq!(cut.is_part(), round > 0);
+                let mut streamed = Vec::new();
+                cut.clone().write_json(&mut streamed).expect("written");
+                let state = cut.into_state();
+                // What is written as it goes is the state's own JSON, byte for byte.
+                assert_eq!(
+                    String::from_utf8(streamed).expect("JSON"),
+                    serde_json::to_string(&state).expect("a state serializes"),
+                    "round {round}"
+                );
+                break state;
             }
             steps += 1;
             if round == 10 && steps == 2 {

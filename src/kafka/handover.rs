@@ -537,45 +537,36 @@ impl Handover {
             Err(_) => return Err(HandoverError::Unacknowledged(wait)),
         }
         let settled = started.elapsed();
-        let (tenants, parts) = tokio::task::spawn_blocking(move || {
-            let mut parts = Vec::new();
-            let tenants = cuts
-                .into_iter()
-                .map(|(t, cut)| {
-                    let state = cut.into_state();
-                    if state.removed.is_some() {
-                        parts.push(t.clone());
-                    }
-                    let json = serde_json::to_vec(&state).expect("a tenant state serializes");
-                    (t, json)
-                })
-                .collect::<Vec<_>>();
-            (tenants, parts)
-        })
-        .await
-        .map_err(|e| {
-            if e.is_panic() {
-                std::panic::resume_unwind(e.into_panic());
-            }
-            // Cancelled: the runtime shut down before this background snapshot was encoded. It
-            // is not written; the next owner reads the input since the last one again.
-            HandoverError::Stopping
-        })?;
-        let phases = [copied, settled, started.elapsed()];
-        let bytes = tenants.iter().map(|(_, json)| json.len()).sum();
+        // Each tenant's state is written as JSON off the runtime and produced chunk by chunk
+        // as it is written: the cut never holds a whole saved form or a whole JSON.
         let at = i64::try_from(crate::clock::SystemClock.now().as_millis()).unwrap_or(i64::MAX);
+        let mut writer = self.store.begin(partition, at);
+        let (mut bytes, mut parts) = (0, Vec::new());
+        for (tenant, cut) in cuts {
+            if cut.is_part() {
+                parts.push(tenant.clone());
+            }
+            let (sink, mut chunks) = ChunkSink::new(self.store.chunk_bytes());
+            let encoding = tokio::task::spawn_blocking(move || sink.write(*cut));
+            while let Some(chunk) = chunks.recv().await {
+                bytes += chunk.len();
+                writer.chunk(&tenant, &chunk).await?;
+            }
+            match encoding.await {
+                Ok(Ok(())) => {}
+                // The receiver is only dropped on an error above (returned already).
+                Ok(Err(e)) => panic!("a tenant state serializes: {e}"),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime shut down before this background snapshot was
+                // written. Without its manifest it is not a cut; the next owner reads the
+                // input since the last one again.
+                Err(_) => return Err(HandoverError::Stopping),
+            }
+        }
+        let phases = [copied, settled, started.elapsed()];
         let spread = Some(self.config.snapshot_spread);
-        self.store
-            .write(
-                partition,
-                at,
-                inputs.clone(),
-                dispatch,
-                tenants,
-                spread,
-                round,
-                parts,
-            )
+        writer
+            .finish(inputs.clone(), dispatch, spread, round, parts)
             .await?;
         Ok(Written {
             partition,
@@ -899,5 +890,100 @@ mod tests {
             paced(Duration::from_millis(30), 1),
             Duration::from_millis(2_970)
         );
+    }
+}
+
+/// An `io::Write` that hands its bytes on in chunks of `size` as they fill (the last one
+/// shorter), from a blocking thread to the task that produces them. Two chunks wait at most.
+struct ChunkSink {
+    size: usize,
+    buffer: Vec<u8>,
+    chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl ChunkSink {
+    fn new(size: usize) -> (Self, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+        let (chunks, receiver) = tokio::sync::mpsc::channel(2);
+        let sink = Self {
+            size,
+            buffer: Vec::with_capacity(size),
+            chunks,
+        };
+        (sink, receiver)
+    }
+
+    /// Writes `cut`'s state and hands on the last chunk (none when the state filled its
+    /// chunks exactly). Blocking.
+    fn write(mut self, cut: crate::core::TenantCut) -> std::io::Result<()> {
+        cut.write_json(&mut self).map_err(std::io::Error::other)?;
+        self.finish()
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        match std::mem::take(&mut self.buffer) {
+            last if last.is_empty() => Ok(()),
+            last => self.send(last),
+        }
+    }
+
+    fn send(&self, chunk: Vec<u8>) -> std::io::Result<()> {
+        self.chunks
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::other("the cut's writer stopped"))
+    }
+}
+
+impl std::io::Write for ChunkSink {
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<usize> {
+        let given = bytes.len();
+        while !bytes.is_empty() {
+            let room = self.size - self.buffer.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.buffer.extend_from_slice(now);
+            bytes = rest;
+            if self.buffer.len() == self.size {
+                let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.size));
+                self.send(full)?;
+            }
+        }
+        Ok(given)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod sink_tests {
+    use std::io::Write as _;
+
+    use super::ChunkSink;
+
+    #[tokio::test]
+    async fn a_sink_hands_on_full_chunks_as_they_fill_then_the_rest() {
+        let (mut sink, mut chunks) = ChunkSink::new(4);
+        let writing = tokio::task::spawn_blocking(move || {
+            sink.write_all(b"abc")?;
+            sink.write_all(b"defghij")?;
+            sink.write_all(b"")?;
+            sink.finish()
+        });
+        let mut got = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            got.push(String::from_utf8(chunk).expect("text"));
+        }
+        writing.await.expect("joined").expect("written");
+        assert_eq!(got, ["abcd", "efgh", "ij"]);
+    }
+
+    #[tokio::test]
+    async fn a_sink_whose_reader_stopped_fails_instead_of_blocking() {
+        let (mut sink, chunks) = ChunkSink::new(2);
+        drop(chunks);
+        let written = tokio::task::spawn_blocking(move || sink.write_all(b"abcdef"))
+            .await
+            .expect("joined");
+        assert!(written.is_err());
     }
 }

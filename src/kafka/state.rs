@@ -125,6 +125,78 @@ pub fn max_message_bytes(k: &KafkaConfig) -> usize {
     k.snapshot_chunk_bytes + 64 * 1024
 }
 
+/// A cut being written ([`StateStore::begin`]): a tenant's chunks go in order, one tenant
+/// after the other, each produced (and acknowledged) as it is given; the manifest last, which
+/// is what makes the cut visible to readers.
+pub struct CutWriter<'a> {
+    store: &'a StateStore,
+    partition: i32,
+    at_ms: i64,
+    cut: u64,
+    previous: i64,
+    first: Option<i64>,
+    counts: Vec<(String, u32)>,
+}
+
+impl CutWriter<'_> {
+    fn headers(&self, kind: &str) -> OwnedHeaders {
+        OwnedHeaders::new()
+            .insert(header(KIND, kind))
+            .insert(header(CUT, &self.cut.to_string()))
+            .insert(header(PREVIOUS, &self.previous.to_string()))
+    }
+
+    /// The next chunk of `tenant`'s state (at most [`StateStore::chunk_bytes`]).
+    pub async fn chunk(&mut self, tenant: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let offset = self
+            .store
+            .produce(
+                self.partition,
+                tenant.as_bytes(),
+                bytes,
+                self.headers("chunk"),
+            )
+            .await?;
+        self.first.get_or_insert(offset);
+        match self.counts.last_mut() {
+            Some((last, n)) if last == tenant => *n += 1,
+            _ => self.counts.push((tenant.to_owned(), 1)),
+        }
+        Ok(())
+    }
+
+    /// Writes the manifest; returns it.
+    pub async fn finish(
+        self,
+        inputs: Vec<(String, i64)>,
+        dispatch: i64,
+        spread: Option<u32>,
+        round: u64,
+        parts: Vec<String>,
+    ) -> Result<Manifest, StateError> {
+        let headers = self.headers("manifest");
+        let manifest = Manifest {
+            cut: self.cut,
+            at_ms: self.at_ms,
+            first: self.first,
+            tenants: self.counts,
+            inputs,
+            dispatch,
+            spread,
+            round,
+            previous: (self.previous >= 0).then_some(self.previous),
+            parts,
+        };
+        let body = serde_json::to_vec(&manifest).expect("a manifest serializes");
+        let offset = self
+            .store
+            .produce(self.partition, b"manifest", &body, headers)
+            .await?;
+        StateStore::lock(&self.store.last).insert(self.partition, offset);
+        Ok(manifest)
+    }
+}
+
 pub struct StateStore {
     topic: String,
     chunk_bytes: usize,
@@ -185,6 +257,29 @@ impl StateStore {
         *last
     }
 
+    /// The most bytes of a state in one record.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_bytes
+    }
+
+    /// Begins a cut of `partition` taken at `at_ms`: its tenants' states go in chunk by chunk
+    /// ([`CutWriter::chunk`]), then its manifest ([`CutWriter::finish`]).
+    pub fn begin(&self, partition: i32, at_ms: i64) -> CutWriter<'_> {
+        let previous = Self::lock(&self.last)
+            .get(&partition)
+            .copied()
+            .unwrap_or(-1);
+        CutWriter {
+            store: self,
+            partition,
+            at_ms,
+            cut: self.next_cut(at_ms),
+            previous,
+            first: None,
+            counts: Vec::new(),
+        }
+    }
+
     /// Writes the tenants' states and then the manifest to `partition`; returns the manifest.
     /// `spread`, `round`: see [`Manifest`].
     #[allow(clippy::too_many_arguments)]
@@ -199,52 +294,16 @@ impl StateStore {
         round: u64,
         parts: Vec<String>,
     ) -> Result<Manifest, StateError> {
-        let cut = self.next_cut(at_ms);
-        let previous = Self::lock(&self.last)
-            .get(&partition)
-            .copied()
-            .unwrap_or(-1);
-        let (cut_s, previous_s) = (cut.to_string(), previous.to_string());
-        let mut first = None;
-        let mut counts = Vec::with_capacity(tenants.len());
+        let mut cut = self.begin(partition, at_ms);
         for (tenant, bytes) in &tenants {
-            let chunks: Vec<&[u8]> = if bytes.is_empty() {
-                vec![&[]]
-            } else {
-                bytes.chunks(self.chunk_bytes).collect()
-            };
-            for chunk in &chunks {
-                let headers = OwnedHeaders::new()
-                    .insert(header(KIND, "chunk"))
-                    .insert(header(CUT, &cut_s))
-                    .insert(header(PREVIOUS, &previous_s));
-                let offset = self
-                    .produce(partition, tenant.as_bytes(), chunk, headers)
-                    .await?;
-                first.get_or_insert(offset);
+            if bytes.is_empty() {
+                cut.chunk(tenant, &[]).await?;
             }
-            counts.push((tenant.clone(), chunks.len() as u32));
+            for chunk in bytes.chunks(self.chunk_bytes) {
+                cut.chunk(tenant, chunk).await?;
+            }
         }
-        let manifest = Manifest {
-            cut,
-            at_ms,
-            first,
-            tenants: counts,
-            inputs,
-            dispatch,
-            spread,
-            round,
-            previous: (previous >= 0).then_some(previous),
-            parts,
-        };
-        let headers = OwnedHeaders::new()
-            .insert(header(KIND, "manifest"))
-            .insert(header(CUT, &cut_s))
-            .insert(header(PREVIOUS, &previous_s));
-        let body = serde_json::to_vec(&manifest).expect("a manifest serializes");
-        let offset = self.produce(partition, b"manifest", &body, headers).await?;
-        Self::lock(&self.last).insert(partition, offset);
-        Ok(manifest)
+        cut.finish(inputs, dispatch, spread, round, parts).await
     }
 
     /// Announces on the owners topic that `address` serves `partition` (see `owners`).

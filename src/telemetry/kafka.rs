@@ -63,7 +63,8 @@ pub fn kafka_dead_letter(
 }
 
 /// A cut of `partition` is written and its offsets committed, `elapsed` after it was taken;
-/// `phases`: when the shards had copied it, its outputs were acknowledged, it was encoded.
+/// `phases`: when the shards had copied it, its outputs were acknowledged, its state was
+/// written (encoded and produced, chunk by chunk).
 pub fn kafka_snapshot(partition: i32, elapsed: Duration, phases: [Duration; 3], bytes: usize) {
     let ms = |d: Duration| d.as_millis() as u64;
     tracing::debug!(
@@ -72,7 +73,7 @@ pub fn kafka_snapshot(partition: i32, elapsed: Duration, phases: [Duration; 3], 
         ms = ms(elapsed),
         copied_ms = ms(phases[0]),
         acknowledged_ms = ms(phases[1]),
-        encoded_ms = ms(phases[2]),
+        written_ms = ms(phases[2]),
         "snapshot written"
     );
     histogram!(KAFKA_SNAPSHOT).record(elapsed.as_secs_f64());

@@ -232,6 +232,73 @@ impl TenantCut {
     }
 }
 
+impl TenantCut {
+    /// A part (an incremental cut), not a whole state: [`TenantState::removed`] is set.
+    pub fn is_part(&self) -> bool {
+        !self.whole
+    }
+
+    /// Writes exactly the JSON of [`TenantCut::into_state`], converting the conversations and
+    /// the ids seen one at a time as they are written: a cut of a big tenant never holds its
+    /// whole saved form, nor (with a writer that sends what it is given) its whole JSON.
+    pub fn write_json<W: std::io::Write>(mut self, out: W) -> serde_json::Result<()> {
+        self.conversations.sort_by_key(|(id, _)| *id);
+        let cut = &self;
+        let queue = |q: u16| cut.queues.get(q as usize).cloned().unwrap_or_default();
+        // The fields of `TenantState`, in its order and with its attributes (a test checks
+        // the bytes are the same).
+        #[derive(Serialize)]
+        struct View<'a, C, S> {
+            quota: &'a QuotaState,
+            next_conversation: u64,
+            conversations: C,
+            seen: S,
+            desk: &'a crate::core::desk::DeskState,
+            conflicts: &'a [SavedConflict],
+            duplicates: &'a [crate::core::duplicates::Suggestion],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            removed: Option<Vec<u64>>,
+        }
+        let view = View {
+            quota: &cut.base.quota,
+            next_conversation: cut.base.next_conversation,
+            conversations: Lazy::new(
+                cut.conversations
+                    .iter()
+                    .map(|(id, c)| saved_conversation(*id, c, queue)),
+            ),
+            seen: Lazy::new(cut.seen.iter().map(|&(at, fp)| (at, hex(fp)))),
+            desk: &cut.base.desk,
+            conflicts: &cut.base.conflicts,
+            duplicates: &cut.base.duplicates,
+            removed: (!cut.whole).then(|| cut.removed.iter().map(|id| id.0).collect()),
+        };
+        serde_json::to_writer(out, &view)
+    }
+}
+
+/// A sequence serialized from an iterator, each item made as it is written (once).
+struct Lazy<I>(std::cell::Cell<Option<I>>);
+
+impl<I> Lazy<I> {
+    fn new(items: I) -> Self {
+        Self(std::cell::Cell::new(Some(items)))
+    }
+}
+
+impl<I> Serialize for Lazy<I>
+where
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.take() {
+            Some(items) => serializer.collect_seq(items),
+            None => Err(serde::ser::Error::custom("a lazy sequence is written once")),
+        }
+    }
+}
+
 /// A cut being taken: what it took when it began, and the two copies as they finish.
 #[derive(Debug)]
 pub(super) struct Cutting {
