@@ -15,6 +15,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use switchboard::proto;
 use tokio::sync::oneshot;
 
@@ -79,6 +80,38 @@ fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
         .create()?)
 }
 
+/// Every partition of `topics` from its first record; waits (at most 60 s) until each topic
+/// exists with its partitions.
+fn from_the_beginning(
+    consumer: &StreamConsumer,
+    topics: &[&str],
+) -> anyhow::Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let started = std::time::Instant::now();
+        let partitions = loop {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            let found = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == *topic && t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            if found > 0 {
+                break found;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "topic {topic} does not exist after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        for p in 0..partitions {
+            list.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+        }
+    }
+    Ok(list)
+}
+
 /// The request id a record carries (`provider_message_id`, or in a record that is not
 /// protobuf, the `load-dirty.N` text in it).
 fn id_of(payload: &[u8]) -> Option<String> {
@@ -97,7 +130,8 @@ fn id_of(payload: &[u8]) -> Option<String> {
 }
 
 impl KafkaTarget {
-    /// Reads `outputs` from their beginning (a fresh group), answering pending records.
+    /// Reads `outputs` from their beginning, answering pending records. Every partition is
+    /// assigned by hand (no group coordinator between the reader and the records).
     pub fn start(
         brokers: &str,
         input: &str,
@@ -106,14 +140,23 @@ impl KafkaTarget {
     ) -> anyhow::Result<Self> {
         let reader = consumer(brokers, group)?;
         let topics: Vec<&str> = outputs.iter().map(|(t, _)| t.as_str()).collect();
-        reader.subscribe(&topics)?;
+        reader.assign(&from_the_beginning(&reader, &topics)?)?;
         let kinds: HashMap<String, Output> = outputs.iter().cloned().collect();
         let pending = Pending::default();
         let answers = pending.clone();
         let reader = tokio::spawn(async move {
+            let mut errors = 0u64;
             loop {
-                let Ok(m) = reader.recv().await else {
-                    continue;
+                let m = match reader.recv().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Said, not swallowed: a reader that gets nothing shows up as timeouts.
+                        errors += 1;
+                        if errors.is_power_of_two() {
+                            eprintln!("the harness's reader: {e} ({errors} errors so far)");
+                        }
+                        continue;
+                    }
                 };
                 let payload = m.payload().unwrap_or_default();
                 let answer = match kinds.get(m.topic()) {
