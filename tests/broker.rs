@@ -206,6 +206,11 @@ async fn kill_9_mid_stream_loses_nothing_and_resumes_from_the_last_snapshot() {
     while out.accounted() < N {
         out.read_one(&reader).await;
     }
+    // Read from a listener that answers (a failed scrape must not pass for "read nothing").
+    assert!(
+        http(&second_metrics, "/metrics").await.is_some(),
+        "the restarted process serves its metrics"
+    );
     let reread = counter(
         &second_metrics,
         r#"switchboard_kafka_records_in_total{topic="switchboard.inbound"}"#,
