@@ -53,10 +53,21 @@ pub enum Attempt {
 
 /// Reads an answer: HTTP status and body.
 pub fn classify(status: u16, body: &str) -> Attempt {
-    let code = serde_json::from_str::<serde_json::Value>(body)
+    if (200..=299).contains(&status) {
+        return Attempt::Sent;
+    }
+    // Only `error.code` is read: the rest of the answer is skipped, not built.
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Error,
+    }
+    #[derive(serde::Deserialize)]
+    struct Error {
+        code: u64,
+    }
+    let code = serde_json::from_str::<Answer>(body)
         .ok()
-        .and_then(|v| v.pointer("/error/code").and_then(serde_json::Value::as_u64))
-        .map(|c| c as u32);
+        .and_then(|a| u32::try_from(a.error.code).ok());
     match (status, code) {
         (200..=299, _) => Attempt::Sent,
         (_, Some(131057)) => Attempt::Retry { code: 131057 },
@@ -199,43 +210,44 @@ impl CloudApiSender {
     /// and components, or (a template send by name only) the named template in
     /// `template_language`.
     pub fn body(config: &CloudApiConfig, tenant: &TenantId, m: &Dispatch) -> serde_json::Value {
-        let to = m.to.as_e164().trim_start_matches('+');
-        let callback = crate::wire::webhook::callback_data(tenant, m.id);
-        match m.category {
-            Category::Session => serde_json::json!({
-                "messaging_product": "whatsapp",
-                "recipient_type": "individual",
-                "to": to,
-                "type": "text",
-                "text": { "body": &*m.content },
-                "biz_opaque_callback_data": callback,
-            }),
-            _ => serde_json::json!({
-                "messaging_product": "whatsapp",
-                "recipient_type": "individual",
-                "to": to,
-                "type": "template",
-                "template": match m.template.as_deref() {
-                    Some(t) => template_json(&t.name, &t.language, &t.components),
-                    None => template_json(&m.content, &config.template_language, &[]),
-                },
-                "biz_opaque_callback_data": callback,
-            }),
-        }
+        serde_json::from_slice(&Self::encoded_body(config, tenant, m))
+            .expect("an encoded body reads back")
+    }
+
+    /// [`CloudApiSender::body`], encoded: what is posted (once per send, for every attempt).
+    fn encoded_body(config: &CloudApiConfig, tenant: &TenantId, m: &Dispatch) -> bytes::Bytes {
+        let (kind, text, template) = match m.category {
+            Category::Session => ("text", Some(Text { body: &m.content }), None),
+            _ => {
+                let template = match m.template.as_deref() {
+                    Some(t) => Template::new(&t.name, &t.language, &t.components),
+                    None => Template::new(&m.content, &config.template_language, &[]),
+                };
+                ("template", None, Some(template))
+            }
+        };
+        let message = Message {
+            messaging_product: "whatsapp",
+            recipient_type: "individual",
+            to: m.to.as_e164().trim_start_matches('+'),
+            kind,
+            text,
+            template,
+            biz_opaque_callback_data: crate::wire::webhook::callback_data(tenant, m.id),
+        };
+        serde_json::to_vec(&message)
+            .expect("a message body serializes")
+            .into()
     }
 
     /// One POST with `tenant`'s token: what it came to, and the message id of a 2xx.
-    async fn attempt(
-        &self,
-        tenant: &TenantId,
-        url: &str,
-        body: &serde_json::Value,
-    ) -> (Attempt, String) {
+    async fn attempt(&self, tenant: &TenantId, url: &str, body: bytes::Bytes) -> (Attempt, String) {
         let answer = self
             .client
             .post(url)
             .bearer_auth(self.config.token_for(tenant.as_str()).expose())
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await;
         match answer {
@@ -262,7 +274,7 @@ impl CloudApiSender {
     /// Posts `m`, retrying what is retryable: the final outcome, the provider's message id
     /// (sent) and the attempts made.
     pub async fn deliver_all(&self, tenant: &TenantId, m: &Dispatch) -> Delivery {
-        let body = Self::body(&self.config, tenant, m);
+        let body = Self::encoded_body(&self.config, tenant, m);
         let mut tries = 0;
         loop {
             let url = format!(
@@ -271,7 +283,7 @@ impl CloudApiSender {
                 self.config.api_version,
                 m.from
             );
-            let (outcome, message_id) = self.attempt(tenant, &url, &body).await;
+            let (outcome, message_id) = self.attempt(tenant, &url, body.clone()).await;
             crate::telemetry::provider_attempt(match outcome {
                 Attempt::Sent => "sent",
                 Attempt::Retry { .. } => "retryable",
@@ -330,13 +342,48 @@ fn message_id(body: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The Graph API's message object, as posted.
+#[derive(serde::Serialize)]
+struct Message<'a> {
+    messaging_product: &'static str,
+    recipient_type: &'static str,
+    to: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<Text<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<Template<'a>>,
+    biz_opaque_callback_data: String,
+}
+
+#[derive(serde::Serialize)]
+struct Text<'a> {
+    body: &'a str,
+}
+
 /// The Graph API's `template` object: no `components` key when there are none.
-fn template_json(name: &str, language: &str, components: &[TemplateComponent]) -> Value {
-    let mut template = json!({ "name": name, "language": { "code": language } });
-    if !components.is_empty() {
-        template["components"] = components.iter().map(component_json).collect();
+#[derive(serde::Serialize)]
+struct Template<'a> {
+    name: &'a str,
+    language: Language<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    components: Vec<Value>,
+}
+
+#[derive(serde::Serialize)]
+struct Language<'a> {
+    code: &'a str,
+}
+
+impl<'a> Template<'a> {
+    fn new(name: &'a str, language: &'a str, components: &[TemplateComponent]) -> Self {
+        Self {
+            name,
+            language: Language { code: language },
+            components: components.iter().map(component_json).collect(),
+        }
     }
-    template
 }
 
 fn component_json(c: &TemplateComponent) -> Value {

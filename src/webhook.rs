@@ -17,6 +17,9 @@
 //! - A signed payload that is not a webhook or names no configured number is answered `200`
 //!   (retrying cannot fix it) and kept as a dead letter with the reason (Kafka mode; without
 //!   Kafka it is logged and counted). So are the items of an app naming another app's tenant.
+//! - In Kafka mode the endpoint reads only the outer shape and the business numbers
+//!   (`wire::webhook::addressed`): the Kafka input reads the items, and dead-letters what it
+//!   cannot read, with the reason.
 //!
 //! Secrets are [`Secret`]s: never logged. The customer's number is never logged in full.
 use std::collections::{BTreeSet, HashMap};
@@ -205,15 +208,23 @@ impl Endpoint {
 
     /// A signed payload, stored (module docs).
     async fn store(&self, app: &App, body: Bytes) -> Answer {
-        let batch = match webhook::parse(&body) {
-            Ok(batch) => batch,
+        // Kafka mode keys each record by tenant and leaves the items to the Kafka input;
+        // without Kafka the items are applied here.
+        let read = match &self.intake {
+            Intake::Kafka { .. } => webhook::addressed(&body)
+                .map(|numbers| (self.numbers.tenants_addressed(&numbers), None)),
+            Intake::Shards(_) => {
+                webhook::parse(&body).map(|batch| (self.numbers.tenants(&batch), Some(batch)))
+            }
+        };
+        let (named, batch) = match read {
+            Ok(read) => read,
             Err(e) => {
                 return self
                     .unreadable(app, &body, e.reason(), &e.to_string())
                     .await;
             }
         };
-        let named = self.numbers.tenants(&batch);
         if named.is_empty() {
             let why = "names no business number configured for a tenant";
             return self
@@ -252,7 +263,10 @@ impl Endpoint {
                 }
                 outbox.settled(last, *ack_timeout).await
             }
-            Intake::Shards(runtime) => self.apply(runtime, &batch, &allowed).await,
+            Intake::Shards(runtime) => {
+                let batch = batch.expect("read whole without Kafka");
+                self.apply(runtime, batch, &allowed).await
+            }
         };
         match stored {
             Ok(()) => {
@@ -267,7 +281,7 @@ impl Endpoint {
     async fn apply(
         &self,
         runtime: &Runtime,
-        batch: &WebhookBatch,
+        batch: WebhookBatch,
         tenants: &BTreeSet<TenantId>,
     ) -> Result<(), String> {
         for item in self.numbers.plan(batch, |t| tenants.contains(t)) {

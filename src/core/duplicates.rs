@@ -81,14 +81,16 @@ fn letters_apart(a: &str, b: &str) -> usize {
 
 /// The two blocks of a folded name.
 fn blocks(folded: &str) -> [u64; 2] {
-    let words: Vec<&str> = folded.split(' ').collect();
-    let (first, last) = (words[0], words[words.len() - 1]);
-    let head = |w: &str| w.chars().take(3).collect::<String>();
-    let tail = |w: &str| {
-        let n = w.chars().count();
-        w.chars().skip(n.saturating_sub(3)).collect::<String>()
-    };
-    let hash = |kind: char, a: String, b: String| {
+    let first = folded.split(' ').next().unwrap_or_default();
+    let last = folded.rsplit(' ').next().unwrap_or_default();
+    // The first and last three characters of a word, as slices of it.
+    fn head(w: &str) -> &str {
+        &w[..w.char_indices().nth(3).map_or(w.len(), |(i, _)| i)]
+    }
+    fn tail(w: &str) -> &str {
+        &w[w.char_indices().rev().nth(2).map_or(0, |(i, _)| i)..]
+    }
+    let hash = |kind: char, a: &str, b: &str| {
         foldhash::fast::FixedState::with_seed(0x5eed).hash_one((kind, a, b))
     };
     [

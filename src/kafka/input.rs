@@ -549,7 +549,7 @@ impl KafkaInput {
                 true
             }
         };
-        let items = self.numbers.plan(&batch, here);
+        let items = self.numbers.plan(batch, here);
         let mut outputs = Vec::with_capacity(items.len());
         for item in items {
             match item {

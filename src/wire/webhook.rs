@@ -7,6 +7,7 @@
 //! a type switchboard does not read is routed as `[unsupported: type]`, never dropped. Statuses
 //! (sent, delivered, read, failed with `errors[].code`) are what the provider reports about
 //! our sends. Unknown fields are ignored, as Meta adds fields over time.
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Deserialize;
@@ -217,6 +218,46 @@ struct RawStatus {
     biz_opaque_callback_data: Option<String>,
 }
 
+/// A business number as a payload names it, borrowed from the payload where it can be.
+#[derive(Deserialize, Debug, PartialEq, Eq)]
+pub struct BusinessNumberRef<'a> {
+    #[serde(borrow)]
+    pub phone_number_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub display_phone_number: Cow<'a, str>,
+}
+
+/// The outer shape again, for [`addressed`]: the items are counted, not read.
+#[derive(Deserialize)]
+struct Addressed<'a> {
+    #[serde(borrow)]
+    object: Cow<'a, str>,
+    #[serde(borrow, default)]
+    entry: Vec<AddressedEntry<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AddressedEntry<'a> {
+    #[serde(borrow, default)]
+    changes: Vec<AddressedChange<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AddressedChange<'a> {
+    #[serde(borrow)]
+    value: AddressedValue<'a>,
+}
+
+#[derive(Deserialize)]
+struct AddressedValue<'a> {
+    #[serde(borrow)]
+    metadata: BusinessNumberRef<'a>,
+    #[serde(default)]
+    messages: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    statuses: Vec<serde::de::IgnoredAny>,
+}
+
 #[derive(Deserialize)]
 struct RawError {
     code: u32,
@@ -266,6 +307,25 @@ pub fn parse(bytes: &[u8]) -> Result<WebhookBatch, WebhookError> {
         }
     }
     Ok(batch)
+}
+
+/// Reads only which business numbers a payload's messages and statuses were sent to: what the
+/// webhook endpoint keys its records by, without building the messages (the Kafka input reads
+/// them whole, and dead-letters an item it cannot read). Errors as [`parse`] for a payload that
+/// is not JSON, not the webhook's outer shape, or another `object`.
+pub fn addressed(bytes: &[u8]) -> Result<Vec<BusinessNumberRef<'_>>, WebhookError> {
+    let payload: Addressed =
+        serde_json::from_slice(bytes).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+    if payload.object != "whatsapp_business_account" {
+        return Err(WebhookError::WrongObject(payload.object.into_owned()));
+    }
+    Ok(payload
+        .entry
+        .into_iter()
+        .flat_map(|e| e.changes)
+        .filter(|c| !c.value.messages.is_empty() || !c.value.statuses.is_empty())
+        .map(|c| c.value.metadata)
+        .collect())
 }
 
 /// What a message says, for routing and context: its text or caption, else its type.
@@ -323,17 +383,25 @@ impl NumberDirectory {
     /// The inbound command for a webhook message.
     pub fn inbound(&self, m: &WebhookMessage) -> Result<Inbound, WebhookError> {
         let (tenant, number) = self.find(&m.to)?;
-        Ok(Inbound {
-            tenant: tenant.clone(),
-            customer: format!("+{}", m.from),
-            channel: Channel::WhatsApp,
-            provider_message_id: m.id.clone(),
-            text: m.text.clone(),
-            business_number: Some(number.clone()),
-            email: None,
-            visitor_id: None,
-            profile_name: m.profile_name.clone(),
-        })
+        Ok(message_inbound(m.clone(), tenant, number))
+    }
+}
+
+/// The inbound command for a message to `tenant`'s `number`, taking the message's strings.
+fn message_inbound(m: WebhookMessage, tenant: &TenantId, number: &str) -> Inbound {
+    let mut customer = String::with_capacity(m.from.len() + 1);
+    customer.push('+');
+    customer.push_str(&m.from);
+    Inbound {
+        tenant: tenant.clone(),
+        customer,
+        channel: Channel::WhatsApp,
+        provider_message_id: m.id,
+        text: m.text,
+        business_number: Some(number.to_owned()),
+        email: None,
+        visitor_id: None,
+        profile_name: m.profile_name,
     }
 }
 
@@ -362,16 +430,15 @@ pub enum Item {
 impl NumberDirectory {
     /// The items of `batch` for the tenants `here` accepts, in payload order (messages, then
     /// statuses); the tenants it refused are left out.
-    pub fn plan(&self, batch: &WebhookBatch, mut here: impl FnMut(&TenantId) -> bool) -> Vec<Item> {
+    pub fn plan(&self, batch: WebhookBatch, mut here: impl FnMut(&TenantId) -> bool) -> Vec<Item> {
         let mut items = Vec::with_capacity(batch.messages.len() + batch.statuses.len());
-        for m in &batch.messages {
-            match self.inbound(m) {
-                Ok(inbound) if here(&inbound.tenant) => items.push(Item::Route(inbound)),
+        for m in batch.messages {
+            match self.find(&m.to) {
+                Ok((tenant, number)) if here(tenant) => {
+                    items.push(Item::Route(message_inbound(m, tenant, number)));
+                }
                 Ok(_) => {}
-                Err(error) => items.push(Item::Dead {
-                    wamid: m.id.clone(),
-                    error,
-                }),
+                Err(error) => items.push(Item::Dead { wamid: m.id, error }),
             }
         }
         for s in &batch.statuses {
@@ -409,9 +476,30 @@ impl NumberDirectory {
         let to = batch.messages.iter().map(|m| &m.to);
         let from = batch.statuses.iter().map(|s| &s.from);
         to.chain(from)
-            .filter_map(|n| self.find(n).ok())
-            .map(|(tenant, _)| tenant.clone())
+            .filter_map(|n| self.tenant(&n.phone_number_id, &n.display_phone_number))
+            .cloned()
             .collect()
+    }
+
+    /// Every configured tenant the numbers [`addressed`] read belong to, in order: the same
+    /// set as [`NumberDirectory::tenants`] of the whole payload.
+    pub fn tenants_addressed(
+        &self,
+        numbers: &[BusinessNumberRef<'_>],
+    ) -> std::collections::BTreeSet<TenantId> {
+        numbers
+            .iter()
+            .filter_map(|n| self.tenant(&n.phone_number_id, &n.display_phone_number))
+            .cloned()
+            .collect()
+    }
+
+    fn tenant(&self, phone_number_id: &str, display: &str) -> Option<&TenantId> {
+        let (tenant, _) = self
+            .numbers
+            .get(phone_number_id)
+            .or_else(|| self.numbers.get(display))?;
+        Some(tenant)
     }
 }
 
@@ -525,14 +613,22 @@ mod tests {
 
     #[test]
     fn bad_payloads_say_why() {
-        assert_eq!(parse(b"{not json").unwrap_err().reason(), "malformed");
-        let e = parse(br#"{"object": "page", "entry": []}"#).unwrap_err();
-        assert_eq!(e, WebhookError::WrongObject("page".into()));
-        let e = parse(
-            br#"{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {}}]}]}"#,
-        )
-        .unwrap_err();
-        assert_eq!(e.reason(), "malformed", "metadata is required: {e}");
+        // The whole reading and the endpoint's reading of the numbers refuse alike.
+        let whole = |b: &[u8]| parse(b).map(|_| ());
+        let numbers = |b: &[u8]| addressed(b).map(|_| ());
+        for read in [
+            &whole as &dyn Fn(&[u8]) -> Result<(), WebhookError>,
+            &numbers,
+        ] {
+            assert_eq!(read(b"{not json").unwrap_err().reason(), "malformed");
+            let e = read(br#"{"object": "page", "entry": []}"#).unwrap_err();
+            assert_eq!(e, WebhookError::WrongObject("page".into()));
+            let e = read(
+                br#"{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {}}]}]}"#,
+            )
+            .unwrap_err();
+            assert_eq!(e.reason(), "malformed", "metadata is required: {e}");
+        }
     }
 
     #[test]
@@ -559,6 +655,45 @@ mod tests {
         assert_eq!(
             dir.inbound(&by_display).unwrap_err().reason(),
             "unknown_business_number"
+        );
+    }
+
+    #[test]
+    fn the_addressed_numbers_name_the_tenants_the_whole_payload_names() {
+        let config = Config::from_toml_str(&format!(
+            "{}\n[[tenants.numbers]]\nid = \"106540352242922\"\n",
+            crate::config::EMBEDDED_DEFAULT
+        ))
+        .unwrap();
+        let dir = NumberDirectory::new(&config);
+        let other = PAYLOAD.replacen("106540352242922", "999", 1);
+        let unknown = PAYLOAD
+            .replace("106540352242922", "999")
+            .replace("34910000001", "1555");
+        let empty = r#"{"object": "whatsapp_business_account", "entry": [{"changes": [
+            {"value": {"metadata": {"phone_number_id": "106540352242922"}}}]}]}"#;
+        for payload in [PAYLOAD, &other, &unknown, empty] {
+            let whole = dir.tenants(&parse(payload.as_bytes()).unwrap());
+            let read = dir.tenants_addressed(&addressed(payload.as_bytes()).unwrap());
+            assert_eq!(read, whole, "{payload}");
+        }
+        assert_eq!(
+            dir.tenants_addressed(&addressed(PAYLOAD.as_bytes()).unwrap())
+                .iter()
+                .map(TenantId::as_str)
+                .collect::<Vec<_>>(),
+            ["demo"]
+        );
+        assert!(
+            dir.tenants_addressed(&addressed(empty.as_bytes()).unwrap())
+                .is_empty(),
+            "a change without messages or statuses names no tenant"
+        );
+        // An escaped string is read (owned), not refused.
+        let escaped = PAYLOAD.replacen("\"106540352242922\"", "\"10654035224292\\u0032\"", 1);
+        assert_eq!(
+            addressed(escaped.as_bytes()).unwrap()[0].phone_number_id,
+            "106540352242922"
         );
     }
 
