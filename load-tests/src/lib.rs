@@ -4,8 +4,9 @@
 //! coordinated omission), scenario files (`scenario`) and the report (`report`, `plot`). The
 //! rest drives a run: `drive` (load models, simulated customers, services and agents over
 //! gRPC), `kafka` (the Kafka target and its anchor pipe), `edges` (the webhook endpoint and
-//! the egress against their anchors), `servers` (the processes a run starts), `usage` (CPU and
-//! peak RSS).
+//! the egress against their anchors), `backlog` (a replica starting on a filled input
+//! topic), `servers` (the processes a run starts), `usage` (CPU and peak RSS).
+pub mod backlog;
 pub mod drive;
 pub mod edges;
 pub mod kafka;

@@ -72,6 +72,31 @@ enum Cmd {
     /// Kafka: signed POSTs/s against a bare HMAC handler, Cloud API sends/s against a bare
     /// HTTP client loop on the same mock Graph API.
     Edges(EdgesArgs),
+    /// A replica that starts with a backlog (issue 18): the input topic is filled first, then
+    /// switchboard starts and reads it; its peak RSS and how fast it caught up.
+    Backlog(BacklogArgs),
+}
+
+#[derive(clap::Args)]
+struct BacklogArgs {
+    /// Kafka brokers, or `tansu` to start a Tansu broker here for the run.
+    #[arg(long, default_value = "tansu")]
+    kafka: String,
+    /// Inbound messages waiting when switchboard starts.
+    #[arg(long, default_value_t = 600_000)]
+    records: u64,
+    /// Partitions of the input topic (one tenant on each).
+    #[arg(long, default_value_t = 12)]
+    partitions: i32,
+    /// Distinct customers the messages come from.
+    #[arg(long, default_value_t = 100_000)]
+    customers: u64,
+    /// How long switchboard may take to read the backlog.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    within: Duration,
+    /// Rounds (each with its own topics and server); the median and spread printed.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 #[derive(clap::Args)]
@@ -227,6 +252,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve(config, kind, kafka))
         }
         Some(Cmd::Edges(args)) => runtime.block_on(edges(args)),
+        Some(Cmd::Backlog(args)) => runtime.block_on(backlog(args)),
         None => {
             if cli.run.pin {
                 pin_to(0)?;
@@ -349,13 +375,7 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
     let in_flight = args.partitions as usize * args.max_in_flight;
     let mut ratios = (Vec::new(), Vec::new());
     for round in 1..=args.repeat {
-        let kafka = Kafka {
-            brokers: brokers.clone(),
-            prefix: format!(
-                "edges{}",
-                std::time::SystemTime::UNIX_EPOCH.elapsed()?.as_millis()
-            ),
-        };
+        let kafka = Kafka::fresh(brokers.clone(), "edges");
         // The webhook endpoint against a bare handler with the same HMAC.
         let anchor = Child::start(Kind::HmacAnchor, None, None, false).await?;
         let url = format!("http://{}/webhooks/whatsapp", anchor.grpc);
@@ -442,6 +462,38 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
             r.len()
         );
     }
+    drop(tansu);
+    Ok(())
+}
+
+/// `switchboard-load backlog` (see `switchboard_load::backlog`), `--repeat` times.
+async fn backlog(args: BacklogArgs) -> anyhow::Result<()> {
+    let tansu = (args.kafka == "tansu").then(tansu::Tansu::memory);
+    let brokers = tansu
+        .as_ref()
+        .map_or_else(|| args.kafka.clone(), tansu::Tansu::brokers);
+    let backlog = switchboard_load::backlog::Backlog {
+        records: args.records,
+        partitions: args.partitions,
+        customers: args.customers,
+        within: args.within,
+    };
+    let mut peaks = Vec::new();
+    for round in 1..=args.repeat {
+        let kafka = Kafka::fresh(brokers.clone(), "backlog");
+        println!("== round {round} of {}", args.repeat);
+        let caught = switchboard_load::backlog::run(&kafka, &backlog).await?;
+        peaks.push(caught.peak_rss_bytes);
+    }
+    peaks.sort_unstable();
+    println!(
+        "peak RSS with a backlog of {} records: median {} MB (spread {}-{} MB, {} rounds)",
+        args.records,
+        peaks[peaks.len() / 2] / 1_000_000,
+        peaks[0] / 1_000_000,
+        peaks[peaks.len() - 1] / 1_000_000,
+        peaks.len()
+    );
     drop(tansu);
     Ok(())
 }
@@ -849,16 +901,12 @@ async fn run_once(args: &RunArgs, report_dir: Option<&Path>) -> anyhow::Result<R
     // its own topics.
     let tansu = (args.kafka.as_deref() == Some("tansu")).then(tansu::Tansu::memory);
     let kafka = args.kafka.as_deref().map(|brokers| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        Kafka {
-            brokers: tansu
+        Kafka::fresh(
+            tansu
                 .as_ref()
                 .map_or_else(|| brokers.to_owned(), tansu::Tansu::brokers),
-            prefix: format!("load{stamp}"),
-        }
+            "load",
+        )
     });
     let server_config = args.server_config.clone().or_else(|| {
         let c = plan.server_config.as_ref()?;

@@ -29,6 +29,18 @@ pub struct Kafka {
 }
 
 impl Kafka {
+    /// `brokers` with topics of their own for a run: prefixed `<name><milliseconds>`.
+    pub fn fresh(brokers: String, name: &str) -> Self {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        Self {
+            brokers,
+            prefix: format!("{name}{stamp}"),
+        }
+    }
+
     pub fn topic(&self, name: &str) -> String {
         format!("{}.{name}", self.prefix)
     }
