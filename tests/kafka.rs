@@ -111,6 +111,10 @@ async fn routes_through_topics_and_dead_letters_what_it_cannot_read() {
     send("switchboard.webhooks", WEBHOOK.as_bytes().to_vec()).await;
     // A retried record (same message id) is absorbed by de-duplication, not routed twice.
     send("switchboard.inbound", inbound(1, "+34612340001")).await;
+    // A webhook whose outer shape and number read (the endpoint stores it) but whose message
+    // does not (no `from`): the input dead-letters it.
+    let unreadable = WEBHOOK.replace(r#""from": "34612345678", "#, "");
+    send("switchboard.webhooks", unreadable.into_bytes()).await;
 
     let routed = reader(&brokers, "switchboard.routed");
     let mut decisions = Vec::new();
@@ -132,7 +136,7 @@ async fn routes_through_topics_and_dead_letters_what_it_cannot_read() {
 
     let dlq = reader(&brokers, "switchboard.dlq");
     let mut dead = Vec::new();
-    while dead.len() < 2 {
+    while dead.len() < 3 {
         let m = guard(dlq.recv()).await.unwrap();
         let headers = m.headers().expect("dead letters carry headers");
         let get = |name: &str| {
@@ -143,23 +147,21 @@ async fn routes_through_topics_and_dead_letters_what_it_cannot_read() {
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
         };
-        assert_eq!(get("switchboard.original.topic"), "switchboard.inbound");
         assert_eq!(get("switchboard.original.partition"), "0");
         dead.push((
+            get("switchboard.original.topic"),
             get("switchboard.original.offset"),
             get("switchboard.error.reason"),
             get("switchboard.error"),
         ));
     }
-    assert_eq!(
-        (dead[0].0.as_str(), dead[0].1.as_str()),
-        ("1", "undecodable")
-    );
-    assert_eq!(
-        (dead[1].0.as_str(), dead[1].1.as_str()),
-        ("2", "invalid_argument")
-    );
-    assert!(dead[1].2.contains("customer"), "{:?}", dead[1]);
+    dead.sort();
+    let found = |i: usize| (dead[i].0.as_str(), dead[i].1.as_str(), dead[i].2.as_str());
+    assert_eq!(found(0), ("switchboard.inbound", "1", "undecodable"));
+    assert_eq!(found(1), ("switchboard.inbound", "2", "invalid_argument"));
+    assert!(dead[1].3.contains("customer"), "{:?}", dead[1]);
+    assert_eq!(found(2), ("switchboard.webhooks", "1", "malformed"));
+    assert!(dead[2].3.contains("from"), "{:?}", dead[2]);
     server.stop().await;
     // Clients leave their groups while the broker still runs (else their drop waits out
     // timeouts against a gone broker).

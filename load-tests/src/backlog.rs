@@ -27,7 +27,7 @@ pub struct Backlog {
 /// What a backlog run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Caught {
-    /// Seconds from switchboard's start until it had read every record.
+    /// Seconds from switchboard's start until it had read and routed every record.
     pub seconds: f64,
     pub peak_rss_bytes: u64,
 }
@@ -84,7 +84,8 @@ pub fn counter_sum(text: &str, name: &str, label: &str) -> Option<f64> {
 }
 
 /// Fills `kafka`'s inbound topic, starts switchboard on it and waits until it has read every
-/// record; the time that took and switchboard's peak RSS.
+/// record and the broker acknowledged each one's routed decision; the time that took and
+/// switchboard's peak RSS.
 pub async fn run(kafka: &Kafka, backlog: &Backlog) -> anyhow::Result<Caught> {
     let inbound = kafka.topic("inbound");
     kafka::create_topics(&kafka.brokers, &[&inbound], backlog.partitions).await?;
@@ -148,30 +149,36 @@ pub async fn run(kafka: &Kafka, backlog: &Backlog) -> anyhow::Result<Caught> {
         .get(1)
         .context("the service printed no metrics address")?
         .clone();
-    let label = format!("topic=\"{inbound}\"");
-    let read = loop {
+    // Read, and each one's decision (or dead letter) acknowledged by the broker.
+    let read = format!("topic=\"{inbound}\"");
+    let answered = [kafka.topic("routed"), kafka.topic("dlq")].map(|t| format!("topic=\"{t}\""));
+    let total = backlog.records as f64;
+    loop {
         let text = usage::scrape(&metrics).await.unwrap_or_default();
-        let read = counter_sum(&text, "switchboard_kafka_records_in_total", &label).unwrap_or(0.0);
-        if read >= backlog.records as f64 {
-            break read;
+        let read = counter_sum(&text, "switchboard_kafka_records_in_total", &read).unwrap_or(0.0);
+        let routed: f64 = answered
+            .iter()
+            .filter_map(|t| counter_sum(&text, "switchboard_kafka_records_out_total", t))
+            .sum();
+        if read >= total && routed >= total {
+            break;
         }
         if started.elapsed() > backlog.within {
             service.stop().await;
             anyhow::bail!(
-                "switchboard read {read} of {} records in {:?}",
-                backlog.records,
+                "in {:?} switchboard read {read} of {total} records and routed {routed}",
                 backlog.within
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
     let seconds = started.elapsed().as_secs_f64();
     let peak = usage::of(Some(service.pid)).map_or(0, |u| u.peak_rss_bytes);
     service.stop().await;
     let _ = std::fs::remove_file(&config);
     println!(
-        "switchboard read {read} records in {seconds:.1} s ({:.0}/s), peak RSS {} MB",
-        read / seconds,
+        "switchboard read and routed {total} records in {seconds:.1} s ({:.0}/s), peak RSS {} MB",
+        total / seconds,
         peak / 1_000_000
     );
     Ok(Caught {
