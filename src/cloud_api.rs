@@ -69,7 +69,6 @@ pub fn classify(status: u16, body: &str) -> Attempt {
         .ok()
         .and_then(|a| u32::try_from(a.error.code).ok());
     match (status, code) {
-        (200..=299, _) => Attempt::Sent,
         (_, Some(131057)) => Attempt::Retry { code: 131057 },
         (500..=599, None) => Attempt::Retry {
             code: u32::from(status),

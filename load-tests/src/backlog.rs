@@ -10,7 +10,7 @@ use prost::Message as _;
 use rdkafka::producer::FutureRecord;
 
 use crate::drive::inbound_message;
-use crate::scenario::{InboundLoad, Messages, RateSpec, WeightedText};
+use crate::scenario::{InboundLoad, Messages};
 use crate::servers::{Child, Kafka, Kind};
 use crate::{kafka, usage};
 
@@ -90,16 +90,7 @@ pub async fn run(kafka: &Kafka, backlog: &Backlog) -> anyhow::Result<Caught> {
     let inbound = kafka.topic("inbound");
     kafka::create_topics(&kafka.brokers, &[&inbound], backlog.partitions).await?;
     let tenants = tenant_per_partition(backlog.partitions);
-    let load = InboundLoad {
-        rate: RateSpec::Constant { per_sec: 0.0 },
-        customers: backlog.customers,
-        follow_up: 0.0,
-        web_chat: 0.0,
-        texts: vec![WeightedText {
-            text: "hola, ¿dónde está mi pedido?".into(),
-            weight: 1,
-        }],
-    };
+    let load = InboundLoad::order_status(backlog.customers);
     let messages = Messages::new(&load, 1);
     let producer = kafka::producer(&kafka.brokers)?;
     let started = Instant::now();
@@ -110,24 +101,31 @@ pub async fn run(kafka: &Kafka, backlog: &Backlog) -> anyhow::Result<Caught> {
         let mut record = FutureRecord::to(&inbound).key(tenant).payload(&payload);
         // Enqueued at once; past 10,000 in flight (or a full queue) the oldest is awaited.
         loop {
-            if deliveries.len() >= 10_000 {
-                delivered(deliveries.pop_front()).await?;
+            if deliveries.len() >= 10_000
+                && let Some(oldest) = deliveries.pop_front()
+            {
+                delivered(oldest).await?;
             }
             match producer.send_result(record) {
                 Ok(delivery) => break deliveries.push_back(delivery),
-                Err((rdkafka::error::KafkaError::MessageProduction(code), back))
-                    if code == rdkafka::types::RDKafkaErrorCode::QueueFull
-                        && !deliveries.is_empty() =>
-                {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    let oldest = deliveries
+                        .pop_front()
+                        .context("a full queue with nothing in it")?;
                     record = back;
-                    delivered(deliveries.pop_front()).await?;
+                    delivered(oldest).await?;
                 }
                 Err((e, _)) => return Err(e).context("producing the backlog"),
             }
         }
     }
     while let Some(d) = deliveries.pop_front() {
-        delivered(Some(d)).await?;
+        delivered(d).await?;
     }
     println!(
         "backlog: {} records on {} partitions ({} tenants, {} customers) produced in {:.1} s",
@@ -187,10 +185,8 @@ pub async fn run(kafka: &Kafka, backlog: &Backlog) -> anyhow::Result<Caught> {
     })
 }
 
-async fn delivered(delivery: Option<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
-    let Some(delivery) = delivery else {
-        return Ok(());
-    };
+/// A produced record's acknowledgement.
+async fn delivered(delivery: rdkafka::producer::DeliveryFuture) -> anyhow::Result<()> {
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(e).context("a backlog record was not stored"),

@@ -18,9 +18,7 @@ use switchboard_load::kafka::{KafkaTarget, Output};
 use switchboard_load::report::{
     AgentsLine, ClientLoad, Cost, DirtyLine, LimitLine, Measured, QueueLine, Report,
 };
-use switchboard_load::scenario::{
-    InboundLoad, Messages, Outbound, Plan, Priority, RateSpec, Scenario, WeightedText,
-};
+use switchboard_load::scenario::{InboundLoad, Messages, Outbound, Plan, Priority, Scenario};
 use switchboard_load::schedule::Rate;
 use switchboard_load::servers::{Child, Kafka, Kind};
 use switchboard_load::{kafka, usage};
@@ -608,16 +606,7 @@ fn plan_from_flags(args: &RunArgs, rate: Rate) -> anyhow::Result<Plan> {
     };
     match args.call.as_str() {
         "ingest" => {
-            let load = InboundLoad {
-                rate: RateSpec::Constant { per_sec: 0.0 },
-                customers: args.customers.unwrap_or(100_000),
-                follow_up: 0.0,
-                web_chat: 0.0,
-                texts: vec![WeightedText {
-                    text: "hola, ¿dónde está mi pedido?".into(),
-                    weight: 1,
-                }],
-            };
+            let load = InboundLoad::order_status(args.customers.unwrap_or(100_000));
             plan.inbound = Some((rate, load));
         }
         "send" => plan.outbound.push(Outbound {

@@ -118,6 +118,23 @@ pub struct InboundLoad {
     pub texts: Vec<WeightedText>,
 }
 
+impl InboundLoad {
+    /// The load of a run given by flags: every message the same order-status question, from
+    /// `customers` customers on WhatsApp, none a follow-up.
+    pub fn order_status(customers: u64) -> Self {
+        Self {
+            rate: RateSpec::Constant { per_sec: 0.0 },
+            customers,
+            follow_up: 0.0,
+            web_chat: 0.0,
+            texts: vec![WeightedText {
+                text: "hola, ¿dónde está mi pedido?".into(),
+                weight: 1,
+            }],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 pub enum RateSpec {

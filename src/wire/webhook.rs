@@ -374,10 +374,15 @@ impl NumberDirectory {
 
     /// The tenant and the configured id of the number a change was addressed to.
     pub fn find(&self, n: &BusinessNumber) -> Result<&(TenantId, String), WebhookError> {
-        self.numbers
-            .get(&n.phone_number_id)
-            .or_else(|| self.numbers.get(&n.display_phone_number))
+        self.lookup(&n.phone_number_id, &n.display_phone_number)
             .ok_or_else(|| WebhookError::UnknownNumber(n.phone_number_id.clone()))
+    }
+
+    /// A number by its `phone_number_id`, else by its display number.
+    fn lookup(&self, phone_number_id: &str, display: &str) -> Option<&(TenantId, String)> {
+        self.numbers
+            .get(phone_number_id)
+            .or_else(|| self.numbers.get(display))
     }
 
     /// The inbound command for a webhook message.
@@ -475,10 +480,10 @@ impl NumberDirectory {
     pub fn tenants(&self, batch: &WebhookBatch) -> std::collections::BTreeSet<TenantId> {
         let to = batch.messages.iter().map(|m| &m.to);
         let from = batch.statuses.iter().map(|s| &s.from);
-        to.chain(from)
-            .filter_map(|n| self.tenant(&n.phone_number_id, &n.display_phone_number))
-            .cloned()
-            .collect()
+        self.tenants_of(
+            to.chain(from)
+                .map(|n| (&*n.phone_number_id, &*n.display_phone_number)),
+        )
     }
 
     /// Every configured tenant the numbers [`addressed`] read belong to, in order: the same
@@ -487,19 +492,22 @@ impl NumberDirectory {
         &self,
         numbers: &[BusinessNumberRef<'_>],
     ) -> std::collections::BTreeSet<TenantId> {
-        numbers
-            .iter()
-            .filter_map(|n| self.tenant(&n.phone_number_id, &n.display_phone_number))
-            .cloned()
-            .collect()
+        self.tenants_of(
+            numbers
+                .iter()
+                .map(|n| (&*n.phone_number_id, &*n.display_phone_number)),
+        )
     }
 
-    fn tenant(&self, phone_number_id: &str, display: &str) -> Option<&TenantId> {
-        let (tenant, _) = self
-            .numbers
-            .get(phone_number_id)
-            .or_else(|| self.numbers.get(display))?;
-        Some(tenant)
+    /// The tenants of (`phone_number_id`, display number) pairs, the unknown left out.
+    fn tenants_of<'n>(
+        &self,
+        numbers: impl Iterator<Item = (&'n str, &'n str)>,
+    ) -> std::collections::BTreeSet<TenantId> {
+        numbers
+            .filter_map(|(id, display)| self.lookup(id, display))
+            .map(|(tenant, _)| tenant.clone())
+            .collect()
     }
 }
 
@@ -554,6 +562,15 @@ mod tests {
         }]
       }]
     }"#;
+
+    /// The embedded demo config, its tenant also known by the payloads' `phone_number_id`.
+    fn demo_with_number() -> Config {
+        Config::from_toml_str(&format!(
+            "{}\n[[tenants.numbers]]\nid = \"106540352242922\"\n",
+            crate::config::EMBEDDED_DEFAULT
+        ))
+        .unwrap()
+    }
 
     #[test]
     fn reads_several_messages_and_statuses_from_one_payload() {
@@ -633,11 +650,7 @@ mod tests {
 
     #[test]
     fn business_numbers_map_to_tenants_by_id_or_display_number() {
-        let config = Config::from_toml_str(&format!(
-            "{}\n[[tenants.numbers]]\nid = \"106540352242922\"\n",
-            crate::config::EMBEDDED_DEFAULT
-        ))
-        .unwrap();
+        let config = demo_with_number();
         let dir = NumberDirectory::new(&config);
         let b = parse(PAYLOAD.as_bytes()).unwrap();
         let inbound = dir.inbound(&b.messages[0]).unwrap();
@@ -660,11 +673,7 @@ mod tests {
 
     #[test]
     fn the_addressed_numbers_name_the_tenants_the_whole_payload_names() {
-        let config = Config::from_toml_str(&format!(
-            "{}\n[[tenants.numbers]]\nid = \"106540352242922\"\n",
-            crate::config::EMBEDDED_DEFAULT
-        ))
-        .unwrap();
+        let config = demo_with_number();
         let dir = NumberDirectory::new(&config);
         let other = PAYLOAD.replacen("106540352242922", "999", 1);
         let unknown = PAYLOAD
@@ -701,11 +710,7 @@ mod tests {
     fn webhook_messages_route_like_any_inbound_message() {
         use crate::clock::Timestamp;
         use crate::core::{Command, Reason, Reply, Shard, Target};
-        let config = Config::from_toml_str(&format!(
-            "{}\n[[tenants.numbers]]\nid = \"106540352242922\"\n",
-            crate::config::EMBEDDED_DEFAULT
-        ))
-        .unwrap();
+        let config = demo_with_number();
         let dir = NumberDirectory::new(&config);
         let mut shard = Shard::new(&config, |_| true);
         let mut effects = Vec::new();
