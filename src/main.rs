@@ -49,6 +49,9 @@ enum Cmd {
     /// Run the egress: send the Kafka dispatch topic through the WhatsApp Cloud API and put
     /// the answers on the outcomes topic (Kafka mode; needs [cloud_api] on).
     Egress(ServeArgs),
+    /// Run the webhook endpoint alone: Meta's signed webhooks onto the Kafka webhooks topic,
+    /// for the replicas to route (Kafka mode; needs a webhook app secret). A stateless edge.
+    Webhook(ServeArgs),
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -112,6 +115,10 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Egress(mut args)) => {
             args.config = args.config.or(cli.serve.config);
             egress(args)
+        }
+        Some(Cmd::Webhook(mut args)) => {
+            args.config = args.config.or(cli.serve.config);
+            webhook(args)
         }
         Some(Cmd::Config(ConfigCmd::Check)) => {
             let c = Config::load(cli.serve.config.as_deref())?;
@@ -267,33 +274,54 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn egress(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load(&args)?;
+/// The multi-threaded runtime every long-running subcommand runs on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?
-        .block_on(async move {
-            let metrics = server::bind_metrics(&config).await?;
-            println!(
-                "switchboard {} egress: {} -> {} -> {}\n  metrics: http://{}/metrics",
-                env!("CARGO_PKG_VERSION"),
-                config.kafka.dispatch_topic,
-                config.cloud_api.base_url,
-                config.kafka.outcomes_topic,
-                metrics.local_addr()?,
-            );
-            server::run_egress(config, metrics, shutdown_signal()).await?;
-            Ok(())
-        })
+        .context("cannot start the tokio runtime")
+}
+
+fn egress(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    runtime()?.block_on(async move {
+        let metrics = server::bind_metrics(&config).await?;
+        println!(
+            "switchboard {} egress: {} -> {} -> {}\n  metrics: http://{}/metrics",
+            env!("CARGO_PKG_VERSION"),
+            config.kafka.dispatch_topic,
+            config.cloud_api.base_url,
+            config.kafka.outcomes_topic,
+            metrics.local_addr()?,
+        );
+        server::run_egress(config, metrics, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn webhook(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    runtime()?.block_on(async move {
+        let (webhook, metrics) = (
+            server::bind_webhook(&config).await?,
+            server::bind_metrics(&config).await?,
+        );
+        println!(
+            "switchboard {} webhook: http://{}{} -> {}\n  metrics: http://{}/metrics",
+            env!("CARGO_PKG_VERSION"),
+            webhook.local_addr()?,
+            switchboard::webhook::PATH,
+            config.kafka.webhooks_topic,
+            metrics.local_addr()?,
+        );
+        server::run_webhook(config, webhook, metrics, shutdown_signal()).await?;
+        Ok(())
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let (grpc, metrics) = server::bind(&config).await?;
         let path: Option<PathBuf> = args

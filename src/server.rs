@@ -51,6 +51,8 @@ pub enum ServeError {
     CloudApi(#[from] reqwest::Error),
     #[error(transparent)]
     Egress(#[from] crate::egress::EgressError),
+    #[error("switchboard webhook: {0}")]
+    WebhookAlone(&'static str),
 }
 
 /// The fully qualified names of switchboard's own services (health reports each of them).
@@ -278,23 +280,14 @@ async fn start(
     telemetry::ready(true);
     let follow_readiness = follow_readiness(health.clone(), readiness.clone());
     let tls = config.tls.read()?;
-    let metrics_task = match &tls {
-        None => tokio::spawn(telemetry::serve(
-            metrics,
-            prometheus,
-            readiness.clone(),
-            stops.metrics.clone().cancelled_owned(),
-        )),
-        Some((cert, key)) => {
-            let listener = crate::tls::TlsListener::new(metrics, config.tls.acceptor(cert, key)?)?;
-            tokio::spawn(telemetry::serve(
-                listener,
-                prometheus,
-                readiness.clone(),
-                stops.metrics.clone().cancelled_owned(),
-            ))
-        }
-    };
+    let metrics_task = spawn_metrics(
+        &config,
+        tls.as_ref(),
+        metrics,
+        prometheus,
+        readiness.clone(),
+        &stops,
+    )?;
     let webhook_task = match endpoint {
         None => {
             tracing::info!(
@@ -309,21 +302,13 @@ async fn start(
                 Some(listener) => listener,
                 None => bind_webhook(&config).await?,
             };
-            tracing::info!(
-                addr = %listener.local_addr()?,
-                path = crate::webhook::PATH,
-                apps = config.webhook.resolved.len(),
-                "webhook endpoint on"
-            );
-            let (endpoint, stop) = (Arc::new(endpoint), stops.webhook.clone().cancelled_owned());
-            Some(match &tls {
-                None => tokio::spawn(crate::webhook::serve(listener, endpoint, stop)),
-                Some((cert, key)) => {
-                    let listener =
-                        crate::tls::TlsListener::new(listener, config.tls.acceptor(cert, key)?)?;
-                    tokio::spawn(crate::webhook::serve(listener, endpoint, stop))
-                }
-            })
+            Some(spawn_webhook(
+                &config,
+                tls.as_ref(),
+                listener,
+                endpoint,
+                &stops,
+            )?)
         }
     };
     let server = grpc_server(&config, tls.as_ref(), api, health_service, grpc, &stops)?;
@@ -367,6 +352,49 @@ async fn kafka_outputs(
         status_topic: k.status_topic.clone(),
     });
     Ok(Some((sink, outbox)))
+}
+
+/// `/metrics` and `/ready` on `listener`, under TLS when `[tls]` is on.
+fn spawn_metrics(
+    config: &Config,
+    tls: Option<&crate::tls::Pem>,
+    listener: TcpListener,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    readiness: tokio::sync::watch::Receiver<Option<String>>,
+    stops: &Stops,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
+    let stop = stops.metrics.clone().cancelled_owned();
+    Ok(match tls {
+        None => tokio::spawn(telemetry::serve(listener, prometheus, readiness, stop)),
+        Some((cert, key)) => {
+            let listener = crate::tls::TlsListener::new(listener, config.tls.acceptor(cert, key)?)?;
+            tokio::spawn(telemetry::serve(listener, prometheus, readiness, stop))
+        }
+    })
+}
+
+/// The webhook endpoint on `listener`, under TLS when `[tls]` is on.
+fn spawn_webhook(
+    config: &Config,
+    tls: Option<&crate::tls::Pem>,
+    listener: TcpListener,
+    endpoint: crate::webhook::Endpoint,
+    stops: &Stops,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        path = crate::webhook::PATH,
+        apps = config.webhook.resolved.len(),
+        "webhook endpoint on"
+    );
+    let (endpoint, stop) = (Arc::new(endpoint), stops.webhook.clone().cancelled_owned());
+    Ok(match tls {
+        None => tokio::spawn(crate::webhook::serve(listener, endpoint, stop)),
+        Some((cert, key)) => {
+            let listener = crate::tls::TlsListener::new(listener, config.tls.acceptor(cert, key)?)?;
+            tokio::spawn(crate::webhook::serve(listener, endpoint, stop))
+        }
+    })
 }
 
 /// Kafka mode's intake: ownership (and the owners' announcements), the readiness watchdog,
@@ -663,6 +691,60 @@ pub async fn run_egress(
     let _ = task.await;
     outbox_stop.cancel();
     metrics_stop.cancel();
+    let _ = metrics_task.await;
+    Ok(())
+}
+
+/// `switchboard webhook`: the webhook endpoint alone (Kafka mode). It stores Meta's signed
+/// posts on the webhooks topic and answers once the broker acknowledged them, exactly as the
+/// endpoint inside `serve` does; the replicas' Kafka inputs route them. No shards and no gRPC:
+/// a stateless edge that can be exposed and scaled apart from the replicas.
+pub async fn run_webhook(
+    config: Config,
+    webhook: TcpListener,
+    metrics: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    if config.kafka.brokers.is_empty() {
+        return Err(ServeError::WebhookAlone(
+            "kafka.brokers is empty: without Kafka the endpoint applies webhooks to the shards, \
+             so it runs inside `switchboard serve`",
+        ));
+    }
+    let prometheus = telemetry::install();
+    let stops = Stops::default();
+    let Some((_, outbox)) = kafka_outputs(&config, &stops).await? else {
+        unreachable!("brokers are configured");
+    };
+    let intake = crate::webhook::Intake::Kafka {
+        outbox: outbox.clone(),
+        topic: config.kafka.webhooks_topic.clone(),
+        ack_timeout: Duration::from_millis(config.webhook.ack_timeout_ms),
+    };
+    let Some(endpoint) = crate::webhook::Endpoint::new(&config, intake) else {
+        return Err(ServeError::WebhookAlone(
+            "no app secret configured: set SWITCHBOARD_WEBHOOK__APP_SECRET and \
+             SWITCHBOARD_WEBHOOK__VERIFY_TOKEN, or [[webhook.apps]]",
+        ));
+    };
+    let tls = config.tls.read()?;
+    let (_ready, readiness) = tokio::sync::watch::channel::<Option<String>>(None);
+    let metrics_task = spawn_metrics(
+        &config,
+        tls.as_ref(),
+        metrics,
+        prometheus,
+        readiness,
+        &stops,
+    )?;
+    let webhook_task = spawn_webhook(&config, tls.as_ref(), webhook, endpoint, &stops)?;
+    shutdown.await;
+    tracing::info!("webhook endpoint shutting down: answering the posts in flight");
+    stops.webhook.cancel();
+    let _ = webhook_task.await;
+    outbox.flush(Duration::from_millis(config.runtime.shutdown_grace_ms));
+    stops.outbox.cancel();
+    stops.metrics.cancel();
     let _ = metrics_task.await;
     Ok(())
 }

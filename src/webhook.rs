@@ -117,7 +117,8 @@ impl Endpoint {
 
     /// The app whose secret signed `body`, if any.
     fn signer(&self, signature: &str, body: &[u8]) -> Option<&App> {
-        let digest = hex::decode(signature.strip_prefix("sha256=")?).ok()?;
+        let mut digest = [0u8; 32]; // SHA-256
+        hex::decode_to_slice(signature.strip_prefix("sha256=")?, &mut digest).ok()?;
         self.apps.iter().find(|app| {
             let mut mac = app.mac.clone();
             mac.update(body);
@@ -231,8 +232,7 @@ impl Endpoint {
                 .unreadable(app, &body, "unknown_business_number", why)
                 .await;
         }
-        let (allowed, refused): (BTreeSet<_>, BTreeSet<_>) =
-            named.into_iter().partition(|t| app.allows(t));
+        let (allowed, refused): (Vec<_>, Vec<_>) = named.into_iter().partition(|t| app.allows(t));
         if !refused.is_empty() {
             let why = format!(
                 "app {:?} is not configured for tenant(s) {:?} (webhook.apps[].tenants)",
@@ -282,7 +282,7 @@ impl Endpoint {
         &self,
         runtime: &Runtime,
         batch: WebhookBatch,
-        tenants: &BTreeSet<TenantId>,
+        tenants: &[TenantId],
     ) -> Result<(), String> {
         for item in self.numbers.plan(batch, |t| tenants.contains(t)) {
             let command = match item {
@@ -365,8 +365,10 @@ pub fn router(endpoint: Arc<Endpoint>) -> axum::Router {
     let get_handler = |State(e): State<Arc<Endpoint>>, Query(q): Query<HashMap<String, String>>| async move {
         e.verify(&q)
     };
-    let post_handler = |State(e): State<Arc<Endpoint>>, headers: HeaderMap, body: Body| async move {
-        e.post(&headers, body).await
+    // The whole request, not the `HeaderMap` extractor (which copies every header).
+    let post_handler = |State(e): State<Arc<Endpoint>>, request: axum::extract::Request| async move {
+        let (parts, body) = request.into_parts();
+        e.post(&parts.headers, body).await
     };
     axum::Router::new()
         .route(PATH, get(get_handler).post(post_handler))

@@ -260,3 +260,87 @@ async fn sends_reach_the_graph_api_and_answers_come_back() {
     guard(egress_task).await.unwrap();
     server.stop().await;
 }
+
+/// `switchboard webhook`: the endpoint alone stores a signed post on the webhooks topic,
+/// keyed by its tenant, before it answers 200; an unsigned post gets 401 and stores nothing.
+/// Without brokers or without an app secret it refuses to start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_runs_alone_as_switchboard_webhook() {
+    let cluster = MockCluster::new(1).unwrap();
+    // acme alone: the endpoint needs no Cloud API settings.
+    let acme = &CONFIG[CONFIG.find("[[tenants]]").unwrap()..CONFIG.rfind("[[tenants]]").unwrap()];
+    let mut config =
+        Config::from_toml_str(&format!("[kafka]\ncreate_topics = false\n{acme}")).unwrap();
+    for (topic, _) in switchboard::kafka::topics(&config.kafka) {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    let refusal = |config: Config| async {
+        let (webhook, metrics) = (bind().await.unwrap(), bind().await.unwrap());
+        switchboard::server::run_webhook(config, webhook, metrics, std::future::pending())
+            .await
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(
+        refusal(config.clone())
+            .await
+            .contains("kafka.brokers is empty"),
+        "needs Kafka"
+    );
+    config.kafka.brokers = cluster.bootstrap_servers();
+    assert!(
+        refusal(config.clone())
+            .await
+            .contains("no app secret configured"),
+        "needs a secret"
+    );
+    config.webhook.app_secret = Secret::new(SECRET);
+    config.webhook.verify_token = Secret::new("v");
+    config.webhook.resolve().unwrap();
+    config.validate().unwrap();
+
+    let (webhook, metrics) = (bind().await.unwrap(), bind().await.unwrap());
+    let url = format!("http://{}/webhooks/whatsapp", webhook.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(switchboard::server::run_webhook(
+        config,
+        webhook,
+        metrics,
+        stop.clone().cancelled_owned(),
+    ));
+    let post = |body: String, signature: Option<String>| {
+        let mut request = reqwest::Client::new().post(&url).body(body);
+        if let Some(s) = signature {
+            request = request.header("X-Hub-Signature-256", s);
+        }
+        async move { guard(request.send()).await.unwrap().status().as_u16() }
+    };
+    let unsigned = meta::text_message("wamid.ALONE0", "34612000111", "nadie firma");
+    assert_eq!(post(unsigned, None).await, 401);
+    let body = meta::text_message("wamid.ALONE1", "34612000111", "hola");
+    assert_eq!(
+        post(body.clone(), Some(meta::sign(SECRET, &body))).await,
+        200,
+        "stored after the broker's ack"
+    );
+
+    let reader: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "webhook-alone-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    rdkafka::consumer::Consumer::subscribe(&reader, &["switchboard.webhooks"]).unwrap();
+    let stored = guard(reader.recv()).await.expect("the stored webhook");
+    use rdkafka::message::Message;
+    assert_eq!(stored.key(), Some(&b"acme"[..]), "keyed by its tenant");
+    assert_eq!(
+        stored.payload(),
+        Some(body.as_bytes()),
+        "the raw body, only the signed one"
+    );
+
+    stop.cancel();
+    guard(task).await.unwrap().unwrap();
+}

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prost::Message as _;
-use rdkafka::producer::FutureRecord;
 
 use crate::drive::inbound_message;
 use crate::scenario::{InboundLoad, Messages};
@@ -94,39 +93,16 @@ pub async fn run(kafka: &Kafka, backlog: &Backlog) -> anyhow::Result<Caught> {
     let messages = Messages::new(&load, 1);
     let producer = kafka::producer(&kafka.brokers)?;
     let started = Instant::now();
-    let mut deliveries = std::collections::VecDeque::new();
-    for n in 0..backlog.records {
+    let records = (0..backlog.records).map(|n| {
         let tenant = &tenants[(n % tenants.len() as u64) as usize];
-        let payload = inbound_message(tenant, n, messages.nth(n)).encode_to_vec();
-        let mut record = FutureRecord::to(&inbound).key(tenant).payload(&payload);
-        // Enqueued at once; past 10,000 in flight (or a full queue) the oldest is awaited.
-        loop {
-            if deliveries.len() >= 10_000
-                && let Some(oldest) = deliveries.pop_front()
-            {
-                delivered(oldest).await?;
-            }
-            match producer.send_result(record) {
-                Ok(delivery) => break deliveries.push_back(delivery),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    let oldest = deliveries
-                        .pop_front()
-                        .context("a full queue with nothing in it")?;
-                    record = back;
-                    delivered(oldest).await?;
-                }
-                Err((e, _)) => return Err(e).context("producing the backlog"),
-            }
-        }
-    }
-    while let Some(d) = deliveries.pop_front() {
-        delivered(d).await?;
-    }
+        (
+            tenant,
+            inbound_message(tenant, n, messages.nth(n)).encode_to_vec(),
+        )
+    });
+    kafka::produce_all(&producer, &inbound, records)
+        .await
+        .context("producing the backlog")?;
     println!(
         "backlog: {} records on {} partitions ({} tenants, {} customers) produced in {:.1} s",
         backlog.records,
@@ -186,14 +162,6 @@ pub async fn run(kafka: &Kafka, backlog: &Backlog) -> anyhow::Result<Caught> {
 }
 
 /// A produced record's acknowledgement.
-async fn delivered(delivery: rdkafka::producer::DeliveryFuture) -> anyhow::Result<()> {
-    match delivery.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(e).context("a backlog record was not stored"),
-        Err(_) => anyhow::bail!("the producer dropped a backlog record"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,9 @@
 //! - **Webhook endpoint**: signed POSTs of Meta's text-message payload (each its own `wamid`),
 //!   closed loop, answered by switchboard after the broker's ack (Kafka mode); the anchor is a
 //!   bare HTTP handler (axum, its own process like switchboard) checking the same HMAC on the
-//!   same bodies and answering 200.
+//!   same bodies and answering 200. Measured twice: in a replica (`serve`, whose Kafka input
+//!   also reads and routes every payload stored, on the same cores) and alone
+//!   (`switchboard webhook`, the endpoint as a stateless edge).
 //! - **Egress**: dispatch records already on the dispatch topic, sent by `switchboard egress`
 //!   (its own process) to a mock Graph API in this process; the anchor is a bare HTTP client
 //!   loop posting the same Cloud API bodies to the same mock with as many requests in flight

@@ -70,6 +70,61 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .create()?)
 }
 
+/// Produces every `(key, payload)` of `records` to `topic` and waits until the broker stored
+/// them all. Records are enqueued at once (a `FutureProducer::send` future enqueues only when
+/// first polled, which would send them one round trip at a time); past `WINDOW` in flight, or
+/// on a full local queue, the oldest is awaited first.
+pub async fn produce_all<K, P>(
+    producer: &FutureProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = (K, P)>,
+) -> anyhow::Result<()>
+where
+    K: AsRef<[u8]>,
+    P: AsRef<[u8]>,
+{
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    const WINDOW: usize = 10_000;
+    async fn stored(delivery: rdkafka::producer::DeliveryFuture) -> anyhow::Result<()> {
+        match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(anyhow::Error::new(e).context("a record was not stored")),
+            Err(_) => anyhow::bail!("the producer dropped a record"),
+        }
+    }
+    let mut deliveries = std::collections::VecDeque::new();
+    for (key, payload) in records {
+        let mut record = FutureRecord::to(topic)
+            .key(key.as_ref())
+            .payload(payload.as_ref());
+        loop {
+            if deliveries.len() >= WINDOW
+                && let Some(oldest) = deliveries.pop_front()
+            {
+                stored(oldest).await?;
+            }
+            match producer.send_result(record) {
+                Ok(delivery) => break deliveries.push_back(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    let oldest = deliveries
+                        .pop_front()
+                        .ok_or_else(|| anyhow::anyhow!("a full queue with nothing in it"))?;
+                    record = back;
+                    stored(oldest).await?;
+                }
+                Err((e, _)) => {
+                    return Err(anyhow::Error::new(e).context(format!("producing to {topic}")));
+                }
+            }
+        }
+    }
+    while let Some(d) = deliveries.pop_front() {
+        stored(d).await?;
+    }
+    Ok(())
+}
+
 fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)

@@ -5,7 +5,7 @@
 //! (`switchboard-load serve`, the same library and embedded demo config as `switchboard`), so
 //! one command runs a scenario end to end and the server's CPU and peak RSS can be measured.
 //! The gRPC anchor, a bare tonic echo service with the same API and answer shapes, is started
-//! the same way (`serve --echo`): same client, same kind of process.
+//! the same way (`serve --kind echo`): same client, same kind of process.
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,14 +51,8 @@ enum Cmd {
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long)]
-        echo: bool,
-        #[arg(long)]
-        pipe: bool,
-        #[arg(long)]
-        hmac_anchor: bool,
-        #[arg(long)]
-        egress: bool,
+        #[arg(long, value_enum, default_value = "switchboard")]
+        kind: Kind,
         #[arg(long)]
         kafka: Option<String>,
         #[arg(long, default_value = "switchboard")]
@@ -109,8 +103,8 @@ struct EdgesArgs {
     duration: Duration,
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Dispatch records the egress sends per round.
-    #[arg(long, default_value_t = 20_000)]
+    /// Dispatch records the egress sends per round (its rate is taken between 10% and 90%).
+    #[arg(long, default_value_t = 100_000)]
     dispatches: usize,
     /// Partitions of the dispatch topic.
     #[arg(long, default_value_t = 4)]
@@ -218,10 +212,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Cmd::Serve {
             config,
-            echo,
-            pipe,
-            hmac_anchor,
-            egress,
+            kind,
             kafka,
             topic_prefix,
             pin,
@@ -240,13 +231,6 @@ fn main() -> anyhow::Result<()> {
                 brokers,
                 prefix: topic_prefix,
             });
-            let kind = match (echo, pipe, hmac_anchor, egress) {
-                (true, ..) => Kind::Echo,
-                (_, true, ..) => Kind::Pipe,
-                (_, _, true, _) => Kind::HmacAnchor,
-                (.., true) => Kind::Egress,
-                _ => Kind::Switchboard,
-            };
             runtime.block_on(serve(config, kind, kafka))
         }
         Some(Cmd::Edges(args)) => runtime.block_on(edges(args)),
@@ -342,6 +326,18 @@ async fn serve(config: Option<PathBuf>, kind: Kind, kafka: Option<Kafka>) -> any
         switchboard::server::run_egress(config, metrics, stdin_closed).await?;
         return Ok(());
     }
+    if kind == Kind::Webhook {
+        config.webhook_addr = "127.0.0.1:0".parse()?;
+        let webhook = switchboard::server::bind_webhook(&config).await?;
+        let metrics = switchboard::server::bind_metrics(&config).await?;
+        println!(
+            "serving - {} {}",
+            metrics.local_addr()?,
+            webhook.local_addr()?
+        );
+        switchboard::server::run_webhook(config, webhook, metrics, stdin_closed).await?;
+        return Ok(());
+    }
     let (grpc, metrics) = switchboard::server::bind(&config).await?;
     let mut parts = switchboard::server::Parts::for_config(&config)?;
     if config.webhook.enabled() {
@@ -362,7 +358,7 @@ async fn serve(config: Option<PathBuf>, kind: Kind, kafka: Option<Kafka>) -> any
 }
 
 /// `switchboard-load edges` (see `edges`): each round measures the webhook anchor, the
-/// endpoint, the egress anchor and the egress, and prints the ratios.
+/// endpoint in a replica and alone, the egress anchor and the egress, and prints the ratios.
 async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
     use switchboard_load::edges;
     let tansu = (args.kafka == "tansu").then(tansu::Tansu::memory);
@@ -371,7 +367,7 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
         .map_or_else(|| args.kafka.clone(), tansu::Tansu::brokers);
     let (graph, graph_url) = edges::start_graph().await?;
     let in_flight = args.partitions as usize * args.max_in_flight;
-    let mut ratios = (Vec::new(), Vec::new());
+    let mut ratios = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.repeat {
         let kafka = Kafka::fresh(brokers.clone(), "edges");
         // The webhook endpoint against a bare handler with the same HMAC.
@@ -385,22 +381,29 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
             ("SWITCHBOARD_WEBHOOK__VERIFY_TOKEN", "load"),
             ("SWITCHBOARD_KAFKA__TOPIC_PARTITIONS", "4"),
         ];
-        let service = Child::start_with(Kind::Switchboard, None, Some(&kafka), false, &env).await?;
-        let url = format!(
-            "http://{}/webhooks/whatsapp",
-            service
-                .addresses
-                .get(2)
-                .context("the service printed no webhook address")?
-        );
-        let (rate, failed) =
-            edges::post_webhooks(&url, args.workers, args.warmup, args.duration).await?;
-        service.stop().await;
-        println!(
-            "round {round}: webhook endpoint {rate:.0}/s ({failed} not 200) vs the bare HMAC handler {anchor_rate:.0}/s ({anchor_failed} not 200): {:.2}x",
-            rate / anchor_rate
-        );
-        ratios.0.push(rate / anchor_rate);
+        // In a replica (`serve`, which also routes what it stores, on the same cores), then
+        // alone (`switchboard webhook`, a stateless edge: nothing consumes its topic here).
+        for (kind, what, kept) in [
+            (Kind::Switchboard, "in a replica", &mut ratios.0),
+            (Kind::Webhook, "alone", &mut ratios.1),
+        ] {
+            let service = Child::start_with(kind, None, Some(&kafka), false, &env).await?;
+            let url = format!(
+                "http://{}/webhooks/whatsapp",
+                service
+                    .addresses
+                    .get(2)
+                    .context("the service printed no webhook address")?
+            );
+            let (rate, failed) =
+                edges::post_webhooks(&url, args.workers, args.warmup, args.duration).await?;
+            service.stop().await;
+            println!(
+                "round {round}: webhook endpoint {what} {rate:.0}/s ({failed} not 200) vs the bare HMAC handler {anchor_rate:.0}/s ({anchor_failed} not 200): {:.2}x",
+                rate / anchor_rate
+            );
+            kept.push(rate / anchor_rate);
+        }
 
         // The egress against a bare client loop on the same mock.
         let anchor_rate =
@@ -413,23 +416,8 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
         )
         .await?;
         let producer = switchboard_load::kafka::producer(&kafka.brokers)?;
-        let records: Vec<(String, Vec<u8>)> = (0..args.dispatches)
-            .map(|i| edges::dispatch(i, 16))
-            .collect();
-        for chunk in records.chunks(1_000) {
-            let pending: Vec<_> = chunk
-                .iter()
-                .map(|(key, payload)| {
-                    let record = rdkafka::producer::FutureRecord::to(&dispatch)
-                        .key(key)
-                        .payload(payload);
-                    producer.send(record, Duration::from_secs(30))
-                })
-                .collect();
-            for p in pending {
-                p.await.map_err(|(e, _)| e)?;
-            }
-        }
+        let records = (0..args.dispatches).map(|i| edges::dispatch(i, 16));
+        switchboard_load::kafka::produce_all(&producer, &dispatch, records).await?;
         let base = graph.posts.load(std::sync::atomic::Ordering::Relaxed);
         let max_in_flight = args.max_in_flight.to_string();
         let env = [
@@ -445,11 +433,12 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
             "round {round}: egress {rate:.0} sends/s vs a bare client loop ({in_flight} in flight) {anchor_rate:.0}/s: {:.2}x",
             rate / anchor_rate
         );
-        ratios.1.push(rate / anchor_rate);
+        ratios.2.push(rate / anchor_rate);
     }
     for (what, r) in [
-        ("webhook endpoint", &mut ratios.0),
-        ("egress", &mut ratios.1),
+        ("webhook endpoint in a replica", &mut ratios.0),
+        ("webhook endpoint alone", &mut ratios.1),
+        ("egress", &mut ratios.2),
     ] {
         r.sort_by(f64::total_cmp);
         println!(

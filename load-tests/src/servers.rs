@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::AsyncBufReadExt;
 
-/// What a child serves.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a child serves (`switchboard-load serve --kind`).
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
 pub enum Kind {
     /// switchboard.
     Switchboard,
@@ -19,6 +19,8 @@ pub enum Kind {
     HmacAnchor,
     /// `switchboard egress` (the dispatch topic to the Cloud API).
     Egress,
+    /// `switchboard webhook` (the webhook endpoint alone, onto the webhooks topic).
+    Webhook,
 }
 
 /// The broker and the run's topic prefix (each run gets its own topics).
@@ -51,7 +53,8 @@ pub struct Child {
     process: tokio::process::Child,
     pub pid: u32,
     pub grpc: String,
-    /// Every address the child printed (gRPC, metrics, then the webhook endpoint if on).
+    /// Every address the child printed (gRPC or `-`, metrics, then the webhook endpoint if
+    /// on).
     pub addresses: Vec<String>,
 }
 
@@ -76,21 +79,8 @@ impl Child {
         let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
         cmd.arg("serve");
         cmd.envs(env.iter().copied());
-        match kind {
-            Kind::Switchboard => {}
-            Kind::Echo => {
-                cmd.arg("--echo");
-            }
-            Kind::Pipe => {
-                cmd.arg("--pipe");
-            }
-            Kind::HmacAnchor => {
-                cmd.arg("--hmac-anchor");
-            }
-            Kind::Egress => {
-                cmd.arg("--egress");
-            }
-        }
+        let name = clap::ValueEnum::to_possible_value(&kind).context("every kind has a name")?;
+        cmd.args(["--kind", name.get_name()]);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }

@@ -125,20 +125,7 @@ impl Duplicates {
         if folded.is_empty() || self.names.get(&id).is_some_and(|n| **n == *folded) {
             return 0;
         }
-        let mut found: Vec<(ConversationId, f64)> = Vec::new();
-        for key in blocks(&folded) {
-            for &other in self.blocks.get(&key).into_iter().flatten() {
-                if other == id || found.iter().any(|(c, _)| *c == other) {
-                    continue;
-                }
-                let Some(theirs) = self.names.get(&other) else {
-                    continue; // forgotten since
-                };
-                if let Some(similarity) = similarity(&folded, theirs, self.config.min_similarity) {
-                    found.push((other, similarity));
-                }
-            }
-        }
+        let found = self.alike(id, &folded);
         self.index(id, folded);
         for &(other, similarity) in &found {
             if self.suggestions.len() == self.config.max_suggestions {
@@ -167,6 +154,30 @@ impl Duplicates {
         self.names.insert(id, folded.into_boxed_str());
     }
 
+    /// The customers other than `id` in the blocks of `folded` whose names are alike, with
+    /// their similarity: the first block's in order, then the second's not in the first. A
+    /// block never holds an id twice, and names alike are often in both blocks (a one-word
+    /// name always is), so each candidate's name is looked up and compared once.
+    fn alike(&self, id: ConversationId, folded: &str) -> Vec<(ConversationId, f64)> {
+        let [first, second] = blocks(folded).map(|key| self.blocks.get(&key));
+        let mut in_first: Vec<ConversationId> = first.into_iter().flatten().copied().collect();
+        in_first.sort_unstable();
+        let second = second
+            .into_iter()
+            .flatten()
+            .filter(|c| in_first.binary_search(c).is_err());
+        first
+            .into_iter()
+            .flatten()
+            .chain(second)
+            .filter(|&&other| other != id)
+            .filter_map(|&other| {
+                let theirs = self.names.get(&other)?; // None: forgotten since
+                similarity(folded, theirs, self.config.min_similarity).map(|s| (other, s))
+            })
+            .collect()
+    }
+
     /// Puts back a customer's name from a snapshot: indexed, not compared (the suggestions
     /// are restored as they were).
     pub fn restore_name(&mut self, id: ConversationId, name: &str) {
@@ -181,19 +192,7 @@ impl Duplicates {
         let Some(name) = self.names.get(&id) else {
             return Vec::new();
         };
-        let mut found: Vec<(ConversationId, f64)> = Vec::new();
-        for key in blocks(name) {
-            for &other in self.blocks.get(&key).into_iter().flatten() {
-                if other == id || found.iter().any(|(c, _)| *c == other) {
-                    continue;
-                }
-                if let Some(theirs) = self.names.get(&other)
-                    && let Some(similarity) = similarity(name, theirs, self.config.min_similarity)
-                {
-                    found.push((other, similarity));
-                }
-            }
-        }
+        let mut found = self.alike(id, name);
         found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         found
     }
@@ -313,5 +312,11 @@ mod tests {
         // Ana 1 left both blocks: the fourth is compared with 2 and 3 only.
         assert_eq!(d.named(c(4), "Ana Ruiz"), 2);
         assert!(d.blocks.values().all(|b| b.len() <= 2));
+        // A one-word name is in both its blocks with every name like it: each is found once.
+        d.named(c(5), "Load");
+        d.named(c(6), "Load");
+        assert_eq!(d.named(c(7), "Load"), 2);
+        // Indexed, 7 pushed 5 out of both blocks.
+        assert_eq!(d.similar(c(7)), vec![(c(6), 1.0)]);
     }
 }

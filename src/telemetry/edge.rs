@@ -62,7 +62,10 @@ pub fn webhook_accepted(app: &str, handle: &std::sync::OnceLock<metrics::Counter
 
 /// How long a signed POST took to answer.
 pub fn webhook_answered(took: Duration) {
-    histogram!(WEBHOOK_DURATION).record(took.as_secs_f64());
+    static ANSWERED: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+    ANSWERED
+        .get_or_init(|| histogram!(WEBHOOK_DURATION))
+        .record(took.as_secs_f64());
 }
 
 /// A dispatch the egress handled: sent, failed, skipped or undecodable.

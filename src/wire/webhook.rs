@@ -477,7 +477,7 @@ impl NumberDirectory {
     }
 
     /// Every configured tenant `batch` names (through its business numbers), in order.
-    pub fn tenants(&self, batch: &WebhookBatch) -> std::collections::BTreeSet<TenantId> {
+    pub fn tenants(&self, batch: &WebhookBatch) -> Vec<TenantId> {
         let to = batch.messages.iter().map(|m| &m.to);
         let from = batch.statuses.iter().map(|s| &s.from);
         self.tenants_of(
@@ -488,10 +488,7 @@ impl NumberDirectory {
 
     /// Every configured tenant the numbers [`addressed`] read belong to, in order: the same
     /// set as [`NumberDirectory::tenants`] of the whole payload.
-    pub fn tenants_addressed(
-        &self,
-        numbers: &[BusinessNumberRef<'_>],
-    ) -> std::collections::BTreeSet<TenantId> {
+    pub fn tenants_addressed(&self, numbers: &[BusinessNumberRef<'_>]) -> Vec<TenantId> {
         self.tenants_of(
             numbers
                 .iter()
@@ -499,15 +496,16 @@ impl NumberDirectory {
         )
     }
 
-    /// The tenants of (`phone_number_id`, display number) pairs, the unknown left out.
-    fn tenants_of<'n>(
-        &self,
-        numbers: impl Iterator<Item = (&'n str, &'n str)>,
-    ) -> std::collections::BTreeSet<TenantId> {
-        numbers
+    /// The tenants of (`phone_number_id`, display number) pairs, the unknown left out, in
+    /// order and each once (a payload names one or a few).
+    fn tenants_of<'n>(&self, numbers: impl Iterator<Item = (&'n str, &'n str)>) -> Vec<TenantId> {
+        let mut tenants: Vec<TenantId> = numbers
             .filter_map(|(id, display)| self.lookup(id, display))
             .map(|(tenant, _)| tenant.clone())
-            .collect()
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        tenants
     }
 }
 
