@@ -12,7 +12,8 @@
 //!   loop posting the same Cloud API bodies to the same mock with as many requests in flight
 //!   as the egress may have (partitions × `egress.max_in_flight`).
 //!
-//! Both report requests per second and the ratio to the anchor.
+//! Both report requests per second and the ratio to the mean of the anchor measured before
+//! and after (`edges` in main.rs).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

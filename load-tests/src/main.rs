@@ -370,17 +370,24 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
     let mut ratios = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.repeat {
         let kafka = Kafka::fresh(brokers.clone(), "edges");
-        // The webhook endpoint against a bare handler with the same HMAC.
-        let anchor = Child::start(Kind::HmacAnchor, None, None, false).await?;
-        let url = format!("http://{}/webhooks/whatsapp", anchor.grpc);
-        let (anchor_rate, anchor_failed) =
-            edges::post_webhooks(&url, args.workers, args.warmup, args.duration).await?;
-        anchor.stop().await;
+        // The webhook endpoint against a bare handler with the same HMAC, measured before
+        // and after each (this machine's speed drifts over a minute; the mean of the two
+        // cancels a steady drift): anchor, in a replica, anchor, alone, anchor.
+        let webhook_anchor = || async {
+            let anchor = Child::start(Kind::HmacAnchor, None, None, false).await?;
+            let url = format!("http://{}/webhooks/whatsapp", anchor.grpc);
+            let (rate, failed) =
+                edges::post_webhooks(&url, args.workers, args.warmup, args.duration).await?;
+            anchor.stop().await;
+            anyhow::ensure!(failed == 0, "the webhook anchor answered {failed} posts not 200");
+            anyhow::Ok(rate)
+        };
         let env = [
             ("SWITCHBOARD_WEBHOOK__APP_SECRET", edges::SECRET),
             ("SWITCHBOARD_WEBHOOK__VERIFY_TOKEN", "load"),
             ("SWITCHBOARD_KAFKA__TOPIC_PARTITIONS", "4"),
         ];
+        let mut before = webhook_anchor().await?;
         // In a replica (`serve`, which also routes what it stores, on the same cores), then
         // alone (`switchboard webhook`, a stateless edge: nothing consumes its topic here).
         for (kind, what, kept) in [
@@ -398,16 +405,20 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
             let (rate, failed) =
                 edges::post_webhooks(&url, args.workers, args.warmup, args.duration).await?;
             service.stop().await;
+            let after = webhook_anchor().await?;
+            let anchor = (before + after) / 2.0;
             println!(
-                "round {round}: webhook endpoint {what} {rate:.0}/s ({failed} not 200) vs the bare HMAC handler {anchor_rate:.0}/s ({anchor_failed} not 200): {:.2}x",
-                rate / anchor_rate
+                "round {round}: webhook endpoint {what} {rate:.0}/s ({failed} not 200) vs the bare HMAC handler {anchor:.0}/s (before {before:.0}, after {after:.0}): {:.2}x",
+                rate / anchor
             );
-            kept.push(rate / anchor_rate);
+            kept.push(rate / anchor);
+            before = after;
         }
 
-        // The egress against a bare client loop on the same mock.
-        let anchor_rate =
-            edges::post_bodies(&graph, &graph_url, in_flight, args.warmup, args.duration).await?;
+        // The egress against a bare client loop on the same mock, before and after.
+        let egress_anchor =
+            || edges::post_bodies(&graph, &graph_url, in_flight, args.warmup, args.duration);
+        let before = egress_anchor().await?;
         let dispatch = kafka.topic("dispatch");
         switchboard_load::kafka::create_topics(
             &kafka.brokers,
@@ -429,11 +440,13 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
         let egress = Child::start_with(Kind::Egress, None, Some(&kafka), false, &env).await?;
         let rate = edges::egress_rate(&graph, base, args.dispatches as u64).await?;
         egress.stop().await;
+        let after = egress_anchor().await?;
+        let anchor = (before + after) / 2.0;
         println!(
-            "round {round}: egress {rate:.0} sends/s vs a bare client loop ({in_flight} in flight) {anchor_rate:.0}/s: {:.2}x",
-            rate / anchor_rate
+            "round {round}: egress {rate:.0} sends/s vs a bare client loop ({in_flight} in flight) {anchor:.0}/s (before {before:.0}, after {after:.0}): {:.2}x",
+            rate / anchor
         );
-        ratios.2.push(rate / anchor_rate);
+        ratios.2.push(rate / anchor);
     }
     for (what, r) in [
         ("webhook endpoint in a replica", &mut ratios.0),
