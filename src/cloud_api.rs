@@ -24,6 +24,8 @@
 //!
 //! The token is never logged or printed (`Secret`), and customer numbers only masked.
 use std::sync::Arc;
+
+use reqwest::header::HeaderValue;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -139,6 +141,26 @@ pub struct CloudApiSender {
     config: Arc<CloudApiConfig>,
     pub failover: Arc<Failover>,
     probes: tokio_util::sync::CancellationToken,
+    /// `Bearer <token>` of the shared token, then of each tenant with its own, built once
+    /// (marked sensitive: never logged). None: the token is not a valid header value, and
+    /// each request says so.
+    authorization: (
+        Option<HeaderValue>,
+        std::collections::HashMap<String, Option<HeaderValue>>,
+    ),
+    /// Each number's messages URL on each base (primary, backup), parsed once; at most
+    /// [`MAX_URLS`] (a dispatch from an unknown number is sent, and fails, like any other).
+    urls: std::sync::Mutex<std::collections::HashMap<(bool, String), reqwest::Url>>,
+}
+
+/// Bound of [`CloudApiSender`]'s URL cache: cleared when full.
+const MAX_URLS: usize = 4_096;
+
+/// `Bearer <token>`, sensitive; None when it is not a valid header value.
+fn bearer(token: &Secret) -> Option<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 impl Drop for CloudApiSender {
@@ -190,12 +212,46 @@ impl CloudApiSender {
                 probes.clone(),
             ));
         }
+        let authorization = (
+            bearer(&config.token),
+            config
+                .tenant_tokens
+                .iter()
+                .map(|(tenant, token)| (tenant.clone(), bearer(token)))
+                .collect(),
+        );
         Ok(Self {
             client,
             config,
             failover,
             probes,
+            authorization,
+            urls: std::sync::Mutex::default(),
         })
+    }
+
+    /// The messages URL of business number `from` on the current base.
+    fn url(&self, from: &str) -> Option<reqwest::Url> {
+        let key = (self.failover.on_backup(), from.to_owned());
+        let mut urls = self
+            .urls
+            .lock()
+            .expect("no panic while holding the URL cache");
+        if let Some(url) = urls.get(&key) {
+            return Some(url.clone());
+        }
+        let url = reqwest::Url::parse(&format!(
+            "{}/{}/{}/messages",
+            self.base().trim_end_matches('/'),
+            self.config.api_version,
+            from
+        ))
+        .ok()?;
+        if urls.len() >= MAX_URLS {
+            urls.clear();
+        }
+        urls.insert(key, url.clone());
+        Some(url)
     }
 
     fn base(&self) -> &str {
@@ -240,11 +296,24 @@ impl CloudApiSender {
     }
 
     /// One POST with `tenant`'s token: what it came to, and the message id of a 2xx.
-    async fn attempt(&self, tenant: &TenantId, url: &str, body: bytes::Bytes) -> (Attempt, String) {
-        let answer = self
-            .client
-            .post(url)
-            .bearer_auth(self.config.token_for(tenant.as_str()).expose())
+    async fn attempt(
+        &self,
+        tenant: &TenantId,
+        from: &str,
+        body: bytes::Bytes,
+    ) -> (Attempt, String) {
+        let Some(url) = self.url(from) else {
+            // Not a URL (a base_url the config check let through, or a number that breaks
+            // the path): an answer of no kind, retried like one.
+            return (Attempt::Retry { code: TIMEOUT_CODE }, String::new());
+        };
+        let request = self.client.post(url);
+        let (shared, own) = &self.authorization;
+        let request = match own.get(tenant.as_str()).unwrap_or(shared) {
+            Some(value) => request.header(reqwest::header::AUTHORIZATION, value.clone()),
+            None => request.bearer_auth(self.config.token_for(tenant.as_str()).expose()),
+        };
+        let answer = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -276,13 +345,7 @@ impl CloudApiSender {
         let body = Self::encoded_body(&self.config, tenant, m);
         let mut tries = 0;
         loop {
-            let url = format!(
-                "{}/{}/{}/messages",
-                self.base().trim_end_matches('/'),
-                self.config.api_version,
-                m.from
-            );
-            let (outcome, message_id) = self.attempt(tenant, &url, body.clone()).await;
+            let (outcome, message_id) = self.attempt(tenant, &m.from, body.clone()).await;
             crate::telemetry::provider_attempt(match outcome {
                 Attempt::Sent => "sent",
                 Attempt::Retry { .. } => "retryable",

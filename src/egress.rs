@@ -375,8 +375,9 @@ impl Egress {
             self.commit(CommitMode::Async);
         }
         let mut starts = Vec::new();
-        let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
-        {
+        // Lists only when a partition is paused or resumed (each is a librdkafka allocation).
+        let (mut pause, mut resume) = (None, None);
+        let in_flight = {
             let mut tracks = self.tracks.lock();
             for (&partition, track) in tracks.iter_mut() {
                 while track.uncommitted() < max {
@@ -393,24 +394,29 @@ impl Egress {
                     starts.push((partition, offset, payload));
                 }
                 let waiting = track.waiting.len();
-                if !track.paused && waiting >= WAITING_PAUSE * max {
+                let list = if !track.paused && waiting >= WAITING_PAUSE * max {
                     track.paused = true;
-                    let _ = pause.add_partition(&self.dispatch_topic, partition);
+                    &mut pause
                 } else if track.paused && waiting <= WAITING_PAUSE * max / 2 {
                     track.paused = false;
-                    let _ = resume.add_partition(&self.dispatch_topic, partition);
-                }
-            }
-        }
-        for (list, what) in [(&pause, "pause"), (&resume, "resume")] {
-            if list.count() > 0 {
-                let done = match what {
-                    "pause" => self.consumer.pause(list),
-                    _ => self.consumer.resume(list),
+                    &mut resume
+                } else {
+                    continue;
                 };
-                if let Err(e) = done {
-                    tracing::warn!(error = %e, what, "egress: cannot {what} partitions");
-                }
+                let _ = list
+                    .get_or_insert_with(TopicPartitionList::new)
+                    .add_partition(&self.dispatch_topic, partition);
+            }
+            tracks.values().map(Track::in_flight).sum()
+        };
+        for (list, what) in [(pause, "pause"), (resume, "resume")] {
+            let Some(list) = list else { continue };
+            let done = match what {
+                "pause" => self.consumer.pause(&list),
+                _ => self.consumer.resume(&list),
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, what, "egress: cannot {what} partitions");
             }
         }
         for (partition, offset, payload) in starts {
@@ -421,7 +427,7 @@ impl Egress {
                 wake.notify_one();
             });
         }
-        telemetry::egress_in_flight(self.tracks.lock().values().map(Track::in_flight).sum());
+        telemetry::egress_in_flight(in_flight);
     }
 
     /// One dispatch: sent, its outcome produced and acknowledged (or the record dead-lettered

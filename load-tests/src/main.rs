@@ -379,7 +379,10 @@ async fn edges(args: EdgesArgs) -> anyhow::Result<()> {
             let (rate, failed) =
                 edges::post_webhooks(&url, args.workers, args.warmup, args.duration).await?;
             anchor.stop().await;
-            anyhow::ensure!(failed == 0, "the webhook anchor answered {failed} posts not 200");
+            anyhow::ensure!(
+                failed == 0,
+                "the webhook anchor answered {failed} posts not 200"
+            );
             anyhow::Ok(rate)
         };
         let env = [

@@ -1,6 +1,8 @@
 //! Edge events: refused gRPC calls (auth, overload), the webhook endpoint's requests, and the
 //! Cloud API sender's attempts, probes and failover.
-use metrics::{counter, gauge, histogram};
+use std::sync::OnceLock;
+
+use metrics::{Counter, counter, gauge, histogram};
 
 use super::*;
 
@@ -21,7 +23,23 @@ pub fn shed(method: &str) {
 
 /// One Cloud API send attempt: sent, retryable or failed.
 pub fn provider_attempt(outcome: &'static str) {
-    counter!(PROVIDER_ATTEMPTS, "outcome" => outcome).increment(1);
+    static HANDLES: [OnceLock<Counter>; 3] = [const { OnceLock::new() }; 3];
+    let make = || counter!(PROVIDER_ATTEMPTS, "outcome" => outcome);
+    cached(&HANDLES, ["sent", "retryable", "failed"], outcome, make).increment(1);
+}
+
+/// The handle of a counter whose one label takes one of `values` (each created once, at its
+/// first use); another value gets a handle looked up each time.
+fn cached<const N: usize>(
+    handles: &[OnceLock<Counter>; N],
+    values: [&str; N],
+    value: &str,
+    make: impl FnOnce() -> Counter,
+) -> Counter {
+    match values.iter().position(|v| *v == value) {
+        Some(i) => handles[i].get_or_init(make).clone(),
+        None => make(),
+    }
 }
 
 /// One probe of a Cloud API endpoint (`primary` or `backup`).
@@ -53,7 +71,7 @@ pub fn webhook_request(result: &'static str, app: &str, detail: &str) {
 
 /// A signed post stored: `webhook_request("accepted", ..)` with the counter's handle kept by
 /// the caller (one per app, made at first use), as every stored post counts.
-pub fn webhook_accepted(app: &str, handle: &std::sync::OnceLock<metrics::Counter>) {
+pub fn webhook_accepted(app: &str, handle: &OnceLock<Counter>) {
     tracing::debug!(result = "accepted", app, "webhook request");
     handle
         .get_or_init(|| counter!(WEBHOOK_REQUESTS, "result" => "accepted", "app" => app.to_owned()))
@@ -62,7 +80,7 @@ pub fn webhook_accepted(app: &str, handle: &std::sync::OnceLock<metrics::Counter
 
 /// How long a signed POST took to answer.
 pub fn webhook_answered(took: Duration) {
-    static ANSWERED: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+    static ANSWERED: OnceLock<metrics::Histogram> = OnceLock::new();
     ANSWERED
         .get_or_init(|| histogram!(WEBHOOK_DURATION))
         .record(took.as_secs_f64());
@@ -70,10 +88,16 @@ pub fn webhook_answered(took: Duration) {
 
 /// A dispatch the egress handled: sent, failed, skipped or undecodable.
 pub fn egress_dispatch(result: &'static str) {
-    counter!(EGRESS_DISPATCHES, "result" => result).increment(1);
+    static HANDLES: [OnceLock<Counter>; 4] = [const { OnceLock::new() }; 4];
+    let make = || counter!(EGRESS_DISPATCHES, "result" => result);
+    let results = ["sent", "failed", "skipped", "undecodable"];
+    cached(&HANDLES, results, result, make).increment(1);
 }
 
 /// Dispatches being sent now.
 pub fn egress_in_flight(n: usize) {
-    gauge!(EGRESS_IN_FLIGHT).set(n as f64);
+    static IN_FLIGHT: OnceLock<metrics::Gauge> = OnceLock::new();
+    IN_FLIGHT
+        .get_or_init(|| gauge!(EGRESS_IN_FLIGHT))
+        .set(n as f64);
 }
