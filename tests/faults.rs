@@ -558,7 +558,11 @@ async fn a_paused_broker_turns_readiness_off_and_back_on_with_nothing_lost() {
     .await;
     assert_eq!(grpc_health(&grpc).await, Some(SERVING));
 
-    const N: usize = 5_000;
+    // Enough records that the service is still reading and routing them when the producer
+    // has them all acknowledged, and the broker is paused at that moment: with outputs in
+    // flight and lag, the stall shows. (Pausing after a reader saw the first decision let
+    // the service finish all 5,000 first on a fast machine: nothing was left to stall.)
+    const N: usize = 20_000;
     let records = (0..N)
         .map(|i| {
             let t = tenants[i % 4];
@@ -569,18 +573,6 @@ async fn a_paused_broker_turns_readiness_off_and_back_on_with_nothing_lost() {
         })
         .collect();
     produce_all(&producer(&brokers), "switchboard.inbound", records).await;
-    let routed = reader(&brokers, &["switchboard.routed"]);
-    let ids = RefCell::new(HashSet::new());
-    let take = |m: &rdkafka::message::BorrowedMessage<'_>| {
-        let d =
-            proto::RoutingDecision::decode(m.payload().unwrap_or_default()).expect("a decision");
-        ids.borrow_mut().insert(d.provider_message_id);
-    };
-    read_until(&routed, "the first decision", take, || {
-        !ids.borrow().is_empty()
-    })
-    .await;
-
     broker.pause();
     let paused = Instant::now();
     let why = wait_ready(
@@ -609,6 +601,13 @@ async fn a_paused_broker_turns_readiness_off_and_back_on_with_nothing_lost() {
     )
     .await;
     assert_eq!(grpc_health(&grpc).await, Some(SERVING));
+    let routed = reader(&brokers, &["switchboard.routed"]);
+    let ids = RefCell::new(HashSet::new());
+    let take = |m: &rdkafka::message::BorrowedMessage<'_>| {
+        let d =
+            proto::RoutingDecision::decode(m.payload().unwrap_or_default()).expect("a decision");
+        ids.borrow_mut().insert(d.provider_message_id);
+    };
     read_until(&routed, "every record routed", take, || {
         (0..N).all(|i| ids.borrow().contains(&format!("m{i}")))
     })
