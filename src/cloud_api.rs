@@ -24,10 +24,10 @@
 //!
 //! The token is never logged or printed (`Secret`), and customer numbers only masked.
 use std::sync::Arc;
-
-use reqwest::header::HeaderValue;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
+
+use reqwest::header::HeaderValue;
 
 use crate::config::Category;
 pub use crate::config::cloud_api::{CloudApiConfig, Secret};
@@ -148,9 +148,10 @@ pub struct CloudApiSender {
         Option<HeaderValue>,
         std::collections::HashMap<String, Option<HeaderValue>>,
     ),
-    /// Each number's messages URL on each base (primary, backup), parsed once; at most
-    /// [`MAX_URLS`] (a dispatch from an unknown number is sent, and fails, like any other).
-    urls: std::sync::Mutex<std::collections::HashMap<(bool, String), reqwest::Url>>,
+    /// Each number's messages URL on the primary base, then on the backup, parsed once; at
+    /// most [`MAX_URLS`] each (a dispatch from an unknown number is sent, and fails, like any
+    /// other).
+    urls: std::sync::Mutex<[std::collections::HashMap<String, reqwest::Url>; 2]>,
 }
 
 /// Bound of [`CloudApiSender`]'s URL cache: cleared when full.
@@ -232,12 +233,12 @@ impl CloudApiSender {
 
     /// The messages URL of business number `from` on the current base.
     fn url(&self, from: &str) -> Option<reqwest::Url> {
-        let key = (self.failover.on_backup(), from.to_owned());
         let mut urls = self
             .urls
             .lock()
             .expect("no panic while holding the URL cache");
-        if let Some(url) = urls.get(&key) {
+        let urls = &mut urls[usize::from(self.failover.on_backup())];
+        if let Some(url) = urls.get(from) {
             return Some(url.clone());
         }
         let url = reqwest::Url::parse(&format!(
@@ -250,7 +251,7 @@ impl CloudApiSender {
         if urls.len() >= MAX_URLS {
             urls.clear();
         }
-        urls.insert(key, url.clone());
+        urls.insert(from.to_owned(), url.clone());
         Some(url)
     }
 

@@ -161,7 +161,6 @@ pub async fn run(kafka: &Kafka, backlog: &Backlog) -> anyhow::Result<Caught> {
     })
 }
 
-/// A produced record's acknowledgement.
 #[cfg(test)]
 mod tests {
     use super::*;
