@@ -14,6 +14,8 @@ use switchboard::proto;
 use switchboard::server::Parts;
 
 mod common;
+#[path = "support/sends.rs"]
+mod sends;
 #[path = "support/suite.rs"]
 mod suite;
 #[path = "support/tansu.rs"]
@@ -586,25 +588,25 @@ async fn kill_9_mid_promotion_keeps_the_daily_count_the_windows_and_sends_once()
             .expect("an address")
             .connect_lazy()
     };
+    // The replica may still be reading what was written before it took the partition over
+    // (`UNAVAILABLE`, retry shortly): `sends::send` retries that, bounded.
     let mut grpc_sends = Vec::new();
+    let mut outbound = proto::outbound_client::OutboundClient::new(connect(&grpc));
     for i in 0..5 {
         let key = format!("grpc-{i}");
-        let answer = proto::outbound_client::OutboundClient::new(connect(&grpc))
-            .send(proto::SendRequest {
-                tenant: "promo".into(),
-                from: "P".into(),
-                to: format!("+3465100{i:04}"),
-                category: proto::Category::Marketing as i32,
-                content: "promo_black_friday".into(),
-                template: None,
-                priority: 0,
-                idempotency_key: key.clone(),
-                valid_for_ms: 0,
-                ..Default::default()
-            })
-            .await
-            .expect("admitted by the running replica")
-            .into_inner();
+        let request = proto::SendRequest {
+            tenant: "promo".into(),
+            from: "P".into(),
+            to: format!("+3465100{i:04}"),
+            category: proto::Category::Marketing as i32,
+            content: "promo_black_friday".into(),
+            template: None,
+            priority: 0,
+            idempotency_key: key.clone(),
+            valid_for_ms: 0,
+            ..Default::default()
+        };
+        let answer = sends::send(&mut outbound, request).await;
         grpc_sends.push((key, answer.admission()));
     }
     first.kill(); // mid-promotion
