@@ -13,7 +13,8 @@
 //!   send to each, counted in the per-customer frequency cap; after 24 hours the counts are
 //!   swept and the consents kept.
 //!
-//! Run: `cargo bench --bench memory`. Linux only (reads /proc/self/statm).
+//! Run: `cargo bench --bench memory`. Linux only (reads /proc/self/statm). Each case runs in
+//! its own process (see `main`).
 #[path = "support/names.rs"]
 mod names;
 
@@ -23,6 +24,48 @@ use switchboard::core::identity::normalize;
 use switchboard::core::quota::{ConsentState, ConsentView, Quotas, SendRequest};
 use switchboard::core::{Command, Inbound, Shard};
 use switchboard::model::{Channel, TenantId};
+
+/// The service's allocator (see Cargo.toml), counting the bytes asked of it: RSS is what a
+/// replica would hold, and moves by ±10% between runs with the allocator's timing; the live
+/// heap (bytes allocated and not freed) is exact, the same every run.
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: every call is passed to mimalloc unchanged; only the sizes are counted.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as u64, std::sync::atomic::Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new) }
+    }
+}
+
+/// Bytes allocated and not yet freed.
+fn heap() -> u64 {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// ", heap +X MB, Y bytes per customer" since `before`.
+fn heap_since(before: u64) -> String {
+    let grown = heap().saturating_sub(before) as f64;
+    format!(
+        "; live heap +{:.1} MB, {:.0} bytes per customer",
+        grown / 1e6,
+        grown / N as f64
+    )
+}
 
 const N: u64 = 1_000_000;
 const DAY: u64 = 24 * 3_600_000;
@@ -104,16 +147,17 @@ fn outbound() {
             send(q, Timestamp(*now), to, Category::Utility, &mut effects);
         }
     };
-    let before = rss();
+    let (before, heap_before) = (rss(), heap());
     admit(&mut q, 0, &mut now);
     let peak = rss();
     assert_eq!(q.usage().0, N);
     println!(
-        "outbound: {} customers tracked ({} pair buckets): RSS +{:.1} MB, {:.0} bytes per customer",
+        "outbound: {} customers tracked ({} pair buckets): RSS +{:.1} MB, {:.0} bytes per customer{}",
         q.usage().0,
         q.tracked_pairs(),
         (peak - before) as f64 / 1e6,
-        (peak - before) as f64 / N as f64
+        (peak - before) as f64 / N as f64,
+        heap_since(heap_before)
     );
     now += DAY + 1;
     q.sweep(Timestamp(now));
@@ -148,7 +192,7 @@ fn lifecycle() {
     };
     let (source, actor): (std::sync::Arc<str>, std::sync::Arc<str>) =
         ("crm".into(), "bench".into());
-    let before = rss();
+    let (before, heap_before) = (rss(), heap());
     for i in 0..N {
         now += 1;
         let view = ConsentView {
@@ -162,10 +206,11 @@ fn lifecycle() {
     }
     let consented = rss();
     println!(
-        "lifecycle: {} consents on record: RSS +{:.1} MB, {:.0} bytes per customer",
+        "lifecycle: {} consents on record: RSS +{:.1} MB, {:.0} bytes per customer{}",
         q.consents(),
         (consented - before) as f64 / 1e6,
-        (consented - before) as f64 / N as f64
+        (consented - before) as f64 / N as f64,
+        heap_since(heap_before)
     );
     for i in 0..N {
         now += 1;
@@ -184,11 +229,12 @@ fn lifecycle() {
         "every customer counted in the cap"
     );
     println!(
-        "lifecycle: then a marketing send to each ({} counted in the frequency cap, {} in the messaging limit): RSS +{:.1} MB, {:.0} bytes per customer with consent, cap count, limit count and pair bucket",
+        "lifecycle: then a marketing send to each ({} counted in the frequency cap, {} in the messaging limit): RSS +{:.1} MB, {:.0} bytes per customer with consent, cap count, limit count and pair bucket{}",
         q.capped_customers(),
         q.usage().0,
         (peak - before) as f64 / 1e6,
-        (peak - before) as f64 / N as f64
+        (peak - before) as f64 / N as f64,
+        heap_since(heap_before)
     );
     now += DAY + 1;
     q.sweep(Timestamp(now));
@@ -210,7 +256,7 @@ fn inbound(profiles: bool) {
     let mut shard = Shard::new(&config(), |_| true);
     let mut effects = Vec::new();
     let mut now = 1_700_000_000_000u64;
-    let before = rss();
+    let (before, heap_before) = (rss(), heap());
     for i in 0..N {
         now += 1;
         shard
@@ -235,11 +281,12 @@ fn inbound(profiles: bool) {
     let peak = rss();
     let t = shard.tenant("m").unwrap();
     println!(
-        "{label}: {} conversations with windows, {} ids remembered: RSS +{:.1} MB, {:.0} bytes per customer",
+        "{label}: {} conversations with windows, {} ids remembered: RSS +{:.1} MB, {:.0} bytes per customer{}",
         t.conversation_count(),
         t.remembered_message_ids(),
         (peak - before) as f64 / 1e6,
-        (peak - before) as f64 / N as f64
+        (peak - before) as f64 / N as f64,
+        heap_since(heap_before)
     );
     // Past retention (72 h) and the dedup ttl (7 days): everything goes.
     now += 8 * DAY;
@@ -257,10 +304,27 @@ fn inbound(profiles: bool) {
     );
 }
 
+/// Each case runs in a process of its own (this binary again, the case named in
+/// `MEMORY_BENCH_CASE`), so what one case freed and the allocator kept is not there for the
+/// next to reuse: every figure is from a fresh heap.
 fn main() {
     // `cargo bench` passes --bench; this binary takes no options.
-    outbound();
-    lifecycle();
-    inbound(false);
-    inbound(true);
+    const CASES: [&str; 4] = ["outbound", "lifecycle", "inbound", "inbound-profiles"];
+    match std::env::var("MEMORY_BENCH_CASE").as_deref() {
+        Ok("outbound") => outbound(),
+        Ok("lifecycle") => lifecycle(),
+        Ok("inbound") => inbound(false),
+        Ok("inbound-profiles") => inbound(true),
+        Ok(other) => panic!("MEMORY_BENCH_CASE={other:?}: not one of {CASES:?}"),
+        Err(_) => {
+            let me = std::env::current_exe().expect("this binary");
+            for case in CASES {
+                let status = std::process::Command::new(&me)
+                    .env("MEMORY_BENCH_CASE", case)
+                    .status()
+                    .expect("run a case");
+                assert!(status.success(), "case {case}: {status}");
+            }
+        }
+    }
 }

@@ -52,7 +52,7 @@ fn visitor(v: &str) -> IdentityRef {
 }
 
 fn texts(v: &ConversationView) -> Vec<&str> {
-    v.context.iter().map(|m| &*m.text).collect()
+    v.context.iter().map(|m| m.text()).collect()
 }
 
 #[test]
@@ -554,7 +554,7 @@ fn replies_notes_and_transfers_join_one_timeline_with_their_authors() {
         .map(|m| {
             (
                 m.direction,
-                m.text.to_string(),
+                m.text().to_string(),
                 m.author().map(|a| a.to_string()),
             )
         })

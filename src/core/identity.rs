@@ -177,12 +177,13 @@ impl Dedup {
         self.cut = None;
     }
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.seen.contains(&fingerprint(id))
+    /// Whether the id whose [`fingerprint`] this is was seen (the caller fingerprints an id
+    /// once for the lookup and the insert).
+    pub fn contains(&self, key: u128) -> bool {
+        self.seen.contains(&key)
     }
 
-    pub fn insert(&mut self, id: &str, now: Timestamp) {
-        let key = fingerprint(id);
+    pub fn insert(&mut self, key: u128, now: Timestamp) {
         if self.seen.insert(key) {
             self.order.push_back((now, split(key)));
             self.pushed += 1;
@@ -266,20 +267,20 @@ mod tests {
     #[test]
     fn dedup_forgets_after_ttl_and_past_max() {
         let mut d = Dedup::new(1_000, 2);
-        d.insert("a", Timestamp(0));
-        assert!(d.contains("a"));
+        d.insert(fingerprint("a"), Timestamp(0));
+        assert!(d.contains(fingerprint("a")));
         d.sweep(Timestamp(999));
-        assert!(d.contains("a"), "still within ttl");
+        assert!(d.contains(fingerprint("a")), "still within ttl");
         d.sweep(Timestamp(1_000));
-        assert!(!d.contains("a"), "forgotten exactly at ttl");
+        assert!(!d.contains(fingerprint("a")), "forgotten exactly at ttl");
 
-        d.insert("b", Timestamp(2_000));
-        d.insert("c", Timestamp(2_001));
-        d.insert("d", Timestamp(2_002));
+        d.insert(fingerprint("b"), Timestamp(2_000));
+        d.insert(fingerprint("c"), Timestamp(2_001));
+        d.insert(fingerprint("d"), Timestamp(2_002));
         assert_eq!(d.len(), 2);
-        assert!(!d.contains("b"), "oldest forgotten past max");
-        assert!(d.contains("c") && d.contains("d"));
-        d.insert("d", Timestamp(2_003));
+        assert!(!d.contains(fingerprint("b")), "oldest forgotten past max");
+        assert!(d.contains(fingerprint("c")) && d.contains(fingerprint("d")));
+        d.insert(fingerprint("d"), Timestamp(2_003));
         assert_eq!(d.len(), 2, "re-inserting a known id adds nothing");
         assert_ne!(fingerprint("wamid.1"), fingerprint("wamid.2"));
         assert_eq!(fingerprint("wamid.1"), fingerprint("wamid.1"), "stable");
@@ -290,7 +291,7 @@ mod tests {
         let mut d = Dedup::new(u64::MAX, usize::MAX);
         for i in 0..200_000 {
             d.insert(
-                &format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQz{i:010}"),
+                fingerprint(&format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQz{i:010}")),
                 Timestamp(0),
             );
         }

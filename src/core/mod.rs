@@ -206,16 +206,68 @@ pub enum Direction {
 pub struct ContextMessage {
     pub direction: Direction,
     pub channel: Channel,
-    pub text: Arc<str>,
     pub at: Timestamp,
-    pub provider_message_id: Arc<str>,
+    /// The text, then the provider's message id, in one allocation (a message kept in
+    /// context costs one, not two): read through [`ContextMessage::text`] and
+    /// [`ContextMessage::provider_message_id`].
+    body: Arc<str>,
+    text_len: u32,
     /// An inbound message's intent, or who wrote a note or a reply ("agent:ana",
     /// "bot:faq-bot"): one field, read through [`ContextMessage::intent`] and
-    /// [`ContextMessage::author`], so a message is 64 bytes (one cache line).
+    /// [`ContextMessage::author`], so a message is 48 bytes.
     pub label: Option<Arc<str>>,
 }
 
 impl ContextMessage {
+    pub fn new(
+        direction: Direction,
+        channel: Channel,
+        at: Timestamp,
+        text: &str,
+        provider_message_id: &str,
+        label: Option<Arc<str>>,
+    ) -> Self {
+        thread_local! {
+            /// Where the two are joined before the one exact allocation is made.
+            static JOIN: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        // Texts are bounded far below 4 GiB (`limits.max_text_bytes`); a longer one would
+        // only lose its id's split, not its bytes.
+        let text_len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        let body = match provider_message_id {
+            "" => Arc::from(text),
+            id => JOIN.with_borrow_mut(|join| {
+                join.clear();
+                join.push_str(text);
+                join.push_str(id);
+                let body = Arc::from(join.as_str());
+                // Never keep more than a large message's worth between calls.
+                join.truncate(0);
+                join.shrink_to(64 * 1024);
+                body
+            }),
+        };
+        Self {
+            direction,
+            channel,
+            at,
+            body,
+            text_len,
+            label,
+        }
+    }
+
+    pub fn text(&self) -> &str {
+        self.body
+            .get(..self.text_len as usize)
+            .unwrap_or(&self.body)
+    }
+
+    /// The provider's id of the message ("" for notes and replies).
+    pub fn provider_message_id(&self) -> &str {
+        self.body.get(self.text_len as usize..).unwrap_or_default()
+    }
+
     /// The intent an inbound message was classified as.
     pub fn intent(&self) -> Option<&Arc<str>> {
         self.label

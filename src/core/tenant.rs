@@ -35,6 +35,7 @@ use crate::model::{
 
 mod customers;
 mod messages;
+mod paged;
 mod routing;
 mod slab;
 mod state;
@@ -842,7 +843,22 @@ mod tests {
     }
 
     #[test]
-    fn a_context_message_fits_a_cache_line() {
-        assert_eq!(std::mem::size_of::<ContextMessage>(), 64);
+    fn a_context_message_holds_its_text_and_id_in_one_allocation() {
+        assert_eq!(std::mem::size_of::<ContextMessage>(), 48);
+        let at = Timestamp(7);
+        let m = ContextMessage::new(
+            Direction::Inbound,
+            Channel::WhatsApp,
+            at,
+            "¿dónde está mi pedido?",
+            "wamid.42",
+            None,
+        );
+        assert_eq!(m.text(), "¿dónde está mi pedido?");
+        assert_eq!(m.provider_message_id(), "wamid.42");
+        let note = ContextMessage::new(Direction::Note, Channel::Voice, at, "ñ", "", None);
+        assert_eq!((note.text(), note.provider_message_id()), ("ñ", ""));
+        let empty = ContextMessage::new(Direction::Note, Channel::Voice, at, "", "x", None);
+        assert_eq!((empty.text(), empty.provider_message_id()), ("", "x"));
     }
 }

@@ -520,7 +520,7 @@ fn bot_escalates_with_context() {
     let v = s.view(conv(&d));
     assert_eq!(v.priority, 50, "escalation priority");
     assert_eq!(v.context.len(), 2);
-    assert_eq!(&*v.context[1].text, "customer asked for a person");
+    assert_eq!(v.context[1].text(), "customer asked for a person");
     assert_eq!(v.context[1].direction, Direction::Note);
     // An assigned conversation cannot be escalated again.
     let err = s
@@ -624,7 +624,7 @@ fn context_keeps_the_last_n_messages() {
         s.msg(&customer(1), &format!("message {i}"));
     }
     let v = s.view(ConversationId(1));
-    let texts: Vec<&str> = v.context.iter().map(|m| &*m.text).collect();
+    let texts: Vec<&str> = v.context.iter().map(|m| m.text()).collect();
     assert_eq!(texts, ["message 2", "message 3", "message 4"]);
 }
 

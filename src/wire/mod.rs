@@ -465,9 +465,9 @@ pub fn message_out(m: &ContextMessage) -> proto::Message {
             Direction::Outbound => proto::Direction::Outbound,
         } as i32,
         channel: channel_out(m.channel) as i32,
-        text: m.text.to_string(),
+        text: m.text().to_owned(),
         at_ms: m.at.as_millis() as i64,
-        provider_message_id: m.provider_message_id.to_string(),
+        provider_message_id: m.provider_message_id().to_owned(),
         intent: m.intent().map(|i| i.to_string()).unwrap_or_default(),
         author: m.author().map(|a| a.to_string()).unwrap_or_default(),
     }

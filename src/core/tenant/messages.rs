@@ -45,7 +45,8 @@ impl Tenant {
             ));
         }
         let (who, existing, aliases) = self.inbound_identity(&m)?;
-        if self.dedup.contains(&m.provider_message_id) {
+        let fingerprint = identity::fingerprint(&m.provider_message_id);
+        if self.dedup.contains(fingerprint) {
             // A retried webhook is not a new message: it takes no token either.
             return Ok(Decision {
                 conversation: existing,
@@ -88,15 +89,14 @@ impl Tenant {
         if let Identity::Phone(phone) = &who {
             self.quotas.consent_keyword(now, phone, &m.text, out);
         }
-        let provider_message_id: Arc<str> = Arc::from(m.provider_message_id);
-        let message = ContextMessage {
-            direction: Direction::Inbound,
-            channel: m.channel,
-            text: Arc::from(m.text),
-            at: now,
-            provider_message_id: provider_message_id.clone(),
-            label: intent.map(|i| self.rules.intents[i].name.clone()),
-        };
+        let message = ContextMessage::new(
+            Direction::Inbound,
+            m.channel,
+            now,
+            &m.text,
+            &m.provider_message_id,
+            intent.map(|i| self.rules.intents[i].name.clone()),
+        );
         let window = self.limits.window_secs * 1_000;
         let keep = self.limits.context_messages;
         let conv = self.conversations.get_mut(&id).expect("opened above");
@@ -115,7 +115,7 @@ impl Tenant {
         conv.last_activity = now;
 
         let decision = self.route(now, id, intent, idle_ms, message, out);
-        self.dedup.insert(&provider_message_id, now);
+        self.dedup.insert(fingerprint, now);
         Ok(decision)
     }
 
@@ -155,9 +155,9 @@ impl Tenant {
         }
         // What the timeline shows of a reply (only a send naming its conversation has one).
         let thread = o.thread.clone().map(|t| {
-            let text: Arc<str> = match &o.template {
-                Some(tpl) => Arc::from(format!("[template {}]", tpl.name)),
-                None => Arc::from(o.content.as_str()),
+            let text = match &o.template {
+                Some(tpl) => format!("[template {}]", tpl.name),
+                None => o.content.clone(),
             };
             (t, text)
         });
@@ -196,14 +196,14 @@ impl Tenant {
                 .get_mut(&thread.conversation)
                 .expect("checked above");
             conv.push_context(
-                ContextMessage {
-                    direction: Direction::Outbound,
-                    channel: Channel::WhatsApp,
-                    text,
-                    at: now,
-                    provider_message_id: Arc::from(""),
-                    label: Some(thread.author),
-                },
+                ContextMessage::new(
+                    Direction::Outbound,
+                    Channel::WhatsApp,
+                    now,
+                    &text,
+                    "",
+                    Some(thread.author),
+                ),
                 keep,
             );
             conv.last_activity = now;

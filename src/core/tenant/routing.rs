@@ -407,14 +407,14 @@ impl Tenant {
         };
         let channel = conv.channels.last().unwrap_or(Channel::WhatsApp);
         conv.push_context(
-            ContextMessage {
-                direction: Direction::Note,
+            ContextMessage::new(
+                Direction::Note,
                 channel,
-                text: Arc::from(text),
-                at: now,
-                provider_message_id: Arc::from(""),
-                label: Some(Arc::from(author)),
-            },
+                now,
+                text,
+                "",
+                Some(Arc::from(author)),
+            ),
             keep,
         );
     }

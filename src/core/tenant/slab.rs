@@ -1,7 +1,7 @@
-//! Conversations by id, packed: the values in one dense `Vec` and a small hash index of
-//! id → position. A hash map holding the values themselves keeps up to twice as many slots
-//! as entries (its load factor after a doubling), so each ~90-byte conversation would cost
-//! up to ~180; here the spare room is in 12-byte index slots and the values' `Vec` only.
+//! Conversations by id, packed: the values dense in pages ([`Paged`]) and a small hash index
+//! of id → position. A hash map holding the values themselves keeps up to twice as many slots
+//! as entries (its load factor after a doubling), so each ~100-byte conversation would cost
+//! up to ~200; here the spare room is in 12-byte index slots and under one page of values.
 //! A removal moves the last value into the hole (`swap_remove`): positions are not stable,
 //! ids are.
 //!
@@ -14,12 +14,13 @@
 use std::ops::Index;
 
 use super::super::{Map, Set};
+use super::paged::Paged;
 use crate::model::ConversationId;
 
 #[derive(Debug)]
 pub(super) struct Slab<V> {
     index: Map<ConversationId, u32>,
-    values: Vec<(ConversationId, V)>,
+    values: Paged<(ConversationId, V)>,
     /// Change tracking for cuts; None until [`Slab::track`] (nothing reads it otherwise).
     tracking: Option<Box<Tracking<V>>>,
 }
@@ -82,7 +83,7 @@ impl<V> Default for Slab<V> {
     fn default() -> Self {
         Self {
             index: Map::default(),
-            values: Vec::new(),
+            values: Paged::default(),
             tracking: None,
         }
     }

@@ -164,9 +164,9 @@ fn saved_conversation(
                 outbound: m.direction == Direction::Outbound,
                 author: m.author().map(|a| a.to_string()),
                 channel: m.channel,
-                text: m.text.to_string(),
+                text: m.text().to_owned(),
                 at: m.at,
-                provider_message_id: m.provider_message_id.to_string(),
+                provider_message_id: m.provider_message_id().to_owned(),
                 intent: m.intent().map(|i| i.to_string()),
             })
             .collect(),
@@ -462,17 +462,19 @@ impl Tenant {
                     context: c
                         .context
                         .into_iter()
-                        .map(|m| ContextMessage {
-                            direction: match (m.note, m.outbound) {
-                                (true, _) => Direction::Note,
-                                (_, true) => Direction::Outbound,
-                                _ => Direction::Inbound,
-                            },
-                            channel: m.channel,
-                            text: Arc::from(m.text.as_str()),
-                            at: m.at,
-                            provider_message_id: Arc::from(m.provider_message_id.as_str()),
-                            label: m.intent.or(m.author).as_deref().map(Arc::from),
+                        .map(|m| {
+                            ContextMessage::new(
+                                match (m.note, m.outbound) {
+                                    (true, _) => Direction::Note,
+                                    (_, true) => Direction::Outbound,
+                                    _ => Direction::Inbound,
+                                },
+                                m.channel,
+                                m.at,
+                                &m.text,
+                                &m.provider_message_id,
+                                m.intent.or(m.author).as_deref().map(Arc::from),
+                            )
                         })
                         .collect(),
                     paused: c.paused,
