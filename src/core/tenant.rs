@@ -80,7 +80,10 @@ struct Conversation {
     /// When the first phone's customer-service window closes; None: never opened.
     window_expires: Option<Timestamp>,
     channels: Channels,
-    context: VecDeque<ContextMessage>,
+    /// Oldest first. A `Vec`, not a `VecDeque`: 8 bytes less in every conversation, and a
+    /// full context (`limits.context_messages`, 20 by default) shifts under a kilobyte to
+    /// drop its oldest.
+    context: Vec<ContextMessage>,
     paused: bool,
     /// Boxed: rare, and 24 bytes inline in every conversation.
     route_override: Option<Box<RouteOverride>>,
@@ -154,17 +157,17 @@ impl FromIterator<Channel> for Channels {
 
 impl Conversation {
     /// Room grows 1, 2, 4, … up to `keep`: most conversations hold one or two messages, and
-    /// a `VecDeque`'s first push would make room for four (256 bytes).
+    /// a first push would make room for four (192 bytes).
     fn push_context(&mut self, message: ContextMessage, keep: usize) {
-        if self.context.len() == keep {
-            self.context.pop_front();
+        if self.context.len() >= keep.max(1) {
+            self.context.remove(0);
         }
         let (len, room) = (self.context.len(), self.context.capacity());
         if len == room {
             self.context
                 .reserve_exact(room.max(1).min(keep.saturating_sub(len)).max(1));
         }
-        self.context.push_back(message);
+        self.context.push(message);
     }
 }
 

@@ -229,7 +229,7 @@ impl Tenant {
                 window_expires: None,
                 channels: Channels::default(),
                 // Most conversations are one or two messages: grow from one, not from four.
-                context: VecDeque::with_capacity(1),
+                context: Vec::with_capacity(1),
                 paused: false,
                 route_override: None,
                 with_bot: false,
