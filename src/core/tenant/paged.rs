@@ -14,6 +14,9 @@ const PAGE: usize = 1 << 10;
 pub(super) struct Paged<T> {
     /// Every page but the last is full; none is empty.
     pages: Vec<Vec<T>>,
+    /// The last full-size page emptied, kept for the next one needed: a count going back and
+    /// forth across a page's edge (conversations opened and swept) allocates nothing.
+    spare: Option<Vec<T>>,
     len: usize,
 }
 
@@ -21,6 +24,7 @@ impl<T> Default for Paged<T> {
     fn default() -> Self {
         Self {
             pages: Vec::new(),
+            spare: None,
             len: 0,
         }
     }
@@ -32,7 +36,11 @@ impl<T> Paged<T> {
     }
 
     pub fn capacity(&self) -> usize {
-        self.pages.iter().map(Vec::capacity).sum()
+        self.pages
+            .iter()
+            .chain(&self.spare)
+            .map(Vec::capacity)
+            .sum()
     }
 
     pub fn get(&self, at: usize) -> Option<&T> {
@@ -49,7 +57,13 @@ impl<T> Paged<T> {
                 page.push(value);
             }
             _ => {
-                let mut page = Vec::with_capacity(if self.pages.is_empty() { 4 } else { PAGE });
+                let mut page = match self.pages.is_empty() {
+                    true => Vec::with_capacity(4),
+                    false => self
+                        .spare
+                        .take()
+                        .unwrap_or_else(|| Vec::with_capacity(PAGE)),
+                };
                 page.push(value);
                 self.pages.push(page);
             }
@@ -63,7 +77,9 @@ impl<T> Paged<T> {
         let last_page = self.pages.last_mut().expect("not empty");
         let mut value = last_page.pop().expect("no page is empty");
         if last_page.is_empty() {
-            self.pages.pop();
+            let page = self.pages.pop().expect("the last page");
+            // Emptied whole, nothing is kept.
+            self.spare = (!self.pages.is_empty()).then_some(page);
         }
         self.len -= 1;
         if at < self.len {
@@ -77,6 +93,7 @@ impl<T> Paged<T> {
     }
 
     pub fn shrink_to_fit(&mut self) {
+        self.spare = None;
         if let [page] = self.pages.as_mut_slice() {
             page.shrink_to_fit();
         }
@@ -131,8 +148,8 @@ mod tests {
                     (0..vec.len()).all(|i| paged[i] == vec[i] && paged.get(i) == Some(&vec[i]))
                 );
                 assert_eq!(paged.get(vec.len()), None);
-                // Spare room: under a page past the first.
-                assert!(paged.capacity() < paged.len().max(PAGE) + PAGE);
+                // Spare room: under a page past the first, and the spare page.
+                assert!(paged.capacity() < paged.len().max(PAGE) + 2 * PAGE);
             }
         }
         while !vec.is_empty() {
@@ -150,7 +167,15 @@ mod tests {
             paged.push(i as u8);
         }
         assert_eq!(paged.capacity(), 2 * PAGE);
+        // Back and forth across the edge: the emptied page is kept, not allocated again.
+        for _ in 0..3 {
+            paged.swap_remove(PAGE);
+            assert_eq!((paged.len(), paged.capacity()), (PAGE, 2 * PAGE));
+            paged.push(0);
+            assert_eq!((paged.len(), paged.capacity()), (PAGE + 1, 2 * PAGE));
+        }
+        paged.swap_remove(0);
         paged.shrink_to_fit();
-        assert_eq!(paged.len(), PAGE + 1);
+        assert_eq!((paged.len(), paged.capacity()), (PAGE, PAGE));
     }
 }
