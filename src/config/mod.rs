@@ -133,6 +133,9 @@ pub struct Limits {
 /// Most queues in one tenant: far above any desk, and a conversation keeps its last queue's
 /// index in two bytes.
 pub const MAX_QUEUES: usize = 1_000;
+/// Most provider message ids one tenant's de-duplication window may hold: its positions are
+/// 32-bit (`core::positions`), and a billion ids is far past any day of traffic.
+pub const MAX_DEDUP_IDS: usize = 1_000_000_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -531,6 +534,15 @@ impl Config {
         positive("limits.max_text_bytes", l.max_text_bytes as u64)?;
         positive("limits.context_messages", l.context_messages as u64)?;
         positive("limits.dedup_max_ids", l.dedup_max_ids as u64)?;
+        if l.dedup_max_ids > MAX_DEDUP_IDS {
+            return Err(invalid(
+                "limits.dedup_max_ids",
+                format!(
+                    "{} ids; at most {MAX_DEDUP_IDS} per tenant (a window's positions are 32-bit)",
+                    l.dedup_max_ids
+                ),
+            ));
+        }
         positive("limits.max_conversations", l.max_conversations as u64)?;
         positive("limits.window_secs", l.window_secs)?;
         positive("limits.sweep_interval_secs", l.sweep_interval_secs)?;

@@ -2,10 +2,12 @@
 //! national formats in the tenant's default region; and de-duplication of provider message ids,
 //! since the platform retries webhooks for days and the same message must not route twice.
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 
 use phonenumber::{Mode, country};
 
-use super::{Set, e164};
+use super::e164;
+use super::positions::Positions;
 use crate::clock::Timestamp;
 use crate::model::CustomerNumber;
 
@@ -61,7 +63,11 @@ pub fn looks_e164(raw: &str) -> bool {
 /// hash keys are fixed, so fingerprints mean the same in every process.
 #[derive(Debug)]
 pub struct Dedup {
-    seen: Set<u128>,
+    /// Where each id is in `order`, by its number (see [`Dedup::at`]).
+    seen: Positions,
+    /// Hashes a fingerprint's low half for `seen` (randomly seeded per process: the
+    /// fingerprints' own keys are fixed, so they are not used as the table's hash).
+    hasher: foldhash::fast::RandomState,
     /// When each was seen, oldest first; the fingerprint as two `u64`s, so an entry is 24
     /// bytes, not the 32 a `u128`'s alignment makes it.
     order: VecDeque<(Timestamp, [u64; 2])>,
@@ -111,7 +117,8 @@ fn join([hi, lo]: [u64; 2]) -> u128 {
 impl Dedup {
     pub fn new(ttl_ms: u64, max: usize) -> Self {
         Self {
-            seen: Set::default(),
+            seen: Positions::default(),
+            hasher: foldhash::fast::RandomState::default(),
             order: VecDeque::new(),
             ttl_ms,
             max,
@@ -167,12 +174,14 @@ impl Dedup {
 
     /// Replaces the ids seen with saved ones, oldest first.
     pub fn restore(&mut self, entries: Vec<(Timestamp, u128)>) {
-        self.seen = entries.iter().map(|&(_, fp)| fp).collect();
-        self.order = entries
-            .into_iter()
-            .map(|(at, fp)| (at, split(fp)))
-            .collect();
-        self.pushed = self.order.len() as u64;
+        self.seen.clear();
+        self.order.clear();
+        self.pushed = 0;
+        for (at, fp) in entries {
+            if !self.contains(fp) {
+                self.push(fp, at);
+            }
+        }
         self.cut_mark = self.pushed;
         self.cut = None;
     }
@@ -180,17 +189,46 @@ impl Dedup {
     /// Whether the id whose [`fingerprint`] this is was seen (the caller fingerprints an id
     /// once for the lookup and the insert).
     pub fn contains(&self, key: u128) -> bool {
-        self.seen.contains(&key)
+        let key = split(key);
+        self.seen
+            .find(self.hasher.hash_one(key[1]), |n| {
+                self.order[self.at(n)].1 == key
+            })
+            .is_some()
     }
 
     pub fn insert(&mut self, key: u128, now: Timestamp) {
-        if self.seen.insert(key) {
-            self.order.push_back((now, split(key)));
-            self.pushed += 1;
+        if !self.contains(key) {
+            self.push(key, now);
             while self.order.len() > self.max {
                 self.forget_oldest();
             }
         }
+    }
+
+    /// Adds an id not seen: number `pushed`, filed under the low 32 bits of its number.
+    fn push(&mut self, key: u128, now: Timestamp) {
+        let key = split(key);
+        self.order.push_back((now, key));
+        let number = self.pushed as u32;
+        self.pushed += 1;
+        let Dedup {
+            seen,
+            hasher,
+            order,
+            pushed,
+            ..
+        } = self;
+        let first = (*pushed - order.len() as u64) as u32;
+        seen.insert(hasher.hash_one(key[1]), number, |n| {
+            hasher.hash_one(order[n.wrapping_sub(first) as usize].1[1])
+        });
+    }
+
+    /// Where id number `n` (its low 32 bits: the window holds far fewer) is in `order`.
+    fn at(&self, n: u32) -> usize {
+        let first = (self.pushed - self.order.len() as u64) as u32;
+        n.wrapping_sub(first) as usize
     }
 
     /// Forgets ids older than the ttl (and gives back capacity after a peak).
@@ -202,14 +240,23 @@ impl Dedup {
             self.forget_oldest();
         }
         if self.seen.len() < self.seen.capacity() / 4 {
-            self.seen.shrink_to_fit();
+            let Dedup {
+                seen,
+                hasher,
+                order,
+                pushed,
+                ..
+            } = self;
+            let first = (*pushed - order.len() as u64) as u32;
+            seen.shrink_to_fit(|n| hasher.hash_one(order[n.wrapping_sub(first) as usize].1[1]));
             self.order.shrink_to_fit();
         }
     }
 
     fn forget_oldest(&mut self) {
+        let first = (self.pushed - self.order.len() as u64) as u32;
         if let Some((_, key)) = self.order.pop_front() {
-            self.seen.remove(&join(key));
+            self.seen.remove(self.hasher.hash_one(key[1]), first);
         }
     }
 

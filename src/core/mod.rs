@@ -28,6 +28,7 @@ pub mod identity;
 mod lifecycle_tests;
 #[cfg(test)]
 mod pause_tests;
+pub mod positions;
 pub mod quota;
 #[cfg(test)]
 mod quota_tests;

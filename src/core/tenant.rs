@@ -35,12 +35,14 @@ use crate::model::{
 
 mod customers;
 mod messages;
+mod numbers;
 mod paged;
 mod routing;
 mod slab;
 mod state;
 mod view;
 pub use customers::{CustomerView, DuplicateView, IdentityRef, LinkView, Other};
+use numbers::Numbers;
 use slab::Slab;
 pub use state::{SavedConversation, SavedMessage, TenantCut, TenantState};
 
@@ -180,7 +182,7 @@ pub struct Tenant {
     limits: Arc<Limits>,
     conversations: Slab<Conversation>,
     /// Every phone number a conversation's customer is known by.
-    by_customer: Map<CustomerNumber, ConversationId>,
+    by_customer: Numbers,
     /// E-mail addresses and visitor ids.
     by_alias: Map<Identity, ConversationId>,
     /// Disagreements between profile sources, oldest first (at most `limits.max_conflicts`).
@@ -289,7 +291,7 @@ impl Tenant {
             dedup: Dedup::new(limits.dedup_ttl_secs * 1_000, limits.dedup_max_ids),
             limits,
             conversations: Slab::default(),
-            by_customer: Map::default(),
+            by_customer: Numbers::default(),
             by_alias: Map::default(),
             conflicts: VecDeque::new(),
             duplicates: Duplicates::new(&config.duplicates),
@@ -561,10 +563,8 @@ impl Tenant {
                 }
                 // 131047: the platform says the window is closed, whatever we thought.
                 if let Some(customer) = self.quotas.provider_result(now, id, outcome, out)
-                    && let Some(c) = self
-                        .by_customer
-                        .get(&customer)
-                        .and_then(|c| self.conversations.get_mut(c))
+                    && let Some(id) = self.by_customer.id(&self.conversations, customer.as_e164())
+                    && let Some(c) = self.conversations.get_mut(&id)
                 {
                     c.window_expires = Some(now);
                 }
@@ -671,8 +671,8 @@ impl Tenant {
         let (by_customer, conversations) = (&self.by_customer, &self.conversations);
         let window_open = |c: &CustomerNumber| {
             by_customer
-                .get(c)
-                .and_then(|id| conversations.get(id))
+                .id(conversations, c.as_e164())
+                .and_then(|id| conversations.get(&id))
                 .and_then(|conv| Self::window_for(conv, c))
                 .is_some_and(|e| now < e)
         };
@@ -694,7 +694,7 @@ impl Tenant {
             let keep = now.as_millis() < c.last_activity.as_millis() + retention
                 || desk.location(*id) != Location::Nowhere;
             if !keep {
-                Self::unindex(by_customer, by_alias, c);
+                Self::unindex(by_customer, by_alias, *id, c);
                 duplicates.forget(*id);
                 if c.served_by_bot {
                     out.push(Effect::BotConversationEnded {
@@ -712,7 +712,7 @@ impl Tenant {
         // Give back capacity after a peak.
         if self.conversations.len() < self.conversations.capacity() / 4 {
             self.conversations.shrink_to_fit();
-            self.by_customer.shrink_to_fit();
+            self.by_customer.shrink_to_fit(&self.conversations);
         }
     }
 

@@ -99,7 +99,7 @@ impl Tenant {
     /// The conversation an identity finds, if any.
     pub(super) fn find(&self, identity: &Identity) -> Option<ConversationId> {
         match identity {
-            Identity::Phone(p) => self.by_customer.get(p).copied(),
+            Identity::Phone(p) => self.by_customer.id(&self.conversations, p.as_e164()),
             other => self.by_alias.get(other).copied(),
         }
     }
@@ -126,13 +126,15 @@ impl Tenant {
         ];
         if !m.customer.trim().is_empty() {
             if identity::looks_e164(&m.customer)
-                && let Some((known, id)) = self.by_customer.get_key_value(m.customer.as_str())
+                && let Some((known, id)) = self
+                    .by_customer
+                    .get(&self.conversations, m.customer.as_str())
             {
-                return Ok((Identity::Phone(known.clone()), Some(*id), aliases));
+                return Ok((Identity::Phone(known.clone()), Some(id), aliases));
             }
             let phone = identity::normalize(&m.customer, self.region)
                 .map_err(|problem| invalid("customer", problem))?;
-            let id = self.by_customer.get(&phone).copied();
+            let id = self.by_customer.id(&self.conversations, phone.as_e164());
             return Ok((Identity::Phone(phone), id, aliases));
         }
         if m.channel == Channel::WhatsApp {
@@ -168,22 +170,26 @@ impl Tenant {
     /// Also finds `id` by `who` (not yet known to any conversation).
     fn add_identity(&mut self, id: ConversationId, who: Identity) {
         let conv = self.conversations.get_mut(&id).expect("exists");
-        match &who {
+        match who {
             Identity::Phone(p) => {
-                self.by_customer.insert(p.clone(), id);
                 if conv.customer.is_none() {
                     conv.customer = Some(p.clone());
-                    return;
+                } else {
+                    conv.known.get_or_insert_default().others.push(Other {
+                        identity: Identity::Phone(p.clone()),
+                        window_expires: None,
+                    });
                 }
+                self.by_customer.insert(&self.conversations, p, id);
             }
             alias => {
                 self.by_alias.insert(alias.clone(), id);
+                conv.known.get_or_insert_default().others.push(Other {
+                    identity: alias,
+                    window_expires: None,
+                });
             }
         }
-        conv.known.get_or_insert_default().others.push(Other {
-            identity: who,
-            window_expires: None,
-        });
     }
 
     /// Attaches the e-mail or visitor id an inbound message also carried to its conversation,
@@ -212,15 +218,21 @@ impl Tenant {
 
     /// Drops a conversation's identities from the indexes (it is being forgotten or merged).
     pub(super) fn unindex(
-        by_customer: &mut Map<CustomerNumber, ConversationId>,
+        by_customer: &mut Numbers,
         by_alias: &mut Map<Identity, ConversationId>,
+        id: ConversationId,
         c: &Conversation,
     ) {
-        for who in Self::identities(c) {
-            match who {
-                Identity::Phone(p) => by_customer.remove(&p),
-                alias => by_alias.remove(&alias),
-            };
+        if let Some(p) = &c.customer {
+            by_customer.remove_first(p, id);
+        }
+        for other in c.known.iter().flat_map(|k| &k.others) {
+            match &other.identity {
+                Identity::Phone(p) => by_customer.remove_other(p, id),
+                alias => {
+                    by_alias.remove(alias);
+                }
+            }
         }
     }
 
@@ -531,7 +543,7 @@ impl Tenant {
             });
         }
         let g = self.conversations.remove(&gone).expect("exists");
-        Self::unindex(&mut self.by_customer, &mut self.by_alias, &g);
+        Self::unindex(&mut self.by_customer, &mut self.by_alias, gone, &g);
         self.duplicates.forget(gone);
         let keep_n = self.limits.context_messages;
         let k = self.conversations.get_mut(&keep).expect("exists");
@@ -561,6 +573,7 @@ impl Tenant {
             others.extend(known.others);
             conflicts = k.known.get_or_insert_default().profile.merge(known.profile);
         }
+        let mut phones = Vec::new();
         for other in others {
             match (&other.identity, &k.customer) {
                 (Identity::Phone(p), None) => {
@@ -570,9 +583,14 @@ impl Tenant {
                 _ => k.known.get_or_insert_default().others.push(other.clone()),
             }
             match other.identity {
-                Identity::Phone(p) => self.by_customer.insert(p, keep),
-                alias => self.by_alias.insert(alias, keep),
-            };
+                Identity::Phone(p) => phones.push(p),
+                alias => {
+                    self.by_alias.insert(alias, keep);
+                }
+            }
+        }
+        for p in phones {
+            self.by_customer.insert(&self.conversations, p, keep);
         }
         for (field, kept, other) in conflicts {
             self.conflict(Conflict {

@@ -124,7 +124,7 @@ impl Tenant {
     /// A customer's number as the API gives it: a known customer's without parsing.
     pub(super) fn customer_number(&self, given: &str) -> Result<CustomerNumber, CoreError> {
         match identity::looks_e164(given)
-            .then(|| self.by_customer.get_key_value(given))
+            .then(|| self.by_customer.get(&self.conversations, given))
             .flatten()
         {
             Some((known, _)) => Ok(known.clone()),
@@ -142,7 +142,7 @@ impl Tenant {
         if let Some(thread) = &o.thread {
             self.conversation(thread.conversation)?;
             // The customer's numbers all find their conversation.
-            if self.by_customer.get(&to) != Some(&thread.conversation) {
+            if self.by_customer.id(&self.conversations, to.as_e164()) != Some(thread.conversation) {
                 return Err(invalid(
                     "conversation_id",
                     format!(
@@ -163,8 +163,8 @@ impl Tenant {
         });
         let window_open = self
             .by_customer
-            .get(&to)
-            .and_then(|id| Self::window_for(&self.conversations[id], &to))
+            .id(&self.conversations, to.as_e164())
+            .and_then(|id| Self::window_for(&self.conversations[&id], &to))
             .is_some_and(|e| now < e);
         let made_before = self.quotas.sends_made();
         let request = SendRequest {
@@ -218,9 +218,7 @@ impl Tenant {
     ) -> ConversationId {
         let id = ConversationId(self.next_conversation);
         self.next_conversation += 1;
-        if let Some(c) = &customer {
-            self.by_customer.insert(c.clone(), id);
-        }
+        let number = customer.clone();
         self.conversations.insert(
             id,
             Conversation {
@@ -240,6 +238,9 @@ impl Tenant {
                 last_activity: now,
             },
         );
+        if let Some(number) = number {
+            self.by_customer.insert(&self.conversations, number, id);
+        }
         id
     }
 }

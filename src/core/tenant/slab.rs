@@ -1,7 +1,8 @@
-//! Conversations by id, packed: the values dense in pages ([`Paged`]) and a small hash index
-//! of id → position. A hash map holding the values themselves keeps up to twice as many slots
-//! as entries (its load factor after a doubling), so each ~100-byte conversation would cost
-//! up to ~200; here the spare room is in 12-byte index slots and under one page of values.
+//! Conversations by id, packed: the values dense in pages ([`Paged`]) and a hash index of
+//! positions ([`Positions`]: the id is read from the value it finds). A hash map holding the
+//! values themselves keeps up to twice as many slots as entries (its load factor after a
+//! doubling), so each ~100-byte conversation would cost up to ~200; here the spare room is in
+//! 5-byte index slots and under one page of values.
 //! A removal moves the last value into the hole (`swap_remove`): positions are not stable,
 //! ids are.
 //!
@@ -11,15 +12,19 @@
 //! are taken a few at a time ([`Slab::step`]) while the shard goes on, and a conversation about
 //! to change (or go) before its turn is copied first (copy on write). So a cut costs the
 //! shard a flag, not a copy of every conversation.
+use std::hash::BuildHasher;
 use std::ops::Index;
 
-use super::super::{Map, Set};
+use super::super::Set;
+use super::super::positions::Positions;
 use super::paged::Paged;
 use crate::model::ConversationId;
 
 #[derive(Debug)]
 pub(super) struct Slab<V> {
-    index: Map<ConversationId, u32>,
+    index: Positions,
+    /// Hashes ids for `index` (randomly seeded per process).
+    hasher: foldhash::fast::RandomState,
     values: Paged<(ConversationId, V)>,
     /// Change tracking for cuts; None until [`Slab::track`] (nothing reads it otherwise).
     tracking: Option<Box<Tracking<V>>>,
@@ -82,7 +87,8 @@ pub struct CutCopy<V> {
 impl<V> Default for Slab<V> {
     fn default() -> Self {
         Self {
-            index: Map::default(),
+            index: Positions::default(),
+            hasher: foldhash::fast::RandomState::default(),
             values: Paged::default(),
             tracking: None,
         }
@@ -99,31 +105,49 @@ impl<V: Clone> Slab<V> {
     }
 
     pub fn contains_key(&self, id: &ConversationId) -> bool {
-        self.index.contains_key(id)
+        self.position(id).is_some()
     }
 
     pub fn get(&self, id: &ConversationId) -> Option<&V> {
-        let at = *self.index.get(id)?;
-        Some(&self.values[at as usize].1)
+        let at = self.position(id)?;
+        Some(&self.values[at].1)
     }
 
     pub fn get_mut(&mut self, id: &ConversationId) -> Option<&mut V> {
-        let at = *self.index.get(id)? as usize;
+        let at = self.position(id)?;
         self.changing(at);
         Some(&mut self.values[at].1)
     }
 
+    fn hash(&self, id: &ConversationId) -> u64 {
+        self.hasher.hash_one(id.0)
+    }
+
+    fn position(&self, id: &ConversationId) -> Option<usize> {
+        let values = &self.values;
+        self.index
+            .find(self.hash(id), |at| values[at as usize].0 == *id)
+            .map(|at| at as usize)
+    }
+
     /// Adds or replaces the value of `id`.
     pub fn insert(&mut self, id: ConversationId, value: V) {
-        match self.index.get(&id) {
-            Some(&at) => {
-                self.changing(at as usize);
-                self.values[at as usize].1 = value;
+        match self.position(&id) {
+            Some(at) => {
+                self.changing(at);
+                self.values[at].1 = value;
             }
             None => {
                 let at = u32::try_from(self.values.len()).expect("under 2³² conversations");
-                self.index.insert(id, at);
+                let hash = self.hash(&id);
                 self.values.push((id, value));
+                let Slab {
+                    index,
+                    hasher,
+                    values,
+                    ..
+                } = self;
+                index.insert(hash, at, |p| hasher.hash_one(values[p as usize].0.0));
                 if let Some(t) = &mut self.tracking {
                     t.changed.insert(id);
                 }
@@ -132,7 +156,7 @@ impl<V: Clone> Slab<V> {
     }
 
     pub fn remove(&mut self, id: &ConversationId) -> Option<V> {
-        let at = *self.index.get(id)? as usize;
+        let at = self.position(id)?;
         self.preserve(at);
         let last = self.values.len() - 1;
         if let Some(cut) = self.tracking.as_ref().and_then(|t| t.cut.as_ref())
@@ -142,10 +166,11 @@ impl<V: Clone> Slab<V> {
             // The last value moves below the scan: copy it now if the cut owes it.
             self.preserve(last);
         }
-        self.index.remove(id);
+        self.index.remove(self.hash(id), at as u32);
         let (_, value) = self.values.swap_remove(at);
         if let Some((moved, _)) = self.values.get(at) {
-            self.index.insert(*moved, at as u32);
+            let hash = self.hash(moved);
+            self.index.moved(hash, last as u32, at as u32);
         }
         if let Some(t) = &mut self.tracking {
             t.changed.remove(id);
@@ -170,7 +195,13 @@ impl<V: Clone> Slab<V> {
     }
 
     pub fn shrink_to_fit(&mut self) {
-        self.index.shrink_to_fit();
+        let Slab {
+            index,
+            hasher,
+            values,
+            ..
+        } = self;
+        index.shrink_to_fit(|p| hasher.hash_one(values[p as usize].0.0));
         self.values.shrink_to_fit();
     }
 
@@ -232,6 +263,7 @@ impl<V: Clone> Slab<V> {
     pub fn step(&mut self, budget: usize) -> Option<CutCopy<V>> {
         let Slab {
             index,
+            hasher,
             values,
             tracking,
         } = self;
@@ -243,7 +275,7 @@ impl<V: Clone> Slab<V> {
                 break;
             };
             spent += 1;
-            if let Some(&at) = index.get(&id)
+            if let Some(at) = index.find(hasher.hash_one(id.0), |at| values[at as usize].0 == id)
                 && cut.done.insert(id)
             {
                 cut.copies.push(values[at as usize].clone());

@@ -404,17 +404,12 @@ impl Tenant {
     /// be partly restored: discard it (the shard does).
     pub fn restore(&mut self, state: TenantState) -> Result<(), RestoreError> {
         let mut conversations = super::Slab::default();
-        let mut by_customer = Map::default();
         let mut by_alias = Map::default();
         for c in state.conversations {
             let id = ConversationId(c.id);
             let customer = match c.customer.as_str() {
                 "" => None,
-                e164 if identity::looks_e164(e164) => {
-                    let phone = CustomerNumber::from_valid_e164(e164);
-                    by_customer.insert(phone.clone(), id);
-                    Some(phone)
-                }
+                e164 if identity::looks_e164(e164) => Some(CustomerNumber::from_valid_e164(e164)),
                 _ => return Err(RestoreError::BadNumber(c.customer)),
             };
             let mut others = Vec::with_capacity(c.others.len());
@@ -422,9 +417,11 @@ impl Tenant {
                 let identity = Identity::restore(&o.kind, &o.value)
                     .ok_or_else(|| RestoreError::BadIdentity(format!("{}:{}", o.kind, o.value)))?;
                 match &identity {
-                    Identity::Phone(p) => by_customer.insert(p.clone(), id),
-                    alias => by_alias.insert(alias.clone(), id),
-                };
+                    Identity::Phone(_) => {}
+                    alias => {
+                        by_alias.insert(alias.clone(), id);
+                    }
+                }
                 others.push(Other {
                     identity,
                     window_expires: o.window_expires,
@@ -498,6 +495,18 @@ impl Tenant {
         // tenant and keeps it only if all of it fits.
         self.desk.restore(state.desk)?;
         self.quotas.restore(state.quota)?;
+        // The phones, once the conversations that hold them are in place.
+        let mut by_customer = super::Numbers::default();
+        for (id, c) in conversations.iter() {
+            for phone in c.customer.iter().chain(c.known.iter().flat_map(|k| {
+                k.others.iter().filter_map(|o| match &o.identity {
+                    Identity::Phone(p) => Some(p),
+                    _ => None,
+                })
+            })) {
+                by_customer.insert(&conversations, phone.clone(), *id);
+            }
+        }
         self.conversations = conversations;
         self.by_customer = by_customer;
         self.by_alias = by_alias;

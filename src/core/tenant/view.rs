@@ -47,8 +47,8 @@ impl Tenant {
     /// each of a customer's numbers has its own.
     pub fn window_open_for(&self, phone: &str, now: Timestamp) -> bool {
         self.by_customer
-            .get_key_value(phone)
-            .and_then(|(p, id)| Self::window_for(&self.conversations[id], p))
+            .get(&self.conversations, phone)
+            .and_then(|(p, id)| Self::window_for(&self.conversations[&id], p))
             .is_some_and(|e| now < e)
     }
 
