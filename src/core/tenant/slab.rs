@@ -11,11 +11,12 @@
 //! of each of those and of the `Slice` it names, each *as it was when the cut began*; the copies
 //! are taken a few at a time ([`Slab::step`]) while the shard goes on, and a conversation about
 //! to change (or go) before its turn is copied first (copy on write). So a cut costs the
-//! shard a flag, not a copy of every conversation.
+//! shard a flag, not a copy of every conversation. What changed, what a cut owes and what it
+//! copied are bits in a byte beside each value (moved with it), not sets of ids: under a
+//! backlog nearly every conversation is in them.
 use std::hash::BuildHasher;
 use std::ops::Index;
 
-use super::super::Set;
 use super::super::positions::Positions;
 use super::paged::Paged;
 use crate::model::ConversationId;
@@ -26,6 +27,8 @@ pub(super) struct Slab<V> {
     /// Hashes ids for `index` (randomly seeded per process).
     hasher: foldhash::fast::RandomState,
     values: Paged<(ConversationId, V)>,
+    /// The [`CHANGED`], [`OWED`] and [`COPIED`] bits of the value at the same position.
+    flags: Vec<u8>,
     /// Change tracking for cuts; None until [`Slab::track`] (nothing reads it otherwise).
     tracking: Option<Box<Tracking<V>>>,
 }
@@ -49,10 +52,15 @@ impl Slice {
     }
 }
 
+/// Changed (or new) since the current cut began (kept only while tracked).
+const CHANGED: u8 = 1;
+/// Changed before the current cut began: the cut owes it whatever the slice.
+const OWED: u8 = 2;
+/// Copied into the current cut (never twice: a later copy could be newer than the cut).
+const COPIED: u8 = 4;
+
 #[derive(Debug)]
 struct Tracking<V> {
-    /// Changed (or new) since the current cut began.
-    changed: Set<ConversationId>,
     /// Removed since the current cut began.
     removed: Vec<ConversationId>,
     cut: Option<Pending<V>>,
@@ -64,14 +72,8 @@ struct Pending<V> {
     slice: Slice,
     /// Conversations created after the cut began have ids from here on: never in it.
     new_from: ConversationId,
-    /// Changed before the cut began: owed whatever the slice.
-    owed: Set<ConversationId>,
-    /// The same, to copy in turn (popped as copied).
-    to_copy: Vec<ConversationId>,
-    /// Positions below this were scanned for the slice.
+    /// Positions below this were scanned (what they owed is copied).
     cursor: usize,
-    /// Copied already (never copied twice: a later copy could be newer than the cut).
-    done: Set<ConversationId>,
     copies: Vec<(ConversationId, V)>,
     removed: Vec<ConversationId>,
 }
@@ -90,6 +92,7 @@ impl<V> Default for Slab<V> {
             index: Positions::default(),
             hasher: foldhash::fast::RandomState::default(),
             values: Paged::default(),
+            flags: Vec::new(),
             tracking: None,
         }
     }
@@ -141,6 +144,8 @@ impl<V: Clone> Slab<V> {
                 let at = u32::try_from(self.values.len()).expect("under 2³² conversations");
                 let hash = self.hash(&id);
                 self.values.push((id, value));
+                self.flags
+                    .push(if self.tracking.is_some() { CHANGED } else { 0 });
                 let Slab {
                     index,
                     hasher,
@@ -148,9 +153,6 @@ impl<V: Clone> Slab<V> {
                     ..
                 } = self;
                 index.insert(hash, at, |p| hasher.hash_one(values[p as usize].0.0));
-                if let Some(t) = &mut self.tracking {
-                    t.changed.insert(id);
-                }
             }
         }
     }
@@ -168,12 +170,12 @@ impl<V: Clone> Slab<V> {
         }
         self.index.remove(self.hash(id), at as u32);
         let (_, value) = self.values.swap_remove(at);
+        self.flags.swap_remove(at);
         if let Some((moved, _)) = self.values.get(at) {
             let hash = self.hash(moved);
             self.index.moved(hash, last as u32, at as u32);
         }
         if let Some(t) = &mut self.tracking {
-            t.changed.remove(id);
             t.removed.push(*id);
         }
         Some(value)
@@ -203,6 +205,7 @@ impl<V: Clone> Slab<V> {
         } = self;
         index.shrink_to_fit(|p| hasher.hash_one(values[p as usize].0.0));
         self.values.shrink_to_fit();
+        self.flags.shrink_to_fit();
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &ConversationId> {
@@ -222,7 +225,6 @@ impl<V: Clone> Slab<V> {
     pub fn track(&mut self) {
         self.tracking.get_or_insert_with(|| {
             Box::new(Tracking {
-                changed: Set::default(),
                 removed: Vec::new(),
                 cut: None,
             })
@@ -244,15 +246,15 @@ impl<V: Clone> Slab<V> {
             slice
         };
         self.track();
+        // What changed is owed; nothing is copied yet (one pass over a byte a conversation).
+        for f in &mut self.flags {
+            *f = if *f & CHANGED != 0 { OWED } else { 0 };
+        }
         let t = self.tracking.as_mut().expect("tracking");
-        let owed = std::mem::take(&mut t.changed);
         t.cut = Some(Pending {
             slice,
             new_from,
-            to_copy: owed.iter().copied().collect(),
-            owed,
             cursor: 0,
-            done: Set::default(),
             copies: Vec::new(),
             removed: std::mem::take(&mut t.removed),
         });
@@ -262,37 +264,24 @@ impl<V: Clone> Slab<V> {
     /// sixteenth of a copy); the finished cut once it owes nothing more.
     pub fn step(&mut self, budget: usize) -> Option<CutCopy<V>> {
         let Slab {
-            index,
-            hasher,
             values,
+            flags,
             tracking,
+            ..
         } = self;
         let cut = tracking.as_mut()?.cut.as_mut()?;
         let mut spent = 0usize;
-        // What changed before the cut, wherever it is.
-        while spent < budget {
-            let Some(id) = cut.to_copy.pop() else {
-                break;
-            };
-            spent += 1;
-            if let Some(at) = index.find(hasher.hash_one(id.0), |at| values[at as usize].0 == id)
-                && cut.done.insert(id)
-            {
-                cut.copies.push(values[at as usize].clone());
-                spent += 16;
-            }
-        }
-        // The slice, by position.
         while spent < budget && cut.cursor < values.len() {
-            let (id, v) = &values[cut.cursor];
-            if id.0 < cut.new_from.0 && cut.slice.covers(*id) && cut.done.insert(*id) {
-                cut.copies.push((*id, v.clone()));
+            let at = cut.cursor;
+            if cut.owes(at, &values[at].0, flags[at]) {
+                cut.copies.push(values[at].clone());
+                flags[at] |= COPIED;
                 spent += 16;
             }
             spent += 1;
             cut.cursor += 1;
         }
-        if !cut.to_copy.is_empty() || cut.cursor < values.len() {
+        if cut.cursor < values.len() {
             return None;
         }
         let cut = tracking.as_mut()?.cut.take()?;
@@ -306,8 +295,8 @@ impl<V: Clone> Slab<V> {
     /// the cut being taken owes it.
     fn changing(&mut self, at: usize) {
         self.preserve(at);
-        if let Some(t) = &mut self.tracking {
-            t.changed.insert(self.values[at].0);
+        if self.tracking.is_some() {
+            self.flags[at] |= CHANGED;
         }
     }
 
@@ -317,12 +306,20 @@ impl<V: Clone> Slab<V> {
         let Some(cut) = self.tracking.as_mut().and_then(|t| t.cut.as_mut()) else {
             return;
         };
-        let (id, v) = &self.values[at];
-        let owed = cut.owed.contains(id)
-            || (at >= cut.cursor && id.0 < cut.new_from.0 && cut.slice.covers(*id));
-        if owed && cut.done.insert(*id) {
-            cut.copies.push((*id, v.clone()));
+        if at >= cut.cursor && cut.owes(at, &self.values[at].0, self.flags[at]) {
+            cut.copies.push(self.values[at].clone());
+            self.flags[at] |= COPIED;
         }
+    }
+}
+
+impl<V> Pending<V> {
+    /// Whether the cut owes a copy of `id` (at `at`, with `flags`) that it has not taken.
+    /// Below the cursor everything owed was copied already.
+    fn owes(&self, at: usize, id: &ConversationId, flags: u8) -> bool {
+        at >= self.cursor
+            && flags & COPIED == 0
+            && (flags & OWED != 0 || (id.0 < self.new_from.0 && self.slice.covers(*id)))
     }
 }
 
@@ -383,8 +380,8 @@ mod tests {
             },
             id(10),
         );
-        // One owed copy (3), then positions 0, 1 and 2 scanned (0 and 2 copied).
-        assert!(s.step(17 + 17 + 1 + 1).is_none());
+        // Positions 0 to 3 scanned: 0 and 2 copied (the slice), 3 copied (owed).
+        assert!(s.step(17 + 1 + 17 + 1).is_none());
         // Removing id 1 (position 1, under the scan) moves the last value (id 8, unscanned
         // and owed) there: it is copied before it moves.
         s.remove(&id(1));
