@@ -196,11 +196,19 @@ mod tests {
             }],
             profile: Default::default(),
         }));
+        numbers.remove_first(&phone(5), ConversationId(5));
         convs.get_mut(&ConversationId(5)).unwrap().customer = None;
         numbers.insert(&convs, phone(5), ConversationId(4));
         assert_eq!(
             numbers.id(&convs, phone(5).as_e164()),
             Some(ConversationId(4))
+        );
+        // Filed again for another conversation, it finds that one (the last filing wins).
+        convs.get_mut(&ConversationId(6)).unwrap().known = convs[&ConversationId(4)].known.clone();
+        numbers.insert(&convs, phone(5), ConversationId(6));
+        assert_eq!(
+            numbers.id(&convs, phone(5).as_e164()),
+            Some(ConversationId(6))
         );
 
         // Shrinking after a sweep keeps every number found.
