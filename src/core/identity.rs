@@ -106,6 +106,16 @@ pub fn fingerprint(id: &str) -> u128 {
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
+/// The hash `Dedup::seen` files id number `n` under, read from `order` (whose oldest id is
+/// number `first`): for the table to rehash its entries as it grows or shrinks.
+fn rehash<'a>(
+    hasher: &'a foldhash::fast::RandomState,
+    order: &'a VecDeque<(Timestamp, [u64; 2])>,
+    first: u32,
+) -> impl Fn(u32) -> u64 + 'a {
+    move |n| hasher.hash_one(order[n.wrapping_sub(first) as usize].1[1])
+}
+
 fn split(fp: u128) -> [u64; 2] {
     [(fp >> 64) as u64, fp as u64]
 }
@@ -212,23 +222,25 @@ impl Dedup {
         self.order.push_back((now, key));
         let number = self.pushed as u32;
         self.pushed += 1;
+        let first = self.first();
+        let hash = self.hasher.hash_one(key[1]);
         let Dedup {
             seen,
             hasher,
             order,
-            pushed,
             ..
         } = self;
-        let first = (*pushed - order.len() as u64) as u32;
-        seen.insert(hasher.hash_one(key[1]), number, |n| {
-            hasher.hash_one(order[n.wrapping_sub(first) as usize].1[1])
-        });
+        seen.insert(hash, number, rehash(hasher, order, first));
+    }
+
+    /// The low 32 bits of the number of the oldest id in `order`.
+    fn first(&self) -> u32 {
+        (self.pushed - self.order.len() as u64) as u32
     }
 
     /// Where id number `n` (its low 32 bits: the window holds far fewer) is in `order`.
     fn at(&self, n: u32) -> usize {
-        let first = (self.pushed - self.order.len() as u64) as u32;
-        n.wrapping_sub(first) as usize
+        n.wrapping_sub(self.first()) as usize
     }
 
     /// Forgets ids older than the ttl (and gives back capacity after a peak).
@@ -240,21 +252,20 @@ impl Dedup {
             self.forget_oldest();
         }
         if self.seen.len() < self.seen.capacity() / 4 {
+            let first = self.first();
             let Dedup {
                 seen,
                 hasher,
                 order,
-                pushed,
                 ..
             } = self;
-            let first = (*pushed - order.len() as u64) as u32;
-            seen.shrink_to_fit(|n| hasher.hash_one(order[n.wrapping_sub(first) as usize].1[1]));
+            seen.shrink_to_fit(rehash(hasher, order, first));
             self.order.shrink_to_fit();
         }
     }
 
     fn forget_oldest(&mut self) {
-        let first = (self.pushed - self.order.len() as u64) as u32;
+        let first = self.first();
         if let Some((_, key)) = self.order.pop_front() {
             self.seen.remove(self.hasher.hash_one(key[1]), first);
         }

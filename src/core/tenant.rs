@@ -158,6 +158,26 @@ impl FromIterator<Channel> for Channels {
 }
 
 impl Conversation {
+    /// A new conversation with `customer` (None: known by an e-mail or visitor id only).
+    fn new(customer: Option<CustomerNumber>, priority: Priority, now: Timestamp) -> Self {
+        Self {
+            customer,
+            known: None,
+            window_expires: None,
+            channels: Channels::default(),
+            // Most conversations are one or two messages: grow from one, not from four.
+            context: Vec::with_capacity(1),
+            paused: false,
+            route_override: None,
+            with_bot: false,
+            served_by_bot: false,
+            served_by_human: false,
+            last_queue: None,
+            priority,
+            last_activity: now,
+        }
+    }
+
     /// Room grows 1, 2, 4, … up to `keep`: most conversations hold one or two messages, and
     /// a first push would make room for four (192 bytes).
     fn push_context(&mut self, message: ContextMessage, keep: usize) {

@@ -221,22 +221,7 @@ impl Tenant {
         let number = customer.clone();
         self.conversations.insert(
             id,
-            Conversation {
-                customer,
-                known: None,
-                window_expires: None,
-                channels: Channels::default(),
-                // Most conversations are one or two messages: grow from one, not from four.
-                context: Vec::with_capacity(1),
-                paused: false,
-                route_override: None,
-                with_bot: false,
-                served_by_bot: false,
-                served_by_human: false,
-                last_queue: None,
-                priority: self.rules.default_priority,
-                last_activity: now,
-            },
+            Conversation::new(customer, self.rules.default_priority, now),
         );
         if let Some(number) = number {
             self.by_customer.insert(&self.conversations, number, id);

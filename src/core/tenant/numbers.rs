@@ -38,11 +38,14 @@ impl Numbers {
         number: &str,
     ) -> Option<(&'a CustomerNumber, ConversationId)> {
         let hash = self.hash(number);
+        // The number the conversation holds, kept as it is compared (not looked up again).
+        let mut held = None;
         let found = self.first.find(hash, |id| {
-            first_phone(convs, id).is_some_and(|p| p.as_e164() == number)
+            held = first_phone(convs, id).filter(|p| p.as_e164() == number);
+            held.is_some()
         });
         match found {
-            Some(&id) => Some((first_phone(convs, &id)?, id)),
+            Some(&id) => Some((held?, id)),
             None if self.others.is_empty() => None,
             None => self.others.get_key_value(number).map(|(p, id)| (p, *id)),
         }
@@ -70,10 +73,8 @@ impl Numbers {
         }
         if first_phone(convs, &id) == Some(&number) {
             let hash = self.hash(number.as_e164());
-            let hasher = &self.hasher;
-            self.first.insert_unique(hash, id, |id| {
-                first_phone(convs, id).map_or(0, |p| hasher.hash_one(p.as_e164()))
-            });
+            self.first
+                .insert_unique(hash, id, rehash(&self.hasher, convs));
         } else {
             self.others.insert(number, id);
         }
@@ -96,11 +97,19 @@ impl Numbers {
     }
 
     pub fn shrink_to_fit(&mut self, convs: &Slab<Conversation>) {
-        let hasher = &self.hasher;
-        self.first
-            .shrink_to_fit(|id| first_phone(convs, id).map_or(0, |p| hasher.hash_one(p.as_e164())));
+        self.first.shrink_to_fit(rehash(&self.hasher, convs));
         self.others.shrink_to_fit();
     }
+}
+
+/// The hash `Numbers::first` files a conversation under (its first phone's): for the table to
+/// rehash its entries as it grows or shrinks. Every filed conversation holds a first phone
+/// (the module's invariant); 0 would only misfile one that broke it.
+fn rehash<'a>(
+    hasher: &'a foldhash::fast::RandomState,
+    convs: &'a Slab<Conversation>,
+) -> impl Fn(&ConversationId) -> u64 + 'a {
+    move |id| first_phone(convs, id).map_or(0, |p| hasher.hash_one(p.as_e164()))
 }
 
 fn first_phone<'a>(
@@ -115,28 +124,14 @@ mod tests {
     use super::*;
     use crate::clock::Timestamp;
     use crate::core::customer::Identity;
-    use crate::core::tenant::{Channels, customers};
+    use crate::core::tenant::customers;
 
     fn phone(n: u64) -> CustomerNumber {
         CustomerNumber::from_valid_e164(&format!("+3461{n:07}"))
     }
 
     fn conversation(first: Option<CustomerNumber>) -> Conversation {
-        Conversation {
-            customer: first,
-            known: None,
-            window_expires: None,
-            channels: Channels::default(),
-            context: Vec::new(),
-            paused: false,
-            route_override: None,
-            with_bot: false,
-            served_by_bot: false,
-            served_by_human: false,
-            last_queue: None,
-            priority: 0,
-            last_activity: Timestamp(0),
-        }
+        Conversation::new(first, 0, Timestamp(0))
     }
 
     /// Enough first phones to grow the table several times (its hashes recomputed from the

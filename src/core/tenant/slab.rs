@@ -152,7 +152,7 @@ impl<V: Clone> Slab<V> {
                     values,
                     ..
                 } = self;
-                index.insert(hash, at, |p| hasher.hash_one(values[p as usize].0.0));
+                index.insert(hash, at, rehash(hasher, values));
             }
         }
     }
@@ -203,7 +203,7 @@ impl<V: Clone> Slab<V> {
             values,
             ..
         } = self;
-        index.shrink_to_fit(|p| hasher.hash_one(values[p as usize].0.0));
+        index.shrink_to_fit(rehash(hasher, values));
         self.values.shrink_to_fit();
         self.flags.shrink_to_fit();
     }
@@ -321,6 +321,15 @@ impl<V> Pending<V> {
             && flags & COPIED == 0
             && (flags & OWED != 0 || (id.0 < self.new_from.0 && self.slice.covers(*id)))
     }
+}
+
+/// The hash the index files position `p` under (its value's id): for the index to rehash its
+/// entries as it grows or shrinks.
+fn rehash<'a, V>(
+    hasher: &'a foldhash::fast::RandomState,
+    values: &'a Paged<(ConversationId, V)>,
+) -> impl Fn(u32) -> u64 + 'a {
+    move |p| hasher.hash_one(values[p as usize].0.0)
 }
 
 impl<V: Clone> Index<&ConversationId> for Slab<V> {
