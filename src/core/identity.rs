@@ -107,13 +107,14 @@ pub fn fingerprint(id: &str) -> u128 {
 }
 
 /// The hash `Dedup::seen` files id number `n` under, read from `order` (whose oldest id is
-/// number `first`): for the table to rehash its entries as it grows or shrinks.
+/// number `first`; None for an id forgotten): for the index to move its entries as it grows
+/// or shrinks.
 fn rehash<'a>(
     hasher: &'a foldhash::fast::RandomState,
     order: &'a VecDeque<(Timestamp, [u64; 2])>,
     first: u32,
-) -> impl Fn(u32) -> u64 + 'a {
-    move |n| hasher.hash_one(order[n.wrapping_sub(first) as usize].1[1])
+) -> impl Fn(u32) -> Option<u64> + 'a {
+    move |n| Some(hasher.hash_one(order.get(n.wrapping_sub(first) as usize)?.1[1]))
 }
 
 fn split(fp: u128) -> [u64; 2] {

@@ -10,15 +10,14 @@
 //! the slab) when they drop the conversation or move the number.
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-
 use super::{Conversation, Map, Slab};
+use crate::core::positions::Positions;
 use crate::model::{ConversationId, CustomerNumber};
 
 #[derive(Debug, Default)]
 pub(super) struct Numbers {
     /// Conversations by their first phone.
-    first: HashTable<ConversationId>,
+    first: Positions<ConversationId>,
     /// Every other phone a conversation's customer is known by.
     others: Map<CustomerNumber, ConversationId>,
     /// Hashes numbers for `first` (randomly seeded per process).
@@ -41,11 +40,11 @@ impl Numbers {
         // The number the conversation holds, kept as it is compared (not looked up again).
         let mut held = None;
         let found = self.first.find(hash, |id| {
-            held = first_phone(convs, id).filter(|p| p.as_e164() == number);
+            held = first_phone(convs, &id).filter(|p| p.as_e164() == number);
             held.is_some()
         });
         match found {
-            Some(&id) => Some((held?, id)),
+            Some(id) => Some((held?, id)),
             None if self.others.is_empty() => None,
             None => self.others.get_key_value(number).map(|(p, id)| (p, *id)),
         }
@@ -73,8 +72,7 @@ impl Numbers {
         }
         if first_phone(convs, &id) == Some(&number) {
             let hash = self.hash(number.as_e164());
-            self.first
-                .insert_unique(hash, id, rehash(&self.hasher, convs));
+            self.first.insert(hash, id, rehash(&self.hasher, convs));
         } else {
             self.others.insert(number, id);
         }
@@ -84,9 +82,7 @@ impl Numbers {
     /// the slab already). A conversation has one first phone, so its id alone picks the slot.
     pub fn remove_first(&mut self, number: &CustomerNumber, id: ConversationId) {
         let hash = self.hash(number.as_e164());
-        if let Ok(entry) = self.first.find_entry(hash, |&filed| filed == id) {
-            entry.remove();
-        }
+        self.first.remove(hash, id);
     }
 
     /// Unfiles `number`, another phone of conversation `id`, if it finds that conversation.
@@ -102,14 +98,14 @@ impl Numbers {
     }
 }
 
-/// The hash `Numbers::first` files a conversation under (its first phone's): for the table to
-/// rehash its entries as it grows or shrinks. Every filed conversation holds a first phone
-/// (the module's invariant); 0 would only misfile one that broke it.
+/// The hash `Numbers::first` files a conversation under (its first phone's; None for one gone
+/// or without a phone, which the module's invariant says is not filed): for the index to move
+/// its entries as it grows or shrinks.
 fn rehash<'a>(
     hasher: &'a foldhash::fast::RandomState,
     convs: &'a Slab<Conversation>,
-) -> impl Fn(&ConversationId) -> u64 + 'a {
-    move |id| first_phone(convs, id).map_or(0, |p| hasher.hash_one(p.as_e164()))
+) -> impl Fn(ConversationId) -> Option<u64> + 'a {
+    move |id| Some(hasher.hash_one(first_phone(convs, &id)?.as_e164()))
 }
 
 fn first_phone<'a>(

@@ -323,13 +323,13 @@ impl<V> Pending<V> {
     }
 }
 
-/// The hash the index files position `p` under (its value's id): for the index to rehash its
-/// entries as it grows or shrinks.
+/// The hash the index files position `p` under (its value's id; None past the last): for the
+/// index to move its entries as it grows or shrinks.
 fn rehash<'a, V>(
     hasher: &'a foldhash::fast::RandomState,
     values: &'a Paged<(ConversationId, V)>,
-) -> impl Fn(u32) -> u64 + 'a {
-    move |p| hasher.hash_one(values[p as usize].0.0)
+) -> impl Fn(u32) -> Option<u64> + 'a {
+    move |p| Some(hasher.hash_one(values.get(p as usize)?.0.0))
 }
 
 impl<V: Clone> Index<&ConversationId> for Slab<V> {
