@@ -59,13 +59,15 @@ pub struct KafkaConfig {
     /// least once in this many cuts in a row, and a takeover reads (at most) that many. 1:
     /// every cut writes everything.
     pub snapshot_spread: u32,
-    /// The most of a partition's time its cuts may take, in percent: after a cut that took
-    /// `t` to copy and encode (its waits for the broker left out), the partition's
-    /// next cut waits `t × (100 / this − 1)` (at most half of `stall_timeout_ms`) besides
-    /// `snapshot_interval_ms`. Under a
-    /// backlog, where every conversation changes between cuts, this keeps the cuts from
-    /// taking the CPU and memory the input needs; what a new owner replays after a crash grows
-    /// as much. 100: cuts every `snapshot_interval_ms` whatever they cost.
+    /// The most of the time cuts may take, in percent. A shard copies a cut within this share
+    /// of its time; the writer rests `t × (100 / this − 1)` after each chunk it took `t` to
+    /// encode; and after a cut that cost `t` (copying and encoding, its waits and rests left
+    /// out), the partition's next cut begins no sooner than `t × 100 / this` after it began
+    /// (waiting at most half of `stall_timeout_ms`), besides `snapshot_interval_ms`. Under a
+    /// backlog, or with a large state, where every conversation changes between cuts, this
+    /// keeps the cuts from taking the CPU the input needs in bursts; what a new owner replays
+    /// after a crash grows as much. Cuts a revoke or a shutdown waits for are not paced.
+    /// 100: cuts every `snapshot_interval_ms` whatever they cost.
     pub snapshot_busy_percent: u32,
     /// Largest state record, in bytes: a tenant's snapshot is cut into chunks of this size
     /// (keep it under the broker's `message.max.bytes`).

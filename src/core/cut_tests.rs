@@ -20,7 +20,8 @@ fn begin(s: &mut Sim, round: Option<(u64, u64)>) -> TenantState {
     assert_eq!(
         s.run(Command::BeginCut {
             tenant: tenant(),
-            round
+            round,
+            paced: true,
         }),
         Ok(Reply::Done)
     );
@@ -180,6 +181,7 @@ fn a_restored_tenant_is_cut_incrementally_and_its_first_cut_ever_is_whole() {
     let again = fresh.run(Command::BeginCut {
         tenant: tenant(),
         round: Some((3, 3)),
+        paced: true,
     });
     assert!(
         matches!(again, Err(CoreError::FailedPrecondition(_))),

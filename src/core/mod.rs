@@ -603,9 +603,13 @@ pub enum Command {
     /// Begins a cut taken without stopping (see `tenant::slab`): `round` = (round, spread)
     /// for an incremental one, None for a whole one. The shard copies it a little at a time
     /// ([`Shard::step_cuts`]) and the runtime answers with [`Reply::Cut`] when it is done.
+    /// `paced`: the runtime copies it within its share of the shard's time
+    /// (`kafka.snapshot_busy_percent`); false for a cut someone waits for (a revoke, a
+    /// shutdown), copied as fast as the shard can.
     BeginCut {
         tenant: TenantId,
         round: Option<(u64, u64)>,
+        paced: bool,
     },
     /// Rebuilds the tenant from its config and puts a saved state into it (a restart or a
     /// handover); None leaves it empty (its partition went to another replica). On error the
@@ -775,7 +779,8 @@ pub enum Reply {
     Audit(Vec<quota::AuditEntry>),
     Plan(quota::PlanResult),
     State(Box<TenantState>),
-    Cut(Box<TenantCut>),
+    /// A cut copied, and the shard's time spent copying it (the runtime's measure).
+    Cut(Box<TenantCut>, std::time::Duration),
     Done,
 }
 

@@ -125,6 +125,9 @@ pub(super) struct Cut {
     /// Each tenant's cut, being copied by its shard.
     states: Vec<(String, Answer)>,
     started: Instant,
+    /// Copied and encoded within `kafka.snapshot_busy_percent` of the time (a cut in the
+    /// background; not one a revoke or a shutdown waits for).
+    paced: bool,
 }
 
 /// A cut written to the state topic, its offsets to commit.
@@ -138,6 +141,10 @@ pub(super) struct Written {
     /// Since `started`: when the shards had copied the cut, when its outputs were
     /// acknowledged, when it was encoded (the debug log line).
     phases: [Duration; 3],
+    /// The shards' time spent copying it, and of the encoding, the time its writer rested
+    /// between chunks (see [`ChunkSink`]).
+    copying: Duration,
+    rested: Duration,
 }
 
 /// Taking partitions over and handing them over: shared by the input loop and the rebalance
@@ -172,6 +179,9 @@ pub(super) struct Handover {
     held: Mutex<Vec<(String, i32, i64)>>,
     /// Rebalances so far: the input drops what it holds when one ran while it held it.
     rebalances: std::sync::atomic::AtomicU64,
+    /// Set while a revoke or a shutdown cuts: snapshots being written in the background stop
+    /// resting between chunks, so the one it waits for is done sooner.
+    hurry: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handover {
@@ -201,6 +211,7 @@ impl Handover {
             watchdog,
             held: Mutex::default(),
             rebalances: Default::default(),
+            hurry: Default::default(),
         }
     }
 
@@ -423,6 +434,7 @@ impl Handover {
         &self,
         consumer: &impl Consumer<C>,
         partitions: &[i32],
+        paced: bool,
     ) -> Result<Vec<Cut>, HandoverError> {
         if partitions.is_empty() {
             return Ok(Vec::new());
@@ -480,6 +492,7 @@ impl Handover {
                 let command = Command::BeginCut {
                     tenant: tenant.clone(),
                     round: plan,
+                    paced,
                 };
                 match self.handle.block_on(self.runtime.submit(command)) {
                     Ok(answer) => states.push((tenant.to_string(), answer)),
@@ -498,6 +511,7 @@ impl Handover {
                 round,
                 states,
                 started,
+                paced,
             });
         }
         telemetry::kafka_cut_pause(paused.elapsed());
@@ -507,6 +521,8 @@ impl Handover {
     /// Writes a cut's snapshot to the state topic (serializing off the async threads) once
     /// every output produced before it is acknowledged (waiting at most `wait`): a snapshot
     /// stands for its input offsets, so what those records caused must be on the broker.
+    /// A paced cut's encoding rests between chunks to keep to `kafka.snapshot_busy_percent`
+    /// of the time.
     pub(super) async fn write_cut(
         &self,
         cut: Cut,
@@ -521,11 +537,17 @@ impl Handover {
             round,
             states,
             started,
+            paced,
         } = cut;
+        // The shards' time spent copying (the slowest's): a paced copy takes far longer.
+        let mut copying = Duration::ZERO;
         let mut cuts = Vec::with_capacity(states.len());
         for (tenant, answer) in states {
             match answer.get().await {
-                Ok(Reply::Cut(cut)) => cuts.push((tenant, cut)),
+                Ok(Reply::Cut(cut, spent)) => {
+                    copying = copying.max(spent);
+                    cuts.push((tenant, cut));
+                }
                 Ok(other) => unreachable!("BeginCut answers with a cut, not {other:?}"),
                 Err(e) => return Err(call_error(&crate::model::TenantId::new(&tenant), e)),
             }
@@ -541,19 +563,22 @@ impl Handover {
         // as it is written: the cut never holds a whole saved form or a whole JSON.
         let at = i64::try_from(crate::clock::SystemClock.now().as_millis()).unwrap_or(i64::MAX);
         let mut writer = self.store.begin(partition, at);
-        let (mut bytes, mut parts) = (0, Vec::new());
+        let (mut bytes, mut parts, mut rested) = (0, Vec::new(), Duration::ZERO);
         for (tenant, cut) in cuts {
             if cut.is_part() {
                 parts.push(tenant.clone());
             }
-            let (sink, mut chunks) = ChunkSink::new(self.store.chunk_bytes());
+            let (mut sink, mut chunks) = ChunkSink::new(self.store.chunk_bytes());
+            if paced {
+                sink.pace(self.config.snapshot_busy_percent, self.hurry.clone());
+            }
             let encoding = tokio::task::spawn_blocking(move || sink.write(*cut));
             while let Some(chunk) = chunks.recv().await {
                 bytes += chunk.len();
                 writer.chunk(&tenant, &chunk).await?;
             }
             match encoding.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(rest)) => rested += rest,
                 // The receiver is only dropped on an error above (returned already).
                 Ok(Err(e)) => panic!("a tenant state serializes: {e}"),
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -576,6 +601,8 @@ impl Handover {
             bytes,
             started,
             phases,
+            copying,
+            rested,
         })
     }
 
@@ -590,15 +617,20 @@ impl Handover {
                     c.at = crate::clock::monotonic();
                     c.inputs = written.inputs.clone();
                     c.dispatch = written.dispatch;
-                    // Its cost: the shards' copy and the encoding (not the waits for the
-                    // broker, which cost no CPU here and can be long while it is away).
-                    let [copied, settled, encoded] = written.phases;
-                    let cost = copied + encoded.saturating_sub(settled);
+                    // Its cost: the shards' copying and the encoding, not the waits (for the
+                    // broker, which cost no CPU here and can be long while it is away, and
+                    // the paced copy's and encoding's rests). The time it took beyond its
+                    // cost counts toward the rest it owes.
+                    let [_, settled, encoded] = written.phases;
+                    let cost = written.copying + encoded.saturating_sub(settled + written.rested);
+                    let taken = written.started.elapsed().saturating_sub(cost);
                     // At most half the stall timeout: readiness counts committed lag with
                     // nothing read as a stall, so a quiet partition's last input is committed
                     // well before that.
                     let stall = Duration::from_millis(self.config.stall_timeout_ms);
-                    let wait = paced(cost, self.config.snapshot_busy_percent).min(stall / 2);
+                    let wait = paced(cost, self.config.snapshot_busy_percent)
+                        .saturating_sub(taken)
+                        .min(stall / 2);
                     c.not_before = c.at + wait;
                 }
                 _ => return,
@@ -630,15 +662,18 @@ impl Handover {
         consumer: &impl Consumer<C>,
         partitions: &[i32],
     ) -> Result<(), HandoverError> {
+        use std::sync::atomic::Ordering;
+        self.hurry.store(true, Ordering::Relaxed);
         self.wait_written(partitions);
         let drain = Duration::from_millis(self.config.revoke_drain_ms);
-        let written = self.take_cut(consumer, partitions).and_then(|cuts| {
+        let written = self.take_cut(consumer, partitions, false).and_then(|cuts| {
             for cut in cuts {
                 let written = self.handle.block_on(self.write_cut(cut, drain))?;
                 self.commit(consumer, written);
             }
             Ok(())
         });
+        self.hurry.store(false, Ordering::Relaxed);
         if written.is_err() {
             partitions.iter().for_each(|&p| self.lost(p));
         }
@@ -899,6 +934,36 @@ struct ChunkSink {
     size: usize,
     buffer: Vec<u8>,
     chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
+    pace: Option<Pace>,
+}
+
+/// A sink's rests: after a chunk that took `t` to fill, it rests `t × (100 / busy − 1)`, so
+/// the encoding of a large cut is spread instead of taking a core (and the broker's) at once,
+/// which on a busy machine is CPU the input needs.
+struct Pace {
+    busy_percent: u32,
+    /// Rest no more while set (a revoke or a shutdown waits for this cut).
+    hurry: Arc<std::sync::atomic::AtomicBool>,
+    /// When the chunk being filled was begun.
+    since: Instant,
+    rested: Duration,
+}
+
+impl Pace {
+    /// Rests after a chunk that took `spent` to fill, in short naps that end early when told
+    /// to hurry.
+    fn rest(&mut self, spent: Duration) {
+        const NAP: Duration = Duration::from_millis(20);
+        let mut left = paced(spent, self.busy_percent);
+        let began = crate::clock::monotonic();
+        while !left.is_zero() && !self.hurry.load(std::sync::atomic::Ordering::Relaxed) {
+            let nap = left.min(NAP);
+            std::thread::sleep(nap);
+            left = left.saturating_sub(nap);
+        }
+        self.rested += began.elapsed();
+        self.since = crate::clock::monotonic();
+    }
 }
 
 impl ChunkSink {
@@ -908,22 +973,34 @@ impl ChunkSink {
             size,
             buffer: Vec::with_capacity(size),
             chunks,
+            pace: None,
         };
         (sink, receiver)
     }
 
+    /// Rests between chunks to keep the encoding to `busy_percent` of the time, until `hurry`.
+    fn pace(&mut self, busy_percent: u32, hurry: Arc<std::sync::atomic::AtomicBool>) {
+        self.pace = Some(Pace {
+            busy_percent,
+            hurry,
+            since: crate::clock::monotonic(),
+            rested: Duration::ZERO,
+        });
+    }
+
     /// Writes `cut`'s state and hands on the last chunk (none when the state filled its
-    /// chunks exactly). Blocking.
-    fn write(mut self, cut: crate::core::TenantCut) -> std::io::Result<()> {
+    /// chunks exactly). Blocking. Returns how long it rested between chunks.
+    fn write(mut self, cut: crate::core::TenantCut) -> std::io::Result<Duration> {
         cut.write_json(&mut self).map_err(std::io::Error::other)?;
         self.finish()
     }
 
-    fn finish(mut self) -> std::io::Result<()> {
+    fn finish(mut self) -> std::io::Result<Duration> {
         match std::mem::take(&mut self.buffer) {
-            last if last.is_empty() => Ok(()),
-            last => self.send(last),
+            last if last.is_empty() => {}
+            last => self.send(last)?,
         }
+        Ok(self.pace.map_or(Duration::ZERO, |p| p.rested))
     }
 
     fn send(&self, chunk: Vec<u8>) -> std::io::Result<()> {
@@ -943,7 +1020,12 @@ impl std::io::Write for ChunkSink {
             bytes = rest;
             if self.buffer.len() == self.size {
                 let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.size));
+                // The time to fill it, not the wait for the producer to take it.
+                let spent = self.pace.as_ref().map(|p| p.since.elapsed());
                 self.send(full)?;
+                if let (Some(pace), Some(spent)) = (&mut self.pace, spent) {
+                    pace.rest(spent);
+                }
             }
         }
         Ok(given)
@@ -985,5 +1067,29 @@ mod sink_tests {
             .await
             .expect("joined");
         assert!(written.is_err());
+    }
+
+    /// A paced sink told to hurry (a revoke waits for its cut) rests no more: after a chunk
+    /// that "took an hour" it would otherwise rest nine.
+    #[tokio::test]
+    async fn a_paced_sink_told_to_hurry_stops_resting() {
+        let hurry = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (mut sink, mut chunks) = ChunkSink::new(4);
+        sink.pace(10, hurry);
+        let writing = tokio::task::spawn_blocking(move || {
+            let pace = sink.pace.as_mut().expect("paced");
+            pace.rest(std::time::Duration::from_secs(3_600));
+            let rested = pace.rested;
+            sink.write_all(b"abcdefgh")?;
+            sink.finish().map(|total| (rested, total))
+        });
+        let mut got = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            got.push(chunk);
+        }
+        let (rested, total) = writing.await.expect("joined").expect("written");
+        assert_eq!(got, [b"abcd".to_vec(), b"efgh".to_vec()]);
+        assert!(rested < std::time::Duration::from_secs(3_600), "{rested:?}");
+        assert!(total >= rested, "the rests are added up");
     }
 }

@@ -207,7 +207,7 @@ impl KafkaInput {
                     // Taken here, between records; written in the background (the input goes
                     // on), committed here when written.
                     let due = self.handover.due(max_age);
-                    match blocking(|| self.handover.take_cut(&self.consumer, &due)) {
+                    match blocking(|| self.handover.take_cut(&self.consumer, &due, true)) {
                         Ok(taken) => {
                             self.handover.writing(&due);
                             for cut in taken {

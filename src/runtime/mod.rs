@@ -189,6 +189,10 @@ impl Runtime {
                 statuses: HashMap::new(),
                 effects: Vec::new(),
                 cuts: HashMap::new(),
+                cut_share: shard::CutShare::new(
+                    config.kafka.snapshot_busy_percent,
+                    crate::clock::monotonic(),
+                ),
                 series: Default::default(),
             };
             tasks.push(tokio::spawn(task.run(

@@ -17,9 +17,19 @@ pub(super) struct ShardTask {
     /// Reused between commands so the hot path does not allocate a fresh vector.
     pub(super) effects: Vec<Effect>,
     /// Cuts being taken (`Command::BeginCut`): who waits for each tenant's.
-    pub(super) cuts: HashMap<TenantId, oneshot::Sender<Result<Reply, CoreError>>>,
+    pub(super) cuts: HashMap<TenantId, CutCopying>,
+    /// The time paced cuts may take of the shard's.
+    pub(super) cut_share: CutShare,
     /// Handles to the per-message metrics.
     pub(super) series: telemetry::RoutingSeries,
+}
+
+/// A cut being copied.
+pub(super) struct CutCopying {
+    reply: oneshot::Sender<Result<Reply, CoreError>>,
+    paced: bool,
+    /// The shard's time spent copying it so far.
+    spent: Duration,
 }
 
 /// How much of a cut a shard copies between two requests (conversations; see
@@ -28,6 +38,50 @@ const CUT_STEP: usize = 1_024;
 
 /// How much it copies at a time when no request waits.
 const CUT_STEP_IDLE: usize = 16 * CUT_STEP;
+
+/// Paced cuts are copied within `percent` of the shard's time (`kafka.snapshot_busy_percent`):
+/// time to copy accrues as the clock runs, up to [`CutShare::MOST`], and copying spends it.
+/// A cut of a million conversations is about a second of copying: at full speed, from a shard
+/// that is busy with input, that second is the input's.
+pub(super) struct CutShare {
+    percent: u32,
+    credit: Duration,
+    since: std::time::Instant,
+}
+
+impl CutShare {
+    /// The most copying time saved up, so the copying comes in short steps.
+    const MOST: Duration = Duration::from_millis(20);
+
+    pub(super) fn new(percent: u32, now: std::time::Instant) -> Self {
+        Self {
+            percent: percent.clamp(1, 100),
+            credit: Duration::ZERO,
+            since: now,
+        }
+    }
+
+    /// The copying time there is at `now`.
+    fn credit(&mut self, now: std::time::Instant) -> Duration {
+        let accrued = now.saturating_duration_since(self.since) * self.percent / 100;
+        self.credit = (self.credit + accrued).min(Self::MOST);
+        self.since = self.since.max(now);
+        self.credit
+    }
+
+    /// How long after `now` there is copying time again (a millisecond's at least).
+    fn until_credit(&self, now: std::time::Instant) -> Duration {
+        if !self.credit.is_zero() {
+            return Duration::ZERO;
+        }
+        let accruing = Duration::from_millis(1) * 100 / self.percent;
+        accruing.saturating_sub(now.saturating_duration_since(self.since))
+    }
+
+    fn spend(&mut self, spent: Duration) {
+        self.credit = self.credit.saturating_sub(spent);
+    }
+}
 
 impl ShardTask {
     pub(super) async fn run(
@@ -58,8 +112,9 @@ impl ShardTask {
                     self.bots.clear();
                     self.statuses.clear();
                 }
-                // Nothing else to do: copy more of the cuts being taken.
-                () = std::future::ready(()), if !self.cuts.is_empty() => {
+                // Nothing else to do: copy more of the cuts being taken (paced ones when
+                // their share of the time allows).
+                () = rest(self.cut_rest()), if !self.cuts.is_empty() => {
                     self.step_cuts(CUT_STEP_IDLE);
                     // Always ready: let the worker's other tasks run between steps.
                     tokio::task::yield_now().await;
@@ -68,29 +123,62 @@ impl ShardTask {
         }
     }
 
-    /// Copies more of the cuts being taken and answers those finished.
+    /// Copies more of the cuts being taken (paced ones within their share of the time) and
+    /// answers those finished.
     fn step_cuts(&mut self, budget: usize) {
         if self.cuts.is_empty() {
             return;
         }
-        for (tenant, cut) in self.shard.step_cuts(budget) {
-            if let Some(reply) = self.cuts.remove(&tenant) {
-                let _ = reply.send(Ok(Reply::Cut(Box::new(cut))));
+        let paced = self.cuts.values().all(|c| c.paced);
+        let began = crate::clock::monotonic();
+        if paced && self.cut_share.credit(began).is_zero() {
+            return;
+        }
+        let done = self.shard.step_cuts(budget);
+        let spent = began.elapsed();
+        if paced {
+            self.cut_share.spend(spent);
+        }
+        // Each cut copied in this step is charged the step's time (several at once: each is
+        // charged all of it, an upper bound).
+        for cut in self.cuts.values_mut() {
+            cut.spent += spent;
+        }
+        for (tenant, cut) in done {
+            if let Some(c) = self.cuts.remove(&tenant) {
+                let _ = c.reply.send(Ok(Reply::Cut(Box::new(cut), c.spent)));
             }
+        }
+    }
+
+    /// How long the shard, idle, waits before copying more of its cuts: none when one is not
+    /// paced or the paced ones have time left.
+    fn cut_rest(&self) -> Duration {
+        match self.cuts.values().all(|c| c.paced) {
+            true => self.cut_share.until_credit(crate::clock::monotonic()),
+            false => Duration::ZERO,
         }
     }
 
     fn serve(&mut self, request: Request) {
         match request {
             Request::Command {
-                command: command @ Command::BeginCut { .. },
+                command: command @ Command::BeginCut { paced, .. },
                 reply,
             } => {
                 let tenant = command.tenant().cloned();
                 match (self.command(command), tenant) {
                     // Answered when the cut is copied (`step_cuts`).
                     (Ok(_), Some(tenant)) => {
-                        self.cuts.insert(tenant, reply);
+                        let spent = Duration::ZERO;
+                        self.cuts.insert(
+                            tenant,
+                            CutCopying {
+                                reply,
+                                paced,
+                                spent,
+                            },
+                        );
                     }
                     (result, _) => {
                         let _ = reply.send(result);
@@ -449,5 +537,37 @@ fn send_all<K: std::hash::Hash + Eq, T: Clone>(
     });
     if list.is_empty() {
         subscribers.remove(&key);
+    }
+}
+
+/// Ready after `wait` (at once for none).
+async fn rest(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paced_copying_gets_its_share_of_the_time_in_short_steps() {
+        let (t0, ms) = (crate::clock::monotonic(), Duration::from_millis);
+        let mut share = CutShare::new(10, t0);
+        assert_eq!(share.credit(t0), Duration::ZERO);
+        assert_eq!(
+            share.until_credit(t0),
+            ms(10),
+            "a millisecond's copying at 10%"
+        );
+        // 100 ms on: a tenth of it to copy.
+        assert_eq!(share.credit(t0 + ms(100)), ms(10));
+        assert_eq!(share.until_credit(t0 + ms(100)), Duration::ZERO);
+        share.spend(ms(12));
+        assert_eq!(share.credit(t0 + ms(100)), Duration::ZERO);
+        assert_eq!(share.until_credit(t0 + ms(104)), ms(6));
+        // An idle second saves up no more than a short step's worth.
+        assert_eq!(share.credit(t0 + ms(1_100)), CutShare::MOST);
     }
 }
