@@ -19,9 +19,11 @@
 //! moves it over), so moving each handle listed then moves them all.
 use hashbrown::HashTable;
 
-/// Entries moved from the old table at each insert while a table grows: the new table (twice
+/// Entries moved from the old table at each insert while a table grows (a few microseconds):
+/// a growth is over after a sixteenth as many inserts as the old table held, so two tables
+/// are kept (and lookups that miss try both) only briefly, and the new table (room for twice
 /// the old's entries) is never full before the old one is empty.
-const MOVED_PER_INSERT: usize = 4;
+const MOVED_PER_INSERT: usize = 16;
 
 #[derive(Debug)]
 pub struct Positions<T = u32> {
