@@ -112,9 +112,7 @@ impl<T: Copy + Eq> Positions<T> {
         {
             // Moved over now: the old table keeps only handles as they were listed.
             entry.remove();
-            self.table.insert_unique(hash, to, |_| {
-                unreachable!("the new table has room for every old entry")
-            });
+            file_moved(&mut self.table, hash, to);
         }
     }
 
@@ -159,9 +157,7 @@ impl<T: Copy + Eq> Positions<T> {
             let Some(hash) = hash_of(at) else { continue };
             if let Ok(entry) = g.old.find_entry(hash, |&p| p == at) {
                 entry.remove();
-                self.table.insert_unique(hash, at, |_| {
-                    unreachable!("the new table has room for every old entry")
-                });
+                file_moved(&mut self.table, hash, at);
             }
         }
         if g.listed.is_empty() {
@@ -169,6 +165,13 @@ impl<T: Copy + Eq> Positions<T> {
             self.growing = None;
         }
     }
+}
+
+/// Files an entry moved over from the old table: the new one has room for all of them.
+fn file_moved<T>(table: &mut HashTable<T>, hash: u64, at: T) {
+    table.insert_unique(hash, at, |_| {
+        unreachable!("the new table has room for every old entry")
+    });
 }
 
 #[cfg(test)]

@@ -1090,6 +1090,6 @@ mod sink_tests {
         let (rested, total) = writing.await.expect("joined").expect("written");
         assert_eq!(got, [b"abcd".to_vec(), b"efgh".to_vec()]);
         assert!(rested < std::time::Duration::from_secs(3_600), "{rested:?}");
-        assert!(total >= rested, "the rests are added up");
+        assert!(total < std::time::Duration::from_secs(3_600), "{total:?}");
     }
 }

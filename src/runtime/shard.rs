@@ -45,7 +45,9 @@ const CUT_STEP_IDLE: usize = 16 * CUT_STEP;
 /// that is busy with input, that second is the input's.
 pub(super) struct CutShare {
     percent: u32,
-    credit: Duration,
+    /// Copying time saved up (nanoseconds); below zero after a step that overran it, a debt
+    /// repaid before the next step.
+    balance: i64,
     since: std::time::Instant,
 }
 
@@ -56,7 +58,7 @@ impl CutShare {
     pub(super) fn new(percent: u32, now: std::time::Instant) -> Self {
         Self {
             percent: percent.clamp(1, 100),
-            credit: Duration::ZERO,
+            balance: 0,
             since: now,
         }
     }
@@ -64,22 +66,26 @@ impl CutShare {
     /// The copying time there is at `now`.
     fn credit(&mut self, now: std::time::Instant) -> Duration {
         let accrued = now.saturating_duration_since(self.since) * self.percent / 100;
-        self.credit = (self.credit + accrued).min(Self::MOST);
+        self.balance = self
+            .balance
+            .saturating_add(nanos(accrued))
+            .min(nanos(Self::MOST));
         self.since = self.since.max(now);
-        self.credit
+        Duration::from_nanos(self.balance.max(0).unsigned_abs())
     }
 
-    /// How long after `now` there is copying time again (a millisecond's at least).
+    /// How long after `now` there is copying time again: a debt repaid, and a millisecond's
+    /// copying saved up at least.
     fn until_credit(&self, now: std::time::Instant) -> Duration {
-        if !self.credit.is_zero() {
+        if self.balance > 0 {
             return Duration::ZERO;
         }
-        let accruing = Duration::from_millis(1) * 100 / self.percent;
-        accruing.saturating_sub(now.saturating_duration_since(self.since))
+        let owed = Duration::from_nanos(self.balance.unsigned_abs()) + Duration::from_millis(1);
+        (owed * 100 / self.percent).saturating_sub(now.saturating_duration_since(self.since))
     }
 
     fn spend(&mut self, spent: Duration) {
-        self.credit = self.credit.saturating_sub(spent);
+        self.balance = self.balance.saturating_sub(nanos(spent));
     }
 }
 
@@ -129,7 +135,7 @@ impl ShardTask {
         if self.cuts.is_empty() {
             return;
         }
-        let paced = self.cuts.values().all(|c| c.paced);
+        let paced = self.cuts_paced();
         let began = crate::clock::monotonic();
         if paced && self.cut_share.credit(began).is_zero() {
             return;
@@ -154,10 +160,16 @@ impl ShardTask {
     /// How long the shard, idle, waits before copying more of its cuts: none when one is not
     /// paced or the paced ones have time left.
     fn cut_rest(&self) -> Duration {
-        match self.cuts.values().all(|c| c.paced) {
+        match self.cuts_paced() {
             true => self.cut_share.until_credit(crate::clock::monotonic()),
             false => Duration::ZERO,
         }
+    }
+
+    /// Whether every cut being copied is paced (one a revoke or a shutdown waits for is
+    /// copied at full speed, and the others with it).
+    fn cuts_paced(&self) -> bool {
+        self.cuts.values().all(|c| c.paced)
     }
 
     fn serve(&mut self, request: Request) {
@@ -540,6 +552,10 @@ fn send_all<K: std::hash::Hash + Eq, T: Clone>(
     }
 }
 
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
 /// Ready after `wait` (at once for none).
 async fn rest(wait: Duration) {
     if !wait.is_zero() {
@@ -564,10 +580,14 @@ mod tests {
         // 100 ms on: a tenth of it to copy.
         assert_eq!(share.credit(t0 + ms(100)), ms(10));
         assert_eq!(share.until_credit(t0 + ms(100)), Duration::ZERO);
+        // A step that overran the 10 ms by 2: the debt is repaid first (20 ms), then a
+        // millisecond's copying saved up (10 ms).
         share.spend(ms(12));
         assert_eq!(share.credit(t0 + ms(100)), Duration::ZERO);
-        assert_eq!(share.until_credit(t0 + ms(104)), ms(6));
+        assert_eq!(share.until_credit(t0 + ms(104)), ms(26));
+        assert_eq!(share.credit(t0 + ms(120)), Duration::ZERO, "still repaying");
+        assert_eq!(share.credit(t0 + ms(130)), ms(1));
         // An idle second saves up no more than a short step's worth.
-        assert_eq!(share.credit(t0 + ms(1_100)), CutShare::MOST);
+        assert_eq!(share.credit(t0 + ms(1_130)), CutShare::MOST);
     }
 }
