@@ -22,6 +22,10 @@ use switchboard::core::identity::normalize;
 use switchboard::core::quota::{Quotas, SendRequest};
 use switchboard::model::{CustomerNumber, TenantId};
 
+/// The service's allocator (`src/main.rs`): measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SIZES: [usize; 2] = [10_000, 1_000_000];
 
 fn customers(n: usize) -> Vec<CustomerNumber> {

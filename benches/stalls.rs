@@ -13,6 +13,10 @@ use switchboard::config::Config;
 use switchboard::core::{Command, Effect, Inbound, Shard};
 use switchboard::model::{Channel, TenantId};
 
+/// The service's allocator (`src/main.rs`): measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
         .ok()
