@@ -36,9 +36,15 @@ pub(crate) fn normalize_slowly(
     if !phonenumber::is_valid(&parsed) {
         return Err(invalid_in(region));
     }
-    Ok(CustomerNumber::from_valid_e164(
-        &parsed.format().mode(Mode::E164).to_string(),
-    ))
+    let e164 = parsed.format().mode(Mode::E164).to_string();
+    // `phonenumber` keeps national numbers to 17 digits: never longer than a number holds.
+    if e164.len() > CustomerNumber::MAX_BYTES {
+        return Err(format!(
+            "is too long ({} digits); send E.164, at most 15 digits",
+            e164.len() - 1
+        ));
+    }
+    Ok(CustomerNumber::from_valid_e164(&e164))
 }
 
 fn invalid_in(region: country::Id) -> String {

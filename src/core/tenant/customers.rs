@@ -542,15 +542,16 @@ impl Tenant {
                 reason: Reason::Linked,
             });
         }
-        let g = self.conversations.remove(&gone).expect("exists");
+        let mut g = self.conversations.remove(&gone).expect("exists");
         Self::unindex(&mut self.by_customer, &mut self.by_alias, gone, &g);
         self.duplicates.forget(gone);
         let keep_n = self.limits.context_messages;
         let k = self.conversations.get_mut(&keep).expect("exists");
-        let mut context: Vec<ContextMessage> = k.context.drain(..).chain(g.context).collect();
+        let mut context = k.take_context();
+        context.extend(g.take_context());
         context.sort_by_key(|m| m.at);
-        let skip = context.len().saturating_sub(keep_n);
-        k.context = context.into_iter().skip(skip).collect();
+        context.drain(..context.len().saturating_sub(keep_n));
+        k.context = context;
         for ch in g.channels.iter() {
             k.channels.push(ch);
         }

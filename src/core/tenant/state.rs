@@ -157,8 +157,7 @@ fn saved_conversation(
         window_expires: c.window_expires,
         channels: c.channels.to_vec(),
         context: c
-            .context
-            .iter()
+            .context()
             .map(|m| SavedMessage {
                 note: m.direction == Direction::Note,
                 outbound: m.direction == Direction::Outbound,
@@ -474,6 +473,7 @@ impl Tenant {
                             )
                         })
                         .collect(),
+                    context_head: 0,
                     paused: c.paused,
                     route_override,
                     with_bot: c.with_bot,

@@ -39,7 +39,7 @@ impl Tenant {
             window_expires: c.window_expires,
             window_open: c.window_expires.is_some_and(|e| now < e),
             channels: c.channels.to_vec(),
-            context: c.context.to_vec(),
+            context: c.context().cloned().collect(),
         })
     }
 
