@@ -308,6 +308,8 @@ fn inbound(profiles: bool) {
 /// `MEMORY_BENCH_CASE`), so what one case freed and the allocator kept is not there for the
 /// next to reuse: every figure is from a fresh heap.
 fn main() {
+    // The allocator as the service sets it (each case's process runs this too).
+    switchboard::allocator::tune();
     // `cargo bench` passes --bench; this binary takes no options.
     const CASES: [&str; 4] = ["outbound", "lifecycle", "inbound", "inbound-profiles"];
     match std::env::var("MEMORY_BENCH_CASE").as_deref() {

@@ -4,7 +4,8 @@
 //! Map of the crate, one line a module, in layer order (a module uses only modules above it
 //! in this list; `tests/layering.rs` checks it):
 //! - [`model`]: identifiers and the customer number that never prints in full; [`proto`]: the
-//!   generated `switchboard.v1` messages and services.
+//!   generated `switchboard.v1` messages and services; [`allocator`]: the allocator's
+//!   settings, set by the binaries at start.
 //! - [`clock`]: the only place that reads the time.
 //! - [`config`]: the TOML file and its environment overrides, validated once; a leaf.
 //! - [`core`]: the deterministic per-tenant state machine (`Shard`): commands and time in,
@@ -21,6 +22,7 @@
 //! - [`webhook`]: Meta's webhooks over HTTP (signed), to the webhooks topic or the shards;
 //!   [`egress`]: the dispatch topic through the Cloud API, answers to the outcomes topic.
 //! - [`server`]: wires everything, serves until shutdown.
+pub mod allocator;
 pub mod auth;
 pub mod clock;
 pub mod cloud_api;

@@ -105,6 +105,7 @@ enum ConfigCmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    switchboard::allocator::tune();
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve),

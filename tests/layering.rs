@@ -4,7 +4,8 @@
 //!
 //! The order (ARCHITECTURE.md, "Layers, one way"; docs/layout.md), lowest first:
 //!
-//! 0. `model`, `proto`: shared domain types and the generated API messages;
+//! 0. `model`, `proto`, `allocator`: shared domain types, the generated API messages, the
+//!    allocator's settings;
 //! 1. `clock`: the only reader of the time;
 //! 2. `config`: the TOML and its sections, a leaf (no component);
 //! 3. `core`: the deterministic shard;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("model", 0),
     ("proto", 0),
+    ("allocator", 0),
     ("clock", 1),
     ("config", 2),
     ("core", 3),

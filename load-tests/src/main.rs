@@ -202,6 +202,8 @@ struct RunArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The servers it starts are this binary again: tuned as the service is.
+    switchboard::allocator::tune();
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let (None, Some(threads)) = (&cli.command, cli.run.threads) {
