@@ -79,8 +79,9 @@ struct Conversation {
     customer: Option<CustomerNumber>,
     /// Everything else the customer is known by, and their profile (None: nothing more).
     known: Option<Box<customers::Known>>,
-    /// When the first phone's customer-service window closes; None: never opened.
-    window_expires: Option<Timestamp>,
+    /// When the first phone's customer-service window closes ([`Expiry::get`]; None: never
+    /// opened).
+    window_expires: Expiry,
     channels: Channels,
     /// A ring, oldest first from `context_head` (read through [`Conversation::context`]):
     /// once full (`limits.context_messages`, 20 by default), a new message takes the
@@ -103,6 +104,27 @@ struct Conversation {
     last_queue: Option<u16>,
     priority: Priority,
     last_activity: Timestamp,
+}
+
+/// When a window closes, in 8 bytes (an `Option<Timestamp>` takes 16, in every
+/// conversation): `u64::MAX` for a window never opened, a time no window reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expiry(u64);
+
+impl Expiry {
+    const NEVER: Self = Self(u64::MAX);
+
+    fn at(t: Timestamp) -> Self {
+        Self(t.as_millis().min(u64::MAX - 1))
+    }
+
+    fn from(t: Option<Timestamp>) -> Self {
+        t.map_or(Self::NEVER, Self::at)
+    }
+
+    fn get(self) -> Option<Timestamp> {
+        (self != Self::NEVER).then_some(Timestamp(self.0))
+    }
 }
 
 /// The channels a customer used, in first-use order, in one byte: two bits each (the
@@ -166,7 +188,7 @@ impl Conversation {
         Self {
             customer,
             known: None,
-            window_expires: None,
+            window_expires: Expiry::NEVER,
             channels: Channels::default(),
             // Most conversations are one or two messages: grow from one, not from four.
             context: Vec::with_capacity(1),
@@ -617,7 +639,7 @@ impl Tenant {
                     && let Some(id) = self.by_customer.id(&self.conversations, customer.as_e164())
                     && let Some(c) = self.conversations.get_mut(&id)
                 {
-                    c.window_expires = Some(now);
+                    c.window_expires = Expiry::at(now);
                 }
                 Ok(Reply::Done)
             }
@@ -934,6 +956,19 @@ mod tests {
             .collect();
         assert_eq!(taken, model);
         assert_eq!(texts(&c), Vec::<String>::new());
+    }
+
+    /// A conversation's window in 8 bytes: never opened reads None, any time reads back.
+    #[test]
+    fn an_expiry_is_a_time_or_never_in_eight_bytes() {
+        assert_eq!(Expiry::NEVER.get(), None);
+        assert_eq!(Expiry::from(None), Expiry::NEVER);
+        for t in [0, 1, 1_700_000_000_000, u64::MAX - 1] {
+            assert_eq!(Expiry::from(Some(Timestamp(t))).get(), Some(Timestamp(t)));
+        }
+        assert_eq!(std::mem::size_of::<Expiry>(), 8);
+        // The state a conversation holds inline (the slab adds its id and a byte of flags).
+        assert_eq!(std::mem::size_of::<Conversation>(), 96);
     }
 
     #[test]

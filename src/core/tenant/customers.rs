@@ -566,7 +566,7 @@ impl Tenant {
         if let Some(p) = g.customer {
             others.push(Other {
                 identity: Identity::Phone(p),
-                window_expires: g.window_expires,
+                window_expires: g.window_expires.get(),
             });
         }
         let mut conflicts = Vec::new();
@@ -579,7 +579,7 @@ impl Tenant {
             match (&other.identity, &k.customer) {
                 (Identity::Phone(p), None) => {
                     k.customer = Some(p.clone());
-                    k.window_expires = other.window_expires;
+                    k.window_expires = Expiry::from(other.window_expires);
                 }
                 _ => k.known.get_or_insert_default().others.push(other.clone()),
             }
@@ -614,7 +614,7 @@ impl Tenant {
     /// The service window for messages to `phone` in conversation `c`.
     pub(super) fn window_for(c: &Conversation, phone: &CustomerNumber) -> Option<Timestamp> {
         if c.customer.as_ref() == Some(phone) {
-            return c.window_expires;
+            return c.window_expires.get();
         }
         c.known.as_ref().and_then(|k| {
             k.others
@@ -627,7 +627,7 @@ impl Tenant {
     /// A WhatsApp message from `phone` opens (or resets) that number's window.
     pub(super) fn open_window(c: &mut Conversation, phone: &CustomerNumber, until: Timestamp) {
         if c.customer.as_ref() == Some(phone) {
-            c.window_expires = Some(until);
+            c.window_expires = Expiry::at(until);
         } else if let Some(o) = c.known.as_mut().and_then(|k| {
             k.others
                 .iter_mut()

@@ -340,7 +340,10 @@ impl Tenant {
     /// A decision about conversation `id` with its window filled in.
     pub(super) fn decision(&self, id: ConversationId, now: Timestamp) -> Decision {
         let mut d = Decision::new(Some(id));
-        d.window_expires = self.conversations.get(&id).and_then(|c| c.window_expires);
+        d.window_expires = self
+            .conversations
+            .get(&id)
+            .and_then(|c| c.window_expires.get());
         d.window_open = d.window_expires.is_some_and(|e| now < e);
         d
     }

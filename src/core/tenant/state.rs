@@ -154,7 +154,7 @@ fn saved_conversation(
             .as_ref()
             .map(|k| k.profile.clone())
             .filter(|p| !p.is_empty()),
-        window_expires: c.window_expires,
+        window_expires: c.window_expires.get(),
         channels: c.channels.to_vec(),
         context: c
             .context()
@@ -453,7 +453,7 @@ impl Tenant {
                 Conversation {
                     customer,
                     known,
-                    window_expires: c.window_expires,
+                    window_expires: Expiry::from(c.window_expires),
                     channels: c.channels.into_iter().collect(),
                     context: c
                         .context

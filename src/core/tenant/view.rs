@@ -36,8 +36,8 @@ impl Tenant {
             priority,
             automation_paused: c.paused,
             route_override: c.route_override.as_deref().cloned(),
-            window_expires: c.window_expires,
-            window_open: c.window_expires.is_some_and(|e| now < e),
+            window_expires: c.window_expires.get(),
+            window_open: c.window_expires.get().is_some_and(|e| now < e),
             channels: c.channels.to_vec(),
             context: c.context().cloned().collect(),
         })
@@ -56,7 +56,7 @@ impl Tenant {
     pub fn window_open(&self, id: ConversationId, now: Timestamp) -> bool {
         self.conversations
             .get(&id)
-            .and_then(|c| c.window_expires)
+            .and_then(|c| c.window_expires.get())
             .is_some_and(|e| now < e)
     }
 }
