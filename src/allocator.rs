@@ -1,9 +1,10 @@
 //! The binaries' allocator settings. mimalloc (the global allocator of `switchboard`,
 //! `switchboard-load` and the memory bench) keeps freed memory for a second before it gives
-//! it back to the OS, and asks for transparent huge pages, so a replica's RSS ran 30–110 bytes
-//! a customer above its live heap and a fresh 2 MiB page was zeroed at once where a cut
-//! copied conversations. [`tune`] sets two of its options, each unless the environment sets
-//! it (mimalloc reads `MIMALLOC_<OPTION>` at start-up; an operator's choice stands):
+//! it back to the OS, and asks for transparent huge pages (counted whole in RSS, zeroed 2 MiB
+//! at a time): in the memory bench a customer's RSS ran ~110 bytes above its live heap
+//! (~37 with the settings below). [`tune`] sets two of its options, each unless the
+//! environment sets it (mimalloc reads `MIMALLOC_<OPTION>` at start-up; an operator's choice
+//! stands):
 //!
 //! - `purge_delay` 10 ms (mimalloc's default is 1,000): freed memory goes back to the OS
 //!   within ~10 ms of allocator activity instead of a second;

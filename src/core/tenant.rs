@@ -230,9 +230,9 @@ impl Conversation {
             self.context_head = u16::try_from((head + 1) % keep).expect("below keep");
             return;
         }
-        if self.context_head != 0 || len > keep {
-            // The limit changed since the ring wrapped (a reload), or is past a head's
-            // reach: back in order, the oldest dropped down to room for this one.
+        if self.context_head != 0 || len >= keep {
+            // The limit changed since the ring turned (a reload), or is past a head's reach
+            // (over 65,535 messages): back in order, the oldest dropped to make room.
             let mut context = self.take_context();
             context.drain(..(context.len() + 1).saturating_sub(keep));
             self.context = context;
@@ -956,6 +956,31 @@ mod tests {
             .collect();
         assert_eq!(taken, model);
         assert_eq!(texts(&c), Vec::<String>::new());
+    }
+
+    /// A limit past the ring head's reach (over 65,535) still keeps the newest `keep`.
+    #[test]
+    fn a_context_past_the_rings_reach_still_keeps_its_limit() {
+        let keep = usize::from(u16::MAX) + 2;
+        let mut c = Conversation::new(None, 0, Timestamp(0));
+        for n in 0..keep as u64 + 3 {
+            let text = n.to_string();
+            c.push_context(
+                ContextMessage::new(
+                    Direction::Inbound,
+                    Channel::WhatsApp,
+                    Timestamp(n),
+                    &text,
+                    "",
+                    None,
+                ),
+                keep,
+            );
+        }
+        assert_eq!(c.context.len(), keep);
+        let mut texts = c.context().map(ContextMessage::text);
+        assert_eq!(texts.next(), Some("3"));
+        assert_eq!(texts.last(), Some((keep as u64 + 2).to_string().as_str()));
     }
 
     /// A conversation's window in 8 bytes: never opened reads None, any time reads back.
