@@ -25,6 +25,8 @@ fn count(var: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // The allocator's settings as the service sets them at start.
+    switchboard::allocator::tune();
     let messages = count("STALLS_MESSAGES", 2_500_000);
     let customers = count("STALLS_CUSTOMERS", 1_000_000).max(1);
     let config = Config::from_toml_str(switchboard::config::EMBEDDED_DEFAULT).expect("embedded");
