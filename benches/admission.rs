@@ -22,9 +22,8 @@ use switchboard::core::identity::normalize;
 use switchboard::core::quota::{Quotas, SendRequest};
 use switchboard::model::{CustomerNumber, TenantId};
 
-/// The service's allocator (`src/main.rs`): measured as it ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/allocator.rs"]
+mod allocator;
 
 const SIZES: [usize; 2] = [10_000, 1_000_000];
 

@@ -26,9 +26,8 @@ use switchboard::core::{Command, Effect, Shard};
 use switchboard::model::TenantId;
 use switchboard::proto;
 
-/// The service's allocator (`src/main.rs`): measured as it ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/allocator.rs"]
+mod allocator;
 
 const CUSTOMERS: usize = 1_000_000;
 const POOL: usize = 100_000;

@@ -18,9 +18,8 @@ use switchboard::config::Config;
 use switchboard::proto;
 use tokio_util::sync::CancellationToken;
 
-/// The service's allocator (`src/main.rs`): measured as it ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/allocator.rs"]
+mod allocator;
 
 #[path = "../tests/support/tansu.rs"]
 mod tansu;

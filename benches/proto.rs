@@ -8,9 +8,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message as _;
 use switchboard::proto;
 
-/// The service's allocator (`src/main.rs`): measured as it ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/allocator.rs"]
+mod allocator;
 
 fn messages() -> Vec<(&'static str, Vec<u8>)> {
     let inbound = proto::InboundMessage {

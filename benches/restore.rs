@@ -18,9 +18,8 @@ use switchboard::core::{Command, Inbound, Outbound, Reply, Shard, TenantState};
 use switchboard::kafka::state::StateStore;
 use switchboard::model::{Channel, TenantId};
 
-/// The service's allocator (`src/main.rs`): measured as it ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/allocator.rs"]
+mod allocator;
 
 const CUSTOMERS: u64 = 100_000;
 

@@ -27,9 +27,8 @@ use switchboard::core::{Command, Effect, Inbound, Shard};
 use switchboard::model::{AgentId, Channel, Presence, TenantId};
 use switchboard::proto;
 
-/// The service's allocator (`src/main.rs`): the routing cost is measured as it ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/allocator.rs"]
+mod allocator;
 
 /// Distinct customers cycled through. Message ids are unique across a full cycle of the pool,
 /// and `dedup_max_ids` is below the pool size, so no message is ever seen as a duplicate.
