@@ -98,7 +98,8 @@ struct DedupCut {
     round: Option<(u64, u64)>,
     /// The number of the next id to look at.
     next: u64,
-    copies: Vec<(Timestamp, u128)>,
+    /// Fingerprints as two `u64`s, as in `order`: 24 bytes an id, not 32.
+    copies: Vec<(Timestamp, [u64; 2])>,
 }
 
 /// Fixed keys for the two halves of a fingerprint (arbitrary, distinct constants).
@@ -127,7 +128,7 @@ fn split(fp: u128) -> [u64; 2] {
     [(fp >> 64) as u64, fp as u64]
 }
 
-fn join([hi, lo]: [u64; 2]) -> u128 {
+pub fn join([hi, lo]: [u64; 2]) -> u128 {
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
@@ -150,18 +151,28 @@ impl Dedup {
     pub fn begin_cut(&mut self, round: Option<(u64, u64)>) {
         debug_assert!(self.cut.is_none(), "one cut at a time");
         let first = self.pushed - self.order.len() as u64;
+        // Room for what the cut will likely copy, taken once (see `Slab::begin_cut`).
+        let recent = self.pushed - self.cut_mark.max(first);
+        let older = self.order.len() as u64 - recent;
+        let expected = recent
+            + match round {
+                None => older,
+                Some((_, spread)) => (older / spread.max(1)) * 9 / 8 + 16,
+            };
         self.cut = Some(DedupCut {
             since: self.cut_mark,
             upto: self.pushed,
             round,
             next: first,
-            copies: Vec::new(),
+            copies: Vec::with_capacity(
+                usize::try_from(expected.min(self.order.len() as u64)).unwrap_or(0),
+            ),
         });
         self.cut_mark = self.pushed;
     }
 
     /// Looks at up to `budget` ids of the cut being taken; the finished cut's ids once done.
-    pub fn step(&mut self, budget: usize) -> Option<Vec<(Timestamp, u128)>> {
+    pub fn step(&mut self, budget: usize) -> Option<Vec<(Timestamp, [u64; 2])>> {
         let cut = self.cut.as_mut()?;
         let first = self.pushed - self.order.len() as u64;
         cut.next = cut.next.max(first);
@@ -173,7 +184,7 @@ impl Dedup {
                     (fp[0] ^ fp[1]) % spread.max(1) == round % spread.max(1)
                 });
             if owed {
-                cut.copies.push((at, join(fp)));
+                cut.copies.push((at, fp));
             }
             cut.next += 1;
             looked += 1;

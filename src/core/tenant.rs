@@ -33,6 +33,7 @@ use crate::model::{
     AgentId, Channel, ConversationId, CustomerNumber, Priority, QueueName, TenantId,
 };
 
+mod context;
 mod customers;
 mod messages;
 mod numbers;
@@ -41,6 +42,7 @@ mod routing;
 mod slab;
 mod state;
 mod view;
+use context::{Context, Kept};
 pub use customers::{CustomerView, DuplicateView, IdentityRef, LinkView, Other};
 use numbers::Numbers;
 use slab::Slab;
@@ -83,13 +85,9 @@ struct Conversation {
     /// opened).
     window_expires: Expiry,
     channels: Channels,
-    /// A ring, oldest first from `context_head` (read through [`Conversation::context`]):
-    /// once full (`limits.context_messages`, 20 by default), a new message takes the
-    /// oldest's place and the head moves on, instead of the rest shifting down a slot (a
-    /// kilobyte moved a message). A `Vec` and a 2-byte head, not a `VecDeque`: 8 bytes
-    /// less in every conversation.
-    context: Vec<ContextMessage>,
-    context_head: u16,
+    /// The newest messages (`limits.context_messages`, 20 by default), packed (see
+    /// [`context`]).
+    context: Context,
     paused: bool,
     /// Boxed: rare, and 24 bytes inline in every conversation.
     route_override: Option<Box<RouteOverride>>,
@@ -190,9 +188,7 @@ impl Conversation {
             known: None,
             window_expires: Expiry::NEVER,
             channels: Channels::default(),
-            // Most conversations are one or two messages: grow from one, not from four.
-            context: Vec::with_capacity(1),
-            context_head: 0,
+            context: Context::default(),
             paused: false,
             route_override: None,
             with_bot: false,
@@ -202,47 +198,6 @@ impl Conversation {
             priority,
             last_activity: now,
         }
-    }
-
-    /// The context, oldest first.
-    fn context(&self) -> impl Iterator<Item = &ContextMessage> {
-        let (newer, older) = self.context.split_at(usize::from(self.context_head));
-        older.iter().chain(newer)
-    }
-
-    /// Takes the context out, oldest first (the conversation keeps none).
-    fn take_context(&mut self) -> Vec<ContextMessage> {
-        let mut context = std::mem::take(&mut self.context);
-        context.rotate_left(usize::from(std::mem::take(&mut self.context_head)));
-        context
-    }
-
-    /// Adds the newest message, keeping the newest `keep`. Room grows 1, 2, 4, … up to
-    /// `keep`: most conversations hold one or two messages, and a first push would make room
-    /// for four (192 bytes).
-    fn push_context(&mut self, message: ContextMessage, keep: usize) {
-        let keep = keep.max(1);
-        let len = self.context.len();
-        if len == keep && keep <= usize::from(u16::MAX) {
-            // Full: the oldest (at the head) gives way.
-            let head = usize::from(self.context_head);
-            self.context[head] = message;
-            self.context_head = u16::try_from((head + 1) % keep).expect("below keep");
-            return;
-        }
-        if self.context_head != 0 || len >= keep {
-            // The limit changed since the ring turned (a reload), or is past a head's reach
-            // (over 65,535 messages): back in order, the oldest dropped to make room.
-            let mut context = self.take_context();
-            context.drain(..(context.len() + 1).saturating_sub(keep));
-            self.context = context;
-        }
-        let (len, room) = (self.context.len(), self.context.capacity());
-        if len == room {
-            self.context
-                .reserve_exact(room.max(1).min(keep.saturating_sub(len)).max(1));
-        }
-        self.context.push(message);
     }
 }
 
@@ -916,71 +871,6 @@ mod tests {
         let again: Channels = c.to_vec().into_iter().collect();
         assert_eq!(again, c);
         assert_eq!(std::mem::size_of::<Channels>(), 1);
-    }
-
-    /// The context ring against the plain rule (the newest `keep`, oldest first), through
-    /// every wrap, a save of its order, a lower and a higher limit.
-    #[test]
-    fn a_context_keeps_the_newest_messages_in_order_as_the_ring_turns() {
-        let message = |n: u64| {
-            ContextMessage::new(
-                Direction::Inbound,
-                Channel::WhatsApp,
-                Timestamp(n),
-                &n.to_string(),
-                "",
-                None,
-            )
-        };
-        let mut c = Conversation::new(None, 0, Timestamp(0));
-        // The rule: push the newest, drop the oldest past `keep`.
-        let mut model: Vec<String> = Vec::new();
-        let texts = |c: &Conversation| c.context().map(|m| m.text().to_owned()).collect::<Vec<_>>();
-        let (mut n, mut turned) = (0, false);
-        for (keep, pushes) in [(4, 11), (2, 3), (5, 9), (1, 2), (3, 4), (6, 2), (3, 1)] {
-            for _ in 0..pushes {
-                n += 1;
-                model.push(n.to_string());
-                model.drain(..model.len().saturating_sub(keep));
-                c.push_context(message(n), keep);
-                assert_eq!(texts(&c), model, "keep {keep} after {n}");
-                assert_eq!(c.context.len(), model.len());
-                turned |= c.context_head != 0;
-            }
-        }
-        assert!(turned, "the ring turned at least once");
-        let taken: Vec<String> = c
-            .take_context()
-            .iter()
-            .map(|m| m.text().to_owned())
-            .collect();
-        assert_eq!(taken, model);
-        assert_eq!(texts(&c), Vec::<String>::new());
-    }
-
-    /// A limit past the ring head's reach (over 65,535) still keeps the newest `keep`.
-    #[test]
-    fn a_context_past_the_rings_reach_still_keeps_its_limit() {
-        let keep = usize::from(u16::MAX) + 2;
-        let mut c = Conversation::new(None, 0, Timestamp(0));
-        for n in 0..keep as u64 + 3 {
-            let text = n.to_string();
-            c.push_context(
-                ContextMessage::new(
-                    Direction::Inbound,
-                    Channel::WhatsApp,
-                    Timestamp(n),
-                    &text,
-                    "",
-                    None,
-                ),
-                keep,
-            );
-        }
-        assert_eq!(c.context.len(), keep);
-        let mut texts = c.context().map(ContextMessage::text);
-        assert_eq!(texts.next(), Some("3"));
-        assert_eq!(texts.last(), Some((keep as u64 + 2).to_string().as_str()));
     }
 
     /// A conversation's window in 8 bytes: never opened reads None, any time reads back.

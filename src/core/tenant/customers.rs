@@ -542,16 +542,12 @@ impl Tenant {
                 reason: Reason::Linked,
             });
         }
-        let mut g = self.conversations.remove(&gone).expect("exists");
+        let g = self.conversations.remove(&gone).expect("exists");
         Self::unindex(&mut self.by_customer, &mut self.by_alias, gone, &g);
         self.duplicates.forget(gone);
         let keep_n = self.limits.context_messages;
         let k = self.conversations.get_mut(&keep).expect("exists");
-        let mut context = k.take_context();
-        context.extend(g.take_context());
-        context.sort_by_key(|m| m.at);
-        context.drain(..context.len().saturating_sub(keep_n));
-        k.context = context;
+        k.context = Context::merged(&k.context, &g.context, keep_n);
         for ch in g.channels.iter() {
             k.channels.push(ch);
         }

@@ -108,7 +108,7 @@ impl Tenant {
             Self::open_window(conv, phone, Timestamp(now.as_millis() + window));
         }
         conv.channels.push(m.channel);
-        conv.push_context(message.clone(), keep);
+        conv.context.push(Kept::of(&message), keep);
         let idle_ms = now
             .as_millis()
             .saturating_sub(conv.last_activity.as_millis());
@@ -195,15 +195,15 @@ impl Tenant {
                 .conversations
                 .get_mut(&thread.conversation)
                 .expect("checked above");
-            conv.push_context(
-                ContextMessage::new(
-                    Direction::Outbound,
-                    Channel::WhatsApp,
-                    now,
-                    &text,
-                    "",
-                    Some(thread.author),
-                ),
+            conv.context.push(
+                Kept {
+                    direction: Direction::Outbound,
+                    channel: Channel::WhatsApp,
+                    at: now,
+                    text: &text,
+                    provider_message_id: "",
+                    label: Some(&thread.author),
+                },
                 keep,
             );
             conv.last_activity = now;

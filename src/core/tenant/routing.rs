@@ -409,15 +409,15 @@ impl Tenant {
             return;
         };
         let channel = conv.channels.last().unwrap_or(Channel::WhatsApp);
-        conv.push_context(
-            ContextMessage::new(
-                Direction::Note,
+        conv.context.push(
+            Kept {
+                direction: Direction::Note,
                 channel,
-                now,
+                at: now,
                 text,
-                "",
-                Some(Arc::from(author)),
-            ),
+                provider_message_id: "",
+                label: Some(author),
+            },
             keep,
         );
     }

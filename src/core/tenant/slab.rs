@@ -247,15 +247,26 @@ impl<V: Clone> Slab<V> {
         };
         self.track();
         // What changed is owed; nothing is copied yet (one pass over a byte a conversation).
+        let mut changed = 0;
         for f in &mut self.flags {
             *f = if *f & CHANGED != 0 { OWED } else { 0 };
+            changed += usize::from(*f != 0);
         }
+        // Room for what the cut will likely copy, taken once: grown by doubling, the copies
+        // of a big tenant's cut could hold up to as much again unused.
+        let expected = match slice {
+            Slice::All => self.values.len(),
+            Slice::Round { spread, .. } => {
+                let rest = (self.values.len() - changed) as u64 / spread.max(1);
+                changed + usize::try_from(rest + rest / 8 + 16).unwrap_or(usize::MAX)
+            }
+        };
         let t = self.tracking.as_mut().expect("tracking");
         t.cut = Some(Pending {
             slice,
             new_from,
             cursor: 0,
-            copies: Vec::new(),
+            copies: Vec::with_capacity(expected.min(self.values.len())),
             removed: std::mem::take(&mut t.removed),
         });
     }

@@ -157,15 +157,16 @@ fn saved_conversation(
         window_expires: c.window_expires.get(),
         channels: c.channels.to_vec(),
         context: c
-            .context()
+            .context
+            .iter()
             .map(|m| SavedMessage {
                 note: m.direction == Direction::Note,
                 outbound: m.direction == Direction::Outbound,
                 author: m.author().map(|a| a.to_string()),
                 channel: m.channel,
-                text: m.text().to_owned(),
+                text: m.text.to_owned(),
                 at: m.at,
-                provider_message_id: m.provider_message_id().to_owned(),
+                provider_message_id: m.provider_message_id.to_owned(),
                 intent: m.intent().map(|i| i.to_string()),
             })
             .collect(),
@@ -197,7 +198,7 @@ pub struct TenantCut {
     whole: bool,
     conversations: Vec<(ConversationId, Conversation)>,
     removed: Vec<ConversationId>,
-    seen: Vec<(Timestamp, u128)>,
+    seen: Vec<(Timestamp, [u64; 2])>,
     /// Queue names by index, for the conversations' last queue.
     queues: Vec<String>,
 }
@@ -225,7 +226,10 @@ impl TenantCut {
             .iter()
             .map(|(id, c)| saved_conversation(*id, c, queue))
             .collect();
-        base.seen = seen.into_iter().map(|(at, fp)| (at, hex(fp))).collect();
+        base.seen = seen
+            .into_iter()
+            .map(|(at, fp)| (at, hex(identity::join(fp))))
+            .collect();
         base.removed = (!whole).then(|| removed.into_iter().map(|id| id.0).collect());
         base
     }
@@ -266,7 +270,11 @@ impl TenantCut {
                     .iter()
                     .map(|(id, c)| saved_conversation(*id, c, queue)),
             ),
-            seen: Lazy::new(cut.seen.iter().map(|&(at, fp)| (at, hex(fp)))),
+            seen: Lazy::new(
+                cut.seen
+                    .iter()
+                    .map(|&(at, fp)| (at, hex(identity::join(fp)))),
+            ),
             desk: &cut.base.desk,
             conflicts: &cut.base.conflicts,
             duplicates: &cut.base.duplicates,
@@ -304,7 +312,7 @@ pub(super) struct Cutting {
     base: TenantState,
     whole: bool,
     conversations: Option<super::slab::CutCopy<Conversation>>,
-    seen: Option<Vec<(Timestamp, u128)>>,
+    seen: Option<Vec<(Timestamp, [u64; 2])>>,
 }
 
 impl Tenant {
@@ -473,7 +481,6 @@ impl Tenant {
                             )
                         })
                         .collect(),
-                    context_head: 0,
                     paused: c.paused,
                     route_override,
                     with_bot: c.with_bot,

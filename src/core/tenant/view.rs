@@ -39,7 +39,7 @@ impl Tenant {
             window_expires: c.window_expires.get(),
             window_open: c.window_expires.get().is_some_and(|e| now < e),
             channels: c.channels.to_vec(),
-            context: c.context().cloned().collect(),
+            context: c.context.iter().map(Kept::to_message).collect(),
         })
     }
 

@@ -1,0 +1,419 @@
+//! A conversation's context: its newest messages, oldest first, packed into one buffer.
+//!
+//! The context is most of what a busy tenant holds (20 messages a conversation by default).
+//! Kept as a ring of [`ContextMessage`]s, a short message cost ~80 bytes: a 48-byte slot and
+//! its text and id in an allocation of their own. Here it costs its bytes and ~12 more.
+//!
+//! The buffer starts with two words: the dead bytes before the oldest record, and the records
+//! kept. Each record is the message's time (8 bytes, little-endian), a byte of kind (its
+//! direction, its channel, whether it has a label), the lengths of its label, text and
+//! provider id (LEB128: one byte each below 128), then those bytes.
+//!
+//! A full context drops its oldest record by counting it dead. Dead bytes are reclaimed (what
+//! is live moves to the front once) only when a new record does not fit, and room grows by a
+//! quarter of what is live: a message moves a few records' worth of bytes on average, not the
+//! whole context.
+use std::sync::Arc;
+
+use super::{Channel, ContextMessage, Direction, Timestamp};
+
+/// The two words at the start of a non-empty buffer: dead bytes, records kept.
+const HEAD: usize = 2 * WORD;
+const WORD: usize = std::mem::size_of::<usize>();
+/// The time's bytes and the kind's.
+const FIXED: usize = 8 + 1;
+/// In the kind byte: the label is there (an empty label is not None).
+const LABELLED: u8 = 1 << 4;
+
+#[derive(Clone, Default)]
+pub(super) struct Context(Vec<u8>);
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// One kept message, borrowed from its context (or from a [`ContextMessage`] to keep).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Kept<'a> {
+    pub direction: Direction,
+    pub channel: Channel,
+    pub at: Timestamp,
+    pub text: &'a str,
+    /// The provider's id of the message ("" for notes and replies).
+    pub provider_message_id: &'a str,
+    /// An inbound message's intent, or who wrote a note or a reply.
+    pub label: Option<&'a str>,
+}
+
+impl<'a> Kept<'a> {
+    pub fn of(m: &'a ContextMessage) -> Self {
+        Self {
+            direction: m.direction,
+            channel: m.channel,
+            at: m.at,
+            text: m.text(),
+            provider_message_id: m.provider_message_id(),
+            label: m.label.as_deref(),
+        }
+    }
+
+    /// The intent an inbound message was classified as.
+    pub fn intent(&self) -> Option<&'a str> {
+        self.label.filter(|_| self.direction == Direction::Inbound)
+    }
+
+    /// Who wrote a note or a reply (None for the customer's messages).
+    pub fn author(&self) -> Option<&'a str> {
+        self.label.filter(|_| self.direction != Direction::Inbound)
+    }
+
+    /// The message as the API and the streams take it (its own allocations).
+    pub fn to_message(self) -> ContextMessage {
+        ContextMessage::new(
+            self.direction,
+            self.channel,
+            self.at,
+            self.text,
+            self.provider_message_id,
+            self.label.map(Arc::from),
+        )
+    }
+
+    fn size(&self) -> usize {
+        let label = self.label.map_or(0, str::len);
+        FIXED
+            + leb_len(label)
+            + leb_len(self.text.len())
+            + leb_len(self.provider_message_id.len())
+            + label
+            + self.text.len()
+            + self.provider_message_id.len()
+    }
+
+    fn kind(&self) -> u8 {
+        let direction = match self.direction {
+            Direction::Inbound => 0,
+            Direction::Note => 1,
+            Direction::Outbound => 2,
+        };
+        let channel = match self.channel {
+            Channel::WhatsApp => 0,
+            Channel::WebChat => 1,
+            Channel::Voice => 2,
+        };
+        direction | channel << 2 | if self.label.is_some() { LABELLED } else { 0 }
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.at.as_millis().to_le_bytes());
+        buf.push(self.kind());
+        let label = self.label.unwrap_or_default();
+        for part in [label, self.text, self.provider_message_id] {
+            write_leb(buf, part.len());
+        }
+        for part in [label, self.text, self.provider_message_id] {
+            buf.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    /// The record at `buf[at..]` and where the next begins.
+    fn read(buf: &'a [u8], at: usize) -> (Self, usize) {
+        let millis = u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        let kind = buf[at + 8];
+        let mut pos = at + FIXED;
+        let lens = [(); 3].map(|()| read_leb(buf, &mut pos));
+        let [label, text, provider_message_id] = lens.map(|len| {
+            let part = std::str::from_utf8(&buf[pos..pos + len]).expect("written from a str");
+            pos += len;
+            part
+        });
+        let kept = Self {
+            direction: match kind & 3 {
+                0 => Direction::Inbound,
+                1 => Direction::Note,
+                _ => Direction::Outbound,
+            },
+            channel: match kind >> 2 & 3 {
+                0 => Channel::WhatsApp,
+                1 => Channel::WebChat,
+                _ => Channel::Voice,
+            },
+            at: Timestamp(millis),
+            text,
+            provider_message_id,
+            label: (kind & LABELLED != 0).then_some(label),
+        };
+        (kept, pos)
+    }
+}
+
+impl Context {
+    /// The messages kept.
+    pub fn len(&self) -> usize {
+        self.word(1)
+    }
+
+    /// The messages, oldest first.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Kept<'_>> {
+        let mut pos = HEAD + self.word(0);
+        (0..self.len()).map(move |_| {
+            let (kept, next) = Kept::read(&self.0, pos);
+            pos = next;
+            kept
+        })
+    }
+
+    /// Adds the newest message, keeping the newest `keep` (at least one).
+    pub fn push(&mut self, m: Kept<'_>, keep: usize) {
+        let size = m.size();
+        if self.0.is_empty() {
+            // Most conversations hold one or two messages: room for this one only.
+            self.0.reserve_exact(HEAD + size);
+            self.0.resize(HEAD, 0);
+        }
+        let (mut dead, mut count) = (self.word(0), self.word(1));
+        // Full, or over a limit a reload lowered: the oldest give way.
+        while count >= keep.max(1) {
+            dead = Kept::read(&self.0, HEAD + dead).1 - HEAD;
+            count -= 1;
+        }
+        if self.0.len() + size > self.0.capacity() {
+            self.0.copy_within(HEAD + dead.., HEAD);
+            self.0.truncate(self.0.len() - dead);
+            dead = 0;
+            let live = self.0.len() - HEAD;
+            if self.0.len() + size > self.0.capacity() {
+                self.0.reserve_exact(size.max(live / 4));
+            }
+        }
+        m.write(&mut self.0);
+        self.set(dead, count + 1);
+    }
+
+    /// The newest `keep` of two contexts' messages, oldest first (two customers found to be
+    /// one). Messages at the same time keep their order, `a`'s first.
+    pub fn merged(a: &Context, b: &Context, keep: usize) -> Context {
+        let mut all: Vec<Kept<'_>> = a.iter().chain(b.iter()).collect();
+        all.sort_by_key(|m| m.at);
+        let mut merged = Context::default();
+        for m in &all[all.len().saturating_sub(keep.max(1))..] {
+            merged.push(*m, keep);
+        }
+        merged
+    }
+
+    fn word(&self, i: usize) -> usize {
+        self.0
+            .get(i * WORD..(i + 1) * WORD)
+            .map_or(0, |w| usize::from_ne_bytes(w.try_into().expect("a word")))
+    }
+
+    fn set(&mut self, dead: usize, count: usize) {
+        self.0[..WORD].copy_from_slice(&dead.to_ne_bytes());
+        self.0[WORD..HEAD].copy_from_slice(&count.to_ne_bytes());
+    }
+}
+
+impl FromIterator<ContextMessage> for Context {
+    /// Every message given, in order (a restored conversation's).
+    fn from_iter<I: IntoIterator<Item = ContextMessage>>(iter: I) -> Self {
+        let mut context = Context::default();
+        for m in iter {
+            context.push(Kept::of(&m), usize::MAX);
+        }
+        context
+    }
+}
+
+fn leb_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+fn write_leb(buf: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        buf.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    buf.push(n as u8);
+}
+
+fn read_leb(buf: &[u8], pos: &mut usize) -> usize {
+    let (mut n, mut shift) = (0, 0);
+    loop {
+        let byte = buf[*pos];
+        *pos += 1;
+        n |= usize::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return n;
+        }
+        shift += 7;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound(n: u64) -> ContextMessage {
+        ContextMessage::new(
+            Direction::Inbound,
+            Channel::WhatsApp,
+            Timestamp(n),
+            &n.to_string(),
+            "",
+            None,
+        )
+    }
+
+    fn texts(c: &Context) -> Vec<String> {
+        c.iter().map(|m| m.text.to_owned()).collect()
+    }
+
+    /// The context against the plain rule (the newest `keep`, oldest first), through many
+    /// reclaims of dead bytes, a lower and a higher limit.
+    #[test]
+    fn a_context_keeps_the_newest_messages_in_order() {
+        let mut c = Context::default();
+        // The rule: push the newest, drop the oldest past `keep`.
+        let mut model: Vec<String> = Vec::new();
+        let mut n = 0;
+        for (keep, pushes) in [
+            (4, 11),
+            (2, 3),
+            (5, 9),
+            (1, 2),
+            (3, 4),
+            (6, 2),
+            (3, 1),
+            (20, 200),
+        ] {
+            for _ in 0..pushes {
+                n += 1;
+                model.push(n.to_string());
+                model.drain(..model.len().saturating_sub(keep));
+                c.push(Kept::of(&inbound(n)), keep);
+                assert_eq!(texts(&c), model, "keep {keep} after {n}");
+                assert_eq!(c.len(), model.len());
+            }
+        }
+        // Room is a quarter over what is live at most, besides the allocator's rounding.
+        let live: usize = c.iter().map(|m| m.size()).sum();
+        assert!(
+            c.0.capacity() <= HEAD + live + live / 4 + 16,
+            "{}",
+            c.0.capacity()
+        );
+    }
+
+    /// Every field reads back as it was written, multi-byte lengths and UTF-8 included.
+    #[test]
+    fn a_kept_message_reads_back_whole() {
+        let long = "ñ".repeat(300);
+        let cases = [
+            ContextMessage::new(
+                Direction::Inbound,
+                Channel::WhatsApp,
+                Timestamp(1_700_000_000_000),
+                "¿dónde está mi pedido?",
+                "wamid.HBgLMzQ2MDAwMDAwMDAVAgASGBQzQUI0RDY0QjQ1RDhGRjQzNUIwRQA=",
+                Some(Arc::from("order_status")),
+            ),
+            ContextMessage::new(
+                Direction::Note,
+                Channel::Voice,
+                Timestamp(7),
+                &long,
+                "",
+                Some(Arc::from("agent:ana")),
+            ),
+            ContextMessage::new(
+                Direction::Outbound,
+                Channel::WebChat,
+                Timestamp(u64::MAX),
+                "",
+                "x",
+                Some(Arc::from("")),
+            ),
+            ContextMessage::new(
+                Direction::Inbound,
+                Channel::WebChat,
+                Timestamp(0),
+                "",
+                "",
+                None,
+            ),
+        ];
+        let mut c = Context::default();
+        for m in &cases {
+            c.push(Kept::of(m), 20);
+        }
+        let back: Vec<ContextMessage> = c.iter().map(Kept::to_message).collect();
+        assert_eq!(back, cases);
+        let first = c.iter().next().expect("kept");
+        assert_eq!(first.intent(), Some("order_status"));
+        assert_eq!(first.author(), None);
+        let note = c.iter().nth(1).expect("kept");
+        assert_eq!((note.intent(), note.author()), (None, Some("agent:ana")));
+        assert_eq!(leb_len(127), 1);
+        assert_eq!(leb_len(128), 2);
+        let mut buf = Vec::new();
+        for n in [0, 127, 128, 300, 1 << 20, usize::MAX] {
+            buf.clear();
+            write_leb(&mut buf, n);
+            assert_eq!(buf.len(), leb_len(n));
+            let mut pos = 0;
+            assert_eq!(read_leb(&buf, &mut pos), n);
+            assert_eq!(pos, buf.len());
+        }
+    }
+
+    /// Two customers found to be one: the newest `keep` of both, by time.
+    #[test]
+    fn merged_contexts_keep_the_newest_by_time() {
+        let (mut a, mut b) = (Context::default(), Context::default());
+        for n in [1, 4, 6] {
+            a.push(Kept::of(&inbound(n)), 20);
+        }
+        for n in [2, 3, 5, 7] {
+            b.push(Kept::of(&inbound(n)), 20);
+        }
+        assert_eq!(
+            texts(&Context::merged(&a, &b, 20)),
+            ["1", "2", "3", "4", "5", "6", "7"]
+        );
+        assert_eq!(texts(&Context::merged(&a, &b, 3)), ["5", "6", "7"]);
+        assert_eq!(
+            texts(&Context::merged(&Context::default(), &b, 3)),
+            ["3", "5", "7"]
+        );
+        assert_eq!(
+            Context::merged(&Context::default(), &Context::default(), 3).len(),
+            0
+        );
+    }
+
+    /// A short message costs its bytes and a dozen more, not a 48-byte slot and an allocation.
+    #[test]
+    fn a_context_costs_its_bytes() {
+        assert_eq!(std::mem::size_of::<Context>(), 24);
+        let m = ContextMessage::new(
+            Direction::Inbound,
+            Channel::WhatsApp,
+            Timestamp(1),
+            "hola",
+            "wamid.1",
+            Some(Arc::from("greeting")),
+        );
+        assert_eq!(Kept::of(&m).size(), 8 + 1 + 3 + 8 + 4 + 7);
+        let mut c = Context::default();
+        c.push(Kept::of(&m), 20);
+        assert_eq!(c.0.len(), HEAD + Kept::of(&m).size());
+    }
+}
