@@ -95,9 +95,14 @@ pub struct Steadiness {
     pub slowest_at_s: u64,
     /// slowest / median.
     pub ratio: f64,
+    /// Seconds below [`Steadiness::FLOOR`] of the median (issue 18's bar: none).
+    pub below_floor: usize,
 }
 
 impl Steadiness {
+    /// The share of the median a second should not fall below.
+    pub const FLOOR: f64 = 0.8;
+
     /// None when no whole second was measured.
     pub fn of(
         stream: &str,
@@ -120,6 +125,10 @@ impl Steadiness {
             slowest_per_s: slowest.completed,
             slowest_at_s: slowest.second,
             ratio: slowest.completed as f64 / median.max(f64::MIN_POSITIVE),
+            below_floor: seconds
+                .iter()
+                .filter(|s| (s.completed as f64) < Self::FLOOR * median)
+                .count(),
         })
     }
 }
@@ -500,11 +509,17 @@ impl Report {
             ));
         }
         if !self.steadiness.is_empty() {
-            md.push_str("\n## Steadiness (completions per whole second after the warm-up)\n\n| stream | seconds | median/s | slowest/s | at | slowest / median |\n|---|---|---|---|---|---|\n");
+            md.push_str(&format!("\n## Steadiness (completions per whole second after the warm-up)\n\n| stream | seconds | median/s | slowest/s | at | slowest / median | seconds below {:.1}× the median |\n|---|---|---|---|---|---|---|\n", Steadiness::FLOOR));
             for s in &self.steadiness {
                 md.push_str(&format!(
-                    "| {} | {} | {:.0} | {} | {} s | {:.2} |\n",
-                    s.stream, s.seconds, s.median_per_s, s.slowest_per_s, s.slowest_at_s, s.ratio
+                    "| {} | {} | {:.0} | {} | {} s | {:.2} | {} |\n",
+                    s.stream,
+                    s.seconds,
+                    s.median_per_s,
+                    s.slowest_per_s,
+                    s.slowest_at_s,
+                    s.ratio,
+                    s.below_floor
                 ));
             }
         }
@@ -548,6 +563,9 @@ impl Report {
     }
 }
 
+/// A figure over several runs: (median, min, max).
+pub type Spread = (f64, f64, f64);
+
 /// Several runs of the same measurement: the median and the spread (min–max) of each ratio.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Repeated {
@@ -556,10 +574,13 @@ pub struct Repeated {
     /// over the runs that had them.
     pub ratios: Vec<(&'static str, f64, f64, f64)>,
     /// The same for switchboard's own achieved rate (answers/s).
-    pub achieved: Option<(f64, f64, f64)>,
+    pub achieved: Option<Spread>,
+    /// Each stream's steadiness over the runs that measured it (the anchor's too): the
+    /// slowest second / median and the seconds below the floor, each (median, min, max).
+    pub steadiness: Vec<(String, Spread, Spread)>,
 }
 
-fn spread(mut values: Vec<f64>) -> Option<(f64, f64, f64)> {
+fn spread(mut values: Vec<f64>) -> Option<Spread> {
     if values.is_empty() {
         return None;
     }
@@ -599,10 +620,35 @@ impl Repeated {
                 .find(|t| t.name != "anchor")
                 .map(|t| t.achieved_per_sec)
         });
+        let mut streams: Vec<&str> = Vec::new();
+        for s in reports.iter().flat_map(|r| &r.steadiness) {
+            if !streams.contains(&s.stream.as_str()) {
+                streams.push(&s.stream);
+            }
+        }
+        let steadiness = streams
+            .into_iter()
+            .filter_map(|name| {
+                let of = |f: &dyn Fn(&Steadiness) -> f64| {
+                    let values = reports
+                        .iter()
+                        .flat_map(|r| &r.steadiness)
+                        .filter(|s| s.stream == name)
+                        .map(f);
+                    spread(values.collect())
+                };
+                Some((
+                    name.to_owned(),
+                    of(&|s| s.ratio)?,
+                    of(&|s| s.below_floor as f64)?,
+                ))
+            })
+            .collect();
         Self {
             runs: reports.len(),
             ratios,
             achieved,
+            steadiness,
         }
     }
 
@@ -618,6 +664,17 @@ impl Repeated {
             md.push_str(&format!(
                 "\nswitchboard achieved {m:.0}/s (median; {lo:.0}–{hi:.0}).\n"
             ));
+        }
+        if !self.steadiness.is_empty() {
+            md.push_str(&format!(
+                "\n## Steadiness over the runs, median (min–max)\n\n| stream | slowest second / median | seconds below {:.1}× the median |\n|---|---|---|\n",
+                Steadiness::FLOOR
+            ));
+            for (stream, (m, lo, hi), (b, blo, bhi)) in &self.steadiness {
+                md.push_str(&format!(
+                    "| {stream} | **{m:.2}** ({lo:.2}–{hi:.2}) | {b:.0} ({blo:.0}–{bhi:.0}) |\n"
+                ));
+            }
         }
         md
     }
@@ -787,7 +844,37 @@ mod tests {
                 ],
             )
         };
-        let r = Repeated::new(&[run(60.0, 8), run(70.0, 4), run(65.0, 6)]);
+        // Steadiness: the anchor is steady in every run; switchboard's slowest second falls
+        // to 0.5, 0.9 and 0.7 of its median (100/s), one second below the floor in two runs.
+        let steady = |mut report: Report, slowest: u64| {
+            let second = |second, completed| Second {
+                second,
+                completed,
+                p99_ms: 1.0,
+            };
+            report.add_timeline("anchor", (4..8).map(|s| second(s, 100)).collect());
+            let send = [100, 100, slowest, 100, 100].into_iter().enumerate();
+            report.add_timeline("send", send.map(|(s, c)| second(s as u64 + 4, c)).collect());
+            report
+        };
+        let r = Repeated::new(&[
+            steady(run(60.0, 8), 50),
+            steady(run(70.0, 4), 90),
+            steady(run(65.0, 6), 70),
+        ]);
+        assert_eq!(
+            r.steadiness,
+            [
+                ("anchor".to_owned(), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)),
+                ("send".to_owned(), (0.7, 0.5, 0.9), (1.0, 0.0, 1.0)),
+            ]
+        );
+        assert!(
+            r.markdown()
+                .contains("| send | **0.70** (0.50–0.90) | 1 (0–1) |"),
+            "{}",
+            r.markdown()
+        );
         assert_eq!(r.runs, 3);
         assert_eq!(r.ratios[0], ("achieved rate", 0.65, 0.6, 0.7));
         assert_eq!(r.ratios[1], ("p99", 1.5, 1.0, 2.0));
@@ -890,6 +977,8 @@ mod tests {
         assert_eq!(s.median_per_s, 95.0);
         assert_eq!((s.slowest_per_s, s.slowest_at_s), (70, 3));
         assert!((s.ratio - 70.0 / 95.0).abs() < 1e-12);
+        // 70 is below 0.8 × 95 = 76; 90 is not.
+        assert_eq!(s.below_floor, 1);
         assert_eq!(
             Steadiness::of(
                 "x",
