@@ -15,7 +15,7 @@
 //! whole context.
 use std::sync::Arc;
 
-use super::{Channel, ContextMessage, Direction, Timestamp};
+use super::{Channel, Channels, ContextMessage, Direction, Timestamp};
 
 /// The two words at the start of a non-empty buffer: dead bytes, records kept.
 const HEAD: usize = 2 * WORD;
@@ -98,11 +98,8 @@ impl<'a> Kept<'a> {
             Direction::Note => 1,
             Direction::Outbound => 2,
         };
-        let channel = match self.channel {
-            Channel::WhatsApp => 0,
-            Channel::WebChat => 1,
-            Channel::Voice => 2,
-        };
+        // The channel as a conversation's channels code it (1–3, two bits).
+        let channel = Channels::code(self.channel);
         direction | channel << 2 | if self.label.is_some() { LABELLED } else { 0 }
     }
 
@@ -135,11 +132,7 @@ impl<'a> Kept<'a> {
                 1 => Direction::Note,
                 _ => Direction::Outbound,
             },
-            channel: match kind >> 2 & 3 {
-                0 => Channel::WhatsApp,
-                1 => Channel::WebChat,
-                _ => Channel::Voice,
-            },
+            channel: Channels::ALL[usize::from(kind >> 2 & 3) - 1],
             at: Timestamp(millis),
             text,
             provider_message_id,
