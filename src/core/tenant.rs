@@ -104,6 +104,14 @@ struct Conversation {
     last_activity: Timestamp,
 }
 
+impl slab::Share for Conversation {
+    /// The copy shares the context's records (see `context`).
+    fn share(&mut self) -> Self {
+        self.context.seal();
+        self.clone()
+    }
+}
+
 /// When a window closes, in 8 bytes (an `Option<Timestamp>` takes 16, in every
 /// conversation): `u64::MAX` for a window never opened, a time no window reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -883,7 +891,7 @@ mod tests {
         }
         assert_eq!(std::mem::size_of::<Expiry>(), 8);
         // The state a conversation holds inline (the slab adds its id and a byte of flags).
-        assert_eq!(std::mem::size_of::<Conversation>(), 96);
+        assert_eq!(std::mem::size_of::<Conversation>(), 104);
     }
 
     #[test]

@@ -4,29 +4,44 @@
 //! Kept as a ring of [`ContextMessage`]s, a short message cost ~80 bytes: a 48-byte slot and
 //! its text and id in an allocation of their own. Here it costs its bytes and ~12 more.
 //!
-//! The buffer starts with two words: the dead bytes before the oldest record, and the records
-//! kept. Each record is the message's time (8 bytes, little-endian), a byte of kind (its
-//! direction, its channel, whether it has a label), the lengths of its label, text and
-//! provider id (LEB128: one byte each below 128), then those bytes.
+//! The open buffer starts with four 32-bit words: the dead bytes before its oldest record, the
+//! records it keeps, and the same two for the sealed part (below). Each record is the
+//! message's time (8 bytes, little-endian), a byte of kind (its direction, its channel,
+//! whether it has a label), the lengths of its label, text and provider id (LEB128: one byte
+//! each below 128), then those bytes.
 //!
 //! A full context drops its oldest record by counting it dead. Dead bytes are reclaimed (what
 //! is live moves to the front once) only when a new record does not fit, and room grows by a
 //! quarter of what is live: a message moves a few records' worth of bytes on average, not the
 //! whole context.
+//!
+//! **Sealed for cuts.** A cut (Kafka mode's snapshots, see `slab`) copies the conversations
+//! that changed, and under load that is nearly all of them: copied whole, every context would
+//! be held twice while the cut is written. So a cut first [`Context::seal`]s a context: its
+//! live records move into a shared, never-changed buffer (the records it holds, a 32-bit word,
+//! then the records), which the copy and the conversation both point to. New messages go to
+//! the open buffer; the oldest are dropped from the sealed part by counting them in the open
+//! buffer's header, and the sealed part goes when none of its records is kept.
 use std::sync::Arc;
 
 use super::{Channel, Channels, ContextMessage, Direction, Timestamp};
 
-/// The two words at the start of a non-empty buffer: dead bytes, records kept.
-const HEAD: usize = 2 * WORD;
-const WORD: usize = std::mem::size_of::<usize>();
+/// The four words at the start of a non-empty open buffer: its dead bytes and records kept,
+/// then the sealed part's.
+const HEAD: usize = 4 * WORD;
+const WORD: usize = 4;
 /// The time's bytes and the kind's.
 const FIXED: usize = 8 + 1;
 /// In the kind byte: the label is there (an empty label is not None).
 const LABELLED: u8 = 1 << 4;
 
 #[derive(Clone, Default)]
-pub(super) struct Context(Vec<u8>);
+pub(super) struct Context {
+    /// The older records, shared with the cuts that copied them (see [`Context::seal`]).
+    sealed: Option<Arc<Box<[u8]>>>,
+    /// The header and the newer records (empty: no header, all its words 0).
+    open: Vec<u8>,
+}
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,44 +160,85 @@ impl<'a> Kept<'a> {
 impl Context {
     /// The messages kept.
     pub fn len(&self) -> usize {
-        self.word(1)
+        self.sealed_count() - self.word(3) + self.word(1)
     }
 
     /// The messages, oldest first.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Kept<'_>> {
-        let mut pos = HEAD + self.word(0);
-        (0..self.len()).map(move |_| {
-            let (kept, next) = Kept::read(&self.0, pos);
-            pos = next;
-            kept
-        })
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Kept<'_>> + '_ {
+        let sealed = self.sealed.as_deref().map_or(&[][..], |s| &s[..]);
+        let older = records(
+            sealed,
+            WORD + self.word(2),
+            self.sealed_count() - self.word(3),
+        );
+        let newer = records(&self.open, HEAD + self.word(0), self.word(1));
+        Counted {
+            records: older.chain(newer),
+            left: self.len(),
+        }
     }
 
     /// Adds the newest message, keeping the newest `keep` (at least one).
     pub fn push(&mut self, m: Kept<'_>, keep: usize) {
         let size = m.size();
-        if self.0.is_empty() {
-            // Most conversations hold one or two messages: room for this one only.
-            self.0.reserve_exact(HEAD + size);
-            self.0.resize(HEAD, 0);
-        }
-        let (mut dead, mut count) = (self.word(0), self.word(1));
-        // Full, or over a limit a reload lowered: the oldest give way.
-        while count >= keep.max(1) {
-            dead = Kept::read(&self.0, HEAD + dead).1 - HEAD;
-            count -= 1;
-        }
-        if self.0.len() + size > self.0.capacity() {
-            self.0.copy_within(HEAD + dead.., HEAD);
-            self.0.truncate(self.0.len() - dead);
-            dead = 0;
-            let live = self.0.len() - HEAD;
-            if self.0.len() + size > self.0.capacity() {
-                self.0.reserve_exact(size.max(live / 4));
+        let [mut dead, mut count, mut sealed_dead, mut sealed_gone] =
+            [0, 1, 2, 3].map(|i| self.word(i));
+        let sealed_count = self.sealed_count();
+        // Full, or over a limit a reload lowered: the oldest give way, the sealed first.
+        while sealed_count - sealed_gone + count >= keep.max(1) {
+            if sealed_gone < sealed_count {
+                let sealed = self.sealed.as_deref().expect("sealed records");
+                sealed_dead = Kept::read(sealed, WORD + sealed_dead).1 - WORD;
+                sealed_gone += 1;
+            } else {
+                dead = Kept::read(&self.open, HEAD + dead).1 - HEAD;
+                count -= 1;
             }
         }
-        m.write(&mut self.0);
-        self.set(dead, count + 1);
+        if sealed_count > 0 && sealed_gone == sealed_count {
+            self.sealed = None;
+            (sealed_dead, sealed_gone) = (0, 0);
+        }
+        let sealed_live = self
+            .sealed
+            .as_deref()
+            .map_or(0, |s| s.len() - WORD - sealed_dead);
+        if self.open.is_empty() {
+            // Most conversations hold one or two messages: room for this one only (and a
+            // quarter of what is sealed, which grows by what comes here).
+            self.open.reserve_exact(HEAD + size.max(sealed_live / 4));
+            self.open.resize(HEAD, 0);
+        }
+        if self.open.len() + size > self.open.capacity() {
+            self.open.copy_within(HEAD + dead.., HEAD);
+            self.open.truncate(self.open.len() - dead);
+            dead = 0;
+            let live = self.open.len() - HEAD + sealed_live;
+            if self.open.len() + size > self.open.capacity() {
+                self.open.reserve_exact(size.max(live / 4));
+            }
+        }
+        m.write(&mut self.open);
+        self.set([dead, count + 1, sealed_dead, sealed_gone]);
+    }
+
+    /// Moves every record kept into one sealed buffer, shared by the clones made after (a
+    /// cut's copy): they cost a pointer each, not the records. Records already sealed and
+    /// nothing open: nothing to do.
+    pub fn seal(&mut self) {
+        if self.word(1) == 0 {
+            return;
+        }
+        let count = u32::try_from(self.len()).expect("under 2³² messages");
+        let sealed = self.sealed.as_deref().map_or(&[][..], |s| &s[..]);
+        let older = sealed.get(WORD + self.word(2)..).unwrap_or_default();
+        let newer = &self.open[HEAD + self.word(0)..];
+        let mut buf = Vec::with_capacity(WORD + older.len() + newer.len());
+        buf.extend_from_slice(&count.to_ne_bytes());
+        buf.extend_from_slice(older);
+        buf.extend_from_slice(newer);
+        self.sealed = Some(Arc::new(buf.into_boxed_slice()));
+        self.open = Vec::new();
     }
 
     /// The newest `keep` of two contexts' messages, oldest first (two customers found to be
@@ -197,17 +253,62 @@ impl Context {
         merged
     }
 
-    fn word(&self, i: usize) -> usize {
-        self.0
-            .get(i * WORD..(i + 1) * WORD)
-            .map_or(0, |w| usize::from_ne_bytes(w.try_into().expect("a word")))
+    /// The records the sealed part held when it was sealed.
+    fn sealed_count(&self) -> usize {
+        self.sealed.as_deref().map_or(0, |s| read_word(s, 0))
     }
 
-    fn set(&mut self, dead: usize, count: usize) {
-        self.0[..WORD].copy_from_slice(&dead.to_ne_bytes());
-        self.0[WORD..HEAD].copy_from_slice(&count.to_ne_bytes());
+    fn word(&self, i: usize) -> usize {
+        if self.open.is_empty() {
+            0
+        } else {
+            read_word(&self.open, i)
+        }
+    }
+
+    fn set(&mut self, words: [usize; 4]) {
+        for (i, w) in words.into_iter().enumerate() {
+            let w = u32::try_from(w).expect("a context under 4 GiB");
+            self.open[i * WORD..(i + 1) * WORD].copy_from_slice(&w.to_ne_bytes());
+        }
     }
 }
+
+fn read_word(buf: &[u8], i: usize) -> usize {
+    let w = u32::from_ne_bytes(buf[i * WORD..(i + 1) * WORD].try_into().expect("a word"));
+    w as usize
+}
+
+/// The `count` records of `buf` from `pos` on.
+fn records(buf: &[u8], mut pos: usize, count: usize) -> impl Iterator<Item = Kept<'_>> {
+    (0..count).map(move |_| {
+        let (kept, next) = Kept::read(buf, pos);
+        pos = next;
+        kept
+    })
+}
+
+/// An iterator that knows its length (a chain of two does not say it exactly).
+struct Counted<I> {
+    records: I,
+    left: usize,
+}
+
+impl<'a, I: Iterator<Item = Kept<'a>>> Iterator for Counted<I> {
+    type Item = Kept<'a>;
+
+    fn next(&mut self) -> Option<Kept<'a>> {
+        let next = self.records.next()?;
+        self.left -= 1;
+        Some(next)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<'a, I: Iterator<Item = Kept<'a>>> ExactSizeIterator for Counted<I> {}
 
 impl FromIterator<ContextMessage> for Context {
     /// Every message given, in order (a restored conversation's).
@@ -269,12 +370,22 @@ mod tests {
         c.iter().map(|m| m.text.to_owned()).collect()
     }
 
+    /// Pushes message `n` to the context and to the plain rule (push the newest, drop the
+    /// oldest past `keep`), and checks they agree.
+    fn push_both(c: &mut Context, model: &mut Vec<String>, n: u64, keep: usize) {
+        model.push(n.to_string());
+        model.drain(..model.len().saturating_sub(keep));
+        c.push(Kept::of(&inbound(n)), keep);
+        assert_eq!(texts(c), *model, "keep {keep} after {n}");
+        assert_eq!(c.len(), model.len());
+        assert_eq!(c.iter().len(), model.len());
+    }
+
     /// The context against the plain rule (the newest `keep`, oldest first), through many
     /// reclaims of dead bytes, a lower and a higher limit.
     #[test]
     fn a_context_keeps_the_newest_messages_in_order() {
         let mut c = Context::default();
-        // The rule: push the newest, drop the oldest past `keep`.
         let mut model: Vec<String> = Vec::new();
         let mut n = 0;
         for (keep, pushes) in [
@@ -289,20 +400,67 @@ mod tests {
         ] {
             for _ in 0..pushes {
                 n += 1;
-                model.push(n.to_string());
-                model.drain(..model.len().saturating_sub(keep));
-                c.push(Kept::of(&inbound(n)), keep);
-                assert_eq!(texts(&c), model, "keep {keep} after {n}");
-                assert_eq!(c.len(), model.len());
+                push_both(&mut c, &mut model, n, keep);
             }
         }
         // Room is a quarter over what is live at most, besides the allocator's rounding.
         let live: usize = c.iter().map(|m| m.size()).sum();
         assert!(
-            c.0.capacity() <= HEAD + live + live / 4 + 16,
+            c.open.capacity() <= HEAD + live + live / 4 + 16,
             "{}",
-            c.0.capacity()
+            c.open.capacity()
         );
+    }
+
+    /// Sealed between pushes (a cut copying the conversation each time), the context still
+    /// follows the plain rule, through lowered and raised limits; each copy keeps what the
+    /// context held when it was taken, shares its records instead of copying them, and a
+    /// sealed part goes once none of its records is kept.
+    #[test]
+    fn a_sealed_context_is_shared_with_its_copies_and_goes_on_as_before() {
+        let mut c = Context::default();
+        let mut model: Vec<String> = Vec::new();
+        let mut copies: Vec<(Context, Vec<String>)> = Vec::new();
+        let mut n = 0;
+        for (keep, pushes, seal_every) in [
+            (4, 11, 3),
+            (2, 5, 1),
+            (5, 9, 4),
+            (1, 3, 2),
+            (20, 60, 7),
+            (3, 4, 5),
+        ] {
+            for i in 0..pushes {
+                n += 1;
+                push_both(&mut c, &mut model, n, keep);
+                if i % seal_every == 0 {
+                    c.seal();
+                    assert!(c.open.is_empty(), "all moved to the sealed part");
+                    let copy = c.clone();
+                    let (a, b) = (c.sealed.as_ref(), copy.sealed.as_ref());
+                    assert!(Arc::ptr_eq(a.expect("sealed"), b.expect("sealed")));
+                    copies.push((copy, model.clone()));
+                }
+            }
+        }
+        for (copy, then) in &copies {
+            assert_eq!(&texts(copy), then, "a copy is what the context was");
+        }
+        // Sealing twice with nothing new changes nothing.
+        c.seal();
+        let before = c.sealed.clone();
+        c.seal();
+        assert!(Arc::ptr_eq(
+            before.as_ref().expect("sealed"),
+            c.sealed.as_ref().expect("sealed")
+        ));
+        // Three newer messages push every sealed one out: the sealed part goes.
+        for _ in 0..3 {
+            n += 1;
+            c.push(Kept::of(&inbound(n)), 3);
+        }
+        assert!(c.sealed.is_none());
+        assert_eq!(texts(&c), [n - 2, n - 1, n].map(|k| k.to_string()));
     }
 
     /// Every field reads back as it was written, multi-byte lengths and UTF-8 included.
@@ -395,7 +553,7 @@ mod tests {
     /// A short message costs its bytes and a dozen more, not a 48-byte slot and an allocation.
     #[test]
     fn a_context_costs_its_bytes() {
-        assert_eq!(std::mem::size_of::<Context>(), 24);
+        assert_eq!(std::mem::size_of::<Context>(), 32);
         let m = ContextMessage::new(
             Direction::Inbound,
             Channel::WhatsApp,
@@ -407,6 +565,6 @@ mod tests {
         assert_eq!(Kept::of(&m).size(), 8 + 1 + 3 + 8 + 4 + 7);
         let mut c = Context::default();
         c.push(Kept::of(&m), 20);
-        assert_eq!(c.0.len(), HEAD + Kept::of(&m).size());
+        assert_eq!(c.open.len(), HEAD + Kept::of(&m).size());
     }
 }

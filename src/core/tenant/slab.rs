@@ -78,6 +78,13 @@ struct Pending<V> {
     removed: Vec<ConversationId>,
 }
 
+/// A value a cut copies. `share` may first rearrange the value, never what it means, so
+/// that the copy shares its big parts instead of duplicating them (a conversation seals its
+/// context): under load a cut copies nearly every value, and it is held until written.
+pub(super) trait Share: Clone {
+    fn share(&mut self) -> Self;
+}
+
 /// A finished cut's conversations: copies as they were when it began, and the ids removed
 /// since the cut before it.
 #[derive(Debug)]
@@ -98,7 +105,7 @@ impl<V> Default for Slab<V> {
     }
 }
 
-impl<V: Clone> Slab<V> {
+impl<V: Share> Slab<V> {
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -285,7 +292,8 @@ impl<V: Clone> Slab<V> {
         while spent < budget && cut.cursor < values.len() {
             let at = cut.cursor;
             if cut.owes(at, &values[at].0, flags[at]) {
-                cut.copies.push(values[at].clone());
+                let (id, value) = &mut values[at];
+                cut.copies.push((*id, value.share()));
                 flags[at] |= COPIED;
                 spent += 16;
             }
@@ -318,7 +326,8 @@ impl<V: Clone> Slab<V> {
             return;
         };
         if at >= cut.cursor && cut.owes(at, &self.values[at].0, self.flags[at]) {
-            cut.copies.push(self.values[at].clone());
+            let (id, value) = &mut self.values[at];
+            cut.copies.push((*id, value.share()));
             self.flags[at] |= COPIED;
         }
     }
@@ -343,7 +352,7 @@ fn rehash<'a, V>(
     move |p| Some(hasher.hash_one(values.get(p as usize)?.0.0))
 }
 
-impl<V: Clone> Index<&ConversationId> for Slab<V> {
+impl<V: Share> Index<&ConversationId> for Slab<V> {
     type Output = V;
 
     fn index(&self, id: &ConversationId) -> &V {
@@ -352,7 +361,7 @@ impl<V: Clone> Index<&ConversationId> for Slab<V> {
     }
 }
 
-impl<V: Clone> FromIterator<(ConversationId, V)> for Slab<V> {
+impl<V: Share> FromIterator<(ConversationId, V)> for Slab<V> {
     fn from_iter<I: IntoIterator<Item = (ConversationId, V)>>(values: I) -> Self {
         let mut slab = Self::default();
         for (id, v) in values {
@@ -365,6 +374,12 @@ impl<V: Clone> FromIterator<(ConversationId, V)> for Slab<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Share for u64 {
+        fn share(&mut self) -> Self {
+            *self
+        }
+    }
 
     fn id(n: u64) -> ConversationId {
         ConversationId(n)
