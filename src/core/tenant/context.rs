@@ -188,10 +188,10 @@ impl Context {
         while sealed_count - sealed_gone + count >= keep.max(1) {
             if sealed_gone < sealed_count {
                 let sealed = self.sealed.as_deref().expect("sealed records");
-                sealed_dead = Kept::read(sealed, WORD + sealed_dead).1 - WORD;
+                sealed_dead = record_end(sealed, WORD + sealed_dead) - WORD;
                 sealed_gone += 1;
             } else {
-                dead = Kept::read(&self.open, HEAD + dead).1 - HEAD;
+                dead = record_end(&self.open, HEAD + dead) - HEAD;
                 count -= 1;
             }
         }
@@ -277,6 +277,14 @@ impl Context {
 fn read_word(buf: &[u8], i: usize) -> usize {
     let w = u32::from_ne_bytes(buf[i * WORD..(i + 1) * WORD].try_into().expect("a word"));
     w as usize
+}
+
+/// Where the record at `buf[at..]` ends: its lengths read, not its bytes (dropping the
+/// oldest record needs no more).
+fn record_end(buf: &[u8], at: usize) -> usize {
+    let mut pos = at + FIXED;
+    let lens = [(); 3].map(|()| read_leb(buf, &mut pos));
+    pos + lens.iter().sum::<usize>()
 }
 
 /// The `count` records of `buf` from `pos` on.
