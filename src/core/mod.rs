@@ -16,6 +16,7 @@ pub mod customer;
 mod customer_tests;
 #[cfg(test)]
 mod cut_tests;
+mod dense;
 pub mod desk;
 pub mod duplicates;
 pub mod e164;
@@ -26,6 +27,7 @@ mod hours_tests;
 pub mod identity;
 #[cfg(test)]
 mod lifecycle_tests;
+mod paged;
 #[cfg(test)]
 mod pause_tests;
 pub mod positions;

@@ -37,7 +37,6 @@ mod context;
 mod customers;
 mod messages;
 mod numbers;
-mod paged;
 mod routing;
 mod slab;
 mod state;

@@ -1,6 +1,7 @@
 //! What admission counts with: each business number's throughput bucket (governor, on the
 //! shard's clock) and the rolling 24-hour set of customers reached.
 use super::*;
+use crate::core::dense::Dense;
 
 #[derive(Debug)]
 pub(super) struct Number {
@@ -66,7 +67,7 @@ fn bucket(mps: u32, burst: u32, clock: &FakeRelativeClock) -> DirectLimiter {
 #[derive(Debug, Default)]
 pub(super) struct Reach {
     /// Each counted customer and the time of their last counted send.
-    pub(super) last: Map<CustomerNumber, Timestamp>,
+    pub(super) last: Dense<CustomerNumber, Timestamp>,
     /// Every counted send in time order; an entry is stale when the customer's `last` is later.
     pub(super) events: VecDeque<(Timestamp, CustomerNumber)>,
     /// When each new customer was counted (a slot taken), oldest first: the forecast's pace,

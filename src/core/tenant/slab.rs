@@ -17,8 +17,9 @@
 use std::hash::BuildHasher;
 use std::ops::Index;
 
+use super::super::dense::rehash;
+use super::super::paged::Paged;
 use super::super::positions::Positions;
-use super::paged::Paged;
 use crate::model::ConversationId;
 
 #[derive(Debug)]
@@ -130,7 +131,7 @@ impl<V: Share> Slab<V> {
     }
 
     fn hash(&self, id: &ConversationId) -> u64 {
-        self.hasher.hash_one(id.0)
+        self.hasher.hash_one(id)
     }
 
     fn position(&self, id: &ConversationId) -> Option<usize> {
@@ -153,13 +154,8 @@ impl<V: Share> Slab<V> {
                 self.values.push((id, value));
                 self.flags
                     .push(if self.tracking.is_some() { CHANGED } else { 0 });
-                let Slab {
-                    index,
-                    hasher,
-                    values,
-                    ..
-                } = self;
-                index.insert(hash, at, rehash(hasher, values));
+                self.index
+                    .insert(hash, at, rehash(&self.hasher, &self.values));
             }
         }
     }
@@ -204,13 +200,7 @@ impl<V: Share> Slab<V> {
     }
 
     pub fn shrink_to_fit(&mut self) {
-        let Slab {
-            index,
-            hasher,
-            values,
-            ..
-        } = self;
-        index.shrink_to_fit(rehash(hasher, values));
+        self.index.shrink_to_fit(rehash(&self.hasher, &self.values));
         self.values.shrink_to_fit();
         self.flags.shrink_to_fit();
     }
@@ -341,15 +331,6 @@ impl<V> Pending<V> {
             && flags & COPIED == 0
             && (flags & OWED != 0 || (id.0 < self.new_from.0 && self.slice.covers(*id)))
     }
-}
-
-/// The hash the index files position `p` under (its value's id; None past the last): for the
-/// index to move its entries as it grows or shrinks.
-fn rehash<'a, V>(
-    hasher: &'a foldhash::fast::RandomState,
-    values: &'a Paged<(ConversationId, V)>,
-) -> impl Fn(u32) -> Option<u64> + 'a {
-    move |p| Some(hasher.hash_one(values.get(p as usize)?.0.0))
 }
 
 impl<V: Share> Index<&ConversationId> for Slab<V> {

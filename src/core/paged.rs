@@ -1,7 +1,7 @@
-//! A `Vec` in pages: the slab's values. A `Vec` of hundreds of thousands of conversations
-//! doubles its capacity to grow, so it holds up to twice what it uses, and while it moves
-//! into the new allocation the old one is held too (three times, for a moment). Here only the
-//! first page grows by doubling; past it values go into pages of a fixed size, allocated one
+//! A `Vec` in pages: the slab's conversations, a [`super::dense::Dense`] map's entries. A
+//! `Vec` of hundreds of thousands of values doubles its capacity to grow, so it holds up to
+//! twice what it uses, and while it moves into the new allocation the old one is held too
+//! (three times, for a moment). Here only the first page grows by doubling; past it values go into pages of a fixed size, allocated one
 //! at a time, so the room to spare is under one page whatever the count. Positions are
 //! `usize`s as in a `Vec`; `swap_remove` keeps the values dense.
 use std::ops::{Index, IndexMut};
@@ -11,7 +11,7 @@ use std::ops::{Index, IndexMut};
 const PAGE: usize = 1 << 10;
 
 #[derive(Debug)]
-pub(super) struct Paged<T> {
+pub struct Paged<T> {
     /// Every page but the last is full; none is empty.
     pages: Vec<Vec<T>>,
     /// The last full-size page emptied, kept for the next one needed: a count going back and
