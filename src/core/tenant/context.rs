@@ -5,10 +5,10 @@
 //! its text and id in an allocation of their own. Here it costs its bytes and ~12 more.
 //!
 //! The open buffer starts with four 32-bit words: the dead bytes before its oldest record, the
-//! records it keeps, and the same two for the sealed part (below). Each record is the
-//! message's time (8 bytes, little-endian), a byte of kind (its direction, its channel,
-//! whether it has a label), the lengths of its label, text and provider id (LEB128: one byte
-//! each below 128), then those bytes.
+//! records it keeps, then the bytes and the records dropped from the front of the sealed part
+//! (below). Each record is the message's time (8 bytes, little-endian), a byte of kind (its
+//! direction, its channel, whether it has a label), the lengths of its label, text and
+//! provider id (LEB128: one byte each below 128), then those bytes.
 //!
 //! A full context drops its oldest record by counting it dead. Dead bytes are reclaimed (what
 //! is live moves to the front once) only when a new record does not fit, and room grows by a
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use super::{Channel, Channels, ContextMessage, Direction, Timestamp};
 
 /// The four words at the start of a non-empty open buffer: its dead bytes and records kept,
-/// then the sealed part's.
+/// then the bytes and records dropped from the sealed part.
 const HEAD: usize = 4 * WORD;
 const WORD: usize = 4;
 /// The time's bytes and the kind's.
