@@ -4,7 +4,9 @@
 //! A `HashMap` keeps its entries in its slots, and a table just past a doubling is under half
 //! full: with a customer's number and a time (32 bytes) an entry cost up to ~70 bytes. Here it
 //! costs its 32 and a 5-byte slot of the index, about twice that at worst. A removal moves the
-//! last entry into the hole, so positions change and keys do not.
+//! last entry into the hole, so positions change and keys do not. Positions are exposed
+//! ([`Dense::position`], indexing, [`Dense::remove_at`]) for owners that keep something
+//! beside each entry (the conversations' slab keeps a byte of cut flags).
 use std::hash::{BuildHasher, Hash};
 
 use super::paged::Paged;
@@ -49,27 +51,54 @@ impl<K: Hash + Eq, V> Dense<K, V> {
 
     /// Adds or replaces the value of `key`; the value replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if let Some(at) = self.position(&key) {
-            return Some(std::mem::replace(&mut self.entries[at].1, value));
+        match self.position(&key) {
+            Some(at) => Some(std::mem::replace(self.value_mut(at), value)),
+            None => {
+                self.push_new(key, value);
+                None
+            }
         }
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let at = self.position(key)?;
+        Some(self.remove_at(at).1)
+    }
+
+    /// Where `key`'s entry is now (a removal may move it).
+    pub fn position(&self, key: &K) -> Option<usize> {
+        let entries = &self.entries;
+        self.index
+            .find(self.hasher.hash_one(key), |at| {
+                entries[at as usize].0 == *key
+            })
+            .map(|at| at as usize)
+    }
+
+    /// The value at position `at` (its key stays as it is: the index files it by it).
+    pub fn value_mut(&mut self, at: usize) -> &mut V {
+        &mut self.entries[at].1
+    }
+
+    /// Adds an entry the caller knows is not there, at position `len()`.
+    pub fn push_new(&mut self, key: K, value: V) {
         let at = u32::try_from(self.entries.len()).expect("under 2³² entries");
         let hash = self.hasher.hash_one(&key);
         self.entries.push((key, value));
         self.index
             .insert(hash, at, rehash(&self.hasher, &self.entries));
-        None
     }
 
-    pub fn remove(&mut self, key: &K) -> Option<V> {
-        let at = self.position(key)?;
-        self.index.remove(self.hasher.hash_one(key), at as u32);
+    /// Removes the entry at `at`, moving the last one into its place.
+    pub fn remove_at(&mut self, at: usize) -> (K, V) {
         let last = self.entries.len() - 1;
-        let (_, value) = self.entries.swap_remove(at);
+        let (key, value) = self.entries.swap_remove(at);
+        self.index.remove(self.hasher.hash_one(&key), at as u32);
         if let Some((moved, _)) = self.entries.get(at) {
             let hash = self.hasher.hash_one(moved);
             self.index.moved(hash, last as u32, at as u32);
         }
-        Some(value)
+        (key, value)
     }
 
     pub fn shrink_to_fit(&mut self) {
@@ -85,20 +114,20 @@ impl<K: Hash + Eq, V> Dense<K, V> {
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, v)| v)
     }
+}
 
-    fn position(&self, key: &K) -> Option<usize> {
-        let entries = &self.entries;
-        self.index
-            .find(self.hasher.hash_one(key), |at| {
-                entries[at as usize].0 == *key
-            })
-            .map(|at| at as usize)
+/// The entry at a position (below `len()`).
+impl<K, V> std::ops::Index<usize> for Dense<K, V> {
+    type Output = (K, V);
+
+    fn index(&self, at: usize) -> &(K, V) {
+        &self.entries[at]
     }
 }
 
 /// The hash the index files position `p` under (its entry's key; None past the last): for the
-/// index to move its entries as it grows or shrinks (a [`Dense`]'s, the conversations' slab's).
-pub(super) fn rehash<'a, K: Hash, V>(
+/// index to move its entries as it grows or shrinks.
+fn rehash<'a, K: Hash, V>(
     hasher: &'a foldhash::fast::RandomState,
     entries: &'a Paged<(K, V)>,
 ) -> impl Fn(u32) -> Option<u64> + 'a {

@@ -1,9 +1,10 @@
-//! A `Vec` in pages: the slab's conversations, a [`super::dense::Dense`] map's entries. A
-//! `Vec` of hundreds of thousands of values doubles its capacity to grow, so it holds up to
-//! twice what it uses, and while it moves into the new allocation the old one is held too
-//! (three times, for a moment). Here only the first page grows by doubling; past it values go into pages of a fixed size, allocated one
-//! at a time, so the room to spare is under one page whatever the count. Positions are
-//! `usize`s as in a `Vec`; `swap_remove` keeps the values dense.
+//! A `Vec` in pages: a [`super::dense::Dense`] map's entries (the slab's conversations among
+//! them). A `Vec` of hundreds of thousands of values doubles its capacity to grow, so it holds
+//! up to twice what it uses, and while it moves into the new allocation the old one is held
+//! too (three times, for a moment). Here only the first page grows by doubling; past it values
+//! go into pages of a fixed size, allocated one at a time, so the room to spare is under one
+//! page whatever the count. Positions are `usize`s as in a `Vec`; `swap_remove` keeps the
+//! values dense.
 use std::ops::{Index, IndexMut};
 
 /// Values per page: 1,024 conversations are ~110 KB, small against a tenant that needs more

@@ -1,10 +1,8 @@
-//! Conversations by id, packed: the values dense in pages ([`Paged`]) and a hash index of
-//! positions ([`Positions`]: the id is read from the value it finds). A hash map holding the
-//! values themselves keeps up to twice as many slots as entries (its load factor after a
-//! doubling), so each ~100-byte conversation would cost up to ~200; here the spare room is in
-//! 5-byte index slots and under one page of values.
-//! A removal moves the last value into the hole (`swap_remove`): positions are not stable,
-//! ids are.
+//! Conversations by id, packed in a [`Dense`] map (the values in pages, a hash index of their
+//! positions). A hash map holding the values themselves keeps up to twice as many slots as
+//! entries (its load factor after a doubling), so each ~100-byte conversation would cost up
+//! to ~200; here the spare room is in 5-byte index slots and under one page of values.
+//! A removal moves the last value into the hole: positions are not stable, ids are.
 //!
 //! **Cuts without stopping** (Kafka mode's snapshots): once `track`ed, the slab records which
 //! conversations changed or went since the last cut. A cut ([`Slab::begin_cut`]) owes a copy
@@ -14,20 +12,14 @@
 //! shard a flag, not a copy of every conversation. What changed, what a cut owes and what it
 //! copied are bits in a byte beside each value (moved with it), not sets of ids: under a
 //! backlog nearly every conversation is in them.
-use std::hash::BuildHasher;
 use std::ops::Index;
 
-use super::super::dense::rehash;
-use super::super::paged::Paged;
-use super::super::positions::Positions;
+use super::super::dense::Dense;
 use crate::model::ConversationId;
 
 #[derive(Debug)]
 pub(super) struct Slab<V> {
-    index: Positions,
-    /// Hashes ids for `index` (randomly seeded per process).
-    hasher: foldhash::fast::RandomState,
-    values: Paged<(ConversationId, V)>,
+    values: Dense<ConversationId, V>,
     /// The [`CHANGED`], [`OWED`] and [`COPIED`] bits of the value at the same position.
     flags: Vec<u8>,
     /// Change tracking for cuts; None until [`Slab::track`] (nothing reads it otherwise).
@@ -97,9 +89,7 @@ pub struct CutCopy<V> {
 impl<V> Default for Slab<V> {
     fn default() -> Self {
         Self {
-            index: Positions::default(),
-            hasher: foldhash::fast::RandomState::default(),
-            values: Paged::default(),
+            values: Dense::default(),
             flags: Vec::new(),
             tracking: None,
         }
@@ -116,52 +106,36 @@ impl<V: Share> Slab<V> {
     }
 
     pub fn contains_key(&self, id: &ConversationId) -> bool {
-        self.position(id).is_some()
+        self.values.contains_key(id)
     }
 
     pub fn get(&self, id: &ConversationId) -> Option<&V> {
-        let at = self.position(id)?;
-        Some(&self.values[at].1)
+        self.values.get(id)
     }
 
     pub fn get_mut(&mut self, id: &ConversationId) -> Option<&mut V> {
-        let at = self.position(id)?;
+        let at = self.values.position(id)?;
         self.changing(at);
-        Some(&mut self.values[at].1)
-    }
-
-    fn hash(&self, id: &ConversationId) -> u64 {
-        self.hasher.hash_one(id)
-    }
-
-    fn position(&self, id: &ConversationId) -> Option<usize> {
-        let values = &self.values;
-        self.index
-            .find(self.hash(id), |at| values[at as usize].0 == *id)
-            .map(|at| at as usize)
+        Some(self.values.value_mut(at))
     }
 
     /// Adds or replaces the value of `id`.
     pub fn insert(&mut self, id: ConversationId, value: V) {
-        match self.position(&id) {
+        match self.values.position(&id) {
             Some(at) => {
                 self.changing(at);
-                self.values[at].1 = value;
+                *self.values.value_mut(at) = value;
             }
             None => {
-                let at = u32::try_from(self.values.len()).expect("under 2³² conversations");
-                let hash = self.hash(&id);
-                self.values.push((id, value));
+                self.values.push_new(id, value);
                 self.flags
                     .push(if self.tracking.is_some() { CHANGED } else { 0 });
-                self.index
-                    .insert(hash, at, rehash(&self.hasher, &self.values));
             }
         }
     }
 
     pub fn remove(&mut self, id: &ConversationId) -> Option<V> {
-        let at = self.position(id)?;
+        let at = self.values.position(id)?;
         self.preserve(at);
         let last = self.values.len() - 1;
         if let Some(cut) = self.tracking.as_ref().and_then(|t| t.cut.as_ref())
@@ -171,13 +145,8 @@ impl<V: Share> Slab<V> {
             // The last value moves below the scan: copy it now if the cut owes it.
             self.preserve(last);
         }
-        self.index.remove(self.hash(id), at as u32);
-        let (_, value) = self.values.swap_remove(at);
+        let (_, value) = self.values.remove_at(at);
         self.flags.swap_remove(at);
-        if let Some((moved, _)) = self.values.get(at) {
-            let hash = self.hash(moved);
-            self.index.moved(hash, last as u32, at as u32);
-        }
         if let Some(t) = &mut self.tracking {
             t.removed.push(*id);
         }
@@ -200,7 +169,6 @@ impl<V: Share> Slab<V> {
     }
 
     pub fn shrink_to_fit(&mut self) {
-        self.index.shrink_to_fit(rehash(&self.hasher, &self.values));
         self.values.shrink_to_fit();
         self.flags.shrink_to_fit();
     }
@@ -210,7 +178,7 @@ impl<V: Share> Slab<V> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&ConversationId, &V)> {
-        self.values.iter().map(|(id, v)| (id, v))
+        self.values.iter()
     }
 
     /// True once changes are recorded.
@@ -281,9 +249,9 @@ impl<V: Share> Slab<V> {
         let mut spent = 0usize;
         while spent < budget && cut.cursor < values.len() {
             let at = cut.cursor;
-            if cut.owes(at, &values[at].0, flags[at]) {
-                let (id, value) = &mut values[at];
-                cut.copies.push((*id, value.share()));
+            let id = values[at].0;
+            if cut.owes(at, &id, flags[at]) {
+                cut.copies.push((id, values.value_mut(at).share()));
                 flags[at] |= COPIED;
                 spent += 16;
             }
@@ -315,9 +283,9 @@ impl<V: Share> Slab<V> {
         let Some(cut) = self.tracking.as_mut().and_then(|t| t.cut.as_mut()) else {
             return;
         };
-        if at >= cut.cursor && cut.owes(at, &self.values[at].0, self.flags[at]) {
-            let (id, value) = &mut self.values[at];
-            cut.copies.push((*id, value.share()));
+        let id = self.values[at].0;
+        if at >= cut.cursor && cut.owes(at, &id, self.flags[at]) {
+            cut.copies.push((id, self.values.value_mut(at).share()));
             self.flags[at] |= COPIED;
         }
     }
