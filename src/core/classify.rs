@@ -8,6 +8,7 @@
 //! matched one by one, each skipping texts without its literal words. When several intents
 //! match, the highest priority wins, then the first configured.
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use aho_corasick::AhoCorasick;
 use regex::Regex;
@@ -71,19 +72,25 @@ impl Classifier {
         if self.keywords.is_none() && self.patterns.is_empty() {
             return None;
         }
-        let folded = fold(text);
-        let spaced = one_space(&folded);
-        let keywords = self.keywords.iter().flat_map(|ac| {
-            ac.find_overlapping_iter(spaced.as_ref())
-                .filter(|m| whole_words(&spaced, m.start(), m.end()))
-                .map(|m| self.keyword_intent[m.pattern().as_usize()])
-        });
-        let patterns = self
-            .patterns
-            .iter()
-            .filter(|(_, p)| p.is_match(&folded))
-            .map(|&(i, _)| i);
-        keywords.chain(patterns).reduce(|b, i| self.better(b, i))
+        thread_local! {
+            /// The folded text: one buffer a thread, not an allocation a message.
+            static FOLDED: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        FOLDED.with_borrow_mut(|folded| {
+            fold_into(text, folded);
+            let spaced = one_space(folded);
+            let keywords = self.keywords.iter().flat_map(|ac| {
+                ac.find_overlapping_iter(spaced.as_ref())
+                    .filter(|m| whole_words(&spaced, m.start(), m.end()))
+                    .map(|m| self.keyword_intent[m.pattern().as_usize()])
+            });
+            let patterns = self
+                .patterns
+                .iter()
+                .filter(|(_, p)| p.is_match(folded))
+                .map(|&(i, _)| i);
+            keywords.chain(patterns).reduce(|b, i| self.better(b, i))
+        })
     }
 
     /// Of two matching intents: the higher priority, then the first configured.
@@ -108,13 +115,7 @@ fn whole_words(text: &str, start: usize, end: usize) -> bool {
 /// The text with each run of white space made one space (a keyword's words are joined by
 /// one); borrowed when it already is so (most messages).
 fn one_space(text: &str) -> Cow<'_, str> {
-    let mut previous_space = false;
-    let already = text.chars().all(|c| {
-        let ok = c == ' ' && !previous_space || !c.is_whitespace();
-        previous_space = c == ' ';
-        ok
-    });
-    if already {
+    if one_spaced(text) {
         return Cow::Borrowed(text);
     }
     // The text's ends count as non-word, as white space does: dropping it there changes
@@ -122,32 +123,89 @@ fn one_space(text: &str) -> Cow<'_, str> {
     Cow::Owned(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
+/// Whether every run of white space in `text` is one space, byte by byte: past ASCII, only
+/// the characters that begin with 0xC2 (U+0085, U+00A0), 0xE1 (U+1680) or 0xE2–0xE3
+/// (U+2000–U+3000) can be white space, and only those are decoded.
+fn one_spaced(text: &str) -> bool {
+    let mut previous_space = false;
+    for (at, &b) in text.as_bytes().iter().enumerate() {
+        let space = b == b' ';
+        let other_space = match b {
+            // `char::is_whitespace` on ASCII: tab, line feed, vertical tab, form feed, return.
+            b'\t'..=b'\r' => true,
+            0xc2 | 0xe1..=0xe3 => text[at..].chars().next().is_some_and(char::is_whitespace),
+            _ => false,
+        };
+        if other_space || space && previous_space {
+            return false;
+        }
+        previous_space = space;
+    }
+    true
+}
+
 /// Lower-case and strip the accents of Latin letters used in Spanish, Portuguese and French.
 pub fn fold(text: &str) -> String {
-    // Most messages are plain ASCII: one pass, no per-character case tables.
-    if text.is_ascii() {
-        return text.to_ascii_lowercase();
-    }
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c.to_ascii_lowercase());
-            continue;
-        }
-        for l in c.to_lowercase() {
-            out.push(match l {
-                'á' | 'à' | 'â' | 'ä' | 'ã' => 'a',
-                'é' | 'è' | 'ê' | 'ë' => 'e',
-                'í' | 'ì' | 'î' | 'ï' => 'i',
-                'ó' | 'ò' | 'ô' | 'ö' | 'õ' => 'o',
-                'ú' | 'ù' | 'û' | 'ü' => 'u',
-                'ñ' => 'n',
-                'ç' => 'c',
-                other => other,
-            });
-        }
-    }
+    fold_into(text, &mut out);
     out
+}
+
+/// [`fold`] into `out` (cleared first), for a caller that keeps one buffer.
+pub fn fold_into(text: &str, out: &mut String) {
+    out.clear();
+    if text.is_ascii() {
+        // Most messages: one copy, lower-cased in place.
+        out.push_str(text);
+        out.make_ascii_lowercase();
+        return;
+    }
+    let mut rest = text;
+    while !rest.is_empty() {
+        // Runs of ASCII (most of any text) are copied and lower-cased whole.
+        let ascii = rest
+            .bytes()
+            .position(|b| !b.is_ascii())
+            .unwrap_or(rest.len());
+        let start = out.len();
+        out.push_str(&rest[..ascii]);
+        out[start..].make_ascii_lowercase();
+        let mut chars = rest[ascii..].chars();
+        if let Some(c) = chars.next() {
+            fold_char(c, out);
+        }
+        rest = chars.as_str();
+    }
+}
+
+/// A character past ASCII: lower-cased (Latin-1's letters without the case tables: each
+/// capital is its small letter's code less 0x20), then its accent stripped.
+fn fold_char(c: char, out: &mut String) {
+    match c {
+        // À–Þ but ×: capitals.
+        '\u{c0}'..='\u{de}' if c != '×' => {
+            out.push(strip_accent(
+                char::from_u32(u32::from(c) + 0x20).expect("Latin-1"),
+            ));
+        }
+        // ß–ÿ and ÷: small letters already.
+        '\u{df}'..='\u{ff}' => out.push(strip_accent(c)),
+        _ => out.extend(c.to_lowercase().map(strip_accent)),
+    }
+}
+
+/// A small letter without its accent (Spanish, Portuguese and French letters).
+fn strip_accent(l: char) -> char {
+    match l {
+        'á' | 'à' | 'â' | 'ä' | 'ã' => 'a',
+        'é' | 'è' | 'ê' | 'ë' => 'e',
+        'í' | 'ì' | 'î' | 'ï' => 'i',
+        'ó' | 'ò' | 'ô' | 'ö' | 'õ' => 'o',
+        'ú' | 'ù' | 'û' | 'ü' => 'u',
+        'ñ' => 'n',
+        'ç' => 'c',
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +327,69 @@ mod tests {
                     "{kw:?} in {text:?}"
                 );
             }
+        }
+    }
+
+    /// Folding as first written: lower-case each character with the Unicode tables, then
+    /// strip its accent (Latin-1's capitals are lower-cased without the tables).
+    fn fold_by_tables(text: &str) -> String {
+        text.chars()
+            .flat_map(char::to_lowercase)
+            .map(strip_accent)
+            .collect()
+    }
+
+    /// Every character, alone and between ASCII, folds as the Unicode tables say; and one
+    /// buffer reused gives what a fresh one does.
+    #[test]
+    fn folding_agrees_with_the_unicode_tables_for_every_character() {
+        let mut buf = String::new();
+        for c in (0..=0x10_ffff).filter_map(char::from_u32) {
+            for text in [c.to_string(), format!("Ab{c}Cd{c}{c} É")] {
+                fold_into(&text, &mut buf);
+                assert_eq!(buf, fold_by_tables(&text), "{text:?}");
+            }
+        }
+        assert_eq!(
+            fold("¿Dónde ESTÁ mi PEDIDO, Ñandú?"),
+            "¿donde esta mi pedido, nandu?"
+        );
+    }
+
+    /// The byte-wise check agrees with the check by characters on every text of up to five
+    /// characters from spaces, other white space (ASCII and each lead byte of Unicode's),
+    /// letters and punctuation (ASCII and not).
+    #[test]
+    fn one_spaced_agrees_with_the_check_by_characters() {
+        let by_chars = |text: &str| {
+            let mut previous_space = false;
+            text.chars().all(|c| {
+                let ok = c == ' ' && !previous_space || !c.is_whitespace();
+                previous_space = c == ' ';
+                ok
+            })
+        };
+        // Every white space character past ASCII begins with one of the lead bytes decoded.
+        for c in (0x80..=0x10_ffff).filter_map(char::from_u32) {
+            let lead = c.to_string().as_bytes()[0];
+            assert!(
+                !c.is_whitespace() || matches!(lead, 0xc2 | 0xe1..=0xe3),
+                "{c:?}"
+            );
+        }
+        let alphabet = [
+            ' ', 'a', '\t', '\u{a0}', 'ñ', '¿', '\u{85}', '\u{2003}', '\u{3000}', '\u{1680}',
+        ];
+        let mut texts = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = texts
+                .iter()
+                .flat_map(|t| alphabet.map(|c| format!("{t}{c}")))
+                .collect();
+            for text in &longer {
+                assert_eq!(one_spaced(text), by_chars(text), "{text:?}");
+            }
+            texts = longer;
         }
     }
 

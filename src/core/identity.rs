@@ -227,10 +227,16 @@ impl Dedup {
 
     pub fn insert(&mut self, key: u128, now: Timestamp) {
         if !self.contains(key) {
-            self.push(key, now);
-            while self.order.len() > self.max {
-                self.forget_oldest();
-            }
+            self.insert_unseen(key, now);
+        }
+    }
+
+    /// Adds an id the caller found not [`Dedup::contains`]ed (one lookup a message, not two).
+    pub fn insert_unseen(&mut self, key: u128, now: Timestamp) {
+        debug_assert!(!self.contains(key), "an id not seen");
+        self.push(key, now);
+        while self.order.len() > self.max {
+            self.forget_oldest();
         }
     }
 

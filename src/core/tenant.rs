@@ -890,7 +890,7 @@ mod tests {
         }
         assert_eq!(std::mem::size_of::<Expiry>(), 8);
         // The state a conversation holds inline (the slab adds its id and a byte of flags).
-        assert_eq!(std::mem::size_of::<Conversation>(), 104);
+        assert_eq!(std::mem::size_of::<Conversation>(), 120);
     }
 
     #[test]

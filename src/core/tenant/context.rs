@@ -2,33 +2,32 @@
 //!
 //! The context is most of what a busy tenant holds (20 messages a conversation by default).
 //! Kept as a ring of [`ContextMessage`]s, a short message cost ~80 bytes: a 48-byte slot and
-//! its text and id in an allocation of their own. Here it costs its bytes and ~12 more.
+//! its text and id in an allocation of their own. Here it costs its bytes and ~3 more.
 //!
-//! The open buffer starts with four 32-bit words: the dead bytes before its oldest record, the
-//! records it keeps, then the bytes and the records dropped from the front of the sealed part
-//! (below). Each record is the message's time (8 bytes, little-endian), a byte of kind (its
-//! direction, its channel, whether it has a label), the lengths of its label, text and
-//! provider id (LEB128: one byte each below 128), then those bytes.
+//! Each record is the message's time (8 bytes, little-endian), a byte of kind (its direction,
+//! its channel, whether it has a label), the lengths of its label, text and provider id
+//! (LEB128: one byte each below 128), then those bytes. Where the records begin and how many
+//! are kept is in the `Context` itself, beside the buffer's pointer, not in the buffer.
 //!
-//! A full context drops its oldest record by counting it dead. Dead bytes are reclaimed (what
-//! is live moves to the front once) only when a new record does not fit, and room grows by a
-//! quarter of what is live: a message moves a few records' worth of bytes on average, not the
-//! whole context.
+//! **A message touches the buffer's end only.** A full context drops its oldest record by
+//! counting it dropped, without reading it: the record's bytes are walked past only when room
+//! runs out, and then what is live moves to the front once, and room grows by a quarter of
+//! what is live. So a message writes its own bytes and moves a few records' worth on average,
+//! not the whole context; with thousands of conversations each buffer is out of cache by the
+//! time its next message comes, and each part of it a message reads is a wait on memory.
 //!
 //! **Sealed for cuts.** A cut (Kafka mode's snapshots, see `slab`) copies the conversations
 //! that changed, and under load that is nearly all of them: copied whole, every context would
 //! be held twice while the cut is written. So a cut first [`Context::seal`]s a context: its
 //! live records move into a shared, never-changed buffer (the records it holds, a 32-bit word,
 //! then the records), which the copy and the conversation both point to. New messages go to
-//! the open buffer; the oldest are dropped from the sealed part by counting them in the open
-//! buffer's header, and the sealed part goes when none of its records is kept.
+//! the open buffer; the oldest are dropped from the sealed part by counting them, and the
+//! sealed part goes when none of its records is kept.
 use std::sync::Arc;
 
 use super::{Channel, Channels, ContextMessage, Direction, Timestamp};
 
-/// The four words at the start of a non-empty open buffer: its dead bytes and records kept,
-/// then the bytes and records dropped from the sealed part.
-const HEAD: usize = 4 * WORD;
+/// The sealed buffer's first word: the records it holds.
 const WORD: usize = 4;
 /// The time's bytes and the kind's.
 const FIXED: usize = 8 + 1;
@@ -39,8 +38,15 @@ const LABELLED: u8 = 1 << 4;
 pub(super) struct Context {
     /// The older records, shared with the cuts that copied them (see [`Context::seal`]).
     sealed: Option<Arc<Box<[u8]>>>,
-    /// The header and the newer records (empty: no header, all its words 0).
+    /// The newer records.
     open: Vec<u8>,
+    /// Records in `open`, the `dropped` oldest of them included.
+    count: u32,
+    /// The oldest records in `open` no longer kept, not yet walked past (their room is
+    /// reclaimed when room runs out).
+    dropped: u32,
+    /// Records dropped from the front of the sealed part.
+    sealed_gone: u32,
 }
 
 impl std::fmt::Debug for Context {
@@ -160,81 +166,77 @@ impl<'a> Kept<'a> {
 impl Context {
     /// The messages kept.
     pub fn len(&self) -> usize {
-        self.sealed_count() - self.word(3) + self.word(1)
+        self.sealed_kept() + (self.count - self.dropped) as usize
     }
 
     /// The messages, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = Kept<'_>> + '_ {
         let sealed = self.sealed.as_deref().map_or(&[][..], |s| &s[..]);
-        let older = records(
-            sealed,
-            WORD + self.word(2),
-            self.sealed_count() - self.word(3),
-        );
-        older.chain(records(&self.open, HEAD + self.word(0), self.word(1)))
+        let older = records(sealed, self.sealed_start(), self.sealed_kept());
+        let newer = records(&self.open, self.open_start(), self.open_kept());
+        older.chain(newer)
     }
 
     /// Adds the newest message, keeping the newest `keep` (at least one).
     pub fn push(&mut self, m: Kept<'_>, keep: usize) {
+        // Full, or over a limit a reload lowered: the oldest give way, the sealed first,
+        // counted, not read.
+        let over = (self.len() + 1).saturating_sub(keep.max(1));
+        let from_sealed = over.min(self.sealed_kept());
+        self.sealed_gone += from_sealed as u32;
+        self.dropped += (over - from_sealed) as u32;
+        if self.sealed.is_some() && self.sealed_kept() == 0 {
+            (self.sealed, self.sealed_gone) = (None, 0);
+        }
         let size = m.size();
-        let [mut dead, mut count, mut sealed_dead, mut sealed_gone] =
-            [0, 1, 2, 3].map(|i| self.word(i));
-        let sealed_count = self.sealed_count();
-        // Full, or over a limit a reload lowered: the oldest give way, the sealed first.
-        while sealed_count - sealed_gone + count >= keep.max(1) {
-            if sealed_gone < sealed_count {
-                let sealed = self.sealed.as_deref().expect("sealed records");
-                sealed_dead = record_end(sealed, WORD + sealed_dead) - WORD;
-                sealed_gone += 1;
-            } else {
-                dead = record_end(&self.open, HEAD + dead) - HEAD;
-                count -= 1;
-            }
-        }
-        if sealed_count > 0 && sealed_gone == sealed_count {
-            self.sealed = None;
-            (sealed_dead, sealed_gone) = (0, 0);
-        }
-        let sealed_live = self
-            .sealed
-            .as_deref()
-            .map_or(0, |s| s.len() - WORD - sealed_dead);
-        if self.open.is_empty() {
-            // Most conversations hold one or two messages: room for this one only (and a
-            // quarter of what is sealed, which grows by what comes here).
-            self.open.reserve_exact(HEAD + size.max(sealed_live / 4));
-            self.open.resize(HEAD, 0);
-        }
         if self.open.len() + size > self.open.capacity() {
-            self.open.copy_within(HEAD + dead.., HEAD);
-            self.open.truncate(self.open.len() - dead);
-            dead = 0;
-            let live = self.open.len() - HEAD + sealed_live;
-            if self.open.len() + size > self.open.capacity() {
-                self.open.reserve_exact(size.max(live / 4));
-            }
+            self.reclaim(size);
         }
         m.write(&mut self.open);
-        self.set([dead, count + 1, sealed_dead, sealed_gone]);
+        self.count += 1;
+    }
+
+    /// Room for a record of `size` bytes: past the records dropped, what is live moves to the
+    /// front; if that is not room enough, room grows by a quarter of what is live (or the
+    /// record's size). Most conversations hold one or two messages: their first record gets
+    /// room for itself only.
+    fn reclaim(&mut self, size: usize) {
+        let start = self.open_start();
+        self.open.copy_within(start.., 0);
+        self.open.truncate(self.open.len() - start);
+        (self.count, self.dropped) = (self.open_kept() as u32, 0);
+        if self.open.len() + size > self.open.capacity() {
+            // The sealed part's live bytes, in proportion to its records kept: what the open
+            // part will grow to hold as the sealed records are dropped.
+            let sealed_live = self.sealed.as_deref().map_or(0, |s| {
+                (s.len() - WORD) * self.sealed_kept() / read_word(s, 0).max(1)
+            });
+            let live = self.open.len() + sealed_live;
+            self.open.reserve_exact(size.max(live / 4));
+        }
     }
 
     /// Moves every record kept into one sealed buffer, shared by the clones made after (a
     /// cut's copy): they cost a pointer each, not the records. Records already sealed and
     /// nothing open: nothing to do.
     pub fn seal(&mut self) {
-        if self.word(1) == 0 {
+        if self.open_kept() == 0 {
+            // Only records dropped: a copy would copy their bytes.
+            (self.open, self.count, self.dropped) = (Vec::new(), 0, 0);
             return;
         }
         let count = u32::try_from(self.len()).expect("under 2³² messages");
         let sealed = self.sealed.as_deref().map_or(&[][..], |s| &s[..]);
-        let older = sealed.get(WORD + self.word(2)..).unwrap_or_default();
-        let newer = &self.open[HEAD + self.word(0)..];
+        let older = sealed.get(self.sealed_start()..).unwrap_or_default();
+        let newer = &self.open[self.open_start()..];
         let mut buf = Vec::with_capacity(WORD + older.len() + newer.len());
         buf.extend_from_slice(&count.to_ne_bytes());
         buf.extend_from_slice(older);
         buf.extend_from_slice(newer);
-        self.sealed = Some(Arc::new(buf.into_boxed_slice()));
-        self.open = Vec::new();
+        *self = Context {
+            sealed: Some(Arc::new(buf.into_boxed_slice())),
+            ..Context::default()
+        };
     }
 
     /// The newest `keep` of two contexts' messages, oldest first (two customers found to be
@@ -249,24 +251,28 @@ impl Context {
         merged
     }
 
-    /// The records the sealed part held when it was sealed.
-    fn sealed_count(&self) -> usize {
-        self.sealed.as_deref().map_or(0, |s| read_word(s, 0))
+    /// The sealed part's records still kept.
+    fn sealed_kept(&self) -> usize {
+        self.sealed
+            .as_deref()
+            .map_or(0, |s| read_word(s, 0) - self.sealed_gone as usize)
     }
 
-    fn word(&self, i: usize) -> usize {
-        if self.open.is_empty() {
-            0
-        } else {
-            read_word(&self.open, i)
-        }
+    /// Where the sealed part's first record kept begins.
+    fn sealed_start(&self) -> usize {
+        self.sealed
+            .as_deref()
+            .map_or(0, |s| skip(s, WORD, self.sealed_gone as usize))
     }
 
-    fn set(&mut self, words: [usize; 4]) {
-        for (i, w) in words.into_iter().enumerate() {
-            let w = u32::try_from(w).expect("a context under 4 GiB");
-            self.open[i * WORD..(i + 1) * WORD].copy_from_slice(&w.to_ne_bytes());
-        }
+    /// The open part's records still kept.
+    fn open_kept(&self) -> usize {
+        (self.count - self.dropped) as usize
+    }
+
+    /// Where the open part's first record kept begins.
+    fn open_start(&self) -> usize {
+        skip(&self.open, 0, self.dropped as usize)
     }
 }
 
@@ -275,12 +281,15 @@ fn read_word(buf: &[u8], i: usize) -> usize {
     w as usize
 }
 
-/// Where the record at `buf[at..]` ends: its lengths read, not its bytes (dropping the
-/// oldest record needs no more).
-fn record_end(buf: &[u8], at: usize) -> usize {
-    let mut pos = at + FIXED;
-    let lens = [(); 3].map(|()| read_leb(buf, &mut pos));
-    pos + lens.iter().sum::<usize>()
+/// Where the record `n` records past the one at `buf[at..]` begins: their lengths read, not
+/// their bytes.
+fn skip(buf: &[u8], mut at: usize, n: usize) -> usize {
+    for _ in 0..n {
+        at += FIXED;
+        let lens = [(); 3].map(|()| read_leb(buf, &mut at));
+        at += lens.iter().sum::<usize>();
+    }
+    at
 }
 
 /// The `count` records of `buf` from `pos` on.
@@ -388,7 +397,7 @@ mod tests {
         // Room is a quarter over what is live at most, besides the allocator's rounding.
         let live: usize = c.iter().map(|m| m.size()).sum();
         assert!(
-            c.open.capacity() <= HEAD + live + live / 4 + 16,
+            c.open.capacity() <= live + live / 4 + 16,
             "{}",
             c.open.capacity()
         );
@@ -535,7 +544,7 @@ mod tests {
     /// A short message costs its bytes and a dozen more, not a 48-byte slot and an allocation.
     #[test]
     fn a_context_costs_its_bytes() {
-        assert_eq!(std::mem::size_of::<Context>(), 32);
+        assert_eq!(std::mem::size_of::<Context>(), 48);
         let m = ContextMessage::new(
             Direction::Inbound,
             Channel::WhatsApp,
@@ -547,6 +556,6 @@ mod tests {
         assert_eq!(Kept::of(&m).size(), 8 + 1 + 3 + 8 + 4 + 7);
         let mut c = Context::default();
         c.push(Kept::of(&m), 20);
-        assert_eq!(c.open.len(), HEAD + Kept::of(&m).size());
+        assert_eq!(c.open.len(), Kept::of(&m).size());
     }
 }

@@ -125,7 +125,8 @@ impl Tenant {
                 .transpose()?,
         ];
         if !m.customer.trim().is_empty() {
-            if identity::looks_e164(&m.customer)
+            let looked_up = identity::looks_e164(&m.customer);
+            if looked_up
                 && let Some((known, id)) = self
                     .by_customer
                     .get(&self.conversations, m.customer.as_str())
@@ -134,7 +135,11 @@ impl Tenant {
             }
             let phone = identity::normalize(&m.customer, self.region)
                 .map_err(|problem| invalid("customer", problem))?;
-            let id = self.by_customer.id(&self.conversations, phone.as_e164());
+            // A number given in E.164 (as WhatsApp gives them) was looked up just above.
+            let id = match looked_up && phone.as_e164() == m.customer {
+                true => None,
+                false => self.by_customer.id(&self.conversations, phone.as_e164()),
+            };
             return Ok((Identity::Phone(phone), id, aliases));
         }
         if m.channel == Channel::WhatsApp {

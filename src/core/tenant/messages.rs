@@ -115,7 +115,7 @@ impl Tenant {
         conv.last_activity = now;
 
         let decision = self.route(now, id, intent, idle_ms, message, out);
-        self.dedup.insert(fingerprint, now);
+        self.dedup.insert_unseen(fingerprint, now);
         Ok(decision)
     }
 
