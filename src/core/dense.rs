@@ -7,6 +7,7 @@
 //! last entry into the hole, so positions change and keys do not. Positions are exposed
 //! ([`Dense::position`], indexing, [`Dense::remove_at`]) for owners that keep something
 //! beside each entry (the conversations' slab keeps a byte of cut flags).
+use std::cell::Cell;
 use std::hash::{BuildHasher, Hash};
 
 use super::paged::Paged;
@@ -18,6 +19,9 @@ pub struct Dense<K, V> {
     /// Hashes keys for `index` (randomly seeded per process).
     hasher: foldhash::fast::RandomState,
     entries: Paged<(K, V)>,
+    /// The position last found: the one a lookup tries first, checked by its key (one message
+    /// looks its conversation up several times; a removal that moved it only costs the probe).
+    recent: Cell<u32>,
 }
 
 impl<K, V> Default for Dense<K, V> {
@@ -26,6 +30,7 @@ impl<K, V> Default for Dense<K, V> {
             index: Positions::default(),
             hasher: foldhash::fast::RandomState::default(),
             entries: Paged::default(),
+            recent: Cell::new(0),
         }
     }
 }
@@ -67,12 +72,20 @@ impl<K: Hash + Eq, V> Dense<K, V> {
 
     /// Where `key`'s entry is now (a removal may move it).
     pub fn position(&self, key: &K) -> Option<usize> {
+        let recent = self.recent.get();
+        if self
+            .entries
+            .get(recent as usize)
+            .is_some_and(|(k, _)| k == key)
+        {
+            return Some(recent as usize);
+        }
         let entries = &self.entries;
-        self.index
-            .find(self.hasher.hash_one(key), |at| {
-                entries[at as usize].0 == *key
-            })
-            .map(|at| at as usize)
+        let at = self.index.find(self.hasher.hash_one(key), |at| {
+            entries[at as usize].0 == *key
+        })?;
+        self.recent.set(at);
+        Some(at as usize)
     }
 
     /// The value at position `at` (its key stays as it is: the index files it by it).
