@@ -21,7 +21,7 @@ use std::sync::{LazyLock, OnceLock};
 
 use phonenumber::country;
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
 
 /// `phonenumber`'s limits on a national significant number.
 const MIN_NSN: usize = 2;
@@ -176,10 +176,12 @@ impl Code {
 struct Region {
     leading_digits: Option<Regex>,
     general: Pattern,
-    /// Every type's pattern (fixed line, mobile, toll free, …) in one set, and each one's
-    /// possible lengths: a number is valid when the general pattern and any type accept it.
-    types: RegexSet,
-    type_lengths: Vec<Vec<u16>>,
+    /// A number is valid when the general pattern and any type (fixed line, mobile, toll
+    /// free, …) whose possible lengths allow its length accept it: for each length some type
+    /// names, those types' patterns as one expression (a match of any of them, found with no
+    /// more reading than it takes), by length; `other_lengths`, the types that name none.
+    by_length: Vec<(u16, Option<Regex>)>,
+    other_lengths: Option<Regex>,
 }
 
 struct Pattern {
@@ -206,20 +208,33 @@ impl Region {
         .into_iter()
         .flatten()
         .collect();
-        let set = types
+        // The types a number of length `len` may be: those whose possible lengths name it,
+        // and those that name none (any length); None: those with no lengths only.
+        let eligible = |len: Option<u16>| -> Option<Regex> {
+            let patterns: Vec<&str> = types
+                .iter()
+                .filter(|t| {
+                    let lengths = t.possible_length();
+                    lengths.is_empty() || len.is_some_and(|l| lengths.contains(&l))
+                })
+                .map(|t| t.national_number().as_str())
+                .collect();
+            (!patterns.is_empty()).then(|| at_start_any(&patterns))
+        };
+        let mut lengths: Vec<u16> = types
             .iter()
-            .map(|t| format!("^(?:{})", t.national_number().as_str()));
+            .flat_map(|t| t.possible_length().iter().copied())
+            .collect();
+        lengths.sort_unstable();
+        lengths.dedup();
         Self {
             leading_digits: meta.leading_digits().map(|r| at_start(r.as_str())),
             general: Pattern {
                 regex: at_start(d.general().national_number().as_str()),
                 lengths: d.general().possible_length().to_vec(),
             },
-            types: RegexSetBuilder::new(set)
-                .ignore_whitespace(true)
-                .build()
-                .expect("phonenumber's own patterns compile"),
-            type_lengths: types.iter().map(|t| t.possible_length().to_vec()).collect(),
+            by_length: lengths.iter().map(|&l| (l, eligible(Some(l)))).collect(),
+            other_lengths: eligible(None),
         }
     }
 
@@ -227,20 +242,26 @@ impl Region {
     fn accepts(&self, national: &str) -> bool {
         let len = national.len() as u16;
         let length_ok = |lengths: &[u16]| lengths.is_empty() || lengths.contains(&len);
+        let types = match self.by_length.iter().find(|(l, _)| *l == len) {
+            Some((_, types)) => types,
+            None => &self.other_lengths,
+        };
         length_ok(&self.general.lengths)
             && self.general.regex.is_match(national)
-            && self
-                .types
-                .matches(national)
-                .iter()
-                .any(|t| length_ok(&self.type_lengths[t]))
+            && types.as_ref().is_some_and(|t| t.is_match(national))
     }
 }
 
 /// `phonenumber` asks "is there a match starting at 0" (`find` then `start() == 0`): the
 /// same question as this anchored expression, compiled with its flags.
 fn at_start(pattern: &str) -> Regex {
-    RegexBuilder::new(&format!("^(?:{pattern})"))
+    at_start_any(&[pattern])
+}
+
+/// Whether any of `patterns` matches at the start ([`at_start`]), as one expression.
+fn at_start_any(patterns: &[&str]) -> Regex {
+    let any: Vec<String> = patterns.iter().map(|p| format!("^(?:{p})")).collect();
+    RegexBuilder::new(&any.join("|"))
         .ignore_whitespace(true)
         .build()
         .expect("phonenumber's own patterns compile")
