@@ -134,7 +134,7 @@ fn one_spaced(text: &str) -> bool {
     let seen = text.as_bytes().iter().fold(0u8, |seen, &b| {
         let tab_to_return = b.wrapping_sub(b'\t') <= b'\r' - b'\t';
         let lead = b.wrapping_sub(0xe1) <= 2;
-        seen | u8::from(tab_to_return | lead) * OTHER | u8::from(b == 0xc2) * C2
+        seen | (u8::from(tab_to_return | lead) * OTHER) | (u8::from(b == 0xc2) * C2)
     });
     if seen & OTHER != 0 || seen & C2 != 0 && (text.contains('\u{85}') || text.contains('\u{a0}')) {
         let mut previous_space = false;
