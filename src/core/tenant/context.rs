@@ -2,7 +2,7 @@
 //!
 //! The context is most of what a busy tenant holds (20 messages a conversation by default).
 //! Kept as a ring of [`ContextMessage`]s, a short message cost ~80 bytes: a 48-byte slot and
-//! its text and id in an allocation of their own. Here it costs its bytes and ~3 more.
+//! its text and id in an allocation of their own. Here it costs its bytes and ~12 more.
 //!
 //! Each record is the message's time (8 bytes, little-endian), a byte of kind (its direction,
 //! its channel, whether it has a label), the lengths of its label, text and provider id
