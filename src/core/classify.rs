@@ -137,14 +137,19 @@ fn one_spaced(text: &str) -> bool {
         seen | (u8::from(tab_to_return | lead) * OTHER) | (u8::from(b == 0xc2) * C2)
     });
     if seen & OTHER != 0 || seen & C2 != 0 && (text.contains('\u{85}') || text.contains('\u{a0}')) {
-        let mut previous_space = false;
-        return text.chars().all(|c| {
-            let ok = c == ' ' && !previous_space || !c.is_whitespace();
-            previous_space = c == ' ';
-            ok
-        });
+        return one_spaced_by_chars(text);
     }
     !text.contains("  ")
+}
+
+/// [`one_spaced`], character by character.
+fn one_spaced_by_chars(text: &str) -> bool {
+    let mut previous_space = false;
+    text.chars().all(|c| {
+        let ok = c == ' ' && !previous_space || !c.is_whitespace();
+        previous_space = c == ' ';
+        ok
+    })
 }
 
 /// Lower-case and strip the accents of Latin letters used in Spanish, Portuguese and French.
@@ -364,14 +369,6 @@ mod tests {
     /// letters and punctuation (ASCII and not).
     #[test]
     fn one_spaced_agrees_with_the_check_by_characters() {
-        let by_chars = |text: &str| {
-            let mut previous_space = false;
-            text.chars().all(|c| {
-                let ok = c == ' ' && !previous_space || !c.is_whitespace();
-                previous_space = c == ' ';
-                ok
-            })
-        };
         // Every white space character past ASCII is one of those looked for.
         for c in (0x80..=0x10_ffff).filter_map(char::from_u32) {
             let lead = c.to_string().as_bytes()[0];
@@ -392,7 +389,7 @@ mod tests {
                 .flat_map(|t| alphabet.map(|c| format!("{t}{c}")))
                 .collect();
             for text in &longer {
-                assert_eq!(one_spaced(text), by_chars(text), "{text:?}");
+                assert_eq!(one_spaced(text), one_spaced_by_chars(text), "{text:?}");
             }
             texts = longer;
         }
