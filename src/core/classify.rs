@@ -4,72 +4,110 @@
 //!
 //! A tenant's keywords compile into one Aho-Corasick automaton (one pass over the text
 //! whatever their number, reporting every occurrence of every keyword), each occurrence
-//! then checked for word boundaries exactly as `\b…\b` would; its regular expressions are
-//! matched one by one, each skipping texts without its literal words. When several intents
-//! match, the highest priority wins, then the first configured.
+//! then checked for word boundaries exactly as `\b…\b` would. The same pass looks for each
+//! regular expression's required literals (every match begins with one of them, by
+//! `regex_syntax`'s prefix extraction): an expression runs only on a text holding one. When
+//! several intents match, the highest priority wins, then the first configured.
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{Anchored, dfa, nfa};
 use regex::Regex;
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::is_word_character;
 
 use crate::config::IntentConfig;
 
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    /// Every keyword of every intent, folded, its words joined by one space: matched on the
-    /// folded text with each run of white space made one space. None: no keywords.
-    keywords: Option<AhoCorasick>,
-    /// Each keyword's intent, by the automaton's pattern number.
-    keyword_intent: Vec<usize>,
-    /// The configured expressions, each on its own with its intent: a lone expression first
-    /// looks for its literal words ("quiero") and is done at once when they are absent.
-    patterns: Vec<(usize, Regex)>,
+    /// Every keyword of every intent, folded, its words joined by one space, and every
+    /// expression's required literals: matched on the folded text with each run of white
+    /// space made one space. None: neither.
+    automaton: Option<Words>,
+    /// What each of the automaton's patterns means, by its number.
+    hits: Vec<Hit>,
+    /// The configured expressions, each with its intent and, if it has one, the bit of
+    /// `Hit::gates` that says a text may match it.
+    patterns: Vec<(usize, Regex, Option<u32>)>,
     /// Priority of each intent, to break ties between several matches.
     priority: Vec<u32>,
 }
+
+/// The automaton as `AhoCorasick` would choose it (a DFA for up to 100 patterns, else a
+/// contiguous NFA), held by its type so that each byte's step is inlined rather than a
+/// dynamic call.
+#[derive(Debug, Clone)]
+enum Words {
+    Dfa(dfa::DFA),
+    Nfa(nfa::contiguous::NFA),
+}
+
+/// One of the automaton's patterns (one string, however many rules share it).
+#[derive(Debug, Clone, Default)]
+struct Hit {
+    /// The best intent with this keyword, if it is one.
+    keyword: Option<usize>,
+    /// The expressions this is a required literal of, one bit each.
+    gates: u64,
+}
+
+/// Expressions past this many with required literals run on every text.
+const GATES: usize = u64::BITS as usize;
 
 impl Classifier {
     /// `default_priority` is used for intents that set none. Patterns were validated by
     /// `Config::validate`; an error here is still returned rather than panicking.
     pub fn new(intents: &[IntentConfig], default_priority: u32) -> Result<Self, regex::Error> {
-        let mut keywords = Vec::new();
-        let mut keyword_intent = Vec::new();
+        let priority: Vec<u32> = intents
+            .iter()
+            .map(|i| i.priority.unwrap_or(default_priority))
+            .collect();
+        let mut words: Vec<String> = Vec::new();
+        let mut hits: Vec<Hit> = Vec::new();
         let mut patterns = Vec::new();
+        let mut gated = 0;
         for (i, intent) in intents.iter().enumerate() {
             for kw in &intent.keywords {
-                let words = fold(kw).split_whitespace().collect::<Vec<_>>().join(" ");
-                if !words.is_empty() {
-                    keywords.push(words);
-                    keyword_intent.push(i);
+                let word = fold(kw).split_whitespace().collect::<Vec<_>>().join(" ");
+                if !word.is_empty() {
+                    let h = hit(&mut words, &mut hits, word);
+                    h.keyword = Some(h.keyword.map_or(i, |k| better(&priority, k, i)));
                 }
             }
             for p in &intent.patterns {
-                patterns.push((i, Regex::new(&format!("(?i:{p})"))?));
+                let source = format!("(?i:{p})");
+                let regex = Regex::new(&source)?;
+                let gate = match required_literals(&source) {
+                    Some(literals) if gated < GATES => {
+                        for literal in literals {
+                            hit(&mut words, &mut hits, literal).gates |= 1 << gated;
+                        }
+                        gated += 1;
+                        Some(gated as u32 - 1)
+                    }
+                    _ => None,
+                };
+                patterns.push((i, regex, gate));
             }
         }
-        let keywords = match keywords.is_empty() {
+        let automaton = match words.is_empty() {
             true => None,
             false => Some(
-                AhoCorasick::new(&keywords)
-                    .map_err(|e| regex::Error::Syntax(format!("keywords: {e}")))?,
+                Words::new(&words).map_err(|e| regex::Error::Syntax(format!("keywords: {e}")))?,
             ),
         };
         Ok(Self {
-            keywords,
-            keyword_intent,
+            automaton,
+            hits,
             patterns,
-            priority: intents
-                .iter()
-                .map(|i| i.priority.unwrap_or(default_priority))
-                .collect(),
+            priority,
         })
     }
 
     /// The index of the winning intent, if any matched.
     pub fn classify(&self, text: &str) -> Option<usize> {
-        if self.keywords.is_none() && self.patterns.is_empty() {
+        if self.automaton.is_none() && self.patterns.is_empty() {
             return None;
         }
         thread_local! {
@@ -78,29 +116,123 @@ impl Classifier {
         }
         FOLDED.with_borrow_mut(|folded| {
             fold_into(text, folded);
-            let spaced = one_space(folded);
-            let keywords = self.keywords.iter().flat_map(|ac| {
-                ac.find_overlapping_iter(spaced.as_ref())
-                    .filter(|m| whole_words(&spaced, m.start(), m.end()))
-                    .map(|m| self.keyword_intent[m.pattern().as_usize()])
-            });
-            let patterns = self
-                .patterns
-                .iter()
-                .filter(|(_, p)| p.is_match(folded))
-                .map(|&(i, _)| i);
-            keywords.chain(patterns).reduce(|b, i| self.better(b, i))
+            let mut best = None;
+            let mut gates = 0u64;
+            if let Some(automaton) = &self.automaton {
+                let spaced = one_space(folded);
+                automaton.each_match(&spaced, |pattern, start, end| {
+                    let hit = &self.hits[pattern];
+                    gates |= hit.gates;
+                    if let Some(i) = hit.keyword
+                        && whole_words(&spaced, start, end)
+                    {
+                        best = Some(best.map_or(i, |b| better(&self.priority, b, i)));
+                    }
+                });
+            }
+            for (i, regex, gate) in &self.patterns {
+                let possible = gate.is_none_or(|bit| gates & (1 << bit) != 0);
+                if possible && regex.is_match(folded) {
+                    best = Some(best.map_or(*i, |b| better(&self.priority, b, *i)));
+                }
+            }
+            best
         })
     }
+}
 
-    /// Of two matching intents: the higher priority, then the first configured.
-    fn better(&self, b: usize, i: usize) -> usize {
-        match self.priority[b].cmp(&self.priority[i]) {
-            std::cmp::Ordering::Greater => b,
-            std::cmp::Ordering::Less => i,
-            std::cmp::Ordering::Equal => b.min(i),
+/// The hit for pattern `word`, added if new.
+fn hit<'a>(words: &mut Vec<String>, hits: &'a mut Vec<Hit>, word: String) -> &'a mut Hit {
+    let at = match words.iter().position(|w| *w == word) {
+        Some(at) => at,
+        None => {
+            words.push(word);
+            hits.push(Hit::default());
+            hits.len() - 1
+        }
+    };
+    &mut hits[at]
+}
+
+/// Of two matching intents: the higher priority, then the first configured.
+fn better(priority: &[u32], b: usize, i: usize) -> usize {
+    match priority[b].cmp(&priority[i]) {
+        std::cmp::Ordering::Greater => b,
+        std::cmp::Ordering::Less => i,
+        std::cmp::Ordering::Equal => b.min(i),
+    }
+}
+
+impl Words {
+    fn new(words: &[String]) -> Result<Self, aho_corasick::BuildError> {
+        // Each byte is one step: a prefilter would make start states special too.
+        if words.len() <= 100
+            && let Ok(dfa) = dfa::Builder::new().prefilter(false).build(words)
+        {
+            return Ok(Self::Dfa(dfa));
+        }
+        nfa::contiguous::Builder::new()
+            .prefilter(false)
+            .build(words)
+            .map(Self::Nfa)
+    }
+
+    /// Calls `f(pattern, start, end)` for every occurrence of every pattern in `text`.
+    fn each_match(&self, text: &str, f: impl FnMut(usize, usize, usize)) {
+        match self {
+            Self::Dfa(a) => each_match(a, text, f),
+            Self::Nfa(a) => each_match(a, text, f),
         }
     }
+}
+
+/// The overlapping search, walked byte by byte with the automaton's own steps (its
+/// documented low-level interface): without a prefilter, only match states are special.
+fn each_match<A: Automaton>(automaton: &A, text: &str, mut f: impl FnMut(usize, usize, usize)) {
+    let mut state = automaton
+        .start_state(Anchored::No)
+        .expect("an unanchored automaton");
+    for (at, &byte) in text.as_bytes().iter().enumerate() {
+        state = automaton.next_state(Anchored::No, state, byte);
+        if automaton.is_special(state) && automaton.is_match(state) {
+            for i in 0..automaton.match_len(state) {
+                let pattern = automaton.match_pattern(state, i);
+                let end = at + 1;
+                f(
+                    pattern.as_usize(),
+                    end - automaton.pattern_len(pattern),
+                    end,
+                );
+            }
+        }
+    }
+}
+
+/// Literals one of which every match of the expression `source` (matched on folded text)
+/// begins with, cut at their first white space so that they are found in the text made
+/// one-spaced too; those holding a capital A–Z are left out, as no folded text holds one.
+/// None when there are no such literals (the expression may begin with anything).
+fn required_literals(source: &str) -> Option<Vec<String>> {
+    let hir = regex_syntax::parse(source).ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let mut literals = Vec::new();
+    for literal in seq.literals()? {
+        let bytes = literal.as_bytes();
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            // Cut inside a character by the extractor's length limit: its whole characters.
+            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to"),
+        };
+        let text = text.split(char::is_whitespace).next().unwrap_or_default();
+        if text.is_empty() {
+            return None;
+        }
+        if !text.bytes().any(|b| b.is_ascii_uppercase()) && !literals.iter().any(|l| l == text) {
+            literals.push(text.to_owned());
+        }
+    }
+    // Every literal held a capital: no folded text can match; it runs anyway (it will not).
+    (!literals.is_empty()).then_some(literals)
 }
 
 /// Whether `text[start..end]` has a word boundary (`\b`) at both ends: at each, a word
@@ -277,6 +409,19 @@ mod tests {
         // hours and status share priority 10: the first configured wins.
         assert_eq!(c.classify("estado del pedido y horario"), Some(0));
         assert_eq!(c.classify("fraude, quiero una devolución"), Some(3));
+        // Keywords ending at the same byte (one state matches both): both count.
+        for (phrase, word) in [(40, 10), (10, 40)] {
+            let c = Classifier::new(
+                &[
+                    intent("phrase", phrase, &["mi pedido"], &[]),
+                    intent("word", word, &["pedido"], &[]),
+                ],
+                10,
+            )
+            .unwrap();
+            let best = if phrase > word { 0 } else { 1 };
+            assert_eq!(c.classify("es mi pedido"), Some(best), "{phrase} {word}");
+        }
     }
 
     /// Keywords match exactly as `\b…\b` does, on texts with and without non-ASCII
@@ -324,16 +469,25 @@ mod tests {
             "日本語",
             "",
         ];
+        // Past 100 patterns the automaton is an NFA: both kinds are checked.
+        let fillers: Vec<String> = (0..120).map(|n| format!("filler{n}")).collect();
         for kw in keywords {
-            let c = Classifier::new(&[intent("k", 10, &[kw], &[])], 10).unwrap();
+            let alone = Classifier::new(&[intent("k", 10, &[kw], &[])], 10).unwrap();
+            let mut many = fillers.iter().map(String::as_str).collect::<Vec<_>>();
+            many.push(kw);
+            let many = Classifier::new(&[intent("k", 10, &many, &[])], 10).unwrap();
+            assert!(matches!(alone.automaton, Some(Words::Dfa(_))));
+            assert!(matches!(many.automaton, Some(Words::Nfa(_))));
             let words: Vec<_> = fold(kw).split_whitespace().map(regex::escape).collect();
             let classic = Regex::new(&format!(r"\b{}\b", words.join(r"\s+"))).unwrap();
             for text in texts {
-                assert_eq!(
-                    c.classify(text).is_some(),
-                    classic.is_match(&fold(text)),
-                    "{kw:?} in {text:?}"
-                );
+                for c in [&alone, &many] {
+                    assert_eq!(
+                        c.classify(text).is_some(),
+                        classic.is_match(&fold(text)),
+                        "{kw:?} in {text:?}"
+                    );
+                }
             }
         }
     }
@@ -356,6 +510,8 @@ mod tests {
             for text in [c.to_string(), format!("Ab{c}Cd{c}{c} É")] {
                 fold_into(&text, &mut buf);
                 assert_eq!(buf, fold_by_tables(&text), "{text:?}");
+                // What `required_literals` relies on: no folded text holds a capital A–Z.
+                assert!(!buf.bytes().any(|b| b.is_ascii_uppercase()), "{text:?}");
             }
         }
         assert_eq!(
@@ -393,6 +549,81 @@ mod tests {
             }
             texts = longer;
         }
+    }
+
+    /// An expression runs only on texts holding one of its required literals, and classifies
+    /// every text as the expression alone does on the folded text: expressions with literals
+    /// (in any case, after white space, non-ASCII, in alternatives) and without.
+    #[test]
+    fn expressions_match_as_alone_whether_or_not_their_literals_gate_them() {
+        let patterns = [
+            (
+                r"\bquiero (hablar|poner) (con|una) (un )?(humano|persona|queja)",
+                true,
+            ),
+            (r"\bno (he|hice) (esa|esta) compra", true),
+            ("QUIERO  Hablar", true),
+            (r"kilo|SOS", true),
+            (r"(reclamo|queja)\s+formal", true),
+            (r"\d{5}", false),
+            (r"^\s*hola", false),
+            (r"(a|.*)b", false),
+            (r"\s+adios", false),
+            ("café", true),
+            ("CAFÉ|cafe", true),
+        ];
+        let texts = [
+            "Quiero hablar con un humano",
+            "quiero  poner una queja",
+            "quiero\thablar con una persona",
+            "yo no hice esta compra",
+            "no he esa compra",
+            "QUIERO HABLAR",
+            "Quiero  hablar ya",
+            "quiero hablar",
+            "un \u{212a}ilo de SOS", // the Kelvin sign folds to k
+            "ſos",
+            "reclamo   formal",
+            "Queja\nformal",
+            "pedido 48213",
+            "  hola",
+            "ab",
+            "b",
+            "x  adios",
+            "adios",
+            "un café",
+            "un cafe",
+            "",
+        ];
+        for (p, literals) in patterns {
+            let c = Classifier::new(&[intent("p", 10, &[], &[p])], 10).unwrap();
+            assert_eq!(c.patterns[0].2.is_some(), literals, "{p:?} gated");
+            let alone = Regex::new(&format!("(?i:{p})")).unwrap();
+            for text in texts {
+                assert_eq!(
+                    c.classify(text).is_some(),
+                    alone.is_match(&fold(text)),
+                    "{p:?} on {text:?}"
+                );
+            }
+        }
+        assert_eq!(
+            required_literals(r"(?i:\bquiero (hablar|poner))"),
+            Some(vec!["quiero".to_owned()])
+        );
+        // With keywords: an expression's literal that is also a keyword gates it and still
+        // counts as the keyword.
+        let c = Classifier::new(
+            &[
+                intent("word", 10, &["queja"], &[]),
+                intent("phrase", 20, &[], &[r"queja formal"]),
+            ],
+            10,
+        )
+        .unwrap();
+        assert_eq!(c.classify("una queja formal"), Some(1));
+        assert_eq!(c.classify("una queja"), Some(0));
+        assert_eq!(c.classify("formal"), None);
     }
 
     #[test]

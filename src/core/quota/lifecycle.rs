@@ -131,15 +131,25 @@ pub fn normalize_keyword(text: &str) -> String {
 /// character follows it.
 fn longer_than(text: &str, longest: usize) -> bool {
     let (mut sure, mut pending, mut space) = (0usize, 0usize, false);
-    for c in text.chars() {
-        if c.is_alphanumeric() {
+    let mut at = 0;
+    while let Some(&b) = text.as_bytes().get(at) {
+        // ASCII (most of any text) by its byte, without decoding a character.
+        let (alphanumeric, white) = if b.is_ascii() {
+            at += 1;
+            (b.is_ascii_alphanumeric(), matches!(b, b' ' | b'\t'..=b'\r'))
+        } else {
+            let c = text[at..].chars().next().expect("a character begins here");
+            at += c.len_utf8();
+            (c.is_alphanumeric(), c.is_whitespace())
+        };
+        if alphanumeric {
             (sure, pending, space) = (sure + pending + 1, 0, false);
             if sure > longest {
                 return true;
             }
         } else if sure > 0 {
-            pending += usize::from(!(space && c.is_whitespace()));
-            space = c.is_whitespace();
+            pending += usize::from(!(space && white));
+            space = white;
         }
     }
     false
@@ -608,6 +618,11 @@ mod tests {
                 assert!(!longer_than(text, longest), "{text:?} within {longest}");
             }
         }
+        // And it tells a sentence at once, past ASCII too.
+        assert!(longer_than("please stop sending me these messages", 15));
+        assert!(longer_than("¿cuál es el horario de la tienda?", 15));
+        assert!(longer_than("¿cuál es el horario?", 17));
+        assert!(!longer_than("¿cuál es el horario?", 18));
         assert!(life.keyword("darme\u{a0}de baja").is_some());
         assert!(
             life.keyword("please stop sending me these messages")

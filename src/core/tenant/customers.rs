@@ -124,7 +124,7 @@ impl Tenant {
                 .map(|v| Identity::visitor(v).map_err(|p| invalid("visitor_id", p)))
                 .transpose()?,
         ];
-        if !m.customer.trim().is_empty() {
+        if m.customer.contains(|c: char| !c.is_whitespace()) {
             let looked_up = identity::looks_e164(&m.customer);
             if looked_up
                 && let Some((known, id)) = self
@@ -136,7 +136,7 @@ impl Tenant {
             let phone = identity::normalize(&m.customer, self.region)
                 .map_err(|problem| invalid("customer", problem))?;
             // A number given in E.164 (as WhatsApp gives them) was looked up just above.
-            let id = match looked_up && phone.as_e164() == m.customer {
+            let id = match looked_up && phone.is(&m.customer) {
                 true => None,
                 false => self.by_customer.id(&self.conversations, phone.as_e164()),
             };

@@ -40,7 +40,7 @@ impl Numbers {
         // The number the conversation holds, kept as it is compared (not looked up again).
         let mut held = None;
         let found = self.first.find(hash, |id| {
-            held = first_phone(convs, &id).filter(|p| p.as_e164() == number);
+            held = first_phone(convs, &id).filter(|p| p.is(number));
             held.is_some()
         });
         match found {
