@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-use aho_corasick::automaton::Automaton;
+use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{Anchored, dfa, nfa};
 use regex::Regex;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
@@ -189,15 +189,16 @@ impl Words {
 /// The overlapping search, walked byte by byte with the automaton's own steps (its
 /// documented low-level interface): without a prefilter, only match states are special.
 fn each_match<A: Automaton>(automaton: &A, text: &str, mut f: impl FnMut(usize, usize, usize)) {
+    let bytes = text.as_bytes();
     let mut state = automaton
         .start_state(Anchored::No)
         .expect("an unanchored automaton");
-    for (at, &byte) in text.as_bytes().iter().enumerate() {
-        state = automaton.next_state(Anchored::No, state, byte);
-        if automaton.is_special(state) && automaton.is_match(state) {
+    let mut at = 0;
+    while let Some((matched, end)) = next_special(automaton, state, bytes, at) {
+        (state, at) = (matched, end);
+        if automaton.is_match(state) {
             for i in 0..automaton.match_len(state) {
                 let pattern = automaton.match_pattern(state, i);
-                let end = at + 1;
                 f(
                     pattern.as_usize(),
                     end - automaton.pattern_len(pattern),
@@ -206,6 +207,26 @@ fn each_match<A: Automaton>(automaton: &A, text: &str, mut f: impl FnMut(usize, 
             }
         }
     }
+}
+
+/// From `state`, the steps over `bytes[at..]` up to the next special state: it and the
+/// offset past the byte that reached it. A loop of its own, with no call in it, so that
+/// its state stays in registers.
+#[inline]
+fn next_special<A: Automaton>(
+    automaton: &A,
+    mut state: StateID,
+    bytes: &[u8],
+    mut at: usize,
+) -> Option<(StateID, usize)> {
+    while let Some(&byte) = bytes.get(at) {
+        state = automaton.next_state(Anchored::No, state, byte);
+        at += 1;
+        if automaton.is_special(state) {
+            return Some((state, at));
+        }
+    }
+    None
 }
 
 /// Literals one of which every match of the expression `source` (matched on folded text)
@@ -271,7 +292,13 @@ fn one_spaced(text: &str) -> bool {
     if seen & OTHER != 0 || seen & C2 != 0 && (text.contains('\u{85}') || text.contains('\u{a0}')) {
         return one_spaced_by_chars(text);
     }
-    !text.contains("  ")
+    // Two spaces in a row, the same way (a substring search costs more to set up).
+    let bytes = text.as_bytes();
+    let after = bytes.get(1..).unwrap_or_default();
+    !bytes
+        .iter()
+        .zip(after)
+        .fold(false, |two, (&a, &b)| two | (a == b' ') & (b == b' '))
 }
 
 /// [`one_spaced`], character by character.

@@ -125,31 +125,32 @@ pub fn normalize_keyword(text: &str) -> String {
 }
 
 /// Whether `text`, normalised, is surely longer than `longest` bytes: read only as far as it
-/// takes to tell (a sentence is told apart in its first few words), and without trimming it
-/// first. Each character folds to one or more, a run of white space becomes one space, and
-/// what is not alphanumeric at either end is trimmed: it counts once an alphanumeric
-/// character follows it.
+/// takes to tell, and without trimming it first.
+///
+/// Most texts are sentences, told by their first bytes: each ASCII letter or digit stays one
+/// byte of the normalised text, and counting them in the first 128 bytes (without an early
+/// exit, so the compiler counts many at once) gives a lower bound. Otherwise, character by
+/// character: each folds to one or more, a run of white space becomes one space, and what
+/// is not alphanumeric at either end is trimmed: it counts once an alphanumeric character
+/// follows it.
 fn longer_than(text: &str, longest: usize) -> bool {
+    let head = &text.as_bytes()[..text.len().min(128)];
+    let alphanumeric = head
+        .iter()
+        .fold(0u8, |n, b| n + u8::from(b.is_ascii_alphanumeric()));
+    if usize::from(alphanumeric) > longest {
+        return true;
+    }
     let (mut sure, mut pending, mut space) = (0usize, 0usize, false);
-    let mut at = 0;
-    while let Some(&b) = text.as_bytes().get(at) {
-        // ASCII (most of any text) by its byte, without decoding a character.
-        let (alphanumeric, white) = if b.is_ascii() {
-            at += 1;
-            (b.is_ascii_alphanumeric(), matches!(b, b' ' | b'\t'..=b'\r'))
-        } else {
-            let c = text[at..].chars().next().expect("a character begins here");
-            at += c.len_utf8();
-            (c.is_alphanumeric(), c.is_whitespace())
-        };
-        if alphanumeric {
+    for c in text.chars() {
+        if c.is_alphanumeric() {
             (sure, pending, space) = (sure + pending + 1, 0, false);
             if sure > longest {
                 return true;
             }
         } else if sure > 0 {
-            pending += usize::from(!(space && white));
-            space = white;
+            pending += usize::from(!(space && c.is_whitespace()));
+            space = c.is_whitespace();
         }
     }
     false
