@@ -124,7 +124,7 @@ impl Tenant {
                 .map(|v| Identity::visitor(v).map_err(|p| invalid("visitor_id", p)))
                 .transpose()?,
         ];
-        if m.customer.contains(|c: char| !c.is_whitespace()) {
+        if !m.customer.chars().all(char::is_whitespace) {
             let looked_up = identity::looks_e164(&m.customer);
             if looked_up
                 && let Some((known, id)) = self

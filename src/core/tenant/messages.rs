@@ -11,7 +11,7 @@ impl Tenant {
         out: &mut Vec<Effect>,
     ) -> Result<Decision, CoreError> {
         // Validate everything before changing anything.
-        if m.text.trim().is_empty() {
+        if m.text.chars().all(char::is_whitespace) {
             return Err(invalid("text", "is empty; send the message text"));
         }
         if m.text.len() > self.limits.max_text_bytes {
