@@ -277,28 +277,28 @@ fn one_space(text: &str) -> Cow<'_, str> {
 }
 
 /// Whether every run of white space in `text` is one space. Past ASCII, white space begins
-/// with 0xE1–0xE3 (U+1680, U+2000–U+3000) or is U+0085 or U+00A0: a text with none of those
-/// and no ASCII white space but the space (most texts) is told by looking for two spaces; the
-/// rest, character by character.
+/// with 0xE1–0xE3 (U+1680, U+2000–U+3000) or is U+0085 or U+00A0 (0xC2 0x85, 0xC2 0xA0): a
+/// text with none of those and no ASCII white space but the space (most texts) is told by
+/// looking for two spaces; the rest, character by character.
 fn one_spaced(text: &str) -> bool {
-    // One flag byte, comparisons only, no early exit: the compiler checks many bytes at once.
-    const OTHER: u8 = 1;
-    const C2: u8 = 2;
-    let seen = text.as_bytes().iter().fold(0u8, |seen, &b| {
-        let tab_to_return = b.wrapping_sub(b'\t') <= b'\r' - b'\t';
-        let lead = b.wrapping_sub(0xe1) <= 2;
-        seen | (u8::from(tab_to_return | lead) * OTHER) | (u8::from(b == 0xc2) * C2)
-    });
-    if seen & OTHER != 0 || seen & C2 != 0 && (text.contains('\u{85}') || text.contains('\u{a0}')) {
+    // Each byte with the next, comparisons only, no early exit: the compiler checks many
+    // bytes at once. The last byte has no next: only ASCII can end a text.
+    let bytes = text.as_bytes();
+    let next = bytes.get(1..).unwrap_or_default();
+    let tab_to_return = |b: u8| b.wrapping_sub(b'\t') <= b'\r' - b'\t';
+    let (other, two) = bytes
+        .iter()
+        .zip(next)
+        .fold((false, false), |(other, two), (&a, &b)| {
+            let lead = a.wrapping_sub(0xe1) <= 2;
+            let latin = (a == 0xc2) & ((b == 0x85) | (b == 0xa0));
+            let white = tab_to_return(a) | lead | latin;
+            (other | white, two | (a == b' ') & (b == b' '))
+        });
+    if other || bytes.last().is_some_and(|&b| tab_to_return(b)) {
         return one_spaced_by_chars(text);
     }
-    // Two spaces in a row, the same way (a substring search costs more to set up).
-    let bytes = text.as_bytes();
-    let after = bytes.get(1..).unwrap_or_default();
-    !bytes
-        .iter()
-        .zip(after)
-        .fold(false, |two, (&a, &b)| two | (a == b' ') & (b == b' '))
+    !two
 }
 
 /// [`one_spaced`], character by character.
