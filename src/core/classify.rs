@@ -15,7 +15,7 @@ use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{Anchored, dfa, nfa};
 use regex::Regex;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
-use regex_syntax::is_word_character;
+use regex_syntax::{is_word_byte, is_word_character};
 
 use crate::config::IntentConfig;
 
@@ -259,10 +259,20 @@ fn required_literals(source: &str) -> Option<Vec<String>> {
 /// Whether `text[start..end]` has a word boundary (`\b`) at both ends: at each, a word
 /// character on exactly one side (the text's ends count as non-word).
 fn whole_words(text: &str, start: usize, end: usize) -> bool {
-    let word = |c: Option<char>| c.is_some_and(is_word_character);
+    let word = |c: Option<char>| c.is_some_and(word_character);
     let (before, inside, after) = (&text[..start], &text[start..end], &text[end..]);
     word(before.chars().next_back()) != word(inside.chars().next())
         && word(inside.chars().next_back()) != word(after.chars().next())
+}
+
+/// `regex_syntax`'s word character (the one `\b` uses), ASCII told by its byte: the crate's
+/// own check searches its Unicode table for every character but ASCII word characters, so
+/// also for the space and punctuation around most keywords.
+fn word_character(c: char) -> bool {
+    match u8::try_from(c) {
+        Ok(b) if b.is_ascii() => is_word_byte(b),
+        _ => is_word_character(c),
+    }
 }
 
 /// The text with each run of white space made one space (a keyword's words are joined by
@@ -418,6 +428,14 @@ mod tests {
         assert_eq!(c.classify("quiero hacer una DEVOLUCION"), Some(2));
         assert_eq!(c.classify("quiero hacer una devolución"), Some(2));
         assert_eq!(c.classify("yo no hice esta compra"), Some(3));
+    }
+
+    /// The word check agrees with `regex_syntax`'s for every character.
+    #[test]
+    fn word_characters_are_regex_syntax_s() {
+        for c in (0..=0x10_ffff).filter_map(char::from_u32) {
+            assert_eq!(word_character(c), is_word_character(c), "{c:?}");
+        }
     }
 
     #[test]
