@@ -72,7 +72,7 @@ impl Classifier {
                 let word = fold(kw).split_whitespace().collect::<Vec<_>>().join(" ");
                 if !word.is_empty() {
                     let h = hit(&mut words, &mut hits, word);
-                    h.keyword = Some(h.keyword.map_or(i, |k| better(&priority, k, i)));
+                    h.keyword = Some(better(&priority, h.keyword, i));
                 }
             }
             for p in &intent.patterns {
@@ -126,14 +126,14 @@ impl Classifier {
                     if let Some(i) = hit.keyword
                         && whole_words(&spaced, start, end)
                     {
-                        best = Some(best.map_or(i, |b| better(&self.priority, b, i)));
+                        best = Some(better(&self.priority, best, i));
                     }
                 });
             }
             for (i, regex, gate) in &self.patterns {
                 let possible = gate.is_none_or(|bit| gates & (1 << bit) != 0);
                 if possible && regex.is_match(folded) {
-                    best = Some(best.map_or(*i, |b| better(&self.priority, b, *i)));
+                    best = Some(better(&self.priority, best, *i));
                 }
             }
             best
@@ -154,8 +154,10 @@ fn hit<'a>(words: &mut Vec<String>, hits: &'a mut Vec<Hit>, word: String) -> &'a
     &mut hits[at]
 }
 
-/// Of two matching intents: the higher priority, then the first configured.
-fn better(priority: &[u32], b: usize, i: usize) -> usize {
+/// Of the best matching intent so far (if any) and `i`: the higher priority, then the first
+/// configured.
+fn better(priority: &[u32], best: Option<usize>, i: usize) -> usize {
+    let Some(b) = best else { return i };
     match priority[b].cmp(&priority[i]) {
         std::cmp::Ordering::Greater => b,
         std::cmp::Ordering::Less => i,
