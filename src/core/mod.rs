@@ -203,21 +203,19 @@ pub enum Direction {
     Outbound,
 }
 
-/// One message of a conversation's context. Text is shared, so handing it to a bot or an agent
-/// stream costs a reference count, not a copy.
+/// One message of a conversation's context, as the API, the streams and the effects take it
+/// (the context itself keeps its messages packed, see `tenant::context`). An inbound
+/// message's text and id are moved in from the decoded message, not copied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextMessage {
     pub direction: Direction,
     pub channel: Channel,
     pub at: Timestamp,
-    /// The text, then the provider's message id, in one allocation (a message kept in
-    /// context costs one, not two): read through [`ContextMessage::text`] and
-    /// [`ContextMessage::provider_message_id`].
-    body: Arc<str>,
-    text_len: u32,
+    text: Box<str>,
+    provider_message_id: Box<str>,
     /// An inbound message's intent, or who wrote a note or a reply ("agent:ana",
     /// "bot:faq-bot"): one field, read through [`ContextMessage::intent`] and
-    /// [`ContextMessage::author`], so a message is 48 bytes.
+    /// [`ContextMessage::author`].
     pub label: Option<Arc<str>>,
 }
 
@@ -226,49 +224,27 @@ impl ContextMessage {
         direction: Direction,
         channel: Channel,
         at: Timestamp,
-        text: &str,
-        provider_message_id: &str,
+        text: impl Into<Box<str>>,
+        provider_message_id: impl Into<Box<str>>,
         label: Option<Arc<str>>,
     ) -> Self {
-        thread_local! {
-            /// Where the two are joined before the one exact allocation is made.
-            static JOIN: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        // Texts are bounded far below 4 GiB (`limits.max_text_bytes`); a longer one would
-        // only lose its id's split, not its bytes.
-        let text_len = u32::try_from(text.len()).unwrap_or(u32::MAX);
-        let body = match provider_message_id {
-            "" => Arc::from(text),
-            id => JOIN.with_borrow_mut(|join| {
-                join.clear();
-                join.push_str(text);
-                join.push_str(id);
-                let body = Arc::from(join.as_str());
-                // Never keep more than a large message's worth between calls.
-                join.truncate(0);
-                join.shrink_to(64 * 1024);
-                body
-            }),
-        };
         Self {
             direction,
             channel,
             at,
-            body,
-            text_len,
+            text: text.into(),
+            provider_message_id: provider_message_id.into(),
             label,
         }
     }
 
     pub fn text(&self) -> &str {
-        self.body
-            .get(..self.text_len as usize)
-            .unwrap_or(&self.body)
+        &self.text
     }
 
     /// The provider's id of the message ("" for notes and replies).
     pub fn provider_message_id(&self) -> &str {
-        self.body.get(self.text_len as usize..).unwrap_or_default()
+        &self.provider_message_id
     }
 
     /// The intent an inbound message was classified as.

@@ -9,12 +9,18 @@
 //! (LEB128: one byte each below 128), then those bytes. Where the records begin and how many
 //! are kept is in the `Context` itself, beside the buffer's pointer, not in the buffer.
 //!
-//! **A message touches the buffer's end only.** A full context drops its oldest record by
-//! counting it dropped, without reading it: the record's bytes are walked past only when room
-//! runs out, and then what is live moves to the front once, and room grows by a quarter of
-//! what is live. So a message writes its own bytes and moves a few records' worth on average,
-//! not the whole context; with thousands of conversations each buffer is out of cache by the
-//! time its next message comes, and each part of it a message reads is a wait on memory.
+//! **A message touches the buffer's end only.** The open records are a ring: a message
+//! writes its record after the newest, and a full context drops its oldest by counting it
+//! dropped, without reading it. When the ring has no room for a record, the records dropped
+//! are walked past (their lengths read, one after the other, where the last walk stopped),
+//! and a record that does not fit before the buffer's end goes to its front. A record is
+//! never split. Nothing is moved while the ring has room; when it has none, the records kept
+//! move, in order, to a buffer a quarter larger than they are. With thousands of
+//! conversations each buffer is out of cache by the time its next message comes, and each
+//! part of it a message reads is a wait on memory: moving what is live to the front (as this
+//! buffer did before it was a ring) read and wrote the whole context every few messages, and
+//! reading the oldest record's lengths at every message (as a ring that drops eagerly does)
+//! waits on a line of its own each time.
 //!
 //! **Sealed for cuts.** A cut (Kafka mode's snapshots, see `slab`) copies the conversations
 //! that changed, and under load that is nearly all of them: copied whole, every context would
@@ -33,17 +39,29 @@ const WORD: usize = 4;
 const FIXED: usize = 8 + 1;
 /// In the kind byte: the label is there (an empty label is not None).
 const LABELLED: u8 = 1 << 4;
+/// The most the open records take, whatever the limits (their positions are 32-bit): past
+/// it the oldest give way to a newer record. Messages are far smaller (a text is at most
+/// `limits.max_text_bytes`, a reply at most a gRPC message's 4 MiB).
+const MAX_OPEN_BYTES: usize = 1 << 31;
 
 #[derive(Clone, Default)]
 pub(super) struct Context {
     /// The older records, shared with the cuts that copied them (see [`Context::seal`]).
     sealed: Option<Arc<Box<[u8]>>>,
-    /// The newer records.
-    open: Vec<u8>,
+    /// The newer records, a ring: from `head` to `end`, then (when they wrap) from the
+    /// front to `tail`.
+    open: Box<[u8]>,
+    /// Where the oldest open record begins.
+    head: u32,
+    /// Where the next record goes.
+    tail: u32,
+    /// Where the records from `head` end: `tail` unless they wrap to the front, when they
+    /// end before the records from the front (`tail <= head < end`).
+    end: u32,
     /// Records in `open`, the `dropped` oldest of them included.
     count: u32,
-    /// The oldest records in `open` no longer kept, not yet walked past (their room is
-    /// reclaimed when room runs out).
+    /// The oldest records in `open` no longer kept, not yet walked past: their room is
+    /// taken back when the ring needs it, a few records' lengths read at once.
     dropped: u32,
     /// Records dropped from the front of the sealed part.
     sealed_gone: u32,
@@ -124,16 +142,24 @@ impl<'a> Kept<'a> {
         direction | channel << 2 | if self.label.is_some() { LABELLED } else { 0 }
     }
 
-    fn write(&self, buf: &mut Vec<u8>) {
-        buf.extend_from_slice(&self.at.as_millis().to_le_bytes());
-        buf.push(self.kind());
+    /// Writes the record to `buf`, [`Kept::size`] bytes.
+    fn write(&self, buf: &mut [u8]) {
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            buf[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&self.at.as_millis().to_le_bytes());
+        put(&[self.kind()]);
         let label = self.label.unwrap_or_default();
+        let mut leb = [0; 10];
         for part in [label, self.text, self.provider_message_id] {
-            write_leb(buf, part.len());
+            put(write_leb(&mut leb, part.len()));
         }
         for part in [label, self.text, self.provider_message_id] {
-            buf.extend_from_slice(part.as_bytes());
+            put(part.as_bytes());
         }
+        debug_assert_eq!(at, buf.len(), "a record fills its size");
     }
 
     /// The record at `buf[at..]` and where the next begins.
@@ -166,14 +192,21 @@ impl<'a> Kept<'a> {
 impl Context {
     /// The messages kept.
     pub fn len(&self) -> usize {
-        self.sealed_kept() + (self.count - self.dropped) as usize
+        self.sealed_kept() + self.open_kept()
+    }
+
+    /// The open records kept.
+    fn open_kept(&self) -> usize {
+        (self.count - self.dropped) as usize
     }
 
     /// The messages, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = Kept<'_>> + '_ {
         let sealed = self.sealed.as_deref().map_or(&[][..], |s| &s[..]);
-        let older = records(sealed, self.sealed_start(), self.sealed_kept());
-        let newer = records(&self.open, self.open_start(), self.open_kept());
+        let older = records(sealed, self.sealed_start(), self.sealed_kept(), usize::MAX);
+        let wrap = self.end as usize;
+        let mut newer = records(&self.open, self.head as usize, self.count as usize, wrap);
+        newer.by_ref().take(self.dropped as usize).for_each(drop);
         older.chain(newer)
     }
 
@@ -184,55 +217,139 @@ impl Context {
         let over = (self.len() + 1).saturating_sub(keep.max(1));
         let from_sealed = over.min(self.sealed_kept());
         self.sealed_gone += from_sealed as u32;
-        self.dropped += (over - from_sealed) as u32;
         if self.sealed.is_some() && self.sealed_kept() == 0 {
             (self.sealed, self.sealed_gone) = (None, 0);
         }
-        let size = m.size();
-        if self.open.len() + size > self.open.capacity() {
-            self.reclaim(size);
+        self.dropped += (over - from_sealed) as u32;
+        if self.dropped == self.count {
+            self.walk_dropped();
         }
-        m.write(&mut self.open);
+        let size = m.size();
+        let at = match self.room_for(size) {
+            Some(at) => at,
+            None => {
+                self.walk_dropped();
+                match self.room_for(size) {
+                    Some(at) => at,
+                    None => self.grow(size),
+                }
+            }
+        };
+        m.write(&mut self.open[at..at + size]);
+        let after_newest = at == self.tail as usize;
+        if after_newest && !self.wrapped() {
+            self.end = (at + size) as u32;
+        }
+        // Else it wraps to the front now (the records from `head` end where they did), or
+        // it goes after the newest at the front.
+        self.tail = (at + size) as u32;
         self.count += 1;
     }
 
-    /// Room for a record of `size` bytes: past the records dropped, what is live moves to the
-    /// front; if that is not room enough, room grows by a quarter of what is live (or the
-    /// record's size). Most conversations hold one or two messages: their first record gets
-    /// room for itself only.
-    fn reclaim(&mut self, size: usize) {
-        let start = self.open_start();
-        self.open.copy_within(start.., 0);
-        self.open.truncate(self.open.len() - start);
-        (self.count, self.dropped) = (self.open_kept() as u32, 0);
-        if self.open.len() + size > self.open.capacity() {
-            // The sealed part's live bytes, in proportion to its records kept: what the open
-            // part will grow to hold as the sealed records are dropped.
-            let sealed_live = self.sealed.as_deref().map_or(0, |s| {
-                (s.len() - WORD) * self.sealed_kept() / read_word(s, 0).max(1)
-            });
-            let live = self.open.len() + sealed_live;
-            self.open.reserve_exact(size.max(live / 4));
+    /// Moves past the records dropped (reading their lengths, one after the other).
+    fn walk_dropped(&mut self) {
+        if self.dropped == self.count {
+            (self.head, self.tail, self.end, self.count, self.dropped) = (0, 0, 0, 0, 0);
+            return;
         }
+        for _ in 0..self.dropped {
+            self.head = skip(&self.open, self.head as usize, 1) as u32;
+            if self.head == self.end && self.tail < self.end {
+                // The records from `head` are gone: those at the front are the oldest now.
+                (self.head, self.end) = (0, self.tail);
+            }
+        }
+        self.count -= self.dropped;
+        self.dropped = 0;
+    }
+
+    /// The open records' bytes, the dropped included: from `head`, then from the front.
+    fn open_parts(&self) -> [&[u8]; 2] {
+        let (head, end, tail) = (self.head as usize, self.end as usize, self.tail as usize);
+        if self.wrapped() {
+            [&self.open[head..end], &self.open[..tail]]
+        } else {
+            [&self.open[head..tail], &[]]
+        }
+    }
+
+    /// Whether the newer records wrap to the front.
+    fn wrapped(&self) -> bool {
+        self.tail < self.end
+    }
+
+    /// Where a record of `size` bytes fits without moving any: after the newest, else (not
+    /// wrapped yet) at the front, before the oldest.
+    fn room_for(&self, size: usize) -> Option<usize> {
+        let (head, tail) = (self.head as usize, self.tail as usize);
+        if self.wrapped() {
+            return (tail + size <= head).then_some(tail);
+        }
+        if tail + size <= self.open.len() {
+            Some(tail)
+        } else if size <= head {
+            Some(0)
+        } else {
+            None
+        }
+    }
+
+    /// No room: the records kept move, in order, to a buffer with room for them, the new
+    /// record and a quarter of what is live more (or the record's size). Most conversations
+    /// hold one or two messages: their first record gets room for itself only. Returns where
+    /// the new record goes.
+    fn grow(&mut self, size: usize) -> usize {
+        assert!(
+            size <= MAX_OPEN_BYTES,
+            "a message of {size} bytes, over 2 GiB"
+        );
+        self.walk_dropped();
+        while self.count > 0
+            && self.open_parts().map(<[u8]>::len).iter().sum::<usize>() + size > MAX_OPEN_BYTES
+        {
+            self.dropped = 1;
+            self.walk_dropped();
+        }
+        let [first, second] = self.open_parts();
+        let kept = first.len() + second.len();
+        // The sealed part's live bytes, in proportion to its records kept: what the open
+        // part will grow to hold as the sealed records are dropped.
+        let sealed_live = self.sealed.as_deref().map_or(0, |s| {
+            (s.len() - WORD) * self.sealed_kept() / read_word(s, 0).max(1)
+        });
+        let live = kept + sealed_live;
+        let room = kept + size.max(live / 4);
+        let mut open = vec![0; room].into_boxed_slice();
+        open[..first.len()].copy_from_slice(first);
+        open[first.len()..kept].copy_from_slice(second);
+        self.open = open;
+        (self.head, self.tail, self.end) = (0, kept as u32, kept as u32);
+        kept
     }
 
     /// Moves every record kept into one sealed buffer, shared by the clones made after (a
     /// cut's copy): they cost a pointer each, not the records. Records already sealed and
     /// nothing open: nothing to do.
     pub fn seal(&mut self) {
-        if self.open_kept() == 0 {
+        self.walk_dropped();
+        if self.count == 0 {
             // Only records dropped: a copy would copy their bytes.
-            (self.open, self.count, self.dropped) = (Vec::new(), 0, 0);
+            *self = Context {
+                sealed: self.sealed.take(),
+                sealed_gone: self.sealed_gone,
+                ..Context::default()
+            };
             return;
         }
         let count = u32::try_from(self.len()).expect("under 2³² messages");
         let sealed = self.sealed.as_deref().map_or(&[][..], |s| &s[..]);
         let older = sealed.get(self.sealed_start()..).unwrap_or_default();
-        let newer = &self.open[self.open_start()..];
-        let mut buf = Vec::with_capacity(WORD + older.len() + newer.len());
+        let newer = self.open_parts();
+        let mut buf = Vec::with_capacity(WORD + older.len() + newer[0].len() + newer[1].len());
         buf.extend_from_slice(&count.to_ne_bytes());
         buf.extend_from_slice(older);
-        buf.extend_from_slice(newer);
+        buf.extend_from_slice(newer[0]);
+        buf.extend_from_slice(newer[1]);
         *self = Context {
             sealed: Some(Arc::new(buf.into_boxed_slice())),
             ..Context::default()
@@ -264,16 +381,6 @@ impl Context {
             .as_deref()
             .map_or(0, |s| skip(s, WORD, self.sealed_gone as usize))
     }
-
-    /// The open part's records still kept.
-    fn open_kept(&self) -> usize {
-        (self.count - self.dropped) as usize
-    }
-
-    /// Where the open part's first record kept begins.
-    fn open_start(&self) -> usize {
-        skip(&self.open, 0, self.dropped as usize)
-    }
 }
 
 fn read_word(buf: &[u8], i: usize) -> usize {
@@ -292,11 +399,17 @@ fn skip(buf: &[u8], mut at: usize, n: usize) -> usize {
     at
 }
 
-/// The `count` records of `buf` from `pos` on.
-fn records(buf: &[u8], mut pos: usize, count: usize) -> impl Iterator<Item = Kept<'_>> {
+/// The `count` records of `buf` from `pos` on, going on from the front at `wrap` (where the
+/// records after `pos` end, when they wrap).
+fn records(
+    buf: &[u8],
+    mut pos: usize,
+    count: usize,
+    wrap: usize,
+) -> impl Iterator<Item = Kept<'_>> {
     (0..count).map(move |_| {
         let (kept, next) = Kept::read(buf, pos);
-        pos = next;
+        pos = if next == wrap { 0 } else { next };
         kept
     })
 }
@@ -321,12 +434,16 @@ fn leb_len(mut n: usize) -> usize {
     len
 }
 
-fn write_leb(buf: &mut Vec<u8>, mut n: usize) {
+/// `n` in LEB128, in the first bytes of `buf`.
+fn write_leb(buf: &mut [u8; 10], mut n: usize) -> &[u8] {
+    let mut len = 0;
     while n >= 0x80 {
-        buf.push(n as u8 | 0x80);
+        buf[len] = n as u8 | 0x80;
         n >>= 7;
+        len += 1;
     }
-    buf.push(n as u8);
+    buf[len] = n as u8;
+    &buf[..=len]
 }
 
 fn read_leb(buf: &[u8], pos: &mut usize) -> usize {
@@ -351,7 +468,7 @@ mod tests {
             Direction::Inbound,
             Channel::WhatsApp,
             Timestamp(n),
-            &n.to_string(),
+            n.to_string(),
             "",
             None,
         )
@@ -396,11 +513,62 @@ mod tests {
         }
         // Room is a quarter over what is live at most, besides the allocator's rounding.
         let live: usize = c.iter().map(|m| m.size()).sum();
+        assert!(c.open.len() <= live + live / 4, "{}", c.open.len());
+    }
+
+    /// Records of many sizes (empty to multi-byte lengths) wrap around the ring, grow it,
+    /// and are sealed at odd moments, under changing limits: the context follows the plain
+    /// rule throughout, and its buffer is moved (grown) only now and then, not at every
+    /// wrap.
+    #[test]
+    fn records_of_any_size_wrap_around_the_ring_in_order() {
+        let mut c = Context::default();
+        let mut model: Vec<String> = Vec::new();
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |below: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % below
+        };
+        let (mut grown, mut wrapped, mut buffer) = (0, 0, c.open.as_ptr());
+        for n in 0..20_000 {
+            let keep = [1, 2, 3, 7, 20][(n / 2_000) % 5];
+            let len = match next(10) {
+                0 => 0,
+                1 => 130 + next(200) as usize,
+                _ => 20 + next(100) as usize,
+            };
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            let text = format!("{n}:{text}");
+            model.push(text.clone());
+            model.drain(..model.len().saturating_sub(keep));
+            let m = ContextMessage::new(
+                Direction::Inbound,
+                Channel::WhatsApp,
+                Timestamp(n as u64),
+                text.as_str(),
+                "wamid.x",
+                None,
+            );
+            c.push(Kept::of(&m), keep);
+            if next(500) == 0 {
+                c.seal();
+            }
+            assert_eq!(texts(&c), model, "after {n} (keep {keep})");
+            if c.open.as_ptr() != buffer {
+                (grown, buffer) = (grown + 1, c.open.as_ptr());
+            }
+            wrapped += usize::from(c.wrapped());
+        }
         assert!(
-            c.open.capacity() <= live + live / 4 + 16,
-            "{}",
-            c.open.capacity()
+            wrapped > 1_000,
+            "wrapped after {wrapped} of 20,000 messages"
         );
+        // Moved for at most one message in ten (1,000 here, seals included).
+        assert!(grown < 2_000, "moved {grown} times in 20,000 messages");
     }
 
     /// Sealed between pushes (a cut copying the conversation each time), the context still
@@ -471,7 +639,7 @@ mod tests {
                 Direction::Note,
                 Channel::Voice,
                 Timestamp(7),
-                &long,
+                long.as_str(),
                 "",
                 Some(Arc::from("agent:ana")),
             ),
@@ -505,14 +673,13 @@ mod tests {
         assert_eq!((note.intent(), note.author()), (None, Some("agent:ana")));
         assert_eq!(leb_len(127), 1);
         assert_eq!(leb_len(128), 2);
-        let mut buf = Vec::new();
+        let mut buf = [0; 10];
         for n in [0, 127, 128, 300, 1 << 20, usize::MAX] {
-            buf.clear();
-            write_leb(&mut buf, n);
-            assert_eq!(buf.len(), leb_len(n));
+            let written = write_leb(&mut buf, n);
+            assert_eq!(written.len(), leb_len(n));
             let mut pos = 0;
-            assert_eq!(read_leb(&buf, &mut pos), n);
-            assert_eq!(pos, buf.len());
+            assert_eq!(read_leb(written, &mut pos), n);
+            assert_eq!(pos, written.len());
         }
     }
 

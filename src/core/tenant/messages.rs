@@ -89,12 +89,13 @@ impl Tenant {
         if let Identity::Phone(phone) = &who {
             self.quotas.consent_keyword(now, phone, &m.text, out);
         }
+        // The text and id move into the message the effects carry (no copy).
         let message = ContextMessage::new(
             Direction::Inbound,
             m.channel,
             now,
-            &m.text,
-            &m.provider_message_id,
+            m.text,
+            m.provider_message_id,
             intent.map(|i| self.rules.intents[i].name.clone()),
         );
         let window = self.limits.window_secs * 1_000;

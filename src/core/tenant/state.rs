@@ -475,8 +475,8 @@ impl Tenant {
                                 },
                                 m.channel,
                                 m.at,
-                                &m.text,
-                                &m.provider_message_id,
+                                m.text,
+                                m.provider_message_id,
                                 m.intent.or(m.author).as_deref().map(Arc::from),
                             )
                         })
