@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{Anchored, dfa, nfa};
-use regex::Regex;
+use regex_automata::meta;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::{is_word_byte, is_word_character};
 
@@ -29,7 +29,7 @@ pub struct Classifier {
     hits: Vec<Hit>,
     /// The configured expressions, each with its intent and, if it has one, the bit of
     /// `Hit::gates` that says a text may match it.
-    patterns: Vec<(usize, Regex, Option<u32>)>,
+    patterns: Vec<(usize, meta::Regex, Option<u32>)>,
     /// Priority of each intent, to break ties between several matches.
     priority: Vec<u32>,
 }
@@ -77,7 +77,6 @@ impl Classifier {
             }
             for p in &intent.patterns {
                 let source = format!("(?i:{p})");
-                let regex = Regex::new(&source)?;
                 let gate = match required_literals(&source) {
                     Some(literals) if gated < GATES => {
                         for literal in literals {
@@ -88,6 +87,14 @@ impl Classifier {
                     }
                     _ => None,
                 };
+                // The regex crate's engine as `Regex` builds it, but a gated expression runs
+                // without its own prefilter: on a text the automaton found one of its
+                // literals in, searching for them again (a Teddy search for their case
+                // variants) was most of its cost.
+                let regex = meta::Regex::builder()
+                    .configure(meta::Config::new().auto_prefilter(gate.is_none()))
+                    .build(&source)
+                    .map_err(|e| regex::Error::Syntax(e.to_string()))?;
                 patterns.push((i, regex, gate));
             }
         }
@@ -132,7 +139,7 @@ impl Classifier {
             }
             for (i, regex, gate) in &self.patterns {
                 let possible = gate.is_none_or(|bit| gates & (1 << bit) != 0);
-                if possible && regex.is_match(folded) {
+                if possible && regex.is_match(folded.as_str()) {
                     best = Some(better(&self.priority, best, *i));
                 }
             }
@@ -526,7 +533,7 @@ mod tests {
             assert!(matches!(alone.automaton, Some(Words::Dfa(_))));
             assert!(matches!(many.automaton, Some(Words::Nfa(_))));
             let words: Vec<_> = fold(kw).split_whitespace().map(regex::escape).collect();
-            let classic = Regex::new(&format!(r"\b{}\b", words.join(r"\s+"))).unwrap();
+            let classic = regex::Regex::new(&format!(r"\b{}\b", words.join(r"\s+"))).unwrap();
             for text in texts {
                 for c in [&alone, &many] {
                     assert_eq!(
@@ -645,7 +652,7 @@ mod tests {
         for (p, literals) in patterns {
             let c = Classifier::new(&[intent("p", 10, &[], &[p])], 10).unwrap();
             assert_eq!(c.patterns[0].2.is_some(), literals, "{p:?} gated");
-            let alone = Regex::new(&format!("(?i:{p})")).unwrap();
+            let alone = regex::Regex::new(&format!("(?i:{p})")).unwrap();
             for text in texts {
                 assert_eq!(
                     c.classify(text).is_some(),
