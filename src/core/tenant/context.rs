@@ -254,7 +254,7 @@ impl Context {
         }
         for _ in 0..self.dropped {
             self.head = skip(&self.open, self.head as usize, 1) as u32;
-            if self.head == self.end && self.tail < self.end {
+            if self.head == self.end && self.wrapped() {
                 // The records from `head` are gone: those at the front are the oldest now.
                 (self.head, self.end) = (0, self.tail);
             }
