@@ -31,6 +31,7 @@ mod paged;
 #[cfg(test)]
 mod pause_tests;
 pub mod positions;
+mod prefetch;
 pub mod quota;
 #[cfg(test)]
 mod quota_tests;

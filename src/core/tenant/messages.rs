@@ -45,6 +45,13 @@ impl Tenant {
             ));
         }
         let (who, existing, aliases) = self.inbound_identity(&m)?;
+        // A known customer's context went cold after its last message: where this one will
+        // be written loads while the text is classified (the record: the text, the id and
+        // about 32 bytes of time, lengths and label).
+        if let Some(conv) = existing.and_then(|id| self.conversations.get(&id)) {
+            conv.context
+                .prefetch(m.text.len() + m.provider_message_id.len() + 32);
+        }
         let fingerprint = identity::fingerprint(&m.provider_message_id);
         if self.dedup.contains(fingerprint) {
             // A retried webhook is not a new message: it takes no token either.
