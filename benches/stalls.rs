@@ -1,6 +1,9 @@
 //! The shard's slowest messages (issue 18's steadiness): 2,500,000 inbound messages from
 //! 1,000,000 customers chosen at random, each timed; prints the time of each 100,000 and the
-//! slowest single messages with where they fell. A table that rehashed every entry at once
+//! slowest single messages with where they fell. Time moves a millisecond a message, and the
+//! shard is ticked every second of it, as the runtime does (`runtime.tick_interval_ms`): each
+//! tick is timed too, and the slowest are printed apart (every `limits.sweep_interval_secs`
+//! a tick sweeps the conversations past their retention). A table that rehashed every entry at once
 //! showed here as one message taking ~0.7 s at 917,504 customers (three indexes growing at
 //! once); growth moved over a few entries at a time shows as none above ~25 ms. The first
 //! message is slow in every build (tens to hundreds of milliseconds): it builds the E.164
@@ -37,6 +40,7 @@ fn main() {
     // xorshift: the same customers every run, no crate needed.
     let mut x = 0x2545_f491_4f6c_dd1d_u64;
     let mut times = Vec::with_capacity(messages);
+    let mut ticks = Vec::new();
     let mut laps = Vec::new();
     let lap = Stopwatch::start();
     let mut lap_start = lap.elapsed();
@@ -68,6 +72,14 @@ fn main() {
             .expect("valid messages route");
         times.push((one.elapsed(), i));
         effects.clear();
+        if now.is_multiple_of(1_000) {
+            let one = Stopwatch::start();
+            shard
+                .handle(Timestamp(now), Command::Tick, &mut effects)
+                .expect("a tick");
+            ticks.push((one.elapsed(), i));
+            effects.clear();
+        }
         if (i + 1) % 100_000 == 0 {
             let at = lap.elapsed();
             laps.push((at - lap_start).as_millis());
@@ -83,5 +95,16 @@ fn main() {
             "  {took:?} ({:.0}× the median) at message {at}",
             took.as_secs_f64() / median.as_secs_f64().max(1e-9)
         );
+    }
+    ticks.sort_unstable();
+    let Some((median, _)) = ticks.get(ticks.len() / 2) else {
+        return;
+    };
+    println!(
+        "{} ticks (a second apart), the median {median:?}; the slowest:",
+        ticks.len()
+    );
+    for (took, at) in ticks.iter().rev().take(5) {
+        println!("  {took:?} after message {at}");
     }
 }

@@ -37,6 +37,7 @@ mod context;
 mod customers;
 mod messages;
 mod numbers;
+mod retention;
 mod routing;
 mod slab;
 mod state;
@@ -44,6 +45,7 @@ mod view;
 use context::{Context, Kept};
 pub use customers::{CustomerView, DuplicateView, IdentityRef, LinkView, Other};
 use numbers::Numbers;
+use retention::Retention;
 use slab::Slab;
 pub use state::{SavedConversation, SavedMessage, TenantCut, TenantState};
 
@@ -228,6 +230,8 @@ pub struct Tenant {
     desk: Desk,
     quotas: Quotas,
     next_sweep: Timestamp,
+    /// When the sweep looks at each conversation.
+    retention: Retention,
     /// A cut being taken (Kafka mode's snapshots; see `slab`).
     cutting: Option<Box<state::Cutting>>,
     /// Time does not pass for it (`Command::HoldTime`).
@@ -324,6 +328,10 @@ impl Tenant {
                 .expect("validated by Config::validate"),
             rules,
             dedup: Dedup::new(limits.dedup_ttl_secs * 1_000, limits.dedup_max_ids),
+            retention: Retention::new(
+                limits.conversation_retention_secs * 1_000,
+                limits.sweep_interval_secs * 1_000,
+            ),
             limits,
             conversations: Slab::default(),
             by_customer: Numbers::default(),
@@ -720,26 +728,7 @@ impl Tenant {
         ));
         self.dedup.sweep(now);
         self.quotas.sweep(now);
-        let retention = self.limits.conversation_retention_secs * 1_000;
-        let desk = &self.desk;
-        let (by_customer, by_alias) = (&mut self.by_customer, &mut self.by_alias);
-        let duplicates = &mut self.duplicates;
-        let tenant = &self.id;
-        self.conversations.retain(|id, c| {
-            let keep = now.as_millis() < c.last_activity.as_millis() + retention
-                || desk.location(*id) != Location::Nowhere;
-            if !keep {
-                Self::unindex(by_customer, by_alias, *id, c);
-                duplicates.forget(*id);
-                if c.served_by_bot {
-                    out.push(Effect::BotConversationEnded {
-                        tenant: tenant.clone(),
-                        contained: !c.served_by_human,
-                    });
-                }
-            }
-            keep
-        });
+        self.sweep_conversations(now, out);
         self.duplicates.sweep();
         let conversations = &self.conversations;
         self.conflicts
@@ -748,6 +737,54 @@ impl Tenant {
         if self.conversations.len() < self.conversations.capacity() / 4 {
             self.conversations.shrink_to_fit();
             self.by_customer.shrink_to_fit(&self.conversations);
+        }
+    }
+
+    /// Forgets the conversations with no activity for the retention that no agent holds or
+    /// waits for: those due in `retention` looked at, the rest filed again.
+    fn sweep_conversations(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        let retention = self.limits.conversation_retention_secs * 1_000;
+        // Tests hold every sweep to the plain rule, applied to every conversation.
+        #[cfg(test)]
+        let kept: Vec<ConversationId> = {
+            let mut kept: Vec<ConversationId> = (self.conversations.iter())
+                .filter(|(id, c)| {
+                    now.as_millis() < c.last_activity.as_millis().saturating_add(retention)
+                        || self.desk.location(**id) != Location::Nowhere
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            kept.sort_unstable();
+            kept
+        };
+        for id in self.retention.due(now) {
+            // Gone already (merged into another): its entry with it.
+            let Some(c) = self.conversations.get(&id) else {
+                continue;
+            };
+            let ends = c.last_activity.as_millis().saturating_add(retention);
+            if now.as_millis() < ends {
+                self.retention.file(id, Timestamp(ends));
+            } else if self.desk.location(id) != Location::Nowhere {
+                // Looked at again at the next sweep, as every sweep looks at it while held.
+                self.retention.file(id, self.next_sweep);
+            } else {
+                let c = self.conversations.remove(&id).expect("looked up above");
+                Self::unindex(&mut self.by_customer, &mut self.by_alias, id, &c);
+                self.duplicates.forget(id);
+                if c.served_by_bot {
+                    out.push(Effect::BotConversationEnded {
+                        tenant: self.id.clone(),
+                        contained: !c.served_by_human,
+                    });
+                }
+            }
+        }
+        #[cfg(test)]
+        {
+            let mut left: Vec<ConversationId> = self.conversations.keys().copied().collect();
+            left.sort_unstable();
+            assert_eq!(left, kept, "the sweep at {now:?} kept other conversations");
         }
     }
 

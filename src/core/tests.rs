@@ -970,6 +970,83 @@ fn idle_conversations_and_old_ids_are_swept_after_retention() {
 }
 
 #[test]
+fn restored_conversations_are_swept_at_the_end_of_their_retention() {
+    let mut s = Sim::new(true);
+    s.msg(&customer(1), "horario");
+    s.advance(HOUR);
+    s.msg(&customer(2), "horario");
+    let (mut fresh, _) = handover(&mut s);
+    // Customer 1's 72 hours end first, at the first sweep past them; then customer 2's.
+    fresh.advance(71 * HOUR + 60 * SEC);
+    fresh.tick();
+    assert_eq!(fresh.shard.tenant(T).unwrap().conversation_count(), 1);
+    fresh.advance(HOUR);
+    fresh.tick();
+    assert_eq!(fresh.shard.tenant(T).unwrap().conversation_count(), 0);
+}
+
+#[test]
+fn a_conversation_held_past_its_retention_goes_at_the_first_sweep_after_it_is_let_go() {
+    let mut s = Sim::new(false);
+    s.agent("ana", 1, &["claims"]);
+    let d = s.msg(&customer(1), "devolución");
+    assert_eq!(s.assigned_to("ana"), [conv(&d)]);
+    // Four days without a word: ana still has it, so every sweep keeps it.
+    for _ in 0..4 {
+        s.advance(24 * HOUR);
+        s.tick();
+    }
+    assert_eq!(s.shard.tenant(T).unwrap().conversation_count(), 1);
+    s.complete("ana", conv(&d)).expect("hers");
+    s.advance(60 * SEC);
+    s.tick();
+    assert_eq!(s.shard.tenant(T).unwrap().conversation_count(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Customers come back after hours or days, agents take and finish conversations: every
+    /// sweep forgets exactly the conversations the plain rule names (no activity for the
+    /// retention, nobody holding or waiting; `Tenant::sweep_conversations` checks it against
+    /// every conversation at each sweep), and no later than the first sweep past their end.
+    #[test]
+    fn sweeps_forget_exactly_the_idle_conversations_nobody_holds(
+        steps in proptest::collection::vec((0u8..40, 0u8..4, 0u16..1_800, 0u8..8), 1..200),
+    ) {
+        let mut s = Sim::new(true);
+        s.agent("ana", 2, &["support", "claims"]);
+        for (who, text, minutes, act) in steps {
+            match act {
+                // A customer writes ("devolución" waits for, or goes to, ana).
+                0..=4 => {
+                    s.msg(&customer(u64::from(who)), ["hola", "devolución", "horario", "gracias"][text as usize]);
+                }
+                // Ana finishes one of hers.
+                5 => {
+                    if let Some(&c) = s.assigned_to("ana").first() {
+                        s.complete("ana", c).expect("hers");
+                    }
+                }
+                // Time passes, up to 30 hours, and the shard ticks (the sweep runs at most
+                // once a minute).
+                _ => {
+                    s.advance(u64::from(minutes) * 60 * SEC);
+                    s.tick();
+                }
+            }
+        }
+        // Nobody wrote for longer than the retention (72 h), past a sweep: all forgotten but
+        // those ana holds or that wait for her.
+        s.advance(72 * HOUR + 61 * SEC);
+        s.tick();
+        let t = s.shard.tenant(T).expect("configured");
+        let held = t.desk().placed_conversations().count();
+        prop_assert_eq!(t.conversation_count(), held);
+    }
+}
+
+#[test]
 fn same_commands_same_results() {
     fn run() -> Vec<Effect> {
         let mut s = Sim::new(true);

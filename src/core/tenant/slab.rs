@@ -153,21 +153,6 @@ impl<V: Share> Slab<V> {
         Some(value)
     }
 
-    /// Keeps the values `keep` says to keep: one pass, and index updates only for what is
-    /// removed or moved into a hole (a sweep forgets a few of many).
-    pub fn retain(&mut self, mut keep: impl FnMut(&ConversationId, &V) -> bool) {
-        let mut at = 0;
-        while at < self.values.len() {
-            let (id, v) = &self.values[at];
-            if keep(id, v) {
-                at += 1;
-            } else {
-                let id = *id;
-                self.remove(&id);
-            }
-        }
-    }
-
     pub fn shrink_to_fit(&mut self) {
         self.values.shrink_to_fit();
         self.flags.shrink_to_fit();
@@ -402,19 +387,5 @@ mod tests {
         let mut gone: Vec<u64> = next.removed.iter().map(|i| i.0).collect();
         gone.sort();
         assert_eq!(gone, [1, 4]);
-    }
-
-    #[test]
-    fn retain_rebuilds_the_index() {
-        let mut s: Slab<u64> = (1..=6).map(|n| (id(n), n)).collect();
-        s.retain(|_, v| *v % 2 == 0);
-        assert_eq!(s.len(), 3);
-        assert!(!s.contains_key(&id(1)));
-        for n in [2, 4, 6] {
-            assert_eq!(s.get(&id(n)), Some(&n));
-        }
-        let mut keys: Vec<u64> = s.keys().map(|k| k.0).collect();
-        keys.sort();
-        assert_eq!(keys, [2, 4, 6]);
     }
 }

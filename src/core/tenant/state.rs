@@ -514,6 +514,12 @@ impl Tenant {
                 by_customer.insert(&conversations, phone.clone(), *id);
             }
         }
+        // Each conversation filed for the sweep at the end of its retention.
+        let retention = self.limits.conversation_retention_secs * 1_000;
+        for (id, c) in conversations.iter() {
+            let ends = c.last_activity.as_millis().saturating_add(retention);
+            self.retention.file(*id, Timestamp(ends));
+        }
         self.conversations = conversations;
         self.by_customer = by_customer;
         self.by_alias = by_alias;
