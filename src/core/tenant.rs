@@ -740,16 +740,22 @@ impl Tenant {
         }
     }
 
+    /// When a conversation last active at `at` ends (`limits.conversation_retention_secs`
+    /// later), if nothing happens to it again.
+    fn retained_until(&self, at: Timestamp) -> Timestamp {
+        let retention = self.limits.conversation_retention_secs * 1_000;
+        Timestamp(at.as_millis().saturating_add(retention))
+    }
+
     /// Forgets the conversations with no activity for the retention that no agent holds or
     /// waits for: those due in `retention` looked at, the rest filed again.
     fn sweep_conversations(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
-        let retention = self.limits.conversation_retention_secs * 1_000;
         // Tests hold every sweep to the plain rule, applied to every conversation.
         #[cfg(test)]
         let kept: Vec<ConversationId> = {
             let mut kept: Vec<ConversationId> = (self.conversations.iter())
                 .filter(|(id, c)| {
-                    now.as_millis() < c.last_activity.as_millis().saturating_add(retention)
+                    now < self.retained_until(c.last_activity)
                         || self.desk.location(**id) != Location::Nowhere
                 })
                 .map(|(id, _)| *id)
@@ -762,9 +768,9 @@ impl Tenant {
             let Some(c) = self.conversations.get(&id) else {
                 continue;
             };
-            let ends = c.last_activity.as_millis().saturating_add(retention);
-            if now.as_millis() < ends {
-                self.retention.file(id, Timestamp(ends));
+            let ends = self.retained_until(c.last_activity);
+            if now < ends {
+                self.retention.file(id, ends);
             } else if self.desk.location(id) != Location::Nowhere {
                 // Looked at again at the next sweep, as every sweep looks at it while held.
                 self.retention.file(id, self.next_sweep);

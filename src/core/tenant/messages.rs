@@ -231,9 +231,7 @@ impl Tenant {
             id,
             Conversation::new(customer, self.rules.default_priority, now),
         );
-        let retention = self.limits.conversation_retention_secs * 1_000;
-        self.retention
-            .file(id, Timestamp(now.as_millis().saturating_add(retention)));
+        self.retention.file(id, self.retained_until(now));
         if let Some(number) = number {
             self.by_customer.insert(&self.conversations, number, id);
         }

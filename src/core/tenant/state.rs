@@ -515,10 +515,9 @@ impl Tenant {
             }
         }
         // Each conversation filed for the sweep at the end of its retention.
-        let retention = self.limits.conversation_retention_secs * 1_000;
         for (id, c) in conversations.iter() {
-            let ends = c.last_activity.as_millis().saturating_add(retention);
-            self.retention.file(*id, Timestamp(ends));
+            let ends = self.retained_until(c.last_activity);
+            self.retention.file(*id, ends);
         }
         self.conversations = conversations;
         self.by_customer = by_customer;
