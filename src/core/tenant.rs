@@ -321,11 +321,10 @@ impl Tenant {
         );
         let desk = Desk::new(id.clone(), &config.queues);
         let rules = Rules::new(config, &desk);
+        let region = (config.default_region.parse()).expect("validated by Config::validate");
+        super::e164::prepare(region);
         Self {
-            region: config
-                .default_region
-                .parse()
-                .expect("validated by Config::validate"),
+            region,
             rules,
             dedup: Dedup::new(limits.dedup_ttl_secs * 1_000, limits.dedup_max_ids),
             retention: Retention::new(
