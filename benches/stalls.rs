@@ -3,9 +3,9 @@
 //! slowest single messages with where they fell. Time moves a millisecond a message, and the
 //! shard is ticked every second of it, as the runtime does (`runtime.tick_interval_ms`): each
 //! tick is timed too, and the slowest are printed apart (every `limits.sweep_interval_secs`
-//! a tick sweeps the conversations past their retention). A table that rehashed every entry at once
-//! showed here as one message taking ~0.7 s at 917,504 customers (three indexes growing at
-//! once); growth moved over a few entries at a time shows as none above ~25 ms. Until
+//! a tick sweeps the conversations past their retention). A table that rehashed every entry
+//! at once showed here as one message taking ~0.7 s at 917,504 customers (three indexes
+//! growing at once); growth moved over a few entries at a time shows as none above ~25 ms. Until
 //! session 28 the first message took ~100–180 ms (the E.164 fast path's tables, built once a
 //! process); a tenant now makes them when it is made (`e164::prepare`).
 //! Anchor: the median message of the same run. Not a criterion bench: the figure is the

@@ -7,9 +7,9 @@
 //! regions' patterns in use the cache misses and recompiles. It also runs a general parser
 //! (extensions, letters, punctuation) and formats the number to print it. Here each country
 //! code's patterns are compiled once, on its first number, into DFAs owned by this module
-//! (read through a `OnceLock`: no lock after that), each walked a digit a step: a number's
-//! three or four patterns cost ~670 instructions in all, where `regex`'s searches (each with
-//! its own set-up) cost ~1,600 (callgrind, the routing bench's new customers).
+//! (read through a `OnceLock`: no lock after that), each walked a digit a step: a new
+//! number's whole check costs ~670 instructions, ~1,600 when its three or four patterns were
+//! `regex` searches, each with its own set-up (callgrind, the routing bench's new customers).
 //!
 //! Agreement, not a second opinion: the answer is `phonenumber`'s own rules replayed, and
 //! where replaying them would take more than the common case needs, this path declines
@@ -75,7 +75,7 @@ pub fn check(raw: &str, region: country::Id) -> Option<Check> {
     if value.is_empty() || too_large {
         return None;
     }
-    let rules = CODES[code].get_or_init(|| Code::compile(code as u16));
+    let rules = code_rules(code as u16);
     Some(if rules.is_valid(national) {
         Check::Valid
     } else {
@@ -87,15 +87,16 @@ pub fn check(raw: &str, region: country::Id) -> Option<Check> {
 /// country codes, the region's rules and its own country code's), so that a tenant's first new
 /// customer does not wait for them: ~100 ms, once a process (`cargo bench --bench stalls`).
 pub fn prepare(region: country::Id) {
-    let code = default_rules(region).and_then(|_| {
-        let meta = DATABASE.by_id(region.as_ref())?;
-        KNOWN
-            .get(usize::from(meta.country_code()))?
-            .then_some(meta.country_code())
-    });
-    if let Some(code) = code {
-        CODES[usize::from(code)].get_or_init(|| Code::compile(code));
+    default_rules(region);
+    let code = DATABASE.by_id(region.as_ref()).map(Metadata::country_code);
+    if let Some(code) = code.filter(|&c| KNOWN.get(usize::from(c)) == Some(&true)) {
+        code_rules(code);
     }
+}
+
+/// Country code `code`'s rules (one of [`KNOWN`]), compiled on first use.
+fn code_rules(code: u16) -> &'static Code {
+    CODES[usize::from(code)].get_or_init(|| Code::compile(code))
 }
 
 /// Which numbers below 1000 are country codes.
@@ -119,6 +120,8 @@ static DEFAULTS: LazyLock<Map<country::Id, OnceLock<Default>>> = LazyLock::new(|
         .collect()
 });
 
+/// The rules of default region `region` (None: not a region `phonenumber` knows), made on
+/// first use.
 fn default_rules(region: country::Id) -> Option<&'static Default> {
     let rules = DEFAULTS.get(&region)?;
     Some(rules.get_or_init(|| {
