@@ -3,7 +3,7 @@
 //!
 //! A `HashMap` keeps its entries in its slots, and a table just past a doubling is under half
 //! full: with a customer's number and a time (32 bytes) an entry cost up to ~70 bytes. Here it
-//! costs its 32 and a 5-byte slot of the index, about twice that at worst. A removal moves the
+//! costs its 32 and an 8-byte slot of the index, about twice that at worst. A removal moves the
 //! last entry into the hole, so positions change and keys do not. Positions are exposed
 //! ([`Dense::position`], indexing, [`Dense::remove_at`]) for owners that keep something
 //! beside each entry (the conversations' slab keeps a byte of cut flags).
@@ -98,8 +98,7 @@ impl<K: Hash + Eq, V> Dense<K, V> {
         let at = u32::try_from(self.entries.len()).expect("under 2³² entries");
         let hash = self.hasher.hash_one(&key);
         self.entries.push((key, value));
-        self.index
-            .insert(hash, at, rehash(&self.hasher, &self.entries));
+        self.index.insert(hash, at);
     }
 
     /// Removes the entry at `at`, moving the last one into its place.
@@ -115,8 +114,7 @@ impl<K: Hash + Eq, V> Dense<K, V> {
     }
 
     pub fn shrink_to_fit(&mut self) {
-        self.index
-            .shrink_to_fit(rehash(&self.hasher, &self.entries));
+        self.index.shrink_to_fit();
         self.entries.shrink_to_fit();
     }
 
@@ -136,15 +134,6 @@ impl<K, V> std::ops::Index<usize> for Dense<K, V> {
     fn index(&self, at: usize) -> &(K, V) {
         &self.entries[at]
     }
-}
-
-/// The hash the index files position `p` under (its entry's key; None past the last): for the
-/// index to move its entries as it grows or shrinks.
-fn rehash<'a, K: Hash, V>(
-    hasher: &'a foldhash::fast::RandomState,
-    entries: &'a Paged<(K, V)>,
-) -> impl Fn(u32) -> Option<u64> + 'a {
-    move |p| Some(hasher.hash_one(&entries.get(p as usize)?.0))
 }
 
 #[cfg(test)]

@@ -113,17 +113,6 @@ pub fn fingerprint(id: &str) -> u128 {
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
-/// The hash `Dedup::seen` files id number `n` under, read from `order` (whose oldest id is
-/// number `first`; None for an id forgotten): for the index to move its entries as it grows
-/// or shrinks.
-fn rehash<'a>(
-    hasher: &'a foldhash::fast::RandomState,
-    order: &'a VecDeque<(Timestamp, [u64; 2])>,
-    first: u32,
-) -> impl Fn(u32) -> Option<u64> + 'a {
-    move |n| Some(hasher.hash_one(order.get(n.wrapping_sub(first) as usize)?.1[1]))
-}
-
 fn split(fp: u128) -> [u64; 2] {
     [(fp >> 64) as u64, fp as u64]
 }
@@ -225,6 +214,18 @@ impl Dedup {
             .is_some()
     }
 
+    /// Starts loading the lines of the index that [`Dedup::contains`] and
+    /// [`Dedup::insert_unseen`] of `key` will read: the key's home and, when the window is
+    /// full, the oldest id's, which the insert forgets (a hint: changes nothing).
+    pub fn prefetch(&self, key: u128) {
+        self.seen.prefetch(self.hasher.hash_one(split(key)[1]));
+        if self.order.len() >= self.max
+            && let Some((_, oldest)) = self.order.front()
+        {
+            self.seen.prefetch(self.hasher.hash_one(oldest[1]));
+        }
+    }
+
     pub fn insert(&mut self, key: u128, now: Timestamp) {
         if !self.contains(key) {
             self.insert_unseen(key, now);
@@ -246,15 +247,7 @@ impl Dedup {
         self.order.push_back((now, key));
         let number = self.pushed as u32;
         self.pushed += 1;
-        let first = self.first();
-        let hash = self.hasher.hash_one(key[1]);
-        let Dedup {
-            seen,
-            hasher,
-            order,
-            ..
-        } = self;
-        seen.insert(hash, number, rehash(hasher, order, first));
+        self.seen.insert(self.hasher.hash_one(key[1]), number);
     }
 
     /// The low 32 bits of the number of the oldest id in `order`.
@@ -276,14 +269,7 @@ impl Dedup {
             self.forget_oldest();
         }
         if self.seen.len() < self.seen.capacity() / 4 {
-            let first = self.first();
-            let Dedup {
-                seen,
-                hasher,
-                order,
-                ..
-            } = self;
-            seen.shrink_to_fit(rehash(hasher, order, first));
+            self.seen.shrink_to_fit();
             self.order.shrink_to_fit();
         }
     }

@@ -1,177 +1,359 @@
 //! A hash index of positions (or other small handles): the keys stay where they are kept
 //! anyway (the slab's values, the de-duplication window's queue, a conversation's first
-//! phone), and the index holds only the handle, so a slot is 4 or 8 bytes and a control byte
-//! (hashbrown's `HashTable`). A `HashMap` from key to position repeats the key in every slot:
-//! with a `u64` id and a `u32` position a slot is 16 bytes, and a table just past a doubling
-//! is under half full, so ~35 bytes an entry where this takes ~10.
+//! phone), and the index holds only the handle beside 32 bits of the key's hash, in one slot
+//! of 8 bytes (16 for a 64-bit handle). A `HashMap` from key to position repeats the key in
+//! every slot.
+//!
+//! Open addressing with linear probing: a key is filed in the first free slot from its home
+//! (the low bits of its hash), and a removal shifts back the entries after it that may take
+//! its place, so no removal leaves a tombstone and a table whose entries churn at a steady
+//! size never fills up. A cold lookup reads one line of the index, then the key where its
+//! owner keeps it (where the caller goes next anyway): the slot holds the hash bits it is
+//! checked by and the handle together (hashbrown's `HashTable`, used before, keeps a slot's
+//! control byte and its handle in two arrays, two lines apart). The 32 bits kept are a key's
+//! home in any table of up to 2³² slots, so a table grows, shrinks or is emptied without
+//! reading a single key again. A table is at most three quarters full.
 //!
 //! The owner supplies the hashes (from its own per-process random state, so hash flooding
-//! stays out of reach) and says which handle holds a key (`is`): the lookup reads the key
-//! from the owner's storage, which is where the caller goes next anyway.
+//! stays out of reach) and says which handle holds a key (`is`). [`Positions::prefetch`] asks
+//! for a key's home line ahead of the lookup.
 //!
-//! **Growth without a stall.** A table that doubles in place rehashes every entry at once,
-//! and here each rehash reads the key from the owner's storage (a cache miss or two): at
-//! 917,504 conversations a shard stood still for ~0.25 s for each of its three indexes, all
-//! at once. So a full table is not grown in place: a table twice the size takes the new
-//! entries, and the old one's are moved over [`MOVED_PER_INSERT`] at each insert, while
-//! lookups try the new table and then the old. Every entry the old table still holds is one
-//! it held when the growth began, unchanged (a removal takes it out, a move of its handle
-//! moves it over), so moving each handle listed then moves them all.
-use hashbrown::HashTable;
+//! **Growth without a stall.** A full table is not rehashed at once (at 917,504
+//! conversations that stood a shard still for ~0.25 s for each index): a table twice the size
+//! takes the new entries, and the old one's are moved over as its slots are walked,
+//! [`MOVED_PER_INSERT`] at each insert, while lookups try the new table and then the old. An
+//! entry left in the old table never moves (a removal there leaves a mark, not a shift), so
+//! the walk meets each once. A new table is asked of the allocator zeroed (a free slot is all
+//! zeros): its pages are faulted in as they are used, not written all at once.
+use std::marker::PhantomData;
 
-/// Entries moved from the old table at each insert while a table grows (a few microseconds):
-/// a growth is over after a sixteenth as many inserts as the old table held, so two tables
-/// are kept (and lookups that miss try both) only briefly, and the new table (room for twice
-/// the old's entries) is never full before the old one is empty.
+use super::prefetch;
+use crate::model::ConversationId;
+
+/// Slots of the old table walked (their entries moved over) at each insert while a table
+/// grows: a growth is over after a sixteenth as many inserts as the old table had slots, so
+/// the new table (room for twice the old's entries) is never full before the old one is empty.
 const MOVED_PER_INSERT: usize = 16;
+/// The smallest table, in slots.
+const MIN_SLOTS: usize = 8;
+
+/// A slot's tag: free.
+const FREE: u32 = 0;
+/// A slot's tag: an entry taken out of a table being emptied by a growth (found by no key,
+/// passed over by lookups, never reused).
+const GONE: u32 = 1;
+
+/// The tag a hash files its key under: its low 32 bits (2 when they are below 2, which are
+/// the marks above). A key's home slot is its tag modulo the table's slots.
+fn tag(hash: u64) -> u32 {
+    (hash as u32).max(2)
+}
+
+/// A handle the index files: kept beside the tag in the slot's word when it fits in 32 bits
+/// (a position), else in a word of its own (a conversation id).
+pub trait Handle: Copy + Eq {
+    /// Words a slot takes: 1 or 2.
+    const WORDS: usize;
+    fn to_word(self) -> u64;
+    fn from_word(word: u64) -> Self;
+}
+
+impl Handle for u32 {
+    const WORDS: usize = 1;
+    fn to_word(self) -> u64 {
+        u64::from(self)
+    }
+    fn from_word(word: u64) -> Self {
+        word as u32
+    }
+}
+
+impl Handle for ConversationId {
+    const WORDS: usize = 2;
+    fn to_word(self) -> u64 {
+        self.0
+    }
+    fn from_word(word: u64) -> Self {
+        ConversationId(word)
+    }
+}
+
+/// One open-addressing table: `slots` slots (a power of two, or none), each `T::WORDS` words,
+/// the tag in the low half of the first.
+#[derive(Debug)]
+struct Table<T> {
+    words: Vec<u64>,
+    slots: usize,
+    len: usize,
+    handle: PhantomData<T>,
+}
+
+impl<T: Handle> Table<T> {
+    fn with_slots(slots: usize) -> Self {
+        debug_assert!(slots == 0 || slots.is_power_of_two());
+        assert!(slots <= 1 << 32, "a tag addresses at most 2³² slots");
+        Self {
+            words: vec![0; slots * T::WORDS],
+            slots,
+            len: 0,
+            handle: PhantomData,
+        }
+    }
+
+    /// Entries it takes before it grows: three quarters of its slots.
+    fn room(&self) -> usize {
+        self.slots / 4 * 3
+    }
+
+    fn home(&self, tag: u32) -> usize {
+        tag as usize & (self.slots - 1)
+    }
+
+    fn next(&self, i: usize) -> usize {
+        (i + 1) & (self.slots - 1)
+    }
+
+    fn tag(&self, i: usize) -> u32 {
+        self.words[i * T::WORDS] as u32
+    }
+
+    fn handle(&self, i: usize) -> T {
+        match T::WORDS {
+            1 => T::from_word(self.words[i] >> 32),
+            _ => T::from_word(self.words[i * 2 + 1]),
+        }
+    }
+
+    fn set(&mut self, i: usize, tag: u32, at: T) {
+        match T::WORDS {
+            1 => self.words[i] = u64::from(tag) | at.to_word() << 32,
+            _ => {
+                self.words[i * 2] = u64::from(tag);
+                self.words[i * 2 + 1] = at.to_word();
+            }
+        }
+    }
+
+    /// The slot whose tag is `tag` and whose handle `is` accepts.
+    fn find(&self, tag: u32, mut is: impl FnMut(T) -> bool) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut i = self.home(tag);
+        loop {
+            match self.tag(i) {
+                FREE => return None,
+                t if t == tag && is(self.handle(i)) => return Some(i),
+                _ => i = self.next(i),
+            }
+        }
+    }
+
+    /// Files `at` in the first free slot from its home (the table has room: below `room`).
+    fn insert(&mut self, tag: u32, at: T) {
+        debug_assert!(self.len < self.slots - 1);
+        let mut i = self.home(tag);
+        while self.tag(i) != FREE {
+            i = self.next(i);
+        }
+        self.set(i, tag, at);
+        self.len += 1;
+    }
+
+    /// Empties slot `i`, shifting back each entry after it (up to the next free slot) whose
+    /// home allows it to take the hole: every entry stays reachable from its home without
+    /// crossing a free slot.
+    fn take_out(&mut self, i: usize) {
+        let mask = self.slots - 1;
+        let mut hole = i;
+        let mut j = i;
+        loop {
+            j = self.next(j);
+            let tag = self.tag(j);
+            if tag == FREE {
+                break;
+            }
+            // The entry at `j` may move to `hole` if the hole lies between its home and `j`.
+            if j.wrapping_sub(self.home(tag)) & mask >= j.wrapping_sub(hole) & mask {
+                let at = self.handle(j);
+                self.set(hole, tag, at);
+                hole = j;
+            }
+        }
+        self.words[hole * T::WORDS..][..T::WORDS].fill(0);
+        self.len -= 1;
+    }
+
+    /// Marks slot `i`'s entry gone without moving any other (a table being walked by a
+    /// growth).
+    fn mark_gone(&mut self, i: usize) {
+        let at = self.handle(i);
+        self.set(i, GONE, at);
+        self.len -= 1;
+    }
+
+    /// The live entries, as (tag, handle).
+    fn entries(&self) -> impl Iterator<Item = (u32, T)> + '_ {
+        (0..self.slots)
+            .filter(|&i| self.tag(i) > GONE)
+            .map(|i| (self.tag(i), self.handle(i)))
+    }
+
+    fn prefetch(&self, tag: u32) {
+        if self.slots > 0 {
+            prefetch::line(&self.words, self.home(tag) * T::WORDS);
+        }
+    }
+}
+
+impl<T: Handle> Default for Table<T> {
+    fn default() -> Self {
+        Self::with_slots(0)
+    }
+}
 
 #[derive(Debug)]
-pub struct Positions<T = u32> {
-    table: HashTable<T>,
-    /// What `table` could hold when it was made: removals leave tombstones that use up its
-    /// room, so it can fill with far fewer entries.
-    made_for: usize,
+pub struct Positions<T: Handle = u32> {
+    table: Table<T>,
     /// The table before the last growth, while its entries are moved over.
     growing: Option<Growing<T>>,
 }
 
 #[derive(Debug)]
 struct Growing<T> {
-    old: HashTable<T>,
-    /// Every handle `old` held when the growth began, those not yet looked at.
-    listed: Vec<T>,
+    old: Table<T>,
+    /// Slots below this were walked: their entries are in the new table.
+    walked: usize,
 }
 
-impl<T> Default for Positions<T> {
+impl<T: Handle> Default for Positions<T> {
     fn default() -> Self {
         Self {
-            table: HashTable::new(),
-            made_for: 0,
+            table: Table::default(),
             growing: None,
         }
     }
 }
 
-impl<T: Copy + Eq> Positions<T> {
+impl<T: Handle> Positions<T> {
     pub fn len(&self) -> usize {
-        self.table.len() + self.growing.as_ref().map_or(0, |g| g.old.len())
+        self.table.len + self.growing.as_ref().map_or(0, |g| g.old.len)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Entries it takes before it grows.
     pub fn capacity(&self) -> usize {
-        self.table.capacity() + self.growing.as_ref().map_or(0, |g| g.old.capacity())
+        self.table.room()
     }
 
     /// The handle, among those filed under `hash`, that `is` accepts.
     pub fn find(&self, hash: u64, mut is: impl FnMut(T) -> bool) -> Option<T> {
-        match self.table.find(hash, |&at| is(at)) {
-            Some(&at) => Some(at),
-            None => self.growing.as_ref()?.old.find(hash, |&at| is(at)).copied(),
+        let tag = tag(hash);
+        if let Some(i) = self.table.find(tag, &mut is) {
+            return Some(self.table.handle(i));
+        }
+        let old = &self.growing.as_ref()?.old;
+        old.find(tag, is).map(|i| old.handle(i))
+    }
+
+    /// Starts loading the line a lookup of `hash` reads first (a hint: changes nothing).
+    pub fn prefetch(&self, hash: u64) {
+        let tag = tag(hash);
+        self.table.prefetch(tag);
+        if let Some(g) = &self.growing {
+            g.old.prefetch(tag);
         }
     }
 
     /// Files `at` under `hash`; the caller knows no other handle holds its key.
-    /// `hash_of(handle)` is the hash a handle's key files it under, None for a handle that
-    /// holds no key now (the index asks it of handles it listed when it began to grow).
-    pub fn insert(&mut self, hash: u64, at: T, hash_of: impl Fn(T) -> Option<u64>) {
-        if self.growing.is_none() && self.table.len() == self.table.capacity() {
-            self.grow();
+    pub fn insert(&mut self, hash: u64, at: T) {
+        if self.table.len >= self.table.room() {
+            // Never while growing (see MOVED_PER_INSERT), but a growth would end first.
+            self.move_over(usize::MAX);
+            let slots = (self.table.slots * 2).max(MIN_SLOTS);
+            let old = std::mem::replace(&mut self.table, Table::with_slots(slots));
+            if old.len > 0 {
+                self.growing = Some(Growing { old, walked: 0 });
+            }
         }
-        self.move_over(MOVED_PER_INSERT, &hash_of);
-        self.table
-            .insert_unique(hash, at, |&p| hash_of(p).unwrap_or(0));
+        self.move_over(MOVED_PER_INSERT);
+        self.table.insert(tag(hash), at);
     }
 
     /// Forgets `at` (filed under `hash`); false if it was not there.
     pub fn remove(&mut self, hash: u64, at: T) -> bool {
-        if let Ok(entry) = self.table.find_entry(hash, |&p| p == at) {
-            entry.remove();
+        let tag = tag(hash);
+        if let Some(i) = self.table.find(tag, |p| p == at) {
+            self.table.take_out(i);
             return true;
         }
-        let Some(g) = &mut self.growing else {
-            return false;
-        };
-        match g.old.find_entry(hash, |&p| p == at) {
-            Ok(entry) => {
-                entry.remove();
-                true
-            }
-            Err(_) => false,
+        if let Some(g) = &mut self.growing
+            && let Some(i) = g.old.find(tag, |p| p == at)
+        {
+            g.old.mark_gone(i);
+            return true;
         }
+        false
     }
 
     /// The key filed under `hash` at `from` is now held by `to`.
     pub fn moved(&mut self, hash: u64, from: T, to: T) {
-        if let Some(p) = self.table.find_mut(hash, |&p| p == from) {
-            *p = to;
+        let tag = tag(hash);
+        if let Some(i) = self.table.find(tag, |p| p == from) {
+            self.table.set(i, tag, to);
         } else if let Some(g) = &mut self.growing
-            && let Ok(entry) = g.old.find_entry(hash, |&p| p == from)
+            && let Some(i) = g.old.find(tag, |p| p == from)
         {
-            // Moved over now: the old table keeps only handles as they were listed.
-            entry.remove();
-            file_moved(&mut self.table, hash, to);
+            g.old.set(i, tag, to);
         }
     }
 
-    pub fn shrink_to_fit(&mut self, hash_of: impl Fn(T) -> Option<u64>) {
-        self.move_over(usize::MAX, &hash_of);
-        self.table.shrink_to_fit(|&p| hash_of(p).unwrap_or(0));
-        self.made_for = self.table.capacity();
+    /// Ends a growth, and remakes the table at the smallest size that holds its entries.
+    pub fn shrink_to_fit(&mut self) {
+        self.move_over(usize::MAX);
+        let len = self.table.len;
+        let slots = match len {
+            0 => 0,
+            _ => (len.div_ceil(3) * 4).next_power_of_two().max(MIN_SLOTS),
+        };
+        if slots < self.table.slots {
+            let old = std::mem::replace(&mut self.table, Table::with_slots(slots));
+            for (tag, at) in old.entries() {
+                self.table.insert(tag, at);
+            }
+        }
     }
 
     pub fn clear(&mut self) {
-        self.table.clear();
-        self.made_for = self.table.capacity();
+        self.table.words.fill(0);
+        self.table.len = 0;
         self.growing = None;
     }
 
-    /// Starts growing: a table with room for twice the entries takes the new ones, or one as
-    /// large as the full one when tombstones filled it at under half its entries (as
-    /// hashbrown would rehash it in place).
-    fn grow(&mut self) {
-        let len = self.table.len();
-        let room = if len < self.made_for / 2 {
-            self.made_for
-        } else {
-            (len * 2).max(4)
-        };
-        let old = std::mem::replace(&mut self.table, HashTable::with_capacity(room));
-        self.made_for = self.table.capacity();
-        let listed = old.iter().copied().collect();
-        self.growing = Some(Growing { old, listed });
-    }
-
-    /// Moves up to `count` listed entries from the old table to the new; drops the old one
-    /// once every listed entry was looked at.
-    fn move_over(&mut self, count: usize, hash_of: &impl Fn(T) -> Option<u64>) {
-        let Some(g) = &mut self.growing else {
+    /// Walks up to `count` more slots of the old table, moving their entries to the new one;
+    /// drops the old table once walked.
+    fn move_over(&mut self, count: usize) {
+        let Positions { table, growing } = self;
+        let Some(g) = growing else {
             return;
         };
-        for _ in 0..count {
-            let Some(at) = g.listed.pop() else { break };
-            // A handle no longer in the old table (removed, or moved over) is skipped; one
-            // still there holds the same key as when it was listed, so its hash finds it.
-            let Some(hash) = hash_of(at) else { continue };
-            if let Ok(entry) = g.old.find_entry(hash, |&p| p == at) {
-                entry.remove();
-                file_moved(&mut self.table, hash, at);
+        let to = g.walked.saturating_add(count).min(g.old.slots);
+        for i in g.walked..to {
+            let tag = g.old.tag(i);
+            if tag > GONE {
+                table.insert(tag, g.old.handle(i));
+                g.old.mark_gone(i);
             }
         }
-        if g.listed.is_empty() {
-            debug_assert!(g.old.is_empty(), "every old entry was listed");
-            self.growing = None;
+        g.walked = to;
+        if to == g.old.slots {
+            debug_assert_eq!(g.old.len, 0, "every old entry was walked");
+            *growing = None;
         }
     }
-}
-
-/// Files an entry moved over from the old table: the new one has room for all of them.
-fn file_moved<T>(table: &mut HashTable<T>, hash: u64, at: T) {
-    table.insert_unique(hash, at, |_| {
-        unreachable!("the new table has room for every old entry")
-    });
 }
 
 #[cfg(test)]
@@ -191,14 +373,10 @@ mod tests {
     }
 
     impl Owner {
-        fn hash_of(keys: &[u64]) -> impl Fn(u32) -> Option<u64> + '_ {
-            |p| keys.get(p as usize).map(|&k| hash(k))
-        }
-
         fn push(&mut self, k: u64) {
             self.keys.push(k);
             let at = (self.keys.len() - 1) as u32;
-            self.ix.insert(hash(k), at, Self::hash_of(&self.keys));
+            self.ix.insert(hash(k), at);
         }
 
         /// Removes the key at `at` as a slab does: the last key moves into the hole.
@@ -242,7 +420,7 @@ mod tests {
         assert_eq!(o.find(300), None);
         assert_eq!(o.find(last), Some(100));
         o.all_found();
-        o.ix.shrink_to_fit(Owner::hash_of(&o.keys));
+        o.ix.shrink_to_fit();
         assert!(o.ix.growing.is_none(), "shrinking finishes a growth");
         o.all_found();
     }
@@ -306,5 +484,103 @@ mod tests {
             o.ix.len(),
             o.ix.capacity()
         );
+    }
+
+    /// The index against a map from key to handle, through inserts, removals, handles moved
+    /// and shrinks, with hashes from a space so small that keys share tags and homes (long
+    /// runs of occupied slots that wrap around the table's end), among them hashes whose low
+    /// bits are the free and gone marks. Every step is checked for every key, and the slots
+    /// for the invariant a lookup relies on: each entry is reachable from its home.
+    #[test]
+    fn agrees_with_a_map_whatever_the_hashes_share() {
+        for (space, seed) in [(3u64, 1u64), (64, 2), (1 << 20, 3)] {
+            let hash = move |k: u64| match k % 7 {
+                0 => 0,
+                1 => 1,
+                _ => (k % space).wrapping_mul(0x9e37_79b9_7f4a_7c15) << 32 >> 32,
+            };
+            let mut ix: Positions<ConversationId> = Positions::default();
+            let mut model: std::collections::HashMap<u64, ConversationId> = Default::default();
+            let mut state = seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let mut next = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let find =
+                |ix: &Positions<ConversationId>, model: &std::collections::HashMap<_, _>, k| {
+                    ix.find(hash(k), |id| model.get(&k) == Some(&id))
+                };
+            let mut shrinks = 0;
+            for step in 0..8_000u64 {
+                let k = next() % 300;
+                match next() % 10 {
+                    0..=4 => {
+                        if let std::collections::hash_map::Entry::Vacant(e) = model.entry(k) {
+                            let id = *e.insert(ConversationId(step));
+                            ix.insert(hash(k), id);
+                        }
+                    }
+                    5..=7 => {
+                        let removed = model.remove(&k);
+                        let gone = removed.is_some_and(|id| ix.remove(hash(k), id));
+                        assert_eq!(gone, removed.is_some(), "step {step}: remove {k}");
+                    }
+                    8 => {
+                        if let Some(id) = model.get_mut(&k) {
+                            let to = ConversationId(1_000_000 + step);
+                            ix.moved(hash(k), *id, to);
+                            *id = to;
+                        }
+                    }
+                    _ if next() % 50 == 0 => {
+                        ix.shrink_to_fit();
+                        shrinks += 1;
+                    }
+                    _ => {}
+                }
+                assert_eq!(ix.len(), model.len(), "step {step}");
+                if step % 97 == 0 || (ix.growing.is_some() && step % 5 == 0) {
+                    for key in 0..300 {
+                        assert_eq!(
+                            find(&ix, &model, key),
+                            model.get(&key).copied(),
+                            "key {key}"
+                        );
+                    }
+                    reachable(&ix.table);
+                }
+            }
+            assert!(shrinks > 0);
+            for (&k, &id) in model.clone().iter() {
+                assert!(ix.remove(hash(k), id));
+                model.remove(&k);
+                reachable(&ix.table);
+            }
+            assert!(ix.is_empty());
+            ix.shrink_to_fit();
+            assert_eq!(ix.table.slots, 0, "an empty index keeps no table");
+        }
+    }
+
+    /// Every entry of a table (not one being walked by a growth) lies at the end of a run of
+    /// taken slots that begins at its home.
+    fn reachable<T: Handle>(t: &Table<T>) {
+        let mut live = 0;
+        for i in 0..t.slots {
+            let tag = t.tag(i);
+            assert_ne!(tag, GONE, "no marks outside a growth");
+            if tag == FREE {
+                continue;
+            }
+            live += 1;
+            let mut j = t.home(tag);
+            while j != i {
+                assert_ne!(t.tag(j), FREE, "slot {i} cut off from its home by {j}");
+                j = t.next(j);
+            }
+        }
+        assert_eq!(live, t.len);
     }
 }

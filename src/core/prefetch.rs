@@ -4,17 +4,17 @@
 //! the text, instead of the shard waiting for it when it writes. A hint changes no value and
 //! cannot fail; on targets other than x86_64 it does nothing.
 
-/// Starts loading the cache line that holds `bytes[at]` (nothing when `at` is past the end).
+/// Starts loading the cache line that holds `items[at]` (nothing when `at` is past the end).
 #[inline(always)]
-pub fn line(bytes: &[u8], at: usize) {
+pub fn line<T>(items: &[T], at: usize) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(byte) = bytes.get(at) {
+    if let Some(item) = items.get(at) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         // SAFETY: a prefetch reads nothing the program sees and never faults (the address is
-        // a byte of `bytes` anyway); SSE, the instruction's feature, is in every x86_64
+        // an item of `items` anyway); SSE, the instruction's feature, is in every x86_64
         // target.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast()) }
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(item).cast()) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, at);
+    let _ = (items, at);
 }

@@ -735,7 +735,7 @@ impl Tenant {
         // Give back capacity after a peak.
         if self.conversations.len() < self.conversations.capacity() / 4 {
             self.conversations.shrink_to_fit();
-            self.by_customer.shrink_to_fit(&self.conversations);
+            self.by_customer.shrink_to_fit();
         }
     }
 

@@ -44,6 +44,13 @@ impl Tenant {
                 format!("{number:?} is not a business number of this tenant"),
             ));
         }
+        // The indexes' lines this message will read are asked for first, so that they load
+        // together (the customer's, while the id's fingerprint is computed).
+        if identity::looks_e164(&m.customer) {
+            self.by_customer.prefetch(&m.customer);
+        }
+        let fingerprint = identity::fingerprint(&m.provider_message_id);
+        self.dedup.prefetch(fingerprint);
         let (who, existing, aliases) = self.inbound_identity(&m)?;
         // A known customer's context went cold after its last message: where this one will
         // be written loads while the text is classified (the record: the text, the id and
@@ -52,7 +59,6 @@ impl Tenant {
             conv.context
                 .prefetch(m.text.len() + m.provider_message_id.len() + 32);
         }
-        let fingerprint = identity::fingerprint(&m.provider_message_id);
         if self.dedup.contains(fingerprint) {
             // A retried webhook is not a new message: it takes no token either.
             return Ok(Decision {

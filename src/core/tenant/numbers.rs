@@ -1,11 +1,12 @@
 //! Conversations by phone number. Most customers have one phone, their conversation's first
 //! (`Conversation::customer`): those are filed by conversation id alone, and the number is
-//! read from the conversation found, so a slot is 8 bytes and a control byte. A map from
-//! number to id held the number's 16-byte `Arc` again in every slot (24 bytes, ~52 an entry
-//! at a table's usual load). The other phones of linked customers (rare) stay in a map.
+//! read from the conversation found, so a slot is the id and 32 bits of the number's hash
+//! (16 bytes). A map from number to id held the number's 16-byte `Arc` again in every slot
+//! (24 bytes, ~52 an entry at a table's usual load). The other phones of linked customers
+//! (rare) stay in a map.
 //!
 //! The first-phone table's invariant: an id is filed exactly while its conversation is in the
-//! slab with that `customer` (hashes are recomputed from it when the table grows). Callers
+//! slab with that `customer`, under that number's hash. Callers
 //! file a number once the conversation holds it, and take it out (by number and id, without
 //! the slab) when they drop the conversation or move the number.
 use std::hash::BuildHasher;
@@ -50,6 +51,11 @@ impl Numbers {
         }
     }
 
+    /// Starts loading the line a lookup of `number` reads first (a hint).
+    pub fn prefetch(&self, number: &str) {
+        self.first.prefetch(self.hash(number));
+    }
+
     /// The conversation `number` finds.
     pub fn id(&self, convs: &Slab<Conversation>, number: &str) -> Option<ConversationId> {
         self.get(convs, number).map(|(_, id)| id)
@@ -72,7 +78,7 @@ impl Numbers {
         }
         if first_phone(convs, &id) == Some(&number) {
             let hash = self.hash(number.as_e164());
-            self.first.insert(hash, id, rehash(&self.hasher, convs));
+            self.first.insert(hash, id);
         } else {
             self.others.insert(number, id);
         }
@@ -92,20 +98,10 @@ impl Numbers {
         }
     }
 
-    pub fn shrink_to_fit(&mut self, convs: &Slab<Conversation>) {
-        self.first.shrink_to_fit(rehash(&self.hasher, convs));
+    pub fn shrink_to_fit(&mut self) {
+        self.first.shrink_to_fit();
         self.others.shrink_to_fit();
     }
-}
-
-/// The hash `Numbers::first` files a conversation under (its first phone's; None for one gone
-/// or without a phone, which the module's invariant says is not filed): for the index to move
-/// its entries as it grows or shrinks.
-fn rehash<'a>(
-    hasher: &'a foldhash::fast::RandomState,
-    convs: &'a Slab<Conversation>,
-) -> impl Fn(ConversationId) -> Option<u64> + 'a {
-    move |id| Some(hasher.hash_one(first_phone(convs, &id)?.as_e164()))
 }
 
 fn first_phone<'a>(
@@ -207,7 +203,7 @@ mod tests {
             convs.remove(&ConversationId(n));
             numbers.remove_first(&phone(n), ConversationId(n));
         }
-        numbers.shrink_to_fit(&convs);
+        numbers.shrink_to_fit();
         for n in (0..100).filter(|n| ![2, 5].contains(n)) {
             assert_eq!(
                 numbers.id(&convs, phone(n).as_e164()),

@@ -1,7 +1,7 @@
 //! Conversations by id, packed in a [`Dense`] map (the values in pages, a hash index of their
 //! positions). A hash map holding the values themselves keeps up to twice as many slots as
 //! entries (its load factor after a doubling), so each ~100-byte conversation would cost up
-//! to ~200; here the spare room is in 5-byte index slots and under one page of values.
+//! to ~200; here the spare room is in 8-byte index slots and under one page of values.
 //! A removal moves the last value into the hole: positions are not stable, ids are.
 //!
 //! **Cuts without stopping** (Kafka mode's snapshots): once `track`ed, the slab records which
