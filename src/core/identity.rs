@@ -1,13 +1,13 @@
 //! Who the customer is: phone numbers normalised to E.164 with the `phonenumber` crate, reading
 //! national formats in the tenant's default region; and de-duplication of provider message ids,
 //! since the platform retries webhooks for days and the same message must not route twice.
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
 use phonenumber::{Mode, country};
 
 use super::e164;
 use super::positions::Positions;
+use super::queue::Queue;
 use crate::clock::Timestamp;
 use crate::model::CustomerNumber;
 
@@ -75,8 +75,8 @@ pub struct Dedup {
     /// fingerprints' own keys are fixed, so they are not used as the table's hash).
     hasher: foldhash::fast::RandomState,
     /// When each was seen, oldest first; the fingerprint as two `u64`s, so an entry is 24
-    /// bytes, not the 32 a `u128`'s alignment makes it.
-    order: VecDeque<(Timestamp, [u64; 2])>,
+    /// bytes, not the 32 a `u128`'s alignment makes it. In pages, so growing never copies it.
+    order: Queue<(Timestamp, [u64; 2])>,
     ttl_ms: u64,
     max: usize,
     /// Ids ever added: the one at the back of `order` is number `pushed - 1`.
@@ -126,7 +126,7 @@ impl Dedup {
         Self {
             seen: Positions::default(),
             hasher: foldhash::fast::RandomState::default(),
-            order: VecDeque::new(),
+            order: Queue::default(),
             ttl_ms,
             max,
             pushed: 0,

@@ -32,6 +32,7 @@ mod paged;
 mod pause_tests;
 pub mod positions;
 mod prefetch;
+mod queue;
 pub mod quota;
 #[cfg(test)]
 mod quota_tests;
