@@ -11,12 +11,21 @@
 //! Anchor: the median message of the same run. Not a criterion bench: the figure is the
 //! tail, not the mean.
 //!
+//! `STALLS_CALL=send` times sends instead (`Outbound.Send` as the harness's `--call send`
+//! makes them, with its server config, `load-tests/configs/throughput.toml`): customers in
+//! turn, a key per send. Until session 30 the log of sends and its index of keys doubled and
+//! rehashed whole: single sends of 13–119 ms at 131,072 … 917,504 sends, the harness's p99
+//! tail at half the echo's rate.
+//!
 //! Run: `cargo bench --bench stalls` (`STALLS_MESSAGES`, `STALLS_CUSTOMERS` to change the
 //! counts).
 use switchboard::clock::{Stopwatch, Timestamp};
-use switchboard::config::Config;
-use switchboard::core::{Command, Effect, Inbound, Shard};
+use switchboard::config::{Category, Config};
+use switchboard::core::{Command, Effect, Inbound, Outbound, Shard};
 use switchboard::model::{Channel, TenantId};
+
+/// The server config of the harness's throughput runs of `Outbound.Send`.
+const THROUGHPUT: &str = include_str!("../load-tests/configs/throughput.toml");
 
 #[path = "support/allocator.rs"]
 mod allocator;
@@ -33,7 +42,11 @@ fn main() {
     switchboard::allocator::tune();
     let messages = count("STALLS_MESSAGES", 2_500_000);
     let customers = count("STALLS_CUSTOMERS", 1_000_000).max(1);
-    let config = Config::from_toml_str(switchboard::config::EMBEDDED_DEFAULT).expect("embedded");
+    let sends = std::env::var("STALLS_CALL").is_ok_and(|c| c == "send");
+    let config = match sends {
+        true => Config::from_toml_str(THROUGHPUT).expect("the throughput config"),
+        false => Config::from_toml_str(switchboard::config::EMBEDDED_DEFAULT).expect("embedded"),
+    };
     let mut shard = Shard::new(&config, |_| true);
     let mut effects: Vec<Effect> = Vec::new();
     let mut now = 1_700_000_000_000u64;
@@ -45,31 +58,51 @@ fn main() {
     let lap = Stopwatch::start();
     let mut lap_start = lap.elapsed();
     for i in 0..messages {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let n = (x % customers as u64) as usize;
-        let message = Inbound {
-            tenant: TenantId::new("demo"),
-            customer: format!(
-                "+346{:02}{:03}{:03}",
-                10 + n / 1_000_000,
-                (n / 1000) % 1000,
-                n % 1000
-            ),
-            channel: Channel::WhatsApp,
-            provider_message_id: format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQzRUIw{i:010}"),
-            text: "hola, ¿dónde está mi pedido?".into(),
-            business_number: None,
-            email: None,
-            visitor_id: None,
-            profile_name: None,
+        let command = match sends {
+            // As the harness's `--call send` runs: customers in turn, a key per send, the
+            // business numbers taking turns.
+            true => Command::Send(Outbound {
+                tenant: TenantId::new("demo"),
+                from: format!("+3491000000{}", 1 + i % 4),
+                to: format!("+3462{:07}", i % customers),
+                category: Category::Utility,
+                content: "order_shipped".into(),
+                template: None,
+                priority: None,
+                idempotency_key: format!("load.utility.{i}"),
+                valid_for_ms: None,
+                tag: None,
+                send_at: None,
+                thread: None,
+            }),
+            false => {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let n = (x % customers as u64) as usize;
+                Command::Ingest(Inbound {
+                    tenant: TenantId::new("demo"),
+                    customer: format!(
+                        "+346{:02}{:03}{:03}",
+                        10 + n / 1_000_000,
+                        (n / 1000) % 1000,
+                        n % 1000
+                    ),
+                    channel: Channel::WhatsApp,
+                    provider_message_id: format!("wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQzRUIw{i:010}"),
+                    text: "hola, ¿dónde está mi pedido?".into(),
+                    business_number: None,
+                    email: None,
+                    visitor_id: None,
+                    profile_name: None,
+                })
+            }
         };
         now += 1;
         let one = Stopwatch::start();
         shard
-            .handle(Timestamp(now), Command::Ingest(message), &mut effects)
-            .expect("valid messages route");
+            .handle(Timestamp(now), command, &mut effects)
+            .expect("valid messages route, valid sends are admitted");
         times.push((one.elapsed(), i));
         effects.clear();
         if now.is_multiple_of(1_000) {
@@ -86,7 +119,8 @@ fn main() {
             lap_start = at;
         }
     }
-    println!("{messages} messages from {customers} customers; ms per 100,000: {laps:?}");
+    let what = if sends { "sends to" } else { "messages from" };
+    println!("{messages} {what} {customers} customers; ms per 100,000: {laps:?}");
     times.sort_unstable();
     let median = times[times.len() / 2].0;
     println!("median message: {median:?}");

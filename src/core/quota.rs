@@ -21,6 +21,7 @@
 //! Governor's limiters read a `FakeRelativeClock` that this module advances to each command's
 //! time: they never see the wall clock.
 use std::collections::VecDeque;
+use std::hash::BuildHasher as _;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ use crate::clock::Timestamp;
 use crate::config::{Category, NumberConfig, QuotaConfig, Rule};
 use crate::model::{CustomerNumber, Template, TenantId};
 
+use super::positions::{Handle, Positions};
+use super::queue::Queue;
 use super::{Effect, Map, identity};
 
 use serde::{Deserialize, Serialize};
@@ -95,18 +98,35 @@ struct Send {
 struct SendLog {
     /// The id of `sends[0]`.
     first: u64,
-    sends: VecDeque<Option<Send>>,
-    by_key: Map<u128, SendId>,
+    /// In pages: a log of hundreds of thousands of sends grows without copying itself.
+    sends: Queue<Option<Send>>,
+    /// Sends by their idempotency key's fingerprint, read from the send found: a table that
+    /// grows a few entries at a time (a map rehashing 2²⁰ keys at once stopped the shard for
+    /// ~100 ms). Every send it files is in `sends` or `held`.
+    by_key: Positions<SendId>,
+    /// Hashes a fingerprint's low half for `by_key` (randomly seeded per process).
+    hasher: foldhash::fast::RandomState,
     /// Waiting sends older than `first`.
     held: Map<u64, Send>,
+}
+
+impl Handle for SendId {
+    const WORDS: usize = 2;
+    fn to_word(self) -> u64 {
+        self.0
+    }
+    fn from_word(word: u64) -> Self {
+        SendId(word)
+    }
 }
 
 impl SendLog {
     fn new(first: u64) -> Self {
         Self {
             first,
-            sends: VecDeque::new(),
-            by_key: Map::default(),
+            sends: Queue::default(),
+            by_key: Positions::default(),
+            hasher: foldhash::fast::RandomState::default(),
             held: Map::default(),
         }
     }
@@ -143,38 +163,66 @@ impl SendLog {
             None if send.view.id.0 < self.first && send.view.waiting() => {
                 self.held.insert(send.view.id.0, send);
             }
-            None => {}
+            // Held, and no longer waiting: forgotten, key and all.
+            None => {
+                let hash = self.hasher.hash_one(send.key_fp as u64);
+                self.by_key.remove(hash, send.view.id);
+            }
         }
     }
 
     /// Forgets held sends that stopped waiting (dispatched, cancelled, expired).
     fn sweep(&mut self) {
-        let by_key = &mut self.by_key;
+        let (by_key, hasher) = (&mut self.by_key, &self.hasher);
         self.held.retain(|_, s| {
             let keep = s.view.waiting();
-            if !keep && by_key.get(&s.key_fp) == Some(&s.view.id) {
-                by_key.remove(&s.key_fp);
+            if !keep {
+                by_key.remove(hasher.hash_one(s.key_fp as u64), s.view.id);
             }
             keep
         });
+        if self.by_key.len() < self.by_key.capacity() / 4 {
+            self.by_key.shrink_to_fit();
+            self.sends.shrink_to_fit();
+        }
     }
 
     fn by_key(&self, key: &str) -> Option<SendId> {
-        self.by_key.get(&identity::fingerprint(key)).copied()
+        self.by_fingerprint(identity::fingerprint(key))
+    }
+
+    fn by_fingerprint(&self, fp: u128) -> Option<SendId> {
+        self.by_key.find(self.hasher.hash_one(fp as u64), |id| {
+            self.get(id).is_some_and(|s| s.key_fp == fp)
+        })
+    }
+
+    /// Files send `id`, which the log holds, under its key's fingerprint `fp`: the key finds
+    /// it from now on, not a send it found before.
+    fn file(&mut self, fp: u128, id: SendId) {
+        let hash = self.hasher.hash_one(fp as u64);
+        if let Some(before) = self.by_key.find(hash, |b| {
+            b != id && self.get(b).is_some_and(|s| s.key_fp == fp)
+        }) {
+            self.by_key.remove(hash, before);
+        }
+        self.by_key.insert(hash, id);
     }
 
     /// Appends the newest send, forgetting the oldest past `max`.
     fn push(&mut self, send: Send, max: usize) {
         debug_assert_eq!(send.view.id.0, self.first + self.sends.len() as u64);
-        self.by_key.insert(send.key_fp, send.view.id);
+        let (fp, id) = (send.key_fp, send.view.id);
         self.sends.push_back(Some(send));
+        self.file(fp, id);
         while self.sends.len() > max {
             match self.sends.pop_front() {
                 Some(Some(old)) if old.view.waiting() => {
                     self.held.insert(old.view.id.0, old);
                 }
-                Some(Some(old)) if self.by_key.get(&old.key_fp) == Some(&old.view.id) => {
-                    self.by_key.remove(&old.key_fp);
+                Some(Some(old)) => {
+                    self.by_key
+                        .remove(self.hasher.hash_one(old.key_fp as u64), old.view.id);
                 }
                 _ => {}
             }
@@ -677,6 +725,12 @@ impl Quotas {
     /// idempotency key does not change it.
     pub fn sends_made(&self) -> u64 {
         self.next_send - 1
+    }
+
+    /// Sends the log's index of keys files (for tests).
+    #[cfg(test)]
+    pub fn keys_filed(&self) -> usize {
+        self.log.by_key.len()
     }
 
     pub fn tracked_pairs(&self) -> usize {

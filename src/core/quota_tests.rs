@@ -1388,6 +1388,36 @@ fn tracked_sends_are_bounded_and_the_oldest_is_forgotten() {
     );
 }
 
+/// The log's index of keys through several growths and a ring that forgets: a remembered key
+/// answers with its first send, a forgotten one makes a new send, and the index files exactly
+/// the sends the log remembers.
+#[test]
+fn idempotency_keys_are_found_through_growth_and_forgetting() {
+    let mut s = Sim::new(&format!("{UNLIMITED}\nmax_tracked_sends = 5000"), 1000);
+    let mut ids = Vec::new();
+    for i in 0..20_000u64 {
+        if i % 500 == 0 {
+            s.advance(SEC);
+        }
+        let key = format!("k{i}");
+        ids.push(
+            s.send_key(&customer(i), Category::Utility, None, None, &key)
+                .0,
+        );
+    }
+    assert_eq!(s.quotas().keys_filed(), 5_000);
+    s.advance(10 * SEC);
+    for i in (15_000..20_000u64).step_by(7) {
+        let key = format!("k{i}");
+        let (id, _) = s.send_key(&customer(i), Category::Utility, None, None, &key);
+        assert_eq!(id, ids[i as usize], "key {key}");
+    }
+    let last = *ids.last().expect("sent");
+    let (again, _) = s.send_key(&customer(3), Category::Utility, None, None, "k3");
+    assert!(again > last, "a forgotten key is a new send");
+    assert_eq!(s.quotas().keys_filed(), 5_000);
+}
+
 #[test]
 fn session_replies_are_never_batched_even_when_marked_low() {
     let mut s = Sim::new("messaging_limit = 10\nreserve = 0.1", 1000);

@@ -2,6 +2,7 @@
 //! shard's clock) and the rolling 24-hour set of customers reached.
 use super::*;
 use crate::core::dense::Dense;
+use crate::core::queue::Queue;
 
 #[derive(Debug)]
 pub(super) struct Number {
@@ -69,10 +70,11 @@ pub(super) struct Reach {
     /// Each counted customer and the time of their last counted send.
     pub(super) last: Dense<CustomerNumber, Timestamp>,
     /// Every counted send in time order; an entry is stale when the customer's `last` is later.
-    pub(super) events: VecDeque<(Timestamp, CustomerNumber)>,
+    /// In pages, as `new_slots`: growing never copies them.
+    pub(super) events: Queue<(Timestamp, CustomerNumber)>,
     /// When each new customer was counted (a slot taken), oldest first: the forecast's pace,
     /// pruned to its window on ticks (`prune_new_slots`).
-    pub(super) new_slots: VecDeque<Timestamp>,
+    pub(super) new_slots: Queue<Timestamp>,
 }
 
 impl Reach {
@@ -97,12 +99,8 @@ impl Reach {
         if self.last.len() < self.last.capacity() / 4 {
             self.last.shrink_to_fit();
         }
-        if self.events.len() < self.events.capacity() / 4 {
-            self.events.shrink_to_fit();
-        }
-        if self.new_slots.len() < self.new_slots.capacity() / 4 {
-            self.new_slots.shrink_to_fit();
-        }
+        self.events.shrink_to_fit();
+        self.new_slots.shrink_to_fit();
     }
 
     pub(super) fn counts(&self, customer: &CustomerNumber) -> bool {

@@ -354,15 +354,17 @@ impl Quotas {
         let mut log = SendLog::new(state.first_send);
         for s in &state.held_sends {
             let send = restored(s)?;
-            log.by_key.insert(send.key_fp, send.view.id);
-            log.held.insert(send.view.id.0, send);
+            let (fp, id) = (send.key_fp, send.view.id);
+            log.held.insert(id.0, send);
+            log.file(fp, id);
         }
         for saved in &state.sends {
             let send = saved.as_ref().map(restored).transpose()?;
-            if let Some(s) = &send {
-                log.by_key.insert(s.key_fp, s.view.id);
-            }
+            let key = send.as_ref().map(|s| (s.key_fp, s.view.id));
             log.sends.push_back(send);
+            if let Some((fp, id)) = key {
+                log.file(fp, id);
+            }
         }
         let mut life = lifecycle::Lifecycle::new(&self.config);
         life.scheduled = state
