@@ -47,6 +47,52 @@ fn the_limit_is_forecast_from_the_pace_and_the_expiries_to_the_second() {
     assert_eq!(s.quotas().last_forecast().unwrap().limit_at, at(2_100));
 }
 
+/// The case above with 10 of the first 40 customers sent to again an hour after: counted
+/// once each still (70), the pace unchanged (a customer counted again takes no slot), but
+/// those 10 leave an hour later than the other 30. The limit: at 600 s the count is 90 and
+/// 30 leave: 60; 40 more take 1,200 s: 1,800 s from now (before the 10 leave, at 4,200 s).
+/// The walk over the expiries skips each customer's earlier send, which no longer ends its
+/// 24 hours.
+#[test]
+fn a_customer_counted_again_leaves_from_their_last_send() {
+    let mut s = Sim::new("messaging_limit = 100\nbatch_threshold = 0.8", 1_000);
+    for i in 0..40 {
+        assert_eq!(
+            s.send(&customer(i), Category::Utility),
+            Admission::Dispatched
+        );
+    }
+    s.advance(HOUR);
+    for i in 0..10 {
+        assert_eq!(
+            s.send(&customer(i), Category::Utility),
+            Admission::Dispatched
+        );
+    }
+    s.advance(DAY - 10 * MINUTE - 29 * 30 * SEC - HOUR);
+    for i in 0..30 {
+        if i > 0 {
+            s.advance(30 * SEC);
+        }
+        assert_eq!(
+            s.send(&customer(100 + i), Category::Utility),
+            Admission::Dispatched
+        );
+    }
+    let now = s.now;
+    let at = |secs: u64| Some(Timestamp(now.as_millis() + secs * SEC));
+    assert_eq!(s.quotas().usage(), (70, Some(100)));
+    assert_eq!(
+        s.quotas().forecast(now),
+        Forecast {
+            per_hour: 120.0,
+            threshold_at: at(300),
+            limit_at: at(1_800),
+            drained_at: Some(now),
+        }
+    );
+}
+
 #[test]
 fn no_pace_no_forecast_and_a_reached_level_is_now() {
     let mut s = Sim::new("messaging_limit = 10\nbatch_threshold = 0.5", 1_000);

@@ -127,10 +127,18 @@ impl Reach {
 
     /// When the `n`-th (0-based) counted customer leaves the window.
     pub(super) fn nth_release(&self, n: usize, window_ms: u64) -> Option<Timestamp> {
-        self.events
-            .iter()
-            .filter(|(at, c)| self.last.get(c) == Some(at))
+        self.live_events()
             .nth(n)
             .map(|(at, _)| Timestamp(at.as_millis() + window_ms))
+    }
+
+    /// The events that are each customer's last counted send, in time order. A customer has
+    /// one such event while counted, so when there are as many events as customers (no
+    /// customer counted twice in the window: a promotion's usual shape) every event is one
+    /// and none is looked up; else each is checked against `last` (a lookup an event: at
+    /// ~830,000 events a tick of ~0.25 s in `cargo bench --bench stalls`).
+    pub(super) fn live_events(&self) -> impl Iterator<Item = &(Timestamp, CustomerNumber)> {
+        let all = self.events.len() == self.last.len();
+        (self.events.iter()).filter(move |(at, c)| all || self.last.get(c) == Some(at))
     }
 }

@@ -85,11 +85,7 @@ impl Quotas {
         }
         let start = now.as_millis();
         let mut at = start;
-        let leaving = self
-            .reach
-            .events
-            .iter()
-            .filter(|(t, c)| self.reach.last.get(c) == Some(t))
+        let leaving = (self.reach.live_events())
             .map(|(t, _)| t.as_millis() + self.window_ms)
             .filter(|&e| e > start)
             .chain(std::iter::once(horizon));
