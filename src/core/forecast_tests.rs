@@ -13,35 +13,10 @@ const MINUTE: u64 = 60 * SEC;
 ///   1,500 s: 2,100 s from now.
 #[test]
 fn the_limit_is_forecast_from_the_pace_and_the_expiries_to_the_second() {
-    let mut s = Sim::new("messaging_limit = 100\nbatch_threshold = 0.8", 1_000);
-    for i in 0..40 {
-        assert_eq!(
-            s.send(&customer(i), Category::Utility),
-            Admission::Dispatched
-        );
-    }
-    s.advance(DAY - 10 * MINUTE - 29 * 30 * SEC);
-    for i in 0..30 {
-        if i > 0 {
-            s.advance(30 * SEC);
-        }
-        assert_eq!(
-            s.send(&customer(100 + i), Category::Utility),
-            Admission::Dispatched
-        );
-    }
+    let mut s = seventy_counted(0);
     let now = s.now;
     let at = |secs: u64| Some(Timestamp(now.as_millis() + secs * SEC));
-    assert_eq!(s.quotas().usage(), (70, Some(100)));
-    assert_eq!(
-        s.quotas().forecast(now),
-        Forecast {
-            per_hour: 120.0,
-            threshold_at: at(300),
-            limit_at: at(2_100),
-            drained_at: Some(now),
-        }
-    );
+    assert_seventy(&s, at(2_100));
     // Through Quotas.Get's snapshot and the gauges' refresh alike.
     s.tick();
     assert_eq!(s.quotas().last_forecast().unwrap().limit_at, at(2_100));
@@ -55,40 +30,44 @@ fn the_limit_is_forecast_from_the_pace_and_the_expiries_to_the_second() {
 /// 24 hours.
 #[test]
 fn a_customer_counted_again_leaves_from_their_last_send() {
+    let s = seventy_counted(10);
+    assert_seventy(&s, Some(Timestamp(s.now.as_millis() + 1_800 * SEC)));
+}
+
+/// The cases above: 40 customers counted, the first `again` of them sent to again an hour
+/// later, and 30 new ones over the last 15 minutes of the first 40's 24 hours.
+fn seventy_counted(again: u64) -> Sim {
     let mut s = Sim::new("messaging_limit = 100\nbatch_threshold = 0.8", 1_000);
-    for i in 0..40 {
+    let send = |s: &mut Sim, i| {
         assert_eq!(
             s.send(&customer(i), Category::Utility),
             Admission::Dispatched
         );
-    }
+    };
+    (0..40).for_each(|i| send(&mut s, i));
     s.advance(HOUR);
-    for i in 0..10 {
-        assert_eq!(
-            s.send(&customer(i), Category::Utility),
-            Admission::Dispatched
-        );
-    }
+    (0..again).for_each(|i| send(&mut s, i));
     s.advance(DAY - 10 * MINUTE - 29 * 30 * SEC - HOUR);
     for i in 0..30 {
         if i > 0 {
             s.advance(30 * SEC);
         }
-        assert_eq!(
-            s.send(&customer(100 + i), Category::Utility),
-            Admission::Dispatched
-        );
+        send(&mut s, 100 + i);
     }
-    let now = s.now;
-    let at = |secs: u64| Some(Timestamp(now.as_millis() + secs * SEC));
+    s
+}
+
+/// What `seventy_counted` forecasts: 70 counted at 120 an hour, the threshold in 300 s, the
+/// limit at `limit_at`.
+fn assert_seventy(s: &Sim, limit_at: Option<Timestamp>) {
     assert_eq!(s.quotas().usage(), (70, Some(100)));
     assert_eq!(
-        s.quotas().forecast(now),
+        s.quotas().forecast(s.now),
         Forecast {
             per_hour: 120.0,
-            threshold_at: at(300),
-            limit_at: at(1_800),
-            drained_at: Some(now),
+            threshold_at: Some(Timestamp(s.now.as_millis() + 300 * SEC)),
+            limit_at,
+            drained_at: Some(s.now),
         }
     );
 }
