@@ -113,6 +113,17 @@ impl<K: Hash + Eq, V> Dense<K, V> {
         (key, value)
     }
 
+    /// Keeps the entries `keep` accepts. Walked from the end: a removal moves the last entry,
+    /// already looked at, into the hole.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
+        for at in (0..self.entries.len()).rev() {
+            let (key, value) = &self.entries[at];
+            if !keep(key, value) {
+                self.remove_at(at);
+            }
+        }
+    }
+
     pub fn shrink_to_fit(&mut self) {
         self.index.shrink_to_fit();
         self.entries.shrink_to_fit();
@@ -175,6 +186,16 @@ mod tests {
         let mut model_values: Vec<u64> = expected.iter().map(|&(_, v)| v).collect();
         model_values.sort();
         assert_eq!(values, model_values);
+        dense.retain(|k, _| k % 3 != 0);
+        let kept: std::collections::HashMap<u64, u64> = expected
+            .iter()
+            .copied()
+            .filter(|(k, _)| k % 3 != 0)
+            .collect();
+        assert_eq!(dense.len(), kept.len());
+        for key in 0..5_000 {
+            assert_eq!(dense.get(&key), kept.get(&key), "key {key} after retain");
+        }
         for (k, _) in &expected {
             dense.remove(k);
         }

@@ -67,12 +67,7 @@ type DirectLimiter = RateLimiter<
     FakeRelativeClock,
     governor::middleware::StateInformationMiddleware,
 >;
-type PairLimiter = RateLimiter<
-    (u16, CustomerNumber),
-    governor::state::keyed::HashMapStateStore<(u16, CustomerNumber), foldhash::fast::RandomState>,
-    FakeRelativeClock,
-    NoOp,
->;
+type PairLimiter = RateLimiter<(u16, CustomerNumber), counts::Pairs, FakeRelativeClock, NoOp>;
 
 #[derive(Debug)]
 struct Send {
@@ -319,11 +314,7 @@ impl Quotas {
             .collect();
         Self {
             tenant,
-            pairs: RateLimiter::hashmap_with_clock_and_hasher(
-                pair_quota(config),
-                clock.clone(),
-                foldhash::fast::RandomState::default(),
-            ),
+            pairs: RateLimiter::new(pair_quota(config), counts::Pairs::default(), clock.clone()),
             config: config.clone(),
             base_config: config.clone(),
             base_numbers,

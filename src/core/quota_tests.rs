@@ -294,6 +294,34 @@ fn pair_limit_holds_per_pair_and_not_across_pairs() {
     assert_eq!(s.send(&a, Category::Utility), Admission::Dispatched);
 }
 
+/// The sweep forgets a pair whose bucket has refilled (indistinguishable from a new one) and
+/// keeps one still limited, which stays limited.
+#[test]
+fn the_sweep_forgets_pairs_whose_buckets_refilled() {
+    let mut s = Sim::new(UNLIMITED, 1000);
+    for i in 0..3 {
+        assert_eq!(
+            s.send(&customer(i), Category::Utility),
+            Admission::Dispatched
+        );
+    }
+    assert_eq!(s.quotas().tracked_pairs(), 3);
+    s.advance(2 * 60 * SEC);
+    let a = customer(9);
+    for _ in 0..2 {
+        assert_eq!(s.send(&a, Category::Utility), Admission::Dispatched);
+    }
+    assert_eq!(s.quotas().tracked_pairs(), 4);
+    s.tick();
+    assert_eq!(s.quotas().tracked_pairs(), 1);
+    let (reason, _) = refused(s.send(&a, Category::Utility)).expect("still limited");
+    assert_eq!(reason, Refusal::PairLimit);
+    assert_eq!(
+        s.send(&customer(0), Category::Utility),
+        Admission::Dispatched
+    );
+}
+
 #[test]
 fn messaging_limit_counts_unique_customers_and_frees_a_slot_24h_after() {
     let mut s = Sim::new(

@@ -292,10 +292,10 @@ impl Quotas {
         self.apply(config, effective_numbers);
         if pair_changed {
             // A new pair quota starts with fresh buckets.
-            self.pairs = RateLimiter::hashmap_with_clock_and_hasher(
+            self.pairs = RateLimiter::new(
                 pair_quota(&self.config),
+                Default::default(),
                 self.clock.clone(),
-                foldhash::fast::RandomState::default(),
             );
         }
         let after = summary(&self.base_config, &self.base_numbers);

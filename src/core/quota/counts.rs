@@ -1,6 +1,12 @@
 //! What admission counts with: each business number's throughput bucket (governor, on the
 //! shard's clock) and the rolling 24-hour set of customers reached.
 use super::*;
+use std::cell::RefCell;
+
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+
 use crate::core::dense::Dense;
 use crate::core::queue::Queue;
 
@@ -140,5 +146,61 @@ impl Reach {
     pub(super) fn live_events(&self) -> impl Iterator<Item = &(Timestamp, CustomerNumber)> {
         let all = self.events.len() == self.last.len();
         (self.events.iter()).filter(move |(at, c)| all || self.last.get(c) == Some(at))
+    }
+}
+
+/// The pair limit's state (each pair's theoretical arrival time, what governor's keyed limiter
+/// keeps) in a `Dense` map, which grows a few entries at a time. governor's own store, a hash
+/// map, was shrunk by each sweep and rehashed every pair at once as it grew back: sends of
+/// 5–7 ms once a minute in `cargo bench --bench stalls` (`STALLS_CALL=send`). The shard is
+/// one thread: a `RefCell`, where governor's store takes a lock.
+#[derive(Debug, Default)]
+pub(super) struct Pairs(RefCell<Dense<(u16, CustomerNumber), Nanos>>);
+
+impl StateStore for Pairs {
+    type Key = (u16, CustomerNumber);
+
+    /// As governor's store: a state of 0 is a fresh bucket (`None`); a fresh pair refused is
+    /// not kept.
+    fn measure_and_replace<T, F, E>(&self, key: &Self::Key, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut pairs = self.0.borrow_mut();
+        match pairs.position(key) {
+            Some(at) => {
+                let tat = pairs[at].1;
+                let (answer, next) = f((tat.as_u64() != 0).then_some(tat))?;
+                *pairs.value_mut(at) = next;
+                Ok(answer)
+            }
+            None => {
+                let (answer, next) = f(None)?;
+                pairs.push_new(key.clone(), next);
+                Ok(answer)
+            }
+        }
+    }
+}
+
+impl ShrinkableKeyedStateStore<(u16, CustomerNumber)> for Pairs {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0.borrow_mut().retain(|_, &tat| tat > drop_below);
+    }
+
+    /// Only after a peak (a quarter full or less): a store shrunk at every sweep grows again.
+    fn shrink_to_fit(&self) {
+        let mut pairs = self.0.borrow_mut();
+        if pairs.len() < pairs.capacity() / 4 {
+            pairs.shrink_to_fit();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
