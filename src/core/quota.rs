@@ -105,6 +105,11 @@ struct SendLog {
     held: Map<u64, Send>,
 }
 
+/// Where `by_key` files a key's fingerprint: the hash of its low half.
+fn key_hash(hasher: &foldhash::fast::RandomState, fp: u128) -> u64 {
+    hasher.hash_one(fp as u64)
+}
+
 impl Handle for SendId {
     const WORDS: usize = 2;
     fn to_word(self) -> u64 {
@@ -160,8 +165,8 @@ impl SendLog {
             }
             // Held, and no longer waiting: forgotten, key and all.
             None => {
-                let hash = self.hasher.hash_one(send.key_fp as u64);
-                self.by_key.remove(hash, send.view.id);
+                self.by_key
+                    .remove(key_hash(&self.hasher, send.key_fp), send.view.id);
             }
         }
     }
@@ -172,7 +177,7 @@ impl SendLog {
         self.held.retain(|_, s| {
             let keep = s.view.waiting();
             if !keep {
-                by_key.remove(hasher.hash_one(s.key_fp as u64), s.view.id);
+                by_key.remove(key_hash(hasher, s.key_fp), s.view.id);
             }
             keep
         });
@@ -187,18 +192,16 @@ impl SendLog {
     }
 
     fn by_fingerprint(&self, fp: u128) -> Option<SendId> {
-        self.by_key.find(self.hasher.hash_one(fp as u64), |id| {
+        self.by_key.find(key_hash(&self.hasher, fp), |id| {
             self.get(id).is_some_and(|s| s.key_fp == fp)
         })
     }
 
-    /// Files send `id`, which the log holds, under its key's fingerprint `fp`: the key finds
-    /// it from now on, not a send it found before.
+    /// Files send `id`, which the log holds and no key finds yet, under its key's fingerprint
+    /// `fp`: the key finds it from now on, not a send it found before.
     fn file(&mut self, fp: u128, id: SendId) {
-        let hash = self.hasher.hash_one(fp as u64);
-        if let Some(before) = self.by_key.find(hash, |b| {
-            b != id && self.get(b).is_some_and(|s| s.key_fp == fp)
-        }) {
+        let hash = key_hash(&self.hasher, fp);
+        if let Some(before) = self.by_fingerprint(fp) {
             self.by_key.remove(hash, before);
         }
         self.by_key.insert(hash, id);
@@ -217,7 +220,7 @@ impl SendLog {
                 }
                 Some(Some(old)) => {
                     self.by_key
-                        .remove(self.hasher.hash_one(old.key_fp as u64), old.view.id);
+                        .remove(key_hash(&self.hasher, old.key_fp), old.view.id);
                 }
                 _ => {}
             }
