@@ -25,6 +25,8 @@ pub struct Classifier {
     /// expression's required literals: matched on the folded text with each run of white
     /// space made one space. None: neither.
     automaton: Option<Words>,
+    /// The longest of the automaton's patterns, in bytes.
+    longest: usize,
     /// What each of the automaton's patterns means, by its number.
     hits: Vec<Hit>,
     /// The configured expressions, each with its intent and, if it has one, the bit of
@@ -106,6 +108,7 @@ impl Classifier {
         };
         Ok(Self {
             automaton,
+            longest: words.iter().map(String::len).max().unwrap_or(0),
             hits,
             patterns,
             priority,
@@ -114,20 +117,25 @@ impl Classifier {
 
     /// The index of the winning intent, if any matched.
     pub fn classify(&self, text: &str) -> Option<usize> {
-        if self.automaton.is_none() && self.patterns.is_empty() {
-            return None;
-        }
+        self.classify_then(text, |intent, _| intent)
+    }
+
+    /// [`classify`](Self::classify), then `then(intent, spaced)` with the text as keywords
+    /// see it (folded, each run of white space one space): what was read for the intent
+    /// serves other keyword checks (consent's). `then` must not classify again (the buffer
+    /// is in use).
+    pub fn classify_then<R>(&self, text: &str, then: impl FnOnce(Option<usize>, &str) -> R) -> R {
         thread_local! {
             /// The folded text: one buffer a thread, not an allocation a message.
             static FOLDED: RefCell<String> = const { RefCell::new(String::new()) };
         }
         FOLDED.with_borrow_mut(|folded| {
             fold_into(text, folded);
+            let spaced = one_space(folded);
             let mut best = None;
             let mut gates = 0u64;
             if let Some(automaton) = &self.automaton {
-                let spaced = one_space(folded);
-                automaton.each_match(&spaced, |pattern, start, end| {
+                automaton.each_match(&spaced, self.longest, |pattern, start, end| {
                     let hit = &self.hits[pattern];
                     gates |= hit.gates;
                     if let Some(i) = hit.keyword
@@ -143,7 +151,7 @@ impl Classifier {
                     best = Some(better(&self.priority, best, *i));
                 }
             }
-            best
+            then(best, &spaced)
         })
     }
 }
@@ -186,11 +194,82 @@ impl Words {
             .map(Self::Nfa)
     }
 
-    /// Calls `f(pattern, start, end)` for every occurrence of every pattern in `text`.
-    fn each_match(&self, text: &str, f: impl FnMut(usize, usize, usize)) {
+    /// Calls `f(pattern, start, end)` for every occurrence of every pattern in `text` (in no
+    /// particular order); `longest` is the longest pattern's length.
+    fn each_match(&self, text: &str, longest: usize, f: impl FnMut(usize, usize, usize)) {
         match self {
-            Self::Dfa(a) => each_match(a, text, f),
-            Self::Nfa(a) => each_match(a, text, f),
+            Self::Dfa(a) => each_match_in_halves(a, text, longest, f),
+            Self::Nfa(a) => each_match_in_halves(a, text, longest, f),
+        }
+    }
+}
+
+/// A text shorter than twice this past the longest pattern is walked in one.
+const HALF: usize = 16;
+
+/// [`each_match`], a long text walked as two halves at once. Each step waits on the one
+/// before (it reads the table at the state that one reached): two walks side by side take
+/// about the time of one. The first half runs `longest - 1` bytes into the second, so every
+/// occurrence ending there is found by it; the second half starts afresh where the first
+/// ended, finds every occurrence that starts in it, and reports only those ending past the
+/// first's reach.
+fn each_match_in_halves<A: Automaton>(
+    automaton: &A,
+    text: &str,
+    longest: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let bytes = text.as_bytes();
+    // Where the second half begins, so that both walk about as many bytes.
+    let split = (bytes.len() + 1).saturating_sub(longest) / 2;
+    if split < HALF {
+        return each_match(automaton, text, f);
+    }
+    let (first, second) = (&bytes[..split + longest - 1], &bytes[split..]);
+    // The occurrences `state` matches, ending at `end`, if that is `from` or later.
+    let mut report = |state: StateID, end: usize, from: usize| {
+        if end < from {
+            return;
+        }
+        for i in 0..automaton.match_len(state) {
+            let pattern = automaton.match_pattern(state, i);
+            f(
+                pattern.as_usize(),
+                end - automaton.pattern_len(pattern),
+                end,
+            );
+        }
+    };
+    let start = automaton
+        .start_state(Anchored::No)
+        .expect("an unanchored automaton");
+    let (mut one, mut two) = (start, start);
+    // The second half's reports begin past the first's reach.
+    let reach = first.len() + 1;
+    for (i, (&a, &b)) in first.iter().zip(second).enumerate() {
+        one = automaton.next_state(Anchored::No, one, a);
+        two = automaton.next_state(Anchored::No, two, b);
+        if automaton.is_special(one) | automaton.is_special(two) {
+            if automaton.is_match(one) {
+                report(one, i + 1, 0);
+            }
+            if automaton.is_match(two) {
+                report(two, split + i + 1, reach);
+            }
+        }
+    }
+    // The second half may be a byte longer than the first: its last.
+    let walked = first.len().min(second.len());
+    for (i, &a) in first.iter().enumerate().skip(walked) {
+        one = automaton.next_state(Anchored::No, one, a);
+        if automaton.is_match(one) {
+            report(one, i + 1, 0);
+        }
+    }
+    for (i, &b) in second.iter().enumerate().skip(walked) {
+        two = automaton.next_state(Anchored::No, two, b);
+        if automaton.is_match(two) {
+            report(two, split + i + 1, reach);
         }
     }
 }
@@ -544,6 +623,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Walked in halves, a text gives every occurrence a walk in one does, once: patterns
+    /// of every length up to the longest, overlapping and repeated, in texts of every
+    /// length around where halves begin, occurrences across the split included. Both kinds
+    /// of automaton.
+    #[test]
+    fn halves_find_what_one_walk_finds() {
+        let words: Vec<String> = [
+            "a",
+            "ab",
+            "ba",
+            "abab",
+            "bbb",
+            "ab ba",
+            "aaaaaaaaaaaaaaaaaaaa",
+        ]
+        .map(String::from)
+        .into();
+        let longest = 20;
+        let fillers = (0..120).map(|n| format!("filler{n}"));
+        let many: Vec<String> = words.iter().cloned().chain(fillers).collect();
+        let (dfa, nfa) = (Words::new(&words).unwrap(), Words::new(&many).unwrap());
+        assert!(matches!(dfa, Words::Dfa(_)) && matches!(nfa, Words::Nfa(_)));
+        // Texts from a small alphabet (a few generators' worth of each length).
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as usize
+        };
+        let mut halved = 0;
+        for len in 0..140usize {
+            for _ in 0..20 {
+                let text: String = (0..len).map(|_| ['a', 'b', ' ', 'x'][next() % 4]).collect();
+                for words in [&dfa, &nfa] {
+                    let (mut one, mut halves) = (Vec::new(), Vec::new());
+                    match words {
+                        Words::Dfa(a) => each_match(a, &text, |p, s, e| one.push((p, s, e))),
+                        Words::Nfa(a) => each_match(a, &text, |p, s, e| one.push((p, s, e))),
+                    }
+                    words.each_match(&text, longest, |p, s, e| halves.push((p, s, e)));
+                    halves.sort_unstable();
+                    one.sort_unstable();
+                    assert_eq!(halves, one, "{text:?}");
+                }
+                halved += usize::from((len + 1).saturating_sub(longest) / 2 >= HALF);
+            }
+        }
+        assert!(halved > 1_000, "{halved} texts walked in halves");
     }
 
     /// Folding as first written: lower-case each character with the Unicode tables, then

@@ -96,12 +96,18 @@ impl Tenant {
         if let Some(number) = &m.business_number {
             self.quotas.inbound(now, number);
         }
-        let intent = self.rules.classifier.classify(&m.text);
-        // "BAJA", "STOP": the customer's consent changes; the message is still routed (a
-        // person may want to see it).
-        if let Identity::Phone(phone) = &who {
-            self.quotas.consent_keyword(now, phone, &m.text, out);
-        }
+        // One pass over the text for its intent and for consent: "BAJA", "STOP" change the
+        // customer's consent; the message is still routed (a person may want to see it).
+        let quotas = &mut self.quotas;
+        let intent = self
+            .rules
+            .classifier
+            .classify_then(&m.text, |intent, spaced| {
+                if let Identity::Phone(phone) = &who {
+                    quotas.consent_keyword(now, phone, spaced, out);
+                }
+                intent
+            });
         // The text and id move into the message the effects carry (no copy).
         let message = ContextMessage::new(
             Direction::Inbound,
