@@ -16,6 +16,9 @@
 //!   moves one second a message and conversations are kept for a day, so about 86,400 are
 //!   live (the shard's tick sweeps them every 10,000 messages, in the timed loop) and each
 //!   message also pays, on average, for forgetting one.
+//! - `classify_only`: the demo tenant's intent classification alone over the same texts in
+//!   turn (folding, the keyword automaton, the gated pattern): the part of a known
+//!   customer's route that reads the text, with no memory to wait on.
 use std::hint::black_box;
 
 use bytes::Bytes;
@@ -23,6 +26,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message as _;
 use switchboard::clock::Timestamp;
 use switchboard::config::Config;
+use switchboard::core::classify::Classifier;
 use switchboard::core::{Command, Effect, Inbound, Shard};
 use switchboard::model::{AgentId, Channel, Presence, TenantId};
 use switchboard::proto;
@@ -278,9 +282,23 @@ fn group(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurem
     g
 }
 
+fn classify_only(c: &mut Criterion) {
+    let config = config();
+    let tenant = &config.tenants[0];
+    let classifier = Classifier::new(&tenant.intents, tenant.default_priority).unwrap();
+    let mut i = 0;
+    group(c).bench_function("classify_only", |b| {
+        b.iter(|| {
+            i = (i + 1) % TEXTS.len();
+            black_box(classifier.classify(black_box(TEXTS[i])))
+        })
+    });
+}
+
 criterion_group!(
     benches,
     decode_only,
+    classify_only,
     route_known_bot,
     route_follow_up_agent,
     route_national_format,
