@@ -4,7 +4,8 @@
 //!
 //! A tenant's keywords compile into one Aho-Corasick automaton (one pass over the text
 //! whatever their number, reporting every occurrence of every keyword), each occurrence
-//! then checked for word boundaries exactly as `\b…\b` would. The same pass looks for each
+//! then checked for word boundaries exactly as `\b…\b` would; a long text is walked as two
+//! halves side by side (`each_match_in_halves`). The same pass looks for each
 //! regular expression's required literals (every match begins with one of them, by
 //! `regex_syntax`'s prefix extraction): an expression runs only on a text holding one. When
 //! several intents match, the highest priority wins, then the first configured.
@@ -204,7 +205,9 @@ impl Words {
     }
 }
 
-/// A text shorter than twice this past the longest pattern is walked in one.
+/// A text walked in halves gives each at least this many bytes past the first half's overlap
+/// (so it is at least `2 × HALF − 1` bytes longer than the longest pattern); a shorter one is
+/// walked in one.
 const HALF: usize = 16;
 
 /// [`each_match`], a long text walked as two halves at once. Each step waits on the one
