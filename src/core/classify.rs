@@ -261,15 +261,10 @@ fn each_match_in_halves<A: Automaton>(
             }
         }
     }
-    // The second half may be a byte longer than the first: its last.
-    let walked = first.len().min(second.len());
-    for (i, &a) in first.iter().enumerate().skip(walked) {
-        one = automaton.next_state(Anchored::No, one, a);
-        if automaton.is_match(one) {
-            report(one, i + 1, 0);
-        }
-    }
-    for (i, &b) in second.iter().enumerate().skip(walked) {
+    // The second half is as long as the first or a byte longer (`split` rounds down): its
+    // last byte, if so.
+    debug_assert!(second.len() - first.len() <= 1);
+    for (i, &b) in second.iter().enumerate().skip(first.len()) {
         two = automaton.next_state(Anchored::No, two, b);
         if automaton.is_match(two) {
             report(two, split + i + 1, reach);
@@ -659,7 +654,7 @@ mod tests {
         ]
         .map(String::from)
         .into();
-        let longest = 20;
+        let longest = words.iter().map(String::len).max().unwrap();
         let fillers = (0..120).map(|n| format!("filler{n}"));
         let many: Vec<String> = words.iter().cloned().chain(fillers).collect();
         let (dfa, nfa) = (Words::new(&words).unwrap(), Words::new(&many).unwrap());
