@@ -5,6 +5,12 @@
 //! context, window, classify, decide), as the gRPC adapter does. Report the ratio
 //! `route_* / decode_only` from one run.
 //!
+//! On a shared machine the cases, run one after the other, can each meet a different spell
+//! of the host's noise. `ROUTING_PAIRED=<rounds> cargo bench --bench routing` instead
+//! alternates the anchor and a measured loop, each round timing 100,000 decodes, then
+//! 100,000 messages routed (known customers' rounds, then new customers'), and prints each
+//! round's ratio and their median and spread: both sides of a ratio meet the same noise.
+//!
 //! Cases:
 //! - `route_known_bot`: known customers in E.164, a mix of simple intents and unclassified
 //!   text, no agent online: the bot path (classification + SLA estimate + bot effect).
@@ -22,7 +28,7 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use prost::Message as _;
 use switchboard::clock::Timestamp;
 use switchboard::config::Config;
@@ -124,11 +130,22 @@ struct Router {
 
 impl Router {
     fn new() -> Self {
+        Self::with(&config())
+    }
+
+    fn with(config: &Config) -> Self {
         Self {
-            shard: Shard::new(&config(), |_| true),
+            shard: Shard::new(config, |_| true),
             now: 1_700_000_000_000,
             effects: Vec::with_capacity(8),
         }
+    }
+
+    /// For `route_new_customer`: conversations kept for a day (the window), not longer.
+    fn for_new_customers() -> Self {
+        let mut config = config();
+        config.limits.conversation_retention_secs = config.limits.window_secs;
+        Self::with(&config)
     }
 
     fn route(&mut self, bytes: &Bytes) {
@@ -228,13 +245,7 @@ fn route_national_format(c: &mut Criterion) {
 }
 
 fn route_new_customer(c: &mut Criterion) {
-    let mut config = config();
-    config.limits.conversation_retention_secs = config.limits.window_secs;
-    let mut new = Router {
-        shard: Shard::new(&config, |_| true),
-        now: 1_700_000_000_000,
-        effects: Vec::with_capacity(8),
-    };
+    let mut new = Router::for_new_customers();
     let mut next = 0usize;
     group(c).bench_function("route_new_customer", |b| {
         b.iter_custom(|iters| {
@@ -304,4 +315,96 @@ criterion_group!(
     route_national_format,
     route_new_customer
 );
-criterion_main!(benches);
+/// `ROUTING_PAIRED=<rounds>`: the ratios measured in alternating stretches (module docs).
+/// Known customers first, then new ones: a new customer's stretch walks through tens of
+/// megabytes and would leave the known customers' state out of cache at every round.
+fn paired(rounds: usize) {
+    let e164 = mixed(false);
+    let mut known = Router::new();
+    known.warm(&e164);
+    let mut j = CUSTOMERS;
+    let known_ratios = stretches("known", rounds, &e164, || {
+        for _ in 0..STRETCH {
+            j = (j + 1) % POOL;
+            known.route(&e164[j]);
+        }
+        None
+    });
+    drop(known);
+    let mut new = Router::for_new_customers();
+    let mut next = 0;
+    let new_ratios = stretches("new", rounds, &e164, || {
+        let fresh = encoded_range(next, STRETCH);
+        next += STRETCH;
+        let start = std::time::Instant::now();
+        for bytes in &fresh {
+            new.now += 999; // one second a message, as in `route_new_customer`
+            new.route(bytes);
+            if new.now.is_multiple_of(10_000_000) {
+                new.tick();
+            }
+        }
+        Some(start.elapsed())
+    });
+    for (name, mut ratios) in [("known", known_ratios), ("new", new_ratios)] {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "route_{name} / decode: median {:.2}x ({:.2}-{:.2}) over {rounds} rounds",
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    }
+}
+
+/// Messages a stretch of [`paired`] times.
+const STRETCH: usize = 100_000;
+
+/// `rounds` rounds of a stretch of decoding alone, then one of `route` (which routes
+/// `STRETCH` messages, and returns the time they took when it times itself, after a set-up):
+/// each round's ratio. The first rounds, not counted, bring the loop to its steady state, as
+/// criterion's warm-up and long runs do: every context full (20 messages a customer), the id
+/// window full, about a day's new customers live.
+fn stretches(
+    name: &str,
+    rounds: usize,
+    pool: &[Bytes],
+    mut route: impl FnMut() -> Option<std::time::Duration>,
+) -> Vec<f64> {
+    let warm = 2 * POOL / STRETCH;
+    let mut i = 0;
+    let mut ratios = Vec::new();
+    for round in 0..warm + rounds {
+        let start = std::time::Instant::now();
+        for _ in 0..STRETCH {
+            i = (i + 1) % POOL;
+            black_box(decode(&pool[i]));
+        }
+        let decode_ns = start.elapsed().as_nanos() as f64 / STRETCH as f64;
+        let start = std::time::Instant::now();
+        let timed = route().unwrap_or_else(|| start.elapsed());
+        let route_ns = timed.as_nanos() as f64 / STRETCH as f64;
+        if round >= warm {
+            let ratio = route_ns / decode_ns;
+            println!(
+                "{name} round {}: decode {decode_ns:.0} ns, route {route_ns:.0} ns, {ratio:.2}x",
+                round - warm + 1
+            );
+            ratios.push(ratio);
+        }
+    }
+    ratios
+}
+
+fn main() {
+    if let Ok(rounds) = std::env::var("ROUTING_PAIRED") {
+        let rounds = rounds
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .expect("ROUTING_PAIRED is a number of rounds (at least 1)");
+        return paired(rounds);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
