@@ -88,6 +88,12 @@ impl<K: Hash + Eq, V> Dense<K, V> {
         Some(at as usize)
     }
 
+    /// Makes position `at`, found by the caller through an index of its own, the one the
+    /// next lookup tries first.
+    pub fn remember(&self, at: usize) {
+        self.recent.set(at as u32);
+    }
+
     /// The value at position `at` (its key stays as it is: the index files it by it).
     pub fn value_mut(&mut self, at: usize) -> &mut V {
         &mut self.entries[at].1

@@ -28,7 +28,6 @@
 use std::marker::PhantomData;
 
 use super::prefetch;
-use crate::model::ConversationId;
 
 /// Slots of the old table walked (their entries moved over) at each insert while a table
 /// grows: a growth is over after a sixteenth as many inserts as the old table had slots, so
@@ -50,7 +49,7 @@ fn tag(hash: u64) -> u32 {
 }
 
 /// A handle the index files: kept beside the tag in the slot's word when it fits in 32 bits
-/// (a position), else in a word of its own (a conversation id).
+/// (a position), else in a word of its own (a 64-bit id).
 pub trait Handle: Copy + Eq {
     /// Words a slot takes: 1 or 2.
     const WORDS: usize;
@@ -68,13 +67,13 @@ impl Handle for u32 {
     }
 }
 
-impl Handle for ConversationId {
+impl Handle for u64 {
     const WORDS: usize = 2;
     fn to_word(self) -> u64 {
-        self.0
+        self
     }
     fn from_word(word: u64) -> Self {
-        ConversationId(word)
+        word
     }
 }
 
@@ -501,8 +500,8 @@ mod tests {
                 1 => 1,
                 _ => (k % space).wrapping_mul(0x9e37_79b9_7f4a_7c15) << 32 >> 32,
             };
-            let mut ix: Positions<ConversationId> = Positions::default();
-            let mut model: std::collections::HashMap<u64, ConversationId> = Default::default();
+            let mut ix: Positions<u64> = Positions::default();
+            let mut model: std::collections::HashMap<u64, u64> = Default::default();
             let mut state = seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
             let mut next = move || {
                 state ^= state << 13;
@@ -510,10 +509,9 @@ mod tests {
                 state ^= state << 17;
                 state
             };
-            let find =
-                |ix: &Positions<ConversationId>, model: &std::collections::HashMap<_, _>, k| {
-                    ix.find(hash(k), |id| model.get(&k) == Some(&id))
-                };
+            let find = |ix: &Positions<u64>, model: &std::collections::HashMap<_, _>, k| {
+                ix.find(hash(k), |id| model.get(&k) == Some(&id))
+            };
             let mut shrinks = 0;
             for step in 0..8_000u64 {
                 let k = next() % 300;
@@ -522,7 +520,7 @@ mod tests {
                 match next() % 10 {
                     0..=4 => {
                         if let std::collections::hash_map::Entry::Vacant(e) = model.entry(k) {
-                            let id = *e.insert(ConversationId(step));
+                            let id = *e.insert(step);
                             ix.insert(hash(k), id);
                         }
                     }
@@ -533,7 +531,7 @@ mod tests {
                     }
                     8 => {
                         if let Some(id) = model.get_mut(&k) {
-                            let to = ConversationId(1_000_000 + step);
+                            let to = 1_000_000 + step;
                             ix.moved(hash(k), *id, to);
                             *id = to;
                         }

@@ -774,8 +774,7 @@ impl Tenant {
                 // Looked at again at the next sweep, as every sweep looks at it while held.
                 self.retention.file(id, self.next_sweep);
             } else {
-                let c = self.conversations.remove(&id).expect("looked up above");
-                Self::unindex(&mut self.by_customer, &mut self.by_alias, id, &c);
+                let c = self.remove_conversation(id).expect("looked up above");
                 self.duplicates.forget(id);
                 if c.served_by_bot {
                     out.push(Effect::BotConversationEnded {

@@ -221,24 +221,21 @@ impl Tenant {
             .collect()
     }
 
-    /// Drops a conversation's identities from the indexes (it is being forgotten or merged).
-    pub(super) fn unindex(
-        by_customer: &mut Numbers,
-        by_alias: &mut Map<Identity, ConversationId>,
-        id: ConversationId,
-        c: &Conversation,
-    ) {
-        if let Some(p) = &c.customer {
-            by_customer.remove_first(p, id);
-        }
+    /// Takes conversation `id` out of the slab and its identities out of the indexes (it is
+    /// being forgotten or merged).
+    pub(super) fn remove_conversation(&mut self, id: ConversationId) -> Option<Conversation> {
+        let c = self
+            .by_customer
+            .remove_conversation(&mut self.conversations, id)?;
         for other in c.known.iter().flat_map(|k| &k.others) {
             match &other.identity {
-                Identity::Phone(p) => by_customer.remove_other(p, id),
+                Identity::Phone(p) => self.by_customer.remove_other(p, id),
                 alias => {
-                    by_alias.remove(alias);
+                    self.by_alias.remove(alias);
                 }
             }
         }
+        Some(c)
     }
 
     /// The customer `who` names, as the API shows them.
@@ -547,8 +544,7 @@ impl Tenant {
                 reason: Reason::Linked,
             });
         }
-        let g = self.conversations.remove(&gone).expect("exists");
-        Self::unindex(&mut self.by_customer, &mut self.by_alias, gone, &g);
+        let g = self.remove_conversation(gone).expect("exists");
         self.duplicates.forget(gone);
         let keep_n = self.limits.context_messages;
         let k = self.conversations.get_mut(&keep).expect("exists");

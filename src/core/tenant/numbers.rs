@@ -1,24 +1,27 @@
 //! Conversations by phone number. Most customers have one phone, their conversation's first
-//! (`Conversation::customer`): those are filed by conversation id alone, and the number is
-//! read from the conversation found, so a slot is the id and 32 bits of the number's hash
-//! (16 bytes). A map from number to id held the number's 16-byte `Arc` again in every slot
-//! (24 bytes, ~52 an entry at a table's usual load). The other phones of linked customers
-//! (rare) stay in a map.
+//! (`Conversation::customer`): those are filed by the conversation's position in the slab,
+//! and the number is read from the conversation found, so a slot is the position and 32 bits
+//! of the number's hash (8 bytes). A lookup reads that slot, then the conversation itself,
+//! which the message reads next anyway (filed by id, a lookup went through the slab's own
+//! index as well: one more line to wait for on each message). The other phones of linked
+//! customers (rare) stay in a map, by id.
 //!
-//! The first-phone table's invariant: an id is filed exactly while its conversation is in the
-//! slab with that `customer`, under that number's hash. Callers
-//! file a number once the conversation holds it, and take it out (by number and id, without
-//! the slab) when they drop the conversation or move the number.
+//! The first-phone table's invariant: a position is filed exactly while the conversation
+//! there holds that `customer`, under that number's hash. Callers file a number once the
+//! conversation holds it, and take it out when they move the number; a conversation leaves
+//! the slab through [`Numbers::remove_conversation`], which unfiles it and refiles the
+//! conversation the slab moved into its place.
 use std::hash::BuildHasher;
 
+use super::slab::Removed;
 use super::{Conversation, Map, Slab};
 use crate::core::positions::Positions;
 use crate::model::{ConversationId, CustomerNumber};
 
 #[derive(Debug, Default)]
 pub(super) struct Numbers {
-    /// Conversations by their first phone.
-    first: Positions<ConversationId>,
+    /// Conversations by their first phone: their positions in the slab.
+    first: Positions,
     /// Every other phone a conversation's customer is known by.
     others: Map<CustomerNumber, ConversationId>,
     /// Hashes numbers for `first` (randomly seeded per process).
@@ -31,24 +34,39 @@ impl Numbers {
     }
 
     /// The conversation `number` (E.164) finds, and the number as the tenant keeps it (to
-    /// share, not copy).
+    /// share, not copy). Found by its first phone, the conversation is the one the slab's
+    /// next lookup tries first.
     pub fn get<'a>(
         &'a self,
         convs: &'a Slab<Conversation>,
         number: &str,
     ) -> Option<(&'a CustomerNumber, ConversationId)> {
-        let hash = self.hash(number);
-        // The number the conversation holds, kept as it is compared (not looked up again).
-        let mut held = None;
-        let found = self.first.find(hash, |id| {
-            held = first_phone(convs, &id).filter(|p| p.is(number));
-            held.is_some()
-        });
-        match found {
-            Some(id) => Some((held?, id)),
+        match self.first_at(convs, number) {
+            Some(at) => {
+                convs.remember(at);
+                let (id, conv) = convs.at(at);
+                Some((conv.customer.as_ref()?, *id))
+            }
             None if self.others.is_empty() => None,
             None => self.others.get_key_value(number).map(|(p, id)| (p, *id)),
         }
+    }
+
+    /// The position of the conversation whose first phone is `number`.
+    fn first_at(&self, convs: &Slab<Conversation>, number: &str) -> Option<usize> {
+        let at = self.first.find(self.hash(number), |at| {
+            // In range whenever the invariant holds; checked so that a slip finds nothing
+            // rather than stopping the shard.
+            let at = at as usize;
+            at < convs.len()
+                && convs
+                    .at(at)
+                    .1
+                    .customer
+                    .as_ref()
+                    .is_some_and(|p| p.is(number))
+        })?;
+        Some(at as usize)
     }
 
     /// Starts loading the line a lookup of `number` reads first (a hint).
@@ -69,26 +87,26 @@ impl Numbers {
         number: CustomerNumber,
         id: ConversationId,
     ) {
-        if let Some((_, before)) = self.get(convs, number.as_e164()) {
-            if first_phone(convs, &before) == Some(&number) {
-                self.remove_first(&number, before);
-            } else {
-                self.others.remove(number.as_e164());
-            }
-        }
-        if first_phone(convs, &id) == Some(&number) {
-            let hash = self.hash(number.as_e164());
-            self.first.insert(hash, id);
+        let hash = self.hash(number.as_e164());
+        if let Some(before) = self.first_at(convs, number.as_e164()) {
+            self.first.remove(hash, before as u32);
         } else {
-            self.others.insert(number, id);
+            self.others.remove(number.as_e164());
+        }
+        match convs.position(&id) {
+            Some(at) if convs.at(at).1.customer.as_ref() == Some(&number) => {
+                self.first.insert(hash, pos(at));
+            }
+            _ => {
+                self.others.insert(number, id);
+            }
         }
     }
 
-    /// Unfiles conversation `id`'s first phone, `number` (the conversation may be gone from
-    /// the slab already). A conversation has one first phone, so its id alone picks the slot.
-    pub fn remove_first(&mut self, number: &CustomerNumber, id: ConversationId) {
+    /// Unfiles `number`, the first phone of the conversation at position `at`.
+    pub fn remove_first(&mut self, number: &CustomerNumber, at: usize) {
         let hash = self.hash(number.as_e164());
-        self.first.remove(hash, id);
+        self.first.remove(hash, pos(at));
     }
 
     /// Unfiles `number`, another phone of conversation `id`, if it finds that conversation.
@@ -98,17 +116,40 @@ impl Numbers {
         }
     }
 
+    /// Takes conversation `id` out of the slab, unfiling its first phone, and refiles the
+    /// conversation the slab moves into its place. Its other phones are the caller's to
+    /// unfile (with its aliases).
+    pub fn remove_conversation(
+        &mut self,
+        convs: &mut Slab<Conversation>,
+        id: ConversationId,
+    ) -> Option<Conversation> {
+        let Removed {
+            value,
+            at,
+            moved_from,
+        } = convs.remove(&id)?;
+        // Unfiled before the one moved is refiled: no two slots hold `at` at once.
+        if let Some(p) = &value.customer {
+            self.remove_first(p, at);
+        }
+        if let Some(from) = moved_from
+            && let Some(p) = &convs.at(at).1.customer
+        {
+            self.first.moved(self.hash(p.as_e164()), pos(from), pos(at));
+        }
+        Some(value)
+    }
+
     pub fn shrink_to_fit(&mut self) {
         self.first.shrink_to_fit();
         self.others.shrink_to_fit();
     }
 }
 
-fn first_phone<'a>(
-    convs: &'a Slab<Conversation>,
-    id: &ConversationId,
-) -> Option<&'a CustomerNumber> {
-    convs.get(id)?.customer.as_ref()
+/// A slab position as the table files it (a slab holds under 2³² conversations).
+fn pos(at: usize) -> u32 {
+    u32::try_from(at).expect("under 2³² conversations")
 }
 
 #[cfg(test)]
@@ -126,8 +167,8 @@ mod tests {
         Conversation::new(first, 0, Timestamp(0))
     }
 
-    /// Enough first phones to grow the table several times (its hashes recomputed from the
-    /// conversations), then another phone, a number moved, and conversations dropped.
+    /// Enough first phones to grow the table several times, then another phone, a number
+    /// moved, and conversations dropped.
     #[test]
     fn finds_each_conversation_by_its_first_and_other_phones() {
         let mut convs: Slab<Conversation> = Slab::default();
@@ -159,13 +200,19 @@ mod tests {
         numbers.insert(&convs, extra.clone(), ConversationId(1));
         assert_eq!(numbers.id(&convs, extra.as_e164()), Some(ConversationId(1)));
 
-        // Conversation 2 is dropped from the slab first, then unfiled: its number finds
-        // nothing, and nobody else's number went with it.
-        convs.remove(&ConversationId(2));
-        numbers.remove_first(&phone(2), ConversationId(2));
+        // Conversation 2 is dropped: its number finds nothing, and the conversation the slab
+        // moved into its place (the last) is found at its new position.
+        let gone = numbers.remove_conversation(&mut convs, ConversationId(2));
+        assert_eq!(gone.and_then(|c| c.customer), Some(phone(2)));
         assert_eq!(numbers.id(&convs, phone(2).as_e164()), None);
+        assert_eq!(convs.position(&ConversationId(4_999)), Some(2));
+        assert_eq!(
+            numbers.id(&convs, phone(4_999).as_e164()),
+            Some(ConversationId(4_999))
+        );
         // Unfiling a number for a conversation it does not find changes nothing.
-        numbers.remove_first(&phone(3), ConversationId(4));
+        let four = convs.position(&ConversationId(4)).unwrap();
+        numbers.remove_first(&phone(3), four);
         numbers.remove_other(&extra, ConversationId(3));
         assert_eq!(
             numbers.id(&convs, phone(3).as_e164()),
@@ -183,7 +230,7 @@ mod tests {
             }],
             profile: Default::default(),
         }));
-        numbers.remove_first(&phone(5), ConversationId(5));
+        numbers.remove_first(&phone(5), convs.position(&ConversationId(5)).unwrap());
         convs.get_mut(&ConversationId(5)).unwrap().customer = None;
         numbers.insert(&convs, phone(5), ConversationId(4));
         assert_eq!(
@@ -200,8 +247,7 @@ mod tests {
 
         // Shrinking after a sweep keeps every number found.
         for n in 100..5_000 {
-            convs.remove(&ConversationId(n));
-            numbers.remove_first(&phone(n), ConversationId(n));
+            numbers.remove_conversation(&mut convs, ConversationId(n));
         }
         numbers.shrink_to_fit();
         for n in (0..100).filter(|n| ![2, 5].contains(n)) {
@@ -211,5 +257,61 @@ mod tests {
             );
         }
         assert_eq!(numbers.id(&convs, phone(200).as_e164()), None);
+    }
+
+    /// Conversations added and dropped at random, each drop moving the slab's last
+    /// conversation into the hole: after every step the numbers of a sample find their
+    /// conversations (whatever position they are at now) and the dropped ones' find nothing;
+    /// at the end, and after shrinking, every number.
+    #[test]
+    fn every_number_follows_its_conversation_through_the_slab_s_moves() {
+        let mut convs: Slab<Conversation> = Slab::default();
+        let mut numbers = Numbers::default();
+        let mut live: Vec<u64> = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let finds = |numbers: &Numbers, convs: &Slab<Conversation>, n: u64| {
+            numbers.id(convs, phone(n).as_e164())
+        };
+        for step in 0..20_000u64 {
+            // Grows to a few thousand, then churns around that size.
+            if live.len() < 3_000 && next() % 3 != 0 || live.is_empty() {
+                convs.insert(ConversationId(step), conversation(Some(phone(step))));
+                numbers.insert(&convs, phone(step), ConversationId(step));
+                live.push(step);
+            } else {
+                let n = live.swap_remove((next() % live.len() as u64) as usize);
+                let gone = numbers.remove_conversation(&mut convs, ConversationId(n));
+                assert_eq!(gone.and_then(|c| c.customer), Some(phone(n)));
+                assert_eq!(finds(&numbers, &convs, n), None, "step {step}: {n} dropped");
+            }
+            for _ in 0..4 {
+                let n = live[(next() % live.len() as u64) as usize];
+                assert_eq!(
+                    finds(&numbers, &convs, n),
+                    Some(ConversationId(n)),
+                    "step {step}"
+                );
+            }
+        }
+        for shrunk in [false, true] {
+            if shrunk {
+                numbers.shrink_to_fit();
+            }
+            for &n in &live {
+                assert_eq!(finds(&numbers, &convs, n), Some(ConversationId(n)), "{n}");
+            }
+        }
+        assert_eq!(convs.len(), live.len());
+        assert_eq!(
+            numbers.first.len(),
+            live.len(),
+            "one slot a conversation, none left over"
+        );
     }
 }

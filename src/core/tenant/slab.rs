@@ -26,6 +26,15 @@ pub(super) struct Slab<V> {
     tracking: Option<Box<Tracking<V>>>,
 }
 
+/// A value [`Slab::remove`] took out, from position `at`.
+#[derive(Debug)]
+pub(super) struct Removed<V> {
+    pub value: V,
+    pub at: usize,
+    /// The position of the value now at `at`, when one moved there (the last).
+    pub moved_from: Option<usize>,
+}
+
 /// Which untouched conversations a cut copies besides the changed ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slice {
@@ -134,7 +143,26 @@ impl<V: Share> Slab<V> {
         }
     }
 
-    pub fn remove(&mut self, id: &ConversationId) -> Option<V> {
+    /// Where `id`'s value is now (a removal may move it).
+    pub fn position(&self, id: &ConversationId) -> Option<usize> {
+        self.values.position(id)
+    }
+
+    /// The id and value at position `at` (below `len()`).
+    pub fn at(&self, at: usize) -> (&ConversationId, &V) {
+        let (id, value) = &self.values[at];
+        (id, value)
+    }
+
+    /// Makes position `at`, found through another index (a phone number's), the one the next
+    /// lookup by id tries first.
+    pub fn remember(&self, at: usize) {
+        self.values.remember(at);
+    }
+
+    /// Removes `id`'s value. The last value moves into its place: an index of positions
+    /// kept beside the slab (the first phones') must follow it (see [`Removed`]).
+    pub fn remove(&mut self, id: &ConversationId) -> Option<Removed<V>> {
         let at = self.values.position(id)?;
         self.preserve(at);
         let last = self.values.len() - 1;
@@ -150,7 +178,11 @@ impl<V: Share> Slab<V> {
         if let Some(t) = &mut self.tracking {
             t.removed.push(*id);
         }
-        Some(value)
+        Some(Removed {
+            value,
+            at,
+            moved_from: (at < last).then_some(last),
+        })
     }
 
     pub fn shrink_to_fit(&mut self) {
@@ -322,8 +354,26 @@ mod tests {
     #[test]
     fn removal_moves_the_last_value_and_keeps_every_id_found() {
         let mut s: Slab<u64> = (1..=5).map(|n| (id(n), n * 10)).collect();
-        assert_eq!(s.remove(&id(2)), Some(20));
-        assert_eq!(s.remove(&id(2)), None);
+        let removed = s.remove(&id(2)).expect("there");
+        assert_eq!(
+            (removed.value, removed.at, removed.moved_from),
+            (20, 1, Some(4))
+        );
+        assert_eq!(
+            s.position(&id(5)),
+            Some(1),
+            "the last value moved into the hole"
+        );
+        assert_eq!(s.at(1), (&id(5), &50));
+        assert!(s.remove(&id(2)).is_none());
+        // The last value (4, at 3) goes: nothing moves.
+        let removed = s.remove(&id(4)).expect("there");
+        assert_eq!(
+            (removed.value, removed.at, removed.moved_from),
+            (40, 3, None)
+        );
+        s.insert(id(4), 40);
+        assert_eq!(s.position(&id(4)), Some(3));
         assert_eq!(s.len(), 4);
         for n in [1, 3, 4, 5] {
             assert_eq!(s[&id(n)], n * 10, "conversation {n}");
