@@ -9,18 +9,20 @@
 //! (LEB128: one byte each below 128), then those bytes. Where the records begin and how many
 //! are kept is in the `Context` itself, beside the buffer's pointer, not in the buffer.
 //!
-//! **A message touches the buffer's end only.** The open records are a ring: a message
-//! writes its record after the newest, and a full context drops its oldest by counting it
-//! dropped, without reading it. When the ring has no room for a record, the records dropped
-//! are walked past (their lengths read, one after the other, where the last walk stopped),
-//! and a record that does not fit before the buffer's end goes to its front. A record is
-//! never split. Nothing is moved while the ring has room; when it has none, the records kept
-//! move, in order, to a buffer a quarter larger than they are. With thousands of
-//! conversations each buffer is out of cache by the time its next message comes, and each
-//! part of it a message reads is a wait on memory: moving what is live to the front (as this
-//! buffer did before it was a ring) read and wrote the whole context every few messages, and
-//! reading the oldest record's lengths at every message (as a ring that drops eagerly does)
-//! waits on a line of its own each time.
+//! **A message touches the buffer's two ends, each asked for ahead.** The open records are a
+//! ring: a message writes its record after the newest, and a full context drops its oldest,
+//! reading its lengths to move past it. A record that does not fit before the buffer's end
+//! goes to its front; a record is never split. Nothing is moved while the ring has room; when
+//! it has none, the records kept move, in order, to a buffer a quarter larger than they are.
+//! With thousands of conversations each buffer is out of cache by the time its next message
+//! comes, and each part of it a message reads is a wait on memory. So the two lines a message
+//! reads and writes are asked for ([`Context::prefetch`]) as soon as the conversation is
+//! found, and load while its text is classified. Moving what is live to the front (as this
+//! buffer did before it was a ring) read and wrote the whole context every few messages; a
+//! ring that counted its oldest records dropped and walked past them only when it ran out of
+//! room (as this one did until session 33) read their lengths one after the other, each a
+//! wait no prefetch could ask for ahead, since a record's place is in the one before: in the
+//! routing bench that walk was 4–5% of a known customer's messages' time.
 //!
 //! **Sealed for cuts.** A cut (Kafka mode's snapshots, see `slab`) copies the conversations
 //! that changed, and under load that is nearly all of them: copied whole, every context would
@@ -59,11 +61,8 @@ pub(super) struct Context {
     /// Where the records from `head` end: `tail` unless they wrap to the front, when they
     /// end before the records from the front (`tail <= head < end`).
     end: u32,
-    /// Records in `open`, the `dropped` oldest of them included.
+    /// Records in `open`.
     count: u32,
-    /// The oldest records in `open` no longer kept, not yet walked past: their room is
-    /// taken back when the ring needs it, a few records' lengths read at once.
-    dropped: u32,
     /// Records dropped from the front of the sealed part.
     sealed_gone: u32,
 }
@@ -198,7 +197,7 @@ impl Context {
 
     /// The open records kept.
     fn open_kept(&self) -> usize {
-        (self.count - self.dropped) as usize
+        self.count as usize
     }
 
     /// The messages, oldest first.
@@ -206,35 +205,25 @@ impl Context {
         let sealed = self.sealed.as_deref().map_or(&[][..], |s| &s[..]);
         let older = records(sealed, self.sealed_start(), self.sealed_kept(), usize::MAX);
         let wrap = self.end as usize;
-        let mut newer = records(&self.open, self.head as usize, self.count as usize, wrap);
-        newer.by_ref().take(self.dropped as usize).for_each(drop);
+        let newer = records(&self.open, self.head as usize, self.count as usize, wrap);
         older.chain(newer)
     }
 
     /// Adds the newest message, keeping the newest `keep` (at least one).
     pub fn push(&mut self, m: Kept<'_>, keep: usize) {
-        // Full, or over a limit a reload lowered: the oldest give way, the sealed first,
-        // counted, not read.
+        // Full, or over a limit a reload lowered: the oldest give way, the sealed first
+        // (counted, not read).
         let over = (self.len() + 1).saturating_sub(keep.max(1));
         let from_sealed = over.min(self.sealed_kept());
         self.sealed_gone += from_sealed as u32;
         if self.sealed.is_some() && self.sealed_kept() == 0 {
             (self.sealed, self.sealed_gone) = (None, 0);
         }
-        self.dropped += (over - from_sealed) as u32;
-        if self.dropped == self.count {
-            self.walk_dropped();
-        }
+        self.drop_oldest(over - from_sealed);
         let size = m.size();
         let at = match self.room_for(size) {
             Some(at) => at,
-            None => {
-                self.walk_dropped();
-                match self.room_for(size) {
-                    Some(at) => at,
-                    None => self.grow(size),
-                }
-            }
+            None => self.grow(size),
         };
         m.write(&mut self.open[at..at + size]);
         let after_newest = at == self.tail as usize;
@@ -247,40 +236,43 @@ impl Context {
         self.count += 1;
     }
 
-    /// Asks for the lines a [`Context::push`] of a record of about `size` bytes will touch
-    /// first: where it goes or, when there is no room for it there, the oldest record, whose
-    /// lengths are read to take back the room of those dropped. A cold context then loads
-    /// while the caller does other work. (Asking for every line the walk past the dropped
-    /// records reads, and for where the record goes after it, measured no faster.)
-    pub fn prefetch(&self, size: usize) {
-        let size = size.max(1);
-        let Some(at) = self.room_for(size) else {
-            return prefetch::line(&self.open, self.head as usize);
-        };
-        for line in (at..at + size).step_by(64) {
-            prefetch::line(&self.open, line);
+    /// Asks for the lines a [`Context::push`] of a record of about `size` bytes, keeping the
+    /// newest `keep`, touches first: the oldest open record's when it gives way (its lengths
+    /// are read to move past it), and where the new record goes when it fits. A cold context
+    /// then loads while the caller does other work.
+    pub fn prefetch(&self, size: usize, keep: usize) {
+        if self.count > 0 && self.len() >= keep.max(1) && self.sealed_kept() == 0 {
+            prefetch::line(&self.open, self.head as usize);
         }
-        prefetch::line(&self.open, at + size - 1);
+        let size = size.max(1);
+        if let Some(at) = self.room_for(size) {
+            for line in (at..at + size).step_by(64) {
+                prefetch::line(&self.open, line);
+            }
+            prefetch::line(&self.open, at + size - 1);
+        }
     }
 
-    /// Moves past the records dropped (reading their lengths, one after the other).
-    fn walk_dropped(&mut self) {
-        if self.dropped == self.count {
-            (self.head, self.tail, self.end, self.count, self.dropped) = (0, 0, 0, 0, 0);
+    /// Drops the `n` oldest open records, moving past them (reading their lengths).
+    fn drop_oldest(&mut self, n: usize) {
+        if n == 0 {
             return;
         }
-        for _ in 0..self.dropped {
+        if n >= self.count as usize {
+            (self.head, self.tail, self.end, self.count) = (0, 0, 0, 0);
+            return;
+        }
+        for _ in 0..n {
             self.head = skip(&self.open, self.head as usize, 1) as u32;
             if self.head == self.end && self.wrapped() {
                 // The records from `head` are gone: those at the front are the oldest now.
                 (self.head, self.end) = (0, self.tail);
             }
         }
-        self.count -= self.dropped;
-        self.dropped = 0;
+        self.count -= n as u32;
     }
 
-    /// The open records' bytes, the dropped included: from `head`, then from the front.
+    /// The open records' bytes: from `head`, then from the front.
     fn open_parts(&self) -> [&[u8]; 2] {
         let (head, end, tail) = (self.head as usize, self.end as usize, self.tail as usize);
         if self.wrapped() {
@@ -320,12 +312,10 @@ impl Context {
             size <= MAX_OPEN_BYTES,
             "a message of {size} bytes, over 2 GiB"
         );
-        self.walk_dropped();
         while self.count > 0
             && self.open_parts().map(<[u8]>::len).iter().sum::<usize>() + size > MAX_OPEN_BYTES
         {
-            self.dropped = 1;
-            self.walk_dropped();
+            self.drop_oldest(1);
         }
         let [first, second] = self.open_parts();
         let kept = first.len() + second.len();
@@ -348,9 +338,8 @@ impl Context {
     /// cut's copy): they cost a pointer each, not the records. Records already sealed and
     /// nothing open: nothing to do.
     pub fn seal(&mut self) {
-        self.walk_dropped();
         if self.count == 0 {
-            // Only records dropped: a copy would copy their bytes.
+            // Nothing open: the buffer goes (a copy would copy its bytes).
             *self = Context {
                 sealed: self.sealed.take(),
                 sealed_gone: self.sealed_gone,
@@ -571,7 +560,7 @@ mod tests {
                 None,
             );
             // A prefetch (of the record's size, or of none) works at every state of the ring.
-            c.prefetch([0, Kept::of(&m).size()][n % 2]);
+            c.prefetch([0, Kept::of(&m).size()][n % 2], keep);
             c.push(Kept::of(&m), keep);
             if next(500) == 0 {
                 c.seal();

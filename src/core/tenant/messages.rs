@@ -56,8 +56,10 @@ impl Tenant {
         // be written loads while the text is classified (the record: the text, the id and
         // about 32 bytes of time, lengths and label).
         if let Some(conv) = existing.and_then(|id| self.conversations.get(&id)) {
-            conv.context
-                .prefetch(m.text.len() + m.provider_message_id.len() + 32);
+            conv.context.prefetch(
+                m.text.len() + m.provider_message_id.len() + 32,
+                self.limits.context_messages,
+            );
         }
         if self.dedup.contains(fingerprint) {
             // A retried webhook is not a new message: it takes no token either.
