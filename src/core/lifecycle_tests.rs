@@ -427,6 +427,50 @@ fn baja_opts_the_customer_out_cancels_their_waiting_marketing_and_is_still_route
     assert_eq!(answer, Admission::Dispatched);
 }
 
+/// A consent keyword changes consent only in a message routed as new: the platform's retry
+/// of an old "STOP" (the same message id), after the customer opted back in, changes nothing.
+#[test]
+fn a_retried_keyword_message_does_not_change_consent_again() {
+    let mut s = Sim::new(UNLIMITED, 1_000);
+    let c = customer(5);
+    let number = crate::model::CustomerNumber::from_valid_e164(&c);
+    let stop = |s: &mut Sim| {
+        s.run(Command::Ingest(Inbound {
+            tenant: TenantId::new(T),
+            customer: c.clone(),
+            channel: Channel::WhatsApp,
+            provider_message_id: "wamid.stop".into(),
+            text: "STOP".into(),
+            business_number: None,
+            email: None,
+            visitor_id: None,
+            profile_name: None,
+        }))
+        .unwrap()
+    };
+    stop(&mut s);
+    let state = |s: &Sim| s.quotas().consent(&number).map(|v| v.state);
+    assert_eq!(state(&s), Some(ConsentState::OptedOut));
+    s.advance(60_000);
+    s.say(&c, "START");
+    assert_eq!(state(&s), Some(ConsentState::OptedIn));
+    match stop(&mut s) {
+        Reply::Decision(d) => assert!(d.duplicate, "{d:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        state(&s),
+        Some(ConsentState::OptedIn),
+        "the retry changed nothing"
+    );
+    assert!(
+        !s.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Consent { .. })),
+        "no consent effect for the retry"
+    );
+}
+
 #[test]
 fn consent_set_through_the_api_is_audited() {
     let mut s = Sim::new(UNLIMITED, 1_000);
