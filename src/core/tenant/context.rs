@@ -20,9 +20,9 @@
 //! found, and load while its text is classified. Moving what is live to the front (as this
 //! buffer did before it was a ring) read and wrote the whole context every few messages; a
 //! ring that counted its oldest records dropped and walked past them only when it ran out of
-//! room (as this one did until session 33) read their lengths one after the other, each a
-//! wait no prefetch could ask for ahead, since a record's place is in the one before: in the
-//! routing bench that walk was 4–5% of a known customer's messages' time.
+//! room (as this one did before) read their lengths one after the other, each a wait no
+//! prefetch could ask for ahead, since a record's place is in the one before: in `perf` of
+//! the routing bench's known customers that walk was 3–5% of the samples.
 //!
 //! **Sealed for cuts.** A cut (Kafka mode's snapshots, see `slab`) copies the conversations
 //! that changed, and under load that is nearly all of them: copied whole, every context would

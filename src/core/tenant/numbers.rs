@@ -89,7 +89,7 @@ impl Numbers {
     ) {
         let hash = self.hash(number.as_e164());
         if let Some(before) = self.first_at(convs, number.as_e164()) {
-            self.first.remove(hash, before as u32);
+            self.first.remove(hash, pos(before));
         } else {
             self.others.remove(number.as_e164());
         }
@@ -104,7 +104,7 @@ impl Numbers {
     }
 
     /// Unfiles `number`, the first phone of the conversation at position `at`.
-    pub fn remove_first(&mut self, number: &CustomerNumber, at: usize) {
+    fn remove_first(&mut self, number: &CustomerNumber, at: usize) {
         let hash = self.hash(number.as_e164());
         self.first.remove(hash, pos(at));
     }
