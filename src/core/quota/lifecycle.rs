@@ -453,8 +453,10 @@ impl Quotas {
         customer: &CustomerNumber,
         spaced: &str,
         out: &mut Vec<Effect>,
-    ) -> Option<ConsentState> {
-        let (state, word) = self.life.keyword(spaced)?;
+    ) {
+        let Some((state, word)) = self.life.keyword(spaced) else {
+            return;
+        };
         let view = ConsentView {
             state,
             source: Arc::from(format!("keyword:{word}")),
@@ -462,7 +464,6 @@ impl Quotas {
             at: now,
         };
         self.put_consent(customer, view, out);
-        Some(state)
     }
 
     /// Sets a customer's consent through the API (audited). The same state, source and time
