@@ -10,6 +10,7 @@
 //! alternates the anchor and a measured loop, each round timing 100,000 decodes, then
 //! 100,000 messages routed (known customers' rounds, then new customers'), and prints each
 //! round's ratio and their median and spread: both sides of a ratio meet the same noise.
+//! `ROUTING_CASES=known` (or `new`) runs one of the two (for a profiler).
 //!
 //! Cases:
 //! - `route_known_bot`: known customers in E.164, a mix of simple intents and unclassified
@@ -318,22 +319,43 @@ criterion_group!(
 /// `ROUTING_PAIRED=<rounds>`: the ratios measured in alternating stretches (module docs).
 /// Known customers first, then new ones: a new customer's stretch walks through tens of
 /// megabytes and would leave the known customers' state out of cache at every round.
-fn paired(rounds: usize) {
+fn paired(rounds: usize, cases: &str) {
     let e164 = mixed(false);
+    let mut results = Vec::new();
+    if cases != "new" {
+        results.push(("known", paired_known(rounds, &e164)));
+    }
+    if cases != "known" {
+        results.push(("new", paired_new(rounds, &e164)));
+    }
+    for (name, mut ratios) in results {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "route_{name} / decode: median {:.2}x ({:.2}-{:.2}) over {rounds} rounds",
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    }
+}
+
+fn paired_known(rounds: usize, e164: &[Bytes]) -> Vec<f64> {
     let mut known = Router::new();
-    known.warm(&e164);
+    known.warm(e164);
     let mut j = CUSTOMERS;
-    let known_ratios = stretches("known", rounds, &e164, || {
+    stretches("known", rounds, e164, || {
         for _ in 0..STRETCH {
             j = (j + 1) % POOL;
             known.route(&e164[j]);
         }
         None
-    });
-    drop(known);
+    })
+}
+
+fn paired_new(rounds: usize, e164: &[Bytes]) -> Vec<f64> {
     let mut new = Router::for_new_customers();
     let mut next = 0;
-    let new_ratios = stretches("new", rounds, &e164, || {
+    stretches("new", rounds, e164, || {
         let fresh = encoded_range(next, STRETCH);
         next += STRETCH;
         let start = std::time::Instant::now();
@@ -345,16 +367,7 @@ fn paired(rounds: usize) {
             }
         }
         Some(start.elapsed())
-    });
-    for (name, mut ratios) in [("known", known_ratios), ("new", new_ratios)] {
-        ratios.sort_by(f64::total_cmp);
-        println!(
-            "route_{name} / decode: median {:.2}x ({:.2}-{:.2}) over {rounds} rounds",
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1]
-        );
-    }
+    })
 }
 
 /// Messages a stretch of [`paired`] times.
@@ -403,7 +416,12 @@ fn main() {
             .ok()
             .filter(|&n| n > 0)
             .expect("ROUTING_PAIRED is a number of rounds (at least 1)");
-        return paired(rounds);
+        let cases = std::env::var("ROUTING_CASES").unwrap_or_default();
+        assert!(
+            matches!(cases.as_str(), "" | "known" | "new"),
+            "ROUTING_CASES is known or new (unset: both)"
+        );
+        return paired(rounds, &cases);
     }
     benches();
     Criterion::default().configure_from_args().final_summary();

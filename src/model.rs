@@ -111,16 +111,17 @@ impl CustomerNumber {
     }
 
     pub fn as_e164(&self) -> &str {
-        std::str::from_utf8(self.bytes()).expect("built from a str of ASCII digits")
+        std::str::from_utf8(self.as_bytes()).expect("built from a str of ASCII digits")
     }
 
     /// Whether this is `number`: compared as bytes, without `as_e164`'s UTF-8 check (each
     /// message's lookup compares one or two).
     pub fn is(&self, number: &str) -> bool {
-        self.bytes() == number.as_bytes()
+        self.as_bytes() == number.as_bytes()
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// The number's bytes (its `as_e164` without the UTF-8 check: what an index hashes).
+    pub fn as_bytes(&self) -> &[u8] {
         &self.text[..usize::from(self.len.get())]
     }
 }

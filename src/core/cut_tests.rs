@@ -188,3 +188,54 @@ fn a_restored_tenant_is_cut_incrementally_and_its_first_cut_ever_is_whole() {
         "{again:?}"
     );
 }
+
+/// New conversations take ids from the saved `next_conversation` on without looking: a state
+/// whose ids repeat or reach it is refused, saying which, and the shard keeps no part of it.
+#[test]
+fn a_state_whose_conversation_ids_would_be_reused_is_refused() {
+    let mut s = Sim::new(true);
+    for i in 0..3 {
+        s.msg(&phone(i), "hola");
+    }
+    let Ok(Reply::State(saved)) = s.run(Command::SaveState { tenant: tenant() }) else {
+        panic!("a state");
+    };
+    let next = saved.next_conversation;
+    let ids: Vec<u64> = saved.conversations.iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|&id| id < next), "{ids:?} below {next}");
+    let behind = {
+        let mut state = saved.clone();
+        state.next_conversation = ids[2];
+        state
+    };
+    let twice = {
+        let mut state = saved.clone();
+        state.conversations[1].id = ids[0];
+        state
+    };
+    for (bad, id) in [(behind, ids[2]), (twice, ids[0])] {
+        let mut fresh = Sim::new(true);
+        let got = fresh.run(Command::RestoreState {
+            tenant: tenant(),
+            state: Some(bad),
+        });
+        let Err(CoreError::FailedPrecondition(why)) = got else {
+            panic!("refused: {got:?}");
+        };
+        assert!(
+            why.contains(&format!("conversation {id} is saved twice")),
+            "{why}"
+        );
+        // Nothing of it was kept: the first customer is new to the fresh shard.
+        let d = fresh.msg(&phone(0), "hola");
+        assert_eq!(d.conversation, Some(ConversationId(1)), "{d:?}");
+    }
+    // The state as saved restores.
+    let mut fresh = Sim::new(true);
+    let ok = fresh.run(Command::RestoreState {
+        tenant: tenant(),
+        state: Some(saved),
+    });
+    assert_eq!(ok, Ok(Reply::Done));
+}

@@ -88,6 +88,21 @@ impl<K: Hash + Eq, V> Dense<K, V> {
         Some(at as usize)
     }
 
+    /// Starts loading the index line a lookup of `key` reads first (a hint).
+    pub fn prefetch(&self, key: &K) {
+        self.index.prefetch(self.hasher.hash_one(key));
+    }
+
+    /// Starts loading the entry of `key`, found by the index alone (its line loaded by
+    /// [`Dense::prefetch`] earlier), without reading a key to check it: a hint.
+    pub fn prefetch_entry(&self, key: &K) {
+        if let Some(at) = self.index.guess(self.hasher.hash_one(key))
+            && let Some(entry) = self.entries.get(at as usize)
+        {
+            super::prefetch::whole(entry);
+        }
+    }
+
     /// Makes position `at`, found by the caller through an index of its own, the one the
     /// next lookup tries first.
     pub fn remember(&self, at: usize) {

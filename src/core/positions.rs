@@ -258,6 +258,12 @@ impl<T: Handle> Positions<T> {
         old.find(tag, is).map(|i| old.handle(i))
     }
 
+    /// The first handle filed under `hash`'s tag, unchecked against its key: maybe another
+    /// key's. For a hint (what to prefetch) only.
+    pub fn guess(&self, hash: u64) -> Option<T> {
+        self.find(hash, |_| true)
+    }
+
     /// Starts loading the line a lookup of `hash` reads first (a hint: changes nothing).
     pub fn prefetch(&self, hash: u64) {
         let tag = tag(hash);

@@ -67,6 +67,9 @@ const MAX_PROVIDER_ID_BYTES: usize = 256;
 /// low enough that a typo (capacity 10000) is refused instead of skewing estimates.
 const MAX_AGENT_QUEUES: usize = 64;
 const MAX_AGENT_CAPACITY: u32 = 100;
+/// How many conversations ahead of its removal the sweep starts loading one's index slot
+/// (then its value at half the distance, its phone's slot at a quarter).
+const SWEEP_AHEAD: usize = 16;
 
 #[derive(Debug)]
 struct Intent {
@@ -762,7 +765,9 @@ impl Tenant {
             kept.sort_unstable();
             kept
         };
-        for id in self.retention.due(now) {
+        let due = self.retention.due(now);
+        for (i, &id) in due.iter().enumerate() {
+            self.prefetch_removal(&due, i);
             // Gone already (merged into another): its entry with it.
             let Some(c) = self.conversations.get(&id) else {
                 continue;
@@ -789,6 +794,26 @@ impl Tenant {
             let mut left: Vec<ConversationId> = self.conversations.keys().copied().collect();
             left.sort_unstable();
             assert_eq!(left, kept, "the sweep at {now:?} kept other conversations");
+        }
+    }
+
+    /// Starts loading what the sweep's removals of the conversations `due` names read, a few
+    /// conversations ahead of the one at `i`, in the order each read needs the one before: a
+    /// conversation's index slot, then the conversation, then its phone's slot. Each is a
+    /// line no message has touched for as long as the retention (cold), and one after the
+    /// other the sweep would wait for each in turn.
+    fn prefetch_removal(&self, due: &[ConversationId], i: usize) {
+        if let Some(id) = due.get(i + SWEEP_AHEAD) {
+            self.conversations.prefetch(id);
+        }
+        if let Some(id) = due.get(i + SWEEP_AHEAD / 2) {
+            self.conversations.prefetch_value(id);
+        }
+        if let Some(phone) = due
+            .get(i + SWEEP_AHEAD / 4)
+            .and_then(|id| self.conversations.get(id)?.customer.as_ref())
+        {
+            self.by_customer.prefetch(phone.as_bytes());
         }
     }
 

@@ -112,6 +112,10 @@ pub enum RestoreError {
     UnknownQueue(String),
     #[error("{0:?} is not a message-id fingerprint")]
     BadFingerprint(String),
+    #[error(
+        "conversation {id} is saved twice or is not below the saved next conversation id {next}"
+    )]
+    BadConversationId { id: u64, next: u64 },
 }
 
 impl Quotas {

@@ -47,7 +47,7 @@ impl Tenant {
         // The indexes' lines this message will read are asked for first, so that they load
         // together (the customer's, while the id's fingerprint is computed).
         if identity::looks_e164(&m.customer) {
-            self.by_customer.prefetch(&m.customer);
+            self.by_customer.prefetch(m.customer.as_bytes());
         }
         let fingerprint = identity::fingerprint(&m.provider_message_id);
         self.dedup.prefetch(fingerprint);
@@ -240,15 +240,20 @@ impl Tenant {
     ) -> ConversationId {
         let id = ConversationId(self.next_conversation);
         self.next_conversation += 1;
-        let number = customer.clone();
-        self.conversations.insert(
+        let phone = customer.is_some();
+        // Ids only grow (a restore starts past every id it restores): this one is new.
+        let at = self.conversations.push_new(
             id,
             Conversation::new(customer, self.rules.default_priority, now),
         );
         self.retention.file(id, self.retained_until(now));
-        if let Some(number) = number {
-            self.by_customer.insert(&self.conversations, number, id);
+        if phone {
+            // Its callers open a conversation for a phone no conversation has.
+            self.by_customer.insert_new(&self.conversations, at);
         }
+        // The next new conversation's index slot, loaded by the time it comes.
+        self.conversations
+            .prefetch(&ConversationId(self.next_conversation));
         id
     }
 }

@@ -29,7 +29,9 @@ pub(super) struct Numbers {
 }
 
 impl Numbers {
-    fn hash(&self, number: &str) -> u64 {
+    /// A number's hash, over its bytes: the same for the `&str` a message gives and the
+    /// `CustomerNumber` a conversation holds (whose `as_e164` would check UTF-8 again).
+    fn hash(&self, number: &[u8]) -> u64 {
         self.hasher.hash_one(number)
     }
 
@@ -54,7 +56,7 @@ impl Numbers {
 
     /// The position of the conversation whose first phone is `number`.
     fn first_at(&self, convs: &Slab<Conversation>, number: &str) -> Option<usize> {
-        let at = self.first.find(self.hash(number), |at| {
+        let at = self.first.find(self.hash(number.as_bytes()), |at| {
             // In range whenever the invariant holds; checked so that a slip finds nothing
             // rather than stopping the shard.
             let at = at as usize;
@@ -69,8 +71,8 @@ impl Numbers {
         Some(at as usize)
     }
 
-    /// Starts loading the line a lookup of `number` reads first (a hint).
-    pub fn prefetch(&self, number: &str) {
+    /// Starts loading the line a lookup (or a removal) of `number` reads first (a hint).
+    pub fn prefetch(&self, number: &[u8]) {
         self.first.prefetch(self.hash(number));
     }
 
@@ -87,7 +89,7 @@ impl Numbers {
         number: CustomerNumber,
         id: ConversationId,
     ) {
-        let hash = self.hash(number.as_e164());
+        let hash = self.hash(number.as_bytes());
         if let Some(before) = self.first_at(convs, number.as_e164()) {
             self.first.remove(hash, pos(before));
         } else {
@@ -103,9 +105,17 @@ impl Numbers {
         }
     }
 
+    /// Files the first phone of the conversation just added at position `at`, a number no
+    /// conversation held (what [`Numbers::insert`] checks first, its callers already know).
+    pub fn insert_new(&mut self, convs: &Slab<Conversation>, at: usize) {
+        let number = convs.at(at).1.customer.as_ref().expect("a first phone");
+        debug_assert!(self.id(convs, number.as_e164()).is_none(), "a new number");
+        self.first.insert(self.hash(number.as_bytes()), pos(at));
+    }
+
     /// Unfiles `number`, the first phone of the conversation at position `at`.
     fn remove_first(&mut self, number: &CustomerNumber, at: usize) {
-        let hash = self.hash(number.as_e164());
+        let hash = self.hash(number.as_bytes());
         self.first.remove(hash, pos(at));
     }
 
@@ -136,7 +146,8 @@ impl Numbers {
         if let Some(from) = moved_from
             && let Some(p) = &convs.at(at).1.customer
         {
-            self.first.moved(self.hash(p.as_e164()), pos(from), pos(at));
+            self.first
+                .moved(self.hash(p.as_bytes()), pos(from), pos(at));
         }
         Some(value)
     }

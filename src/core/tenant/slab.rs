@@ -136,11 +136,28 @@ impl<V: Share> Slab<V> {
                 *self.values.value_mut(at) = value;
             }
             None => {
-                self.values.push_new(id, value);
-                self.flags
-                    .push(if self.tracking.is_some() { CHANGED } else { 0 });
+                self.push_new(id, value);
             }
         }
+    }
+
+    /// Adds the value of `id`, an id no value has (a new conversation's); its position.
+    pub fn push_new(&mut self, id: ConversationId, value: V) -> usize {
+        debug_assert!(!self.values.contains_key(&id), "{id:?} is new");
+        self.values.push_new(id, value);
+        self.flags
+            .push(if self.tracking.is_some() { CHANGED } else { 0 });
+        self.values.len() - 1
+    }
+
+    /// Starts loading what a lookup of `id` reads first: its index slot (a hint).
+    pub fn prefetch(&self, id: &ConversationId) {
+        self.values.prefetch(id);
+    }
+
+    /// Starts loading `id`'s value, once its index slot is loaded (a hint).
+    pub fn prefetch_value(&self, id: &ConversationId) {
+        self.values.prefetch_entry(id);
     }
 
     /// Where `id`'s value is now (a removal may move it).

@@ -414,6 +414,13 @@ impl Tenant {
         let mut by_alias = Map::default();
         for c in state.conversations {
             let id = ConversationId(c.id);
+            // New conversations take ids from `next_conversation` on, unchecked.
+            if c.id >= state.next_conversation || conversations.contains_key(&id) {
+                return Err(RestoreError::BadConversationId {
+                    id: c.id,
+                    next: state.next_conversation,
+                });
+            }
             let customer = match c.customer.as_str() {
                 "" => None,
                 e164 if identity::looks_e164(e164) => Some(CustomerNumber::from_valid_e164(e164)),
