@@ -410,6 +410,9 @@ fn stretches(
 }
 
 fn main() {
+    // The service's allocator settings (no transparent huge pages, freed memory returned
+    // within ~10 ms): the figures are the shipped binary's.
+    switchboard::allocator::tune();
     if let Ok(rounds) = std::env::var("ROUTING_PAIRED") {
         let rounds = rounds
             .parse()
