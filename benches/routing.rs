@@ -10,7 +10,8 @@
 //! alternates the anchor and a measured loop, each round timing 100,000 decodes, then
 //! 100,000 messages routed (known customers' rounds, then new customers'), and prints each
 //! round's ratio and their median and spread: both sides of a ratio meet the same noise.
-//! `ROUTING_CASES=known` (or `new`) runs one of the two (for a profiler).
+//! `ROUTING_CASES=known` (or `new`) runs one of the two (for a profiler). Either way the bench
+//! runs on the service's allocator settings (`switchboard::allocator::tune`).
 //!
 //! Cases:
 //! - `route_known_bot`: known customers in E.164, a mix of simple intents and unclassified
