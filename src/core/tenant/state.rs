@@ -463,7 +463,8 @@ impl Tenant {
                 Some((_, name)) => Some(Box::new(RouteOverride::Queue(QueueName::new(&name)))),
                 None => None,
             };
-            conversations.insert(
+            // Checked above: no value has this id yet.
+            conversations.push_new(
                 id,
                 Conversation {
                     customer,
