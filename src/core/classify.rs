@@ -427,30 +427,40 @@ pub fn fold(text: &str) -> String {
 }
 
 /// [`fold`] into `out` (cleared first), for a caller that keeps one buffer.
+///
+/// Runs of ASCII (most of any text; all of most messages) are copied whole, each character
+/// past ASCII folded between them, and the ASCII letters lower-cased at the end in one pass
+/// (a folded character is lower-case already, and lower-casing ASCII leaves the other bytes
+/// alone). A Spanish message with four accented letters cost ~840 instructions here when
+/// each run was found byte by byte and lower-cased on its own.
 pub fn fold_into(text: &str, out: &mut String) {
     out.clear();
-    if text.is_ascii() {
-        // Most messages: one copy, lower-cased in place.
-        out.push_str(text);
-        out.make_ascii_lowercase();
-        return;
-    }
     let mut rest = text;
-    while !rest.is_empty() {
-        // Runs of ASCII (most of any text) are copied and lower-cased whole.
-        let ascii = rest
-            .bytes()
-            .position(|b| !b.is_ascii())
-            .unwrap_or(rest.len());
-        let start = out.len();
+    loop {
+        let ascii = ascii_prefix(rest.as_bytes());
         out.push_str(&rest[..ascii]);
-        out[start..].make_ascii_lowercase();
         let mut chars = rest[ascii..].chars();
-        if let Some(c) = chars.next() {
-            fold_char(c, out);
-        }
+        let Some(c) = chars.next() else { break };
+        fold_char(c, out);
         rest = chars.as_str();
     }
+    out.make_ascii_lowercase();
+}
+
+/// How many of `bytes`' first bytes are ASCII: eight at a time (a byte past ASCII has its
+/// high bit set), then one at a time.
+fn ascii_prefix(bytes: &[u8]) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        if word & HIGH != 0 {
+            // The first byte in memory order is the word's lowest.
+            return at + (word & HIGH).trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    at + bytes[at..].iter().take_while(|b| b.is_ascii()).count()
 }
 
 /// A character past ASCII: lower-cased (Latin-1's letters without the case tables: each
@@ -700,8 +710,15 @@ mod tests {
     #[test]
     fn folding_agrees_with_the_unicode_tables_for_every_character() {
         let mut buf = String::new();
+        // Runs of ASCII longer than a word, the character at every offset within one.
+        let long = "HOLA buenas Tardes";
         for c in (0..=0x10_ffff).filter_map(char::from_u32) {
-            for text in [c.to_string(), format!("Ab{c}Cd{c}{c} É")] {
+            let cut = c as usize % 17;
+            for text in [
+                c.to_string(),
+                format!("Ab{c}Cd{c}{c} É"),
+                format!("{}{c}{long}{c}", &long[..cut]),
+            ] {
                 fold_into(&text, &mut buf);
                 assert_eq!(buf, fold_by_tables(&text), "{text:?}");
                 // What `required_literals` relies on: no folded text holds a capital A–Z.
@@ -712,6 +729,20 @@ mod tests {
             fold("¿Dónde ESTÁ mi PEDIDO, Ñandú?"),
             "¿donde esta mi pedido, nandu?"
         );
+    }
+
+    /// The ASCII prefix is found exactly, whatever the first byte past ASCII's offset within
+    /// a word, and a text with none is ASCII whole.
+    #[test]
+    fn the_ascii_prefix_ends_at_the_first_byte_past_ascii() {
+        for len in 0..=20 {
+            let ascii = "x".repeat(len);
+            assert_eq!(ascii_prefix(ascii.as_bytes()), len);
+            for at in 0..len {
+                let text = format!("{}é{}", &ascii[..at], &ascii[at..]);
+                assert_eq!(ascii_prefix(text.as_bytes()), at, "{text:?}");
+            }
+        }
     }
 
     /// The byte-wise check agrees with the check by characters on every text of up to five
