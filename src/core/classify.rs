@@ -431,8 +431,10 @@ pub fn fold(text: &str) -> String {
 /// Runs of ASCII (most of any text; all of most messages) are copied whole, each character
 /// past ASCII folded between them, and the ASCII letters lower-cased at the end in one pass
 /// (a folded character is lower-case already, and lower-casing ASCII leaves the other bytes
-/// alone). A Spanish message with four accented letters cost ~840 instructions here when
-/// each run was found byte by byte and lower-cased on its own.
+/// alone). Finding each run byte by byte and lower-casing it on its own cost the routing
+/// bench's texts (two of five Spanish, with accents) 367 instructions a message here on
+/// average; this way 296, and a known customer's message took ~4% less time (`cargo bench
+/// --bench routing`, builds alternating).
 pub fn fold_into(text: &str, out: &mut String) {
     out.clear();
     let mut rest = text;
