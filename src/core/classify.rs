@@ -740,7 +740,7 @@ mod tests {
         for len in 0..=20 {
             let ascii = "x".repeat(len);
             assert_eq!(ascii_prefix(ascii.as_bytes()), len);
-            for at in 0..len {
+            for at in 0..=len {
                 let text = format!("{}é{}", &ascii[..at], &ascii[at..]);
                 assert_eq!(ascii_prefix(text.as_bytes()), at, "{text:?}");
             }
