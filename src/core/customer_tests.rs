@@ -611,16 +611,20 @@ fn bot_containment_is_counted_when_a_conversation_is_forgotten() {
     s.complete("bob", human).unwrap();
     s.advance(4 * 24 * HOUR);
     s.tick();
-    let mut ended: Vec<bool> = s
+    // One effect for the sweep, with both counts.
+    let ended: Vec<(u64, u64)> = s
         .effects
         .iter()
         .filter_map(|e| match e {
-            Effect::BotConversationEnded { contained, .. } => Some(*contained),
+            Effect::BotConversationsEnded {
+                contained,
+                handed_over,
+                ..
+            } => Some((*contained, *handed_over)),
             _ => None,
         })
         .collect();
-    ended.sort();
-    assert_eq!(ended, [false, true]);
+    assert_eq!(ended, [(1, 1)]);
 }
 
 #[test]

@@ -304,9 +304,15 @@ pub enum Effect {
         conversation: ConversationId,
         reason: Reason,
     },
-    /// A conversation the bot answered was forgotten (retention): `contained` when no person
-    /// ever took it (bot containment).
-    BotConversationEnded { tenant: TenantId, contained: bool },
+    /// Conversations the bot answered that a sweep forgot (retention), counted: `contained`
+    /// those no person ever took (bot containment), `handed_over` the others. One effect a
+    /// sweep, not one a conversation: a sweep forgets a minute's worth of conversations at
+    /// once, and each effect is a metric's lookup on the shard's task.
+    BotConversationsEnded {
+        tenant: TenantId,
+        contained: u64,
+        handed_over: u64,
+    },
     /// A customer message for the agent who has the conversation.
     AgentMessage {
         tenant: TenantId,

@@ -766,6 +766,7 @@ impl Tenant {
             kept
         };
         let due = self.retention.due(now);
+        let (mut contained, mut handed_over) = (0, 0);
         for (i, &id) in due.iter().enumerate() {
             self.prefetch_removal(&due, i);
             // Gone already (merged into another): its entry with it.
@@ -782,12 +783,19 @@ impl Tenant {
                 let c = self.remove_conversation(id).expect("looked up above");
                 self.duplicates.forget(id);
                 if c.served_by_bot {
-                    out.push(Effect::BotConversationEnded {
-                        tenant: self.id.clone(),
-                        contained: !c.served_by_human,
-                    });
+                    match c.served_by_human {
+                        false => contained += 1,
+                        true => handed_over += 1,
+                    }
                 }
             }
+        }
+        if contained + handed_over > 0 {
+            out.push(Effect::BotConversationsEnded {
+                tenant: self.id.clone(),
+                contained,
+                handed_over,
+            });
         }
         #[cfg(test)]
         {

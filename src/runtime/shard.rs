@@ -518,7 +518,7 @@ impl ShardTask {
                 | Effect::SpamRateAlert { .. }
                 | Effect::CustomerHeld { .. }
                 | Effect::Consent { .. }
-                | Effect::BotConversationEnded { .. } => {}
+                | Effect::BotConversationsEnded { .. } => {}
             }
         }
         self.effects = effects;

@@ -159,14 +159,17 @@ pub fn effect(e: &Effect) {
             counter!(CUSTOMER_HOLDS, "tenant" => tenant.to_string()).increment(1);
             tracing::info!(%tenant, "per-user marketing limit (131049): the customer's low-priority sends wait");
         }
-        Effect::BotConversationEnded { tenant, contained } => {
-            let outcome = if *contained {
-                "contained"
-            } else {
-                "handed_over"
-            };
-            counter!(BOT_CONVERSATIONS, "tenant" => tenant.to_string(), "outcome" => outcome)
-                .increment(1);
+        Effect::BotConversationsEnded {
+            tenant,
+            contained,
+            handed_over,
+        } => {
+            for (outcome, count) in [("contained", *contained), ("handed_over", *handed_over)] {
+                if count > 0 {
+                    counter!(BOT_CONVERSATIONS, "tenant" => tenant.to_string(), "outcome" => outcome)
+                        .increment(count);
+                }
+            }
         }
         Effect::Consent { tenant, state } => {
             let state = match state {
@@ -212,4 +215,40 @@ pub fn stream_disconnected(kind: &'static str) {
         kind,
         "stream subscriber fell behind and was disconnected; it must resubscribe"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    /// A sweep's one effect adds each count to its outcome's series, and an outcome with
+    /// none is not looked up (no series made for it).
+    #[test]
+    fn a_sweeps_bot_conversations_are_counted_by_outcome() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for (tenant, contained, handed_over) in [("acme", 3, 2), ("acme", 4, 1), ("beta", 5, 0)]
+            {
+                effect(&Effect::BotConversationsEnded {
+                    tenant: TenantId::new(tenant),
+                    contained,
+                    handed_over,
+                });
+            }
+        });
+        let text = handle.render();
+        let series = |tenant: &str, outcome: &str| {
+            let prefix =
+                format!("{BOT_CONVERSATIONS}{{tenant=\"{tenant}\",outcome=\"{outcome}\"}} ");
+            let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+            line.map(|v| v.parse::<u64>().expect("a count"))
+        };
+        assert_eq!(series("acme", "contained"), Some(7), "{text}");
+        assert_eq!(series("acme", "handed_over"), Some(3), "{text}");
+        assert_eq!(series("beta", "contained"), Some(5), "{text}");
+        assert_eq!(series("beta", "handed_over"), None, "{text}");
+    }
 }
