@@ -990,8 +990,18 @@ impl ChunkSink {
 
     /// Writes `cut`'s state and hands on the last chunk (none when the state filled its
     /// chunks exactly). Blocking. Returns how long it rested between chunks.
+    ///
+    /// Through a buffer: `serde_json` writes each token on its own (a quote, a key, a
+    /// comma), and each was a call into the sink's loop. Handed on 64 KiB at a time, the
+    /// sink's own share of the server's samples at 80,000 records/s went from 3.0% to 1.1%
+    /// (`perf`, one 3-second profile each, session 36).
     fn write(mut self, cut: crate::core::TenantCut) -> std::io::Result<Duration> {
-        cut.write_json(&mut self).map_err(std::io::Error::other)?;
+        let mut buffered = std::io::BufWriter::with_capacity(64 << 10, &mut self);
+        cut.write_json(&mut buffered)
+            .map_err(std::io::Error::other)?;
+        // A flush that fails is an error here, not one a drop would swallow.
+        std::io::Write::flush(&mut buffered)?;
+        drop(buffered);
         self.finish()
     }
 
