@@ -306,8 +306,9 @@ pub enum Effect {
     },
     /// Conversations the bot answered that a sweep forgot (retention), counted: `contained`
     /// those no person ever took (bot containment), `handed_over` the others. One effect a
-    /// sweep, not one a conversation: a sweep forgets a minute's worth of conversations at
-    /// once, and each effect is a metric's lookup on the shard's task.
+    /// sweep, not one a conversation: a sweep (every `limits.sweep_interval_secs`) forgets
+    /// every conversation due since the one before at once, and each effect is a metric's
+    /// lookup on the shard's task.
     BotConversationsEnded {
         tenant: TenantId,
         contained: u64,
