@@ -999,9 +999,10 @@ impl ChunkSink {
         let mut buffered = std::io::BufWriter::with_capacity(64 << 10, &mut self);
         cut.write_json(&mut buffered)
             .map_err(std::io::Error::other)?;
-        // A flush that fails is an error here, not one a drop would swallow.
-        std::io::Write::flush(&mut buffered)?;
-        drop(buffered);
+        // Flushed here, so that a failure is returned, not swallowed by a drop.
+        buffered
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         self.finish()
     }
 

@@ -250,13 +250,25 @@ mod tests {
 
     use super::*;
 
+    /// What a recorder of its own renders after `record` ran with it.
+    fn rendered(record: impl FnOnce()) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&recorder, record);
+        recorder.handle().render()
+    }
+
+    /// The value of series `name{labels}` in `text`, if it has one.
+    fn count(text: &str, name: &str, labels: &str) -> Option<u64> {
+        let prefix = format!("{name}{{{labels}}} ");
+        let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+        line.map(|v| v.trim().parse().expect("a count"))
+    }
+
     /// A sweep's one effect adds each count to its outcome's series, and an outcome with
     /// none is not looked up (no series made for it).
     #[test]
     fn a_sweeps_bot_conversations_are_counted_by_outcome() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
+        let text = rendered(|| {
             for (tenant, contained, handed_over) in [("acme", 3, 2), ("acme", 4, 1), ("beta", 5, 0)]
             {
                 effect(&Effect::BotConversationsEnded {
@@ -266,12 +278,9 @@ mod tests {
                 });
             }
         });
-        let text = handle.render();
         let series = |tenant: &str, outcome: &str| {
-            let prefix =
-                format!("{BOT_CONVERSATIONS}{{tenant=\"{tenant}\",outcome=\"{outcome}\"}} ");
-            let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
-            line.map(|v| v.parse::<u64>().expect("a count"))
+            let labels = format!("tenant=\"{tenant}\",outcome=\"{outcome}\"");
+            count(&text, BOT_CONVERSATIONS, &labels)
         };
         assert_eq!(series("acme", "contained"), Some(7), "{text}");
         assert_eq!(series("acme", "handed_over"), Some(3), "{text}");
@@ -283,15 +292,13 @@ mod tests {
     /// its own labels, whichever came first.
     #[test]
     fn inbound_messages_and_decisions_count_on_their_own_series() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
+        let routed = Decision {
+            target: Target::Bot,
+            reason: Reason::SimpleIntent,
+            ..Decision::new(None)
+        };
+        let text = rendered(|| {
             let mut series = RoutingSeries::default();
-            let routed = Decision {
-                target: Target::Bot,
-                reason: Reason::SimpleIntent,
-                ..Decision::new(None)
-            };
             let duplicate = Decision {
                 duplicate: true,
                 ..Decision::new(None)
@@ -317,42 +324,22 @@ mod tests {
             series.decision(&acme, &routed, Some(whatsapp));
             series.decision(&acme, &routed, None);
         });
-        let text = handle.render();
-        let count = |series: &str| {
-            let line = text.lines().find_map(|l| l.strip_prefix(series));
-            line.map(|v| v.trim().parse::<u64>().expect("a count"))
-        };
-        let inbound = |labels: &str| count(&format!("{INBOUND_MESSAGES}{{{labels}}} "));
-        assert_eq!(
-            inbound("outcome=\"routed\",channel=\"whatsapp\""),
-            Some(2),
-            "{text}"
-        );
-        assert_eq!(
-            inbound("outcome=\"routed\",channel=\"webchat\""),
-            Some(1),
-            "{text}"
-        );
-        assert_eq!(
-            inbound("outcome=\"duplicate\",channel=\"whatsapp\""),
-            Some(1),
-            "{text}"
-        );
+        let inbound = |labels: &str| count(&text, INBOUND_MESSAGES, labels);
         let rejected = "outcome=\"rejected\",error_type=\"not_found\"";
-        assert_eq!(
-            inbound(&format!("{rejected},channel=\"whatsapp\"")),
-            Some(1),
-            "{text}"
-        );
-        assert_eq!(
-            inbound(&format!("{rejected},channel=\"webchat\"")),
-            Some(1),
-            "{text}"
-        );
+        for (labels, expected) in [
+            ("outcome=\"routed\",channel=\"whatsapp\"".to_owned(), 2),
+            ("outcome=\"routed\",channel=\"webchat\"".to_owned(), 1),
+            ("outcome=\"duplicate\",channel=\"whatsapp\"".to_owned(), 1),
+            (format!("{rejected},channel=\"whatsapp\""), 1),
+            (format!("{rejected},channel=\"webchat\""), 1),
+        ] {
+            assert_eq!(inbound(&labels), Some(expected), "{labels}\n{text}");
+        }
         let decisions = |tenant: &str, channel: &str| {
-            count(&format!(
-                "{ROUTING_DECISIONS}{{tenant=\"{tenant}\",target=\"bot\",reason=\"simple_intent\",channel=\"{channel}\"}} "
-            ))
+            let labels = format!(
+                "tenant=\"{tenant}\",target=\"bot\",reason=\"simple_intent\",channel=\"{channel}\""
+            );
+            count(&text, ROUTING_DECISIONS, &labels)
         };
         assert_eq!(decisions("acme", "whatsapp"), Some(2), "{text}");
         assert_eq!(decisions("beta", "whatsapp"), Some(1), "{text}");
