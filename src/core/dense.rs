@@ -150,6 +150,27 @@ impl<K: Hash + Eq, V> Dense<K, V> {
         self.entries.shrink_to_fit();
     }
 
+    /// Gives back room after a peak: the index shrinks a step at a time once under a quarter
+    /// full ([`Positions::shrink_gradually`]); the pages already go as they empty, and the
+    /// spare one goes when under a quarter of them is used.
+    pub fn shrink_gradually(&mut self) {
+        self.index.shrink_gradually();
+        if self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to_fit();
+        }
+    }
+
+    /// Walks on the index's table being emptied, if any, by up to `slots` slots.
+    pub fn settle(&mut self, slots: usize) {
+        self.index.settle(slots);
+    }
+
+    /// The index's slots, a table being emptied included.
+    #[cfg(test)]
+    pub fn index_slots(&self) -> usize {
+        self.index.slots()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }

@@ -260,6 +260,11 @@ impl Dedup {
         n.wrapping_sub(self.first()) as usize
     }
 
+    /// Walks on the index's table being emptied, if any, by up to `slots` slots.
+    pub fn settle(&mut self, slots: usize) {
+        self.seen.settle(slots);
+    }
+
     /// Forgets ids older than the ttl (and gives back capacity after a peak).
     pub fn sweep(&mut self, now: Timestamp) {
         while let Some((at, _)) = self.order.front() {
@@ -269,7 +274,7 @@ impl Dedup {
             self.forget_oldest();
         }
         if self.seen.len() < self.seen.capacity() / 4 {
-            self.seen.shrink_to_fit();
+            self.seen.shrink_gradually();
             self.order.shrink_to_fit();
         }
     }

@@ -985,6 +985,45 @@ fn restored_conversations_are_swept_at_the_end_of_their_retention() {
     assert_eq!(fresh.shard.tenant(T).unwrap().conversation_count(), 0);
 }
 
+/// After a peak the conversations' index and the phones' give their room back: the sweep
+/// that leaves them under a quarter full begins smaller tables, the next tick walks the old
+/// ones over, and every customer kept finds the same conversation throughout. (Until session
+/// 37 the sweep compared the count with the slab's capacity, its pages, which go as they
+/// empty: unless under half a page was left, the indexes kept their peak's size.)
+#[test]
+fn the_indexes_give_back_their_room_after_a_peak() {
+    const KEPT: u64 = 3_000;
+    let mut s = Sim::new(true);
+    let phone = |i: u64| format!("+3461{:07}", 3_000_000 + i);
+    let mut kept: Vec<_> = (0..20_000)
+        .map(|i| s.msg(&phone(i), "hola").conversation)
+        .collect();
+    kept.truncate(KEPT as usize);
+    let slots = |s: &Sim| s.shard.tenant(T).unwrap().index_slots();
+    let peak = slots(&s);
+    // All but the first KEPT customers go quiet past the retention.
+    s.advance(71 * HOUR);
+    for (i, id) in (0..).zip(&kept) {
+        assert_eq!(&s.msg(&phone(i), "sigo aquí").conversation, id);
+    }
+    s.advance(2 * HOUR);
+    s.tick();
+    let conversations = s.shard.tenant(T).unwrap().conversation_count();
+    assert_eq!(conversations as u64, KEPT);
+    for _ in 0..2 {
+        s.advance(SEC);
+        s.tick();
+        for (i, id) in (0..).zip(&kept) {
+            assert_eq!(&s.msg(&phone(i), "¿seguís?").conversation, id);
+        }
+    }
+    let after = slots(&s);
+    assert!(
+        after.0 * 4 <= peak.0 && after.1 * 4 <= peak.1,
+        "slots {peak:?} at the peak, {after:?} after"
+    );
+}
+
 #[test]
 fn a_conversation_held_past_its_retention_goes_at_the_first_sweep_after_it_is_let_go() {
     let mut s = Sim::new(false);

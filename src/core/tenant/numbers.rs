@@ -152,9 +152,24 @@ impl Numbers {
         Some(value)
     }
 
-    pub fn shrink_to_fit(&mut self) {
-        self.first.shrink_to_fit();
-        self.others.shrink_to_fit();
+    /// Gives back room after a peak: the first phones' table a step at a time (see
+    /// [`Positions::shrink_gradually`]), the other phones' map (rare, small) at once.
+    pub fn shrink_gradually(&mut self) {
+        self.first.shrink_gradually();
+        if self.others.len() < self.others.capacity() / 4 {
+            self.others.shrink_to_fit();
+        }
+    }
+
+    /// Walks on the first phones' table being emptied, if any, by up to `slots` slots.
+    pub fn settle(&mut self, slots: usize) {
+        self.first.settle(slots);
+    }
+
+    /// The first phones' table's slots, one being emptied included.
+    #[cfg(test)]
+    pub fn slots(&self) -> usize {
+        self.first.slots()
     }
 }
 
@@ -260,14 +275,28 @@ mod tests {
         for n in 100..5_000 {
             numbers.remove_conversation(&mut convs, ConversationId(n));
         }
-        numbers.shrink_to_fit();
-        for n in (0..100).filter(|n| ![2, 5].contains(n)) {
-            assert_eq!(
-                numbers.id(&convs, phone(n).as_e164()),
-                Some(ConversationId(n))
-            );
+        let before = numbers.slots();
+        numbers.shrink_gradually();
+        assert!(
+            numbers.slots() > before,
+            "a smaller table begun beside the old one"
+        );
+        // Found while the old table is walked a few slots at a time, and once it is gone.
+        while numbers.slots() >= before {
+            for n in (0..100).filter(|n| ![2, 5].contains(n)) {
+                assert_eq!(
+                    numbers.id(&convs, phone(n).as_e164()),
+                    Some(ConversationId(n))
+                );
+            }
+            assert_eq!(numbers.id(&convs, phone(200).as_e164()), None);
+            numbers.settle(512);
         }
-        assert_eq!(numbers.id(&convs, phone(200).as_e164()), None);
+        assert!(
+            numbers.slots() * 8 <= before,
+            "{before} slots -> {}",
+            numbers.slots()
+        );
     }
 
     /// Conversations added and dropped at random, each drop moving the slab's last
@@ -312,7 +341,15 @@ mod tests {
         }
         for shrunk in [false, true] {
             if shrunk {
-                numbers.shrink_to_fit();
+                // Under a quarter full after dropping all but 500: a smaller table, walked.
+                while live.len() > 500 {
+                    let n = live.swap_remove((next() % live.len() as u64) as usize);
+                    numbers.remove_conversation(&mut convs, ConversationId(n));
+                }
+                let before = numbers.slots();
+                numbers.shrink_gradually();
+                numbers.settle(usize::MAX);
+                assert!(numbers.slots() < before, "{before} slots, still");
             }
             for &n in &live {
                 assert_eq!(finds(&numbers, &convs, n), Some(ConversationId(n)), "{n}");

@@ -110,10 +110,6 @@ impl<V: Share> Slab<V> {
         self.values.len()
     }
 
-    pub fn capacity(&self) -> usize {
-        self.values.capacity()
-    }
-
     pub fn contains_key(&self, id: &ConversationId) -> bool {
         self.values.contains_key(id)
     }
@@ -202,9 +198,22 @@ impl<V: Share> Slab<V> {
         })
     }
 
-    pub fn shrink_to_fit(&mut self) {
-        self.values.shrink_to_fit();
-        self.flags.shrink_to_fit();
+    /// Gives back room after a peak (see [`Dense::shrink_gradually`]).
+    pub fn shrink_gradually(&mut self) {
+        self.values.shrink_gradually();
+        if self.flags.len() < self.flags.capacity() / 4 {
+            self.flags.shrink_to_fit();
+        }
+    }
+
+    /// Walks on the index's table being emptied, if any, by up to `slots` slots.
+    pub fn settle(&mut self, slots: usize) {
+        self.values.settle(slots);
+    }
+
+    #[cfg(test)]
+    pub fn index_slots(&self) -> usize {
+        self.values.index_slots()
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &ConversationId> {
