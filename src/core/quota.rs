@@ -182,7 +182,8 @@ impl SendLog {
             keep
         });
         if self.by_key.len() < self.by_key.capacity() / 4 {
-            self.by_key.shrink_to_fit();
+            // A step at a time (see `Positions::shrink_gradually`), walked by `settle`.
+            self.by_key.shrink_gradually();
             self.sends.shrink_to_fit();
         }
     }
@@ -299,6 +300,12 @@ pub struct BadSend {
 }
 
 impl Quotas {
+    /// Walks on the send log's key index, if a table of it is being emptied (after a growth
+    /// or a shrink), by up to `slots` slots.
+    pub fn settle_keys(&mut self, slots: usize) {
+        self.log.by_key.settle(slots);
+    }
+
     /// `numbers` and `config` must be validated.
     pub fn new(
         tenant: TenantId,

@@ -823,6 +823,7 @@ impl Tenant {
         self.conversations.settle(SETTLE_SLOTS);
         self.by_customer.settle(SETTLE_SLOTS);
         self.dedup.settle(SETTLE_SLOTS);
+        self.quotas.settle_keys(SETTLE_SLOTS);
     }
 
     /// Starts loading what the sweep's removals of the conversations `due` names read, a few
