@@ -182,7 +182,8 @@ impl SendLog {
             keep
         });
         if self.by_key.len() < self.by_key.capacity() / 4 {
-            // A step at a time (see `Positions::shrink_gradually`), walked by `settle`.
+            // A step at a time (see `Positions::shrink_gradually`), walked on by the tenant's
+            // ticks (`Quotas::settle_keys`).
             self.by_key.shrink_gradually();
             self.sends.shrink_to_fit();
         }
