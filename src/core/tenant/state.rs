@@ -235,11 +235,8 @@ struct Hex([u8; 32]);
 
 impl Hex {
     fn of(fp: u128) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut digits = [0; 32];
-        for (i, d) in digits.iter_mut().enumerate() {
-            *d = DIGITS[(fp >> (124 - 4 * i)) as usize & 15];
-        }
+        hex::encode_to_slice(fp.to_be_bytes(), &mut digits).expect("16 bytes are 32 digits");
         Self(digits)
     }
 
