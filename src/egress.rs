@@ -322,6 +322,7 @@ impl Egress {
             );
         }
         self.commit(CommitMode::Sync);
+        crate::kafka::leave_group(&self.consumer, drain).await;
         self.outbox.flush(drain);
         tracing::info!("egress stopped");
     }

@@ -981,3 +981,54 @@ async fn an_output_that_keeps_failing_turns_readiness_off_until_it_recovers() {
     drop((routed, producer));
     drop(cluster);
 }
+
+/// A consumer leaves its group (`kafka::leave_group`) before it is dropped: the group's
+/// revoke is served then, and the drop's close has nothing left to revoke. (librdkafka issue
+/// #4884: a revoke served inside the close can wait forever in `rd_kafka_assign`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_is_unassigned_before_its_close() {
+    use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    /// Counts the revokes of at least one partition.
+    struct Revokes(Arc<AtomicUsize>);
+    impl rdkafka::ClientContext for Revokes {}
+    impl ConsumerContext for Revokes {
+        fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+            if let Rebalance::Revoke(list) = rebalance
+                && list.count() > 0
+            {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+    }
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("leaving", 2, 1).unwrap();
+    let revokes = Arc::new(AtomicUsize::new(0));
+    let consumer: StreamConsumer<Revokes> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "leaving")
+        .create_with_context(Revokes(revokes.clone()))
+        .unwrap();
+    consumer.subscribe(&["leaving"]).unwrap();
+    guard(async {
+        while consumer.assignment().unwrap().count() < 2 {
+            let _ = tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await;
+        }
+    })
+    .await;
+    assert_eq!(revokes.load(SeqCst), 0);
+
+    switchboard::kafka::leave_group(&consumer, Duration::from_secs(10)).await;
+    assert_eq!(consumer.assignment().unwrap().count(), 0);
+    assert_eq!(
+        revokes.load(SeqCst),
+        1,
+        "the revoke is served before the drop"
+    );
+    drop(consumer);
+    assert_eq!(revokes.load(SeqCst), 1, "the close had nothing to revoke");
+    drop(cluster);
+}

@@ -315,8 +315,8 @@ impl KafkaInput {
         telemetry::kafka_handed_over(&taken, cut.as_ref().err());
         blocking(|| self.handover.release(&taken));
         // Leave the group now, so its partitions go to another member at once instead of
-        // after the session timeout.
-        self.consumer.unsubscribe();
+        // after the session timeout (and so that the consumer's close has nothing to revoke).
+        super::leave_group(&self.consumer, self.grace).await;
         tracing::info!("kafka input stopped");
     }
 

@@ -33,6 +33,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
@@ -106,6 +107,31 @@ pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
         }
     }
     settings
+}
+
+/// Leaves the consumer group and waits, up to `within`, until the group's revoke has been
+/// served here (the partitions unassigned), so that the drop which closes the consumer has
+/// nothing left to revoke. A revoke served during the close can wait forever in
+/// `rd_kafka_assign` (librdkafka issue #4884; unsubscribing first is the maintainers'
+/// workaround). Records read meanwhile are let go unhandled: their offsets are not
+/// committed, so the partitions' next owner reads them.
+pub async fn leave_group<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    within: Duration,
+) {
+    consumer.unsubscribe();
+    let revoked = async {
+        while consumer.assignment().is_ok_and(|a| a.count() > 0) {
+            // `recv` serves the revoke (and returns only for a record): polled in short turns.
+            let _ = tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await;
+        }
+    };
+    if tokio::time::timeout(within, revoked).await.is_err() {
+        tracing::warn!(
+            within_ms = within.as_millis() as u64,
+            "the group's revoke was not served in time; closing with partitions assigned"
+        );
+    }
 }
 
 /// How a topic is created.
