@@ -73,6 +73,11 @@ fn ready_now<'a>(
     }
 }
 
+/// Whether two records are of one topic and partition (a run, in offset order).
+fn same_run(a: &BorrowedMessage<'_>, b: &BorrowedMessage<'_>) -> bool {
+    a.partition() == b.partition() && a.topic() == b.topic()
+}
+
 /// What handling one record produces.
 enum Output {
     Routed {
@@ -264,13 +269,19 @@ impl KafkaInput {
                         .saturating_sub(acks.issued() - acks.through())
                         .clamp(1, self.config.input_batch as u64) as usize;
                     let rebalances = self.handover.rebalances();
-                    let hold = |m: &BorrowedMessage<'_>| self.handover.hold(m.topic(), m.partition(), m.offset());
-                    hold(&message);
+                    // Held from the first record of each run of one topic and partition (the
+                    // handover keeps a pair's first offset only).
+                    let hold = |m: &BorrowedMessage<'_>, last: Option<&BorrowedMessage<'_>>| {
+                        if last.is_none_or(|l| !same_run(l, m)) {
+                            self.handover.hold(m.topic(), m.partition(), m.offset());
+                        }
+                    };
+                    hold(&message, None);
                     let mut records = vec![message];
                     while records.len() < room {
                         match ready_now(&self.consumer) {
                             Some(Ok(m)) => {
-                                hold(&m);
+                                hold(&m, records.last());
                                 records.push(m);
                             }
                             Some(Err(e)) => {
@@ -293,11 +304,13 @@ impl KafkaInput {
                         break; // stopping: these records are read again after restart
                     }
                     self.handover.watchdog.record_read();
-                    for message in &records {
-                        read.count(message.topic());
-                        let partition = message.partition();
+                    // Once a run: its last record says how far the partition's topic is read.
+                    for run in records.chunk_by(same_run) {
+                        let last = &run[run.len() - 1];
+                        let (topic, partition) = (last.topic(), last.partition());
+                        read.add(topic, run.len() as u64);
                         self.handover.ownership.touch(partition);
-                        let progress = self.handover.read_up_to(message.topic(), partition, message.offset());
+                        let progress = self.handover.read_up_to(topic, partition, last.offset());
                         self.on_progress(partition, progress);
                     }
                 }

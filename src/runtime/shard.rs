@@ -203,7 +203,10 @@ impl ShardTask {
                 let _ = reply.send(result);
             }
             Request::Batch { commands, reply } => {
-                let results = commands.into_iter().map(|c| self.command(c)).collect();
+                let now = self.clock.now();
+                let results = (commands.into_iter())
+                    .map(|c| self.command_at(now, c))
+                    .collect();
                 let _ = reply.send(results);
             }
             Request::SubscribeAgent {
@@ -242,6 +245,11 @@ impl ShardTask {
     /// Runs one command, counts it, and hands its effects on.
     fn command(&mut self, command: Command) -> Result<Reply, CoreError> {
         let now = self.clock.now();
+        self.command_at(now, command)
+    }
+
+    /// [`ShardTask::command`] at `now` (a batch's commands share their clock reading).
+    fn command_at(&mut self, now: Timestamp, command: Command) -> Result<Reply, CoreError> {
         let tenant = command.tenant().cloned();
         if let Command::RestoreState { tenant, .. } = &command {
             // The tenant was taken over or handed over: its streams end, and their

@@ -34,12 +34,17 @@ impl TopicRecords {
 
     /// One more record of `topic` (a handful of topics: a scan).
     pub fn count(&mut self, topic: &str) {
+        self.add(topic, 1);
+    }
+
+    /// `n` more records of `topic`.
+    pub fn add(&mut self, topic: &str, n: u64) {
         if let Some((_, c)) = self.topics.iter().find(|(t, _)| &**t == topic) {
-            c.increment(1);
+            c.increment(n);
             return;
         }
         let c = counter!(self.name, "topic" => topic.to_owned());
-        c.increment(1);
+        c.increment(n);
         self.topics.push((topic.into(), c));
     }
 }
