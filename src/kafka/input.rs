@@ -73,9 +73,11 @@ fn ready_now<'a>(
     }
 }
 
-/// Whether two records are of one topic and partition (a run, in offset order).
+/// Whether two records are of one topic and partition (a run, in offset order). The topic
+/// is compared by librdkafka's handle (one a topic in a client), not by name: a name is read
+/// with a `strlen` and a UTF-8 check each time.
 fn same_run(a: &BorrowedMessage<'_>, b: &BorrowedMessage<'_>) -> bool {
-    a.partition() == b.partition() && a.topic() == b.topic()
+    a.partition() == b.partition() && std::ptr::eq(a.topic_ptr(), b.topic_ptr())
 }
 
 /// What handling one record produces.
